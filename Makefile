@@ -1,0 +1,44 @@
+# Tribune: a Consul-compatible service-discovery and service-mesh control plane.
+GO ?= go
+PKGS ?= ./...
+BIN ?= bin/tribune
+
+.PHONY: run build test test-race bench bench-dns lint fmt vet staticcheck clean
+
+run:
+	$(GO) run ./cmd/tribune agent -dev
+
+build:
+	$(GO) build -o $(BIN) ./cmd/tribune
+
+# The test command of README.md and .ci/run. Fuzz targets run their seed
+# corpus here; see `make fuzz` for a longer run.
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 14m $(PKGS)
+
+test-race:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+# Benchmarks: figures are printed with their units (see test/bench).
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 30m ./test/bench/
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzRestore -fuzztime 30s ./catalog/
+	$(GO) test -run '^$$' -fuzz FuzzLoadJSON -fuzztime 30s ./agent/config/
+
+fmt:
+	gofmt -w .
+
+vet:
+	$(GO) vet $(PKGS)
+
+staticcheck:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+
+lint: vet staticcheck
+	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
+
+clean:
+	rm -rf bin

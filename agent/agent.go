@@ -1,0 +1,279 @@
+// Package agent runs a Tribune agent: the process on every machine. It loads
+// no configuration itself (see agent/config); it starts the server when the
+// agent is one, the HTTP API, the local services and checks with their
+// anti-entropy sync to the catalog, and hands reads and writes to a backend.
+//
+// The agent owns every goroutine it starts; Shutdown stops and waits for them.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/server"
+)
+
+// Version is Tribune's version, reported by `tribune version` and
+// /v1/agent/self.
+const Version = "0.1.0"
+
+// backend is how the agent reaches the catalog: the local server when the
+// agent is a server, an RPC client to the servers otherwise.
+type backend interface {
+	// Apply commits a write and returns the FSM's response.
+	Apply(ctx context.Context, t catalog.CommandType, body any) (any, error)
+	// Read runs a catalog read in its consistency mode, blocking if asked.
+	Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error)
+	// Leader returns the leader's server address, "" when none.
+	Leader() string
+	// Peers returns the voting servers' addresses.
+	Peers() ([]string, error)
+}
+
+// Agent is one running agent.
+type Agent struct {
+	cfg     *config.Config
+	logger  hclog.Logger
+	server  *server.Server
+	backend backend
+	acls    acl.Resolver
+	local   *localState
+	started time.Time
+
+	httpMu    sync.Mutex
+	httpSrvs  []*http.Server
+	httpAddrs []net.Addr
+
+	// ctx is the parent of every request's context; cancelled on
+	// Shutdown so that blocked queries return.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	shutdownCh chan struct{}
+	leaveCh    chan struct{}
+	// closeOnceLeave guards closing leaveCh.
+	closeOnceLeave sync.Once
+	wg             sync.WaitGroup
+	closeOnce      sync.Once
+}
+
+// New creates and starts an agent from a loaded configuration.
+func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	if cfg.NodeName == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("node name: %w", err)
+		}
+		cfg.NodeName = host
+	}
+	a := &Agent{
+		cfg:        cfg,
+		logger:     logger.Named("agent"),
+		acls:       acl.StaticResolver{Authorizer: acl.AllowAll()},
+		started:    time.Now(),
+		shutdownCh: make(chan struct{}),
+		leaveCh:    make(chan struct{}),
+	}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	started := false
+	defer func() {
+		if !started {
+			a.cancel()
+		}
+	}()
+	if !cfg.Server {
+		return nil, errors.New("client agents need the cluster RPC, which is not built yet: run with -server or -dev")
+	}
+	if cfg.NodeID == "" {
+		id, err := loadOrCreateNodeID(cfg)
+		if err != nil {
+			return nil, err
+		}
+		cfg.NodeID = id
+	}
+	bind := cfg.BindAddr
+	if bind == "" || bind == "0.0.0.0" {
+		bind = "127.0.0.1"
+	}
+	advertise := cfg.AdvertiseAddrLAN
+	if advertise == "" {
+		advertise = bind
+	}
+	scfg := server.DefaultConfig()
+	scfg.NodeName = cfg.NodeName
+	scfg.NodeID = cfg.NodeID
+	scfg.Datacenter = cfg.Datacenter
+	scfg.DataDir = cfg.DataDir
+	scfg.InMemory = cfg.DataDir == ""
+	scfg.Bootstrap = cfg.Bootstrap || cfg.DevMode || cfg.BootstrapExpect == 1
+	scfg.RPCAddr = net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Ports.Server))
+	scfg.AdvertiseAddr = net.JoinHostPort(advertise, strconv.Itoa(cfg.Ports.Server))
+	scfg.RaftMultiplier = cfg.Performance.RaftMultiplier
+	if cfg.RaftSnapshotThreshold > 0 {
+		scfg.SnapshotThreshold = uint64(cfg.RaftSnapshotThreshold)
+	}
+	if cfg.RaftSnapshotInterval > 0 {
+		scfg.SnapshotInterval = cfg.RaftSnapshotInterval
+	}
+	if cfg.RaftTrailingLogs > 0 {
+		scfg.TrailingLogs = uint64(cfg.RaftTrailingLogs)
+	}
+	if cfg.RPCHoldTimeout > 0 {
+		scfg.HoldTimeout = cfg.RPCHoldTimeout
+	}
+	scfg.Logger = logger
+	srv, err := server.New(scfg)
+	if err != nil {
+		return nil, fmt.Errorf("start server: %w", err)
+	}
+	a.server = srv
+	a.backend = srv
+	a.local = newLocalState(a)
+	if err := a.loadConfigDefinitions(); err != nil {
+		_ = srv.Shutdown()
+		return nil, err
+	}
+	if err := a.startHTTP(); err != nil {
+		_ = srv.Shutdown()
+		return nil, err
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.local.run(a.shutdownCh)
+	}()
+	started = true
+	return a, nil
+}
+
+// loadOrCreateNodeID returns the node ID kept in <data_dir>/node-id, creating
+// it the first time, so a restarted agent keeps its identity.
+func loadOrCreateNodeID(cfg *config.Config) (string, error) {
+	if cfg.DataDir == "" {
+		return newUUID()
+	}
+	path := cfg.DataDir + "/node-id"
+	if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+		return string(b), nil
+	}
+	id, err := newUUID()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return "", fmt.Errorf("create data dir: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(id), 0o600); err != nil {
+		return "", fmt.Errorf("write node-id: %w", err)
+	}
+	return id, nil
+}
+
+func (a *Agent) startHTTP() error {
+	if a.cfg.Ports.HTTP < 0 {
+		return nil
+	}
+	addrs := a.cfg.Addresses.HTTP
+	if len(addrs) == 0 {
+		addrs = a.cfg.ClientAddrs
+	}
+	if len(addrs) == 0 {
+		addrs = []string{"127.0.0.1"}
+	}
+	handler := newHTTPHandler(a)
+	for _, host := range addrs {
+		addr := net.JoinHostPort(host, strconv.Itoa(a.cfg.Ports.HTTP))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			a.stopHTTP(context.Background())
+			return fmt.Errorf("HTTP listener on %s: %w", addr, err)
+		}
+		srv := &http.Server{
+			Handler:           handler,
+			ReadHeaderTimeout: 10 * time.Second,
+			MaxHeaderBytes:    1 << 20,
+			BaseContext:       func(net.Listener) context.Context { return a.ctx },
+			ErrorLog:          a.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		}
+		a.httpMu.Lock()
+		a.httpSrvs = append(a.httpSrvs, srv)
+		a.httpAddrs = append(a.httpAddrs, ln.Addr())
+		a.httpMu.Unlock()
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.logger.Error("HTTP server stopped", "addr", ln.Addr(), "error", err)
+			}
+		}()
+		a.logger.Info("HTTP API listening", "addr", ln.Addr().String())
+	}
+	return nil
+}
+
+func (a *Agent) stopHTTP(ctx context.Context) {
+	a.httpMu.Lock()
+	srvs := a.httpSrvs
+	a.httpSrvs = nil
+	a.httpMu.Unlock()
+	for _, s := range srvs {
+		if err := s.Shutdown(ctx); err != nil {
+			_ = s.Close()
+		}
+	}
+}
+
+// HTTPAddr returns the address of the first HTTP listener ("host:port").
+func (a *Agent) HTTPAddr() string {
+	a.httpMu.Lock()
+	defer a.httpMu.Unlock()
+	if len(a.httpAddrs) == 0 {
+		return ""
+	}
+	return a.httpAddrs[0].String()
+}
+
+// Server returns the agent's server, nil on a client agent.
+func (a *Agent) Server() *server.Server { return a.server }
+
+// LeaveCh is closed when the agent was asked to leave through the API.
+func (a *Agent) LeaveCh() <-chan struct{} { return a.leaveCh }
+
+// WaitForLeader blocks until the agent's backend knows a leader.
+func (a *Agent) WaitForLeader(ctx context.Context) error {
+	if a.server != nil {
+		return a.server.WaitForLeader(ctx)
+	}
+	return nil
+}
+
+// Shutdown stops the agent: the HTTP API (letting requests in flight end
+// within ctx), the local sync, and the server.
+func (a *Agent) Shutdown(ctx context.Context) error {
+	var err error
+	a.closeOnce.Do(func() {
+		close(a.shutdownCh)
+		a.cancel()
+		a.stopHTTP(ctx)
+		if a.server != nil {
+			err = a.server.Shutdown()
+		}
+		a.wg.Wait()
+	})
+	return err
+}

@@ -1,0 +1,106 @@
+// Package agenttest starts real Tribune agents inside a test process, each on
+// its own free loopback ports, and stops them when the test ends.
+package agenttest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tribune-mesh/tribune/agent"
+	"github.com/tribune-mesh/tribune/agent/config"
+)
+
+// FreePorts returns n distinct free TCP ports on 127.0.0.1 that are also
+// free for UDP.
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ports []int
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	for len(ports) < n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		p := ln.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			ln.Close()
+			continue
+		}
+		u.Close()
+		lns = append(lns, ln)
+		ports = append(ports, p)
+	}
+	return ports
+}
+
+// Config returns a -dev configuration on free ports, in memory. Callers may
+// change it before Start.
+func Config(t testing.TB) *config.Config {
+	t.Helper()
+	p := FreePorts(t, 6)
+	c := config.DevDefault()
+	c.NodeName = fmt.Sprintf("test-%d", p[0])
+	c.BindAddr = "127.0.0.1"
+	c.ClientAddrs = []string{"127.0.0.1"}
+	c.Ports.HTTP, c.Ports.DNS, c.Ports.Server, c.Ports.SerfLAN, c.Ports.SerfWAN, c.Ports.GRPC = p[0], p[1], p[2], p[3], p[4], p[5]
+	c.DataDir = ""
+	return c
+}
+
+// Start starts an agent from cfg (a fresh dev configuration when nil), waits
+// until it has a leader and its node is registered, and stops it when the
+// test ends.
+func Start(t testing.TB, cfg *config.Config) *agent.Agent {
+	t.Helper()
+	if cfg == nil {
+		cfg = Config(t)
+	}
+	tw := &testWriter{t: t}
+	logger := hclog.New(&hclog.LoggerOptions{Name: cfg.NodeName, Level: hclog.Warn, Output: tw})
+	a, err := agent.New(cfg, logger)
+	if err != nil {
+		t.Fatalf("start agent: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := a.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown agent: %v", err)
+		}
+		tw.done.Store(true)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.WaitForLeader(ctx); err != nil {
+		t.Fatalf("agent %s: %v", cfg.NodeName, err)
+	}
+	return a
+}
+
+// testWriter sends log lines to the test log until the agent is stopped;
+// a late line from a stopping goroutine is dropped rather than logged after
+// the test ended.
+type testWriter struct {
+	t    testing.TB
+	done atomic.Bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	if !w.done.Load() {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}

@@ -1,0 +1,326 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-bexpr"
+
+	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/server"
+)
+
+// Request limits.
+const (
+	// maxJSONBody bounds every JSON request body that is not a KV value.
+	maxJSONBody = 4 << 20
+	// maxTxnOps is Consul's limit on operations in one transaction.
+	maxTxnOps = 64
+)
+
+// httpError is an error with the HTTP status it answers with.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &httpError{code: http.StatusBadRequest, msg: fmt.Sprintf(format, args...)}
+}
+
+func notFound(format string, args ...any) error {
+	return &httpError{code: http.StatusNotFound, msg: fmt.Sprintf(format, args...)}
+}
+
+func tooLarge(format string, args ...any) error {
+	return &httpError{code: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf(format, args...)}
+}
+
+var errPermissionDenied = &httpError{code: http.StatusForbidden, msg: acl.ErrPermissionDenied.Error()}
+
+// handlerFunc is the shape of every endpoint: it returns the value to encode
+// as JSON (nil for none) or an error mapped to a status.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) (any, error)
+
+// route is one registered endpoint.
+type route struct {
+	pattern string
+	prefix  bool
+	methods []string
+	fn      handlerFunc
+}
+
+// httpHandler is the agent's HTTP API.
+type httpHandler struct {
+	agent  *Agent
+	exact  map[string]*route
+	prefix []*route
+}
+
+func newHTTPHandler(a *Agent) *httpHandler {
+	h := &httpHandler{agent: a, exact: map[string]*route{}}
+	h.registerRoutes()
+	return h
+}
+
+// handle registers fn for an exact path, or for a path prefix when pattern
+// ends in '/'.
+func (h *httpHandler) handle(pattern string, methods []string, fn handlerFunc) {
+	r := &route{pattern: pattern, methods: methods, fn: fn}
+	if strings.HasSuffix(pattern, "/") {
+		r.prefix = true
+		h.prefix = append(h.prefix, r)
+		return
+	}
+	h.exact[pattern] = r
+}
+
+var (
+	methodsGet       = []string{http.MethodGet}
+	methodsPut       = []string{http.MethodPut}
+	methodsPutPost   = []string{http.MethodPut, http.MethodPost}
+	methodsGetPut    = []string{http.MethodGet, http.MethodPut}
+	methodsKV        = []string{http.MethodGet, http.MethodPut, http.MethodDelete}
+	methodsGetPutDel = []string{http.MethodGet, http.MethodPut, http.MethodDelete}
+)
+
+func (h *httpHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	rt := h.exact[req.URL.Path]
+	if rt == nil {
+		best := 0
+		for _, p := range h.prefix {
+			if strings.HasPrefix(req.URL.Path, p.pattern) && len(p.pattern) > best {
+				rt, best = p, len(p.pattern)
+			}
+		}
+	}
+	if rt == nil {
+		http.Error(w, fmt.Sprintf("Invalid URL path: not a recognized HTTP API endpoint: %q", req.URL.Path), http.StatusNotFound)
+		return
+	}
+	allowed := false
+	for _, m := range rt.methods {
+		if req.Method == m || (req.Method == http.MethodHead && m == http.MethodGet) {
+			allowed = true
+			break
+		}
+	}
+	if req.Method == http.MethodOptions {
+		w.Header().Set("Allow", strings.Join(rt.methods, ","))
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if !allowed {
+		w.Header().Set("Allow", strings.Join(rt.methods, ","))
+		http.Error(w, fmt.Sprintf("method %s not allowed", req.Method), http.StatusMethodNotAllowed)
+		return
+	}
+	for k, v := range h.agent.cfg.HTTP.ResponseHeaders {
+		w.Header().Set(k, v)
+	}
+	out, err := rt.fn(w, req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if out == nil {
+		return
+	}
+	writeJSON(w, req, out)
+}
+
+func writeJSON(w http.ResponseWriter, req *http.Request, out any) {
+	var buf []byte
+	var err error
+	if _, ok := req.URL.Query()["pretty"]; ok {
+		buf, err = json.MarshalIndent(out, "", "    ")
+		buf = append(buf, '\n')
+	} else {
+		buf, err = json.Marshal(out)
+	}
+	if err != nil {
+		http.Error(w, fmt.Sprintf("encode response: %v", err), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(buf)
+}
+
+// writeError maps err to its status. Errors from the state store that a
+// user caused are 400s; everything unexpected is a 500 with the message, as
+// Consul answers.
+func writeError(w http.ResponseWriter, err error) {
+	var he *httpError
+	code := http.StatusInternalServerError
+	msg := err.Error()
+	switch {
+	case errors.As(err, &he):
+		code = he.code
+	case errors.Is(err, acl.ErrPermissionDenied):
+		code = http.StatusForbidden
+	case errors.Is(err, acl.ErrNotFound):
+		code = http.StatusForbidden
+	case errors.Is(err, catalog.ErrInvalidRequest):
+		code = http.StatusBadRequest
+	case errors.Is(err, server.ErrNoLeader):
+		msg = server.ErrNoLeader.Error()
+	}
+	http.Error(w, msg, code)
+}
+
+// token returns the ACL token of a request: X-Consul-Token, the Bearer
+// authorization, or ?token=.
+func token(r *http.Request) string {
+	if t := r.Header.Get("X-Consul-Token"); t != "" {
+		return t
+	}
+	if a := r.Header.Get("Authorization"); strings.HasPrefix(a, "Bearer ") {
+		return strings.TrimSpace(strings.TrimPrefix(a, "Bearer "))
+	}
+	return r.URL.Query().Get("token")
+}
+
+// authorize resolves the request's token into an Authorizer.
+func (h *httpHandler) authorize(r *http.Request) (acl.Authorizer, error) {
+	authz, err := h.agent.acls.Resolve(token(r))
+	if err != nil {
+		return nil, fmt.Errorf("resolve token: %w", err)
+	}
+	return authz, nil
+}
+
+// parseQueryOptions reads the consistency, blocking and filter parameters.
+func (h *httpHandler) parseQueryOptions(r *http.Request) (catalog.QueryOptions, error) {
+	q := r.URL.Query()
+	opts := catalog.QueryOptions{Token: token(r), Datacenter: q.Get("dc"), Filter: q.Get("filter")}
+	if v := q.Get("index"); v != "" {
+		idx, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return opts, badRequest("Invalid index: %q", v)
+		}
+		opts.MinQueryIndex = idx
+	}
+	if v := q.Get("wait"); v != "" {
+		d, err := parseWait(v)
+		if err != nil {
+			return opts, badRequest("Invalid wait time: %q", v)
+		}
+		opts.MaxQueryTime = d
+	}
+	_, stale := q["stale"]
+	_, consistent := q["consistent"]
+	if stale && consistent {
+		return opts, badRequest("Cannot specify ?stale with ?consistent, conflicting semantics.")
+	}
+	opts.AllowStale = stale
+	opts.RequireConsistent = consistent
+	if v := q.Get("max_stale"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return opts, badRequest("Invalid max_stale value %q", v)
+		}
+		opts.MaxStaleDuration = d
+		opts.AllowStale = !consistent
+	}
+	if opts.Datacenter != "" && opts.Datacenter != h.agent.cfg.Datacenter {
+		return opts, notFound("No path to datacenter")
+	}
+	return opts, nil
+}
+
+// parseWait accepts Go durations and Consul's bare-number seconds form.
+func parseWait(v string) (time.Duration, error) {
+	if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("invalid wait %q", v)
+	}
+	return d, nil
+}
+
+// read runs a catalog read with the request's query options and sets the
+// response headers from its metadata.
+func (h *httpHandler) read(w http.ResponseWriter, r *http.Request, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
+	opts, err := h.parseQueryOptions(r)
+	if err != nil {
+		return nil, err
+	}
+	req.Options = opts
+	resp, err := h.agent.backend.Read(r.Context(), req)
+	if err != nil {
+		return nil, err
+	}
+	setMeta(w, resp.Meta)
+	return resp, nil
+}
+
+func setMeta(w http.ResponseWriter, m catalog.QueryMeta) {
+	hd := w.Header()
+	hd.Set("X-Consul-Index", strconv.FormatUint(max(m.Index, 1), 10))
+	hd.Set("X-Consul-KnownLeader", strconv.FormatBool(m.KnownLeader))
+	hd.Set("X-Consul-LastContact", strconv.FormatInt(m.LastContact.Milliseconds(), 10))
+}
+
+// apply commits a command and returns the FSM's response, turning an error
+// response into an error.
+func (h *httpHandler) apply(ctx context.Context, t catalog.CommandType, body any) (any, error) {
+	resp, err := h.agent.backend.Apply(ctx, t, body)
+	if err != nil {
+		return nil, err
+	}
+	if e, ok := resp.(error); ok && e != nil {
+		return nil, e
+	}
+	return resp, nil
+}
+
+// decodeBody decodes a JSON request body into out, bounded in size.
+func decodeBody(r *http.Request, out any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxJSONBody+1))
+	if err != nil {
+		return badRequest("Request decode failed: %v", err)
+	}
+	if len(body) > maxJSONBody {
+		return tooLarge("Request body too large, max size: %d bytes", maxJSONBody)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return badRequest("Request decode failed: empty body")
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return badRequest("Request decode failed: %v", err)
+	}
+	return nil
+}
+
+// filter applies a ?filter= expression (go-bexpr) to a slice of results.
+func filter[T any](expr string, in []T) ([]T, error) {
+	if expr == "" {
+		return in, nil
+	}
+	ev, err := bexpr.CreateFilter(expr)
+	if err != nil {
+		return nil, badRequest("Failed to create boolean expression evaluator: %v", err)
+	}
+	out, err := ev.Execute(in)
+	if err != nil {
+		return nil, badRequest("Failed to apply filter: %v", err)
+	}
+	res, _ := out.([]T)
+	if res == nil {
+		res = []T{}
+	}
+	return res, nil
+}

@@ -1,0 +1,432 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// advertiseHost is the address the agent registers its node with.
+func (a *Agent) advertiseHost() string {
+	if a.cfg.AdvertiseAddrLAN != "" {
+		return a.cfg.AdvertiseAddrLAN
+	}
+	if a.cfg.BindAddr != "" && a.cfg.BindAddr != "0.0.0.0" {
+		return a.cfg.BindAddr
+	}
+	return "127.0.0.1"
+}
+
+func (a *Agent) taggedAddresses() map[string]string {
+	h := a.advertiseHost()
+	return map[string]string{"lan": h, "lan_ipv4": h, "wan": h, "wan_ipv4": h}
+}
+
+// loadConfigDefinitions registers the services and checks of the config files.
+func (a *Agent) loadConfigDefinitions() error {
+	for i := range a.cfg.Services {
+		if err := a.addServiceDefinition(&a.cfg.Services[i]); err != nil {
+			return fmt.Errorf("service %q from config: %w", a.cfg.Services[i].Name, err)
+		}
+	}
+	for i := range a.cfg.Checks {
+		c, err := a.checkFromDefinition(&a.cfg.Checks[i], "")
+		if err != nil {
+			return fmt.Errorf("check %q from config: %w", a.cfg.Checks[i].Name, err)
+		}
+		if err := a.local.addCheck(c); err != nil {
+			return fmt.Errorf("check %q from config: %w", a.cfg.Checks[i].Name, err)
+		}
+	}
+	return nil
+}
+
+func (a *Agent) addServiceDefinition(def *config.ServiceDefinition) error {
+	if def.Name == "" {
+		return badRequest("Missing service name")
+	}
+	svc := &catalog.Service{
+		Kind: def.Kind, ID: def.ID, Service: def.Name, Tags: def.Tags, Meta: def.Meta, Port: def.Port,
+		Address: def.Address, EnableTagOverride: def.EnableTagOverride,
+		Weights: catalog.Weights{Passing: def.Weights.Passing, Warning: def.Weights.Warning},
+		Proxy:   def.Proxy, Connect: def.Connect, Datacenter: a.cfg.Datacenter,
+	}
+	if svc.ID == "" {
+		svc.ID = svc.Service
+	}
+	if svc.Weights.Passing == 0 {
+		svc.Weights = catalog.Weights{Passing: 1, Warning: 1}
+	}
+	if svc.Tags == nil {
+		svc.Tags = []string{}
+	}
+	if svc.Meta == nil {
+		svc.Meta = map[string]string{}
+	}
+	if len(def.TaggedAddresses) > 0 {
+		svc.TaggedAddresses = map[string]catalog.ServiceAddress{}
+		for k, v := range def.TaggedAddresses {
+			svc.TaggedAddresses[k] = catalog.ServiceAddress{Address: v.Address, Port: v.Port}
+		}
+	}
+	defs := def.Checks
+	if def.Check != nil {
+		defs = append([]config.CheckDefinition{*def.Check}, defs...)
+	}
+	var checks []*localCheck
+	for i := range defs {
+		d := defs[i]
+		if d.ID == "" {
+			d.ID = "service:" + svc.ID
+			if len(defs) > 1 {
+				d.ID = fmt.Sprintf("service:%s:%d", svc.ID, i+1)
+			}
+		}
+		if d.Name == "" {
+			d.Name = fmt.Sprintf("Service '%s' check", svc.Service)
+		}
+		c, err := a.checkFromDefinition(&d, svc.ID)
+		if err != nil {
+			return err
+		}
+		c.check.ServiceName = svc.Service
+		c.check.ServiceTags = svc.Tags
+		checks = append(checks, c)
+	}
+	a.local.addService(svc, checks)
+	return nil
+}
+
+// checkFromDefinition turns a check definition into a local check. Only TTL
+// checks and checks without a probe are run by the agent so far; probing
+// check types are refused with a clear error rather than accepted and never
+// run.
+func (a *Agent) checkFromDefinition(d *config.CheckDefinition, serviceID string) (*localCheck, error) {
+	if d.ID == "" {
+		d.ID = d.Name
+	}
+	if d.ID == "" {
+		return nil, badRequest("Missing check name")
+	}
+	if serviceID == "" {
+		serviceID = d.ServiceID
+	}
+	switch {
+	case d.HTTP != "", d.TCP != "", d.UDP != "", d.GRPC != "", d.H2PING != "", len(d.ScriptArgs) > 0,
+		d.AliasNode != "", d.AliasService != "", d.DockerContainerID != "":
+		return nil, badRequest("Check %q: only TTL checks are supported by this version", d.ID)
+	}
+	if d.TTL < 0 {
+		return nil, badRequest("Check %q: TTL must be positive", d.ID)
+	}
+	typ := ""
+	if d.TTL > 0 {
+		typ = "ttl"
+	}
+	status := d.Status
+	if status == "" {
+		status = catalog.HealthCritical
+	}
+	switch status {
+	case catalog.HealthPassing, catalog.HealthWarning, catalog.HealthCritical:
+	default:
+		return nil, badRequest("Check %q: invalid status %q", d.ID, status)
+	}
+	hc := &catalog.HealthCheck{
+		Node: a.cfg.NodeName, CheckID: d.ID, Name: d.Name, Status: status, Notes: d.Notes,
+		ServiceID: serviceID, Type: typ, ServiceTags: []string{},
+	}
+	if d.Interval > 0 {
+		hc.Interval = d.Interval.String()
+		hc.Definition.Interval = d.Interval.String()
+	}
+	if d.Timeout > 0 {
+		hc.Timeout = d.Timeout.String()
+		hc.Definition.Timeout = d.Timeout.String()
+	}
+	if d.DeregisterCriticalServiceAfter > 0 {
+		hc.Definition.DeregisterCriticalServiceAfter = d.DeregisterCriticalServiceAfter.String()
+	}
+	return &localCheck{check: hc, ttl: d.TTL, deregisterAfter: d.DeregisterCriticalServiceAfter}, nil
+}
+
+// decodeMap reads a JSON object body.
+func decodeMap(r *http.Request) (map[string]any, error) {
+	var m map[string]any
+	if err := decodeBody(r, &m); err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, badRequest("Request decode failed: body must be a JSON object")
+	}
+	return m, nil
+}
+
+func (h *httpHandler) agentServiceRegister(w http.ResponseWriter, r *http.Request) (any, error) {
+	m, err := decodeMap(r)
+	if err != nil {
+		return nil, err
+	}
+	def, err := config.DecodeServiceDefinition(m)
+	if err != nil {
+		return nil, badRequest("Invalid service definition: %v", err)
+	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.ServiceWrite(def.Name) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if err := h.agent.addServiceDefinition(def); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+func (h *httpHandler) agentServiceDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
+	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/service/deregister/")
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	svcs, _ := h.agent.local.snapshot()
+	s := svcs[id]
+	if s == nil {
+		return nil, notFound("Unknown service ID %q. Ensure that the service ID is passed, not the service name.", id)
+	}
+	if authz.ServiceWrite(s.Service) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	h.agent.local.removeService(id)
+	return nil, nil
+}
+
+func (h *httpHandler) agentServices(w http.ResponseWriter, r *http.Request) (any, error) {
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	svcs, _ := h.agent.local.snapshot()
+	list := make([]*catalog.Service, 0, len(svcs))
+	for _, s := range svcs {
+		if authz.ServiceRead(s.Service) == acl.Allow {
+			list = append(list, s)
+		}
+	}
+	list, err = filter(r.URL.Query().Get("filter"), list)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*catalog.Service, len(list))
+	for _, s := range list {
+		out[s.ID] = s
+	}
+	return out, nil
+}
+
+func (h *httpHandler) agentService(w http.ResponseWriter, r *http.Request) (any, error) {
+	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/service/")
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	svcs, _ := h.agent.local.snapshot()
+	s := svcs[id]
+	if s == nil {
+		return nil, notFound("unknown service ID: %s", id)
+	}
+	if authz.ServiceRead(s.Service) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	return s, nil
+}
+
+func (h *httpHandler) agentChecks(w http.ResponseWriter, r *http.Request) (any, error) {
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	_, checks := h.agent.local.snapshot()
+	list := make([]*catalog.HealthCheck, 0, len(checks))
+	for _, c := range checks {
+		if c.ServiceName != "" && authz.ServiceRead(c.ServiceName) != acl.Allow {
+			continue
+		}
+		if c.ServiceName == "" && authz.NodeRead(c.Node) != acl.Allow {
+			continue
+		}
+		list = append(list, c)
+	}
+	list, err = filter(r.URL.Query().Get("filter"), list)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*catalog.HealthCheck, len(list))
+	for _, c := range list {
+		out[c.CheckID] = c
+	}
+	return out, nil
+}
+
+func (h *httpHandler) agentCheckRegister(w http.ResponseWriter, r *http.Request) (any, error) {
+	m, err := decodeMap(r)
+	if err != nil {
+		return nil, err
+	}
+	def, err := config.DecodeCheckDefinition(m)
+	if err != nil {
+		return nil, badRequest("Invalid check definition: %v", err)
+	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	c, err := h.agent.checkFromDefinition(def, "")
+	if err != nil {
+		return nil, err
+	}
+	return nil, h.agent.local.addCheck(c)
+}
+
+func (h *httpHandler) agentCheckDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
+	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/check/deregister/")
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if !h.agent.local.removeCheck(id) {
+		return nil, notFound("Unknown check ID %q. Ensure that the check ID is passed, not the check name.", id)
+	}
+	return nil, nil
+}
+
+// agentCheckTTL serves /v1/agent/check/pass|warn|fail/<id>?note=.
+func (h *httpHandler) agentCheckTTL(status string) handlerFunc {
+	prefix := "/v1/agent/check/" + map[string]string{
+		catalog.HealthPassing: "pass", catalog.HealthWarning: "warn", catalog.HealthCritical: "fail",
+	}[status] + "/"
+	return func(w http.ResponseWriter, r *http.Request) (any, error) {
+		id := strings.TrimPrefix(r.URL.Path, prefix)
+		authz, err := h.authorize(r)
+		if err != nil {
+			return nil, err
+		}
+		if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
+			return nil, errPermissionDenied
+		}
+		return nil, h.agent.local.updateCheck(id, status, r.URL.Query().Get("note"))
+	}
+}
+
+// agentCheckUpdate serves PUT /v1/agent/check/update/<id> {Status, Output}.
+func (h *httpHandler) agentCheckUpdate(w http.ResponseWriter, r *http.Request) (any, error) {
+	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/check/update/")
+	var body struct {
+		Status string
+		Output string
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return nil, err
+	}
+	switch body.Status {
+	case catalog.HealthPassing, catalog.HealthWarning, catalog.HealthCritical:
+	default:
+		return nil, badRequest("Invalid check status: '%s'", body.Status)
+	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	return nil, h.agent.local.updateCheck(id, body.Status, body.Output)
+}
+
+func (h *httpHandler) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) {
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.AgentRead(h.agent.cfg.NodeName) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	cfg := h.agent.cfg
+	return map[string]any{
+		"Config": map[string]any{
+			"Datacenter": cfg.Datacenter, "PrimaryDatacenter": cfg.PrimaryDatacenter, "NodeName": cfg.NodeName,
+			"NodeID": cfg.NodeID, "Server": cfg.Server, "Revision": "", "Version": Version, "BuildDate": "",
+		},
+		"DebugConfig": map[string]any{},
+		"Member":      h.agent.selfMember(),
+		"Meta":        cfg.NodeMeta,
+		"Stats":       map[string]any{},
+		"xDS":         map[string]any{},
+	}, nil
+}
+
+// member is an agent as /v1/agent/members shows it.
+type member struct {
+	Name        string
+	Addr        string
+	Port        uint16
+	Tags        map[string]string
+	Status      int
+	ProtocolMin uint8
+	ProtocolMax uint8
+	ProtocolCur uint8
+	DelegateMin uint8
+	DelegateMax uint8
+	DelegateCur uint8
+}
+
+// selfMember describes this agent as a gossip member would.
+func (a *Agent) selfMember() member {
+	role := "node"
+	tags := map[string]string{"dc": a.cfg.Datacenter, "id": a.cfg.NodeID, "build": Version, "vsn": "2", "vsn_min": "2", "vsn_max": "3"}
+	if a.cfg.Server {
+		role = "consul"
+		tags["port"] = fmt.Sprint(a.cfg.Ports.Server)
+		if a.cfg.Bootstrap || a.cfg.DevMode {
+			tags["bootstrap"] = "1"
+		}
+	}
+	tags["role"] = role
+	return member{Name: a.cfg.NodeName, Addr: a.advertiseHost(), Port: uint16(a.cfg.Ports.SerfLAN), Tags: tags,
+		Status: 1, ProtocolMin: 1, ProtocolMax: 5, ProtocolCur: 2, DelegateMin: 2, DelegateMax: 5, DelegateCur: 4}
+}
+
+func (h *httpHandler) agentMembers(w http.ResponseWriter, r *http.Request) (any, error) {
+	return []member{h.agent.selfMember()}, nil
+}
+
+func (h *httpHandler) agentLeave(w http.ResponseWriter, r *http.Request) (any, error) {
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.AgentWrite(h.agent.cfg.NodeName) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	h.agent.requestLeave()
+	return nil, nil
+}
+
+// requestLeave asks the process running the agent to shut it down.
+func (a *Agent) requestLeave() {
+	a.closeOnceLeave.Do(func() { close(a.leaveCh) })
+}

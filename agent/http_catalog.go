@@ -1,0 +1,318 @@
+package agent
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// catalogService is one element of /v1/catalog/service/<name>: a service
+// instance flattened with its node, as Consul's CatalogService.
+type catalogService struct {
+	ID                       string
+	Node                     string
+	Address                  string
+	Datacenter               string
+	TaggedAddresses          map[string]string
+	NodeMeta                 map[string]string
+	ServiceKind              string
+	ServiceID                string
+	ServiceName              string
+	ServiceTags              []string
+	ServiceAddress           string
+	ServiceTaggedAddresses   map[string]catalog.ServiceAddress `json:",omitempty"`
+	ServiceWeights           catalog.Weights
+	ServiceMeta              map[string]string
+	ServicePort              int
+	ServiceEnableTagOverride bool
+	ServiceProxy             map[string]any `json:",omitempty"`
+	ServiceConnect           map[string]any `json:",omitempty"`
+	CreateIndex              uint64
+	ModifyIndex              uint64
+}
+
+// catalogNode is /v1/catalog/node/<node>: services keyed by ID.
+type catalogNode struct {
+	Node     *catalog.Node
+	Services map[string]*catalog.Service
+}
+
+func (h *httpHandler) catalogRegister(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req catalog.RegisterRequest
+	if err := decodeBody(r, &req); err != nil {
+		return nil, err
+	}
+	if req.Node == "" {
+		return nil, badRequest("Missing node name")
+	}
+	if req.Address == "" && !req.SkipNodeUpdate {
+		return nil, badRequest("Missing node address")
+	}
+	if req.Service != nil && req.Service.Service == "" {
+		return nil, badRequest("Missing service name")
+	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.NodeWrite(req.Node) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if req.Service != nil && authz.ServiceWrite(req.Service.Service) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if req.Datacenter == "" {
+		req.Datacenter = h.agent.cfg.Datacenter
+	}
+	if _, err := h.apply(r.Context(), catalog.CmdRegister, &req); err != nil {
+		return nil, err
+	}
+	return true, nil
+}
+
+func (h *httpHandler) catalogDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req catalog.DeregisterRequest
+	if err := decodeBody(r, &req); err != nil {
+		return nil, err
+	}
+	if req.Node == "" {
+		return nil, badRequest("Missing node name")
+	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.NodeWrite(req.Node) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if _, err := h.apply(r.Context(), catalog.CmdDeregister, &req); err != nil {
+		return nil, err
+	}
+	return true, nil
+}
+
+func (h *httpHandler) catalogDatacenters(w http.ResponseWriter, r *http.Request) (any, error) {
+	return []string{h.agent.cfg.Datacenter}, nil
+}
+
+func (h *httpHandler) catalogNodes(w http.ResponseWriter, r *http.Request) (any, error) {
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadNodes})
+	if err != nil {
+		return nil, err
+	}
+	out := []*catalog.Node{}
+	for _, n := range resp.Nodes {
+		if authz.NodeRead(n.Node) == acl.Allow {
+			out = append(out, n)
+		}
+	}
+	return filter(r.URL.Query().Get("filter"), out)
+}
+
+func (h *httpHandler) catalogServices(w http.ResponseWriter, r *http.Request) (any, error) {
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadServices})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for name, tags := range resp.Services {
+		if authz.ServiceRead(name) == acl.Allow {
+			out[name] = tags
+		}
+	}
+	return out, nil
+}
+
+func (h *httpHandler) catalogService(w http.ResponseWriter, r *http.Request) (any, error) {
+	name := strings.TrimPrefix(r.URL.Path, "/v1/catalog/service/")
+	if name == "" {
+		return nil, badRequest("Missing service name")
+	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.ServiceRead(name) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadServiceInstances, Name: name, Tags: r.URL.Query()["tag"]})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*catalogService, 0, len(resp.Instances))
+	for _, in := range resp.Instances {
+		if authz.NodeRead(in.Node.Node) != acl.Allow {
+			continue
+		}
+		n, s := in.Node, in.Service
+		out = append(out, &catalogService{
+			ID: n.ID, Node: n.Node, Address: n.Address, Datacenter: n.Datacenter,
+			TaggedAddresses: n.TaggedAddresses, NodeMeta: n.Meta, ServiceKind: s.Kind,
+			ServiceID: s.ID, ServiceName: s.Service, ServiceTags: nonNil(s.Tags), ServiceAddress: s.Address,
+			ServiceTaggedAddresses: s.TaggedAddresses, ServiceWeights: s.Weights, ServiceMeta: s.Meta,
+			ServicePort: s.Port, ServiceEnableTagOverride: s.EnableTagOverride, ServiceProxy: s.Proxy,
+			ServiceConnect: s.Connect, CreateIndex: s.CreateIndex, ModifyIndex: s.ModifyIndex,
+		})
+	}
+	return filter(r.URL.Query().Get("filter"), out)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func (h *httpHandler) catalogNode(w http.ResponseWriter, r *http.Request) (any, error) {
+	name := strings.TrimPrefix(r.URL.Path, "/v1/catalog/node/")
+	ns, err := h.nodeServices(w, r, name)
+	if err != nil || ns == nil {
+		return nil, err
+	}
+	out := &catalogNode{Node: ns.Node, Services: map[string]*catalog.Service{}}
+	for _, s := range ns.Services {
+		out.Services[s.ID] = s
+	}
+	return out, nil
+}
+
+func (h *httpHandler) catalogNodeServices(w http.ResponseWriter, r *http.Request) (any, error) {
+	name := strings.TrimPrefix(r.URL.Path, "/v1/catalog/node-services/")
+	ns, err := h.nodeServices(w, r, name)
+	if err != nil || ns == nil {
+		return nil, err
+	}
+	svcs, err := filter(r.URL.Query().Get("filter"), ns.Services)
+	if err != nil {
+		return nil, err
+	}
+	return &catalog.NodeServices{Node: ns.Node, Services: svcs}, nil
+}
+
+// nodeServices reads a node with its services; a missing node writes 404.
+func (h *httpHandler) nodeServices(w http.ResponseWriter, r *http.Request, name string) (*catalog.NodeServices, error) {
+	if name == "" {
+		return nil, badRequest("Missing node name")
+	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.NodeRead(name) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadNode, Name: name})
+	if err != nil {
+		return nil, err
+	}
+	if resp.NodeServices == nil {
+		w.WriteHeader(http.StatusNotFound)
+		return nil, nil
+	}
+	ns := &catalog.NodeServices{Node: resp.NodeServices.Node, Services: []*catalog.Service{}}
+	for _, s := range resp.NodeServices.Services {
+		if authz.ServiceRead(s.Service) == acl.Allow {
+			ns.Services = append(ns.Services, s)
+		}
+	}
+	return ns, nil
+}
+
+// ---- health ----
+
+func (h *httpHandler) healthChecks(w http.ResponseWriter, r *http.Request, op catalog.ReadOp, prefix string) (any, error) {
+	name := strings.TrimPrefix(r.URL.Path, prefix)
+	if name == "" {
+		return nil, badRequest("Missing name")
+	}
+	if op == catalog.ReadChecksInState {
+		switch name {
+		case catalog.HealthAny, catalog.HealthPassing, catalog.HealthWarning, catalog.HealthCritical:
+		default:
+			return nil, badRequest("Invalid check state %q", name)
+		}
+	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: op, Name: name})
+	if err != nil {
+		return nil, err
+	}
+	out := []*catalog.HealthCheck{}
+	for _, c := range resp.Checks {
+		if authz.NodeRead(c.Node) != acl.Allow {
+			continue
+		}
+		if c.ServiceName != "" && authz.ServiceRead(c.ServiceName) != acl.Allow {
+			continue
+		}
+		c := *c
+		c.ServiceTags = nonNil(c.ServiceTags)
+		out = append(out, &c)
+	}
+	return filter(r.URL.Query().Get("filter"), out)
+}
+
+func (h *httpHandler) healthService(w http.ResponseWriter, r *http.Request) (any, error) {
+	name := strings.TrimPrefix(r.URL.Path, "/v1/health/service/")
+	if name == "" {
+		return nil, badRequest("Missing service name")
+	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.ServiceRead(name) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	q := r.URL.Query()
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: name, Tags: q["tag"]})
+	if err != nil {
+		return nil, err
+	}
+	_, passing := q["passing"]
+	out := make([]*catalog.CheckServiceNode, 0, len(resp.Instances))
+	for _, in := range resp.Instances {
+		if authz.NodeRead(in.Node.Node) != acl.Allow {
+			continue
+		}
+		if passing && catalog.AggregatedStatus(in.Checks) != catalog.HealthPassing {
+			continue
+		}
+		if in.Checks == nil {
+			in.Checks = []*catalog.HealthCheck{}
+		}
+		out = append(out, in)
+	}
+	return filter(q.Get("filter"), out)
+}
+
+// ---- status ----
+
+func (h *httpHandler) statusLeader(w http.ResponseWriter, r *http.Request) (any, error) {
+	return h.agent.backend.Leader(), nil
+}
+
+func (h *httpHandler) statusPeers(w http.ResponseWriter, r *http.Request) (any, error) {
+	peers, err := h.agent.backend.Peers()
+	if err != nil {
+		return nil, err
+	}
+	if peers == nil {
+		peers = []string{}
+	}
+	return peers, nil
+}

@@ -1,0 +1,290 @@
+package agent
+
+import (
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// maxKeyLength bounds a KV key's length.
+const maxKeyLength = 4096
+
+func (h *httpHandler) kvValueLimit() int {
+	if n := h.agent.cfg.Limits.KVMaxValueSize; n > 0 {
+		return n
+	}
+	return 512 * 1024
+}
+
+// kv serves /v1/kv/<key>.
+func (h *httpHandler) kv(w http.ResponseWriter, r *http.Request) (any, error) {
+	key := strings.TrimPrefix(r.URL.Path, "/v1/kv/")
+	if len(key) > maxKeyLength {
+		return nil, badRequest("Key too long (%d bytes, max %d)", len(key), maxKeyLength)
+	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		return h.kvGet(w, r, authz, key)
+	case http.MethodPut:
+		return h.kvPut(w, r, authz, key)
+	default:
+		return h.kvDelete(w, r, authz, key)
+	}
+}
+
+func (h *httpHandler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Authorizer, key string) (any, error) {
+	q := r.URL.Query()
+	_, recurse := q["recurse"]
+	_, keys := q["keys"]
+	_, raw := q["raw"]
+	switch {
+	case keys:
+		if authz.KeyList(key) != acl.Allow {
+			return nil, errPermissionDenied
+		}
+		resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadKVKeys, Key: key, Separator: q.Get("separator")})
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, k := range resp.Keys {
+			if authz.KeyRead(k) == acl.Allow {
+				out = append(out, k)
+			}
+		}
+		if len(out) == 0 {
+			w.WriteHeader(http.StatusNotFound)
+			return nil, nil
+		}
+		return out, nil
+	case recurse:
+		if authz.KeyList(key) != acl.Allow {
+			return nil, errPermissionDenied
+		}
+		resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadKVList, Key: key})
+		if err != nil {
+			return nil, err
+		}
+		var out []*catalog.KVEntry
+		for _, e := range resp.KVs {
+			if authz.KeyRead(e.Key) == acl.Allow {
+				out = append(out, e)
+			}
+		}
+		if len(out) == 0 {
+			w.WriteHeader(http.StatusNotFound)
+			return nil, nil
+		}
+		return out, nil
+	}
+	if authz.KeyRead(key) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadKVGet, Key: key})
+	if err != nil {
+		return nil, err
+	}
+	if resp.KV == nil {
+		w.WriteHeader(http.StatusNotFound)
+		return nil, nil
+	}
+	if raw {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		_, _ = w.Write(resp.KV.Value)
+		return nil, nil
+	}
+	return []*catalog.KVEntry{resp.KV}, nil
+}
+
+func (h *httpHandler) kvPut(w http.ResponseWriter, r *http.Request, authz acl.Authorizer, key string) (any, error) {
+	if key == "" {
+		return nil, badRequest("Missing key name")
+	}
+	if authz.KeyWrite(key) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	q := r.URL.Query()
+	limit := h.kvValueLimit()
+	if r.ContentLength > int64(limit) {
+		return nil, tooLarge("Request body(%d bytes) too large, max size: %d bytes. See %s.", r.ContentLength, limit, "limits.kv_max_value_size")
+	}
+	val, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
+	if err != nil {
+		return nil, badRequest("read value: %v", err)
+	}
+	if len(val) > limit {
+		return nil, tooLarge("Request body too large, max size: %d bytes. See %s.", limit, "limits.kv_max_value_size")
+	}
+	req := &catalog.KVRequest{Op: catalog.KVSet, Entry: catalog.KVEntry{Key: key, Value: val}}
+	if v := q.Get("flags"); v != "" {
+		f, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return nil, badRequest("Invalid flags: %q", v)
+		}
+		req.Entry.Flags = f
+	}
+	if v, ok := q["cas"]; ok {
+		idx, err := strconv.ParseUint(v[0], 10, 64)
+		if err != nil {
+			return nil, badRequest("Invalid cas index: %q", v[0])
+		}
+		req.Op = catalog.KVCAS
+		req.Entry.ModifyIndex = idx
+	}
+	if s := q.Get("acquire"); s != "" {
+		req.Op = catalog.KVLock
+		req.Entry.Session = s
+	} else if s := q.Get("release"); s != "" {
+		req.Op = catalog.KVUnlock
+		req.Entry.Session = s
+	}
+	res, err := h.apply(r.Context(), catalog.CmdKV, req)
+	if err != nil {
+		return nil, err
+	}
+	kr, _ := res.(catalog.KVResult)
+	if kr.Err != nil {
+		return nil, kr.Err
+	}
+	return kr.OK, nil
+}
+
+func (h *httpHandler) kvDelete(w http.ResponseWriter, r *http.Request, authz acl.Authorizer, key string) (any, error) {
+	q := r.URL.Query()
+	req := &catalog.KVRequest{Op: catalog.KVDelete, Entry: catalog.KVEntry{Key: key}}
+	if _, ok := q["recurse"]; ok {
+		req.Op = catalog.KVDeleteTree
+		if authz.KeyWrite(key) != acl.Allow || authz.KeyList(key) != acl.Allow {
+			return nil, errPermissionDenied
+		}
+	} else {
+		if key == "" {
+			return nil, badRequest("Missing key name")
+		}
+		if authz.KeyWrite(key) != acl.Allow {
+			return nil, errPermissionDenied
+		}
+	}
+	if v, ok := q["cas"]; ok {
+		idx, err := strconv.ParseUint(v[0], 10, 64)
+		if err != nil {
+			return nil, badRequest("Invalid cas index: %q", v[0])
+		}
+		if req.Op == catalog.KVDeleteTree {
+			return nil, badRequest("Conflicting flags: cas with recurse")
+		}
+		req.Op = catalog.KVDeleteCAS
+		req.Entry.ModifyIndex = idx
+	}
+	res, err := h.apply(r.Context(), catalog.CmdKV, req)
+	if err != nil {
+		return nil, err
+	}
+	kr, _ := res.(catalog.KVResult)
+	if kr.Err != nil {
+		return nil, kr.Err
+	}
+	return kr.OK, nil
+}
+
+// txnOpJSON is a transaction operation as the HTTP API spells it: the KV
+// value arrives base64-encoded.
+type txnOpJSON struct {
+	KV *struct {
+		Verb    string
+		Key     string
+		Value   string
+		Flags   uint64
+		Index   uint64
+		Session string
+	}
+}
+
+// txn serves PUT /v1/txn: all operations or none.
+func (h *httpHandler) txn(w http.ResponseWriter, r *http.Request) (any, error) {
+	limit := h.agent.cfg.Limits.TxnMaxReqLen
+	if limit <= 0 {
+		limit = 512 * 1024
+	}
+	if r.ContentLength > int64(limit) {
+		return nil, tooLarge("Request body(%d bytes) too large, max size: %d bytes. See %s.", r.ContentLength, limit, "limits.txn_max_req_len")
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, int64(limit))
+	var in []txnOpJSON
+	if err := decodeBody(r, &in); err != nil {
+		if strings.Contains(err.Error(), "too large") {
+			return nil, tooLarge("Request body too large, max size: %d bytes", limit)
+		}
+		return nil, err
+	}
+	if len(in) > maxTxnOps {
+		return nil, tooLarge("Transaction contains too many operations (%d > %d)", len(in), maxTxnOps)
+	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	ops := make([]catalog.TxnOp, 0, len(in))
+	var errs []catalog.TxnError
+	for i, op := range in {
+		if op.KV == nil {
+			errs = append(errs, catalog.TxnError{OpIndex: i, What: "only KV operations are supported"})
+			continue
+		}
+		verb := catalog.KVOp(op.KV.Verb)
+		var val []byte
+		if op.KV.Value != "" {
+			val, err = base64.StdEncoding.DecodeString(op.KV.Value)
+			if err != nil {
+				errs = append(errs, catalog.TxnError{OpIndex: i, What: fmt.Sprintf("failed to decode value: %v", err)})
+				continue
+			}
+		}
+		if len(val) > h.kvValueLimit() {
+			return nil, tooLarge("Value for key %q is too large (%d > %d bytes)", op.KV.Key, len(val), h.kvValueLimit())
+		}
+		var allowed bool
+		switch verb {
+		case catalog.KVGet, catalog.KVCheckIndex, catalog.KVCheckSession, catalog.KVCheckNotExists:
+			allowed = authz.KeyRead(op.KV.Key) == acl.Allow
+		case catalog.KVGetTree:
+			allowed = authz.KeyList(op.KV.Key) == acl.Allow
+		case catalog.KVSet, catalog.KVCAS, catalog.KVLock, catalog.KVUnlock, catalog.KVDelete, catalog.KVDeleteCAS, catalog.KVDeleteTree:
+			allowed = authz.KeyWrite(op.KV.Key) == acl.Allow
+		default:
+			errs = append(errs, catalog.TxnError{OpIndex: i, What: fmt.Sprintf("unknown KV verb %q", op.KV.Verb)})
+			continue
+		}
+		if !allowed {
+			errs = append(errs, catalog.TxnError{OpIndex: i, What: acl.ErrPermissionDenied.Error()})
+			continue
+		}
+		ops = append(ops, catalog.TxnOp{KV: &catalog.TxnKVOp{Verb: verb, Key: op.KV.Key, Value: val,
+			Flags: op.KV.Flags, Index: op.KV.Index, Session: op.KV.Session}})
+	}
+	if len(errs) > 0 {
+		w.WriteHeader(http.StatusConflict)
+		return catalog.TxnResponse{Errors: errs}, nil
+	}
+	res, err := h.apply(r.Context(), catalog.CmdTxn, ops)
+	if err != nil {
+		return nil, err
+	}
+	tr, _ := res.(catalog.TxnResponse)
+	if len(tr.Errors) > 0 {
+		w.WriteHeader(http.StatusConflict)
+		tr.Results = nil
+	}
+	return tr, nil
+}

@@ -1,0 +1,51 @@
+package agent
+
+import (
+	"net/http"
+
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// registerRoutes lists every endpoint of the HTTP API.
+func (h *httpHandler) registerRoutes() {
+	h.handle("/v1/status/leader", methodsGet, h.statusLeader)
+	h.handle("/v1/status/peers", methodsGet, h.statusPeers)
+
+	h.handle("/v1/kv/", methodsKV, h.kv)
+	h.handle("/v1/txn", methodsPut, h.txn)
+
+	h.handle("/v1/catalog/register", methodsPut, h.catalogRegister)
+	h.handle("/v1/catalog/deregister", methodsPut, h.catalogDeregister)
+	h.handle("/v1/catalog/datacenters", methodsGet, h.catalogDatacenters)
+	h.handle("/v1/catalog/nodes", methodsGet, h.catalogNodes)
+	h.handle("/v1/catalog/services", methodsGet, h.catalogServices)
+	h.handle("/v1/catalog/service/", methodsGet, h.catalogService)
+	h.handle("/v1/catalog/node/", methodsGet, h.catalogNode)
+	h.handle("/v1/catalog/node-services/", methodsGet, h.catalogNodeServices)
+
+	h.handle("/v1/health/node/", methodsGet, func(w http.ResponseWriter, r *http.Request) (any, error) {
+		return h.healthChecks(w, r, catalog.ReadNodeChecks, "/v1/health/node/")
+	})
+	h.handle("/v1/health/checks/", methodsGet, func(w http.ResponseWriter, r *http.Request) (any, error) {
+		return h.healthChecks(w, r, catalog.ReadServiceChecks, "/v1/health/checks/")
+	})
+	h.handle("/v1/health/state/", methodsGet, func(w http.ResponseWriter, r *http.Request) (any, error) {
+		return h.healthChecks(w, r, catalog.ReadChecksInState, "/v1/health/state/")
+	})
+	h.handle("/v1/health/service/", methodsGet, h.healthService)
+
+	h.handle("/v1/agent/self", methodsGet, h.agentSelf)
+	h.handle("/v1/agent/members", methodsGet, h.agentMembers)
+	h.handle("/v1/agent/leave", methodsPut, h.agentLeave)
+	h.handle("/v1/agent/services", methodsGet, h.agentServices)
+	h.handle("/v1/agent/service/", methodsGet, h.agentService)
+	h.handle("/v1/agent/service/register", methodsPut, h.agentServiceRegister)
+	h.handle("/v1/agent/service/deregister/", methodsPut, h.agentServiceDeregister)
+	h.handle("/v1/agent/checks", methodsGet, h.agentChecks)
+	h.handle("/v1/agent/check/register", methodsPut, h.agentCheckRegister)
+	h.handle("/v1/agent/check/deregister/", methodsPut, h.agentCheckDeregister)
+	h.handle("/v1/agent/check/pass/", methodsPut, h.agentCheckTTL(catalog.HealthPassing))
+	h.handle("/v1/agent/check/warn/", methodsPut, h.agentCheckTTL(catalog.HealthWarning))
+	h.handle("/v1/agent/check/fail/", methodsPut, h.agentCheckTTL(catalog.HealthCritical))
+	h.handle("/v1/agent/check/update/", methodsPut, h.agentCheckUpdate)
+}

@@ -1,0 +1,105 @@
+package catalog
+
+import (
+	"fmt"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// ReadOp names a catalog read. Reads travel as data so that a client agent
+// can send them to a server and a follower can forward them to the leader.
+type ReadOp string
+
+// Read operations.
+const (
+	ReadKVGet            ReadOp = "kv.get"
+	ReadKVList           ReadOp = "kv.list"
+	ReadKVKeys           ReadOp = "kv.keys"
+	ReadNodes            ReadOp = "catalog.nodes"
+	ReadNode             ReadOp = "catalog.node"
+	ReadServices         ReadOp = "catalog.services"
+	ReadServiceInstances ReadOp = "catalog.service"
+	ReadHealthService    ReadOp = "health.service"
+	ReadNodeChecks       ReadOp = "health.node"
+	ReadServiceChecks    ReadOp = "health.checks"
+	ReadChecksInState    ReadOp = "health.state"
+	ReadSession          ReadOp = "session.info"
+	ReadSessions         ReadOp = "session.list"
+)
+
+// ReadRequest is one catalog read with its query options. Only the fields the
+// operation uses are set.
+type ReadRequest struct {
+	Op        ReadOp
+	Key       string   // kv.get; kv.list and kv.keys prefix
+	Separator string   // kv.keys
+	Name      string   // service name, node name, check state or session ID
+	Tags      []string // service tag filter
+	Options   QueryOptions
+}
+
+// ReadResponse carries the result of a read; only the field of the
+// operation is set.
+type ReadResponse struct {
+	Meta         QueryMeta
+	KV           *KVEntry            `json:",omitempty"`
+	KVs          []*KVEntry          `json:",omitempty"`
+	Keys         []string            `json:",omitempty"`
+	Nodes        []*Node             `json:",omitempty"`
+	Node         *Node               `json:",omitempty"`
+	Services     map[string][]string `json:",omitempty"`
+	Instances    []*CheckServiceNode `json:",omitempty"`
+	NodeServices *NodeServices       `json:",omitempty"`
+	Checks       []*HealthCheck      `json:",omitempty"`
+	Sessions     []*Session          `json:",omitempty"`
+}
+
+// Execute runs req against the store, adding what it read to ws, and returns
+// the index of the result.
+func (s *Store) Execute(ws memdb.WatchSet, req *ReadRequest) (uint64, *ReadResponse, error) {
+	out := &ReadResponse{}
+	var idx uint64
+	var err error
+	switch req.Op {
+	case ReadKVGet:
+		idx, out.KV, err = s.KVGet(ws, req.Key)
+	case ReadKVList:
+		idx, out.KVs, err = s.KVList(ws, req.Key)
+	case ReadKVKeys:
+		idx, out.Keys, err = s.KVKeys(ws, req.Key, req.Separator)
+	case ReadNodes:
+		idx, out.Nodes, err = s.Nodes(ws)
+	case ReadNode:
+		idx, out.NodeServices, err = s.NodeServices(ws, req.Name)
+	case ReadServices:
+		idx, out.Services, err = s.Services(ws)
+	case ReadServiceInstances:
+		idx, out.Instances, err = s.ServiceInstances(ws, req.Name, req.Tags)
+	case ReadHealthService:
+		idx, out.Instances, err = s.CheckServiceNodes(ws, req.Name, req.Tags)
+	case ReadNodeChecks:
+		idx, out.Checks, err = s.NodeChecks(ws, req.Name)
+	case ReadServiceChecks:
+		idx, out.Checks, err = s.ServiceChecks(ws, req.Name)
+	case ReadChecksInState:
+		idx, out.Checks, err = s.ChecksInState(ws, req.Name)
+	case ReadSession:
+		var sess *Session
+		idx, sess, err = s.SessionGet(ws, req.Name)
+		if sess != nil {
+			out.Sessions = []*Session{sess}
+		}
+	case ReadSessions:
+		idx, out.Sessions, err = s.SessionList(ws, req.Name)
+	default:
+		return 0, nil, fmt.Errorf("%w: unknown read %q", ErrInvalidRequest, req.Op)
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	if idx == 0 {
+		// Consul never answers index 0: a client blocking on 0 would spin.
+		idx = 1
+	}
+	return idx, out, nil
+}

@@ -1,0 +1,98 @@
+package catalog
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// Table names.
+const (
+	tableIndex    = "index"
+	tableNodes    = "nodes"
+	tableServices = "services"
+	tableChecks   = "checks"
+	tableKVs      = "kvs"
+	tableSessions = "sessions"
+	tableSessChks = "session_checks"
+)
+
+// indexEntry records the Raft index of the last change to a table or to a
+// finer-grained slice of it ("service.<name>").
+type indexEntry struct {
+	Key   string
+	Value uint64
+}
+
+// sessionCheck links a session to a check it depends on, so a check going
+// critical finds its sessions.
+type sessionCheck struct {
+	Node    string
+	CheckID string
+	Session string
+}
+
+func schema() *memdb.DBSchema {
+	lower := func(field string) memdb.Indexer {
+		return &memdb.StringFieldIndex{Field: field, Lowercase: true}
+	}
+	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
+		tableIndex: {Name: tableIndex, Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
+		}},
+		tableNodes: {Name: tableNodes, Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: lower("Node")},
+		}},
+		tableServices: {Name: tableServices, Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+				lower("Node"), lower("ID"),
+			}}},
+			"node":    {Name: "node", Indexer: lower("Node")},
+			"service": {Name: "service", AllowMissing: true, Indexer: lower("Name")},
+		}},
+		tableChecks: {Name: tableChecks, Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+				lower("Node"), lower("CheckID"),
+			}}},
+			"status":  {Name: "status", Indexer: lower("Status")},
+			"service": {Name: "service", AllowMissing: true, Indexer: lower("ServiceName")},
+			"node":    {Name: "node", Indexer: lower("Node")},
+			"node_service": {Name: "node_service", AllowMissing: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+				lower("Node"), lower("ServiceID"),
+			}}},
+		}},
+		tableKVs: {Name: tableKVs, Indexes: map[string]*memdb.IndexSchema{
+			"id":      {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
+			"session": {Name: "session", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Session"}},
+		}},
+		tableSessions: {Name: tableSessions, Indexes: map[string]*memdb.IndexSchema{
+			"id":   {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+			"node": {Name: "node", Indexer: lower("Node")},
+		}},
+		tableSessChks: {Name: tableSessChks, Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+				lower("Node"), lower("CheckID"), &memdb.StringFieldIndex{Field: "Session"},
+			}}},
+			"node_check": {Name: "node_check", Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+				lower("Node"), lower("CheckID"),
+			}}},
+			"session": {Name: "session", Indexer: &memdb.StringFieldIndex{Field: "Session"}},
+		}},
+	}}
+}
+
+// serviceIndexKey is the index-table key tracking changes that affect the
+// health or catalog view of one service.
+func serviceIndexKey(name string) string { return "service." + strings.ToLower(name) }
+
+// nodeIndexKey is the index-table key tracking changes to one node's view.
+func nodeIndexKey(name string) string { return "node." + strings.ToLower(name) }
+
+func mustSchema() *memdb.DBSchema {
+	s := schema()
+	if err := s.Validate(); err != nil {
+		panic(fmt.Sprintf("catalog schema invalid: %v", err))
+	}
+	return s
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tribune-mesh/tribune/agent"
+	"github.com/tribune-mesh/tribune/agent/config"
+)
+
+// runAgent loads the configuration, starts an agent and runs it until a
+// signal or a leave request.
+func runAgent(args []string, stdout, stderr io.Writer) int {
+	cfg, warnings, err := config.Load(config.LoadOptions{Args: args, FlagOutput: stderr})
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "==> %v\n", err)
+		return 1
+	}
+	level := hclog.LevelFromString(cfg.LogLevel)
+	if level == hclog.NoLevel {
+		level = hclog.Info
+	}
+	logger := hclog.New(&hclog.LoggerOptions{Name: "tribune", Level: level, Output: stdout, JSONFormat: cfg.LogJSON})
+	for _, w := range warnings {
+		logger.Warn(w)
+	}
+	a, err := agent.New(cfg, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "==> Error starting agent: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "==> Tribune agent running!\n    Node name: %q\n    Datacenter: %q\n    Server: %v\n    HTTP: %s\n",
+		cfg.NodeName, cfg.Datacenter, cfg.Server, a.HTTPAddr())
+	if cfg.DevMode {
+		fmt.Fprintln(stdout, "==> Dev mode: all data is in memory and lost on exit.")
+	}
+
+	sigCh := make(chan os.Signal, 4)
+	signal.Notify(sigCh, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigCh)
+	for {
+		select {
+		case sig := <-sigCh:
+			if sig == syscall.SIGHUP {
+				logger.Info("reload is not supported yet; ignoring SIGHUP")
+				continue
+			}
+			logger.Info("caught signal, shutting down", "signal", sig.String())
+		case <-a.LeaveCh():
+			logger.Info("leave requested, shutting down")
+		}
+		break
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != nil {
+		fmt.Fprintf(stderr, "==> Error during shutdown: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// version is the build version.
+const version = agent.Version
+
+func runVersion(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	format := fs.String("format", "pretty", "Output format: pretty or json")
+	if err := fs.Parse(args); err != nil {
+		return 1
+	}
+	switch strings.ToLower(*format) {
+	case "json":
+		fmt.Fprintf(stdout, "{\n    \"Version\": %q,\n    \"Revision\": \"\",\n    \"Prerelease\": \"\",\n    \"FullVersion\": %q\n}\n", version, version)
+	case "pretty":
+		fmt.Fprintf(stdout, "Tribune v%s\nProtocol 2 spoken by default, understands 2 to 3 (agent will automatically use protocol >2 when speaking to compatible agents)\n", version)
+	default:
+		fmt.Fprintf(stderr, "Invalid format %q: use pretty or json\n", *format)
+		return 1
+	}
+	return 0
+}

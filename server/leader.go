@@ -1,0 +1,81 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// monitorLeadership runs the leader-only routines while this server leads and
+// stops them when it loses leadership; every change of leader restarts them.
+func (s *Server) monitorLeadership() {
+	defer s.wg.Done()
+	stop := func() {}
+	defer func() { stop() }()
+	for {
+		select {
+		case <-s.shutdownCh:
+			return
+		case isLeader := <-s.raft.LeaderCh():
+			stop()
+			stop = func() {}
+			if isLeader {
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					s.leaderLoop(ctx)
+				}()
+				stop = func() { cancel(); <-done }
+			}
+		}
+	}
+}
+
+// leaderLoop reconciles this server's own node into the catalog with a
+// passing serfHealth check. Gossip membership extends it to every member.
+func (s *Server) leaderLoop(ctx context.Context) {
+	for {
+		err := s.reconcileSelf(ctx)
+		if err == nil {
+			return
+		}
+		s.logger.Warn("reconcile self", "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *Server) reconcileSelf(ctx context.Context) error {
+	host := s.config.AdvertiseAddr
+	if h, _, err := splitHostPort(host); err == nil {
+		host = h
+	}
+	req := &catalog.RegisterRequest{
+		ID:         s.config.NodeID,
+		Node:       s.config.NodeName,
+		Address:    host,
+		Datacenter: s.config.Datacenter,
+		Check: &catalog.HealthCheck{
+			Node: s.config.NodeName, CheckID: catalog.SerfCheckID, Name: "Serf Health Status",
+			Status: catalog.HealthPassing, Output: "Agent alive and reachable", Type: "",
+		},
+		SkipNodeUpdate: true,
+	}
+	n, err := s.store.CheckOf(s.config.NodeName, catalog.SerfCheckID)
+	if err == nil && n != nil && n.Status == catalog.HealthPassing {
+		return nil
+	}
+	resp, err := s.Apply(ctx, catalog.CmdRegister, req)
+	if err != nil {
+		return err
+	}
+	if e, ok := resp.(error); ok && e != nil {
+		return e
+	}
+	return nil
+}

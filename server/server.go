@@ -1,0 +1,438 @@
+// Package server runs a Tribune server: the Raft log (hashicorp/raft with
+// raft-boltdb on disk), the FSM over the catalog state store, the write path
+// with leader forwarding, and the three read modes (default, consistent,
+// stale) with blocking queries.
+//
+// The package owns every goroutine it starts; Shutdown stops and waits for
+// them. It must not import agent.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-memdb"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// Errors callers branch on.
+var (
+	// ErrNoLeader is returned when no leader could be found within the
+	// hold timeout. Its text is Consul's.
+	ErrNoLeader = errors.New("No cluster leader")
+	// ErrNotLeader is returned when a leader-only operation reaches a
+	// follower.
+	ErrNotLeader = errors.New("node is not the leader")
+	// ErrShutdown is returned after Shutdown.
+	ErrShutdown = errors.New("server shut down")
+)
+
+// Blocking-query limits, as Consul documents them.
+const (
+	DefaultQueryTime = 5 * time.Minute
+	MaxQueryTime     = 10 * time.Minute
+)
+
+// Config is the configuration of a server. Use DefaultConfig and override.
+type Config struct {
+	// NodeName is this server's node name; NodeID its Raft ID.
+	NodeName string
+	NodeID   string
+	// Datacenter is the server's datacenter.
+	Datacenter string
+	// DataDir holds raft/raft.db and snapshots. Empty with InMemory set.
+	DataDir string
+	// InMemory keeps the Raft log and snapshots in memory (-dev).
+	InMemory bool
+	// Bootstrap makes this server bootstrap a single-server cluster.
+	Bootstrap bool
+	// RPCAddr is the address Raft listens on (the server port).
+	RPCAddr string
+	// AdvertiseAddr is the host:port other servers reach this one at.
+	AdvertiseAddr string
+	// RaftMultiplier scales Raft's timings (performance.raft_multiplier).
+	RaftMultiplier int
+	// SnapshotThreshold and SnapshotInterval control Raft snapshots;
+	// TrailingLogs how many entries survive compaction.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+	// HoldTimeout bounds how long a request waits for a leader
+	// (rpc_hold_timeout).
+	HoldTimeout time.Duration
+	// Logger is the server's logger; nil discards.
+	Logger hclog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults of a server.
+func DefaultConfig() *Config {
+	return &Config{
+		Datacenter:        "dc1",
+		RaftMultiplier:    5,
+		SnapshotThreshold: 16384,
+		SnapshotInterval:  120 * time.Second,
+		TrailingLogs:      10240,
+		HoldTimeout:       7 * time.Second,
+	}
+}
+
+// Server is one Tribune server.
+type Server struct {
+	config *Config
+	logger hclog.Logger
+	store  *catalog.Store
+	fsm    *notifyFSM
+
+	raft      *raft.Raft
+	transport raft.Transport
+	closers   []func() error
+
+	verifyCh chan *verifyReq
+
+	shutdownCh chan struct{}
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+}
+
+// New starts a server: it opens the Raft stores, starts Raft and, when
+// configured, bootstraps a single-server cluster.
+func New(cfg *Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = cfg.NodeName
+	}
+	if cfg.RaftMultiplier <= 0 {
+		cfg.RaftMultiplier = 1
+	}
+	if cfg.HoldTimeout <= 0 {
+		cfg.HoldTimeout = 7 * time.Second
+	}
+	s := &Server{
+		config:     cfg,
+		logger:     cfg.Logger.Named("server"),
+		store:      catalog.NewStore(cfg.Now),
+		verifyCh:   make(chan *verifyReq, 4096),
+		shutdownCh: make(chan struct{}),
+	}
+	s.fsm = newNotifyFSM(catalog.NewFSM(s.store))
+	if err := s.setupRaft(); err != nil {
+		s.closeAll()
+		return nil, err
+	}
+	s.wg.Add(2)
+	go s.verifyLoop()
+	go s.monitorLeadership()
+	return s, nil
+}
+
+func (s *Server) setupRaft() error {
+	cfg := s.config
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = s.logger.Named("raft")
+	m := time.Duration(cfg.RaftMultiplier)
+	// Consul's per-multiplier baseline: 1s heartbeat/election, 500ms lease
+	// (then scaled). We scale a tighter base so that failover is fast.
+	rc.HeartbeatTimeout = 200 * time.Millisecond * m
+	rc.ElectionTimeout = 200 * time.Millisecond * m
+	rc.LeaderLeaseTimeout = 100 * time.Millisecond * m
+	rc.CommitTimeout = 5 * time.Millisecond
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.NoSnapshotRestoreOnStart = false
+
+	var (
+		logs   raft.LogStore
+		stable raft.StableStore
+		snaps  raft.SnapshotStore
+	)
+	if cfg.InMemory {
+		st := raft.NewInmemStore()
+		logs, stable = st, st
+		snaps = raft.NewInmemSnapshotStore()
+	} else {
+		dir := filepath.Join(cfg.DataDir, "raft")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create raft dir: %w", err)
+		}
+		bolt, err := raftboltdb.New(raftboltdb.Options{
+			Path: filepath.Join(dir, "raft.db"),
+			BoltOptions: &bbolt.Options{
+				Timeout:        time.Second,
+				NoFreelistSync: true,
+				FreelistType:   bbolt.FreelistMapType,
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("open raft.db: %w", err)
+		}
+		s.closers = append(s.closers, bolt.Close)
+		cache, err := raft.NewLogCache(512, bolt)
+		if err != nil {
+			return fmt.Errorf("raft log cache: %w", err)
+		}
+		logs, stable = cache, bolt
+		fss, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, s.logger.Named("snapshot"))
+		if err != nil {
+			return fmt.Errorf("open snapshot store: %w", err)
+		}
+		snaps = fss
+	}
+
+	advertise, err := net.ResolveTCPAddr("tcp", cfg.AdvertiseAddr)
+	if err != nil {
+		return fmt.Errorf("resolve advertise address %q: %w", cfg.AdvertiseAddr, err)
+	}
+	trans, err := raft.NewTCPTransportWithLogger(cfg.RPCAddr, advertise, 5, 10*time.Second, s.logger.Named("raft.transport"))
+	if err != nil {
+		return fmt.Errorf("raft transport on %s: %w", cfg.RPCAddr, err)
+	}
+	s.transport = trans
+	s.closers = append(s.closers, trans.Close)
+
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(logs, stable, snaps)
+		if err != nil {
+			return fmt.Errorf("check raft state: %w", err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{
+				ID: rc.LocalID, Address: trans.LocalAddr(), Suffrage: raft.Voter,
+			}}}
+			if err := raft.BootstrapCluster(rc, logs, stable, snaps, trans, conf); err != nil {
+				return fmt.Errorf("bootstrap raft: %w", err)
+			}
+		}
+	}
+	r, err := raft.NewRaft(rc, s.fsm, logs, stable, snaps, trans)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	s.raft = r
+	return nil
+}
+
+// Store returns the server's state store (reads only).
+func (s *Server) Store() *catalog.Store { return s.store }
+
+// Raft returns the server's Raft instance.
+func (s *Server) Raft() *raft.Raft { return s.raft }
+
+// IsLeader reports whether this server is the Raft leader.
+func (s *Server) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Leader returns the leader's Raft address, or "" when none is known.
+func (s *Server) Leader() string {
+	addr, _ := s.raft.LeaderWithID()
+	return string(addr)
+}
+
+// Peers returns the Raft addresses of the voting servers.
+func (s *Server) Peers() ([]string, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("raft configuration: %w", err)
+	}
+	var out []string
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage == raft.Voter {
+			out = append(out, string(srv.Address))
+		}
+	}
+	return out, nil
+}
+
+// WaitForLeader blocks until a leader is known or ctx ends.
+func (s *Server) WaitForLeader(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if s.Leader() != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for leader: %w", ErrNoLeader)
+		case <-s.shutdownCh:
+			return ErrShutdown
+		case <-t.C:
+		}
+	}
+}
+
+// Apply commits one command through Raft and returns the FSM's response:
+// error for catalog and session writes, catalog.KVResult for KV writes,
+// catalog.TxnResponse for transactions. Concurrent calls are batched into
+// Raft appends by the Raft library (BatchApplyCh).
+func (s *Server) Apply(ctx context.Context, t catalog.CommandType, body any) (any, error) {
+	buf, err := catalog.Encode(t, body)
+	if err != nil {
+		return nil, err
+	}
+	return s.ApplyRaw(ctx, buf)
+}
+
+// ApplyRaw commits an already encoded command. While there is no leader it
+// waits up to the hold timeout for one.
+func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
+	deadline := time.Now().Add(s.config.HoldTimeout)
+	for {
+		if s.IsLeader() {
+			timeout := time.Until(deadline)
+			if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+				timeout = time.Until(d)
+			}
+			f := s.raft.Apply(buf, max(timeout, time.Millisecond))
+			if err := f.Error(); err != nil {
+				if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+					// The entry may or may not commit; the caller must
+					// treat this as unknown, as Consul does.
+					return nil, fmt.Errorf("apply: %w", err)
+				}
+				if errors.Is(err, raft.ErrEnqueueTimeout) {
+					return nil, fmt.Errorf("apply: timed out: %w", err)
+				}
+				return nil, fmt.Errorf("apply: %w", err)
+			}
+			return f.Response(), nil
+		}
+		if s.Leader() != "" {
+			// Forwarding to a remote leader arrives with the cluster RPC.
+			return nil, ErrNotLeader
+		}
+		if time.Now().After(deadline) {
+			return nil, ErrNoLeader
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("apply: %w", ctx.Err())
+		case <-s.shutdownCh:
+			return nil, ErrShutdown
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Read runs a catalog read in its consistency mode, blocking when
+// MinQueryIndex is set until the result's index passes it or the wait ends.
+func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
+	opts := &req.Options
+	if opts.RequireConsistent {
+		if err := s.consistentRead(ctx); err != nil {
+			return nil, err
+		}
+	} else if !opts.AllowStale {
+		if !s.IsLeader() {
+			if s.Leader() == "" {
+				return nil, ErrNoLeader
+			}
+			return nil, ErrNotLeader
+		}
+	} else if opts.MaxStaleDuration > 0 && !s.IsLeader() {
+		if lc := time.Since(s.raft.LastContact()); lc > opts.MaxStaleDuration {
+			return nil, ErrNotLeader
+		}
+	}
+	return s.blockingRead(ctx, req)
+}
+
+func (s *Server) blockingRead(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
+	opts := &req.Options
+	var cancel context.CancelFunc
+	if opts.MinQueryIndex > 0 {
+		wait := opts.MaxQueryTime
+		if wait <= 0 {
+			wait = DefaultQueryTime
+		}
+		if wait > MaxQueryTime {
+			wait = MaxQueryTime
+		}
+		// Jitter spreads the wake-ups of many watchers that started
+		// together, as Consul does (up to wait/16).
+		wait += time.Duration(rand.Int64N(int64(wait/16) + 1))
+		ctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
+	for {
+		ws := memdb.NewWatchSet()
+		ws.Add(s.store.AbandonCh())
+		idx, resp, err := s.store.Execute(ws, req)
+		if err != nil {
+			return nil, err
+		}
+		if opts.MinQueryIndex == 0 || idx > opts.MinQueryIndex {
+			s.fillMeta(&resp.Meta, idx)
+			return resp, nil
+		}
+		if err := ws.WatchCtx(ctx); err != nil {
+			// The wait ended: answer with what is there now.
+			select {
+			case <-s.shutdownCh:
+				return nil, ErrShutdown
+			default:
+			}
+			s.fillMeta(&resp.Meta, idx)
+			return resp, nil
+		}
+	}
+}
+
+func (s *Server) fillMeta(m *catalog.QueryMeta, idx uint64) {
+	m.Index = idx
+	if s.IsLeader() {
+		m.KnownLeader = true
+		m.LastContact = 0
+		return
+	}
+	m.KnownLeader = s.Leader() != ""
+	if lc := s.raft.LastContact(); !lc.IsZero() {
+		m.LastContact = time.Since(lc)
+	}
+}
+
+// Shutdown stops Raft and every goroutine of the server and closes its
+// stores. It is safe to call more than once.
+func (s *Server) Shutdown() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.shutdownCh)
+		if s.raft != nil {
+			if e := s.raft.Shutdown().Error(); e != nil {
+				err = fmt.Errorf("raft shutdown: %w", e)
+			}
+		}
+		s.wg.Wait()
+		s.closeAll()
+	})
+	return err
+}
+
+func splitHostPort(addr string) (string, string, error) { return net.SplitHostPort(addr) }
+
+func (s *Server) closeAll() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		if err := s.closers[i](); err != nil {
+			s.logger.Warn("close", "error", err)
+		}
+	}
+	s.closers = nil
+}
