@@ -22,6 +22,7 @@ import (
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/config"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/server"
 )
 
@@ -36,10 +37,9 @@ type backend interface {
 	Apply(ctx context.Context, t catalog.CommandType, body any) (any, error)
 	// Read runs a catalog read in its consistency mode, blocking if asked.
 	Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error)
-	// Leader returns the leader's server address, "" when none.
-	Leader() string
-	// Peers returns the voting servers' addresses.
-	Peers() ([]string, error)
+	// Status returns the leader's server address ("" when none) and the
+	// voting servers' addresses.
+	Status(ctx context.Context) (string, []string, error)
 }
 
 // Agent is one running agent.
@@ -47,6 +47,8 @@ type Agent struct {
 	cfg     *config.Config
 	logger  hclog.Logger
 	server  *server.Server
+	client  *server.Client
+	gossip  *gossip.Pool
 	backend backend
 	acls    acl.Resolver
 	local   *localState
@@ -65,8 +67,12 @@ type Agent struct {
 	leaveCh    chan struct{}
 	// closeOnceLeave guards closing leaveCh.
 	closeOnceLeave sync.Once
-	wg             sync.WaitGroup
-	closeOnce      sync.Once
+	// leaving is set when the agent should leave the pool gracefully on
+	// shutdown.
+	leaveMu   sync.Mutex
+	leaving   bool
+	wg        sync.WaitGroup
+	closeOnce sync.Once
 }
 
 // New creates and starts an agent from a loaded configuration.
@@ -96,9 +102,6 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 			a.cancel()
 		}
 	}()
-	if !cfg.Server {
-		return nil, errors.New("client agents need the cluster RPC, which is not built yet: run with -server or -dev")
-	}
 	if cfg.NodeID == "" {
 		id, err := loadOrCreateNodeID(cfg)
 		if err != nil {
@@ -106,50 +109,39 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		}
 		cfg.NodeID = id
 	}
-	bind := cfg.BindAddr
-	if bind == "" || bind == "0.0.0.0" {
-		bind = "127.0.0.1"
+	if err := a.startGossip(); err != nil {
+		return nil, err
 	}
-	advertise := cfg.AdvertiseAddrLAN
-	if advertise == "" {
-		advertise = bind
+	if cfg.Server {
+		srv, err := server.New(a.serverConfig(logger))
+		if err != nil {
+			a.stopGossip(false)
+			return nil, fmt.Errorf("start server: %w", err)
+		}
+		a.server = srv
+		a.backend = srv
+	} else {
+		a.client = server.NewClient(server.ClientConfig{Servers: a.serverAddrs, HoldTimeout: cfg.RPCHoldTimeout})
+		a.backend = a.client
 	}
-	scfg := server.DefaultConfig()
-	scfg.NodeName = cfg.NodeName
-	scfg.NodeID = cfg.NodeID
-	scfg.Datacenter = cfg.Datacenter
-	scfg.DataDir = cfg.DataDir
-	scfg.InMemory = cfg.DataDir == ""
-	scfg.Bootstrap = cfg.Bootstrap || cfg.DevMode || cfg.BootstrapExpect == 1
-	scfg.RPCAddr = net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Ports.Server))
-	scfg.AdvertiseAddr = net.JoinHostPort(advertise, strconv.Itoa(cfg.Ports.Server))
-	scfg.RaftMultiplier = cfg.Performance.RaftMultiplier
-	if cfg.RaftSnapshotThreshold > 0 {
-		scfg.SnapshotThreshold = uint64(cfg.RaftSnapshotThreshold)
-	}
-	if cfg.RaftSnapshotInterval > 0 {
-		scfg.SnapshotInterval = cfg.RaftSnapshotInterval
-	}
-	if cfg.RaftTrailingLogs > 0 {
-		scfg.TrailingLogs = uint64(cfg.RaftTrailingLogs)
-	}
-	if cfg.RPCHoldTimeout > 0 {
-		scfg.HoldTimeout = cfg.RPCHoldTimeout
-	}
-	scfg.Logger = logger
-	srv, err := server.New(scfg)
-	if err != nil {
-		return nil, fmt.Errorf("start server: %w", err)
-	}
-	a.server = srv
-	a.backend = srv
 	a.local = newLocalState(a)
 	if err := a.loadConfigDefinitions(); err != nil {
-		_ = srv.Shutdown()
+		a.stopCore()
 		return nil, err
 	}
 	if err := a.startHTTP(); err != nil {
-		_ = srv.Shutdown()
+		a.stopCore()
+		return nil, err
+	}
+	if err := a.startDNS(); err != nil {
+		a.stopHTTP(context.Background())
+		a.stopCore()
+		return nil, err
+	}
+	if err := a.startJoins(); err != nil {
+		a.stopDNS()
+		a.stopHTTP(context.Background())
+		a.stopCore()
 		return nil, err
 	}
 	a.wg.Add(1)
@@ -259,7 +251,17 @@ func (a *Agent) WaitForLeader(ctx context.Context) error {
 	if a.server != nil {
 		return a.server.WaitForLeader(ctx)
 	}
-	return nil
+	for {
+		leader, _, err := a.backend.Status(ctx)
+		if err == nil && leader != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for leader: %w", server.ErrNoLeader)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // Shutdown stops the agent: the HTTP API (letting requests in flight end
@@ -270,10 +272,9 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 		close(a.shutdownCh)
 		a.cancel()
 		a.stopHTTP(ctx)
-		if a.server != nil {
-			err = a.server.Shutdown()
-		}
+		a.stopDNS()
 		a.wg.Wait()
+		err = a.stopCore()
 	})
 	return err
 }

@@ -1,10 +1,7 @@
 package agent
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 
@@ -411,7 +408,7 @@ func (a *Agent) selfMember() member {
 }
 
 func (h *httpHandler) agentMembers(w http.ResponseWriter, r *http.Request) (any, error) {
-	return []member{h.agent.selfMember()}, nil
+	return h.agent.members(), nil
 }
 
 func (h *httpHandler) agentLeave(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -428,5 +425,8 @@ func (h *httpHandler) agentLeave(w http.ResponseWriter, r *http.Request) (any, e
 
 // requestLeave asks the process running the agent to shut it down.
 func (a *Agent) requestLeave() {
+	a.leaveMu.Lock()
+	a.leaving = true
+	a.leaveMu.Unlock()
 	a.closeOnceLeave.Do(func() { close(a.leaveCh) })
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 
@@ -177,8 +178,13 @@ func nonNil(s []string) []string {
 func (h *httpHandler) catalogNode(w http.ResponseWriter, r *http.Request) (any, error) {
 	name := strings.TrimPrefix(r.URL.Path, "/v1/catalog/node/")
 	ns, err := h.nodeServices(w, r, name)
-	if err != nil || ns == nil {
+	if err != nil {
 		return nil, err
+	}
+	if ns == nil {
+		// Consul answers an unknown node with 200 and null, which the
+		// official client turns into a nil node rather than an error.
+		return json.RawMessage("null"), nil
 	}
 	out := &catalogNode{Node: ns.Node, Services: map[string]*catalog.Service{}}
 	for _, s := range ns.Services {
@@ -190,8 +196,12 @@ func (h *httpHandler) catalogNode(w http.ResponseWriter, r *http.Request) (any, 
 func (h *httpHandler) catalogNodeServices(w http.ResponseWriter, r *http.Request) (any, error) {
 	name := strings.TrimPrefix(r.URL.Path, "/v1/catalog/node-services/")
 	ns, err := h.nodeServices(w, r, name)
-	if err != nil || ns == nil {
+	if err != nil {
 		return nil, err
+	}
+	if ns == nil {
+		// As Consul: 200 with a null node and no services.
+		return &catalog.NodeServices{Services: []*catalog.Service{}}, nil
 	}
 	svcs, err := filter(r.URL.Query().Get("filter"), ns.Services)
 	if err != nil {
@@ -200,7 +210,8 @@ func (h *httpHandler) catalogNodeServices(w http.ResponseWriter, r *http.Request
 	return &catalog.NodeServices{Node: ns.Node, Services: svcs}, nil
 }
 
-// nodeServices reads a node with its services; a missing node writes 404.
+// nodeServices reads a node with its services; nil when there is no such
+// node.
 func (h *httpHandler) nodeServices(w http.ResponseWriter, r *http.Request, name string) (*catalog.NodeServices, error) {
 	if name == "" {
 		return nil, badRequest("Missing node name")
@@ -217,7 +228,6 @@ func (h *httpHandler) nodeServices(w http.ResponseWriter, r *http.Request, name 
 		return nil, err
 	}
 	if resp.NodeServices == nil {
-		w.WriteHeader(http.StatusNotFound)
 		return nil, nil
 	}
 	ns := &catalog.NodeServices{Node: resp.NodeServices.Node, Services: []*catalog.Service{}}
@@ -303,11 +313,12 @@ func (h *httpHandler) healthService(w http.ResponseWriter, r *http.Request) (any
 // ---- status ----
 
 func (h *httpHandler) statusLeader(w http.ResponseWriter, r *http.Request) (any, error) {
-	return h.agent.backend.Leader(), nil
+	leader, _, err := h.agent.status(r.Context())
+	return leader, err
 }
 
 func (h *httpHandler) statusPeers(w http.ResponseWriter, r *http.Request) (any, error) {
-	peers, err := h.agent.backend.Peers()
+	_, peers, err := h.agent.status(r.Context())
 	if err != nil {
 		return nil, err
 	}

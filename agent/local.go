@@ -46,16 +46,23 @@ type localState struct {
 	services   map[string]*localService
 	checks     map[string]*localCheck
 	nodeInSync bool
+	// removedServices and removedChecks are IDs deleted locally and not
+	// yet deregistered from the catalog: the next partial sync removes
+	// them, so a deregistration does not wait for the full sync.
+	removedServices map[string]bool
+	removedChecks   map[string]bool
 
 	triggerCh chan struct{}
 }
 
 func newLocalState(a *Agent) *localState {
 	return &localState{
-		agent:     a,
-		services:  map[string]*localService{},
-		checks:    map[string]*localCheck{},
-		triggerCh: make(chan struct{}, 1),
+		agent:           a,
+		services:        map[string]*localService{},
+		checks:          map[string]*localCheck{},
+		removedServices: map[string]bool{},
+		removedChecks:   map[string]bool{},
+		triggerCh:       make(chan struct{}, 1),
 	}
 }
 
@@ -180,6 +187,43 @@ func (l *localState) syncFull(ctx context.Context) error {
 	return l.syncChanges(ctx)
 }
 
+// syncRemovals deregisters the services and checks removed locally since
+// the last sync. An ID added again meanwhile is no longer marked and is left
+// to the registrations.
+func (l *localState) syncRemovals(ctx context.Context) error {
+	node := l.agent.cfg.NodeName
+	l.mu.Lock()
+	var svcs, checks []string
+	for id := range l.removedServices {
+		svcs = append(svcs, id)
+	}
+	for id := range l.removedChecks {
+		checks = append(checks, id)
+	}
+	l.mu.Unlock()
+	for _, id := range svcs {
+		if err := l.deregister(ctx, &catalog.DeregisterRequest{Node: node, ServiceID: id}); err != nil {
+			return err
+		}
+		l.mu.Lock()
+		if l.services[id] == nil {
+			delete(l.removedServices, id)
+		}
+		l.mu.Unlock()
+	}
+	for _, id := range checks {
+		if err := l.deregister(ctx, &catalog.DeregisterRequest{Node: node, CheckID: id}); err != nil {
+			return err
+		}
+		l.mu.Lock()
+		if l.checks[id] == nil {
+			delete(l.removedChecks, id)
+		}
+		l.mu.Unlock()
+	}
+	return nil
+}
+
 func (l *localState) deregister(ctx context.Context, req *catalog.DeregisterRequest) error {
 	resp, err := l.agent.backend.Apply(ctx, catalog.CmdDeregister, req)
 	if err != nil {
@@ -191,9 +235,13 @@ func (l *localState) deregister(ctx context.Context, req *catalog.DeregisterRequ
 	return nil
 }
 
-// syncChanges pushes every out-of-sync entry in one registration per service
-// (with its checks) plus one for the node and its node checks.
+// syncChanges deregisters what was removed locally, then pushes every
+// out-of-sync entry in one registration per service (with its checks) plus
+// one for the node and its node checks.
 func (l *localState) syncChanges(ctx context.Context) error {
+	if err := l.syncRemovals(ctx); err != nil {
+		return err
+	}
 	a := l.agent
 	l.mu.Lock()
 	var reqs []*catalog.RegisterRequest
@@ -313,7 +361,14 @@ func (l *localState) addService(svc *catalog.Service, checks []*localCheck) {
 		svc.CreateIndex, svc.ModifyIndex = old.svc.CreateIndex, old.svc.ModifyIndex
 	}
 	l.services[svc.ID] = &localService{svc: svc}
+	delete(l.removedServices, svc.ID)
 	for _, c := range checks {
+		// A re-registered check keeps its current status and output, as
+		// Consul's does, rather than flapping to its initial status.
+		if old := l.checks[c.check.CheckID]; old != nil {
+			c.check.Status, c.check.Output = old.check.Status, old.check.Output
+			c.criticalSince = old.criticalSince
+		}
 		l.addCheckLocked(c)
 	}
 	l.mu.Unlock()
@@ -326,10 +381,15 @@ func (l *localState) removeService(id string) bool {
 	_, ok := l.services[id]
 	if ok {
 		delete(l.services, id)
+		l.removedServices[id] = true
 		for cid, c := range l.checks {
 			if c.check.ServiceID == id {
+				// Deregistering the service removes its checks from
+				// the catalog too; marking them as well clears them
+				// when the service is added back without them first.
 				l.stopCheckLocked(c)
 				delete(l.checks, cid)
+				l.removedChecks[cid] = true
 			}
 		}
 	}
@@ -369,10 +429,11 @@ func (l *localState) addCheckLocked(c *localCheck) {
 		c.check.ServiceName = s.svc.Service
 		c.check.ServiceTags = s.svc.Tags
 	}
-	if c.check.Status == catalog.HealthCritical {
+	if c.check.Status == catalog.HealthCritical && c.criticalSince.IsZero() {
 		c.criticalSince = time.Now()
 	}
 	l.checks[c.check.CheckID] = c
+	delete(l.removedChecks, c.check.CheckID)
 	if c.ttl > 0 {
 		id := c.check.CheckID
 		c.timer = time.AfterFunc(c.ttl, func() { l.ttlExpired(id, c) })
@@ -391,6 +452,7 @@ func (l *localState) removeCheck(id string) bool {
 	if ok {
 		l.stopCheckLocked(c)
 		delete(l.checks, id)
+		l.removedChecks[id] = true
 	}
 	l.mu.Unlock()
 	if ok {

@@ -90,7 +90,7 @@ func (f *FSM) applyCommand(idx uint64, t CommandType, body []byte) any {
 		if err := json.Unmarshal(body, &req); err != nil {
 			return KVResult{Err: fmt.Errorf("decode kv at %d: %w", idx, err)}
 		}
-		ok, err := f.store.KVApply(idx, &req)
+		ok, err := f.store.kvApplyLog(idx, &req)
 		return KVResult{OK: ok, Err: err}
 	case CmdTxn:
 		var ops []TxnOp
@@ -181,11 +181,18 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 			}
 		}
 	}
+	// The end record makes a snapshot cut at a line boundary detectable.
+	if err := enc.Encode(&snapshotRecord{T: snapshotEnd}); err != nil {
+		return fmt.Errorf("write snapshot end: %w", err)
+	}
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("flush snapshot: %w", err)
 	}
 	return nil
 }
+
+// snapshotEnd is the table name of the record that closes a snapshot.
+const snapshotEnd = "__end__"
 
 // ErrBadSnapshot is returned when a snapshot cannot be decoded; the store is
 // left untouched.
@@ -216,10 +223,16 @@ func (s *Store) Restore(r io.Reader) error {
 		var rec snapshotRecord
 		err := dec.Decode(&rec)
 		if err == io.EOF {
-			break
+			return fmt.Errorf("%w: truncated (no end record)", ErrBadSnapshot)
 		}
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+		}
+		if rec.T == snapshotEnd {
+			if _, err := dec.Token(); err != io.EOF {
+				return fmt.Errorf("%w: data after the end record", ErrBadSnapshot)
+			}
+			break
 		}
 		var row any
 		switch {

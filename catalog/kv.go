@@ -12,6 +12,16 @@ import (
 // KVApply applies one KV write at idx. It returns false when a condition
 // (cas index, lock ownership, lock delay) was not met; that is not an error.
 func (s *Store) KVApply(idx uint64, req *KVRequest) (bool, error) {
+	if req.Op == KVLock && s.LockDelayed(req.Entry.Key) {
+		return false, nil
+	}
+	return s.kvApplyLog(idx, req)
+}
+
+// kvApplyLog applies a KV write from the Raft log. Lock delay is not
+// consulted: it depends on each server's clock, so the leader checks it
+// before it proposes the entry, and every server applies the entry alike.
+func (s *Store) kvApplyLog(idx uint64, req *KVRequest) (bool, error) {
 	txn := s.mem().Txn(true)
 	defer txn.Abort()
 	ok, err := s.kvApplyTxn(txn, idx, req.Op, &req.Entry)
@@ -120,11 +130,6 @@ func (s *Store) kvLockTxn(txn *memdb.Txn, idx uint64, e *KVEntry) (bool, error) 
 			lockIndex = old.LockIndex + 1
 		}
 	}
-	if raw == nil || raw.(*KVEntry).Session != e.Session {
-		if s.lockDelayed(e.Key) {
-			return false, nil
-		}
-	}
 	upd := *e
 	upd.LockIndex = lockIndex
 	return true, kvSetTxn(txn, idx, &upd, true)
@@ -172,7 +177,10 @@ func kvDeleteTreeTxn(txn *memdb.Txn, idx uint64, prefix string) error {
 	return nil
 }
 
-func (s *Store) lockDelayed(key string) bool {
+// LockDelayed reports whether key is in its lock delay: a session holding it
+// was invalidated less than that session's LockDelay ago. Acquires are refused
+// meanwhile. The state is local to each server.
+func (s *Store) LockDelayed(key string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	until, ok := s.lockDelay[key]

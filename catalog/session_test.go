@@ -490,3 +490,19 @@ func TestSessionListOrder(t *testing.T) {
 		t.Fatalf("SessionList(N1) = %d sessions, want 2", len(list))
 	}
 }
+
+func TestDestroyedSessionForgetsItsChecks(t *testing.T) {
+	// A destroyed session's check links must go with it: a session later
+	// created under the same ID without checks must not be invalidated by
+	// the old session's check.
+	s := newStore(t)
+	sessionFixture(t, s)
+	createSession(t, s, 2, catalog.Session{ID: "s1", Node: "n1", NodeChecks: []string{"nc"}})
+	destroySession(t, s, 3, "s1")
+	createSession(t, s, 4, catalog.Session{ID: "s1", Node: "n1"})
+	register(t, s, 5, &catalog.RegisterRequest{Node: "n1", SkipNodeUpdate: true,
+		Check: &catalog.HealthCheck{CheckID: "nc", Name: "node", Status: catalog.HealthCritical}})
+	if getSession(t, s, "s1") == nil {
+		t.Fatal("session invalidated through a check link of its destroyed predecessor")
+	}
+}

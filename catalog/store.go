@@ -13,6 +13,7 @@ package catalog
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -251,6 +252,13 @@ func ensureServiceTxn(txn *memdb.Txn, idx uint64, node string, svc *Service) err
 	if existing != nil {
 		old := existing.(*serviceRow)
 		sv.CreateIndex = old.Svc.CreateIndex
+		// Re-registering an identical service (anti-entropy does it all
+		// the time) must not bump its indexes and wake blocking queries.
+		same := sv
+		same.ModifyIndex = old.Svc.ModifyIndex
+		if reflect.DeepEqual(old.Svc, &same) {
+			return nil
+		}
 		if old.Name != sv.Service {
 			// A renamed instance leaves its old service's view.
 			if err := setIndex(txn, serviceIndexKey(old.Name), idx); err != nil {
@@ -590,10 +598,14 @@ func (s *Store) serviceNodes(ws memdb.WatchSet, service string, tags []string, w
 
 func nodeAndServiceChecks(txn *memdb.Txn, node, serviceID string) []*HealthCheck {
 	var checks []*HealthCheck
-	it, err := txn.Get(tableChecks, "node_service", node, "")
+	// Node checks have no ServiceID, so the node_service compound index
+	// (which needs both parts) does not hold them: find them by node.
+	it, err := txn.Get(tableChecks, "node", node)
 	if err == nil {
 		for r := it.Next(); r != nil; r = it.Next() {
-			checks = append(checks, r.(*HealthCheck))
+			if c := r.(*HealthCheck); c.ServiceID == "" {
+				checks = append(checks, c)
+			}
 		}
 	}
 	it, err = txn.Get(tableChecks, "node_service", node, serviceID)

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"time"
 
 	"github.com/tribune-mesh/tribune/catalog"
 )
@@ -33,21 +32,9 @@ func (s *Server) monitorLeadership() {
 	}
 }
 
-// leaderLoop reconciles this server's own node into the catalog with a
-// passing serfHealth check. Gossip membership extends it to every member.
+// leaderLoop runs while this server leads: the membership reconcile.
 func (s *Server) leaderLoop(ctx context.Context) {
-	for {
-		err := s.reconcileSelf(ctx)
-		if err == nil {
-			return
-		}
-		s.logger.Warn("reconcile self", "error", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
+	s.reconcileLoop(ctx)
 }
 
 func (s *Server) reconcileSelf(ctx context.Context) error {

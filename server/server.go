@@ -8,7 +8,9 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -16,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -23,8 +26,10 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+	"google.golang.org/grpc"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/gossip"
 )
 
 // Errors callers branch on.
@@ -72,6 +77,14 @@ type Config struct {
 	// HoldTimeout bounds how long a request waits for a leader
 	// (rpc_hold_timeout).
 	HoldTimeout time.Duration
+	// Gossip is the LAN pool; nil runs without membership (a lone
+	// server registers only itself).
+	Gossip *gossip.Pool
+	// BootstrapExpect is how many servers to wait for before
+	// bootstrapping (bootstrap_expect); 0 disables.
+	BootstrapExpect int
+	// ReconnectTimeout is how long a failed member stays in the catalog.
+	ReconnectTimeout time.Duration
 	// Logger is the server's logger; nil discards.
 	Logger hclog.Logger
 	// Now is the clock; nil means time.Now.
@@ -99,9 +112,16 @@ type Server struct {
 
 	raft      *raft.Raft
 	transport raft.Transport
+	grpc      *grpc.Server
+	pool      *connPool
 	closers   []func() error
 
 	verifyCh chan *verifyReq
+
+	reconcileCh  chan gossip.Member
+	bootstrapped atomic.Bool
+	failedMu     sync.Mutex
+	failed       map[string]time.Time
 
 	shutdownCh chan struct{}
 	wg         sync.WaitGroup
@@ -124,20 +144,30 @@ func New(cfg *Config) (*Server, error) {
 		cfg.HoldTimeout = 7 * time.Second
 	}
 	s := &Server{
-		config:     cfg,
-		logger:     cfg.Logger.Named("server"),
-		store:      catalog.NewStore(cfg.Now),
-		verifyCh:   make(chan *verifyReq, 4096),
-		shutdownCh: make(chan struct{}),
+		config:      cfg,
+		logger:      cfg.Logger.Named("server"),
+		store:       catalog.NewStore(cfg.Now),
+		verifyCh:    make(chan *verifyReq, 4096),
+		pool:        newConnPool(),
+		reconcileCh: make(chan gossip.Member, 1024),
+		failed:      map[string]time.Time{},
+		shutdownCh:  make(chan struct{}),
 	}
 	s.fsm = newNotifyFSM(catalog.NewFSM(s.store))
 	if err := s.setupRaft(); err != nil {
 		s.closeAll()
 		return nil, err
 	}
+	if cfg.ReconnectTimeout <= 0 {
+		cfg.ReconnectTimeout = 72 * time.Hour
+	}
 	s.wg.Add(2)
 	go s.verifyLoop()
 	go s.monitorLeadership()
+	if cfg.Gossip != nil {
+		s.wg.Add(1)
+		go s.memberLoop()
+	}
 	return s, nil
 }
 
@@ -202,10 +232,25 @@ func (s *Server) setupRaft() error {
 	if err != nil {
 		return fmt.Errorf("resolve advertise address %q: %w", cfg.AdvertiseAddr, err)
 	}
-	trans, err := raft.NewTCPTransportWithLogger(cfg.RPCAddr, advertise, 5, 10*time.Second, s.logger.Named("raft.transport"))
+	ln, err := net.Listen("tcp", cfg.RPCAddr)
 	if err != nil {
-		return fmt.Errorf("raft transport on %s: %w", cfg.RPCAddr, err)
+		return fmt.Errorf("server port %s: %w", cfg.RPCAddr, err)
 	}
+	if advertise.Port == 0 {
+		advertise.Port = ln.Addr().(*net.TCPAddr).Port
+		cfg.AdvertiseAddr = advertise.String()
+	}
+	raftL := &raftLayer{chanListener: newChanListener(ln.Addr()), advertise: advertise}
+	rpcL := newChanListener(ln.Addr())
+	s.closers = append(s.closers, ln.Close, raftL.Close, rpcL.Close)
+	s.wg.Add(2)
+	go s.serveMux(ln, raftL.chanListener, rpcL)
+	s.grpc = s.newRPCServer()
+	go func() {
+		defer s.wg.Done()
+		_ = s.grpc.Serve(rpcL)
+	}()
+	trans := raft.NewNetworkTransportWithLogger(raftL, 5, 10*time.Second, s.logger.Named("raft.transport"))
 	s.transport = trans
 	s.closers = append(s.closers, trans.Close)
 
@@ -297,6 +342,9 @@ func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 	deadline := time.Now().Add(s.config.HoldTimeout)
 	for {
 		if s.IsLeader() {
+			if s.lockDelayed(buf) {
+				return catalog.KVResult{OK: false}, nil
+			}
 			timeout := time.Until(deadline)
 			if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
 				timeout = time.Until(d)
@@ -315,9 +363,12 @@ func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 			}
 			return f.Response(), nil
 		}
-		if s.Leader() != "" {
-			// Forwarding to a remote leader arrives with the cluster RPC.
-			return nil, ErrNotLeader
+		if leader := s.Leader(); leader != "" {
+			res, err := s.forwardApply(ctx, leader, buf)
+			if err == nil || !retryable(err) {
+				return res, err
+			}
+			s.logger.Debug("forward to leader failed, retrying", "leader", leader, "error", err)
 		}
 		if time.Now().After(deadline) {
 			return nil, ErrNoLeader
@@ -336,20 +387,17 @@ func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 // MinQueryIndex is set until the result's index passes it or the wait ends.
 func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
 	opts := &req.Options
+	needLeader := !opts.AllowStale || opts.RequireConsistent
+	if !needLeader && opts.MaxStaleDuration > 0 && !s.IsLeader() {
+		// Too stale for the caller: ask the leader instead.
+		needLeader = time.Since(s.raft.LastContact()) > opts.MaxStaleDuration
+	}
+	if needLeader && !s.IsLeader() {
+		return s.forwardRead(ctx, req)
+	}
 	if opts.RequireConsistent {
 		if err := s.consistentRead(ctx); err != nil {
 			return nil, err
-		}
-	} else if !opts.AllowStale {
-		if !s.IsLeader() {
-			if s.Leader() == "" {
-				return nil, ErrNoLeader
-			}
-			return nil, ErrNotLeader
-		}
-	} else if opts.MaxStaleDuration > 0 && !s.IsLeader() {
-		if lc := time.Since(s.raft.LastContact()); lc > opts.MaxStaleDuration {
-			return nil, ErrNotLeader
 		}
 	}
 	return s.blockingRead(ctx, req)
@@ -420,10 +468,28 @@ func (s *Server) Shutdown() error {
 				err = fmt.Errorf("raft shutdown: %w", e)
 			}
 		}
-		s.wg.Wait()
+		if s.grpc != nil {
+			s.grpc.Stop()
+		}
 		s.closeAll()
+		s.pool.close()
+		s.wg.Wait()
 	})
 	return err
+}
+
+// lockDelayed reports whether buf is a lock acquire on a key in its lock
+// delay. Only the leader decides this, before proposing, so that the FSM
+// stays independent of the servers' clocks.
+func (s *Server) lockDelayed(buf []byte) bool {
+	if len(buf) == 0 || catalog.CommandType(buf[0]) != catalog.CmdKV || !bytes.Contains(buf, []byte(`"Op":"lock"`)) {
+		return false
+	}
+	var req catalog.KVRequest
+	if err := json.Unmarshal(buf[1:], &req); err != nil {
+		return false
+	}
+	return req.Op == catalog.KVLock && s.store.LockDelayed(req.Entry.Key)
 }
 
 func splitHostPort(addr string) (string, string, error) { return net.SplitHostPort(addr) }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -69,7 +70,7 @@ func Start(t testing.TB, cfg *config.Config) *agent.Agent {
 		cfg = Config(t)
 	}
 	tw := &testWriter{t: t}
-	logger := hclog.New(&hclog.LoggerOptions{Name: cfg.NodeName, Level: hclog.Warn, Output: tw})
+	logger := hclog.New(&hclog.LoggerOptions{Name: cfg.NodeName, Level: testLogLevel(), Output: tw})
 	a, err := agent.New(cfg, logger)
 	if err != nil {
 		t.Fatalf("start agent: %v", err)
@@ -103,4 +104,61 @@ func (w *testWriter) Write(p []byte) (int, error) {
 		w.t.Log(strings.TrimRight(string(p), "\n"))
 	}
 	return len(p), nil
+}
+
+// ClusterConfig returns the configuration of a server (server true) or client
+// of a cluster that joins through joinAddr ("127.0.0.1:<serf port>", empty
+// for the first member), with fast Raft and gossip timings.
+func ClusterConfig(t testing.TB, name string, server bool, expect int, joinAddr string) *config.Config {
+	t.Helper()
+	p := FreePorts(t, 6)
+	c := config.Default()
+	c.NodeName = name
+	c.Server = server
+	c.BootstrapExpect = 0
+	if server {
+		c.BootstrapExpect = expect
+	}
+	c.BindAddr = "127.0.0.1"
+	c.ClientAddrs = []string{"127.0.0.1"}
+	c.Ports.HTTP, c.Ports.DNS, c.Ports.Server, c.Ports.SerfLAN, c.Ports.SerfWAN, c.Ports.GRPC = p[0], p[1], p[2], p[3], p[4], p[5]
+	c.Performance.RaftMultiplier = 1
+	c.RetryInterval = 200 * time.Millisecond
+	if joinAddr != "" {
+		c.RetryJoin = []string{joinAddr}
+	}
+	c.DataDir = t.TempDir()
+	return c
+}
+
+// StartNoWait starts an agent without waiting for a leader; it is stopped
+// when the test ends unless the test stops it first.
+func StartNoWait(t testing.TB, cfg *config.Config) *agent.Agent {
+	t.Helper()
+	tw := &testWriter{t: t}
+	logger := hclog.New(&hclog.LoggerOptions{Name: cfg.NodeName, Level: testLogLevel(), Output: tw})
+	a, err := agent.New(cfg, logger)
+	if err != nil {
+		t.Fatalf("start agent %s: %v", cfg.NodeName, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = a.Shutdown(ctx)
+		tw.done.Store(true)
+	})
+	return a
+}
+
+// SerfAddr returns the gossip address of a configuration.
+func SerfAddr(c *config.Config) string {
+	return fmt.Sprintf("127.0.0.1:%d", c.Ports.SerfLAN)
+}
+
+// testLogLevel is Warn unless TRIBUNE_TEST_LOG names another level.
+func testLogLevel() hclog.Level {
+	if l := hclog.LevelFromString(os.Getenv("TRIBUNE_TEST_LOG")); l != hclog.NoLevel {
+		return l
+	}
+	return hclog.Warn
 }

@@ -381,8 +381,11 @@ type Telemetry struct {
 }
 
 // Default returns the configuration of a client agent with nothing
-// configured: Consul's defaults. DataDir is empty, so the result does not
-// pass Validate until a data directory (or dev mode) is set.
+// configured: Consul's defaults. NodeName and DataDir are empty (Load fills
+// NodeName from the host name), so the result does not pass Validate until
+// both are set. Defaults that depend on Server (LeaveOnTerminate,
+// SkipLeaveOnInterrupt) are a client's; Load adjusts them, callers that set
+// Server by hand should too.
 func Default() *Config {
 	return &Config{
 		Datacenter:            "dc1",
@@ -445,7 +448,7 @@ func Default() *Config {
 // DevDefault returns the configuration of `agent -dev`: a single server
 // that bootstraps itself, binds to loopback, keeps its state in memory
 // (while DataDir stays empty), runs Raft at full speed, and turns on the UI
-// and Connect.
+// and Connect. NodeName is empty, as in Default.
 func DevDefault() *Config {
 	c := Default()
 	c.DevMode = true

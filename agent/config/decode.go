@@ -121,8 +121,10 @@ func toBool(path string, v interface{}) (bool, error) {
 	return false, fmt.Errorf("%s: expected a boolean, got %s", path, typeName(v))
 }
 
-// maxExactFloat bounds the floats converted to int exactly (2^53).
-const maxExactFloat = 1 << 53
+// maxIntFloat bounds the floats converted to int: 2^63, the first float64
+// past math.MaxInt64. Integral floats above 2^53 lose precision, as they
+// already did when they were decoded.
+const maxIntFloat = 1 << 63
 
 // toInt coerces v to an int.
 func toInt(path string, v interface{}) (int, error) {
@@ -135,10 +137,10 @@ func toInt(path string, v interface{}) (int, error) {
 		}
 		return int(t), nil
 	case float64:
-		if t != math.Trunc(t) || math.Abs(t) > maxExactFloat {
+		if t != math.Trunc(t) || math.Abs(t) >= maxIntFloat {
 			return 0, fmt.Errorf("%s: expected an integer, got %v", path, t)
 		}
-		return int(t), nil
+		return toInt(path, int64(t))
 	case json.Number:
 		return parseIntString(path, t.String())
 	case string:
@@ -152,8 +154,8 @@ func parseIntString(path, s string) (int, error) {
 		return int(n), nil
 	}
 	// JSON numbers such as 1e3 or 8500.0 are integers too.
-	if f, err := strconv.ParseFloat(s, 64); err == nil && f == math.Trunc(f) && math.Abs(f) <= maxExactFloat {
-		return int(f), nil
+	if f, err := strconv.ParseFloat(s, 64); err == nil && f == math.Trunc(f) && math.Abs(f) < maxIntFloat {
+		return toInt(path, int64(f))
 	}
 	return 0, fmt.Errorf("%s: expected an integer, got %q", path, s)
 }

@@ -161,6 +161,9 @@ func DecodeCheckDefinition(m map[string]interface{}) (*CheckDefinition, error) {
 // UnmarshalJSON decodes s from JSON with DecodeServiceDefinition's rules,
 // so an HTTP handler can decode a request body straight into it.
 func (s *ServiceDefinition) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		return nil // encoding/json's convention: null leaves the value alone
+	}
 	m, err := decodeJSONObject(b)
 	if err != nil {
 		return err
@@ -175,6 +178,9 @@ func (s *ServiceDefinition) UnmarshalJSON(b []byte) error {
 
 // UnmarshalJSON decodes c from JSON with DecodeCheckDefinition's rules.
 func (c *CheckDefinition) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		return nil // encoding/json's convention: null leaves the value alone
+	}
 	m, err := decodeJSONObject(b)
 	if err != nil {
 		return err
@@ -187,6 +193,8 @@ func (c *CheckDefinition) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// decodeJSONObject decodes a JSON object keeping numbers exact. JSON null
+// gives a nil map, which decodes to a zero definition.
 func decodeJSONObject(b []byte) (map[string]interface{}, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()

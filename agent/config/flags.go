@@ -10,8 +10,13 @@ import (
 // stringSlice is a flag.Value collecting every use of a repeatable flag.
 type stringSlice []string
 
+// String returns the values joined with commas.
 func (s *stringSlice) String() string { return strings.Join(*s, ",") }
 
+// Get returns the collected values, making stringSlice a flag.Getter.
+func (s *stringSlice) Get() interface{} { return []string(*s) }
+
+// Set appends one use of the flag.
 func (s *stringSlice) Set(v string) error {
 	*s = append(*s, v)
 	return nil
@@ -192,7 +197,8 @@ func parseFlags(args []string, out io.Writer) (*parsedFlags, error) {
 				k, v, _ := strings.Cut(kv, ":")
 				meta[k] = v
 			}
-			value = meta
+			setPath(pf.overrides, keys[f.Name], meta)
+			return
 		}
 		if ss, ok := f.Value.(*stringSlice); ok {
 			l := make([]interface{}, len(*ss))

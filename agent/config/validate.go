@@ -17,6 +17,7 @@ type fieldError struct {
 	msg string
 }
 
+// Error returns "key: message", or the message alone for a keyless error.
 func (e *fieldError) Error() string {
 	if e.key == "" {
 		return e.msg
@@ -262,15 +263,18 @@ func (c *Config) Validate() error {
 	if !isDNSLabel(c.Datacenter) {
 		addf("datacenter", "must be a valid DNS label (letters, digits and dashes), got %q", c.Datacenter)
 	}
-	if c.PrimaryDatacenter != "" && !isDNSLabel(c.PrimaryDatacenter) {
+	if c.PrimaryDatacenter != "" && c.PrimaryDatacenter != c.Datacenter && !isDNSLabel(c.PrimaryDatacenter) {
 		addf("primary_datacenter", "must be a valid DNS label (letters, digits and dashes), got %q", c.PrimaryDatacenter)
 	}
 	if c.DataDir == "" && !c.DevMode {
 		addf("data_dir", "must be set (or run with -dev)")
 	}
 
-	// Server role.
-	if c.Bootstrap && c.BootstrapExpect > 0 {
+	// Server role. Dev mode bootstraps by itself, so bootstrap_expect gets
+	// the dev-mode message rather than the bootstrap conflict.
+	if c.BootstrapExpect > 0 && c.DevMode {
+		addf("bootstrap_expect", "cannot be used in dev mode")
+	} else if c.Bootstrap && c.BootstrapExpect > 0 {
 		addf("bootstrap_expect", "cannot be used with bootstrap = true")
 	}
 	if c.Bootstrap && !c.Server {
@@ -281,9 +285,6 @@ func (c *Config) Validate() error {
 	}
 	if c.BootstrapExpect > 0 && !c.Server {
 		addf("bootstrap_expect", "requires server = true")
-	}
-	if c.BootstrapExpect > 0 && c.DevMode {
-		addf("bootstrap_expect", "cannot be used in dev mode")
 	}
 	if c.ReadReplica && !c.Server {
 		addf("read_replica", "requires server = true")

@@ -20,6 +20,19 @@ func commands() map[string]command {
 	return map[string]command{
 		"agent":   {"Runs a Tribune agent", runAgent},
 		"version": {"Prints the Tribune version", runVersion},
+
+		"kv":        {"Interact with the key-value store", groupCommand("kv", "Reads and writes Tribune's key-value store.")},
+		"kv get":    {"Retrieves or lists data from the key-value store", runKVGet},
+		"kv put":    {"Sets or updates data in the key-value store", kvPutCommand(os.Stdin)},
+		"kv delete": {"Removes data from the key-value store", runKVDelete},
+
+		"catalog":             {"Interact with the catalog", groupCommand("catalog", "Queries the catalog of nodes and services.")},
+		"catalog services":    {"Lists all registered services in a datacenter", runCatalogServices},
+		"catalog nodes":       {"Lists all nodes in the given datacenter", runCatalogNodes},
+		"catalog datacenters": {"Lists all known datacenters", runCatalogDatacenters},
+
+		"members": {"Lists the members of a Tribune cluster", runMembers},
+		"leave":   {"Gracefully leaves the cluster and shuts down the agent", runLeave},
 	}
 }
 

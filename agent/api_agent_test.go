@@ -1,0 +1,486 @@
+package agent_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+func TestAPIAgent_SelfMembers(t *testing.T) {
+	t.Parallel()
+	a, c := startAPI(t)
+	self, err := c.Agent().Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, _ := self["Config"]["NodeName"].(string)
+	if !strings.HasPrefix(name, "test-") {
+		t.Fatalf("Config.NodeName = %q", name)
+	}
+	if dc, _ := self["Config"]["Datacenter"].(string); dc != "dc1" {
+		t.Fatalf("Config.Datacenter = %q", dc)
+	}
+	if srv, _ := self["Config"]["Server"].(bool); !srv {
+		t.Fatal("Config.Server false on a dev agent")
+	}
+	nodeName, err := c.Agent().NodeName()
+	if err != nil || nodeName != name {
+		t.Fatalf("Agent().NodeName() = %q, %v; want %q", nodeName, err, name)
+	}
+
+	members, err := c.Agent().Members(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var me *api.AgentMember
+	for _, m := range members {
+		if m.Name == name {
+			me = m
+		}
+	}
+	if me == nil {
+		t.Fatalf("members %v lack %s", members, name)
+	}
+	if me.Status != 1 /* serf StatusAlive */ || me.Addr != "127.0.0.1" || me.Tags["role"] != "consul" ||
+		me.Tags["dc"] != "dc1" {
+		t.Fatalf("self member = %+v", me)
+	}
+	_ = a
+}
+
+// waitHealthStatus waits until the health of service name on node shows
+// check checkID in status want.
+func waitHealthStatus(t *testing.T, c *api.Client, service, checkID, want string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, func() string {
+		es, _, err := c.Health().Service(service, "", false, nil)
+		if err != nil {
+			return err.Error()
+		}
+		for _, e := range es {
+			for _, ch := range e.Checks {
+				if ch.CheckID == checkID {
+					if ch.Status == want {
+						return ""
+					}
+					return fmt.Sprintf("check %s is %s in health/service/%s", checkID, ch.Status, service)
+				}
+			}
+		}
+		return fmt.Sprintf("check %s not in health/service/%s", checkID, service)
+	})
+}
+
+func agentCheckStatus(t *testing.T, c *api.Client, id string) string {
+	t.Helper()
+	checks, err := c.Agent().Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if checks[id] == nil {
+		return ""
+	}
+	return checks[id].Status
+}
+
+func TestAPIAgent_ServiceTTLLifecycle(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	ag := c.Agent()
+	node := selfNode(t, c)
+
+	err := ag.ServiceRegister(&api.AgentServiceRegistration{
+		ID: "api-1", Name: "api", Tags: []string{"blue"}, Port: 9090, Meta: map[string]string{"team": "x"},
+		Check: &api.AgentServiceCheck{CheckID: "api-ttl", Name: "api ttl", TTL: "30s"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Local view, at once.
+	svcs, err := ag.Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := svcs["api-1"]
+	if s == nil || s.Service != "api" || s.Port != 9090 || len(s.Tags) != 1 || s.Tags[0] != "blue" || s.Meta["team"] != "x" {
+		t.Fatalf("agent services[api-1] = %+v", s)
+	}
+	got, _, err := ag.Service("api-1", nil)
+	if err != nil || got.ID != "api-1" || got.Port != 9090 {
+		t.Fatalf("agent service api-1 = %+v, %v", got, err)
+	}
+	checks, err := ag.Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chk := checks["api-ttl"]
+	if chk == nil || chk.ServiceID != "api-1" || chk.ServiceName != "api" || chk.Status != api.HealthCritical ||
+		chk.Type != "ttl" {
+		t.Fatalf("agent checks[api-ttl] = %+v (a new TTL check starts critical)", chk)
+	}
+
+	// Anti-entropy puts it in the catalog.
+	waitFor(t, 10*time.Second, func() string {
+		cs, _, err := c.Catalog().Service("api", "", nil)
+		if err != nil {
+			return err.Error()
+		}
+		if len(cs) != 1 || cs[0].ServiceID != "api-1" || cs[0].Node != node || cs[0].ServicePort != 9090 {
+			return fmt.Sprintf("catalog service api = %+v", cs)
+		}
+		return ""
+	})
+	waitHealthStatus(t, c, "api", "api-ttl", api.HealthCritical)
+	if es, _, err := c.Health().Service("api", "", true, nil); err != nil || len(es) != 0 {
+		t.Fatalf("passing api while its TTL check is critical = %v, %v", serviceIDs(es), err)
+	}
+
+	// PassTTL -> passing everywhere.
+	if err := ag.PassTTL("api-ttl", "all good"); err != nil {
+		t.Fatal(err)
+	}
+	if st := agentCheckStatus(t, c, "api-ttl"); st != api.HealthPassing {
+		t.Fatalf("agent check after PassTTL = %s", st)
+	}
+	waitHealthStatus(t, c, "api", "api-ttl", api.HealthPassing)
+	waitFor(t, 10*time.Second, func() string {
+		es, _, err := c.Health().Service("api", "", true, nil)
+		if err != nil || len(es) != 1 {
+			return fmt.Sprintf("passing api = %v, %v", serviceIDs(es), err)
+		}
+		for _, ch := range es[0].Checks {
+			if ch.CheckID == "api-ttl" && ch.Output != "all good" {
+				return fmt.Sprintf("output %q, want the note", ch.Output)
+			}
+		}
+		return ""
+	})
+
+	// UpdateTTL warning with output.
+	if err := ag.UpdateTTL("api-ttl", "slow", api.HealthWarning); err != nil {
+		t.Fatal(err)
+	}
+	waitHealthStatus(t, c, "api", "api-ttl", api.HealthWarning)
+	waitFor(t, 10*time.Second, func() string {
+		hc, _, err := c.Health().Checks("api", nil)
+		if err != nil || len(hc) != 1 || hc[0].Output != "slow" || hc[0].Status != api.HealthWarning {
+			return fmt.Sprintf("health checks api = %+v, %v", hc, err)
+		}
+		return ""
+	})
+
+	// FailTTL -> critical.
+	if err := ag.FailTTL("api-ttl", "broken"); err != nil {
+		t.Fatal(err)
+	}
+	waitHealthStatus(t, c, "api", "api-ttl", api.HealthCritical)
+	if err := ag.UpdateTTL("api-ttl", "", "bogus"); err == nil {
+		t.Fatal("UpdateTTL with an invalid status succeeded")
+	}
+	if err := ag.PassTTL("no-such-check", ""); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("PassTTL on unknown check = %v, want 404", err)
+	}
+
+	// Deregister removes it from the agent and the catalog.
+	if err := ag.ServiceDeregister("api-1"); err != nil {
+		t.Fatal(err)
+	}
+	if svcs, _ := ag.Services(); svcs["api-1"] != nil {
+		t.Fatal("service still local after deregistration")
+	}
+	if st := agentCheckStatus(t, c, "api-ttl"); st != "" {
+		t.Fatalf("service check still local after deregistration (%s)", st)
+	}
+	waitFor(t, 10*time.Second, func() string {
+		cs, _, err := c.Catalog().Service("api", "", nil)
+		if err != nil || len(cs) != 0 {
+			return fmt.Sprintf("catalog service api = %d, %v", len(cs), err)
+		}
+		hc, _, err := c.Health().Node(node, nil)
+		if err != nil {
+			return err.Error()
+		}
+		for _, ch := range hc {
+			if ch.CheckID == "api-ttl" {
+				return "api-ttl still in the catalog"
+			}
+		}
+		return ""
+	})
+	if err := ag.ServiceDeregister("api-1"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("deregistering an unknown service = %v, want 404", err)
+	}
+}
+
+func TestAPIAgent_TTLExpiry(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	ag := c.Agent()
+	err := ag.ServiceRegister(&api.AgentServiceRegistration{
+		ID: "short", Name: "short",
+		Check: &api.AgentServiceCheck{CheckID: "short-ttl", TTL: "1s", Status: api.HealthPassing},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := agentCheckStatus(t, c, "short-ttl"); st != api.HealthPassing {
+		t.Fatalf("initial status %q, want passing (Status given)", st)
+	}
+	// No wait for the catalog here: under load it could outlast the TTL.
+	// The catalog must not show critical before the TTL runs out, which
+	// the elapsed-time check below asserts.
+	passedAt := time.Now()
+	if err := ag.PassTTL("short-ttl", "fresh"); err != nil {
+		t.Fatal(err)
+	}
+	waitHealthStatus(t, c, "short", "short-ttl", api.HealthCritical)
+	if el := time.Since(passedAt); el < 900*time.Millisecond {
+		t.Fatalf("TTL check went critical %v after a pass, before its 1s TTL", el)
+	}
+	checks, err := ag.Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := checks["short-ttl"]; c == nil || c.Status != api.HealthCritical || !strings.Contains(c.Output, "TTL expired") {
+		t.Fatalf("expired check = %+v", c)
+	}
+	// A pass revives it.
+	if err := ag.PassTTL("short-ttl", "back"); err != nil {
+		t.Fatal(err)
+	}
+	if st := agentCheckStatus(t, c, "short-ttl"); st != api.HealthPassing {
+		t.Fatalf("status after reviving pass = %q", st)
+	}
+}
+
+func TestAPIAgent_NodeCheck(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	ag := c.Agent()
+	node := selfNode(t, c)
+	err := ag.CheckRegister(&api.AgentCheckRegistration{
+		ID: "node-ttl", Name: "node ttl", Notes: "maintained by cron",
+		AgentServiceCheck: api.AgentServiceCheck{TTL: "30s"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chk := func() *api.HealthCheck {
+		hc, _, err := c.Health().Node(node, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hc {
+			if h.CheckID == "node-ttl" {
+				return h
+			}
+		}
+		return nil
+	}
+	waitFor(t, 10*time.Second, func() string {
+		if h := chk(); h == nil || h.Status != api.HealthCritical || h.ServiceID != "" || h.Notes != "maintained by cron" {
+			return fmt.Sprintf("node-ttl in catalog = %+v", h)
+		}
+		return ""
+	})
+	if err := ag.UpdateTTL("node-ttl", "ok", api.HealthPassing); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() string {
+		if h := chk(); h == nil || h.Status != api.HealthPassing || h.Output != "ok" {
+			return fmt.Sprintf("node-ttl in catalog = %+v", h)
+		}
+		return ""
+	})
+	// The node check counts toward every service instance on the node.
+	if err := ag.ServiceRegister(&api.AgentServiceRegistration{Name: "onnode", Port: 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() string {
+		es, _, err := c.Health().Service("onnode", "", false, nil)
+		if err != nil || len(es) != 1 {
+			return fmt.Sprintf("onnode = %v, %v", serviceIDs(es), err)
+		}
+		for _, h := range es[0].Checks {
+			if h.CheckID == "node-ttl" {
+				return ""
+			}
+		}
+		return "node check missing from the service's health"
+	})
+
+	if err := ag.CheckDeregister("node-ttl"); err != nil {
+		t.Fatal(err)
+	}
+	if st := agentCheckStatus(t, c, "node-ttl"); st != "" {
+		t.Fatal("check still local after deregistration")
+	}
+	waitFor(t, 10*time.Second, func() string {
+		if h := chk(); h != nil {
+			return "node-ttl still in the catalog"
+		}
+		return ""
+	})
+	if err := ag.CheckDeregister("node-ttl"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("deregistering an unknown check = %v, want 404", err)
+	}
+}
+
+func TestAPIAgent_ServiceMissing(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	s, _, err := c.Agent().Service("nope", nil)
+	if err == nil {
+		t.Fatalf("Agent().Service(nope) = %+v, want an error", s)
+	}
+	var se api.StatusError
+	if !asStatusError(err, &se) || se.Code != 404 {
+		t.Fatalf("Agent().Service(nope) error = %v, want a 404 StatusError", err)
+	}
+}
+
+func asStatusError(err error, out *api.StatusError) bool {
+	return errors.As(err, out)
+}
+
+// TestAPIAgent_HealthBlockingOnTTL drives a blocking health query with an
+// agent TTL check: a status change of one service's check wakes that
+// service's watchers promptly and leaves another service's asleep.
+func TestAPIAgent_HealthBlockingOnTTL(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	ag := c.Agent()
+	for _, name := range []string{"alpha", "beta"} {
+		err := ag.ServiceRegister(&api.AgentServiceRegistration{
+			Name: name, Port: 80,
+			Check: &api.AgentServiceCheck{CheckID: name + "-ttl", TTL: "30s"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitHealthStatus(t, c, "alpha", "alpha-ttl", api.HealthCritical)
+	waitHealthStatus(t, c, "beta", "beta-ttl", api.HealthCritical)
+	h := c.Health()
+	_, ma, err := h.Service("alpha", "", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, mb, err := h.Service("beta", "", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	alphaCh := goBlock(func() ([]*api.ServiceEntry, *api.QueryMeta, error) {
+		return h.Service("alpha", "", true, &api.QueryOptions{WaitIndex: ma.LastIndex, WaitTime: 10 * time.Second})
+	})
+	betaCh := goBlock(func() ([]*api.ServiceEntry, *api.QueryMeta, error) {
+		return h.Service("beta", "", false, &api.QueryOptions{WaitIndex: mb.LastIndex, WaitTime: 800 * time.Millisecond})
+	})
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case r := <-alphaCh:
+		t.Fatalf("alpha query returned before any change: %+v", r)
+	default:
+	}
+	passAt := time.Now()
+	if err := ag.PassTTL("alpha-ttl", "up"); err != nil {
+		t.Fatal(err)
+	}
+	ra := recvBlock(t, alphaCh, 5*time.Second)
+	if lag := time.Since(passAt); lag > 2*time.Second {
+		t.Fatalf("alpha woke %v after PassTTL", lag)
+	}
+	if ra.meta.LastIndex <= ma.LastIndex {
+		t.Fatalf("alpha LastIndex %d, want > %d", ra.meta.LastIndex, ma.LastIndex)
+	}
+	if len(ra.val) != 1 || ra.val[0].Checks.AggregatedStatus() != api.HealthPassing {
+		t.Fatalf("alpha after PassTTL = %v", serviceIDs(ra.val))
+	}
+	rb := recvBlock(t, betaCh, 5*time.Second)
+	if rb.elapsed < 750*time.Millisecond || rb.meta.LastIndex != mb.LastIndex {
+		t.Fatalf("beta's watcher woke after %v with index %d (was %d) on alpha's check change",
+			rb.elapsed, rb.meta.LastIndex, mb.LastIndex)
+	}
+}
+
+// TestAPIAgent_ReRegisterDropsOldChecks deregisters a service and registers
+// it again at once with another check: the catalog must converge on the new
+// definition without the old check (and well before a full sync).
+func TestAPIAgent_ReRegisterDropsOldChecks(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	ag := c.Agent()
+	reg := func(check string) {
+		t.Helper()
+		err := ag.ServiceRegister(&api.AgentServiceRegistration{ID: "re", Name: "re", Port: 1,
+			Check: &api.AgentServiceCheck{CheckID: check, TTL: "30s", Status: api.HealthPassing}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg("re-a")
+	waitHealthStatus(t, c, "re", "re-a", api.HealthPassing)
+	if err := ag.ServiceDeregister("re"); err != nil {
+		t.Fatal(err)
+	}
+	reg("re-b")
+	waitFor(t, 10*time.Second, func() string {
+		es, _, err := c.Health().Service("re", "", false, nil)
+		if err != nil || len(es) != 1 {
+			return fmt.Sprintf("health service re = %v, %v", serviceIDs(es), err)
+		}
+		var ids []string
+		for _, h := range es[0].Checks {
+			if h.ServiceID != "" {
+				ids = append(ids, h.CheckID)
+			}
+		}
+		if len(ids) != 1 || ids[0] != "re-b" {
+			return fmt.Sprintf("service checks of re = %v, want [re-b]", ids)
+		}
+		return ""
+	})
+}
+
+// TestAPIAgent_ReRegisterKeepsCheckStatus re-registers a service with the
+// same TTL check: as in Consul, the check keeps its current status and
+// output instead of falling back to critical until the next TTL update.
+func TestAPIAgent_ReRegisterKeepsCheckStatus(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	ag := c.Agent()
+	reg := func(port int) {
+		t.Helper()
+		err := ag.ServiceRegister(&api.AgentServiceRegistration{ID: "keep", Name: "keep", Port: port,
+			Check: &api.AgentServiceCheck{CheckID: "keep-ttl", TTL: "30s"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg(1)
+	if err := ag.UpdateTTL("keep-ttl", "healthy", api.HealthPassing); err != nil {
+		t.Fatal(err)
+	}
+	waitHealthStatus(t, c, "keep", "keep-ttl", api.HealthPassing)
+	reg(2)
+	checks, err := ag.Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch := checks["keep-ttl"]; ch == nil || ch.Status != api.HealthPassing || ch.Output != "healthy" {
+		t.Fatalf("check after re-registration = %+v, want passing with its output", ch)
+	}
+	waitFor(t, 10*time.Second, func() string {
+		es, _, err := c.Health().Service("keep", "", true, nil)
+		if err != nil || len(es) != 1 || es[0].Service.Port != 2 {
+			return fmt.Sprintf("passing keep = %v, %v", serviceIDs(es), err)
+		}
+		return ""
+	})
+}

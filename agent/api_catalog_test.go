@@ -1,0 +1,430 @@
+package agent_test
+
+import (
+	"net/http"
+	"net/url"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// registerWeb registers node "ext1" with service "web" (port 80, tags
+// v1+primary) and a passing service check, and node "ext2" with "web" (port
+// 8080, tag v2) with a critical service check and a passing node check.
+func registerWeb(t *testing.T, c *api.Client) {
+	t.Helper()
+	regs := []*api.CatalogRegistration{
+		{
+			Node: "ext1", Address: "10.0.0.1", NodeMeta: map[string]string{"rack": "r1"},
+			Service: &api.AgentService{ID: "web1", Service: "web", Tags: []string{"v1", "primary"}, Port: 80,
+				Meta: map[string]string{"version": "1"}},
+			Checks: api.HealthChecks{
+				{CheckID: "web1-alive", Name: "web1 alive", Status: api.HealthPassing, ServiceID: "web1"},
+			},
+		},
+		{
+			Node: "ext2", Address: "10.0.0.2",
+			Service: &api.AgentService{ID: "web2", Service: "web", Tags: []string{"v2"}, Port: 8080},
+			Checks: api.HealthChecks{
+				{CheckID: "web2-alive", Name: "web2 alive", Status: api.HealthCritical, ServiceID: "web2", Output: "down"},
+				{CheckID: "disk", Name: "disk", Status: api.HealthPassing},
+			},
+		},
+		{
+			Node: "ext2", Address: "10.0.0.2",
+			Service: &api.AgentService{ID: "db1", Service: "db", Tags: []string{"pg"}, Port: 5432},
+		},
+	}
+	for _, r := range regs {
+		if _, err := c.Catalog().Register(r, nil); err != nil {
+			t.Fatalf("register %s/%s: %v", r.Node, r.Service.ID, err)
+		}
+	}
+}
+
+func TestAPICatalog_RegisterReadDeregister(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	registerWeb(t, c)
+	cat := c.Catalog()
+
+	nodes, meta, err := cat.Nodes(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]string{}
+	for _, n := range nodes {
+		names[n.Node] = n.Address
+	}
+	if names["ext1"] != "10.0.0.1" || names["ext2"] != "10.0.0.2" {
+		t.Fatalf("nodes = %v, want ext1 and ext2 with their addresses", names)
+	}
+	if meta.LastIndex == 0 {
+		t.Fatal("nodes LastIndex 0")
+	}
+	if self := selfNode(t, c); names[self] == "" {
+		t.Fatalf("agent's own node %s missing from nodes %v", self, names)
+	}
+
+	svcs, _, err := cat.Services(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webTags := append([]string(nil), svcs["web"]...)
+	sort.Strings(webTags)
+	if want := []string{"primary", "v1", "v2"}; !reflect.DeepEqual(webTags, want) {
+		t.Fatalf("services[web] tags = %v, want union %v", svcs["web"], want)
+	}
+	if !reflect.DeepEqual(svcs["db"], []string{"pg"}) {
+		t.Fatalf("services[db] = %v", svcs["db"])
+	}
+
+	web, _, err := cat.Service("web", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(web) != 2 {
+		t.Fatalf("catalog service web = %d instances, want 2", len(web))
+	}
+	byID := map[string]*api.CatalogService{}
+	for _, s := range web {
+		byID[s.ServiceID] = s
+	}
+	w1 := byID["web1"]
+	if w1 == nil || w1.Node != "ext1" || w1.Address != "10.0.0.1" || w1.ServicePort != 80 ||
+		w1.ServiceName != "web" || w1.ServiceMeta["version"] != "1" || w1.NodeMeta["rack"] != "r1" ||
+		w1.Datacenter != "dc1" {
+		t.Fatalf("web1 = %+v", w1)
+	}
+	if byID["web2"] == nil || byID["web2"].ServicePort != 8080 {
+		t.Fatalf("web2 = %+v", byID["web2"])
+	}
+
+	tagged, _, err := cat.Service("web", "v2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tagged) != 1 || tagged[0].ServiceID != "web2" {
+		t.Fatalf("web tag v2 = %+v, want only web2", tagged)
+	}
+	multi, _, err := cat.ServiceMultipleTags("web", []string{"v1", "primary"}, nil)
+	if err != nil || len(multi) != 1 || multi[0].ServiceID != "web1" {
+		t.Fatalf("web tags v1+primary = %+v, %v; want only web1", multi, err)
+	}
+	none, _, err := cat.Service("nosuch", "", nil)
+	if err != nil || len(none) != 0 {
+		t.Fatalf("unknown service = %+v, %v; want empty", none, err)
+	}
+
+	node, _, err := cat.Node("ext2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node == nil || node.Node.Node != "ext2" || node.Node.Address != "10.0.0.2" {
+		t.Fatalf("catalog node ext2 = %+v", node)
+	}
+	if len(node.Services) != 2 || node.Services["web2"] == nil || node.Services["db1"] == nil ||
+		node.Services["db1"].Port != 5432 {
+		t.Fatalf("node ext2 services = %+v, want web2 and db1", node.Services)
+	}
+	if n, _, err := cat.Node("nosuch", nil); err != nil || n != nil {
+		t.Fatalf("unknown node = %+v, %v; want nil", n, err)
+	}
+
+	list, _, err := cat.NodeServiceList("ext2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, s := range list.Services {
+		ids = append(ids, s.ID)
+	}
+	sort.Strings(ids)
+	if list.Node.Node != "ext2" || !reflect.DeepEqual(ids, []string{"db1", "web2"}) {
+		t.Fatalf("node service list = %s %v", list.Node.Node, ids)
+	}
+
+	dcs, err := cat.Datacenters()
+	if err != nil || !reflect.DeepEqual(dcs, []string{"dc1"}) {
+		t.Fatalf("datacenters = %v, %v", dcs, err)
+	}
+
+	// Deregister one service: its checks go with it, the node stays.
+	if _, err := cat.Deregister(&api.CatalogDeregistration{Node: "ext2", ServiceID: "web2"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	web, _, err = cat.Service("web", "", nil)
+	if err != nil || len(web) != 1 || web[0].ServiceID != "web1" {
+		t.Fatalf("web after deregistering web2 = %+v, %v", web, err)
+	}
+	checks, _, err := c.Health().Node("ext2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range checks {
+		if ch.CheckID == "web2-alive" {
+			t.Fatal("web2's check survived its service's deregistration")
+		}
+	}
+	if len(checks) != 1 || checks[0].CheckID != "disk" {
+		t.Fatalf("ext2 checks = %+v, want only disk", checks)
+	}
+
+	// Deregister the node: services and checks go.
+	if _, err := cat.Deregister(&api.CatalogDeregistration{Node: "ext2"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := cat.Node("ext2", nil); err != nil || n != nil {
+		t.Fatalf("ext2 after node deregistration = %+v, %v", n, err)
+	}
+	svcs, _, err = cat.Services(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := svcs["db"]; ok {
+		t.Fatalf("db still listed after its node left: %v", svcs)
+	}
+	if checks, _, _ := c.Health().Node("ext2", nil); len(checks) != 0 {
+		t.Fatalf("ext2 checks after node deregistration = %+v", checks)
+	}
+}
+
+// selfNode returns the agent's own node name.
+func selfNode(t *testing.T, c *api.Client) string {
+	t.Helper()
+	self, err := c.Agent().Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, _ := self["Config"]["NodeName"].(string)
+	if name == "" {
+		t.Fatalf("agent self has no Config.NodeName: %v", self["Config"])
+	}
+	return name
+}
+
+func TestAPIHealth_Reads(t *testing.T) {
+	t.Parallel()
+	a, c := startAPI(t)
+	registerWeb(t, c)
+	h := c.Health()
+
+	nodeChecks, _, err := h.Node("ext2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, ch := range nodeChecks {
+		got[ch.CheckID] = ch.Status
+	}
+	if want := map[string]string{"web2-alive": "critical", "disk": "passing"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("health node ext2 = %v, want %v", got, want)
+	}
+
+	svcChecks, _, err := h.Checks("web", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = map[string]string{}
+	for _, ch := range svcChecks {
+		got[ch.CheckID] = ch.Status
+		if ch.ServiceName != "web" {
+			t.Fatalf("check %s ServiceName %q", ch.CheckID, ch.ServiceName)
+		}
+	}
+	if want := map[string]string{"web2-alive": "critical", "web1-alive": "passing"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("health checks web = %v, want %v", got, want)
+	}
+
+	all, _, err := h.Service("web", "", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 {
+		t.Fatalf("health service web = %d, want 2", len(all))
+	}
+	for _, e := range all {
+		ids := map[string]bool{}
+		for _, ch := range e.Checks {
+			ids[ch.CheckID] = true
+		}
+		switch e.Service.ID {
+		case "web1":
+			if !ids["web1-alive"] || len(ids) != 1 {
+				t.Fatalf("web1 checks = %v", ids)
+			}
+			if e.Checks.AggregatedStatus() != api.HealthPassing {
+				t.Fatalf("web1 aggregated %s", e.Checks.AggregatedStatus())
+			}
+		case "web2":
+			// The node-level check applies to the instance too.
+			if !ids["web2-alive"] || !ids["disk"] || len(ids) != 2 {
+				t.Fatalf("web2 checks = %v, want web2-alive and disk", ids)
+			}
+		default:
+			t.Fatalf("unexpected instance %s", e.Service.ID)
+		}
+		if e.Node == nil || e.Node.Address == "" {
+			t.Fatalf("instance %s has no node", e.Service.ID)
+		}
+	}
+
+	passing, _, err := h.Service("web", "", true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(passing) != 1 || passing[0].Service.ID != "web1" {
+		t.Fatalf("passing web = %v, want only web1", serviceIDs(passing))
+	}
+	tagged, _, err := h.Service("web", "v2", false, nil)
+	if err != nil || len(tagged) != 1 || tagged[0].Service.ID != "web2" {
+		t.Fatalf("web tag v2 = %v, %v", serviceIDs(tagged), err)
+	}
+	if none, _, err := h.Service("web", "v2", true, nil); err != nil || len(none) != 0 {
+		t.Fatalf("passing web tag v2 = %v, %v; want none", serviceIDs(none), err)
+	}
+
+	crit, _, err := h.State(api.HealthCritical, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(crit) != 1 || crit[0].CheckID != "web2-alive" || crit[0].Output != "down" {
+		t.Fatalf("state critical = %+v", crit)
+	}
+	anyState, _, err := h.State(api.HealthAny, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, ch := range anyState {
+		ids[ch.CheckID] = true
+	}
+	for _, id := range []string{"web1-alive", "web2-alive", "disk", "serfHealth"} {
+		if !ids[id] {
+			t.Fatalf("state any lacks %s: %v", id, ids)
+		}
+	}
+	if r := httpString(t, a, "GET", "/v1/health/state/bogus", ""); r.code != http.StatusBadRequest {
+		t.Fatalf("state bogus = %d, want 400", r.code)
+	}
+}
+
+func serviceIDs(es []*api.ServiceEntry) []string {
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Service.ID)
+	}
+	return out
+}
+
+func TestAPIHealth_Filter(t *testing.T) {
+	t.Parallel()
+	a, c := startAPI(t)
+	registerWeb(t, c)
+	h := c.Health()
+
+	port80, _, err := h.Service("web", "", false, &api.QueryOptions{Filter: "Service.Port == 80"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(port80) != 1 || port80[0].Service.ID != "web1" {
+		t.Fatalf("filter Service.Port == 80 = %v", serviceIDs(port80))
+	}
+	nodeFilter, _, err := h.Service("web", "", false, &api.QueryOptions{Filter: `Node.Node == "ext2"`})
+	if err != nil || len(nodeFilter) != 1 || nodeFilter[0].Service.ID != "web2" {
+		t.Fatalf("filter Node.Node == ext2 = %v, %v", serviceIDs(nodeFilter), err)
+	}
+
+	checks, _, err := h.Checks("web", &api.QueryOptions{Filter: `Status == "passing"`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(checks) != 1 || checks[0].CheckID != "web1-alive" {
+		t.Fatalf(`checks filter Status == "passing" = %+v`, checks)
+	}
+	state, _, err := h.State(api.HealthAny, &api.QueryOptions{Filter: `Status == "critical"`})
+	if err != nil || len(state) != 1 || state[0].CheckID != "web2-alive" {
+		t.Fatalf("state any filtered critical = %+v, %v", state, err)
+	}
+
+	cs, _, err := c.Catalog().Service("web", "", &api.QueryOptions{Filter: "ServicePort == 8080"})
+	if err != nil || len(cs) != 1 || cs[0].ServiceID != "web2" {
+		t.Fatalf("catalog service filter ServicePort == 8080 = %+v, %v", cs, err)
+	}
+	nodes, _, err := c.Catalog().Nodes(&api.QueryOptions{Filter: `Meta.rack == "r1"`})
+	if err != nil || len(nodes) != 1 || nodes[0].Node != "ext1" {
+		t.Fatalf("catalog nodes filter Meta.rack = %+v, %v", nodes, err)
+	}
+
+	for _, path := range []string{
+		"/v1/health/service/web?filter=" + url.QueryEscape("Service.Port =="),
+		"/v1/health/checks/web?filter=" + url.QueryEscape("NoSuchField == 1"),
+		"/v1/catalog/nodes?filter=" + url.QueryEscape("((("),
+	} {
+		r := httpString(t, a, "GET", path, "")
+		if r.code != http.StatusBadRequest || strings.TrimSpace(r.body) == "" {
+			t.Fatalf("bad filter %s = %d %q, want 400 with a message", path, r.code, r.body)
+		}
+	}
+	if _, _, err := h.Service("web", "", false, &api.QueryOptions{Filter: "Service.Port =="}); err == nil ||
+		!strings.Contains(err.Error(), "400") {
+		t.Fatalf("client with a bad filter: %v, want a 400 error", err)
+	}
+}
+
+func TestAPIHealth_BlockingOnCheck(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	registerWeb(t, c)
+	h := c.Health()
+	_, meta, err := h.Service("web", "", true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := meta.LastIndex
+
+	// A write elsewhere (KV, another service) must not wake the query.
+	ch := goBlock(func() ([]*api.ServiceEntry, *api.QueryMeta, error) {
+		return h.Service("web", "", true, &api.QueryOptions{WaitIndex: idx, WaitTime: 600 * time.Millisecond})
+	})
+	time.Sleep(50 * time.Millisecond)
+	if _, err := c.KV().Put(&api.KVPair{Key: "noise", Value: []byte("x")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: "ext3", Address: "10.0.0.3",
+		Service: &api.AgentService{ID: "cache", Service: "cache"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	r := recvBlock(t, ch, 5*time.Second)
+	if r.elapsed < 550*time.Millisecond {
+		t.Fatalf("unrelated writes woke health/service/web after %v", r.elapsed)
+	}
+	if r.meta.LastIndex != idx {
+		t.Fatalf("timed-out LastIndex %d, want %d", r.meta.LastIndex, idx)
+	}
+
+	// Turning web2's check passing wakes it, and web2 now passes.
+	ch = goBlock(func() ([]*api.ServiceEntry, *api.QueryMeta, error) {
+		return h.Service("web", "", true, &api.QueryOptions{WaitIndex: idx, WaitTime: 10 * time.Second})
+	})
+	time.Sleep(100 * time.Millisecond)
+	writeAt := time.Now()
+	if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: "ext2", Address: "10.0.0.2",
+		Check: &api.AgentCheck{CheckID: "web2-alive", Name: "web2 alive", Status: api.HealthPassing, ServiceID: "web2"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	r = recvBlock(t, ch, 5*time.Second)
+	if lag := time.Since(writeAt); lag > 2*time.Second {
+		t.Fatalf("woke %v after the check change", lag)
+	}
+	if r.meta.LastIndex <= idx {
+		t.Fatalf("LastIndex %d, want > %d", r.meta.LastIndex, idx)
+	}
+	if ids := serviceIDs(r.val); len(ids) != 2 {
+		t.Fatalf("passing web after the check passed = %v, want web1 and web2", ids)
+	}
+}

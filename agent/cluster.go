@@ -1,0 +1,245 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/gossip"
+	"github.com/tribune-mesh/tribune/server"
+)
+
+// serverConfig maps the agent configuration onto the server's.
+func (a *Agent) serverConfig(logger hclog.Logger) *server.Config {
+	cfg := a.cfg
+	scfg := server.DefaultConfig()
+	scfg.NodeName = cfg.NodeName
+	scfg.NodeID = cfg.NodeID
+	scfg.Datacenter = cfg.Datacenter
+	scfg.DataDir = cfg.DataDir
+	scfg.InMemory = cfg.DataDir == ""
+	scfg.Bootstrap = cfg.Bootstrap || cfg.BootstrapExpect == 1 || (cfg.DevMode && cfg.BootstrapExpect == 0)
+	if cfg.BootstrapExpect > 1 {
+		scfg.BootstrapExpect = cfg.BootstrapExpect
+	}
+	scfg.RPCAddr = net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Ports.Server))
+	scfg.AdvertiseAddr = net.JoinHostPort(a.advertiseHost(), strconv.Itoa(cfg.Ports.Server))
+	scfg.RaftMultiplier = cfg.Performance.RaftMultiplier
+	if cfg.RaftSnapshotThreshold > 0 {
+		scfg.SnapshotThreshold = uint64(cfg.RaftSnapshotThreshold)
+	}
+	if cfg.RaftSnapshotInterval > 0 {
+		scfg.SnapshotInterval = cfg.RaftSnapshotInterval
+	}
+	if cfg.RaftTrailingLogs > 0 {
+		scfg.TrailingLogs = uint64(cfg.RaftTrailingLogs)
+	}
+	if cfg.RPCHoldTimeout > 0 {
+		scfg.HoldTimeout = cfg.RPCHoldTimeout
+	}
+	scfg.ReconnectTimeout = cfg.ReconnectTimeout
+	scfg.Gossip = a.gossip
+	scfg.Logger = logger
+	return scfg
+}
+
+// gossipTags are the metadata this agent gossips.
+func (a *Agent) gossipTags() map[string]string {
+	cfg := a.cfg
+	tags := map[string]string{"dc": cfg.Datacenter, "id": cfg.NodeID, "build": Version, "vsn": "2", "vsn_min": "2", "vsn_max": "3"}
+	if cfg.Server {
+		tags["role"] = "consul"
+		tags["port"] = strconv.Itoa(cfg.Ports.Server)
+		if cfg.BootstrapExpect > 1 {
+			tags["expect"] = strconv.Itoa(cfg.BootstrapExpect)
+		}
+		if cfg.Bootstrap || cfg.DevMode {
+			tags["bootstrap"] = "1"
+		}
+		if cfg.ReadReplica {
+			tags["read_replica"] = "1"
+		}
+	} else {
+		tags["role"] = "node"
+	}
+	return tags
+}
+
+// startGossip joins nobody yet: it starts this agent's LAN member.
+func (a *Agent) startGossip() error {
+	if a.cfg.Ports.SerfLAN < 0 {
+		return nil
+	}
+	var keys [][]byte
+	if a.cfg.Encrypt != "" {
+		k, err := a.cfg.EncryptKey()
+		if err != nil {
+			return fmt.Errorf("encrypt: %w", err)
+		}
+		keys = [][]byte{k}
+	}
+	bind := a.cfg.BindAddr
+	if bind == "" {
+		bind = "0.0.0.0"
+	}
+	p, err := gossip.New(&gossip.Config{
+		NodeName: a.cfg.NodeName, BindAddr: bind, BindPort: a.cfg.Ports.SerfLAN,
+		AdvertiseAddr: a.advertiseHost(), AdvertisePort: a.cfg.Ports.SerfLAN,
+		Tags: a.gossipTags(), Keys: keys, Fast: a.cfg.DevMode || a.cfg.Performance.RaftMultiplier == 1,
+		Logger: a.logger,
+	})
+	if err != nil {
+		return err
+	}
+	a.gossip = p
+	return nil
+}
+
+// stopGossip leaves the pool gracefully when leave is set, then stops.
+func (a *Agent) stopGossip(leave bool) {
+	if a.gossip == nil {
+		return
+	}
+	if leave {
+		if err := a.gossip.Leave(5 * time.Second); err != nil {
+			a.logger.Warn("leave", "error", err)
+		}
+	}
+	if err := a.gossip.Shutdown(); err != nil {
+		a.logger.Warn("stop gossip", "error", err)
+	}
+}
+
+// stopCore stops the server or client and the gossip member.
+func (a *Agent) stopCore() error {
+	var err error
+	a.leaveMu.Lock()
+	leave := a.leaving
+	a.leaveMu.Unlock()
+	if a.server != nil {
+		if leave {
+			a.stopGossip(true)
+		}
+		err = a.server.Shutdown()
+	}
+	if a.client != nil {
+		a.client.Close()
+	}
+	a.stopGossip(leave && a.server == nil)
+	return err
+}
+
+// serverAddrs lists the RPC addresses of the alive servers of this
+// datacenter that gossip knows.
+func (a *Agent) serverAddrs() []string {
+	if a.gossip == nil {
+		return nil
+	}
+	var out []string
+	for _, m := range a.gossip.Members() {
+		if m.Status == gossip.StatusAlive && m.IsServer() && m.Tags["dc"] == a.cfg.Datacenter {
+			out = append(out, m.ServerAddr())
+		}
+	}
+	return out
+}
+
+// startJoins joins start_join addresses now (failing when none answers) and
+// retries retry_join in the background.
+func (a *Agent) startJoins() error {
+	if a.gossip == nil {
+		return nil
+	}
+	if len(a.cfg.StartJoin) > 0 {
+		if _, err := a.gossip.Join(a.cfg.StartJoin); err != nil {
+			return fmt.Errorf("start_join: %w", err)
+		}
+	}
+	if len(a.cfg.RetryJoin) == 0 {
+		return nil
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		interval := a.cfg.RetryInterval
+		if interval <= 0 {
+			interval = 30 * time.Second
+		}
+		for attempt := 1; ; attempt++ {
+			n, err := a.gossip.Join(a.cfg.RetryJoin)
+			if err == nil && n > 0 {
+				a.logger.Info("joined cluster", "contacted", n)
+				return
+			}
+			if a.cfg.RetryMax > 0 && attempt >= a.cfg.RetryMax {
+				a.logger.Error("retry_join gave up", "attempts", attempt, "error", err)
+				return
+			}
+			a.logger.Warn("retry_join failed, will retry", "error", err, "in", interval)
+			select {
+			case <-a.shutdownCh:
+				return
+			case <-time.After(interval):
+			}
+		}
+	}()
+	return nil
+}
+
+// members lists gossip members as /v1/agent/members shows them.
+func (a *Agent) members() []member {
+	if a.gossip == nil {
+		return []member{a.selfMember()}
+	}
+	var out []member
+	for _, m := range a.gossip.Members() {
+		out = append(out, member{Name: m.Name, Addr: m.Addr.String(), Port: m.Port, Tags: m.Tags, Status: int(m.Status),
+			ProtocolMin: m.PMin, ProtocolMax: m.PMax, ProtocolCur: m.PCur, DelegateMin: m.DMin, DelegateMax: m.DMax, DelegateCur: m.DCur})
+	}
+	return out
+}
+
+func (h *httpHandler) agentJoin(w http.ResponseWriter, r *http.Request) (any, error) {
+	addr := strings.TrimPrefix(r.URL.Path, "/v1/agent/join/")
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.AgentWrite(h.agent.cfg.NodeName) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if h.agent.gossip == nil {
+		return nil, badRequest("gossip is disabled on this agent")
+	}
+	if _, err := h.agent.gossip.Join([]string{addr}); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+func (h *httpHandler) agentForceLeave(w http.ResponseWriter, r *http.Request) (any, error) {
+	node := strings.TrimPrefix(r.URL.Path, "/v1/agent/force-leave/")
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.OperatorWrite() != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if h.agent.gossip == nil || !h.agent.gossip.RemoveFailed(node) {
+		return nil, notFound("agent: No node found with name '%s'", node)
+	}
+	return nil, nil
+}
+
+// status serves /v1/status/leader and peers through the backend.
+func (a *Agent) status(ctx context.Context) (string, []string, error) {
+	return a.backend.Status(ctx)
+}

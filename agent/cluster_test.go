@@ -1,0 +1,263 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/agent"
+	"github.com/tribune-mesh/tribune/agent/agenttest"
+	"github.com/tribune-mesh/tribune/agent/config"
+)
+
+// waitFor polls cond until it returns nil or the deadline passes.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s: %v", what, err)
+}
+
+func apiClient(t *testing.T, a *agent.Agent) *api.Client {
+	t.Helper()
+	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type node struct {
+	cfg   *config.Config
+	agent *agent.Agent
+	api   *api.Client
+}
+
+func (n *node) stop(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = n.agent.Shutdown(ctx)
+}
+
+// startCluster starts servers (bootstrap_expect=servers) and clients, all
+// joining the first server, and waits for a leader and every member.
+func startCluster(t *testing.T, servers, clients int) (srvs, cls []*node) {
+	t.Helper()
+	var join string
+	for i := 0; i < servers; i++ {
+		c := agenttest.ClusterConfig(t, fmt.Sprintf("s%d", i+1), true, servers, join)
+		if join == "" {
+			join = agenttest.SerfAddr(c)
+		}
+		a := agenttest.StartNoWait(t, c)
+		srvs = append(srvs, &node{cfg: c, agent: a, api: apiClient(t, a)})
+	}
+	for i := 0; i < clients; i++ {
+		c := agenttest.ClusterConfig(t, fmt.Sprintf("c%d", i+1), false, 0, join)
+		a := agenttest.StartNoWait(t, c)
+		cls = append(cls, &node{cfg: c, agent: a, api: apiClient(t, a)})
+	}
+	waitUntil(t, 30*time.Second, "a leader with every server as peer", func() error {
+		peers, err := srvs[0].api.Status().Peers()
+		if err != nil {
+			return err
+		}
+		if len(peers) != servers {
+			return fmt.Errorf("peers %v", peers)
+		}
+		leader, err := srvs[0].api.Status().Leader()
+		if err != nil || leader == "" {
+			return fmt.Errorf("no leader (%v)", err)
+		}
+		return nil
+	})
+	waitUntil(t, 30*time.Second, "every node in the catalog with passing serfHealth", func() error {
+		checks, _, err := srvs[0].api.Health().State(api.HealthPassing, nil)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, c := range checks {
+			if c.CheckID == "serfHealth" {
+				n++
+			}
+		}
+		if n != servers+clients {
+			return fmt.Errorf("%d passing serfHealth checks", n)
+		}
+		return nil
+	})
+	return srvs, cls
+}
+
+func leaderOf(t *testing.T, srvs []*node) *node {
+	t.Helper()
+	var leader string
+	waitUntil(t, 20*time.Second, "leader", func() error {
+		for _, s := range srvs {
+			l, err := s.api.Status().Leader()
+			if err == nil && l != "" {
+				leader = l
+				return nil
+			}
+		}
+		return fmt.Errorf("no leader")
+	})
+	for _, s := range srvs {
+		if strings.HasSuffix(leader, fmt.Sprintf(":%d", s.cfg.Ports.Server)) {
+			return s
+		}
+	}
+	t.Fatalf("leader %s is none of the servers", leader)
+	return nil
+}
+
+func TestClusterReplicationFailoverAndMembership(t *testing.T) {
+	srvs, cls := startCluster(t, 3, 2)
+
+	// A write through a client is readable from every server.
+	if _, err := cls[0].api.KV().Put(&api.KVPair{Key: "k", Value: []byte("v1")}, nil); err != nil {
+		t.Fatalf("put through client: %v", err)
+	}
+	for _, s := range srvs {
+		waitUntil(t, 5*time.Second, "replication to "+s.cfg.NodeName, func() error {
+			p, _, err := s.api.KV().Get("k", &api.QueryOptions{AllowStale: true})
+			if err != nil || p == nil || string(p.Value) != "v1" {
+				return fmt.Errorf("got %v, %v", p, err)
+			}
+			return nil
+		})
+	}
+	// Default and consistent reads through a follower reach the leader.
+	leader := leaderOf(t, srvs)
+	var follower *node
+	for _, s := range srvs {
+		if s != leader {
+			follower = s
+			break
+		}
+	}
+	for _, q := range []*api.QueryOptions{nil, {RequireConsistent: true}} {
+		p, meta, err := follower.api.KV().Get("k", q)
+		if err != nil || p == nil || string(p.Value) != "v1" || !meta.KnownLeader {
+			t.Fatalf("read through follower %+v: %v %v %+v", q, p, err, meta)
+		}
+	}
+	// A blocking query through a client wakes on a write.
+	_, meta, err := cls[1].api.KV().Get("k", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	woke := make(chan string, 1)
+	go func() {
+		p, _, err := cls[1].api.KV().Get("k", &api.QueryOptions{WaitIndex: meta.LastIndex, WaitTime: 20 * time.Second})
+		if err != nil || p == nil {
+			woke <- fmt.Sprintf("error %v", err)
+			return
+		}
+		woke <- string(p.Value)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if _, err := cls[0].api.KV().Put(&api.KVPair{Key: "k", Value: []byte("v2")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case v := <-woke:
+		if v != "v2" {
+			t.Fatalf("blocking query through client woke with %q", v)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("blocking query through client did not wake")
+	}
+
+	// The leader dies: a new one is elected and writes resume.
+	leader.stop(t)
+	start := time.Now()
+	var rest []*node
+	for _, s := range srvs {
+		if s != leader {
+			rest = append(rest, s)
+		}
+	}
+	waitUntil(t, 20*time.Second, "a write after the leader died", func() error {
+		_, err := cls[0].api.KV().Put(&api.KVPair{Key: "after", Value: []byte("x")}, nil)
+		return err
+	})
+	t.Logf("leader stopped -> next write succeeded in %v", time.Since(start))
+	if l := leaderOf(t, rest); l == leader {
+		t.Fatal("the dead server is still the leader")
+	}
+
+	// A client dies: its serfHealth goes critical.
+	cls[1].stop(t)
+	waitUntil(t, 20*time.Second, "c2 serfHealth critical", func() error {
+		checks, _, err := rest[0].api.Health().Node("c2", &api.QueryOptions{AllowStale: true})
+		if err != nil {
+			return err
+		}
+		for _, c := range checks {
+			if c.CheckID == "serfHealth" && c.Status == api.HealthCritical {
+				return nil
+			}
+		}
+		return fmt.Errorf("checks %v", checks)
+	})
+
+	// A client leaves gracefully: its node is removed from the catalog.
+	if err := cls[0].api.Agent().Leave(); err != nil {
+		t.Fatal(err)
+	}
+	cls[0].stop(t)
+	waitUntil(t, 20*time.Second, "c1 removed from the catalog", func() error {
+		n, _, err := rest[0].api.Catalog().Node("c1", &api.QueryOptions{AllowStale: true})
+		if err != nil {
+			return err
+		}
+		if n != nil {
+			ms, _ := rest[0].api.Agent().Members(false)
+			var st []string
+			for _, m := range ms {
+				st = append(st, fmt.Sprintf("%s=%d", m.Name, m.Status))
+			}
+			return fmt.Errorf("c1 still registered; members %v", st)
+		}
+		return nil
+	})
+
+	// Two of three servers down: writes fail cleanly within the hold
+	// timeout, stale reads still answer.
+	rest[0].stop(t)
+	last := rest[1]
+	// The survivor steps down once its leader lease runs out; a write in
+	// that window may report the lost leadership instead.
+	waitUntil(t, 10*time.Second, "the survivor to step down", func() error {
+		l, err := last.api.Status().Leader()
+		if err != nil || l != "" {
+			return fmt.Errorf("leader %q, %v", l, err)
+		}
+		return nil
+	})
+	begin := time.Now()
+	_, err = last.api.KV().Put(&api.KVPair{Key: "minority", Value: []byte("x")}, nil)
+	if err == nil || !strings.Contains(err.Error(), "No cluster leader") {
+		t.Fatalf("write without quorum: %v", err)
+	}
+	if d := time.Since(begin); d > 15*time.Second {
+		t.Fatalf("write without quorum took %v", d)
+	}
+	p, _, err := last.api.KV().Get("after", &api.QueryOptions{AllowStale: true})
+	if err != nil || p == nil || string(p.Value) != "x" {
+		t.Fatalf("stale read on the minority: %v %v", p, err)
+	}
+}

@@ -1,0 +1,209 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/agent/viewcache"
+	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/dnsserver"
+)
+
+// dnsShutdownTimeout bounds how long stopping DNS waits for queries in
+// flight.
+const dnsShutdownTimeout = 5 * time.Second
+
+// startDNS starts the DNS interface on every DNS address (addresses.dns,
+// else client_addr) at ports.dns over UDP and TCP, answering from views the
+// agent keeps fresh with blocking queries. A negative port disables it.
+//
+// The listeners and the views are stopped when the agent's context ends
+// (Shutdown, or a failed New) by a goroutine the agent's WaitGroup owns.
+// The Agent struct has no field to hold them, so stopDNS has nothing to do.
+func (a *Agent) startDNS() error {
+	cfg := a.cfg
+	if cfg.Ports.DNS < 0 {
+		return nil
+	}
+	hosts := cfg.Addresses.DNS
+	if len(hosts) == 0 {
+		hosts = cfg.ClientAddrs
+	}
+	if len(hosts) == 0 {
+		hosts = []string{"127.0.0.1"}
+	}
+	addrs := make([]string, 0, len(hosts))
+	for _, h := range hosts {
+		if strings.HasPrefix(h, "unix://") {
+			return fmt.Errorf("DNS address %q: unix sockets are not supported for DNS", h)
+		}
+		addrs = append(addrs, net.JoinHostPort(h, strconv.Itoa(cfg.Ports.DNS)))
+	}
+
+	views := viewcache.New(a.backend, viewcache.Config{Logger: a.logger.Named("viewcache")})
+	src := &dnsSource{
+		dc:    cfg.Datacenter,
+		views: views,
+		opts: catalog.QueryOptions{
+			AllowStale:       cfg.DNS.AllowStale,
+			MaxStaleDuration: cfg.DNS.MaxStale,
+			Token:            cfg.ACL.Tokens.Default,
+		},
+	}
+	token := cfg.ACL.Tokens.Default
+	h, err := dnsserver.New(dnsserver.Config{
+		Domain:                      cfg.Domain,
+		AltDomain:                   cfg.AltDomain,
+		Datacenter:                  cfg.Datacenter,
+		NodeName:                    cfg.NodeName,
+		NodeTTL:                     cfg.DNS.NodeTTL,
+		ServiceTTL:                  cfg.DNS.ServiceTTL,
+		UDPAnswerLimit:              cfg.DNS.UDPAnswerLimit,
+		ARecordLimit:                cfg.DNS.ARecordLimit,
+		EnableTruncate:              cfg.DNS.EnableTruncate,
+		OnlyPassing:                 cfg.DNS.OnlyPassing,
+		DisableCompression:          cfg.DNS.DisableCompression,
+		EnableAdditionalNodeMetaTXT: cfg.DNS.EnableAdditionalNodeMetaTXT,
+		SOA: dnsserver.SOAConfig{
+			Refresh: cfg.DNS.SOA.Refresh,
+			Retry:   cfg.DNS.SOA.Retry,
+			Expire:  cfg.DNS.SOA.Expire,
+			MinTTL:  cfg.DNS.SOA.MinTTL,
+		},
+		Recursors:        cfg.Recursors,
+		RecursorTimeout:  cfg.DNS.RecursorTimeout,
+		RecursorStrategy: cfg.DNS.RecursorStrategy,
+		Authorize:        func() (acl.Authorizer, error) { return a.acls.Resolve(token) },
+		Context:          a.ctx,
+		Logger:           a.logger.Named("dns"),
+	}, src)
+	if err != nil {
+		views.Close()
+		return err
+	}
+	srv, err := dnsserver.Listen(h, addrs, a.logger.Named("dns"))
+	if err != nil {
+		views.Close()
+		return err
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		<-a.ctx.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), dnsShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			a.logger.Warn("DNS shutdown", "error", err)
+		}
+		views.Close()
+	}()
+	return nil
+}
+
+// stopDNS stops the DNS interface. The listeners and views are stopped by
+// the goroutine startDNS left waiting on the agent's context, which
+// Shutdown cancels before calling this, and Shutdown's WaitGroup waits for
+// it.
+func (a *Agent) stopDNS() {}
+
+// dnsSource is the DNS handler's view of the catalog: every read is served
+// from a view, so a query costs no server round trip once its view exists.
+// Names that are not in the catalog are answered from the lists of services
+// and nodes, so that queries for random names start no views.
+type dnsSource struct {
+	dc    string
+	views *viewcache.Cache
+	opts  catalog.QueryOptions
+
+	mu sync.Mutex
+	// servicesFrom is the response serviceNames was built from.
+	servicesFrom *catalog.ReadResponse
+	serviceNames map[string]bool
+	// nodesFrom is the response nodesByName was built from.
+	nodesFrom   *catalog.ReadResponse
+	nodesByName map[string]*catalog.Node
+}
+
+var _ dnsserver.Source = (*dnsSource)(nil)
+
+func (s *dnsSource) get(ctx context.Context, op catalog.ReadOp, name string) (*catalog.ReadResponse, error) {
+	return s.views.Get(ctx, &catalog.ReadRequest{Op: op, Name: name, Options: s.opts})
+}
+
+func (s *dnsSource) checkDC(dc string) error {
+	if dc != s.dc {
+		// Other datacenters are reached through the WAN federation,
+		// which is not built yet.
+		return fmt.Errorf("%w: %q", dnsserver.ErrUnknownDatacenter, dc)
+	}
+	return nil
+}
+
+// ServiceHealth implements dnsserver.Source.
+func (s *dnsSource) ServiceHealth(ctx context.Context, dc, service string) ([]*catalog.CheckServiceNode, error) {
+	if err := s.checkDC(dc); err != nil {
+		return nil, err
+	}
+	service = strings.ToLower(service)
+	list, err := s.get(ctx, catalog.ReadServices, "")
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.servicesFrom != list {
+		s.servicesFrom = list
+		s.serviceNames = make(map[string]bool, len(list.Services))
+		for name := range list.Services {
+			s.serviceNames[strings.ToLower(name)] = true
+		}
+	}
+	known := s.serviceNames[service]
+	s.mu.Unlock()
+	if !known {
+		return nil, nil
+	}
+	resp, err := s.get(ctx, catalog.ReadHealthService, service)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Instances, nil
+}
+
+// Node implements dnsserver.Source.
+func (s *dnsSource) Node(ctx context.Context, dc, name string) (*catalog.Node, error) {
+	if err := s.checkDC(dc); err != nil {
+		return nil, err
+	}
+	list, err := s.get(ctx, catalog.ReadNodes, "")
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nodesFrom != list {
+		s.nodesFrom = list
+		s.nodesByName = make(map[string]*catalog.Node, len(list.Nodes))
+		for _, n := range list.Nodes {
+			s.nodesByName[strings.ToLower(n.Node)] = n
+		}
+	}
+	return s.nodesByName[strings.ToLower(name)], nil
+}
+
+// Nodes implements dnsserver.Source.
+func (s *dnsSource) Nodes(ctx context.Context, dc string) ([]*catalog.Node, error) {
+	if err := s.checkDC(dc); err != nil {
+		return nil, err
+	}
+	list, err := s.get(ctx, catalog.ReadNodes, "")
+	if err != nil {
+		return nil, err
+	}
+	return list.Nodes, nil
+}

@@ -1,0 +1,443 @@
+// Package viewcache keeps materialised views of catalog reads in the agent's
+// memory. Each view is one catalog read (say, the health of service "web")
+// kept fresh by a loop of blocking queries against the servers, so that DNS,
+// and later xDS and cached HTTP reads, answer from memory instead of costing
+// a server round trip per request.
+//
+// The package owns a goroutine per view and a janitor goroutine that stops
+// views nobody asked for within the idle TTL; Close stops all of them and
+// waits. It reads only through the Reader it is given: it must not import
+// agent or server.
+package viewcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// Errors callers branch on.
+var (
+	// ErrClosed is returned by Get after Close, and to Gets waiting for
+	// the first result of a view that was stopped before it had one.
+	ErrClosed = errors.New("view cache closed")
+	// ErrStale is returned (wrapping the last read error) when a view's
+	// reads have been failing for longer than the stale-if-error window,
+	// so its last good result is no longer served.
+	ErrStale = errors.New("view stale past its stale-if-error window")
+)
+
+// Reader runs catalog reads. With Options.MinQueryIndex set it must block
+// until the result's index passes it or Options.MaxQueryTime ends, and then
+// answer with the current result (a blocking query). It must be safe for
+// concurrent use and return promptly when ctx ends. The agent's backend and
+// *server.Server implement it.
+type Reader interface {
+	Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error)
+}
+
+// Clock is the time source of the cache: when a view was last used, how
+// long it has been failing, and the timers of backoff, idle expiry and
+// blocking Gets. Implementations must be safe for concurrent use.
+type Clock interface {
+	Now() time.Time
+	// After returns a channel that receives once d has passed.
+	After(d time.Duration) <-chan time.Time
+}
+
+// SystemClock is the Clock of the running agent.
+type SystemClock struct{}
+
+// Now implements Clock.
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// After implements Clock.
+func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Config is the configuration of a Cache. Start from DefaultConfig.
+type Config struct {
+	// IdleTTL is how long a view lives without a Get before its loop is
+	// stopped and its result dropped.
+	IdleTTL time.Duration
+	// MaxQueryTime is the wait of each blocking query of a view loop, and
+	// the longest a blocking Get waits.
+	MaxQueryTime time.Duration
+	// StaleIfError is how long a view whose reads fail keeps serving its
+	// last good result, counted from the first failure after a success.
+	// After that, Get returns ErrStale until a read succeeds again.
+	StaleIfError time.Duration
+	// MinBackoff and MaxBackoff bound the wait between failed reads of a
+	// view: MinBackoff doubled per consecutive failure, capped.
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+	// Clock is the time source; nil means SystemClock.
+	Clock Clock
+	// Logger receives view failures; nil discards.
+	Logger hclog.Logger
+}
+
+// DefaultConfig returns the defaults: views idle for 3 minutes are
+// dropped, blocking queries wait up to 5 minutes, and a view serves its last
+// good result for up to 10 minutes of failed reads.
+func DefaultConfig() Config {
+	return Config{
+		IdleTTL:      3 * time.Minute,
+		MaxQueryTime: 5 * time.Minute,
+		StaleIfError: 10 * time.Minute,
+		MinBackoff:   250 * time.Millisecond,
+		MaxBackoff:   30 * time.Second,
+		Clock:        SystemClock{},
+	}
+}
+
+// withDefaults fills in zero fields from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.IdleTTL <= 0 {
+		c.IdleTTL = d.IdleTTL
+	}
+	if c.MaxQueryTime <= 0 {
+		c.MaxQueryTime = d.MaxQueryTime
+	}
+	if c.StaleIfError < 0 {
+		c.StaleIfError = 0
+	} else if c.StaleIfError == 0 {
+		c.StaleIfError = d.StaleIfError
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = d.MinBackoff
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = max(d.MaxBackoff, c.MinBackoff)
+	}
+	if c.Clock == nil {
+		c.Clock = d.Clock
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	return c
+}
+
+// Cache holds the views. It is safe for concurrent use.
+type Cache struct {
+	reader Reader
+	cfg    Config
+	logger hclog.Logger
+
+	// ctx is the parent of every view loop; cancelled by Close.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	views  map[viewKey]*view
+	closed bool
+}
+
+// New returns a cache reading through r and starts its janitor. Close it to
+// stop every goroutine it started.
+func New(r Reader, cfg Config) *Cache {
+	cfg = cfg.withDefaults()
+	c := &Cache{
+		reader: r,
+		cfg:    cfg,
+		logger: cfg.Logger,
+		views:  map[viewKey]*view{},
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.wg.Add(1)
+	go c.janitor()
+	return c
+}
+
+// viewKey identifies a view: every field of a read except the blocking
+// parameters, which the view loop sets itself.
+type viewKey struct {
+	op         catalog.ReadOp
+	key        string
+	sep        string
+	name       string
+	tags       string
+	dc         string
+	token      string
+	stale      bool
+	consistent bool
+	maxStale   time.Duration
+	filter     string
+}
+
+func keyOf(req *catalog.ReadRequest) viewKey {
+	o := &req.Options
+	return viewKey{
+		op: req.Op, key: req.Key, sep: req.Separator, name: req.Name,
+		tags: strings.Join(req.Tags, "\x00"), dc: o.Datacenter, token: o.Token,
+		stale: o.AllowStale, consistent: o.RequireConsistent, maxStale: o.MaxStaleDuration,
+		filter: o.Filter,
+	}
+}
+
+// view is one materialised read and the loop that keeps it fresh.
+type view struct {
+	req    catalog.ReadRequest
+	cancel context.CancelFunc
+	// lastUsed is the Clock time (UnixNano) of the last Get.
+	lastUsed atomic.Int64
+	// ready is closed once the first read has an outcome.
+	ready chan struct{}
+
+	mu sync.Mutex
+	// resp is the last good result; nil until the first succeeds.
+	resp *catalog.ReadResponse
+	// err is the last read error; errSince when the current run of
+	// failures began (zero while reads succeed).
+	err      error
+	errSince time.Time
+	// changed is closed and replaced whenever resp changes.
+	changed chan struct{}
+}
+
+// Get returns the current result of req from memory. The first Get of a
+// read starts its view and waits (within ctx) for the first result;
+// identical concurrent Gets share that one read. With
+// req.Options.MinQueryIndex set, Get blocks until the view's index passes it,
+// req.Options.MaxQueryTime (or the cache's MaxQueryTime) ends, or ctx ends,
+// and then answers with what it has, like a blocking query.
+//
+// The result is shared by every caller of the view: it must not be modified.
+// Errors: ErrClosed after Close; the read error when the view never had a
+// result; ErrStale (wrapping the last error) when reads have failed for
+// longer than StaleIfError; ctx's error when it ends first.
+func (c *Cache) Get(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
+	v, err := c.viewFor(req)
+	if err != nil {
+		return nil, err
+	}
+	v.lastUsed.Store(c.cfg.Clock.Now().UnixNano())
+	select {
+	case <-v.ready:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for first result of %s %q: %w", req.Op, req.Name, ctx.Err())
+	}
+	var timeout <-chan time.Time
+	for {
+		v.mu.Lock()
+		resp, lastErr, errSince, changed := v.resp, v.err, v.errSince, v.changed
+		v.mu.Unlock()
+		if resp == nil {
+			return nil, lastErr
+		}
+		if !errSince.IsZero() && c.cfg.Clock.Now().Sub(errSince) > c.cfg.StaleIfError {
+			return nil, fmt.Errorf("%w: %w", ErrStale, lastErr)
+		}
+		minIndex := req.Options.MinQueryIndex
+		if minIndex == 0 || resp.Meta.Index > minIndex {
+			return resp, nil
+		}
+		if timeout == nil {
+			wait := req.Options.MaxQueryTime
+			if wait <= 0 || wait > c.cfg.MaxQueryTime {
+				wait = c.cfg.MaxQueryTime
+			}
+			timeout = c.cfg.Clock.After(wait)
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			return resp, nil
+		case <-ctx.Done():
+			return resp, nil
+		}
+	}
+}
+
+// viewFor returns the view of req, starting it when there is none.
+func (c *Cache) viewFor(req *catalog.ReadRequest) (*view, error) {
+	k := keyOf(req)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	if v := c.views[k]; v != nil {
+		return v, nil
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	v := &view{req: *req, cancel: cancel, ready: make(chan struct{}), changed: make(chan struct{})}
+	v.req.Tags = append([]string(nil), req.Tags...)
+	v.lastUsed.Store(c.cfg.Clock.Now().UnixNano())
+	c.views[k] = v
+	c.wg.Add(1)
+	go c.run(ctx, k, v)
+	return v, nil
+}
+
+// run keeps v fresh with blocking queries until ctx ends. When the first
+// read fails the view is dropped, so that a later Get tries afresh instead of
+// a loop retrying for a read nobody may ask for again.
+func (c *Cache) run(ctx context.Context, k viewKey, v *view) {
+	defer c.wg.Done()
+	defer v.cancel()
+	var (
+		index    uint64
+		failures int
+		first    = true
+	)
+	for {
+		req := v.req
+		req.Options.MinQueryIndex = index
+		req.Options.MaxQueryTime = c.cfg.MaxQueryTime
+		resp, err := c.reader.Read(ctx, &req)
+		if ctx.Err() != nil {
+			if first {
+				v.fail(ErrClosed)
+			}
+			return
+		}
+		if err == nil && resp == nil {
+			err = errors.New("reader returned no result")
+		}
+		if err != nil {
+			err = fmt.Errorf("read %s %q: %w", req.Op, req.Name, err)
+			if first {
+				c.drop(k, v)
+				v.fail(err)
+				return
+			}
+			failures++
+			v.setError(err, c.cfg.Clock.Now())
+			if failures == 1 {
+				c.logger.Warn("view read failed, serving last result", "op", req.Op, "name", req.Name, "error", err)
+			} else {
+				c.logger.Debug("view read failed again", "op", req.Op, "name", req.Name, "failures", failures, "error", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.cfg.Clock.After(c.backoff(failures)):
+			}
+			continue
+		}
+		if failures > 0 {
+			c.logger.Info("view read recovered", "op", req.Op, "name", req.Name, "failures", failures)
+		}
+		failures = 0
+		switch idx := resp.Meta.Index; {
+		case idx == 0:
+			// A Reader must never answer 0; blocking on it would spin.
+			index = 1
+		case idx < index:
+			// The index went backwards (a snapshot restore or a new
+			// leader with less data): start over without blocking.
+			index = 0
+		default:
+			index = idx
+		}
+		v.set(resp)
+		if first {
+			first = false
+			close(v.ready)
+		}
+	}
+}
+
+// backoff returns the wait after the n-th consecutive failure, with up to
+// 25% jitter so that views failing together do not retry together.
+func (c *Cache) backoff(n int) time.Duration {
+	d := c.cfg.MinBackoff
+	for i := 1; i < n && d < c.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, c.cfg.MaxBackoff)
+	return d + time.Duration(rand.Int64N(int64(d)/4+1))
+}
+
+// drop removes v from the map if it is still the view of k.
+func (c *Cache) drop(k viewKey, v *view) {
+	c.mu.Lock()
+	if c.views[k] == v {
+		delete(c.views, k)
+	}
+	c.mu.Unlock()
+}
+
+func (v *view) set(resp *catalog.ReadResponse) {
+	v.mu.Lock()
+	v.resp = resp
+	v.err = nil
+	v.errSince = time.Time{}
+	close(v.changed)
+	v.changed = make(chan struct{})
+	v.mu.Unlock()
+}
+
+func (v *view) setError(err error, now time.Time) {
+	v.mu.Lock()
+	v.err = err
+	if v.errSince.IsZero() {
+		v.errSince = now
+	}
+	v.mu.Unlock()
+}
+
+// fail records the outcome of a first read that produced no result.
+func (v *view) fail(err error) {
+	v.mu.Lock()
+	v.err = err
+	v.mu.Unlock()
+	close(v.ready)
+}
+
+// janitor stops views that were not used within the idle TTL.
+func (c *Cache) janitor() {
+	defer c.wg.Done()
+	interval := min(max(c.cfg.IdleTTL/4, 10*time.Millisecond), time.Minute)
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.cfg.Clock.After(interval):
+			c.sweep()
+		}
+	}
+}
+
+// sweep stops and forgets every view idle for longer than the idle TTL.
+func (c *Cache) sweep() {
+	cutoff := c.cfg.Clock.Now().Add(-c.cfg.IdleTTL).UnixNano()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, v := range c.views {
+		if v.lastUsed.Load() < cutoff {
+			delete(c.views, k)
+			v.cancel()
+		}
+	}
+}
+
+// Len returns the number of live views.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.views)
+}
+
+// Close stops every view loop and the janitor and waits for them. Gets
+// after Close return ErrClosed. It is safe to call more than once.
+func (c *Cache) Close() {
+	c.mu.Lock()
+	c.closed = true
+	c.views = map[viewKey]*view{}
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+}

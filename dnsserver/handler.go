@@ -1,0 +1,788 @@
+package dnsserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/miekg/dns"
+
+	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// maxConcurrentRecursions bounds the queries being forwarded at once; past
+// it a query is answered SERVFAIL at once, so that a recursor that stopped
+// answering cannot pile up sockets and goroutines without limit.
+const maxConcurrentRecursions = 256
+
+// consulService is the service the servers are registered as; its nodes
+// are the name servers of the domain.
+const consulService = "consul"
+
+// Handler answers DNS queries. It implements dns.Handler; Answer is the
+// same decision without a connection. It is safe for concurrent use.
+type Handler struct {
+	cfg    Config
+	src    Source
+	logger hclog.Logger
+
+	// ttlPrefixes are the service_ttl keys ending in "*" (other than "*"),
+	// longest first.
+	ttlPrefixes []string
+	// recursing holds a token per forwarded query in flight.
+	recursing chan struct{}
+}
+
+// New returns a handler answering from src.
+func New(cfg Config, src Source) (*Handler, error) {
+	cfg, err := cfg.validate()
+	if err != nil {
+		return nil, fmt.Errorf("dns config: %w", err)
+	}
+	if src == nil {
+		return nil, errors.New("dns: nil source")
+	}
+	h := &Handler{
+		cfg:       cfg,
+		src:       src,
+		logger:    cfg.Logger,
+		recursing: make(chan struct{}, maxConcurrentRecursions),
+	}
+	for k := range cfg.ServiceTTL {
+		if k != "*" && strings.HasSuffix(k, "*") {
+			h.ttlPrefixes = append(h.ttlPrefixes, k)
+		}
+	}
+	sort.Slice(h.ttlPrefixes, func(i, j int) bool { return len(h.ttlPrefixes[i]) > len(h.ttlPrefixes[j]) })
+	return h, nil
+}
+
+// ServeDNS implements dns.Handler.
+func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	network := "udp"
+	if _, ok := w.RemoteAddr().(*net.TCPAddr); ok {
+		network = "tcp"
+	}
+	resp := h.Answer(req, network)
+	if resp == nil {
+		return
+	}
+	if err := w.WriteMsg(resp); err != nil {
+		h.logger.Debug("write response", "client", w.RemoteAddr(), "error", err)
+	}
+}
+
+// Answer returns the response to req as received over network ("udp" or
+// "tcp"), sized for that transport, or nil when req must get no answer (it
+// is itself a response). It may block on the Source (bounded by the query
+// timeout) and on recursors (bounded by the recursor timeout each).
+func (h *Handler) Answer(req *dns.Msg, network string) *dns.Msg {
+	if req == nil || req.Response {
+		return nil
+	}
+	resp := new(dns.Msg)
+	resp.SetReply(req)
+	resp.Compress = !h.cfg.DisableCompression
+	resp.RecursionAvailable = len(h.cfg.Recursors) > 0
+	if req.Opcode != dns.OpcodeQuery {
+		resp.Rcode = dns.RcodeNotImplemented
+		return resp
+	}
+	if len(req.Question) != 1 {
+		resp.Rcode = dns.RcodeFormatError
+		return resp
+	}
+	opt := req.IsEdns0()
+	if opt != nil && opt.Version() != 0 {
+		// RFC 6891 6.1.3: answer BADVERS with the version we speak.
+		setEDNS(req, resp)
+		resp.Rcode = dns.RcodeBadVers
+		return resp
+	}
+	q := req.Question[0]
+	name := strings.ToLower(q.Name)
+	if !strings.HasSuffix(name, ".") {
+		resp.Rcode = dns.RcodeFormatError
+		return resp
+	}
+	if ip, ok := parseReverse(name); ok {
+		if forward := h.answerReverse(resp, q, ip); forward {
+			return h.recurse(req, network)
+		}
+		return h.finish(req, resp, network)
+	}
+	l, ours := parseName(name, h.cfg.Domain, h.cfg.AltDomain)
+	if !ours {
+		if len(h.cfg.Recursors) == 0 {
+			resp.Rcode = dns.RcodeRefused
+			return h.finish(req, resp, network)
+		}
+		return h.recurse(req, network)
+	}
+	resp.Authoritative = true
+	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
+		resp.Rcode = dns.RcodeRefused
+		resp.Authoritative = false
+		return h.finish(req, resp, network)
+	}
+	if q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
+		resp.Rcode = dns.RcodeNotImplemented
+		return h.finish(req, resp, network)
+	}
+	ctx, cancel := context.WithTimeout(h.cfg.Context, h.cfg.QueryTimeout)
+	defer cancel()
+	if err := h.answerLookup(ctx, resp, q, l); err != nil {
+		resp.Answer, resp.Ns, resp.Extra = nil, nil, nil
+		if errors.Is(err, ErrUnknownDatacenter) {
+			h.nxdomain(resp, l.domain)
+		} else {
+			h.logger.Debug("lookup failed", "name", q.Name, "type", dns.TypeToString[q.Qtype], "error", err)
+			resp.Rcode = dns.RcodeServerFailure
+		}
+	}
+	return h.finish(req, resp, network)
+}
+
+// finish adds EDNS0 to the response when the query had it and cuts the
+// response to what the transport can carry.
+func (h *Handler) finish(req, resp *dns.Msg, network string) *dns.Msg {
+	setEDNS(req, resp)
+	if network == "tcp" {
+		if cut(resp, dns.MaxMsgSize) {
+			resp.Truncated = true
+		}
+		return resp
+	}
+	max := dns.MinMsgSize
+	if opt := req.IsEdns0(); opt != nil && int(opt.UDPSize()) > max {
+		max = int(opt.UDPSize())
+	}
+	trimmed := false
+	if max == dns.MinMsgSize && len(resp.Answer) > h.cfg.UDPAnswerLimit {
+		resp.Answer = resp.Answer[:h.cfg.UDPAnswerLimit]
+		syncExtra(resp)
+		trimmed = true
+	}
+	if cut(resp, max) {
+		trimmed = true
+	}
+	if trimmed && (h.cfg.EnableTruncate || len(resp.Answer) == 0) {
+		resp.Truncated = true
+	}
+	return resp
+}
+
+// answerLookup fills resp for a name under the domain.
+func (h *Handler) answerLookup(ctx context.Context, resp *dns.Msg, q dns.Question, l lookup) error {
+	dc := l.dc
+	if dc == "" {
+		dc = h.cfg.Datacenter
+	}
+	switch l.kind {
+	case kindApex:
+		return h.answerApex(ctx, resp, q, l.domain)
+	case kindService:
+		return h.answerService(ctx, resp, q, l, dc, func(ctx context.Context) ([]*catalog.CheckServiceNode, error) {
+			return h.src.ServiceHealth(ctx, dc, l.name)
+		})
+	case kindConnect:
+		if h.cfg.ConnectLookup == nil {
+			break
+		}
+		return h.answerService(ctx, resp, q, l, dc, func(ctx context.Context) ([]*catalog.CheckServiceNode, error) {
+			return h.cfg.ConnectLookup(ctx, dc, l.name)
+		})
+	case kindQuery:
+		if h.cfg.PreparedQuery == nil {
+			break
+		}
+		return h.answerService(ctx, resp, q, l, dc, func(ctx context.Context) ([]*catalog.CheckServiceNode, error) {
+			return h.cfg.PreparedQuery(ctx, dc, l.name)
+		})
+	case kindNode:
+		return h.answerNode(ctx, resp, q, l, dc)
+	case kindAddr:
+		h.answerAddr(resp, q, l)
+		return nil
+	}
+	h.nxdomain(resp, l.domain)
+	return nil
+}
+
+// authorizer resolves the Authorizer answers are filtered with.
+func (h *Handler) authorizer() (acl.Authorizer, error) {
+	if h.cfg.Authorize == nil {
+		return acl.AllowAll(), nil
+	}
+	a, err := h.cfg.Authorize()
+	if err != nil {
+		return nil, fmt.Errorf("resolve DNS token: %w", err)
+	}
+	return a, nil
+}
+
+// nxdomain makes resp a name error with the SOA of domain in authority.
+func (h *Handler) nxdomain(resp *dns.Msg, domain string) {
+	resp.Rcode = dns.RcodeNameError
+	resp.Answer, resp.Extra = nil, nil
+	resp.Ns = []dns.RR{h.soa(domain)}
+}
+
+// nodata makes resp an empty NOERROR answer with the SOA of domain in
+// authority: the name exists, with no records of the asked type.
+func (h *Handler) nodata(resp *dns.Msg, domain string) {
+	resp.Rcode = dns.RcodeSuccess
+	resp.Answer, resp.Extra = nil, nil
+	resp.Ns = []dns.RR{h.soa(domain)}
+}
+
+func (h *Handler) soa(domain string) *dns.SOA {
+	return &dns.SOA{
+		Hdr: dns.RR_Header{Name: domain, Rrtype: dns.TypeSOA, Class: dns.ClassINET,
+			// The SOA's own TTL bounds negative caching with MinTTL.
+			Ttl: h.cfg.SOA.MinTTL},
+		Ns:      "ns." + domain,
+		Mbox:    "hostmaster." + domain,
+		Serial:  uint32(h.cfg.Now().Unix()),
+		Refresh: h.cfg.SOA.Refresh,
+		Retry:   h.cfg.SOA.Retry,
+		Expire:  h.cfg.SOA.Expire,
+		Minttl:  h.cfg.SOA.MinTTL,
+	}
+}
+
+func ttlSeconds(d time.Duration) uint32 {
+	if d <= 0 {
+		return 0
+	}
+	return uint32(d / time.Second)
+}
+
+// serviceTTL returns the TTL of a service's records: its own service_ttl
+// entry, else the longest matching prefix entry, else "*", else 0.
+func (h *Handler) serviceTTL(service string) uint32 {
+	if len(h.cfg.ServiceTTL) == 0 {
+		return 0
+	}
+	if d, ok := h.cfg.ServiceTTL[service]; ok {
+		return ttlSeconds(d)
+	}
+	for _, p := range h.ttlPrefixes {
+		if strings.HasPrefix(service, p[:len(p)-1]) {
+			return ttlSeconds(h.cfg.ServiceTTL[p])
+		}
+	}
+	return ttlSeconds(h.cfg.ServiceTTL["*"])
+}
+
+// answerApex answers for the domain itself: its SOA and NS records.
+func (h *Handler) answerApex(ctx context.Context, resp *dns.Msg, q dns.Question, domain string) error {
+	switch q.Qtype {
+	case dns.TypeSOA:
+		ns, glue, err := h.nameservers(ctx, domain)
+		if err != nil {
+			return err
+		}
+		resp.Answer = []dns.RR{h.soa(domain)}
+		resp.Ns, resp.Extra = ns, glue
+	case dns.TypeNS:
+		ns, glue, err := h.nameservers(ctx, domain)
+		if err != nil {
+			return err
+		}
+		resp.Answer, resp.Extra = ns, glue
+	case dns.TypeANY:
+		ns, glue, err := h.nameservers(ctx, domain)
+		if err != nil {
+			return err
+		}
+		resp.Answer = append([]dns.RR{h.soa(domain)}, ns...)
+		resp.Extra = glue
+	default:
+		h.nodata(resp, domain)
+	}
+	return nil
+}
+
+// nameservers returns the NS records of domain and their addresses: the
+// healthy servers (service "consul"), or this agent's node when none is
+// registered.
+func (h *Handler) nameservers(ctx context.Context, domain string) (ns, glue []dns.RR, err error) {
+	dc := h.cfg.Datacenter
+	insts, err := h.src.ServiceHealth(ctx, dc, consulService)
+	if err != nil {
+		return nil, nil, err
+	}
+	var nodes []*catalog.Node
+	seen := map[string]bool{}
+	for _, in := range insts {
+		if in.Node != nil && catalog.AggregatedStatus(in.Checks) != catalog.HealthCritical && !seen[in.Node.Node] {
+			seen[in.Node.Node] = true
+			nodes = append(nodes, in.Node)
+		}
+	}
+	if len(nodes) == 0 && h.cfg.NodeName != "" {
+		n, err := h.src.Node(ctx, dc, h.cfg.NodeName)
+		if err != nil {
+			return nil, nil, err
+		}
+		if n != nil {
+			nodes = append(nodes, n)
+		}
+	}
+	ttl := ttlSeconds(h.cfg.NodeTTL)
+	for _, n := range nodes {
+		if !validLabel(n.Node) {
+			continue
+		}
+		target := n.Node + ".node." + dc + "." + domain
+		ns = append(ns, &dns.NS{Hdr: dns.RR_Header{Name: domain, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: ttl}, Ns: target})
+		glue = append(glue, addressRecords(target, n.Address, n.TaggedAddresses, nil, dns.TypeANY, ttl)...)
+	}
+	return ns, glue, nil
+}
+
+// instanceFetch reads the instances a service-like lookup answers with.
+type instanceFetch func(ctx context.Context) ([]*catalog.CheckServiceNode, error)
+
+// answerService answers a service (or connect, or prepared query) lookup
+// with the healthy instances the reader may see, shuffled.
+func (h *Handler) answerService(ctx context.Context, resp *dns.Msg, q dns.Question, l lookup, dc string, fetch instanceFetch) error {
+	authz, err := h.authorizer()
+	if err != nil {
+		return err
+	}
+	if l.kind != kindQuery && authz.ServiceRead(l.name) != acl.Allow {
+		h.nxdomain(resp, l.domain)
+		return nil
+	}
+	all, err := fetch(ctx)
+	if err != nil {
+		return err
+	}
+	insts := make([]*catalog.CheckServiceNode, 0, len(all))
+	for _, in := range all {
+		if in.Node == nil || in.Service == nil {
+			continue
+		}
+		if l.tag != "" && !hasTag(in.Service.Tags, l.tag) {
+			continue
+		}
+		switch catalog.AggregatedStatus(in.Checks) {
+		case catalog.HealthCritical:
+			continue
+		case catalog.HealthWarning:
+			if h.cfg.OnlyPassing {
+				continue
+			}
+		}
+		if authz.NodeRead(in.Node.Node) != acl.Allow {
+			continue
+		}
+		insts = append(insts, in)
+	}
+	if len(insts) == 0 {
+		h.nxdomain(resp, l.domain)
+		return nil
+	}
+	rand.Shuffle(len(insts), func(i, j int) { insts[i], insts[j] = insts[j], insts[i] })
+	ttl := h.serviceTTL(l.name)
+	switch q.Qtype {
+	case dns.TypeA, dns.TypeAAAA, dns.TypeANY:
+		resp.Answer = h.serviceAddressRecords(q, insts, ttl)
+	case dns.TypeSRV:
+		resp.Answer, resp.Extra = h.serviceSRVRecords(q, insts, l.domain, dc, ttl)
+	}
+	if len(resp.Answer) == 0 {
+		h.nodata(resp, l.domain)
+	}
+	return nil
+}
+
+func hasTag(tags []string, want string) bool {
+	for _, t := range tags {
+		if strings.EqualFold(t, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// instanceAddress returns the address an instance is reached at and the
+// tagged addresses that go with it: the service's own when it has one,
+// else its node's.
+func instanceAddress(in *catalog.CheckServiceNode) (addr string, nodeTagged map[string]string, svcTagged map[string]catalog.ServiceAddress) {
+	if in.Service.Address != "" {
+		return in.Service.Address, nil, in.Service.TaggedAddresses
+	}
+	return in.Node.Address, in.Node.TaggedAddresses, nil
+}
+
+// serviceAddressRecords returns the A/AAAA answers of instances, without
+// repeating an address, at most a_record_limit of them. Instances known
+// only by a host name are answered with one CNAME when no instance has an
+// address of the asked family.
+func (h *Handler) serviceAddressRecords(q dns.Question, insts []*catalog.CheckServiceNode, ttl uint32) []dns.RR {
+	var out []dns.RR
+	var cname dns.RR
+	seen := make(map[string]bool, len(insts))
+	for _, in := range insts {
+		addr, nt, st := instanceAddress(in)
+		rrs := addressRecords(q.Name, addr, nt, st, q.Qtype, ttl)
+		for _, rr := range rrs {
+			if c, ok := rr.(*dns.CNAME); ok {
+				if cname == nil {
+					cname = c
+				}
+				continue
+			}
+			key := rrAddr(rr)
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			out = append(out, rr)
+		}
+		if h.cfg.ARecordLimit > 0 && len(out) >= h.cfg.ARecordLimit {
+			out = out[:h.cfg.ARecordLimit]
+			break
+		}
+	}
+	if len(out) == 0 && cname != nil {
+		out = []dns.RR{cname}
+	}
+	return out
+}
+
+func rrAddr(rr dns.RR) string {
+	switch r := rr.(type) {
+	case *dns.A:
+		return r.A.String()
+	case *dns.AAAA:
+		return r.AAAA.String()
+	}
+	return rr.String()
+}
+
+// serviceSRVRecords returns the SRV answers of instances and the records of
+// their targets for the additional section. An instance with its own IP
+// address is targeted at <hex>.addr.<dc>.<domain>; one with its own host
+// name at that name; otherwise at its node, <node>.node.<dc>.<domain>.
+func (h *Handler) serviceSRVRecords(q dns.Question, insts []*catalog.CheckServiceNode, domain, dc string, ttl uint32) (answer, extra []dns.RR) {
+	seenSRV := make(map[string]bool, len(insts))
+	seenTarget := make(map[string]bool, len(insts))
+	for _, in := range insts {
+		weight := in.Service.Weights.Passing
+		if catalog.AggregatedStatus(in.Checks) == catalog.HealthWarning {
+			weight = in.Service.Weights.Warning
+		}
+		var target string
+		var targetRRs []dns.RR
+		svcAddr := in.Service.Address
+		switch ip := net.ParseIP(svcAddr); {
+		case svcAddr != "" && ip != nil:
+			target = encodeAddr(ip) + ".addr." + dc + "." + domain
+			targetRRs = addressRecords(target, svcAddr, nil, in.Service.TaggedAddresses, dns.TypeANY, ttl)
+		case svcAddr != "":
+			target = dns.Fqdn(svcAddr)
+		case validLabel(in.Node.Node):
+			target = in.Node.Node + ".node." + dc + "." + domain
+			targetRRs = addressRecords(target, in.Node.Address, in.Node.TaggedAddresses, nil, dns.TypeANY, ttl)
+			if h.cfg.EnableAdditionalNodeMetaTXT {
+				targetRRs = append(targetRRs, metaTXT(target, in.Node.Meta, ttl)...)
+			}
+		default:
+			ip := net.ParseIP(in.Node.Address)
+			if ip == nil {
+				continue // neither a DNS name nor an address to point at
+			}
+			target = encodeAddr(ip) + ".addr." + dc + "." + domain
+			targetRRs = addressRecords(target, in.Node.Address, in.Node.TaggedAddresses, nil, dns.TypeANY, ttl)
+		}
+		port := uint16(0)
+		if in.Service.Port > 0 && in.Service.Port <= 65535 {
+			port = uint16(in.Service.Port)
+		}
+		key := target + "|" + fmt.Sprint(port)
+		if seenSRV[key] {
+			continue
+		}
+		seenSRV[key] = true
+		answer = append(answer, &dns.SRV{
+			Hdr:      dns.RR_Header{Name: q.Name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: ttl},
+			Priority: 1,
+			Weight:   uint16(min(max(weight, 0), 65535)),
+			Port:     port,
+			Target:   target,
+		})
+		if !seenTarget[target] {
+			seenTarget[target] = true
+			extra = append(extra, targetRRs...)
+		}
+	}
+	return answer, extra
+}
+
+// addressRecords returns the records that answer qtype (A, AAAA or ANY
+// for both) for name reached at addr: an A for an IPv4 address, an AAAA
+// for an IPv6 one, the other family from the lan_ipv4/lan_ipv6 tagged
+// addresses, and a CNAME when addr is a host name.
+func addressRecords(name, addr string, nodeTagged map[string]string, svcTagged map[string]catalog.ServiceAddress, qtype uint16, ttl uint32) []dns.RR {
+	var v4, v6 net.IP
+	var host string
+	if ip := net.ParseIP(addr); ip != nil {
+		if ip4 := ip.To4(); ip4 != nil {
+			v4 = ip4
+		} else {
+			v6 = ip
+		}
+	} else if addr != "" {
+		host = addr
+	}
+	tagged := func(key string) net.IP {
+		if a, ok := nodeTagged[key]; ok {
+			return net.ParseIP(a)
+		}
+		if a, ok := svcTagged[key]; ok {
+			return net.ParseIP(a.Address)
+		}
+		return nil
+	}
+	if v4 == nil {
+		if ip := tagged("lan_ipv4"); ip != nil && ip.To4() != nil {
+			v4 = ip.To4()
+		}
+	}
+	if v6 == nil {
+		if ip := tagged("lan_ipv6"); ip != nil && ip.To4() == nil {
+			v6 = ip
+		}
+	}
+	hdr := func(t uint16) dns.RR_Header {
+		return dns.RR_Header{Name: name, Rrtype: t, Class: dns.ClassINET, Ttl: ttl}
+	}
+	var out []dns.RR
+	if v4 != nil && (qtype == dns.TypeA || qtype == dns.TypeANY) {
+		out = append(out, &dns.A{Hdr: hdr(dns.TypeA), A: v4})
+	}
+	if v6 != nil && (qtype == dns.TypeAAAA || qtype == dns.TypeANY) {
+		out = append(out, &dns.AAAA{Hdr: hdr(dns.TypeAAAA), AAAA: v6})
+	}
+	if len(out) == 0 && v4 == nil && v6 == nil && host != "" {
+		if _, ok := dns.IsDomainName(host); ok {
+			out = append(out, &dns.CNAME{Hdr: hdr(dns.TypeCNAME), Target: dns.Fqdn(host)})
+		}
+	}
+	return out
+}
+
+// answerNode answers <node>.node: its addresses and its meta as TXT.
+func (h *Handler) answerNode(ctx context.Context, resp *dns.Msg, q dns.Question, l lookup, dc string) error {
+	authz, err := h.authorizer()
+	if err != nil {
+		return err
+	}
+	n, err := h.src.Node(ctx, dc, l.name)
+	if err != nil {
+		return err
+	}
+	if n == nil || authz.NodeRead(n.Node) != acl.Allow {
+		h.nxdomain(resp, l.domain)
+		return nil
+	}
+	ttl := ttlSeconds(h.cfg.NodeTTL)
+	switch q.Qtype {
+	case dns.TypeA, dns.TypeAAAA:
+		resp.Answer = addressRecords(q.Name, n.Address, n.TaggedAddresses, nil, q.Qtype, ttl)
+		if len(resp.Answer) > 0 && h.cfg.EnableAdditionalNodeMetaTXT {
+			resp.Extra = metaTXT(q.Name, n.Meta, ttl)
+		}
+	case dns.TypeANY:
+		resp.Answer = append(addressRecords(q.Name, n.Address, n.TaggedAddresses, nil, dns.TypeANY, ttl),
+			metaTXT(q.Name, n.Meta, ttl)...)
+	case dns.TypeTXT:
+		resp.Answer = metaTXT(q.Name, n.Meta, ttl)
+	}
+	if len(resp.Answer) == 0 {
+		h.nodata(resp, l.domain)
+	}
+	return nil
+}
+
+// metaTXT returns one TXT record per node meta entry, in key order:
+// "key=value" as RFC 1464 writes attributes, or the bare value for keys
+// starting with "rfc1035-".
+func metaTXT(name string, meta map[string]string, ttl uint32) []dns.RR {
+	if len(meta) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(meta))
+	for k := range meta {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]dns.RR, 0, len(keys))
+	for _, k := range keys {
+		text := meta[k]
+		if !strings.HasPrefix(k, "rfc1035-") {
+			text = rfc1464(k, meta[k])
+		}
+		out = append(out, &dns.TXT{
+			Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: ttl},
+			Txt: txtStrings(text),
+		})
+	}
+	return out
+}
+
+// rfc1464 encodes an attribute as RFC 1464 does: in the name, "`" and "="
+// and leading and trailing spaces are quoted with a backquote.
+func rfc1464(key, value string) string {
+	var b strings.Builder
+	b.Grow(len(key) + len(value) + 1)
+	trimmed := strings.TrimLeft(key, " ")
+	lead := len(key) - len(trimmed)
+	core := strings.TrimRight(trimmed, " ")
+	trail := len(trimmed) - len(core)
+	for i := 0; i < lead; i++ {
+		b.WriteString("` ")
+	}
+	for _, r := range core {
+		if r == '`' || r == '=' {
+			b.WriteByte('`')
+		}
+		b.WriteRune(r)
+	}
+	for i := 0; i < trail; i++ {
+		b.WriteString("` ")
+	}
+	b.WriteByte('=')
+	b.WriteString(strings.ReplaceAll(value, "`", "``"))
+	return b.String()
+}
+
+// txtStrings splits text into character-strings of at most 255 bytes, in
+// the escaped form miekg/dns packs (a backslash is written "\\").
+func txtStrings(text string) []string {
+	var out []string
+	for len(text) > 255 {
+		out = append(out, escapeTXT(text[:255]))
+		text = text[255:]
+	}
+	return append(out, escapeTXT(text))
+}
+
+func escapeTXT(s string) string {
+	if !strings.ContainsAny(s, `\"`) {
+		return s
+	}
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s)
+}
+
+// answerAddr answers <hex>.addr: the address encoded in the name.
+func (h *Handler) answerAddr(resp *dns.Msg, q dns.Question, l lookup) {
+	ttl := ttlSeconds(h.cfg.NodeTTL)
+	resp.Answer = addressRecords(q.Name, l.addr.String(), nil, nil, q.Qtype, ttl)
+	if len(resp.Answer) == 0 {
+		h.nodata(resp, l.domain)
+	}
+}
+
+// answerReverse fills resp for a reverse name with the nodes at that
+// address. It reports whether the name is not ours to answer and should
+// be forwarded to the recursors instead.
+func (h *Handler) answerReverse(resp *dns.Msg, q dns.Question, ip net.IP) (forward bool) {
+	var names []string
+	if ip != nil {
+		ctx, cancel := context.WithTimeout(h.cfg.Context, h.cfg.QueryTimeout)
+		defer cancel()
+		var err error
+		names, err = h.reverseNames(ctx, ip)
+		if err != nil {
+			h.logger.Debug("reverse lookup failed", "name", q.Name, "error", err)
+			resp.Rcode = dns.RcodeServerFailure
+			return false
+		}
+	}
+	if len(names) == 0 {
+		if len(h.cfg.Recursors) > 0 {
+			return true
+		}
+		resp.Rcode = dns.RcodeNameError
+		return false
+	}
+	resp.Authoritative = true
+	if q.Qtype != dns.TypePTR && q.Qtype != dns.TypeANY {
+		return false // NODATA; the reverse zone is not ours, so no SOA
+	}
+	ttl := ttlSeconds(h.cfg.NodeTTL)
+	for _, n := range names {
+		resp.Answer = append(resp.Answer, &dns.PTR{
+			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: ttl},
+			Ptr: n,
+		})
+	}
+	return false
+}
+
+// reverseNames returns <node>.node.<dc>.<domain> for every node of the
+// local datacenter whose address, or one of its tagged addresses, is ip.
+func (h *Handler) reverseNames(ctx context.Context, ip net.IP) ([]string, error) {
+	authz, err := h.authorizer()
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := h.src.Nodes(ctx, h.cfg.Datacenter)
+	if err != nil {
+		return nil, err
+	}
+	match := func(a string) bool {
+		other := net.ParseIP(a)
+		return other != nil && other.Equal(ip)
+	}
+	var out []string
+	for _, n := range nodes {
+		if !validLabel(n.Node) || authz.NodeRead(n.Node) != acl.Allow {
+			continue
+		}
+		hit := match(n.Address)
+		for _, a := range n.TaggedAddresses {
+			hit = hit || match(a)
+		}
+		if hit {
+			out = append(out, n.Node+".node."+h.cfg.Datacenter+"."+h.cfg.Domain)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// setEDNS answers a query that carried EDNS0 with our OPT record: the
+// client's buffer size (at least 512), its DO bit, and any client subnet
+// option with scope 0, since answers do not depend on the client's network.
+func setEDNS(req, resp *dns.Msg) {
+	opt := req.IsEdns0()
+	if opt == nil || resp.IsEdns0() != nil {
+		return
+	}
+	size := max(opt.UDPSize(), dns.MinMsgSize)
+	out := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	out.SetUDPSize(size)
+	out.SetDo(opt.Do())
+	for _, o := range opt.Option {
+		if s, ok := o.(*dns.EDNS0_SUBNET); ok {
+			out.Option = append(out.Option, &dns.EDNS0_SUBNET{
+				Code: dns.EDNS0SUBNET, Family: s.Family, SourceNetmask: s.SourceNetmask,
+				SourceScope: 0, Address: s.Address,
+			})
+		}
+	}
+	resp.Extra = append(resp.Extra, out)
+}

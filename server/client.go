@@ -1,0 +1,153 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// ErrNoServers is returned by a Client that knows no server.
+var ErrNoServers = errors.New("No known Consul servers")
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// Servers returns the RPC addresses of the known servers, from gossip.
+	Servers func() []string
+	// HoldTimeout bounds the retries of one request across a leader
+	// election (rpc_hold_timeout).
+	HoldTimeout time.Duration
+}
+
+// Client is a client agent's way to the servers: it sends every read and
+// write to one server, moving to another when that one fails, and retries
+// through leader elections within the hold timeout.
+type Client struct {
+	cfg  ClientConfig
+	pool *connPool
+
+	mu        sync.Mutex
+	preferred string
+}
+
+// NewClient returns a Client. Close releases its connections.
+func NewClient(cfg ClientConfig) *Client {
+	if cfg.HoldTimeout <= 0 {
+		cfg.HoldTimeout = 7 * time.Second
+	}
+	return &Client{cfg: cfg, pool: newConnPool()}
+}
+
+// Close closes every connection.
+func (c *Client) Close() { c.pool.close() }
+
+// pick returns the server to use: the last one that worked while it is
+// known, else a random one.
+func (c *Client) pick(exclude string) (string, error) {
+	servers := c.cfg.Servers()
+	if len(servers) == 0 {
+		return "", ErrNoServers
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.preferred != "" && c.preferred != exclude {
+		for _, s := range servers {
+			if s == c.preferred {
+				return s, nil
+			}
+		}
+	}
+	var choices []string
+	for _, s := range servers {
+		if s != exclude {
+			choices = append(choices, s)
+		}
+	}
+	if len(choices) == 0 {
+		choices = servers
+	}
+	c.preferred = choices[rand.IntN(len(choices))]
+	return c.preferred, nil
+}
+
+// invoke calls method on a server, rotating servers on transport failures
+// and retrying retryable answers until the hold timeout. decode turns a
+// response into an error for retry decisions.
+func (c *Client) invoke(ctx context.Context, method string, req, resp any, answerErr func() error) error {
+	deadline := time.Now().Add(c.cfg.HoldTimeout)
+	failed := ""
+	var last error
+	for {
+		addr, err := c.pick(failed)
+		if err == nil {
+			err = c.pool.call(ctx, addr, method, req, resp)
+			if err == nil {
+				err = answerErr()
+				if err == nil || !retryable(err) {
+					return err
+				}
+			} else if st, ok := status.FromError(errors.Unwrap(err)); ok && st.Code() == codes.Unavailable {
+				failed = addr
+			} else {
+				return err
+			}
+		}
+		last = err
+		if time.Now().After(deadline) {
+			if errors.Is(last, ErrNoLeader) || errors.Is(last, ErrNotLeader) {
+				return ErrNoLeader
+			}
+			return last
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", method, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Apply commits a command through a server.
+func (c *Client) Apply(ctx context.Context, t catalog.CommandType, body any) (any, error) {
+	buf, err := catalog.Encode(t, body)
+	if err != nil {
+		return nil, err
+	}
+	var resp ApplyResponse
+	var res any
+	err = c.invoke(ctx, "Apply", &ApplyRequest{Data: buf}, &resp, func() error {
+		var derr error
+		res, derr = decodeApplyResult(&resp)
+		return derr
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// Read runs a read on a server.
+func (c *Client) Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
+	var resp ReadResponseWire
+	err := c.invoke(ctx, "Read", req, &resp, func() error { return fromWire(resp.Error) })
+	if err != nil {
+		return nil, err
+	}
+	return resp.Resp, nil
+}
+
+// Status asks a server for the leader and the peers.
+func (c *Client) Status(ctx context.Context) (string, []string, error) {
+	var resp StatusResponse
+	if err := c.invoke(ctx, "Status", &StatusRequest{}, &resp, func() error { return nil }); err != nil {
+		return "", nil, err
+	}
+	return resp.Leader, resp.Peers, nil
+}

@@ -1,0 +1,319 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/gossip"
+)
+
+// reconcileInterval is how often the leader compares every gossip member
+// with the catalog, besides reacting to each membership event.
+const reconcileInterval = 5 * time.Second
+
+// memberLoop consumes gossip events: it passes them to the leader's
+// reconcile routine and drives bootstrap_expect.
+func (s *Server) memberLoop() {
+	defer s.wg.Done()
+	events := s.config.Gossip.Events()
+	for {
+		select {
+		case <-s.shutdownCh:
+			return
+		case ev := <-events:
+			if s.config.BootstrapExpect > 0 && ev.Member.IsServer() {
+				s.maybeBootstrap()
+			}
+			select {
+			case s.reconcileCh <- ev.Member:
+			default:
+				// The periodic full reconcile catches up.
+			}
+		}
+	}
+}
+
+// maybeBootstrap bootstraps Raft once bootstrap_expect servers of this
+// datacenter are seen and none of them already has Raft state or a leader,
+// so that two clusters are never formed.
+func (s *Server) maybeBootstrap() {
+	if s.bootstrapped.Load() || s.raft.LastIndex() > 0 {
+		return
+	}
+	var servers []gossip.Member
+	for _, m := range s.config.Gossip.Members() {
+		if m.Status != gossip.StatusAlive || !m.IsServer() || m.Tags["dc"] != s.config.Datacenter {
+			continue
+		}
+		if m.Tags["expect"] != strconv.Itoa(s.config.BootstrapExpect) {
+			if m.Tags["expect"] != "" {
+				s.logger.Error("member has a different bootstrap_expect; not bootstrapping", "member", m.Name, "expect", m.Tags["expect"])
+				return
+			}
+			continue
+		}
+		servers = append(servers, m)
+	}
+	self := s.config.Gossip.LocalMember()
+	found := false
+	for _, m := range servers {
+		if m.Name == self.Name {
+			found = true
+		}
+	}
+	if !found {
+		servers = append(servers, self)
+	}
+	if len(servers) < s.config.BootstrapExpect {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, m := range servers {
+		if m.Name == s.config.NodeName {
+			continue
+		}
+		var st StatusResponse
+		if err := s.pool.call(ctx, m.ServerAddr(), "Status", &StatusRequest{}, &st); err != nil {
+			s.logger.Debug("bootstrap: cannot ask server, waiting", "server", m.Name, "error", err)
+			return
+		}
+		if st.Leader != "" || st.LastIndex > 0 {
+			s.logger.Info("bootstrap: existing cluster found, waiting to be added", "server", m.Name, "leader", st.Leader)
+			s.bootstrapped.Store(true)
+			return
+		}
+	}
+	var conf raft.Configuration
+	for _, m := range servers {
+		conf.Servers = append(conf.Servers, raft.Server{ID: raft.ServerID(m.Tags["id"]), Address: raft.ServerAddress(m.ServerAddr()), Suffrage: raft.Voter})
+	}
+	if err := s.raft.BootstrapCluster(conf).Error(); err != nil && err != raft.ErrCantBootstrap {
+		s.logger.Error("bootstrap failed", "error", err)
+		return
+	}
+	s.bootstrapped.Store(true)
+	s.logger.Info("bootstrapped cluster", "servers", len(conf.Servers))
+}
+
+// reconcileLoop is the leader's membership routine: it turns gossip members
+// into catalog nodes with a serfHealth check and servers into Raft peers.
+func (s *Server) reconcileLoop(ctx context.Context) {
+	if err := s.raft.Barrier(time.Minute).Error(); err != nil {
+		s.logger.Warn("leader barrier failed", "error", err)
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.reconcileAll(ctx)
+			t.Reset(reconcileInterval)
+		case m := <-s.reconcileCh:
+			if err := s.reconcileMember(ctx, m); err != nil && ctx.Err() == nil {
+				s.logger.Warn("reconcile member", "member", m.Name, "error", err)
+			}
+		}
+	}
+}
+
+func (s *Server) reconcileAll(ctx context.Context) {
+	members := map[string]gossip.Member{}
+	if s.config.Gossip != nil {
+		for _, m := range s.config.Gossip.Members() {
+			members[m.Name] = m
+		}
+		self := s.config.Gossip.LocalMember()
+		members[self.Name] = self
+	} else {
+		if err := s.reconcileSelf(ctx); err != nil {
+			s.logger.Warn("reconcile self", "error", err)
+		}
+		return
+	}
+	for _, m := range members {
+		if err := s.reconcileMember(ctx, m); err != nil {
+			if ctx.Err() == nil {
+				s.logger.Warn("reconcile member", "member", m.Name, "error", err)
+			}
+		}
+	}
+	// Reap catalog nodes that gossip no longer knows, or that failed
+	// longer ago than reconnect_timeout.
+	_, nodes, err := s.store.Nodes(nil)
+	if err != nil {
+		return
+	}
+	for _, n := range nodes {
+		chk, _ := s.store.CheckOf(n.Node, catalog.SerfCheckID)
+		if chk == nil {
+			continue // registered through the catalog API, not by gossip
+		}
+		m, known := members[n.Node]
+		reap := !known
+		if known && m.Status == gossip.StatusFailed {
+			since := s.failedSince(m.Name)
+			reap = !since.IsZero() && time.Since(since) > s.config.ReconnectTimeout
+		}
+		if reap {
+			s.logger.Info("reaping node", "node", n.Node)
+			if err := s.applyErr(ctx, catalog.CmdDeregister, &catalog.DeregisterRequest{Node: n.Node}); err != nil {
+				s.logger.Warn("reap node", "node", n.Node, "error", err)
+			}
+			if known && m.IsServer() {
+				s.removeRaftPeer(m)
+			}
+		}
+	}
+}
+
+func (s *Server) failedSince(name string) time.Time {
+	s.failedMu.Lock()
+	defer s.failedMu.Unlock()
+	return s.failed[name]
+}
+
+// reconcileMember brings one member's catalog entry and Raft membership in
+// line with its gossip status.
+func (s *Server) reconcileMember(ctx context.Context, m gossip.Member) error {
+	if dc := m.Tags["dc"]; dc != "" && dc != s.config.Datacenter {
+		return nil
+	}
+	s.failedMu.Lock()
+	if m.Status == gossip.StatusFailed {
+		if _, ok := s.failed[m.Name]; !ok {
+			s.failed[m.Name] = time.Now()
+		}
+	} else {
+		delete(s.failed, m.Name)
+	}
+	s.failedMu.Unlock()
+	switch m.Status {
+	case gossip.StatusAlive:
+		if m.IsServer() {
+			s.addRaftPeer(m)
+		}
+		return s.ensureSerfHealth(ctx, m, catalog.HealthPassing, "Agent alive and reachable")
+	case gossip.StatusFailed:
+		return s.ensureSerfHealth(ctx, m, catalog.HealthCritical, "Agent not live or unreachable")
+	case gossip.StatusLeft:
+		if m.IsServer() {
+			s.removeRaftPeer(m)
+		}
+		_, node, _ := s.store.GetNode(nil, m.Name)
+		if node == nil {
+			return nil
+		}
+		s.logger.Info("member left, deregistering its node", "node", m.Name)
+		return s.applyErr(ctx, catalog.CmdDeregister, &catalog.DeregisterRequest{Node: m.Name})
+	}
+	return nil
+}
+
+func (s *Server) ensureSerfHealth(ctx context.Context, m gossip.Member, status, output string) error {
+	addr := m.Addr.String()
+	_, node, _ := s.store.GetNode(nil, m.Name)
+	chk, _ := s.store.CheckOf(m.Name, catalog.SerfCheckID)
+	if node != nil && node.Address == addr && chk != nil && chk.Status == status {
+		return nil
+	}
+	req := &catalog.RegisterRequest{
+		ID: m.Tags["id"], Node: m.Name, Address: addr, Datacenter: s.config.Datacenter,
+		Check: &catalog.HealthCheck{Node: m.Name, CheckID: catalog.SerfCheckID, Name: "Serf Health Status",
+			Status: status, Output: output},
+	}
+	if node != nil {
+		// Keep what the agent registered (meta, tagged addresses).
+		req.TaggedAddresses, req.NodeMeta = node.TaggedAddresses, node.Meta
+		if node.ID != "" {
+			req.ID = node.ID
+		}
+	}
+	return s.applyErr(ctx, catalog.CmdRegister, req)
+}
+
+func (s *Server) applyErr(ctx context.Context, t catalog.CommandType, body any) error {
+	res, err := s.Apply(ctx, t, body)
+	if err != nil {
+		return err
+	}
+	if e, ok := res.(error); ok && e != nil {
+		return e
+	}
+	return nil
+}
+
+func (s *Server) addRaftPeer(m gossip.Member) {
+	id := raft.ServerID(m.Tags["id"])
+	addr := raft.ServerAddress(m.ServerAddr())
+	if id == "" || m.Tags["port"] == "" {
+		return
+	}
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	for _, srv := range f.Configuration().Servers {
+		if srv.ID == id && srv.Address == addr {
+			return
+		}
+		if srv.Address == addr && srv.ID != id {
+			// The same address with a new ID: a server that lost its
+			// data directory. Replace the old entry.
+			_ = s.raft.RemoveServer(srv.ID, 0, 0).Error()
+		}
+	}
+	var err error
+	if m.Tags["read_replica"] == "1" {
+		err = s.raft.AddNonvoter(id, addr, 0, 0).Error()
+	} else {
+		err = s.raft.AddVoter(id, addr, 0, 0).Error()
+	}
+	if err != nil {
+		s.logger.Warn("add raft peer", "server", m.Name, "error", err)
+		return
+	}
+	s.logger.Info("added raft peer", "server", m.Name, "addr", addr)
+}
+
+func (s *Server) removeRaftPeer(m gossip.Member) {
+	id := raft.ServerID(m.Tags["id"])
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	for _, srv := range f.Configuration().Servers {
+		if srv.ID == id && string(id) != s.config.NodeID {
+			if err := s.raft.RemoveServer(id, 0, 0).Error(); err != nil {
+				s.logger.Warn("remove raft peer", "server", m.Name, "error", err)
+				return
+			}
+			s.logger.Info("removed raft peer", "server", m.Name)
+		}
+	}
+}
+
+// RemovePeer removes a server from the Raft configuration by address or ID
+// (operator raft remove-peer).
+func (s *Server) RemovePeer(idOrAddr string) error {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("raft configuration: %w", err)
+	}
+	for _, srv := range f.Configuration().Servers {
+		if string(srv.ID) == idOrAddr || string(srv.Address) == idOrAddr {
+			if err := s.raft.RemoveServer(srv.ID, 0, 0).Error(); err != nil {
+				return fmt.Errorf("remove peer: %w", err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: no raft peer %q", catalog.ErrInvalidRequest, idOrAddr)
+}

@@ -1,0 +1,386 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// The first byte of every connection to the server port says what it
+// carries, so Raft and the RPC share one port as Consul's do.
+const (
+	connRaft byte = 0x01
+	connRPC  byte = 0x02
+)
+
+// maxRPCMessage bounds one RPC message (a txn of 64 ops of 512 KiB fits).
+const maxRPCMessage = 64 << 20
+
+// jsonCodec carries RPC messages as JSON: the request types are plain Go
+// structs shared with the HTTP API, so no generated code is needed.
+type jsonCodec struct{}
+
+func (jsonCodec) Marshal(v any) ([]byte, error)      { return json.Marshal(v) }
+func (jsonCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+func (jsonCodec) Name() string                       { return "json" }
+
+// chanListener is a net.Listener fed by the port multiplexer.
+type chanListener struct {
+	addr    net.Addr
+	ch      chan net.Conn
+	closeCh chan struct{}
+	once    sync.Once
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, ch: make(chan net.Conn), closeCh: make(chan struct{})}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closeCh:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.closeCh) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// push hands a connection to the listener's Accept, or closes it when the
+// listener is closed.
+func (l *chanListener) push(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.closeCh:
+		c.Close()
+	}
+}
+
+// raftLayer is Raft's StreamLayer over the multiplexed port.
+type raftLayer struct {
+	*chanListener
+	advertise net.Addr
+}
+
+func (r *raftLayer) Addr() net.Addr { return r.advertise }
+
+// Dial implements raft.StreamLayer.
+func (r *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", string(address), timeout)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Write([]byte{connRaft}); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("raft handshake: %w", err)
+	}
+	return c, nil
+}
+
+// serveMux accepts connections on the server port and routes them by their
+// first byte until the listener closes.
+func (s *Server) serveMux(ln net.Listener, raftL, rpcL *chanListener) {
+	defer s.wg.Done()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-s.shutdownCh:
+			default:
+				s.logger.Error("server port accept failed", "error", err)
+			}
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			var b [1]byte
+			if _, err := c.Read(b[:]); err != nil {
+				c.Close()
+				return
+			}
+			_ = c.SetReadDeadline(time.Time{})
+			switch b[0] {
+			case connRaft:
+				raftL.push(c)
+			case connRPC:
+				rpcL.push(c)
+			default:
+				s.logger.Warn("unknown connection type on server port", "byte", b[0], "remote", c.RemoteAddr())
+				c.Close()
+			}
+		}()
+	}
+}
+
+// ---- wire types ----
+
+// WireError carries an error across the RPC with the kind callers branch on.
+type WireError struct {
+	Kind string
+	Msg  string
+}
+
+// Error kinds.
+const (
+	kindNoLeader  = "no_leader"
+	kindNotLeader = "not_leader"
+	kindInvalid   = "invalid"
+	kindSession   = "session"
+	kindNode      = "missing_node"
+	kindService   = "missing_service"
+	kindBadSnap   = "bad_snapshot"
+)
+
+var kindErrors = map[string]error{
+	kindNoLeader:  ErrNoLeader,
+	kindNotLeader: ErrNotLeader,
+	kindInvalid:   catalog.ErrInvalidRequest,
+	kindSession:   catalog.ErrSessionNotFound,
+	kindNode:      catalog.ErrMissingNode,
+	kindService:   catalog.ErrMissingService,
+	kindBadSnap:   catalog.ErrBadSnapshot,
+}
+
+func toWire(err error) *WireError {
+	if err == nil {
+		return nil
+	}
+	var re *remoteError
+	if errors.As(err, &re) {
+		return &WireError{Kind: re.kind, Msg: re.msg}
+	}
+	for k, target := range kindErrors {
+		if errors.Is(err, target) {
+			return &WireError{Kind: k, Msg: err.Error()}
+		}
+	}
+	return &WireError{Msg: err.Error()}
+}
+
+func fromWire(w *WireError) error {
+	if w == nil {
+		return nil
+	}
+	return &remoteError{kind: w.Kind, msg: w.Msg}
+}
+
+// remoteError is an error returned by another server.
+type remoteError struct {
+	kind string
+	msg  string
+}
+
+func (e *remoteError) Error() string { return e.msg }
+
+// Is lets errors.Is match the sentinel of the error's kind.
+func (e *remoteError) Is(target error) bool {
+	t, ok := kindErrors[e.kind]
+	return ok && t == target
+}
+
+// ApplyRequest carries an encoded command to the leader.
+type ApplyRequest struct {
+	Data []byte
+}
+
+// ApplyResponse is the FSM's answer to an ApplyRequest.
+type ApplyResponse struct {
+	Error   *WireError           `json:",omitempty"`
+	Result  *WireError           `json:",omitempty"` // an FSM error result
+	KV      *kvWire              `json:",omitempty"`
+	Txn     *catalog.TxnResponse `json:",omitempty"`
+	Applied bool
+}
+
+type kvWire struct {
+	OK    bool
+	Error *WireError `json:",omitempty"`
+}
+
+func encodeApplyResult(res any) *ApplyResponse {
+	out := &ApplyResponse{Applied: true}
+	switch v := res.(type) {
+	case nil:
+	case error:
+		out.Result = toWire(v)
+	case catalog.KVResult:
+		out.KV = &kvWire{OK: v.OK, Error: toWire(v.Err)}
+	case catalog.TxnResponse:
+		out.Txn = &v
+	}
+	return out
+}
+
+func decodeApplyResult(r *ApplyResponse) (any, error) {
+	if r.Error != nil {
+		return nil, fromWire(r.Error)
+	}
+	switch {
+	case r.Result != nil:
+		return fromWire(r.Result), nil
+	case r.KV != nil:
+		return catalog.KVResult{OK: r.KV.OK, Err: fromWire(r.KV.Error)}, nil
+	case r.Txn != nil:
+		return *r.Txn, nil
+	}
+	return nil, nil
+}
+
+// ReadResponseWire carries a read's result or error.
+type ReadResponseWire struct {
+	Error *WireError            `json:",omitempty"`
+	Resp  *catalog.ReadResponse `json:",omitempty"`
+}
+
+// StatusRequest asks a server about its Raft state.
+type StatusRequest struct{}
+
+// StatusResponse describes a server's view of the cluster.
+type StatusResponse struct {
+	NodeName string
+	Leader   string
+	Peers    []string
+	// LastIndex is the server's last Raft index: non-zero means it has
+	// state and must not take part in a fresh bootstrap.
+	LastIndex uint64
+}
+
+// rpcHandler is the set of RPC methods a server serves.
+type rpcHandler interface {
+	rpcApply(ctx context.Context, req *ApplyRequest) (*ApplyResponse, error)
+	rpcRead(ctx context.Context, req *catalog.ReadRequest) (*ReadResponseWire, error)
+	rpcStatus(ctx context.Context, req *StatusRequest) (*StatusResponse, error)
+}
+
+func unary[Req any, Resp any](call func(rpcHandler, context.Context, *Req) (*Resp, error)) func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
+	return func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+		in := new(Req)
+		if err := dec(in); err != nil {
+			return nil, err
+		}
+		return call(srv.(rpcHandler), ctx, in)
+	}
+}
+
+var rpcServiceDesc = grpc.ServiceDesc{
+	ServiceName: "tribune.Server",
+	HandlerType: (*rpcHandler)(nil),
+	Methods: []grpc.MethodDesc{
+		{MethodName: "Apply", Handler: unary(rpcHandler.rpcApply)},
+		{MethodName: "Read", Handler: unary(rpcHandler.rpcRead)},
+		{MethodName: "Status", Handler: unary(rpcHandler.rpcStatus)},
+	},
+	Streams: []grpc.StreamDesc{},
+}
+
+func (s *Server) rpcApply(ctx context.Context, req *ApplyRequest) (*ApplyResponse, error) {
+	res, err := s.ApplyRaw(ctx, req.Data)
+	if err != nil {
+		return &ApplyResponse{Error: toWire(err)}, nil
+	}
+	return encodeApplyResult(res), nil
+}
+
+func (s *Server) rpcRead(ctx context.Context, req *catalog.ReadRequest) (*ReadResponseWire, error) {
+	resp, err := s.Read(ctx, req)
+	if err != nil {
+		return &ReadResponseWire{Error: toWire(err)}, nil
+	}
+	return &ReadResponseWire{Resp: resp}, nil
+}
+
+func (s *Server) rpcStatus(ctx context.Context, req *StatusRequest) (*StatusResponse, error) {
+	peers, _ := s.Peers()
+	return &StatusResponse{NodeName: s.config.NodeName, Leader: s.Leader(), Peers: peers, LastIndex: s.raft.LastIndex()}, nil
+}
+
+// ---- client side ----
+
+// connPool keeps one gRPC connection per server address.
+type connPool struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newConnPool() *connPool { return &connPool{conns: map[string]*grpc.ClientConn{}} }
+
+func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[addr]; ok {
+		return c, nil
+	}
+	dialer := func(ctx context.Context, a string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", a)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.Write([]byte{connRPC}); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("rpc handshake: %w", err)
+		}
+		return c, nil
+	}
+	c, err := grpc.NewClient("passthrough:///"+addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(dialer),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(jsonCodec{}), grpc.MaxCallRecvMsgSize(maxRPCMessage), grpc.MaxCallSendMsgSize(maxRPCMessage)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("rpc client for %s: %w", addr, err)
+	}
+	p.conns[addr] = c
+	return c, nil
+}
+
+func (p *connPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for a, c := range p.conns {
+		_ = c.Close()
+		delete(p.conns, a)
+	}
+}
+
+// call invokes one RPC method on the server at addr.
+func (p *connPool) call(ctx context.Context, addr, method string, req, resp any) error {
+	c, err := p.get(addr)
+	if err != nil {
+		return err
+	}
+	// A retried call must not see fields left from an earlier answer.
+	if v := reflect.ValueOf(resp); v.Kind() == reflect.Pointer && !v.IsNil() {
+		v.Elem().Set(reflect.Zero(v.Elem().Type()))
+	}
+	if err := c.Invoke(ctx, "/tribune.Server/"+method, req, resp); err != nil {
+		return fmt.Errorf("rpc %s to %s: %w", method, addr, err)
+	}
+	return nil
+}
+
+// newRPCServer returns the gRPC server for the server port.
+func (s *Server) newRPCServer() *grpc.Server {
+	g := grpc.NewServer(grpc.ForceServerCodec(jsonCodec{}), grpc.MaxRecvMsgSize(maxRPCMessage), grpc.MaxSendMsgSize(maxRPCMessage))
+	g.RegisterService(&rpcServiceDesc, s)
+	return g
+}
