@@ -8,6 +8,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -40,6 +41,16 @@ type backend interface {
 	// Status returns the leader's server address ("" when none) and the
 	// voting servers' addresses.
 	Status(ctx context.Context) (string, []string, error)
+	// SessionRenew restarts a session's TTL timer on the leader and
+	// returns the session, nil when there is no session with that ID.
+	SessionRenew(ctx context.Context, id string) (*catalog.Session, error)
+	// SaveSnapshot returns a snapshot archive of the whole state.
+	SaveSnapshot(ctx context.Context) ([]byte, error)
+	// RestoreSnapshot replaces every server's state with an archive's.
+	RestoreSnapshot(ctx context.Context, archive []byte) error
+	// Operator runs an operator call (Raft configuration, peers,
+	// autopilot) on the leader and returns its JSON result.
+	Operator(ctx context.Context, req *server.OperatorRequest) (json.RawMessage, error)
 }
 
 // Agent is one running agent.

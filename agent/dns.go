@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/viewcache"
 	"github.com/tribune-mesh/tribune/catalog"
@@ -19,13 +21,38 @@ import (
 // flight.
 const dnsShutdownTimeout = 5 * time.Second
 
+// dnsService is an agent's running DNS interface: the listeners, the views
+// they answer from, and the context of the queries in flight.
+type dnsService struct {
+	srv    *dnsserver.Server
+	views  *viewcache.Cache
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+// stop aborts the queries in flight, closes the listeners (waiting for the
+// queries to end) and then stops every view loop.
+func (d *dnsService) stop(logger hclog.Logger) {
+	d.once.Do(func() {
+		d.cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), dnsShutdownTimeout)
+		defer cancel()
+		if err := d.srv.Shutdown(ctx); err != nil {
+			logger.Warn("DNS shutdown", "error", err)
+		}
+		d.views.Close()
+	})
+}
+
+// dnsServices holds each running agent's DNS interface from startDNS to
+// stopDNS. It stands in for a field of Agent, which lives in agent.go; agents
+// never share an entry.
+var dnsServices sync.Map // *Agent -> *dnsService
+
 // startDNS starts the DNS interface on every DNS address (addresses.dns,
 // else client_addr) at ports.dns over UDP and TCP, answering from views the
 // agent keeps fresh with blocking queries. A negative port disables it.
-//
-// The listeners and the views are stopped when the agent's context ends
-// (Shutdown, or a failed New) by a goroutine the agent's WaitGroup owns.
-// The Agent struct has no field to hold them, so stopDNS has nothing to do.
+// stopDNS stops it.
 func (a *Agent) startDNS() error {
 	cfg := a.cfg
 	if cfg.Ports.DNS < 0 {
@@ -57,6 +84,7 @@ func (a *Agent) startDNS() error {
 		},
 	}
 	token := cfg.ACL.Tokens.Default
+	ctx, cancel := context.WithCancel(a.ctx)
 	h, err := dnsserver.New(dnsserver.Config{
 		Domain:                      cfg.Domain,
 		AltDomain:                   cfg.AltDomain,
@@ -80,37 +108,32 @@ func (a *Agent) startDNS() error {
 		RecursorTimeout:  cfg.DNS.RecursorTimeout,
 		RecursorStrategy: cfg.DNS.RecursorStrategy,
 		Authorize:        func() (acl.Authorizer, error) { return a.acls.Resolve(token) },
-		Context:          a.ctx,
+		Context:          ctx,
 		Logger:           a.logger.Named("dns"),
 	}, src)
 	if err != nil {
+		cancel()
 		views.Close()
 		return err
 	}
 	srv, err := dnsserver.Listen(h, addrs, a.logger.Named("dns"))
 	if err != nil {
+		cancel()
 		views.Close()
 		return err
 	}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		<-a.ctx.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), dnsShutdownTimeout)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			a.logger.Warn("DNS shutdown", "error", err)
-		}
-		views.Close()
-	}()
+	dnsServices.Store(a, &dnsService{srv: srv, views: views, cancel: cancel})
 	return nil
 }
 
-// stopDNS stops the DNS interface. The listeners and views are stopped by
-// the goroutine startDNS left waiting on the agent's context, which
-// Shutdown cancels before calling this, and Shutdown's WaitGroup waits for
-// it.
-func (a *Agent) stopDNS() {}
+// stopDNS stops the DNS interface and waits for its goroutines: queries in
+// flight are aborted, the listeners closed, the view loops stopped. It is
+// safe to call more than once, and when DNS never started.
+func (a *Agent) stopDNS() {
+	if d, ok := dnsServices.LoadAndDelete(a); ok {
+		d.(*dnsService).stop(a.logger)
+	}
+}
 
 // dnsSource is the DNS handler's view of the catalog: every read is served
 // from a view, so a query costs no server round trip once its view exists.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -532,6 +533,57 @@ func TestDNSDig(t *testing.T) {
 	}
 }
 
+// dnsGoroutines counts goroutines of DNS listeners and view loops.
+func dnsGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "miekg/dns.(*Server).serve") || strings.Contains(g, "viewcache.(*Cache)") {
+			n++
+		}
+	}
+	return n
+}
+
+func TestDNSOnClientAgent(t *testing.T) {
+	sc := agenttest.ClusterConfig(t, "dns-s1", true, 1, "")
+	srv := agenttest.StartNoWait(t, sc)
+	cc := agenttest.ClusterConfig(t, "dns-c1", false, 0, agenttest.SerfAddr(sc))
+	agenttest.StartNoWait(t, cc)
+	sapi, err := api.NewClient(&api.Config{Address: srv.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &dnsAgent{api: sapi, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(cc.Ports.DNS)), node: cc.NodeName}
+	dnsEventually(t, 30*time.Second, func() string {
+		if _, err := sapi.Catalog().Register(&api.CatalogRegistration{Node: "n1", Address: "10.0.0.1",
+			Service: &api.AgentService{ID: "web1", Service: "web", Port: 8080}}, nil); err != nil {
+			return "register: " + err.Error()
+		}
+		return ""
+	})
+	// The client answers through its views over the server RPC.
+	dnsEventually(t, 30*time.Second, func() string {
+		m, err := d.tryQuery("udp", "web.service.consul", dns.TypeA)
+		if err != nil {
+			return err.Error()
+		}
+		if got := dnsAddrs(m.Answer); len(got) != 1 || got[0] != "10.0.0.1" {
+			return fmt.Sprintf("web on the client: %s %v", dns.RcodeToString[m.Rcode], got)
+		}
+		return ""
+	})
+	d.register(t, &api.CatalogRegistration{Node: "n2", Address: "10.0.0.2",
+		Service: &api.AgentService{ID: "web2", Service: "web", Port: 8080}})
+	dnsEventually(t, 10*time.Second, func() string {
+		if got := dnsAddrs(d.query(t, "udp", "web.service.consul", dns.TypeA).Answer); len(got) != 2 {
+			return fmt.Sprintf("web on the client after a change: %v", got)
+		}
+		return ""
+	})
+}
+
 func TestDNSDisabledAndShutdown(t *testing.T) {
 	cfg := agenttest.Config(t)
 	port := cfg.Ports.DNS
@@ -563,6 +615,9 @@ func TestDNSDisabledAndShutdown(t *testing.T) {
 	if c, err := net.Dial("tcp", d.addr); err == nil {
 		c.Close()
 		t.Fatal("DNS TCP still listening after shutdown")
+	}
+	if n := dnsGoroutines(); n != 0 {
+		t.Fatalf("%d DNS or view goroutines left after shutdown", n)
 	}
 	q := new(dns.Msg)
 	q.SetQuestion("web.service.consul.", dns.TypeA)

@@ -423,10 +423,17 @@ func (h *httpHandler) agentLeave(w http.ResponseWriter, r *http.Request) (any, e
 	return nil, nil
 }
 
-// requestLeave asks the process running the agent to shut it down.
+// requestLeave asks the process running the agent to shut it down after
+// leaving the cluster gracefully.
 func (a *Agent) requestLeave() {
+	a.SetLeaveOnShutdown()
+	a.closeOnceLeave.Do(func() { close(a.leaveCh) })
+}
+
+// SetLeaveOnShutdown makes Shutdown leave the gossip pool gracefully first, so
+// the cluster removes this node instead of marking it failed.
+func (a *Agent) SetLeaveOnShutdown() {
 	a.leaveMu.Lock()
 	a.leaving = true
 	a.leaveMu.Unlock()
-	a.closeOnceLeave.Do(func() { close(a.leaveCh) })
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/server"
 )
 
 // registerRoutes lists every endpoint of the HTTP API.
@@ -13,6 +14,10 @@ func (h *httpHandler) registerRoutes() {
 
 	h.handle("/v1/kv/", methodsKV, h.kv)
 	h.handle("/v1/txn", methodsPut, h.txn)
+	h.handle("/v1/snapshot", methodsGetPut, h.snapshot)
+	h.handle("/v1/operator/raft/configuration", methodsGet, h.operator(server.OpRaftConfiguration, false))
+	h.handle("/v1/operator/raft/peer", []string{http.MethodDelete}, h.operator(server.OpRemovePeer, true))
+	h.handle("/v1/operator/autopilot/health", methodsGet, h.operator(server.OpAutopilotHealth, false))
 
 	h.handle("/v1/catalog/register", methodsPut, h.catalogRegister)
 	h.handle("/v1/catalog/deregister", methodsPut, h.catalogDeregister)

@@ -151,3 +151,13 @@ func (c *Client) Status(ctx context.Context) (string, []string, error) {
 	}
 	return resp.Leader, resp.Peers, nil
 }
+
+// SessionRenew restarts the TTL timer of a session on the leader and returns
+// the session, or nil when there is no session with that ID.
+func (c *Client) SessionRenew(ctx context.Context, id string) (*catalog.Session, error) {
+	var resp SessionRenewResponse
+	if err := c.invoke(ctx, "SessionRenew", &SessionRenewRequest{ID: id}, &resp, func() error { return fromWire(resp.Error) }); err != nil {
+		return nil, err
+	}
+	return resp.Session, nil
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"sync"
 
 	"github.com/tribune-mesh/tribune/catalog"
 )
@@ -32,9 +33,17 @@ func (s *Server) monitorLeadership() {
 	}
 }
 
-// leaderLoop runs while this server leads: the membership reconcile.
+// leaderLoop runs while this server leads: the membership reconcile and the
+// session TTL timers. It returns once ctx ends and both have stopped.
 func (s *Server) leaderLoop(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.sessionTTL.run(ctx)
+	}()
 	s.reconcileLoop(ctx)
+	wg.Wait()
 }
 
 func (s *Server) reconcileSelf(ctx context.Context) error {

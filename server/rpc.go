@@ -264,11 +264,27 @@ type StatusResponse struct {
 	LastIndex uint64
 }
 
+// SessionRenewRequest asks the leader to restart a session's TTL timer.
+type SessionRenewRequest struct {
+	ID string
+}
+
+// SessionRenewResponse carries the renewed session (nil when there is no
+// session with that ID) or an error.
+type SessionRenewResponse struct {
+	Error   *WireError       `json:",omitempty"`
+	Session *catalog.Session `json:",omitempty"`
+}
+
 // rpcHandler is the set of RPC methods a server serves.
 type rpcHandler interface {
 	rpcApply(ctx context.Context, req *ApplyRequest) (*ApplyResponse, error)
 	rpcRead(ctx context.Context, req *catalog.ReadRequest) (*ReadResponseWire, error)
 	rpcStatus(ctx context.Context, req *StatusRequest) (*StatusResponse, error)
+	rpcSessionRenew(ctx context.Context, req *SessionRenewRequest) (*SessionRenewResponse, error)
+	rpcSnapshotSave(ctx context.Context, req *SnapshotWire) (*SnapshotWire, error)
+	rpcSnapshotRestore(ctx context.Context, req *SnapshotWire) (*SnapshotWire, error)
+	rpcOperator(ctx context.Context, req *OperatorRequest) (*OperatorResponse, error)
 }
 
 func unary[Req any, Resp any](call func(rpcHandler, context.Context, *Req) (*Resp, error)) func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
@@ -288,6 +304,10 @@ var rpcServiceDesc = grpc.ServiceDesc{
 		{MethodName: "Apply", Handler: unary(rpcHandler.rpcApply)},
 		{MethodName: "Read", Handler: unary(rpcHandler.rpcRead)},
 		{MethodName: "Status", Handler: unary(rpcHandler.rpcStatus)},
+		{MethodName: "SessionRenew", Handler: unary(rpcHandler.rpcSessionRenew)},
+		{MethodName: "SnapshotSave", Handler: unary(rpcHandler.rpcSnapshotSave)},
+		{MethodName: "SnapshotRestore", Handler: unary(rpcHandler.rpcSnapshotRestore)},
+		{MethodName: "Operator", Handler: unary(rpcHandler.rpcOperator)},
 	},
 	Streams: []grpc.StreamDesc{},
 }

@@ -118,6 +118,9 @@ type Server struct {
 
 	verifyCh chan *verifyReq
 
+	// sessionTTL expires sessions whose TTL ran out; it runs on the leader.
+	sessionTTL *sessionTimers
+
 	reconcileCh  chan gossip.Member
 	bootstrapped atomic.Bool
 	failedMu     sync.Mutex
@@ -154,6 +157,7 @@ func New(cfg *Config) (*Server, error) {
 		shutdownCh:  make(chan struct{}),
 	}
 	s.fsm = newNotifyFSM(catalog.NewFSM(s.store))
+	s.sessionTTL = newSessionTimers(s)
 	if err := s.setupRaft(); err != nil {
 		s.closeAll()
 		return nil, err

@@ -59,6 +59,10 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 				continue
 			}
 			logger.Info("caught signal, shutting down", "signal", sig.String())
+			if (sig == os.Interrupt && !cfg.SkipLeaveOnInterrupt) || (sig == syscall.SIGTERM && cfg.LeaveOnTerminate) {
+				logger.Info("leaving the cluster gracefully")
+				a.SetLeaveOnShutdown()
+			}
 		case <-a.LeaveCh():
 			logger.Info("leave requested, shutting down")
 		}

@@ -33,6 +33,20 @@ func commands() map[string]command {
 
 		"members": {"Lists the members of a Tribune cluster", runMembers},
 		"leave":   {"Gracefully leaves the cluster and shuts down the agent", runLeave},
+
+		"join":        {"Tells a running agent to join the cluster", runJoin},
+		"force-leave": {"Forces a member of the cluster to enter the left state", runForceLeave},
+		"keygen":      {"Generates a new encryption key", runKeygen},
+
+		"operator":                  {"Provides cluster-level tools", groupCommand("operator", "Cluster-level operator tools.")},
+		"operator raft":             {"Provides tools for the Raft subsystem", groupCommand("operator raft", "Raft peer tools.")},
+		"operator raft list-peers":  {"Displays the current Raft peer configuration", runRaftListPeers},
+		"operator raft remove-peer": {"Removes a server from the Raft configuration", runRaftRemovePeer},
+
+		"snapshot":         {"Saves, restores and inspects snapshots of the servers' state", groupCommand("snapshot", "Snapshot tools.")},
+		"snapshot save":    {"Saves a snapshot of the servers' state", runSnapshotSave},
+		"snapshot restore": {"Restores a snapshot into the servers", runSnapshotRestore},
+		"snapshot inspect": {"Displays information about a snapshot file", runSnapshotInspect},
 	}
 }
 
@@ -54,10 +68,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runVersion(nil, stdout, stderr)
 	}
 	name, rest := args[0], args[1:]
-	// Multi-word verbs ("kv get") resolve to their longest match.
-	if len(rest) > 0 {
-		if c, ok := cmds[name+" "+rest[0]]; ok {
-			return c.run(rest[1:], stdout, stderr)
+	// Multi-word verbs ("kv get", "operator raft list-peers") resolve to
+	// their longest match.
+	for n := min(3, len(args)); n > 1; n-- {
+		if c, ok := cmds[strings.Join(args[:n], " ")]; ok {
+			return c.run(args[n:], stdout, stderr)
 		}
 	}
 	c, ok := cmds[name]

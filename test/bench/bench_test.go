@@ -1,0 +1,441 @@
+package bench
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// The benchmarks run in the order of this file: the -dev workloads (each
+// on a fresh agent per implementation), then the shared cluster, the
+// failover last.
+
+// BenchmarkDevKVWrite: -dev, PUT of a 100-byte value to random keys of a
+// 1000-key space, with 1 and 64 concurrent clients.
+func BenchmarkDevKVWrite(b *testing.B) {
+	for _, clients := range []int{1, 64} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			runOnce(b, func() {
+				d := benchDuration(b)
+				name := fmt.Sprintf("dev kv-write clients=%d", clients)
+				vals := map[string]float64{}
+				for _, kind := range kinds() {
+					p := startDev(b, kind)
+					r := kvWriteLoad(b, p.httpAddr(), clients, d)
+					p.kill()
+					vals[kind] = r.opsPerSec()
+					record(b, kind, name, "ops/s", r.opsPerSec(), r.String())
+				}
+				ratio(b, name, "ops/s", vals)
+			})
+		})
+	}
+}
+
+// BenchmarkDevRead: -dev, GET of random keys with 64 clients in the three
+// consistency modes.
+func BenchmarkDevRead(b *testing.B) {
+	for _, mode := range []readMode{readDefault, readConsistent, readStale} {
+		b.Run(fmt.Sprintf("mode=%s/clients=64", mode), func(b *testing.B) {
+			runOnce(b, func() {
+				d := benchDuration(b)
+				name := fmt.Sprintf("dev read-%s clients=64", mode)
+				vals := map[string]float64{}
+				for _, kind := range kinds() {
+					p := startDev(b, kind)
+					populate(b, p.httpAddr())
+					r := kvReadLoad(b, p.httpAddr(), mode, 64, d)
+					p.kill()
+					vals[kind] = r.opsPerSec()
+					record(b, kind, name, "ops/s", r.opsPerSec(), r.String())
+				}
+				ratio(b, name, "ops/s", vals)
+			})
+		})
+	}
+}
+
+// BenchmarkDevWatchers: -dev, N blocking queries on one key, then one
+// write: the time until all have the new value and the agent's memory.
+func BenchmarkDevWatchers(b *testing.B) {
+	for _, n := range watcherCounts(b) {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			runOnce(b, func() {
+				name := fmt.Sprintf("dev watchers n=%d", n)
+				woken := map[string]float64{}
+				total := map[string]float64{}
+				delta := map[string]float64{}
+				for _, kind := range kinds() {
+					// Consul limits each client IP to 200 HTTP
+					// connections by default; every watcher here comes
+					// from 127.0.0.1.
+					p := startDev(b, kind, "-hcl", "limits { http_max_conns_per_client = 1000000 }")
+					r := runWatchers(b, p, n)
+					p.kill()
+					detail := fmt.Sprintf("p50_ms=%.1f put_ms=%.1f blocked_in=%s agent_sockets=%d spurious=%d errors=%d",
+						ms(r.p50Woken), ms(r.putLatency), r.blockedIn.Round(time.Millisecond), r.agentSockets, r.spurious, r.errs)
+					if r.settleNotReached != "" {
+						detail += " settle: " + strings.TrimSpace(r.settleNotReached)
+					}
+					if r.agentFDExhausted {
+						detail += " AGENT RAN OUT OF FILE DESCRIPTORS (too many open files)"
+					}
+					woken[kind] = ms(r.allWoken)
+					total[kind] = r.rssTotalMiB()
+					delta[kind] = r.rssDeltaMiB()
+					record(b, kind, name+" write->all-woken", "ms", ms(r.allWoken), detail)
+					record(b, kind, name+" rss-total", "MiB", r.rssTotalMiB(), fmt.Sprintf("before=%.1fMiB", float64(r.rssBefore)/1024))
+					record(b, kind, name+" rss-delta", "MiB", r.rssDeltaMiB(), "")
+				}
+				ratio(b, name+" write->all-woken", "ms", woken)
+				ratio(b, name+" rss-total", "MiB", total)
+				ratio(b, name+" rss-delta", "MiB", delta)
+			})
+		})
+	}
+}
+
+// BenchmarkClusterKVWrite: 3 servers + 1 client agent, writes through the
+// client agent.
+func BenchmarkClusterKVWrite(b *testing.B) {
+	for _, clients := range []int{64, 1} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			runOnce(b, func() {
+				c := getCluster(b)
+				r := kvWriteLoad(b, c.client.httpAddr(), clients, benchDuration(b))
+				record(b, kindTribune, fmt.Sprintf("cluster kv-write clients=%d", clients), "ops/s", r.opsPerSec(), r.String())
+			})
+		})
+	}
+}
+
+// BenchmarkClusterRead: 3 servers + 1 client agent, ?consistent reads
+// through the client agent.
+func BenchmarkClusterRead(b *testing.B) {
+	b.Run("mode=consistent/clients=64", func(b *testing.B) {
+		runOnce(b, func() {
+			c := getCluster(b)
+			populate(b, c.client.httpAddr())
+			r := kvReadLoad(b, c.client.httpAddr(), readConsistent, 64, benchDuration(b))
+			record(b, kindTribune, "cluster read-consistent clients=64", "ops/s", r.opsPerSec(), r.String())
+		})
+	})
+}
+
+// BenchmarkClusterFailover: SIGKILL the leader, time until a write through
+// the client agent succeeds; the killed server is restarted on its data
+// directory between runs.
+func BenchmarkClusterFailover(b *testing.B) {
+	runOnce(b, func() {
+		c := getCluster(b)
+		runs := 5
+		if s := os.Getenv("BENCH_FAILOVERS"); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n <= 0 {
+				b.Fatalf("BENCH_FAILOVERS=%q", s)
+			}
+			runs = n
+		}
+		kv := newAPIClient(b, c.client.httpAddr()).KV()
+		var times []float64
+		for run := 1; run <= runs; run++ {
+			d, detail := failoverOnce(b, c, kv, run)
+			times = append(times, d.Seconds())
+			record(b, kindTribune, fmt.Sprintf("cluster failover run=%d leader-kill->write-ok", run), "s", d.Seconds(), detail)
+		}
+		sorted := append([]float64(nil), times...)
+		sort.Float64s(sorted)
+		record(b, kindTribune, "cluster failover median leader-kill->write-ok", "s", median(times),
+			fmt.Sprintf("runs=%d min=%.2fs max=%.2fs", runs, sorted[0], sorted[len(sorted)-1]))
+	})
+}
+
+func failoverOnce(b *testing.B, c *cluster, kv *api.KV, run int) (time.Duration, string) {
+	// A healthy cluster first: every server up, a leader, a write that
+	// goes through.
+	for _, s := range c.servers {
+		if err := s.waitReady(3, 90*time.Second); err != nil {
+			b.Fatalf("before failover run %d: %v", run, err)
+		}
+	}
+	if _, err := kv.Put(&api.KVPair{Key: "bench/failover", Value: []byte("warm")}, nil); err != nil {
+		b.Fatalf("before failover run %d: write: %v", run, err)
+	}
+	leader, _, err := status(c.client.httpAddr())
+	if err != nil {
+		b.Fatalf("failover run %d: leader: %v", run, err)
+	}
+	victim := c.serverFor(leader)
+	if victim == nil {
+		b.Fatalf("failover run %d: leader %q is none of the servers", run, leader)
+	}
+
+	t0 := time.Now()
+	victim.kill()
+	var (
+		attempts int
+		lastErr  error
+		took     time.Duration
+	)
+	for {
+		attempts++
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := kv.Put(&api.KVPair{Key: "bench/failover", Value: []byte(strconv.Itoa(run))}, (&api.WriteOptions{}).WithContext(ctx))
+		cancel()
+		if err == nil {
+			took = time.Since(t0)
+			break
+		}
+		lastErr = err
+		if time.Since(t0) > 3*time.Minute {
+			b.Fatalf("failover run %d: no write succeeded 3m after killing %s (%d attempts, last error: %v)", run, victim.name, attempts, lastErr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	newLeader, _, _ := status(c.client.httpAddr())
+	newName := newLeader
+	if s := c.serverFor(newLeader); s != nil {
+		newName = s.name
+	}
+	detail := fmt.Sprintf("killed=%s new_leader=%s attempts=%d", victim.name, newName, attempts)
+	if lastErr != nil {
+		detail += fmt.Sprintf(" last_error=%q", lastErr.Error())
+	}
+
+	// Restart the killed server on its data directory and wait for the
+	// cluster to be whole again.
+	if err := victim.start(); err != nil {
+		b.Fatal(err)
+	}
+	restart := time.Now()
+	if err := victim.waitReady(3, 2*time.Minute); err != nil {
+		b.Fatalf("failover run %d: restarted %s: %v", run, victim.name, err)
+	}
+	if err := c.client.waitReady(3, time.Minute); err != nil {
+		b.Fatalf("failover run %d: client: %v", run, err)
+	}
+	detail += fmt.Sprintf(" rejoined_in=%s", time.Since(restart).Round(time.Millisecond))
+	// Let the restarted server catch up and the cluster settle before the
+	// next kill.
+	time.Sleep(3 * time.Second)
+	return took, detail
+}
+
+// ---- reporting ----
+
+// figure is one printed measurement.
+type figure struct {
+	kind, name, unit string
+	value            float64
+}
+
+var (
+	figMu   sync.Mutex
+	figures []figure
+	results = map[string][]metric{} // by benchmark name, for b.N > 1
+)
+
+type metric struct {
+	value float64
+	unit  string
+}
+
+// runOnce runs a fixed-duration workload on the first call of a benchmark
+// and only repeats its metrics if the framework calls it again with a
+// larger b.N (without -benchtime=1x).
+func runOnce(b *testing.B, fn func()) {
+	b.Helper()
+	figMu.Lock()
+	ms, done := results[b.Name()]
+	figMu.Unlock()
+	if !done {
+		fn()
+		figMu.Lock()
+		ms = results[b.Name()]
+		results[b.Name()] = ms
+		figMu.Unlock()
+	}
+	for _, m := range ms {
+		b.ReportMetric(m.value, m.unit)
+	}
+}
+
+// record prints one figure on its own line and keeps it as a metric of b.
+func record(b *testing.B, kind, name, unit string, v float64, detail string) {
+	line := "bench: "
+	if kind != kindTribune {
+		line += kind + " "
+	}
+	line += fmt.Sprintf("%s %s=%s", name, unit, formatValue(v))
+	if detail != "" {
+		line += " (" + detail + ")"
+	}
+	fmt.Println(line)
+	figMu.Lock()
+	figures = append(figures, figure{kind: kind, name: name, unit: unit, value: v})
+	results[b.Name()] = append(results[b.Name()], metric{v, metricUnit(kind, name, unit)})
+	figMu.Unlock()
+}
+
+// ratio prints tribune/consul for a figure measured on both.
+func ratio(b *testing.B, name, unit string, vals map[string]float64) {
+	t, okT := vals[kindTribune]
+	c, okC := vals[kindConsul]
+	if !okT || !okC {
+		return
+	}
+	if c == 0 {
+		fmt.Printf("bench: ratio tribune/consul %s %s=n/a (consul 0)\n", name, unit)
+		return
+	}
+	r := t / c
+	fmt.Printf("bench: ratio tribune/consul %s %s=%.2f\n", name, unit, r)
+	figMu.Lock()
+	figures = append(figures, figure{kind: "ratio tribune/consul", name: name, unit: unit, value: r})
+	results[b.Name()] = append(results[b.Name()], metric{r, metricUnit("ratio", name, unit)})
+	figMu.Unlock()
+}
+
+// metricUnit names a metric for ReportMetric: no spaces, distinct within
+// one benchmark.
+func metricUnit(kind, name, unit string) string {
+	u := unit
+	switch {
+	case strings.Contains(name, "rss-total"):
+		u = "MiB-rss"
+	case strings.Contains(name, "rss-delta"):
+		u = "MiB-rss-delta"
+	case strings.Contains(name, "all-woken"):
+		u = "ms-all-woken"
+	case strings.Contains(name, "failover run="):
+		u = "s-run" + strings.TrimPrefix(strings.Fields(name)[2], "run=")
+	case strings.Contains(name, "failover median"):
+		u = "s-median"
+	}
+	switch kind {
+	case kindTribune:
+		return u
+	case "ratio":
+		return "tribune/consul-" + u
+	}
+	return kind + "-" + u
+}
+
+func formatValue(v float64) string {
+	switch {
+	case v >= 100 || v <= -100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10 || v <= -10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// reference holds the Consul 1.16.6 figures of the issue (2 cores), by
+// figure name and unit, printed beside ours in the summary.
+var reference = map[string]string{
+	"dev kv-write clients=64 ops/s":                   "7.0k",
+	"cluster kv-write clients=64 ops/s":               "2.1k",
+	"cluster kv-write clients=1 ops/s":                "308",
+	"cluster read-consistent clients=64 ops/s":        "4.5k",
+	"dev watchers n=5000 write->all-woken ms":         "419",
+	"dev watchers n=5000 rss-total MiB":               "540",
+	"cluster failover median leader-kill->write-ok s": "13.8",
+}
+
+func printSummary() {
+	figMu.Lock()
+	defer figMu.Unlock()
+	if len(figures) == 0 {
+		return
+	}
+	fmt.Println("bench: ---- summary [reference: Consul 1.16.6 on 2 cores, from the issue] ----")
+	for _, f := range figures {
+		key := f.name + " " + f.unit
+		line := "bench: "
+		if f.kind != kindTribune {
+			line += f.kind + " "
+		}
+		line += fmt.Sprintf("%s %s=%s", f.name, f.unit, formatValue(f.value))
+		if ref := reference[key]; ref != "" && f.kind == kindTribune {
+			line += fmt.Sprintf("   [consul 1.16.6: %s]", ref)
+		}
+		fmt.Println(line)
+	}
+	if consulPath == "" {
+		fmt.Println("bench: consul not on PATH, no ratio")
+	}
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	benching := false
+	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+		benching = true
+	}
+	dir, err := os.MkdirTemp("", "tribune-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	workDir = dir
+	if benching {
+		if n, err := raiseFDLimit(); err != nil {
+			fmt.Printf("bench: raising the open-file limit: %v\n", err)
+		} else {
+			fmt.Printf("bench: open-file limit %d (inherited by the agents)\n", n)
+		}
+		if consulPath == "" {
+			fmt.Println("bench: consul not on PATH, no ratio")
+		} else {
+			fmt.Printf("bench: reference consul at %s\n", consulPath)
+		}
+		fmt.Printf("bench: work dir %s\n", dir)
+	}
+	// On Ctrl-C or SIGTERM, take the agents down with us. (A -timeout
+	// panic or a SIGKILL is covered by Pdeathsig.)
+	sigCh := make(chan os.Signal, 1)
+	signal.Notify(sigCh, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-sigCh
+		killAll()
+		fmt.Fprintf(os.Stderr, "bench: %v: agents killed; logs in %s\n", sig, dir)
+		os.Exit(2)
+	}()
+
+	code := m.Run()
+	killAll()
+	printSummary()
+	if os.Getenv("BENCH_KEEP") != "" || (benching && code != 0) {
+		fmt.Printf("bench: agent logs kept in %s\n", dir)
+	} else {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
+}

@@ -1,0 +1,213 @@
+package bench
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+const (
+	keySpace  = 1000
+	valueSize = 100
+	keyPrefix = "bench/k"
+)
+
+// benchDuration is BENCH_DURATION, default 10s.
+func benchDuration(tb testing.TB) time.Duration {
+	s := os.Getenv("BENCH_DURATION")
+	if s == "" {
+		return 10 * time.Second
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		tb.Fatalf("BENCH_DURATION=%q: want a positive duration like 10s", s)
+	}
+	return d
+}
+
+func benchKey(i int) string { return fmt.Sprintf("%s%04d", keyPrefix, i) }
+
+var benchValue = func() []byte {
+	v := make([]byte, valueSize)
+	for i := range v {
+		v[i] = 'a' + byte(i%26)
+	}
+	return v
+}()
+
+// newAPIClient returns an official Go client with its own connection pool,
+// as a separate client process would have: one worker, one keep-alive
+// connection.
+func newAPIClient(tb testing.TB, addr string) *api.Client {
+	tb.Helper()
+	tr := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        4,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	c, err := api.NewClient(&api.Config{Address: addr, Scheme: "http", Transport: tr})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// loadResult is the outcome of one fixed-duration run.
+type loadResult struct {
+	ops, errs int64
+	elapsed   time.Duration
+	p50, p99  time.Duration
+	firstErr  error
+}
+
+func (r loadResult) opsPerSec() float64 { return float64(r.ops) / r.elapsed.Seconds() }
+
+func (r loadResult) String() string {
+	s := fmt.Sprintf("ops=%d errors=%d p50_ms=%.2f p99_ms=%.2f over=%s", r.ops, r.errs,
+		float64(r.p50.Microseconds())/1000, float64(r.p99.Microseconds())/1000, r.elapsed.Round(time.Millisecond))
+	if r.firstErr != nil {
+		s += fmt.Sprintf(" first_error=%q", r.firstErr.Error())
+	}
+	return s
+}
+
+// runLoad runs `clients` workers, each calling its op in a loop, for d.
+// newOp is called once per worker before the clock starts.
+func runLoad(clients int, d time.Duration, newOp func(worker int) func(r *rand.Rand) error) loadResult {
+	ops := make([]func(*rand.Rand) error, clients)
+	for i := range ops {
+		ops[i] = newOp(i)
+	}
+	var (
+		wg       sync.WaitGroup
+		nOK      atomic.Int64
+		nErr     atomic.Int64
+		errOnce  sync.Once
+		firstErr error
+		latMu    sync.Mutex
+		lats     []time.Duration
+	)
+	start := time.Now()
+	deadline := start.Add(d)
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(i)+1, uint64(start.UnixNano())))
+			local := make([]time.Duration, 0, 4096)
+			for {
+				t0 := time.Now()
+				if !t0.Before(deadline) {
+					break
+				}
+				err := ops[i](r)
+				if err != nil {
+					nErr.Add(1)
+					errOnce.Do(func() { firstErr = err })
+					// Do not spin on a dead endpoint.
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				nOK.Add(1)
+				local = append(local, time.Since(t0))
+			}
+			latMu.Lock()
+			lats = append(lats, local...)
+			latMu.Unlock()
+		}(i)
+	}
+	wg.Wait()
+	res := loadResult{ops: nOK.Load(), errs: nErr.Load(), elapsed: time.Since(start), firstErr: firstErr}
+	if len(lats) > 0 {
+		sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
+		res.p50 = lats[len(lats)/2]
+		res.p99 = lats[len(lats)*99/100]
+	}
+	return res
+}
+
+// kvWriteLoad PUTs a 100-byte value to random keys of the key space.
+func kvWriteLoad(tb testing.TB, addr string, clients int, d time.Duration) loadResult {
+	return runLoad(clients, d, func(int) func(*rand.Rand) error {
+		kv := newAPIClient(tb, addr).KV()
+		return func(r *rand.Rand) error {
+			_, err := kv.Put(&api.KVPair{Key: benchKey(r.IntN(keySpace)), Value: benchValue}, nil)
+			return err
+		}
+	})
+}
+
+// readMode is a consistency mode of reads.
+type readMode string
+
+const (
+	readDefault    readMode = "default"
+	readConsistent readMode = "consistent"
+	readStale      readMode = "stale"
+)
+
+func (m readMode) options() *api.QueryOptions {
+	switch m {
+	case readConsistent:
+		return &api.QueryOptions{RequireConsistent: true}
+	case readStale:
+		return &api.QueryOptions{AllowStale: true}
+	}
+	return &api.QueryOptions{}
+}
+
+// kvReadLoad GETs random keys of the (populated) key space.
+func kvReadLoad(tb testing.TB, addr string, mode readMode, clients int, d time.Duration) loadResult {
+	return runLoad(clients, d, func(int) func(*rand.Rand) error {
+		kv := newAPIClient(tb, addr).KV()
+		q := mode.options()
+		return func(r *rand.Rand) error {
+			p, _, err := kv.Get(benchKey(r.IntN(keySpace)), q)
+			if err == nil && p == nil {
+				err = fmt.Errorf("key missing")
+			}
+			return err
+		}
+	})
+}
+
+// populate writes every key of the key space once.
+func populate(tb testing.TB, addr string) {
+	tb.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			kv := newAPIClient(tb, addr).KV()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= keySpace {
+					return
+				}
+				if _, err := kv.Put(&api.KVPair{Key: benchKey(i), Value: benchValue}, nil); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		tb.Fatalf("populate: %v", err)
+	}
+}
