@@ -63,6 +63,7 @@ type Agent struct {
 	backend backend
 	acls    acl.Resolver
 	local   *localState
+	dns     *dnsService
 	started time.Time
 
 	httpMu    sync.Mutex

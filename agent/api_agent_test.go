@@ -12,7 +12,7 @@ import (
 
 func TestAPIAgent_SelfMembers(t *testing.T) {
 	t.Parallel()
-	a, c := startAPI(t)
+	_, c := startAPI(t)
 	self, err := c.Agent().Self()
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +49,6 @@ func TestAPIAgent_SelfMembers(t *testing.T) {
 		me.Tags["dc"] != "dc1" {
 		t.Fatalf("self member = %+v", me)
 	}
-	_ = a
 }
 
 // waitHealthStatus waits until the health of service name on node shows

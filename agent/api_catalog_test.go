@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -66,9 +67,20 @@ func TestAPICatalog_RegisterReadDeregister(t *testing.T) {
 	if meta.LastIndex == 0 {
 		t.Fatal("nodes LastIndex 0")
 	}
-	if self := selfNode(t, c); names[self] == "" {
-		t.Fatalf("agent's own node %s missing from nodes %v", self, names)
-	}
+	// The agent registers its own node asynchronously after the election.
+	self := selfNode(t, c)
+	waitFor(t, 10*time.Second, func() string {
+		nodes, _, err := cat.Nodes(nil)
+		if err != nil {
+			return err.Error()
+		}
+		for _, n := range nodes {
+			if n.Node == self {
+				return ""
+			}
+		}
+		return fmt.Sprintf("agent's own node %s missing from nodes", self)
+	})
 
 	svcs, _, err := cat.Services(nil)
 	if err != nil {
@@ -295,19 +307,24 @@ func TestAPIHealth_Reads(t *testing.T) {
 	if len(crit) != 1 || crit[0].CheckID != "web2-alive" || crit[0].Output != "down" {
 		t.Fatalf("state critical = %+v", crit)
 	}
-	anyState, _, err := h.State(api.HealthAny, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids := map[string]bool{}
-	for _, ch := range anyState {
-		ids[ch.CheckID] = true
-	}
-	for _, id := range []string{"web1-alive", "web2-alive", "disk", "serfHealth"} {
-		if !ids[id] {
-			t.Fatalf("state any lacks %s: %v", id, ids)
+	// serfHealth on the agent's own node is added asynchronously by the
+	// leader.
+	waitFor(t, 10*time.Second, func() string {
+		anyState, _, err := h.State(api.HealthAny, nil)
+		if err != nil {
+			return err.Error()
 		}
-	}
+		ids := map[string]bool{}
+		for _, ch := range anyState {
+			ids[ch.CheckID] = true
+		}
+		for _, id := range []string{"web1-alive", "web2-alive", "disk", "serfHealth"} {
+			if !ids[id] {
+				return fmt.Sprintf("state any lacks %s: %v", id, ids)
+			}
+		}
+		return ""
+	})
 	if r := httpString(t, a, "GET", "/v1/health/state/bogus", ""); r.code != http.StatusBadRequest {
 		t.Fatalf("state bogus = %d, want 400", r.code)
 	}

@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -22,6 +23,22 @@ func startAPI(t *testing.T) (*agent.Agent, *api.Client) {
 	if err != nil {
 		t.Fatalf("api client: %v", err)
 	}
+	// The leader registers the agent's own node with its serfHealth check
+	// asynchronously; wait for it so that it cannot land in the middle of
+	// a test (it would wake blocking queries on the node's services).
+	self := selfNode(t, c)
+	waitFor(t, 10*time.Second, func() string {
+		checks, _, err := c.Health().Node(self, nil)
+		if err != nil {
+			return err.Error()
+		}
+		for _, ch := range checks {
+			if ch.CheckID == "serfHealth" && ch.Status == api.HealthPassing {
+				return ""
+			}
+		}
+		return fmt.Sprintf("node %s has no passing serfHealth yet: %+v", self, checks)
+	})
 	return a, c
 }
 

@@ -44,11 +44,6 @@ func (d *dnsService) stop(logger hclog.Logger) {
 	})
 }
 
-// dnsServices holds each running agent's DNS interface from startDNS to
-// stopDNS. It stands in for a field of Agent, which lives in agent.go; agents
-// never share an entry.
-var dnsServices sync.Map // *Agent -> *dnsService
-
 // startDNS starts the DNS interface on every DNS address (addresses.dns,
 // else client_addr) at ports.dns over UDP and TCP, answering from views the
 // agent keeps fresh with blocking queries. A negative port disables it.
@@ -122,7 +117,7 @@ func (a *Agent) startDNS() error {
 		views.Close()
 		return err
 	}
-	dnsServices.Store(a, &dnsService{srv: srv, views: views, cancel: cancel})
+	a.dns = &dnsService{srv: srv, views: views, cancel: cancel}
 	return nil
 }
 
@@ -130,8 +125,9 @@ func (a *Agent) startDNS() error {
 // flight are aborted, the listeners closed, the view loops stopped. It is
 // safe to call more than once, and when DNS never started.
 func (a *Agent) stopDNS() {
-	if d, ok := dnsServices.LoadAndDelete(a); ok {
-		d.(*dnsService).stop(a.logger)
+	if a.dns != nil {
+		a.dns.stop(a.logger)
+		a.dns = nil
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/agent/checks"
 	"github.com/tribune-mesh/tribune/agent/config"
 	"github.com/tribune-mesh/tribune/catalog"
 )
@@ -29,12 +30,12 @@ func (a *Agent) taggedAddresses() map[string]string {
 // loadConfigDefinitions registers the services and checks of the config files.
 func (a *Agent) loadConfigDefinitions() error {
 	for i := range a.cfg.Services {
-		if err := a.addServiceDefinition(&a.cfg.Services[i]); err != nil {
+		if err := a.addServiceDefinition(&a.cfg.Services[i], true); err != nil {
 			return fmt.Errorf("service %q from config: %w", a.cfg.Services[i].Name, err)
 		}
 	}
 	for i := range a.cfg.Checks {
-		c, err := a.checkFromDefinition(&a.cfg.Checks[i], "")
+		c, err := a.checkFromDefinition(&a.cfg.Checks[i], "", true)
 		if err != nil {
 			return fmt.Errorf("check %q from config: %w", a.cfg.Checks[i].Name, err)
 		}
@@ -45,7 +46,7 @@ func (a *Agent) loadConfigDefinitions() error {
 	return nil
 }
 
-func (a *Agent) addServiceDefinition(def *config.ServiceDefinition) error {
+func (a *Agent) addServiceDefinition(def *config.ServiceDefinition, fromConfig bool) error {
 	if def.Name == "" {
 		return badRequest("Missing service name")
 	}
@@ -89,7 +90,7 @@ func (a *Agent) addServiceDefinition(def *config.ServiceDefinition) error {
 		if d.Name == "" {
 			d.Name = fmt.Sprintf("Service '%s' check", svc.Service)
 		}
-		c, err := a.checkFromDefinition(&d, svc.ID)
+		c, err := a.checkFromDefinition(&d, svc.ID, fromConfig)
 		if err != nil {
 			return err
 		}
@@ -101,11 +102,12 @@ func (a *Agent) addServiceDefinition(def *config.ServiceDefinition) error {
 	return nil
 }
 
-// checkFromDefinition turns a check definition into a local check. Only TTL
-// checks and checks without a probe are run by the agent so far; probing
-// check types are refused with a clear error rather than accepted and never
-// run.
-func (a *Agent) checkFromDefinition(d *config.CheckDefinition, serviceID string) (*localCheck, error) {
+// checkFromDefinition turns a check definition into a local check: a TTL
+// check, a probe the agent runs (HTTP, TCP, UDP, gRPC, H2 ping, script,
+// alias), or a check with neither whose status is set through the API.
+// Script checks need enable_script_checks, or enable_local_script_checks for
+// checks from configuration files.
+func (a *Agent) checkFromDefinition(d *config.CheckDefinition, serviceID string, fromConfig bool) (*localCheck, error) {
 	if d.ID == "" {
 		d.ID = d.Name
 	}
@@ -115,17 +117,40 @@ func (a *Agent) checkFromDefinition(d *config.CheckDefinition, serviceID string)
 	if serviceID == "" {
 		serviceID = d.ServiceID
 	}
-	switch {
-	case d.HTTP != "", d.TCP != "", d.UDP != "", d.GRPC != "", d.H2PING != "", len(d.ScriptArgs) > 0,
-		d.AliasNode != "", d.AliasService != "", d.DockerContainerID != "":
-		return nil, badRequest("Check %q: only TTL checks are supported by this version", d.ID)
+	if d.DockerContainerID != "" {
+		return nil, badRequest("Check %q: Docker checks are not supported", d.ID)
 	}
 	if d.TTL < 0 {
 		return nil, badRequest("Check %q: TTL must be positive", d.ID)
 	}
-	typ := ""
-	if d.TTL > 0 {
+	probe := checks.Definition{
+		CheckID: d.ID, HTTP: d.HTTP, Method: d.Method, Header: d.Header, Body: d.Body,
+		DisableRedirects: d.DisableRedirects, TLSSkipVerify: d.TLSSkipVerify, TLSServerName: d.TLSServerName,
+		TCP: d.TCP, UDP: d.UDP, GRPC: d.GRPC, GRPCUseTLS: d.GRPCUseTLS, H2PING: d.H2PING, H2PingUseTLS: d.H2PingUseTLS,
+		ScriptArgs: d.ScriptArgs, AliasNode: d.AliasNode, AliasService: d.AliasService,
+		Interval: d.Interval, Timeout: d.Timeout, SuccessBeforePassing: d.SuccessBeforePassing,
+		FailuresBeforeWarning: d.FailuresBeforeWarning, FailuresBeforeCritical: d.FailuresBeforeCritical,
+		OutputMaxSize: d.OutputMaxSize,
+	}
+	typ := probe.Type()
+	isProbe := typ != ""
+	if isProbe && d.TTL > 0 {
+		return nil, badRequest("Check %q: a TTL check cannot also define a %s probe", d.ID, typ)
+	}
+	if typ == "" && d.TTL > 0 {
 		typ = "ttl"
+	}
+	if typ == checks.TypeScript && !a.cfg.EnableScriptChecks && !(fromConfig && a.cfg.EnableLocalScriptChecks) {
+		return nil, badRequest("Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true")
+	}
+	if isProbe && typ != checks.TypeAlias {
+		if probe.Interval <= 0 {
+			return nil, badRequest("Check %q: Interval must be > 0 for Script, HTTP, H2PING, gRPC, UDP or TCP checks", d.ID)
+		}
+		if probe.Interval < checks.MinInterval {
+			a.logger.Warn("check interval below the minimum; using the minimum", "check", d.ID, "minimum", checks.MinInterval)
+			probe.Interval = checks.MinInterval
+		}
 	}
 	status := d.Status
 	if status == "" {
@@ -139,19 +164,26 @@ func (a *Agent) checkFromDefinition(d *config.CheckDefinition, serviceID string)
 	hc := &catalog.HealthCheck{
 		Node: a.cfg.NodeName, CheckID: d.ID, Name: d.Name, Status: status, Notes: d.Notes,
 		ServiceID: serviceID, Type: typ, ServiceTags: []string{},
+		Definition: catalog.HealthCheckDefinition{HTTP: d.HTTP, Header: d.Header, Method: d.Method, Body: d.Body,
+			TLSSkipVerify: d.TLSSkipVerify, TCP: d.TCP, UDP: d.UDP, GRPC: d.GRPC, GRPCUseTLS: d.GRPCUseTLS},
 	}
-	if d.Interval > 0 {
-		hc.Interval = d.Interval.String()
-		hc.Definition.Interval = d.Interval.String()
+	if probe.Interval > 0 {
+		hc.Interval = probe.Interval.String()
+		hc.Definition.Interval = hc.Interval
 	}
 	if d.Timeout > 0 {
 		hc.Timeout = d.Timeout.String()
-		hc.Definition.Timeout = d.Timeout.String()
+		hc.Definition.Timeout = hc.Timeout
 	}
 	if d.DeregisterCriticalServiceAfter > 0 {
 		hc.Definition.DeregisterCriticalServiceAfter = d.DeregisterCriticalServiceAfter.String()
 	}
-	return &localCheck{check: hc, ttl: d.TTL, deregisterAfter: d.DeregisterCriticalServiceAfter}, nil
+	lc := &localCheck{check: hc, ttl: d.TTL, deregisterAfter: d.DeregisterCriticalServiceAfter}
+	if isProbe {
+		p := probe
+		lc.probe = &p
+	}
+	return lc, nil
 }
 
 // decodeMap reads a JSON object body.
@@ -182,7 +214,7 @@ func (h *httpHandler) agentServiceRegister(w http.ResponseWriter, r *http.Reques
 	if authz.ServiceWrite(def.Name) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	if err := h.agent.addServiceDefinition(def); err != nil {
+	if err := h.agent.addServiceDefinition(def, false); err != nil {
 		return nil, err
 	}
 	return nil, nil
@@ -289,7 +321,7 @@ func (h *httpHandler) agentCheckRegister(w http.ResponseWriter, r *http.Request)
 	if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	c, err := h.agent.checkFromDefinition(def, "")
+	c, err := h.agent.checkFromDefinition(def, "", false)
 	if err != nil {
 		return nil, err
 	}

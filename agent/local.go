@@ -9,7 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tribune-mesh/tribune/agent/checks"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/server"
 )
 
 // maxCheckOutput bounds the output kept for a check (check_output_max_size).
@@ -23,6 +25,9 @@ type localCheck struct {
 	check *catalog.HealthCheck
 	ttl   time.Duration
 	timer *time.Timer
+	// probe is what the runner checks; nil for TTL and API-set checks.
+	probe  *checks.Definition
+	runner *checks.Check
 	// deregisterAfter removes the check's service after it has been
 	// critical this long (deregister_critical_service_after).
 	deregisterAfter time.Duration
@@ -53,6 +58,9 @@ type localState struct {
 	removedChecks   map[string]bool
 
 	triggerCh chan struct{}
+	// toStop holds check runners removed under mu; they are stopped after
+	// mu is released because a stopping runner may be waiting for mu.
+	toStop []*checks.Check
 }
 
 func newLocalState(a *Agent) *localState {
@@ -89,18 +97,23 @@ func fullSyncInterval(nodes int) time.Duration {
 func (l *localState) run(stop <-chan struct{}) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	defer l.stopAll()
 	go func() {
 		<-stop
 		cancel()
 	}()
 	full := time.NewTimer(0)
 	defer full.Stop()
+	reap := time.NewTicker(time.Second)
+	defer reap.Stop()
 	retry := time.Second
 	for {
 		var err error
 		select {
 		case <-stop:
 			return
+		case <-reap.C:
+			l.reapCritical(time.Now())
 		case <-full.C:
 			err = l.syncFull(ctx)
 			full.Reset(fullSyncInterval(1))
@@ -164,6 +177,9 @@ func (l *localState) syncFull(ctx context.Context) error {
 	}
 	var extraSvcs, extraChecks []string
 	for id := range remote {
+		if id == server.ServerServiceName && a.cfg.Server {
+			continue // registered by the leader for every server
+		}
 		if _, ok := l.services[id]; !ok {
 			extraSvcs = append(extraSvcs, id)
 		}
@@ -394,6 +410,7 @@ func (l *localState) removeService(id string) bool {
 		}
 	}
 	l.mu.Unlock()
+	l.stopPending()
 	if ok {
 		l.trigger()
 	}
@@ -413,6 +430,7 @@ func (l *localState) addCheck(c *localCheck) error {
 	}
 	l.addCheckLocked(c)
 	l.mu.Unlock()
+	l.stopPending()
 	l.trigger()
 	return nil
 }
@@ -438,12 +456,89 @@ func (l *localState) addCheckLocked(c *localCheck) {
 		id := c.check.CheckID
 		c.timer = time.AfterFunc(c.ttl, func() { l.ttlExpired(id, c) })
 	}
+	if c.probe != nil {
+		r, err := checks.New(*c.probe, &checkNotifier{l: l, c: c}, checks.Options{
+			EnableScriptChecks: true, // gated when the check was defined
+			OutputMaxSize:      l.agent.cfg.CheckOutputMaxSize,
+			AliasSource:        aliasSource{a: l.agent},
+			Logger:             l.agent.logger,
+		})
+		if err != nil {
+			l.agent.logger.Error("check cannot run", "check", c.check.CheckID, "error", err)
+			c.check.Output = err.Error()
+			return
+		}
+		c.runner = r
+		r.Start()
+	}
 }
 
 func (l *localState) stopCheckLocked(c *localCheck) {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
+	if c.runner != nil {
+		l.toStop = append(l.toStop, c.runner)
+		c.runner = nil
+	}
+}
+
+// stopPending stops the runners removed under mu. Call without mu.
+func (l *localState) stopPending() {
+	l.mu.Lock()
+	stops := l.toStop
+	l.toStop = nil
+	l.mu.Unlock()
+	for _, r := range stops {
+		r.Stop()
+	}
+}
+
+// reapCritical removes services whose check has been critical longer than
+// its deregister_critical_service_after.
+func (l *localState) reapCritical(now time.Time) {
+	l.mu.Lock()
+	var reap []string
+	for _, c := range l.checks {
+		if c.deregisterAfter > 0 && c.check.ServiceID != "" && c.check.Status == catalog.HealthCritical &&
+			!c.criticalSince.IsZero() && now.Sub(c.criticalSince) > c.deregisterAfter {
+			reap = append(reap, c.check.ServiceID)
+		}
+	}
+	l.mu.Unlock()
+	for _, id := range reap {
+		if l.removeService(id) {
+			l.agent.logger.Info("deregistered service whose check stayed critical", "service", id)
+		}
+	}
+}
+
+// stopAll stops every check runner and TTL timer (agent shutdown).
+func (l *localState) stopAll() {
+	l.mu.Lock()
+	for _, c := range l.checks {
+		l.stopCheckLocked(c)
+	}
+	l.mu.Unlock()
+	l.stopPending()
+}
+
+// checkNotifier receives a runner's results for one local check.
+type checkNotifier struct {
+	l *localState
+	c *localCheck
+}
+
+// UpdateCheck implements checks.Notifier.
+func (n *checkNotifier) UpdateCheck(id, status, output string) {
+	n.l.mu.Lock()
+	if n.l.checks[id] != n.c {
+		n.l.mu.Unlock()
+		return
+	}
+	n.l.setStatusLocked(n.c, status, output)
+	n.l.mu.Unlock()
+	n.l.trigger()
 }
 
 func (l *localState) removeCheck(id string) bool {
@@ -455,6 +550,7 @@ func (l *localState) removeCheck(id string) bool {
 		l.removedChecks[id] = true
 	}
 	l.mu.Unlock()
+	l.stopPending()
 	if ok {
 		l.trigger()
 	}

@@ -14,9 +14,17 @@ func (h *httpHandler) registerRoutes() {
 
 	h.handle("/v1/kv/", methodsKV, h.kv)
 	h.handle("/v1/txn", methodsPut, h.txn)
+
+	h.handle("/v1/session/create", methodsPut, h.sessionCreate)
+	h.handle("/v1/session/destroy/", methodsPut, h.sessionDestroy)
+	h.handle("/v1/session/renew/", methodsPut, h.sessionRenew)
+	h.handle("/v1/session/info/", methodsGet, h.sessionInfo)
+	h.handle("/v1/session/node/", methodsGet, h.sessionNode)
+	h.handle("/v1/session/list", methodsGet, h.sessionList)
 	h.handle("/v1/snapshot", methodsGetPut, h.snapshot)
 	h.handle("/v1/operator/raft/configuration", methodsGet, h.operator(server.OpRaftConfiguration, false))
 	h.handle("/v1/operator/raft/peer", []string{http.MethodDelete}, h.operator(server.OpRemovePeer, true))
+	h.handle("/v1/operator/keyring", []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete}, h.keyring)
 	h.handle("/v1/operator/autopilot/health", methodsGet, h.operator(server.OpAutopilotHealth, false))
 
 	h.handle("/v1/catalog/register", methodsPut, h.catalogRegister)
@@ -49,6 +57,8 @@ func (h *httpHandler) registerRoutes() {
 	h.handle("/v1/agent/service/register", methodsPut, h.agentServiceRegister)
 	h.handle("/v1/agent/service/deregister/", methodsPut, h.agentServiceDeregister)
 	h.handle("/v1/agent/checks", methodsGet, h.agentChecks)
+	h.handle("/v1/agent/maintenance", methodsPut, h.agentNodeMaint)
+	h.handle("/v1/agent/service/maintenance/", methodsPut, h.agentServiceMaint)
 	h.handle("/v1/agent/check/register", methodsPut, h.agentCheckRegister)
 	h.handle("/v1/agent/check/deregister/", methodsPut, h.agentCheckDeregister)
 	h.handle("/v1/agent/check/pass/", methodsPut, h.agentCheckTTL(catalog.HealthPassing))

@@ -114,6 +114,7 @@ type Pool struct {
 	cfg    *Config
 	ml     *memberlist.Memberlist
 	kr     *memberlist.Keyring
+	bq     *memberlist.TransmitLimitedQueue
 	logger hclog.Logger
 
 	mu      sync.Mutex
@@ -122,6 +123,11 @@ type Pool struct {
 	left    bool
 
 	events chan Event
+	// metaCh asks metaLoop to gossip changed tags; stopCh ends it.
+	metaCh   chan struct{}
+	stopCh   chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
 	// dropped counts events lost because nobody read them in time.
 	dropped int
 }
@@ -144,6 +150,8 @@ func New(cfg *Config) (*Pool, error) {
 		tags:    copyTags(cfg.Tags),
 		members: map[string]*Member{},
 		events:  make(chan Event, 4096),
+		metaCh:  make(chan struct{}, 1),
+		stopCh:  make(chan struct{}),
 	}
 	var mc *memberlist.Config
 	switch {
@@ -158,6 +166,9 @@ func New(cfg *Config) (*Pool, error) {
 		mc = memberlist.DefaultLANConfig()
 	}
 	mc.Name = cfg.NodeName
+	// A restarted agent may come back on a new address (a rescheduled
+	// pod); let it reclaim its name once the old one is known dead.
+	mc.DeadNodeReclaimTime = 30 * time.Second
 	mc.BindAddr = cfg.BindAddr
 	mc.BindPort = cfg.BindPort
 	mc.AdvertiseAddr = cfg.AdvertiseAddr
@@ -165,6 +176,12 @@ func New(cfg *Config) (*Pool, error) {
 	if mc.AdvertisePort == 0 {
 		mc.AdvertisePort = cfg.BindPort
 	}
+	p.bq = &memberlist.TransmitLimitedQueue{NumNodes: func() int {
+		if p.ml == nil {
+			return 1
+		}
+		return p.ml.NumMembers()
+	}, RetransmitMult: 4}
 	mc.Delegate = &delegate{p: p}
 	mc.Events = &eventDelegate{p: p}
 	mc.Alive = &aliveDelegate{p: p}
@@ -176,6 +193,7 @@ func New(cfg *Config) (*Pool, error) {
 		}
 		mc.Keyring = kr
 		p.kr = kr
+		p.publishKeyTags()
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}
@@ -184,7 +202,26 @@ func New(cfg *Config) (*Pool, error) {
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
 	p.ml = ml
+	p.wg.Add(1)
+	go p.metaLoop()
 	return p, nil
+}
+
+// metaLoop gossips this member's tags again whenever they change outside
+// SetTags (keyring changes arrive on memberlist's own goroutines, which must
+// not block).
+func (p *Pool) metaLoop() {
+	defer p.wg.Done()
+	for {
+		select {
+		case <-p.stopCh:
+			return
+		case <-p.metaCh:
+			if err := p.ml.UpdateNode(5 * time.Second); err != nil {
+				p.logger.Debug("gossip tags update", "error", err)
+			}
+		}
+	}
 }
 
 // Join contacts the given addresses ("host" or "host:port") and merges
@@ -294,6 +331,8 @@ func (p *Pool) Leave(timeout time.Duration) error {
 // Shutdown stops gossiping without telling anyone (the others will see this
 // member fail unless Leave was called first).
 func (p *Pool) Shutdown() error {
+	p.stopOnce.Do(func() { close(p.stopCh) })
+	p.wg.Wait()
 	if err := p.ml.Shutdown(); err != nil {
 		return fmt.Errorf("stop gossip: %w", err)
 	}
@@ -346,10 +385,12 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	}
 	return b
 }
-func (d *delegate) NotifyMsg([]byte)                           {}
-func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (d *delegate) LocalState(join bool) []byte                { return nil }
-func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
+func (d *delegate) NotifyMsg(b []byte) { d.p.handleUserMsg(b) }
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.p.bq.GetBroadcasts(overhead, limit)
+}
+func (d *delegate) LocalState(join bool) []byte            { return nil }
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {}
 
 // eventDelegate turns memberlist's callbacks into Events.
 type eventDelegate struct{ p *Pool }

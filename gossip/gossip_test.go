@@ -1,13 +1,14 @@
 package gossip
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net"
 	"testing"
 	"time"
 )
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	for {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -78,7 +79,7 @@ func TestJoinLeaveFail(t *testing.T) {
 	_ = b.Shutdown()
 	wait(t, 10*time.Second, "b left", func() bool { return statusOf(a, "b") == StatusLeft })
 	_ = c.Shutdown()
-	wait(t, 20*time.Second, "c failed", func() bool { return statusOf(a, "c") == StatusFailed })
+	wait(t, 45*time.Second, "c failed", func() bool { return statusOf(a, "c") == StatusFailed })
 }
 
 func TestEncryptionKeyMismatchRefused(t *testing.T) {
@@ -118,5 +119,54 @@ func TestDuplicateNameRefused(t *testing.T) {
 		if m.Name == "b" && m.Tags["id"] != "b-id" {
 			t.Fatalf("the duplicate name replaced the member: %+v", m)
 		}
+	}
+}
+
+func TestKeyringRotation(t *testing.T) {
+	k1 := []byte("0123456789abcdef")
+	k2 := []byte("ABCDEFGHIJKLMNOP")
+	b64 := func(k []byte) string { return base64.StdEncoding.EncodeToString(k) }
+	a, b, c := newPool(t, "a", [][]byte{k1}), newPool(t, "b", [][]byte{k1}), newPool(t, "c", [][]byte{k1})
+	for _, p := range []*Pool{b, c} {
+		if _, err := p.Join([]string{addr(a)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait(t, 5*time.Second, "three members", func() bool { return a.NumMembers() == 3 })
+	if err := a.KeyringOp(KeyInstall, b64(k2)); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, 10*time.Second, "the new key on every member", func() bool {
+		st, err := a.KeyringList()
+		return err == nil && st.Keys[b64(k2)] == 3 && st.NumNodes == 3
+	})
+	if err := b.KeyringOp(KeyUse, b64(k2)); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, 10*time.Second, "the new key primary everywhere", func() bool {
+		st, err := c.KeyringList()
+		return err == nil && st.PrimaryKeys[b64(k2)] == 3
+	})
+	if err := c.KeyringOp(KeyRemove, b64(k1)); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, 10*time.Second, "the old key gone everywhere", func() bool {
+		st, err := a.KeyringList()
+		_, has := st.Keys[b64(k1)]
+		return err == nil && !has && st.Keys[b64(k2)] == 3
+	})
+	// A member with only the old key can no longer join.
+	old := newPool(t, "old", [][]byte{k1})
+	if _, err := old.Join([]string{addr(a)}); err == nil {
+		t.Fatal("a member with the removed key joined")
+	}
+	// Removing the primary key is refused.
+	if err := a.KeyringOp(KeyRemove, b64(k2)); err == nil {
+		t.Fatal("removing the primary key succeeded")
+	}
+	// No keyring without encryption.
+	plain := newPool(t, "plain", nil)
+	if _, err := plain.KeyringList(); err != ErrNoKeyring {
+		t.Fatalf("keyring list without encryption: %v", err)
 	}
 }

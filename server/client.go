@@ -77,6 +77,28 @@ func (c *Client) pick(exclude string) (string, error) {
 	return c.preferred, nil
 }
 
+// preferLeader makes the leader the server of the next requests, saving
+// the follower's forwarding hop, when gossip knows it as a server.
+func (c *Client) preferLeader(leader string) {
+	if leader == "" {
+		return
+	}
+	c.mu.Lock()
+	cur := c.preferred
+	c.mu.Unlock()
+	if cur == leader {
+		return
+	}
+	for _, s := range c.cfg.Servers() {
+		if s == leader {
+			c.mu.Lock()
+			c.preferred = leader
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
 // invoke calls method on a server, rotating servers on transport failures
 // and retrying retryable answers until the hold timeout. decode turns a
 // response into an error for retry decisions.
@@ -123,6 +145,7 @@ func (c *Client) Apply(ctx context.Context, t catalog.CommandType, body any) (an
 	var resp ApplyResponse
 	var res any
 	err = c.invoke(ctx, "Apply", &ApplyRequest{Data: buf}, &resp, func() error {
+		c.preferLeader(resp.Leader)
 		var derr error
 		res, derr = decodeApplyResult(&resp)
 		return derr
@@ -136,7 +159,12 @@ func (c *Client) Apply(ctx context.Context, t catalog.CommandType, body any) (an
 // Read runs a read on a server.
 func (c *Client) Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
 	var resp ReadResponseWire
-	err := c.invoke(ctx, "Read", req, &resp, func() error { return fromWire(resp.Error) })
+	err := c.invoke(ctx, "Read", req, &resp, func() error {
+		if !req.Options.AllowStale {
+			c.preferLeader(resp.Leader)
+		}
+		return fromWire(resp.Error)
+	})
 	if err != nil {
 		return nil, err
 	}

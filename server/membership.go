@@ -221,13 +221,22 @@ func (s *Server) ensureSerfHealth(ctx context.Context, m gossip.Member, status, 
 	addr := m.Addr.String()
 	_, node, _ := s.store.GetNode(nil, m.Name)
 	chk, _ := s.store.CheckOf(m.Name, catalog.SerfCheckID)
-	if node != nil && node.Address == addr && chk != nil && chk.Status == status {
+	var svc *catalog.Service
+	if m.IsServer() {
+		// Servers appear as the "consul" service, as Consul's do, so
+		// consul.service.<domain> finds them.
+		port, _ := strconv.Atoi(m.Tags["port"])
+		svc = &catalog.Service{ID: ServerServiceName, Service: ServerServiceName, Port: port,
+			Tags: []string{}, Meta: map[string]string{}, Weights: catalog.Weights{Passing: 1, Warning: 1}}
+	}
+	if node != nil && node.Address == addr && chk != nil && chk.Status == status && (svc == nil || s.hasServerService(m.Name, svc.Port)) {
 		return nil
 	}
 	req := &catalog.RegisterRequest{
 		ID: m.Tags["id"], Node: m.Name, Address: addr, Datacenter: s.config.Datacenter,
 		Check: &catalog.HealthCheck{Node: m.Name, CheckID: catalog.SerfCheckID, Name: "Serf Health Status",
 			Status: status, Output: output},
+		Service: svc,
 	}
 	if node != nil {
 		// Keep what the agent registered (meta, tagged addresses).
@@ -237,6 +246,22 @@ func (s *Server) ensureSerfHealth(ctx context.Context, m gossip.Member, status, 
 		}
 	}
 	return s.applyErr(ctx, catalog.CmdRegister, req)
+}
+
+// ServerServiceName is the service every server is registered as.
+const ServerServiceName = "consul"
+
+func (s *Server) hasServerService(node string, port int) bool {
+	_, ns, err := s.store.NodeServices(nil, node)
+	if err != nil || ns == nil {
+		return false
+	}
+	for _, sv := range ns.Services {
+		if sv.ID == ServerServiceName && sv.Port == port {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) applyErr(ctx context.Context, t catalog.CommandType, body any) error {

@@ -204,6 +204,9 @@ type ApplyRequest struct {
 
 // ApplyResponse is the FSM's answer to an ApplyRequest.
 type ApplyResponse struct {
+	// Leader is the leader's address as the answering server knows it, so
+	// that a client agent can send its next request there directly.
+	Leader  string               `json:",omitempty"`
 	Error   *WireError           `json:",omitempty"`
 	Result  *WireError           `json:",omitempty"` // an FSM error result
 	KV      *kvWire              `json:",omitempty"`
@@ -247,8 +250,10 @@ func decodeApplyResult(r *ApplyResponse) (any, error) {
 
 // ReadResponseWire carries a read's result or error.
 type ReadResponseWire struct {
-	Error *WireError            `json:",omitempty"`
-	Resp  *catalog.ReadResponse `json:",omitempty"`
+	// Leader is as in ApplyResponse.
+	Leader string                `json:",omitempty"`
+	Error  *WireError            `json:",omitempty"`
+	Resp   *catalog.ReadResponse `json:",omitempty"`
 }
 
 // StatusRequest asks a server about its Raft state.
@@ -315,17 +320,19 @@ var rpcServiceDesc = grpc.ServiceDesc{
 func (s *Server) rpcApply(ctx context.Context, req *ApplyRequest) (*ApplyResponse, error) {
 	res, err := s.ApplyRaw(ctx, req.Data)
 	if err != nil {
-		return &ApplyResponse{Error: toWire(err)}, nil
+		return &ApplyResponse{Error: toWire(err), Leader: s.Leader()}, nil
 	}
-	return encodeApplyResult(res), nil
+	out := encodeApplyResult(res)
+	out.Leader = s.Leader()
+	return out, nil
 }
 
 func (s *Server) rpcRead(ctx context.Context, req *catalog.ReadRequest) (*ReadResponseWire, error) {
 	resp, err := s.Read(ctx, req)
 	if err != nil {
-		return &ReadResponseWire{Error: toWire(err)}, nil
+		return &ReadResponseWire{Error: toWire(err), Leader: s.Leader()}, nil
 	}
-	return &ReadResponseWire{Resp: resp}, nil
+	return &ReadResponseWire{Resp: resp, Leader: s.Leader()}, nil
 }
 
 func (s *Server) rpcStatus(ctx context.Context, req *StatusRequest) (*StatusResponse, error) {

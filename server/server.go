@@ -247,13 +247,11 @@ func (s *Server) setupRaft() error {
 	raftL := &raftLayer{chanListener: newChanListener(ln.Addr()), advertise: advertise}
 	rpcL := newChanListener(ln.Addr())
 	s.closers = append(s.closers, ln.Close, raftL.Close, rpcL.Close)
-	s.wg.Add(2)
+	s.wg.Add(1)
 	go s.serveMux(ln, raftL.chanListener, rpcL)
+	// The RPC is served only once Raft exists (below): a peer's Status
+	// call must never see a half-built server.
 	s.grpc = s.newRPCServer()
-	go func() {
-		defer s.wg.Done()
-		_ = s.grpc.Serve(rpcL)
-	}()
 	trans := raft.NewNetworkTransportWithLogger(raftL, 5, 10*time.Second, s.logger.Named("raft.transport"))
 	s.transport = trans
 	s.closers = append(s.closers, trans.Close)
@@ -277,6 +275,11 @@ func (s *Server) setupRaft() error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	s.raft = r
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = s.grpc.Serve(rpcL)
+	}()
 	return nil
 }
 

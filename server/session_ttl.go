@@ -169,15 +169,19 @@ func (t *sessionTimers) run(ctx context.Context) {
 		}
 		wctx, wcancel := context.WithCancel(ctx)
 		watchCh := ws.WatchCh(wctx)
+		watched := false
 		select {
 		case <-ctx.Done():
 		case <-watchCh:
+			watched = true
 		case <-t.wake:
 		case <-timerC:
 		}
 		stop()
 		wcancel()
-		<-watchCh // WatchCh's goroutine has returned once it answers.
+		if !watched {
+			<-watchCh // WatchCh's goroutine has returned once it answers.
+		}
 		if ctx.Err() != nil {
 			return
 		}

@@ -37,6 +37,7 @@ func commands() map[string]command {
 		"join":        {"Tells a running agent to join the cluster", runJoin},
 		"force-leave": {"Forces a member of the cluster to enter the left state", runForceLeave},
 		"keygen":      {"Generates a new encryption key", runKeygen},
+		"keyring":     {"Manages gossip layer encryption keys", runKeyring},
 
 		"operator":                  {"Provides cluster-level tools", groupCommand("operator", "Cluster-level operator tools.")},
 		"operator raft":             {"Provides tools for the Raft subsystem", groupCommand("operator raft", "Raft peer tools.")},

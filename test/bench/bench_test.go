@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,7 +33,7 @@ func BenchmarkDevKVWrite(b *testing.B) {
 				vals := map[string]float64{}
 				for _, kind := range kinds() {
 					p := startDev(b, kind)
-					r := kvWriteLoad(b, p.httpAddr(), clients, d)
+					r := kvWriteLoad(b, p.httpAddr(), clients, d, []*proc{p})
 					p.kill()
 					vals[kind] = r.opsPerSec()
 					record(b, kind, name, "ops/s", r.opsPerSec(), r.String())
@@ -55,7 +56,7 @@ func BenchmarkDevRead(b *testing.B) {
 				for _, kind := range kinds() {
 					p := startDev(b, kind)
 					populate(b, p.httpAddr())
-					r := kvReadLoad(b, p.httpAddr(), mode, 64, d)
+					r := kvReadLoad(b, p.httpAddr(), mode, 64, d, []*proc{p})
 					p.kill()
 					vals[kind] = r.opsPerSec()
 					record(b, kind, name, "ops/s", r.opsPerSec(), r.String())
@@ -113,7 +114,7 @@ func BenchmarkClusterKVWrite(b *testing.B) {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			runOnce(b, func() {
 				c := getCluster(b)
-				r := kvWriteLoad(b, c.client.httpAddr(), clients, benchDuration(b))
+				r := kvWriteLoad(b, c.client.httpAddr(), clients, benchDuration(b), c.all())
 				record(b, kindTribune, fmt.Sprintf("cluster kv-write clients=%d", clients), "ops/s", r.opsPerSec(), r.String())
 			})
 		})
@@ -127,7 +128,7 @@ func BenchmarkClusterRead(b *testing.B) {
 		runOnce(b, func() {
 			c := getCluster(b)
 			populate(b, c.client.httpAddr())
-			r := kvReadLoad(b, c.client.httpAddr(), readConsistent, 64, benchDuration(b))
+			r := kvReadLoad(b, c.client.httpAddr(), readConsistent, 64, benchDuration(b), c.all())
 			record(b, kindTribune, "cluster read-consistent clients=64", "ops/s", r.opsPerSec(), r.String())
 		})
 	})
@@ -224,6 +225,19 @@ func failoverOnce(b *testing.B, c *cluster, kv *api.KV, run int) (time.Duration,
 	}
 	if err := c.client.waitReady(3, time.Minute); err != nil {
 		b.Fatalf("failover run %d: client: %v", run, err)
+	}
+	// Caught up: the restarted server serves the value written after it
+	// was killed from its own state.
+	vkv := newAPIClient(b, victim.httpAddr()).KV()
+	for deadline := time.Now().Add(time.Minute); ; {
+		p, _, err := vkv.Get("bench/failover", &api.QueryOptions{AllowStale: true})
+		if err == nil && p != nil && string(p.Value) == strconv.Itoa(run) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("failover run %d: restarted %s has not caught up after 1m (err=%v)", run, victim.name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	detail += fmt.Sprintf(" rejoined_in=%s", time.Since(restart).Round(time.Millisecond))
 	// Let the restarted server catch up and the cluster settle before the
@@ -391,6 +405,13 @@ func printSummary() {
 	if consulPath == "" {
 		fmt.Println("bench: consul not on PATH, no ratio")
 	}
+	if theCluster != nil {
+		for _, p := range theCluster.all() {
+			if n, why := p.crashCount(); n > 0 {
+				fmt.Printf("bench: WARNING cluster agent %s crashed %d time(s) by itself and was restarted (last: %s)\n", p.name, n, why)
+			}
+		}
+	}
 }
 
 func TestMain(m *testing.M) {
@@ -406,6 +427,9 @@ func TestMain(m *testing.M) {
 	}
 	workDir = dir
 	if benching {
+		// The harness shares the machine with the agents: spend less of
+		// it on garbage collection (memory is not what is measured here).
+		debug.SetGCPercent(400)
 		if n, err := raiseFDLimit(); err != nil {
 			fmt.Printf("bench: raising the open-file limit: %v\n", err)
 		} else {

@@ -16,6 +16,10 @@
 //
 //	make bench                      # all of it, BENCH_DURATION=10s
 //	BENCH_DURATION=3s BENCH_WATCHERS=5000,10000 make bench
+//	make bench BENCH_RUN=Cluster    # a -bench pattern
+//
+// Without -bench (go test ./..., make test) only a millisecond unit test
+// of the harness runs.
 //
 // Environment:
 //

@@ -6,7 +6,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -69,6 +72,7 @@ type loadResult struct {
 	elapsed   time.Duration
 	p50, p99  time.Duration
 	firstErr  error
+	cpu       string // CPU used by the harness and each agent during the run
 }
 
 func (r loadResult) opsPerSec() float64 { return float64(r.ops) / r.elapsed.Seconds() }
@@ -76,15 +80,98 @@ func (r loadResult) opsPerSec() float64 { return float64(r.ops) / r.elapsed.Seco
 func (r loadResult) String() string {
 	s := fmt.Sprintf("ops=%d errors=%d p50_ms=%.2f p99_ms=%.2f over=%s", r.ops, r.errs,
 		float64(r.p50.Microseconds())/1000, float64(r.p99.Microseconds())/1000, r.elapsed.Round(time.Millisecond))
+	if r.cpu != "" {
+		s += " cpu%: " + r.cpu
+	}
 	if r.firstErr != nil {
 		s += fmt.Sprintf(" first_error=%q", r.firstErr.Error())
 	}
 	return s
 }
 
+// cpuMeter measures the CPU time of the harness and of agent processes
+// over a run, to tell a server bottleneck from a client one on a small
+// machine.
+type cpuMeter struct {
+	names []string
+	pids  []int
+	start []int64
+	busy0 int64 // machine-wide busy ticks, all cores
+	t0    time.Time
+}
+
+func newCPUMeter(agents []*proc) *cpuMeter {
+	m := &cpuMeter{names: []string{"harness"}, pids: []int{os.Getpid()}}
+	for _, p := range agents {
+		m.names = append(m.names, p.name)
+		m.pids = append(m.pids, p.pid())
+	}
+	for _, pid := range m.pids {
+		t, _ := cpuTicks(pid)
+		m.start = append(m.start, t)
+	}
+	m.busy0, _ = machineBusyTicks()
+	m.t0 = time.Now()
+	return m
+}
+
+// String gives each process's CPU use in percent of one core (100 ticks
+// a second on Linux).
+func (m *cpuMeter) String() string {
+	el := time.Since(m.t0).Seconds()
+	var parts []string
+	var ours int64
+	for i, pid := range m.pids {
+		t, err := cpuTicks(pid)
+		if err != nil {
+			parts = append(parts, m.names[i]+"=?")
+			continue
+		}
+		ours += t - m.start[i]
+		parts = append(parts, fmt.Sprintf("%s=%.0f", m.names[i], float64(t-m.start[i])/el))
+	}
+	// What the rest of the machine took meanwhile (other test runs on a
+	// shared box), and the cores there are.
+	if busy, err := machineBusyTicks(); err == nil && m.busy0 > 0 {
+		others := busy - m.busy0 - ours
+		if others < 0 {
+			others = 0
+		}
+		parts = append(parts, fmt.Sprintf("other_processes=%.0f", float64(others)/el))
+	}
+	parts = append(parts, fmt.Sprintf("of=%d", 100*runtime.NumCPU()))
+	return strings.Join(parts, ",")
+}
+
+// machineBusyTicks sums the non-idle CPU time of all cores from /proc/stat.
+func machineBusyTicks() (int64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("malformed /proc/stat")
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		// user nice system idle iowait irq softirq steal guest guest_nice
+		if i == 3 || i == 4 || i >= 8 {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		busy += n
+	}
+	return busy, nil
+}
+
 // runLoad runs `clients` workers, each calling its op in a loop, for d.
 // newOp is called once per worker before the clock starts.
-func runLoad(clients int, d time.Duration, newOp func(worker int) func(r *rand.Rand) error) loadResult {
+func runLoad(clients int, d time.Duration, agents []*proc, newOp func(worker int) func(r *rand.Rand) error) loadResult {
 	ops := make([]func(*rand.Rand) error, clients)
 	for i := range ops {
 		ops[i] = newOp(i)
@@ -98,6 +185,7 @@ func runLoad(clients int, d time.Duration, newOp func(worker int) func(r *rand.R
 		latMu    sync.Mutex
 		lats     []time.Duration
 	)
+	meter := newCPUMeter(agents)
 	start := time.Now()
 	deadline := start.Add(d)
 	for i := 0; i < clients; i++ {
@@ -128,7 +216,7 @@ func runLoad(clients int, d time.Duration, newOp func(worker int) func(r *rand.R
 		}(i)
 	}
 	wg.Wait()
-	res := loadResult{ops: nOK.Load(), errs: nErr.Load(), elapsed: time.Since(start), firstErr: firstErr}
+	res := loadResult{ops: nOK.Load(), errs: nErr.Load(), elapsed: time.Since(start), firstErr: firstErr, cpu: meter.String()}
 	if len(lats) > 0 {
 		sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
 		res.p50 = lats[len(lats)/2]
@@ -138,8 +226,8 @@ func runLoad(clients int, d time.Duration, newOp func(worker int) func(r *rand.R
 }
 
 // kvWriteLoad PUTs a 100-byte value to random keys of the key space.
-func kvWriteLoad(tb testing.TB, addr string, clients int, d time.Duration) loadResult {
-	return runLoad(clients, d, func(int) func(*rand.Rand) error {
+func kvWriteLoad(tb testing.TB, addr string, clients int, d time.Duration, agents []*proc) loadResult {
+	return runLoad(clients, d, agents, func(int) func(*rand.Rand) error {
 		kv := newAPIClient(tb, addr).KV()
 		return func(r *rand.Rand) error {
 			_, err := kv.Put(&api.KVPair{Key: benchKey(r.IntN(keySpace)), Value: benchValue}, nil)
@@ -168,8 +256,8 @@ func (m readMode) options() *api.QueryOptions {
 }
 
 // kvReadLoad GETs random keys of the (populated) key space.
-func kvReadLoad(tb testing.TB, addr string, mode readMode, clients int, d time.Duration) loadResult {
-	return runLoad(clients, d, func(int) func(*rand.Rand) error {
+func kvReadLoad(tb testing.TB, addr string, mode readMode, clients int, d time.Duration, agents []*proc) loadResult {
+	return runLoad(clients, d, agents, func(int) func(*rand.Rand) error {
 		kv := newAPIClient(tb, addr).KV()
 		q := mode.options()
 		return func(r *rand.Rand) error {

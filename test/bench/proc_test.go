@@ -130,10 +130,17 @@ type proc struct {
 	ports   ports
 	logPath string
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-	err    error // exit status once exited is closed
+	// supervise restarts the process when it exits without being killed,
+	// as systemd would; every crash is printed.
+	supervise bool
+
+	mu        sync.Mutex
+	cmd       *exec.Cmd
+	exited    chan struct{}
+	err       error // exit status once exited is closed
+	killed    bool  // kill was called since the last start
+	crashes   int
+	lastCrash string
 }
 
 var (
@@ -168,6 +175,10 @@ func newProc(name, bin string, pp ports, args []string) *proc {
 func (p *proc) start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.startLocked()
+}
+
+func (p *proc) startLocked() error {
 	f, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -184,7 +195,7 @@ func (p *proc) start() error {
 		return fmt.Errorf("start %s: %w", p.name, err)
 	}
 	exited := make(chan struct{})
-	p.cmd, p.exited = cmd, exited
+	p.cmd, p.exited, p.killed = cmd, exited, false
 	procsMu.Lock()
 	procs[p] = true
 	procsMu.Unlock()
@@ -193,10 +204,63 @@ func (p *proc) start() error {
 		f.Close()
 		p.mu.Lock()
 		p.err = err
+		restart := p.supervise && !p.killed
+		if restart {
+			p.crashes++
+		}
 		p.mu.Unlock()
 		close(exited)
+		if restart {
+			reason := p.crashReason()
+			p.mu.Lock()
+			p.lastCrash = reason
+			p.mu.Unlock()
+			fmt.Printf("bench: WARNING %s exited unexpectedly (%v): %s; restarting it\n", p.name, err, reason)
+			time.Sleep(500 * time.Millisecond)
+			p.mu.Lock()
+			if !p.killed {
+				if err := p.startLocked(); err != nil {
+					fmt.Printf("bench: restarting %s: %v\n", p.name, err)
+				}
+			}
+			p.mu.Unlock()
+		}
 	}()
 	return nil
+}
+
+// crashReason returns the first panic or fatal line of the last run in
+// the log, with the frame of the agent code it came from.
+func (p *proc) crashReason() string {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	if i := bytes.LastIndex(b, []byte("\n=== ")); i >= 0 {
+		b = b[i:]
+	}
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, "panic:") || strings.HasPrefix(l, "fatal error:") || strings.HasPrefix(l, "==> ") && strings.Contains(l, "rror") {
+			reason := l
+			for _, f := range lines[i+1:] {
+				if strings.Contains(f, "tribune-mesh/tribune/") && !strings.HasPrefix(f, "\t") {
+					reason += " at " + strings.TrimSpace(f)
+					break
+				}
+			}
+			return reason
+		}
+	}
+	return "no panic in its log"
+}
+
+// crashCount returns how many times the process exited by itself, and
+// why the last time.
+func (p *proc) crashCount() (int, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.crashes, p.lastCrash
 }
 
 func (p *proc) pid() int {
@@ -227,6 +291,7 @@ func (p *proc) running() bool {
 // kill SIGKILLs the process and waits until it is reaped.
 func (p *proc) kill() {
 	p.mu.Lock()
+	p.killed = true
 	cmd, ch := p.cmd, p.exited
 	p.mu.Unlock()
 	if cmd == nil || ch == nil {
@@ -298,8 +363,11 @@ func (p *proc) waitReady(wantPeers int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
-		if !p.running() {
-			return fmt.Errorf("%s exited (%v); log:\n%s", p.name, p.err, p.logTail(3000))
+		if !p.running() && !p.supervise {
+			p.mu.Lock()
+			err := p.err
+			p.mu.Unlock()
+			return fmt.Errorf("%s exited (%v); log:\n%s", p.name, err, p.logTail(3000))
 		}
 		leader, peers, err := status(p.httpAddr())
 		switch {

@@ -124,12 +124,13 @@ func startCluster(tb testing.TB, bin string) (*cluster, error) {
 	args = append(args, join(-1)...)
 	c.client = newProc("c1", bin, cp, args)
 
-	for _, p := range append(append([]*proc{}, c.servers...), c.client) {
+	for _, p := range c.all() {
+		p.supervise = true
 		if err := p.start(); err != nil {
 			return nil, err
 		}
 	}
-	for _, p := range append(append([]*proc{}, c.servers...), c.client) {
+	for _, p := range c.all() {
 		if err := p.waitReady(3, 90*time.Second); err != nil {
 			return nil, err
 		}
@@ -146,3 +147,5 @@ func (c *cluster) serverFor(addr string) *proc {
 	}
 	return nil
 }
+
+func (c *cluster) all() []*proc { return append(append([]*proc{}, c.servers...), c.client) }

@@ -109,7 +109,7 @@ func runWatchers(tb testing.TB, p *proc, n int) watchResult {
 		wrote    sync.WaitGroup // every watcher's first request is on the wire
 		done     sync.WaitGroup // every watcher has the new value
 		dial     = make(chan struct{}, 256)
-		errOnce  sync.Once
+		errMu    sync.Mutex
 		nErr     atomic.Int64
 		nSpur    atomic.Int64
 		doneAt   = make([]time.Time, n)
@@ -136,7 +136,11 @@ func runWatchers(tb testing.TB, p *proc, n int) watchResult {
 						return
 					}
 					nErr.Add(1)
-					errOnce.Do(func() { res.firstErr = err })
+					errMu.Lock()
+					if res.firstErr == nil {
+						res.firstErr = err
+					}
+					errMu.Unlock()
 					signal()
 					time.Sleep(100 * time.Millisecond)
 					continue
@@ -154,7 +158,11 @@ func runWatchers(tb testing.TB, p *proc, n int) watchResult {
 						err = fmt.Errorf("%d entries", len(got))
 					}
 					nErr.Add(1)
-					errOnce.Do(func() { res.firstErr = err })
+					errMu.Lock()
+					if res.firstErr == nil {
+						res.firstErr = err
+					}
+					errMu.Unlock()
 					time.Sleep(100 * time.Millisecond)
 					continue
 				}
@@ -172,6 +180,11 @@ func runWatchers(tb testing.TB, p *proc, n int) watchResult {
 		}(i)
 	}
 
+	firstErr := func() error {
+		errMu.Lock()
+		defer errMu.Unlock()
+		return res.firstErr
+	}
 	fail := func(format string, args ...any) {
 		cancel()
 		if p.logContains("too many open files") {
@@ -180,7 +193,7 @@ func runWatchers(tb testing.TB, p *proc, n int) watchResult {
 		tb.Fatalf(format, args...)
 	}
 	if !waitGroupTimeout(&wrote, 5*time.Minute) {
-		fail("watchers: not all %d requests sent after 5m (errors=%d, first=%v)", n, nErr.Load(), res.firstErr)
+		fail("watchers: not all %d requests sent after 5m (errors=%d, first=%v)", n, nErr.Load(), firstErr())
 	}
 	// Every request is on the wire; wait until the agent holds all the
 	// connections and has gone idle (each request parsed and parked on
@@ -226,7 +239,7 @@ func runWatchers(tb testing.TB, p *proc, n int) watchResult {
 	res.errs = nErr.Load()
 	res.spurious = nSpur.Load() - res.spurious
 	if !allDone || len(woke) != n {
-		fail("watchers: only %d of %d returned the new value within 5m (errors=%d, first=%v)", len(woke), n, res.errs, res.firstErr)
+		fail("watchers: only %d of %d returned the new value within 5m (errors=%d, first=%v)", len(woke), n, res.errs, firstErr())
 	}
 	sort.Slice(woke, func(i, j int) bool { return woke[i] < woke[j] })
 	res.allWoken = woke[len(woke)-1]
