@@ -63,12 +63,48 @@ func (f *FSM) Apply(l *raft.Log) any {
 }
 
 // ApplyBatch implements raft.BatchingFSM.
+//
+// Consecutive KV writes of a batch share one memdb transaction, so their
+// readers are woken once per batch instead of once per write. A KV write
+// either applies whole or changes nothing, so sharing is safe; any other
+// command runs in a transaction of its own.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
-	for i, l := range logs {
-		out[i] = f.Apply(l)
+	for i := 0; i < len(logs); {
+		j := i
+		var reqs []*KVRequest
+		for j < len(logs) {
+			req, ok := decodeKV(logs[j])
+			if !ok {
+				break
+			}
+			reqs = append(reqs, req)
+			j++
+		}
+		if len(reqs) < 2 {
+			out[i] = f.Apply(logs[i])
+			i++
+			continue
+		}
+		res := f.store.kvApplyBatch(logs[i:j], reqs)
+		for k := range res {
+			out[i+k] = res[k]
+		}
+		i = j
 	}
 	return out
+}
+
+// decodeKV returns the KV write an entry carries, if it is a valid one.
+func decodeKV(l *raft.Log) (*KVRequest, bool) {
+	if l.Type != raft.LogCommand || len(l.Data) == 0 || CommandType(l.Data[0]) != CmdKV {
+		return nil, false
+	}
+	var req KVRequest
+	if err := json.Unmarshal(l.Data[1:], &req); err != nil {
+		return nil, false
+	}
+	return &req, true
 }
 
 func (f *FSM) applyCommand(idx uint64, t CommandType, body []byte) any {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-memdb"
+	"github.com/hashicorp/raft"
 )
 
 // KVApply applies one KV write at idx. It returns false when a condition
@@ -16,6 +17,20 @@ func (s *Store) KVApply(idx uint64, req *KVRequest) (bool, error) {
 		return false, nil
 	}
 	return s.kvApplyLog(idx, req)
+}
+
+// kvApplyBatch applies consecutive KV writes from the Raft log in one memdb
+// transaction; each result is as kvApplyLog would give it alone.
+func (s *Store) kvApplyBatch(logs []*raft.Log, reqs []*KVRequest) []any {
+	txn := s.mem().Txn(true)
+	defer txn.Abort()
+	out := make([]any, len(reqs))
+	for i, req := range reqs {
+		ok, err := s.kvApplyTxn(txn, logs[i].Index, req.Op, &req.Entry)
+		out[i] = KVResult{OK: ok, Err: err}
+	}
+	txn.Commit()
+	return out
 }
 
 // kvApplyLog applies a KV write from the Raft log. Lock delay is not

@@ -31,9 +31,27 @@ const maxRPCMessage = 64 << 20
 // structs shared with the HTTP API, so no generated code is needed.
 type jsonCodec struct{}
 
-func (jsonCodec) Marshal(v any) ([]byte, error)      { return json.Marshal(v) }
-func (jsonCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
-func (jsonCodec) Name() string                       { return "json" }
+// rawApply marks an ApplyRequest sent as its raw command bytes: the write
+// path's hot message skips JSON and base64. No JSON text starts with it.
+const rawApply byte = 0xff
+
+func (jsonCodec) Marshal(v any) ([]byte, error) {
+	if a, ok := v.(*ApplyRequest); ok {
+		out := make([]byte, 0, len(a.Data)+1)
+		return append(append(out, rawApply), a.Data...), nil
+	}
+	return json.Marshal(v)
+}
+
+func (jsonCodec) Unmarshal(data []byte, v any) error {
+	if a, ok := v.(*ApplyRequest); ok && len(data) > 0 && data[0] == rawApply {
+		a.Data = append([]byte(nil), data[1:]...)
+		return nil
+	}
+	return json.Unmarshal(data, v)
+}
+
+func (jsonCodec) Name() string { return "json" }
 
 // chanListener is a net.Listener fed by the port multiplexer.
 type chanListener struct {
