@@ -45,6 +45,11 @@ func (a *Agent) serverConfig(logger hclog.Logger) *server.Config {
 		scfg.HoldTimeout = cfg.RPCHoldTimeout
 	}
 	scfg.ReconnectTimeout = cfg.ReconnectTimeout
+	scfg.CleanupDeadServers = cfg.Autopilot.CleanupDeadServers
+	if cfg.Autopilot.ServerStabilizationTime > 0 {
+		scfg.ServerStabilizationTime = cfg.Autopilot.ServerStabilizationTime
+	}
+	scfg.MinQuorum = cfg.Autopilot.MinQuorum
 	scfg.Gossip = a.gossip
 	scfg.Logger = logger
 	return scfg

@@ -261,3 +261,56 @@ func TestClusterReplicationFailoverAndMembership(t *testing.T) {
 		t.Fatalf("stale read on the minority: %v %v", p, err)
 	}
 }
+
+func TestAutopilotRemovesDeadServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("five servers")
+	}
+	var srvs []*node
+	var join string
+	for i := 0; i < 5; i++ {
+		c := agenttest.ClusterConfig(t, fmt.Sprintf("s%d", i+1), true, 5, join)
+		c.Autopilot.ServerStabilizationTime = time.Second
+		if join == "" {
+			join = agenttest.SerfAddr(c)
+		}
+		a := agenttest.StartNoWait(t, c)
+		srvs = append(srvs, &node{cfg: c, agent: a, api: apiClient(t, a)})
+	}
+	waitUntil(t, 30*time.Second, "five peers", func() error {
+		peers, err := srvs[0].api.Status().Peers()
+		if err != nil || len(peers) != 5 {
+			return fmt.Errorf("peers %v %v", peers, err)
+		}
+		return nil
+	})
+	// A follower dies: after the stabilization time it leaves the Raft
+	// configuration, and the remaining four keep a quorum of three.
+	leader := leaderOf(t, srvs)
+	var victim *node
+	for _, s := range srvs {
+		if s != leader {
+			victim = s
+			break
+		}
+	}
+	victim.stop(t)
+	waitUntil(t, 40*time.Second, "the dead server removed", func() error {
+		peers, err := leader.api.Status().Peers()
+		if err != nil {
+			return err
+		}
+		for _, p := range peers {
+			if strings.HasSuffix(p, fmt.Sprintf(":%d", victim.cfg.Ports.Server)) {
+				return fmt.Errorf("still a peer: %v", peers)
+			}
+		}
+		if len(peers) != 4 {
+			return fmt.Errorf("peers %v", peers)
+		}
+		return nil
+	})
+	if _, err := leader.api.KV().Put(&api.KVPair{Key: "after", Value: []byte("1")}, nil); err != nil {
+		t.Fatalf("write after removing the dead server: %v", err)
+	}
+}

@@ -145,6 +145,7 @@ func (s *Server) reconcileAll(ctx context.Context) {
 			}
 		}
 	}
+	s.cleanupDeadServers(members)
 	// Reap catalog nodes that gossip no longer knows, or that failed
 	// longer ago than reconnect_timeout.
 	_, nodes, err := s.store.Nodes(nil)
@@ -171,6 +172,51 @@ func (s *Server) reconcileAll(ctx context.Context) {
 				s.removeRaftPeer(m)
 			}
 		}
+	}
+}
+
+// cleanupDeadServers is autopilot's cleanup_dead_servers: a voter whose
+// member has been failed longer than the stabilization time is removed from
+// the Raft configuration, as long as at least min_quorum (and never fewer
+// than three) voters remain, so the cluster keeps its fault tolerance.
+func (s *Server) cleanupDeadServers(members map[string]gossip.Member) {
+	if !s.config.CleanupDeadServers {
+		return
+	}
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	byID := map[string]gossip.Member{}
+	for _, m := range members {
+		byID[m.Tags["id"]] = m
+	}
+	voters := 0
+	var dead []raft.Server
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		m, ok := byID[string(srv.ID)]
+		if !ok || m.Status != gossip.StatusFailed {
+			continue
+		}
+		if since := s.failedSince(m.Name); !since.IsZero() && time.Since(since) > s.config.ServerStabilizationTime {
+			dead = append(dead, srv)
+		}
+	}
+	floor := max(3, s.config.MinQuorum)
+	for _, srv := range dead {
+		if voters-1 < floor {
+			return
+		}
+		if err := s.raft.RemoveServer(srv.ID, 0, 0).Error(); err != nil {
+			s.logger.Warn("autopilot: remove dead server", "id", srv.ID, "error", err)
+			return
+		}
+		voters--
+		s.logger.Info("autopilot: removed dead server", "id", srv.ID, "address", srv.Address)
 	}
 }
 

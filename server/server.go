@@ -85,6 +85,11 @@ type Config struct {
 	BootstrapExpect int
 	// ReconnectTimeout is how long a failed member stays in the catalog.
 	ReconnectTimeout time.Duration
+	// CleanupDeadServers, ServerStabilizationTime and MinQuorum are
+	// autopilot's settings.
+	CleanupDeadServers      bool
+	ServerStabilizationTime time.Duration
+	MinQuorum               int
 	// Logger is the server's logger; nil discards.
 	Logger hclog.Logger
 	// Now is the clock; nil means time.Now.
@@ -100,6 +105,9 @@ func DefaultConfig() *Config {
 		SnapshotInterval:  120 * time.Second,
 		TrailingLogs:      10240,
 		HoldTimeout:       7 * time.Second,
+
+		CleanupDeadServers:      true,
+		ServerStabilizationTime: 10 * time.Second,
 	}
 }
 
