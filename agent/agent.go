@@ -161,6 +161,13 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		defer a.wg.Done()
 		a.local.run(a.shutdownCh)
 	}()
+	if a.gossip != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.syncCoordinates(a.shutdownCh)
+		}()
+	}
 	started = true
 	return a, nil
 }

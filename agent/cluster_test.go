@@ -314,3 +314,39 @@ func TestAutopilotRemovesDeadServer(t *testing.T) {
 		t.Fatalf("write after removing the dead server: %v", err)
 	}
 }
+
+func TestNetworkCoordinatesAndNear(t *testing.T) {
+	srvs, cls := startCluster(t, 1, 2)
+	waitUntil(t, 30*time.Second, "coordinates of every node", func() error {
+		coords, _, err := srvs[0].api.Coordinate().Nodes(nil)
+		if err != nil {
+			return err
+		}
+		if len(coords) != 3 {
+			return fmt.Errorf("%d coordinates", len(coords))
+		}
+		for _, c := range coords {
+			if c.Coord == nil || len(c.Coord.Vec) == 0 {
+				return fmt.Errorf("empty coordinate for %s", c.Node)
+			}
+		}
+		return nil
+	})
+	for _, n := range append(srvs, cls...) {
+		nodes, _, err := n.api.Catalog().Nodes(&api.QueryOptions{Near: "_agent"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(nodes) != 3 || nodes[0].Node != n.cfg.NodeName {
+			t.Fatalf("near=_agent on %s: first node %v", n.cfg.NodeName, nodes)
+		}
+	}
+	// A node's coordinate leaves with the node.
+	if _, err := srvs[0].api.Catalog().Deregister(&api.CatalogDeregistration{Node: "c2"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	coords, _, err := srvs[0].api.Coordinate().Node("c2", nil)
+	if err == nil && len(coords) > 0 {
+		t.Fatalf("coordinate of a deregistered node: %v", coords)
+	}
+}

@@ -113,6 +113,7 @@ func (h *httpHandler) catalogNodes(w http.ResponseWriter, r *http.Request) (any,
 			out = append(out, n)
 		}
 	}
+	sortNear(h.nearSorter(r.Context(), r), out, func(n *catalog.Node) string { return n.Node })
 	return filter(r.URL.Query().Get("filter"), out)
 }
 
@@ -165,6 +166,7 @@ func (h *httpHandler) catalogService(w http.ResponseWriter, r *http.Request) (an
 			ServiceConnect: s.Connect, CreateIndex: s.CreateIndex, ModifyIndex: s.ModifyIndex,
 		})
 	}
+	sortNear(h.nearSorter(r.Context(), r), out, func(c *catalogService) string { return c.Node })
 	return filter(r.URL.Query().Get("filter"), out)
 }
 
@@ -307,6 +309,7 @@ func (h *httpHandler) healthService(w http.ResponseWriter, r *http.Request) (any
 		}
 		out = append(out, in)
 	}
+	sortNear(h.nearSorter(r.Context(), r), out, func(c *catalog.CheckServiceNode) string { return c.Node.Node })
 	return filter(q.Get("filter"), out)
 }
 

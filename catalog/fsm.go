@@ -21,6 +21,7 @@ const (
 	CmdKV         CommandType = 3
 	CmdTxn        CommandType = 4
 	CmdSession    CommandType = 5
+	CmdCoordinate CommandType = 6
 )
 
 // Encode returns the log entry for a command: its type byte and its JSON body.
@@ -134,6 +135,12 @@ func (f *FSM) applyCommand(idx uint64, t CommandType, body []byte) any {
 			return TxnResponse{Errors: []TxnError{{What: fmt.Sprintf("decode txn: %v", err)}}}
 		}
 		return f.store.Txn(idx, ops)
+	case CmdCoordinate:
+		var updates []*CoordinateEntry
+		if err := json.Unmarshal(body, &updates); err != nil {
+			return fmt.Errorf("decode coordinates at %d: %w", idx, err)
+		}
+		return f.store.CoordinateUpdates(idx, updates)
 	case CmdSession:
 		var req SessionRequest
 		if err := json.Unmarshal(body, &req); err != nil {
@@ -149,13 +156,14 @@ func (f *FSM) applyCommand(idx uint64, t CommandType, body []byte) any {
 // snapshotRecord is one line of a snapshot: a table name and a row.
 type snapshotRecord struct {
 	T string
-	N *Node         `json:",omitempty"`
-	S *serviceRow   `json:",omitempty"`
-	C *HealthCheck  `json:",omitempty"`
-	K *KVEntry      `json:",omitempty"`
-	E *Session      `json:",omitempty"`
-	X *sessionCheck `json:",omitempty"`
-	I *indexEntry   `json:",omitempty"`
+	N *Node            `json:",omitempty"`
+	S *serviceRow      `json:",omitempty"`
+	C *HealthCheck     `json:",omitempty"`
+	K *KVEntry         `json:",omitempty"`
+	E *Session         `json:",omitempty"`
+	X *sessionCheck    `json:",omitempty"`
+	D *CoordinateEntry `json:",omitempty"`
+	I *indexEntry      `json:",omitempty"`
 }
 
 // snapshotMagic starts every snapshot so that a foreign file is refused.
@@ -188,7 +196,7 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 	if err := enc.Encode(snapshotMagic); err != nil {
 		return fmt.Errorf("write snapshot header: %w", err)
 	}
-	tables := []string{tableIndex, tableNodes, tableServices, tableChecks, tableKVs, tableSessions, tableSessChks}
+	tables := []string{tableIndex, tableNodes, tableServices, tableChecks, tableKVs, tableSessions, tableSessChks, tableCoords}
 	for _, t := range tables {
 		it, err := txn.Get(t, "id")
 		if err != nil {
@@ -211,6 +219,8 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 				rec.E = v
 			case *sessionCheck:
 				rec.X = v
+			case *CoordinateEntry:
+				rec.D = v
 			}
 			if err := enc.Encode(&rec); err != nil {
 				return fmt.Errorf("write snapshot record: %w", err)
@@ -286,6 +296,8 @@ func (s *Store) Restore(r io.Reader) error {
 			row = rec.E
 		case rec.T == tableSessChks && rec.X != nil:
 			row = rec.X
+		case rec.T == tableCoords && rec.D != nil && rec.D.Coord != nil:
+			row = rec.D
 		default:
 			return fmt.Errorf("%w: bad record for table %q", ErrBadSnapshot, rec.T)
 		}

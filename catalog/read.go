@@ -25,6 +25,7 @@ const (
 	ReadChecksInState    ReadOp = "health.state"
 	ReadSession          ReadOp = "session.info"
 	ReadSessions         ReadOp = "session.list"
+	ReadCoordinates      ReadOp = "coordinate.nodes"
 )
 
 // ReadRequest is one catalog read with its query options. Only the fields the
@@ -52,6 +53,7 @@ type ReadResponse struct {
 	NodeServices *NodeServices       `json:",omitempty"`
 	Checks       []*HealthCheck      `json:",omitempty"`
 	Sessions     []*Session          `json:",omitempty"`
+	Coordinates  []*CoordinateEntry  `json:",omitempty"`
 }
 
 // Execute runs req against the store, adding what it read to ws, and returns
@@ -91,6 +93,8 @@ func (s *Store) Execute(ws memdb.WatchSet, req *ReadRequest) (uint64, *ReadRespo
 		}
 	case ReadSessions:
 		idx, out.Sessions, err = s.SessionList(ws, req.Name)
+	case ReadCoordinates:
+		idx, out.Coordinates, err = s.Coordinates(ws)
 	default:
 		return 0, nil, fmt.Errorf("%w: unknown read %q", ErrInvalidRequest, req.Op)
 	}

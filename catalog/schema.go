@@ -70,6 +70,9 @@ func schema() *memdb.DBSchema {
 			"id":   {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 			"node": {Name: "node", Indexer: lower("Node")},
 		}},
+		tableCoords: {Name: tableCoords, Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: lower("Node")},
+		}},
 		tableSessChks: {Name: tableSessChks, Indexes: map[string]*memdb.IndexSchema{
 			"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
 				lower("Node"), lower("CheckID"), &memdb.StringFieldIndex{Field: "Session"},

@@ -419,6 +419,9 @@ func (s *Store) deleteNodeTxn(txn *memdb.Txn, idx uint64, node string) error {
 			return err
 		}
 	}
+	if err := deleteCoordinateTxn(txn, idx, node); err != nil {
+		return err
+	}
 	if err := txn.Delete(tableNodes, raw); err != nil {
 		return fmt.Errorf("delete node: %w", err)
 	}

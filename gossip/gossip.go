@@ -21,6 +21,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/coordinate"
 )
 
 // Status is a member's state, with Consul's numbering (/v1/agent/members).
@@ -115,6 +116,7 @@ type Pool struct {
 	ml     *memberlist.Memberlist
 	kr     *memberlist.Keyring
 	bq     *memberlist.TransmitLimitedQueue
+	coord  *coordinate.Client
 	logger hclog.Logger
 
 	mu      sync.Mutex
@@ -182,6 +184,12 @@ func New(cfg *Config) (*Pool, error) {
 		}
 		return p.ml.NumMembers()
 	}, RetransmitMult: 4}
+	cc, err := coordinate.NewClient(coordinate.DefaultConfig())
+	if err != nil {
+		return nil, fmt.Errorf("coordinate client: %w", err)
+	}
+	p.coord = cc
+	mc.Ping = &pingDelegate{p: p}
 	mc.Delegate = &delegate{p: p}
 	mc.Events = &eventDelegate{p: p}
 	mc.Alive = &aliveDelegate{p: p}
