@@ -64,7 +64,15 @@ type Agent struct {
 	acls    acl.Resolver
 	local   *localState
 	dns     *dnsService
-	started time.Time
+
+	// reloadMu serialises reloads; reloader loads the configuration again.
+	reloadMu sync.Mutex
+	reloader Reloader
+	// configServices and configChecks are the IDs registered from
+	// configuration files, which a reload may remove.
+	configServices map[string]bool
+	configChecks   map[string]bool
+	started        time.Time
 
 	httpMu    sync.Mutex
 	httpSrvs  []*http.Server
@@ -106,6 +114,9 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		started:    time.Now(),
 		shutdownCh: make(chan struct{}),
 		leaveCh:    make(chan struct{}),
+
+		configServices: map[string]bool{},
+		configChecks:   map[string]bool{},
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	started := false

@@ -33,6 +33,7 @@ func (a *Agent) loadConfigDefinitions() error {
 		if err := a.addServiceDefinition(&a.cfg.Services[i], true); err != nil {
 			return fmt.Errorf("service %q from config: %w", a.cfg.Services[i].Name, err)
 		}
+		a.configServices[a.cfg.Services[i].ServiceID()] = true
 	}
 	for i := range a.cfg.Checks {
 		c, err := a.checkFromDefinition(&a.cfg.Checks[i], "", true)
@@ -42,6 +43,7 @@ func (a *Agent) loadConfigDefinitions() error {
 		if err := a.local.addCheck(c); err != nil {
 			return fmt.Errorf("check %q from config: %w", a.cfg.Checks[i].Name, err)
 		}
+		a.configChecks[c.check.CheckID] = true
 	}
 	return nil
 }

@@ -53,6 +53,7 @@ func (h *httpHandler) registerRoutes() {
 	h.handle("/v1/agent/self", methodsGet, h.agentSelf)
 	h.handle("/v1/agent/members", methodsGet, h.agentMembers)
 	h.handle("/v1/agent/leave", methodsPut, h.agentLeave)
+	h.handle("/v1/agent/reload", methodsPut, h.agentReload)
 	h.handle("/v1/agent/join/", methodsPut, h.agentJoin)
 	h.handle("/v1/agent/force-leave/", methodsPut, h.agentForceLeave)
 	h.handle("/v1/agent/services", methodsGet, h.agentServices)

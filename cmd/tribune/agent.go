@@ -42,6 +42,9 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "==> Error starting agent: %v\n", err)
 		return 1
 	}
+	a.SetReloader(func() (*config.Config, []string, error) {
+		return config.Load(config.LoadOptions{Args: args})
+	})
 	fmt.Fprintf(stdout, "==> Tribune agent running!\n    Node name: %q\n    Datacenter: %q\n    Server: %v\n    HTTP: %s\n",
 		cfg.NodeName, cfg.Datacenter, cfg.Server, a.HTTPAddr())
 	if cfg.DevMode {
@@ -55,7 +58,10 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		select {
 		case sig := <-sigCh:
 			if sig == syscall.SIGHUP {
-				logger.Info("reload is not supported yet; ignoring SIGHUP")
+				logger.Info("caught SIGHUP, reloading configuration")
+				if err := a.Reload(); err != nil {
+					logger.Error("reload failed", "error", err)
+				}
 				continue
 			}
 			logger.Info("caught signal, shutting down", "signal", sig.String())
