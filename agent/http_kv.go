@@ -209,6 +209,43 @@ type txnOpJSON struct {
 		Index   uint64
 		Session string
 	}
+	Node    *catalog.TxnNodeOp
+	Service *catalog.TxnServiceOp
+	Check   *catalog.TxnCheckOp
+	Session *catalog.TxnSessionOp
+}
+
+// catalogTxnOp authorizes and converts a Node, Service, Check or Session
+// operation; ok is false when op has none of them.
+func catalogTxnOp(authz acl.Authorizer, op *txnOpJSON) (catalog.TxnOp, bool, error) {
+	var read bool
+	switch {
+	case op.Node != nil:
+		read = op.Node.Verb == catalog.TxnGet
+		if (read && authz.NodeRead(op.Node.Node.Node) != acl.Allow) || (!read && authz.NodeWrite(op.Node.Node.Node) != acl.Allow) {
+			return catalog.TxnOp{}, true, acl.ErrPermissionDenied
+		}
+		return catalog.TxnOp{Node: op.Node}, true, nil
+	case op.Service != nil:
+		read = op.Service.Verb == catalog.TxnGet
+		name := op.Service.Service.Service
+		if (read && authz.ServiceRead(name) != acl.Allow) || (!read && (authz.ServiceWrite(name) != acl.Allow || authz.NodeWrite(op.Service.Node) != acl.Allow)) {
+			return catalog.TxnOp{}, true, acl.ErrPermissionDenied
+		}
+		return catalog.TxnOp{Service: op.Service}, true, nil
+	case op.Check != nil:
+		read = op.Check.Verb == catalog.TxnGet
+		if (read && authz.NodeRead(op.Check.Check.Node) != acl.Allow) || (!read && authz.NodeWrite(op.Check.Check.Node) != acl.Allow) {
+			return catalog.TxnOp{}, true, acl.ErrPermissionDenied
+		}
+		return catalog.TxnOp{Check: op.Check}, true, nil
+	case op.Session != nil:
+		if authz.SessionWrite(op.Session.Session.Node) != acl.Allow {
+			return catalog.TxnOp{}, true, acl.ErrPermissionDenied
+		}
+		return catalog.TxnOp{Session: op.Session}, true, nil
+	}
+	return catalog.TxnOp{}, false, nil
 }
 
 // txn serves PUT /v1/txn: all operations or none.
@@ -239,7 +276,15 @@ func (h *httpHandler) txn(w http.ResponseWriter, r *http.Request) (any, error) {
 	var errs []catalog.TxnError
 	for i, op := range in {
 		if op.KV == nil {
-			errs = append(errs, catalog.TxnError{OpIndex: i, What: "only KV operations are supported"})
+			cop, ok, err := catalogTxnOp(authz, &in[i])
+			switch {
+			case !ok:
+				errs = append(errs, catalog.TxnError{OpIndex: i, What: "unknown operation type"})
+			case err != nil:
+				errs = append(errs, catalog.TxnError{OpIndex: i, What: err.Error()})
+			default:
+				ops = append(ops, cop)
+			}
 			continue
 		}
 		verb := catalog.KVOp(op.KV.Verb)

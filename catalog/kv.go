@@ -284,11 +284,22 @@ func (s *Store) Txn(idx uint64, ops []TxnOp) TxnResponse {
 	defer txn.Abort()
 	var resp TxnResponse
 	for i, op := range ops {
-		if op.KV == nil {
-			resp.Errors = append(resp.Errors, TxnError{OpIndex: i, What: "unknown operation type"})
-			continue
+		var res []TxnResult
+		var err error
+		switch {
+		case op.KV != nil:
+			res, err = s.txnKVTxn(txn, idx, op.KV)
+		case op.Node != nil:
+			res, err = s.txnNodeTxn(txn, idx, op.Node)
+		case op.Service != nil:
+			res, err = s.txnServiceTxn(txn, idx, op.Service)
+		case op.Check != nil:
+			res, err = s.txnCheckTxn(txn, idx, op.Check)
+		case op.Session != nil:
+			res, err = s.txnSessionTxn(txn, idx, op.Session)
+		default:
+			err = fmt.Errorf("unknown operation type")
 		}
-		res, err := s.txnKVTxn(txn, idx, op.KV)
 		if err != nil {
 			resp.Errors = append(resp.Errors, TxnError{OpIndex: i, What: err.Error()})
 			continue

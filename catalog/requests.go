@@ -92,12 +92,55 @@ type TxnKVOp struct {
 
 // TxnOp is one operation of a transaction. Exactly one field is set.
 type TxnOp struct {
-	KV *TxnKVOp `json:",omitempty"`
+	KV      *TxnKVOp      `json:",omitempty"`
+	Node    *TxnNodeOp    `json:",omitempty"`
+	Service *TxnServiceOp `json:",omitempty"`
+	Check   *TxnCheckOp   `json:",omitempty"`
+	Session *TxnSessionOp `json:",omitempty"`
+}
+
+// Catalog verbs of a transaction (Node, Service and Check operations).
+const (
+	TxnSet       = "set"
+	TxnCAS       = "cas"
+	TxnGet       = "get"
+	TxnDelete    = "delete"
+	TxnDeleteCAS = "delete-cas"
+)
+
+// TxnNodeOp is a node operation inside a transaction; Node.ModifyIndex is
+// the expected index for the cas verbs.
+type TxnNodeOp struct {
+	Verb string
+	Node Node
+}
+
+// TxnServiceOp is a service operation on a node inside a transaction.
+type TxnServiceOp struct {
+	Verb    string
+	Node    string
+	Service Service
+}
+
+// TxnCheckOp is a check operation inside a transaction.
+type TxnCheckOp struct {
+	Verb  string
+	Check HealthCheck
+}
+
+// TxnSessionOp is a session operation inside a transaction; the only verb
+// is delete.
+type TxnSessionOp struct {
+	Verb    string
+	Session Session
 }
 
 // TxnResult is the result of one transaction operation.
 type TxnResult struct {
-	KV *KVEntry `json:",omitempty"`
+	KV      *KVEntry     `json:",omitempty"`
+	Node    *Node        `json:",omitempty"`
+	Service *Service     `json:",omitempty"`
+	Check   *HealthCheck `json:",omitempty"`
 }
 
 // TxnError says why an operation made the whole transaction roll back.
