@@ -47,8 +47,10 @@ func (s *Server) SaveSnapshot(ctx context.Context) ([]byte, error) {
 		return resp.Data, fromWire(resp.Error)
 	}
 	// A barrier makes the store hold every committed write.
-	if err := s.raft.Barrier(s.config.HoldTimeout).Error(); err != nil {
-		return nil, fmt.Errorf("snapshot barrier: %w", err)
+	wctx, cancel := context.WithTimeout(ctx, s.config.HoldTimeout)
+	defer cancel()
+	if err := s.waitCaughtUp(wctx, s.raft.LastIndex()); err != nil {
+		return nil, fmt.Errorf("snapshot: wait for the store to catch up: %w", err)
 	}
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
