@@ -88,6 +88,20 @@ func Start(t testing.TB, cfg *config.Config) *agent.Agent {
 	if err := a.WaitForLeader(ctx); err != nil {
 		t.Fatalf("agent %s: %v", cfg.NodeName, err)
 	}
+	// The leader registers the node with its serfHealth check shortly
+	// after it is elected; wait, so the registration cannot land in the
+	// middle of a test and wake its blocking queries.
+	if srv := a.Server(); srv != nil {
+		for {
+			if c, err := srv.Store().CheckOf(cfg.NodeName, "serfHealth"); err == nil && c != nil {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("agent %s: node not registered", cfg.NodeName)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	return a
 }
 
