@@ -50,3 +50,13 @@ clean:
 # 1,000 services x 3 instances; BENCH_DNS_DURATION (default 30s).
 bench-dns:
 	BENCH_DURATION=$${BENCH_DNS_DURATION:-30s} $(GO) test -run '^$$' -bench 'DNSPerf' -benchtime 1x -count 1 -timeout 30m ./test/bench/
+
+# Jepsen-style fault tests (test/fault, needs root, ip and iptables): RUNS
+# runs, each under a random fault schedule of DURATION. `make test` runs only
+# the short schedule. JEPSEN_SEED replays a run; JEPSEN_FAULTS narrows the
+# faults; see test/fault/jepsen_test.go.
+RUNS ?= 3
+DURATION ?= 60s
+.PHONY: jepsen
+jepsen:
+	JEPSEN_RUNS=$(RUNS) JEPSEN_DURATION=$(DURATION) $(GO) test -count=1 -v -timeout 0 -run '^(TestJepsen|TestStaleFollowerReadsAreCaught)$$' ./test/fault/

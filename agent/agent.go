@@ -64,6 +64,8 @@ type Agent struct {
 	acls    acl.Resolver
 	local   *localState
 	dns     *dnsService
+	// events keeps the last user events this agent accepted (http_event.go).
+	events *eventBuffer
 
 	// reloadMu serialises reloads; reloader loads the configuration again.
 	reloadMu sync.Mutex
@@ -117,6 +119,8 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 
 		configServices: map[string]bool{},
 		configChecks:   map[string]bool{},
+
+		events: newEventBuffer(),
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	started := false
@@ -177,6 +181,11 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		go func() {
 			defer a.wg.Done()
 			a.syncCoordinates(a.shutdownCh)
+		}()
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.runUserEvents(a.shutdownCh)
 		}()
 	}
 	started = true

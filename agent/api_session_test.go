@@ -111,7 +111,11 @@ func TestAPISession_LockHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lost, err := lock.Lock(nil)
+	// Lock retries until it acquires or stop closes: bound it.
+	stop := make(chan struct{})
+	tm := time.AfterFunc(10*time.Second, func() { close(stop) })
+	defer tm.Stop()
+	lost, err := lock.Lock(stop)
 	if err != nil || lost == nil {
 		t.Fatalf("lock = %v, %v", lost, err)
 	}
@@ -124,7 +128,7 @@ func TestAPISession_LockHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch, err := other.Lock(nil); err != nil || ch != nil {
+	if ch, err := other.Lock(stop); err != nil || ch != nil {
 		t.Fatalf("second lock = %v, %v; want nil (not acquired)", ch, err)
 	}
 	if err := lock.Unlock(); err != nil {

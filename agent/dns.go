@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -105,6 +106,8 @@ func (a *Agent) startDNS() error {
 		Authorize:        func() (acl.Authorizer, error) { return a.acls.Resolve(token) },
 		Context:          ctx,
 		Logger:           a.logger.Named("dns"),
+		// Prepared queries (<query>.query.<domain>): agent/query_dns.go.
+		PreparedQuery: src.preparedQuery,
 	}, src)
 	if err != nil {
 		cancel()
@@ -140,13 +143,22 @@ type dnsSource struct {
 	views *viewcache.Cache
 	opts  catalog.QueryOptions
 
-	mu sync.Mutex
-	// servicesFrom is the response serviceNames was built from.
-	servicesFrom *catalog.ReadResponse
-	serviceNames map[string]bool
-	// nodesFrom is the response nodesByName was built from.
-	nodesFrom   *catalog.ReadResponse
-	nodesByName map[string]*catalog.Node
+	// services and nodes index the last lists read, rebuilt when the
+	// list's response changes; queries only load them.
+	services atomic.Pointer[serviceIndex]
+	nodes    atomic.Pointer[nodeIndex]
+}
+
+// serviceIndex is the lower-cased names of the services of one list.
+type serviceIndex struct {
+	from  *catalog.ReadResponse
+	names map[string]bool
+}
+
+// nodeIndex is the nodes of one list by lower-cased name.
+type nodeIndex struct {
+	from   *catalog.ReadResponse
+	byName map[string]*catalog.Node
 }
 
 var _ dnsserver.Source = (*dnsSource)(nil)
@@ -174,17 +186,17 @@ func (s *dnsSource) ServiceHealth(ctx context.Context, dc, service string) ([]*c
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	if s.servicesFrom != list {
-		s.servicesFrom = list
-		s.serviceNames = make(map[string]bool, len(list.Services))
+	idx := s.services.Load()
+	if idx == nil || idx.from != list {
+		// Concurrent queries may build the same index; the last one
+		// stored wins, and all are equal.
+		idx = &serviceIndex{from: list, names: make(map[string]bool, len(list.Services))}
 		for name := range list.Services {
-			s.serviceNames[strings.ToLower(name)] = true
+			idx.names[strings.ToLower(name)] = true
 		}
+		s.services.Store(idx)
 	}
-	known := s.serviceNames[service]
-	s.mu.Unlock()
-	if !known {
+	if !idx.names[service] {
 		return nil, nil
 	}
 	resp, err := s.get(ctx, catalog.ReadHealthService, service)
@@ -203,16 +215,15 @@ func (s *dnsSource) Node(ctx context.Context, dc, name string) (*catalog.Node, e
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.nodesFrom != list {
-		s.nodesFrom = list
-		s.nodesByName = make(map[string]*catalog.Node, len(list.Nodes))
+	idx := s.nodes.Load()
+	if idx == nil || idx.from != list {
+		idx = &nodeIndex{from: list, byName: make(map[string]*catalog.Node, len(list.Nodes))}
 		for _, n := range list.Nodes {
-			s.nodesByName[strings.ToLower(n.Node)] = n
+			idx.byName[strings.ToLower(n.Node)] = n
 		}
+		s.nodes.Store(idx)
 	}
-	return s.nodesByName[strings.ToLower(name)], nil
+	return idx.byName[strings.ToLower(name)], nil
 }
 
 // Nodes implements dnsserver.Source.

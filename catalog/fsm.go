@@ -22,6 +22,8 @@ const (
 	CmdTxn        CommandType = 4
 	CmdSession    CommandType = 5
 	CmdCoordinate CommandType = 6
+	// CmdPreparedQuery carries a PreparedQueryRequest.
+	CmdPreparedQuery CommandType = 7
 )
 
 // Encode returns the log entry for a command: its type byte and its JSON body.
@@ -141,6 +143,12 @@ func (f *FSM) applyCommand(idx uint64, t CommandType, body []byte) any {
 			return fmt.Errorf("decode coordinates at %d: %w", idx, err)
 		}
 		return f.store.CoordinateUpdates(idx, updates)
+	case CmdPreparedQuery:
+		var req PreparedQueryRequest
+		if err := json.Unmarshal(body, &req); err != nil {
+			return fmt.Errorf("decode prepared query at %d: %w", idx, err)
+		}
+		return f.store.PreparedQueryApply(idx, &req)
 	case CmdSession:
 		var req SessionRequest
 		if err := json.Unmarshal(body, &req); err != nil {
@@ -163,6 +171,7 @@ type snapshotRecord struct {
 	E *Session         `json:",omitempty"`
 	X *sessionCheck    `json:",omitempty"`
 	D *CoordinateEntry `json:",omitempty"`
+	Q *PreparedQuery   `json:",omitempty"`
 	I *indexEntry      `json:",omitempty"`
 }
 
@@ -196,7 +205,7 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 	if err := enc.Encode(snapshotMagic); err != nil {
 		return fmt.Errorf("write snapshot header: %w", err)
 	}
-	tables := []string{tableIndex, tableNodes, tableServices, tableChecks, tableKVs, tableSessions, tableSessChks, tableCoords}
+	tables := []string{tableIndex, tableNodes, tableServices, tableChecks, tableKVs, tableSessions, tableSessChks, tableCoords, tablePreparedQueries}
 	for _, t := range tables {
 		it, err := txn.Get(t, "id")
 		if err != nil {
@@ -221,6 +230,8 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 				rec.X = v
 			case *CoordinateEntry:
 				rec.D = v
+			case *PreparedQuery:
+				rec.Q = v
 			}
 			if err := enc.Encode(&rec); err != nil {
 				return fmt.Errorf("write snapshot record: %w", err)
@@ -298,6 +309,8 @@ func (s *Store) Restore(r io.Reader) error {
 			row = rec.X
 		case rec.T == tableCoords && rec.D != nil && rec.D.Coord != nil:
 			row = rec.D
+		case rec.T == tablePreparedQueries && rec.Q != nil:
+			row = rec.Q
 		default:
 			return fmt.Errorf("%w: bad record for table %q", ErrBadSnapshot, rec.T)
 		}

@@ -127,7 +127,7 @@ func (s *Store) kvLockTxn(txn *memdb.Txn, idx uint64, e *KVEntry) (bool, error) 
 		return false, fmt.Errorf("session lookup: %w", err)
 	}
 	if sraw == nil {
-		return false, fmt.Errorf("%w session %q", ErrSessionNotFound, e.Session)
+		return false, fmt.Errorf("%w %q", ErrSessionNotFound, e.Session)
 	}
 	raw, err := txn.First(tableKVs, "id", e.Key)
 	if err != nil {
@@ -486,6 +486,14 @@ func (s *Store) destroySessionTxn(txn *memdb.Txn, idx uint64, id string) error {
 	sess := raw.(*Session)
 	if err := txn.Delete(tableSessions, sess); err != nil {
 		return fmt.Errorf("delete session: %w", err)
+	}
+	// Prepared queries bound to the session end with it.
+	if n, err := txn.DeleteAll(tablePreparedQueries, "session", id); err != nil {
+		return fmt.Errorf("delete queries of session: %w", err)
+	} else if n > 0 {
+		if err := setIndex(txn, tablePreparedQueries, idx); err != nil {
+			return err
+		}
 	}
 	if _, err := txn.DeleteAll(tableSessChks, "session", id); err != nil {
 		return fmt.Errorf("delete session checks: %w", err)

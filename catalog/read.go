@@ -26,6 +26,13 @@ const (
 	ReadSession          ReadOp = "session.info"
 	ReadSessions         ReadOp = "session.list"
 	ReadCoordinates      ReadOp = "coordinate.nodes"
+	// ReadPreparedQuery reads the query with ID Name.
+	ReadPreparedQuery ReadOp = "query.get"
+	// ReadPreparedQueries lists every query.
+	ReadPreparedQueries ReadOp = "query.list"
+	// ReadPreparedQueryResolve finds the query an execution of Name (an
+	// ID, a name or a name a template prefixes) runs, unrendered.
+	ReadPreparedQueryResolve ReadOp = "query.resolve"
 )
 
 // ReadRequest is one catalog read with its query options. Only the fields the
@@ -54,6 +61,9 @@ type ReadResponse struct {
 	Checks       []*HealthCheck      `json:",omitempty"`
 	Sessions     []*Session          `json:",omitempty"`
 	Coordinates  []*CoordinateEntry  `json:",omitempty"`
+	// PreparedQueries is the list, or the one query found (none when
+	// there is no match).
+	PreparedQueries []*PreparedQuery `json:",omitempty"`
 }
 
 // Execute runs req against the store, adding what it read to ws, and returns
@@ -95,6 +105,18 @@ func (s *Store) Execute(ws memdb.WatchSet, req *ReadRequest) (uint64, *ReadRespo
 		idx, out.Sessions, err = s.SessionList(ws, req.Name)
 	case ReadCoordinates:
 		idx, out.Coordinates, err = s.Coordinates(ws)
+	case ReadPreparedQueries:
+		idx, out.PreparedQueries, err = s.PreparedQueryList(ws)
+	case ReadPreparedQuery, ReadPreparedQueryResolve:
+		var q *PreparedQuery
+		if req.Op == ReadPreparedQuery {
+			idx, q, err = s.PreparedQueryGet(ws, req.Name)
+		} else {
+			idx, q, err = s.PreparedQueryResolve(ws, req.Name)
+		}
+		if q != nil {
+			out.PreparedQueries = []*PreparedQuery{q}
+		}
 	default:
 		return 0, nil, fmt.Errorf("%w: unknown read %q", ErrInvalidRequest, req.Op)
 	}

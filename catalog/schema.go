@@ -73,6 +73,12 @@ func schema() *memdb.DBSchema {
 		tableCoords: {Name: tableCoords, Indexes: map[string]*memdb.IndexSchema{
 			"id": {Name: "id", Unique: true, Indexer: lower("Node")},
 		}},
+		tablePreparedQueries: {Name: tablePreparedQueries, Indexes: map[string]*memdb.IndexSchema{
+			"id":       {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+			"name":     {Name: "name", Unique: true, AllowMissing: true, Indexer: lower("Name")},
+			"template": {Name: "template", Unique: true, AllowMissing: true, Indexer: templateIndex{}},
+			"session":  {Name: "session", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Session"}},
+		}},
 		tableSessChks: {Name: tableSessChks, Indexes: map[string]*memdb.IndexSchema{
 			"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
 				lower("Node"), lower("CheckID"), &memdb.StringFieldIndex{Field: "Session"},

@@ -27,7 +27,7 @@ import (
 var (
 	ErrMissingNode     = errors.New("Missing node registration")
 	ErrMissingService  = errors.New("Missing service registration")
-	ErrSessionNotFound = errors.New("Invalid session")
+	ErrSessionNotFound = errors.New("invalid session")
 	ErrInvalidRequest  = errors.New("invalid request")
 	ErrCASConflict     = errors.New("index mismatch")
 )

@@ -78,6 +78,13 @@ type Config struct {
 
 	// QueryTimeout bounds how long one query waits for the Source.
 	QueryTimeout time.Duration
+	// CacheEntries bounds the service answers kept packed, ready to be
+	// sent again while the Source yields the same instances; 0 means
+	// DefaultCacheEntries, negative turns the cache off.
+	CacheEntries int
+	// CacheBytes bounds the memory of those answers; 0 means
+	// DefaultCacheBytes.
+	CacheBytes int
 	// Authorize returns the Authorizer DNS answers are filtered with (the
 	// agent's default token); nil means allow all.
 	Authorize func() (acl.Authorizer, error)
@@ -107,6 +114,13 @@ type SOAConfig struct {
 	MinTTL  uint32
 }
 
+// Defaults of the response cache: room for every A and SRV answer of
+// thousands of services, a few MiB in practice.
+const (
+	DefaultCacheEntries = 10000
+	DefaultCacheBytes   = 32 << 20
+)
+
 // DefaultConfig returns Consul's DNS defaults.
 func DefaultConfig() Config {
 	return Config{
@@ -116,6 +130,8 @@ func DefaultConfig() Config {
 		RecursorTimeout:             2 * time.Second,
 		RecursorStrategy:            "sequential",
 		QueryTimeout:                2 * time.Second,
+		CacheEntries:                DefaultCacheEntries,
+		CacheBytes:                  DefaultCacheBytes,
 		EnableAdditionalNodeMetaTXT: true,
 		SOA:                         SOAConfig{Refresh: 3600, Retry: 600, Expire: 86400, MinTTL: 0},
 	}
@@ -170,6 +186,12 @@ func (c Config) validate() (Config, error) {
 	c.Recursors = recs
 	if c.QueryTimeout <= 0 {
 		c.QueryTimeout = 2 * time.Second
+	}
+	if c.CacheEntries == 0 {
+		c.CacheEntries = DefaultCacheEntries
+	}
+	if c.CacheBytes <= 0 {
+		c.CacheBytes = DefaultCacheBytes
 	}
 	ttls := make(map[string]time.Duration, len(c.ServiceTTL))
 	for k, v := range c.ServiceTTL {

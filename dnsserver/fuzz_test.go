@@ -53,10 +53,13 @@ func FuzzDNSQuery(f *testing.F) {
 
 	src := webCatalog(f)
 	addBig(f, src, 40)
-	h := newTestHandler(f, src, func(c *Config) {
+	mod := func(c *Config) {
 		c.AltDomain = "alt."
 		c.EnableTruncate = true
-	})
+	}
+	h := newTestHandler(f, src, mod)
+	// cached answers from stable instances, as the agent's views give.
+	cached := newTestHandler(f, newViewLikeSource(src), mod)
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		req := new(dns.Msg)
@@ -79,6 +82,39 @@ func FuzzDNSQuery(f *testing.F) {
 				}
 				if len(buf) > limit {
 					t.Fatalf("UDP answer of %d bytes for a %d-byte client", len(buf), limit)
+				}
+			}
+		}
+		// The cached path, twice (a miss, then maybe a hit), as a Server
+		// takes it: AnswerPacket on UDP, else ServeDNS.
+		for _, network := range []string{"udp", "tcp"} {
+			for i := 0; i < 2; i++ {
+				var buf []byte
+				if b, ok := cached.AnswerPacket(nil, data, network); ok && network == "udp" {
+					buf = b
+				} else {
+					rec := &recorder{tcp: network == "tcp"}
+					cached.ServeDNS(rec, req)
+					if len(rec.written) == 0 {
+						continue
+					}
+					buf = rec.written[0]
+				}
+				resp := new(dns.Msg)
+				if err := resp.Unpack(buf); err != nil {
+					t.Fatalf("cached answer to %v does not unpack: %v", req, err)
+				}
+				if resp.Id != req.Id || len(resp.Question) > 0 && resp.Question[0] != req.Question[0] {
+					t.Fatalf("cached answer to %v is for another query:\n%v", req, resp)
+				}
+				if network == "udp" {
+					limit := dns.MinMsgSize
+					if o := req.IsEdns0(); o != nil && int(o.UDPSize()) > limit {
+						limit = int(o.UDPSize())
+					}
+					if len(buf) > limit {
+						t.Fatalf("cached UDP answer of %d bytes for a %d-byte client", len(buf), limit)
+					}
 				}
 			}
 		}

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -38,6 +38,13 @@ type Handler struct {
 	ttlPrefixes []string
 	// recursing holds a token per forwarded query in flight.
 	recursing chan struct{}
+	// cache holds packed answers of service lookups; nil when disabled.
+	cache *responseCache
+	// noWait is a context that is already done: checking a cached answer
+	// reads the Source only as far as it can answer without waiting.
+	noWait context.Context
+	// bufs holds buffers for patched copies of cached answers.
+	bufs sync.Pool
 }
 
 // New returns a handler answering from src.
@@ -55,6 +62,12 @@ func New(cfg Config, src Source) (*Handler, error) {
 		logger:    cfg.Logger,
 		recursing: make(chan struct{}, maxConcurrentRecursions),
 	}
+	if cfg.CacheEntries > 0 {
+		h.cache = newResponseCache(cfg.CacheEntries, cfg.CacheBytes)
+	}
+	noWait, cancel := context.WithCancel(context.Background())
+	cancel()
+	h.noWait = noWait
 	for k := range cfg.ServiceTTL {
 		if k != "*" && strings.HasSuffix(k, "*") {
 			h.ttlPrefixes = append(h.ttlPrefixes, k)
@@ -70,6 +83,13 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if _, ok := w.RemoteAddr().(*net.TCPAddr); ok {
 		network = "tcp"
 	}
+	if h.cache != nil {
+		var kb [cacheKeyMax]byte
+		if key, ok := appendCacheKey(kb[:0], req, network); ok {
+			h.serveCacheable(w, req, key, network)
+			return
+		}
+	}
 	resp := h.Answer(req, network)
 	if resp == nil {
 		return
@@ -79,66 +99,243 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 }
 
+// serveCacheable answers a query whose answer may be cached under key:
+// from the cache when it holds an answer built from what the Source holds
+// now, else by deciding afresh and caching the result.
+func (h *Handler) serveCacheable(w dns.ResponseWriter, req *dns.Msg, key []byte, network string) {
+	if e := h.cache.get(key); e != nil && h.current(e) {
+		slot, v := e.pick()
+		if v != nil {
+			h.writeCached(w, e, v, queryHeader{id: req.Id, rd: req.RecursionDesired, cd: req.CheckingDisabled})
+			return
+		}
+		// A random ordering that has served its share: draw another.
+		b, err := h.variant(req, network, &e.basis, ordered(e.basis.sel.insts, slot)).Pack()
+		if err != nil {
+			h.logger.Debug("write response", "client", w.RemoteAddr(), "error", err)
+			return
+		}
+		h.cache.redraw(key, e, slot, b)
+		h.write(w, b)
+		return
+	}
+	var choice variantChoice
+	resp, basis := h.answer(req, network, &choice)
+	if resp == nil {
+		return
+	}
+	b, err := resp.Pack()
+	if err != nil {
+		h.logger.Debug("write response", "client", w.RemoteAddr(), "error", err)
+		return
+	}
+	if basis != nil {
+		h.cacheAnswer(key, req, network, basis, resp, b, choice.slot)
+	}
+	h.write(w, b)
+}
+
+// cacheAnswer caches resp, packed into b, built from basis in ordering
+// slot, with every other ordering of it.
+func (h *Handler) cacheAnswer(key []byte, req *dns.Msg, network string, basis *answerBasis, resp *dns.Msg, b []byte, slot int) {
+	serialAt, ok := negativeSerialAt(resp, b)
+	if !ok || len(b) > maxCachedResponse {
+		return
+	}
+	n := orderings(len(basis.sel.insts))
+	if len(resp.Answer) == 0 && !resp.Truncated {
+		// No ordering has answers (none was cut, so none was
+		// dropped): the answer is the same in every ordering.
+		n, slot = 1, 0
+	}
+	variants := make([][]byte, n)
+	variants[slot] = b
+	for k := range variants {
+		if k == slot {
+			continue
+		}
+		vm := h.variant(req, network, basis, ordered(basis.sel.insts, k))
+		vb, err := vm.Pack()
+		if err != nil {
+			return
+		}
+		if at, ok := negativeSerialAt(vm, vb); !ok || at != serialAt {
+			return
+		}
+		variants[k] = vb
+	}
+	h.cache.put(key, basis, serialAt, variants)
+}
+
+// variant builds the answer to req from basis with the instances in the
+// order of insts: what answer builds once it has read the selection.
+func (h *Handler) variant(req *dns.Msg, network string, basis *answerBasis, insts []*catalog.CheckServiceNode) *dns.Msg {
+	resp := h.reply(req)
+	resp.Authoritative = true
+	h.serviceAnswer(resp, req.Question[0], basis.l, basis.dc, basis.sel, insts)
+	return h.finish(req, resp, network)
+}
+
+func (h *Handler) write(w dns.ResponseWriter, b []byte) {
+	if _, err := w.Write(b); err != nil {
+		h.logger.Debug("write response", "client", w.RemoteAddr(), "error", err)
+	}
+}
+
+// writeCached writes a copy of variant v of e with the query's header.
+func (h *Handler) writeCached(w dns.ResponseWriter, e *cacheEntry, v *variant, qh queryHeader) {
+	bp, _ := h.bufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	b := append((*bp)[:0], v.b...)
+	e.patch(b, qh, h.serial(e))
+	h.write(w, b)
+	*bp = b
+	h.bufs.Put(bp)
+}
+
+// AnswerPacket answers query, a packet as received over network, from
+// the cache alone: when it is a plain query (see packetKey) whose cached
+// answer is current, it appends the answer to dst[:0] and returns it.
+// Otherwise ok is false and the query must go through ServeDNS. It never
+// blocks: the Source is read only as far as it answers without waiting.
+// A Server calls it on its reading goroutine before handing a query to a
+// goroutine of its own.
+func (h *Handler) AnswerPacket(dst, query []byte, network string) (answer []byte, ok bool) {
+	if h.cache == nil {
+		return dst, false
+	}
+	var kb [cacheKeyMax]byte
+	key, qh, ok := packetKey(kb[:0], query, network)
+	if !ok {
+		return dst, false
+	}
+	e := h.cache.get(key)
+	if e == nil || !h.current(e) {
+		return dst, false
+	}
+	_, v := e.pick()
+	if v == nil {
+		return dst, false
+	}
+	dst = append(dst[:0], v.b...)
+	e.patch(dst, qh, h.serial(e))
+	return dst, true
+}
+
+// serial returns the SOA serial of a negative answer of e: the time now,
+// as an answer decided now would have.
+func (h *Handler) serial(e *cacheEntry) uint32 {
+	if e.serialAt < 0 {
+		return 0
+	}
+	return uint32(h.cfg.Now().Unix())
+}
+
+// current reports whether e's answer is the one deciding now would give:
+// the Source, read without waiting, yields the same selection for the
+// reader. When the Source cannot answer without waiting, the answer is
+// decided afresh.
+func (h *Handler) current(e *cacheEntry) bool {
+	b := &e.basis
+	if b.l.kind != kindService {
+		return false
+	}
+	authz, err := h.authorizer()
+	if err != nil {
+		return false
+	}
+	if authz.ServiceRead(b.l.name) != acl.Allow {
+		return b.sel.denied
+	}
+	if b.sel.denied {
+		return false
+	}
+	all, err := h.src.ServiceHealth(h.noWait, b.dc, b.l.name)
+	if err != nil {
+		return false
+	}
+	j := 0
+	for _, in := range all {
+		if !h.admit(b.l, authz, in) {
+			continue
+		}
+		if j == len(b.sel.insts) || b.sel.insts[j] != in {
+			return false
+		}
+		j++
+	}
+	return j == len(b.sel.insts)
+}
+
 // Answer returns the response to req as received over network ("udp" or
 // "tcp"), sized for that transport, or nil when req must get no answer (it
 // is itself a response). It may block on the Source (bounded by the query
 // timeout) and on recursors (bounded by the recursor timeout each).
 func (h *Handler) Answer(req *dns.Msg, network string) *dns.Msg {
+	resp, _ := h.answer(req, network, nil)
+	return resp
+}
+
+// answer is Answer, with the instances of a service answer ordered by
+// choice (shuffled when nil). For a service lookup answered from the
+// Source it also returns what the answer was built from.
+func (h *Handler) answer(req *dns.Msg, network string, choice *variantChoice) (*dns.Msg, *answerBasis) {
 	if req == nil || req.Response {
-		return nil
+		return nil, nil
 	}
-	resp := new(dns.Msg)
-	resp.SetReply(req)
-	resp.Compress = !h.cfg.DisableCompression
-	resp.RecursionAvailable = len(h.cfg.Recursors) > 0
+	resp := h.reply(req)
 	if req.Opcode != dns.OpcodeQuery {
 		resp.Rcode = dns.RcodeNotImplemented
-		return resp
+		return resp, nil
 	}
 	if len(req.Question) != 1 {
 		resp.Rcode = dns.RcodeFormatError
-		return resp
+		return resp, nil
 	}
 	opt := req.IsEdns0()
 	if opt != nil && opt.Version() != 0 {
 		// RFC 6891 6.1.3: answer BADVERS with the version we speak.
 		setEDNS(req, resp)
 		resp.Rcode = dns.RcodeBadVers
-		return resp
+		return resp, nil
 	}
 	q := req.Question[0]
 	name := strings.ToLower(q.Name)
 	if !strings.HasSuffix(name, ".") {
 		resp.Rcode = dns.RcodeFormatError
-		return resp
+		return resp, nil
 	}
 	if ip, ok := parseReverse(name); ok {
 		if forward := h.answerReverse(resp, q, ip); forward {
-			return h.recurse(req, network)
+			return h.recurse(req, network), nil
 		}
-		return h.finish(req, resp, network)
+		return h.finish(req, resp, network), nil
 	}
 	l, ours := parseName(name, h.cfg.Domain, h.cfg.AltDomain)
 	if !ours {
 		if len(h.cfg.Recursors) == 0 {
 			resp.Rcode = dns.RcodeRefused
-			return h.finish(req, resp, network)
+			return h.finish(req, resp, network), nil
 		}
-		return h.recurse(req, network)
+		return h.recurse(req, network), nil
 	}
 	resp.Authoritative = true
 	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
 		resp.Rcode = dns.RcodeRefused
 		resp.Authoritative = false
-		return h.finish(req, resp, network)
+		return h.finish(req, resp, network), nil
 	}
 	if q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
 		resp.Rcode = dns.RcodeNotImplemented
-		return h.finish(req, resp, network)
+		return h.finish(req, resp, network), nil
 	}
 	ctx, cancel := context.WithTimeout(h.cfg.Context, h.cfg.QueryTimeout)
 	defer cancel()
-	if err := h.answerLookup(ctx, resp, q, l); err != nil {
+	basis, err := h.answerLookup(ctx, resp, q, l, choice)
+	if err != nil {
+		basis = nil
 		resp.Answer, resp.Ns, resp.Extra = nil, nil, nil
 		if errors.Is(err, ErrUnknownDatacenter) {
 			h.nxdomain(resp, l.domain)
@@ -147,7 +344,16 @@ func (h *Handler) Answer(req *dns.Msg, network string) *dns.Msg {
 			resp.Rcode = dns.RcodeServerFailure
 		}
 	}
-	return h.finish(req, resp, network)
+	return h.finish(req, resp, network), basis
+}
+
+// reply returns the empty reply to req.
+func (h *Handler) reply(req *dns.Msg) *dns.Msg {
+	resp := new(dns.Msg)
+	resp.SetReply(req)
+	resp.Compress = !h.cfg.DisableCompression
+	resp.RecursionAvailable = len(h.cfg.Recursors) > 0
+	return resp
 }
 
 // finish adds EDNS0 to the response when the query had it and cuts the
@@ -179,41 +385,50 @@ func (h *Handler) finish(req, resp *dns.Msg, network string) *dns.Msg {
 	return resp
 }
 
-// answerLookup fills resp for a name under the domain.
-func (h *Handler) answerLookup(ctx context.Context, resp *dns.Msg, q dns.Question, l lookup) error {
+// answerLookup fills resp for a name under the domain. For a service
+// lookup it returns what the answer was built from; connect and prepared
+// query answers come from hooks whose results are not tracked, and return
+// none.
+func (h *Handler) answerLookup(ctx context.Context, resp *dns.Msg, q dns.Question, l lookup, choice *variantChoice) (*answerBasis, error) {
 	dc := l.dc
 	if dc == "" {
 		dc = h.cfg.Datacenter
 	}
 	switch l.kind {
 	case kindApex:
-		return h.answerApex(ctx, resp, q, l.domain)
+		return nil, h.answerApex(ctx, resp, q, l.domain)
 	case kindService:
-		return h.answerService(ctx, resp, q, l, dc, func(ctx context.Context) ([]*catalog.CheckServiceNode, error) {
+		sel, err := h.answerService(ctx, resp, q, l, dc, func(ctx context.Context) ([]*catalog.CheckServiceNode, error) {
 			return h.src.ServiceHealth(ctx, dc, l.name)
-		})
+		}, choice)
+		if err != nil {
+			return nil, err
+		}
+		return &answerBasis{l: l, dc: dc, sel: sel}, nil
 	case kindConnect:
 		if h.cfg.ConnectLookup == nil {
 			break
 		}
-		return h.answerService(ctx, resp, q, l, dc, func(ctx context.Context) ([]*catalog.CheckServiceNode, error) {
+		_, err := h.answerService(ctx, resp, q, l, dc, func(ctx context.Context) ([]*catalog.CheckServiceNode, error) {
 			return h.cfg.ConnectLookup(ctx, dc, l.name)
-		})
+		}, nil)
+		return nil, err
 	case kindQuery:
 		if h.cfg.PreparedQuery == nil {
 			break
 		}
-		return h.answerService(ctx, resp, q, l, dc, func(ctx context.Context) ([]*catalog.CheckServiceNode, error) {
+		_, err := h.answerService(ctx, resp, q, l, dc, func(ctx context.Context) ([]*catalog.CheckServiceNode, error) {
 			return h.cfg.PreparedQuery(ctx, dc, l.name)
-		})
+		}, nil)
+		return nil, err
 	case kindNode:
-		return h.answerNode(ctx, resp, q, l, dc)
+		return nil, h.answerNode(ctx, resp, q, l, dc)
 	case kindAddr:
 		h.answerAddr(resp, q, l)
-		return nil
+		return nil, nil
 	}
 	h.nxdomain(resp, l.domain)
-	return nil
+	return nil, nil
 }
 
 // authorizer resolves the Authorizer answers are filtered with.
@@ -353,46 +568,38 @@ func (h *Handler) nameservers(ctx context.Context, domain string) (ns, glue []dn
 type instanceFetch func(ctx context.Context) ([]*catalog.CheckServiceNode, error)
 
 // answerService answers a service (or connect, or prepared query) lookup
-// with the healthy instances the reader may see, shuffled.
-func (h *Handler) answerService(ctx context.Context, resp *dns.Msg, q dns.Question, l lookup, dc string, fetch instanceFetch) error {
+// with the healthy instances the reader may see, shuffled, and returns the
+// selection it answered from; choice, when not nil, records the ordering.
+func (h *Handler) answerService(ctx context.Context, resp *dns.Msg, q dns.Question, l lookup, dc string, fetch instanceFetch, choice *variantChoice) (selection, error) {
 	authz, err := h.authorizer()
 	if err != nil {
-		return err
+		return selection{}, err
 	}
+	var sel selection
 	if l.kind != kindQuery && authz.ServiceRead(l.name) != acl.Allow {
-		h.nxdomain(resp, l.domain)
-		return nil
-	}
-	all, err := fetch(ctx)
-	if err != nil {
-		return err
-	}
-	insts := make([]*catalog.CheckServiceNode, 0, len(all))
-	for _, in := range all {
-		if in.Node == nil || in.Service == nil {
-			continue
+		sel.denied = true
+	} else {
+		all, err := fetch(ctx)
+		if err != nil {
+			return selection{}, err
 		}
-		if l.tag != "" && !hasTag(in.Service.Tags, l.tag) {
-			continue
-		}
-		switch catalog.AggregatedStatus(in.Checks) {
-		case catalog.HealthCritical:
-			continue
-		case catalog.HealthWarning:
-			if h.cfg.OnlyPassing {
-				continue
+		for _, in := range all {
+			if h.admit(l, authz, in) {
+				sel.insts = append(sel.insts, in)
 			}
 		}
-		if authz.NodeRead(in.Node.Node) != acl.Allow {
-			continue
-		}
-		insts = append(insts, in)
 	}
-	if len(insts) == 0 {
+	h.serviceAnswer(resp, q, l, dc, sel, choice.order(sel.insts))
+	return sel, nil
+}
+
+// serviceAnswer fills resp with the answer of a service lookup over sel,
+// with its instances in the order of insts.
+func (h *Handler) serviceAnswer(resp *dns.Msg, q dns.Question, l lookup, dc string, sel selection, insts []*catalog.CheckServiceNode) {
+	if sel.denied || len(insts) == 0 {
 		h.nxdomain(resp, l.domain)
-		return nil
+		return
 	}
-	rand.Shuffle(len(insts), func(i, j int) { insts[i], insts[j] = insts[j], insts[i] })
 	ttl := h.serviceTTL(l.name)
 	switch q.Qtype {
 	case dns.TypeA, dns.TypeAAAA, dns.TypeANY:
@@ -403,7 +610,27 @@ func (h *Handler) answerService(ctx context.Context, resp *dns.Msg, q dns.Questi
 	if len(resp.Answer) == 0 {
 		h.nodata(resp, l.domain)
 	}
-	return nil
+}
+
+// admit reports whether an instance answers lookup l for a reader with
+// authz: it has a node and a service, the tag asked for, no critical
+// check (nor a warning one with only_passing), and its node is readable.
+func (h *Handler) admit(l lookup, authz acl.Authorizer, in *catalog.CheckServiceNode) bool {
+	if in.Node == nil || in.Service == nil {
+		return false
+	}
+	if l.tag != "" && !hasTag(in.Service.Tags, l.tag) {
+		return false
+	}
+	switch catalog.AggregatedStatus(in.Checks) {
+	case catalog.HealthCritical:
+		return false
+	case catalog.HealthWarning:
+		if h.cfg.OnlyPassing {
+			return false
+		}
+	}
+	return authz.NodeRead(in.Node.Node) == acl.Allow
 }
 
 func hasTag(tags []string, want string) bool {

@@ -3,6 +3,7 @@ package dnsserver
 import (
 	"context"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -242,4 +243,42 @@ func TestShutdownAbortsRecursionInFlight(t *testing.T) {
 		t.Fatalf("shutdown took %v with a query stuck in recursion", el)
 	}
 	<-done
+}
+
+// TestServerAnswersFromTheAddressAsked serves a wildcard address and asks
+// another loopback address than the first: answers, from the cache
+// (the reading goroutine) as from ServeDNS (a goroutine per query), come
+// from the address asked, or the client's connected socket would drop
+// them.
+func TestServerAnswersFromTheAddressAsked(t *testing.T) {
+	h := newTestHandler(t, newViewLikeSource(webCatalog(t)), nil)
+	s, err := Listen(h, []string{"0.0.0.0:0"}, nil)
+	if err != nil {
+		t.Skipf("no wildcard listener here: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	if n := len(s.servers); n != 1+udpSockets() {
+		t.Fatalf("%d servers, want TCP and %d UDP", n, udpSockets())
+	}
+	port := s.Addrs()[0].(*net.UDPAddr).Port
+	for _, ip := range []string{"127.0.0.1", "127.0.0.2"} {
+		addr := net.JoinHostPort(ip, strconv.Itoa(port))
+		// The first query fills the cache, the others are answered from
+		// it; the node lookup is never cached. Several clients (source
+		// ports) reach the several sockets.
+		for i := 0; i < 8; i++ {
+			if r := query(t, "udp", addr, "web.service.consul.", dns.TypeA); len(r.Answer) != 3 {
+				t.Fatalf("%s: %v", addr, r)
+			}
+			if r := query(t, "udp", addr, "n1.node.consul.", dns.TypeA); len(r.Answer) != 1 {
+				t.Fatalf("%s: %v", addr, r)
+			}
+		}
+	}
 }

@@ -112,11 +112,13 @@ type Config struct {
 
 // Pool is one gossip pool membership.
 type Pool struct {
-	cfg    *Config
-	ml     *memberlist.Memberlist
-	kr     *memberlist.Keyring
-	bq     *memberlist.TransmitLimitedQueue
-	coord  *coordinate.Client
+	cfg   *Config
+	ml    *memberlist.Memberlist
+	kr    *memberlist.Keyring
+	bq    *memberlist.TransmitLimitedQueue
+	coord *coordinate.Client
+	// keyMu serialises keyring changes.
+	keyMu  sync.Mutex
 	logger hclog.Logger
 
 	mu      sync.Mutex
@@ -125,6 +127,8 @@ type Pool struct {
 	left    bool
 
 	events chan Event
+	// userEvents is the user event clock, dedup set and queue (events.go).
+	userEvents *userEvents
 	// metaCh asks metaLoop to gossip changed tags; stopCh ends it.
 	metaCh   chan struct{}
 	stopCh   chan struct{}
@@ -154,6 +158,8 @@ func New(cfg *Config) (*Pool, error) {
 		events:  make(chan Event, 4096),
 		metaCh:  make(chan struct{}, 1),
 		stopCh:  make(chan struct{}),
+
+		userEvents: newUserEvents(),
 	}
 	var mc *memberlist.Config
 	switch {
@@ -393,7 +399,13 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	}
 	return b
 }
-func (d *delegate) NotifyMsg(b []byte) { d.p.handleUserMsg(b) }
+func (d *delegate) NotifyMsg(b []byte) {
+	if len(b) > 0 && b[0] == msgUserEvent {
+		d.p.handleUserEventMsg(b[1:])
+		return
+	}
+	d.p.handleUserMsg(b)
+}
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return d.p.bq.GetBroadcasts(overhead, limit)
 }

@@ -84,6 +84,9 @@ func (p *Pool) KeyringOp(op, keyB64 string) error {
 }
 
 func (p *Pool) applyKeyOp(op string, key []byte) error {
+	// Keyring changes from the API and from gossip must not interleave.
+	p.keyMu.Lock()
+	defer p.keyMu.Unlock()
 	var err error
 	switch op {
 	case KeyInstall:

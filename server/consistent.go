@@ -88,24 +88,82 @@ func (s *Server) verifyLoop() {
 // waitApplied waits until the FSM has applied index, bounded by the hold
 // timeout.
 func (s *Server) waitApplied(index uint64) error {
-	deadline := time.NewTimer(s.config.HoldTimeout)
-	defer deadline.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), s.config.HoldTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.shutdownCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := s.waitCaughtUp(ctx, index); err != nil {
+		return fmt.Errorf("consistent read: timed out waiting for index %d", index)
+	}
+	return nil
+}
+
+// fsmCaughtUp reports whether the FSM has applied every entry up to index.
+// raft.AppliedIndex is not enough: it counts entries handed to the FSM, not
+// applied by it. Entries the FSM never sees (no-ops, barriers) and entries
+// compacted into a snapshot (restored before any later entry is applied)
+// need no wait.
+func (s *Server) fsmCaughtUp(index uint64) bool {
+	last := s.fsm.last.Load()
+	for i := index; i > last; i-- {
+		var l raft.Log
+		if err := s.logs.GetLog(i, &l); err != nil {
+			continue
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return false
+		}
+	}
+	return true
+}
+
+// waitCaughtUp waits until the FSM has applied every entry up to index, or
+// ctx ends.
+func (s *Server) waitCaughtUp(ctx context.Context, index uint64) error {
 	for {
 		ch := s.fsm.changed()
-		if s.raft.AppliedIndex() >= index {
+		if s.fsmCaughtUp(index) {
 			return nil
 		}
 		select {
 		case <-ch:
-		case <-time.After(time.Millisecond):
-			// Entries that never reach the FSM (no-ops, configuration)
-			// advance the applied index without a notification.
-		case <-deadline.C:
-			return fmt.Errorf("consistent read: timed out waiting for index %d", index)
-		case <-s.shutdownCh:
-			return ErrShutdown
+		case <-time.After(5 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
+}
+
+// waitLeaderReady waits, up to the hold timeout, until this leader has
+// applied the log it inherited.
+func (s *Server) waitLeaderReady(ctx context.Context) error {
+	if s.leaderReady.Load() {
+		return nil
+	}
+	deadline := time.NewTimer(s.config.HoldTimeout)
+	defer deadline.Stop()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for !s.leaderReady.Load() {
+		if !s.IsLeader() {
+			return ErrNotLeader
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for leader to catch up: %w", ctx.Err())
+		case <-s.shutdownCh:
+			return ErrShutdown
+		case <-deadline.C:
+			return ErrNoLeader
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // notifyFSM wraps the catalog FSM to tell waiters when entries are applied.

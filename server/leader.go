@@ -20,6 +20,7 @@ func (s *Server) monitorLeadership() {
 		case isLeader := <-s.raft.LeaderCh():
 			stop()
 			stop = func() {}
+			s.leaderReady.Store(false)
 			if isLeader {
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan struct{})
@@ -36,6 +37,14 @@ func (s *Server) monitorLeadership() {
 // leaderLoop runs while this server leads: the membership reconcile and the
 // session TTL timers. It returns once ctx ends and both have stopped.
 func (s *Server) leaderLoop(ctx context.Context) {
+	// Like a barrier, but one that stops with ctx (a Raft barrier future is
+	// never answered once Raft shuts down): reads wait until the FSM holds
+	// the whole log this leader inherited.
+	if err := s.waitCaughtUp(ctx, s.raft.LastIndex()); err != nil {
+		return
+	}
+	s.leaderReady.Store(true)
+	defer s.leaderReady.Store(false)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

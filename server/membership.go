@@ -104,11 +104,7 @@ func (s *Server) maybeBootstrap() {
 // reconcileLoop is the leader's membership routine: it turns gossip members
 // into catalog nodes with a serfHealth check and servers into Raft peers.
 func (s *Server) reconcileLoop(ctx context.Context) {
-	// Like a barrier, but one that stops with ctx: a Raft barrier future
-	// is never answered once Raft shuts down, which would hang Shutdown.
-	if err := s.waitCaughtUp(ctx, s.raft.LastIndex()); err != nil {
-		return
-	}
+
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -124,20 +120,6 @@ func (s *Server) reconcileLoop(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// waitCaughtUp waits until the FSM has applied index or ctx ends.
-func (s *Server) waitCaughtUp(ctx context.Context, index uint64) error {
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
-	for s.raft.AppliedIndex() < index {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
 }
 
 func (s *Server) reconcileAll(ctx context.Context) {

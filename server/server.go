@@ -119,10 +119,16 @@ type Server struct {
 	fsm    *notifyFSM
 
 	raft      *raft.Raft
+	logs      raft.LogStore
 	transport raft.Transport
-	grpc      *grpc.Server
-	pool      *connPool
-	closers   []func() error
+
+	// leaderReady is set once this leader's FSM holds every entry of the
+	// log as it was when leadership began; until then it serves no reads,
+	// which could be as stale as the entries it has yet to apply.
+	leaderReady atomic.Bool
+	grpc        *grpc.Server
+	pool        *connPool
+	closers     []func() error
 
 	verifyCh chan *verifyReq
 
@@ -134,6 +140,7 @@ type Server struct {
 	failedMu     sync.Mutex
 	failed       map[string]time.Time
 
+	started    time.Time
 	shutdownCh chan struct{}
 	wg         sync.WaitGroup
 	closeOnce  sync.Once
@@ -278,6 +285,7 @@ func (s *Server) setupRaft() error {
 			}
 		}
 	}
+	s.logs = logs
 	r, err := raft.NewRaft(rc, s.fsm, logs, stable, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
@@ -410,6 +418,11 @@ func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.R
 	if needLeader && !s.IsLeader() {
 		return s.forwardRead(ctx, req)
 	}
+	if needLeader {
+		if err := s.waitLeaderReady(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if opts.RequireConsistent {
 		if err := s.consistentRead(ctx); err != nil {
 			return nil, err
@@ -469,6 +482,9 @@ func (s *Server) fillMeta(m *catalog.QueryMeta, idx uint64) {
 	m.KnownLeader = s.Leader() != ""
 	if lc := s.raft.LastContact(); !lc.IsZero() {
 		m.LastContact = time.Since(lc)
+	} else {
+		// Never heard from a leader since start: as stale as our uptime.
+		m.LastContact = time.Since(s.started)
 	}
 }
 

@@ -139,7 +139,9 @@ type Cache struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
+	// mu guards views and closed. Gets of existing views only read-lock
+	// it, so that concurrent Gets do not serialise on it.
+	mu     sync.RWMutex
 	views  map[viewKey]*view
 	closed bool
 }
@@ -194,15 +196,20 @@ type view struct {
 	lastUsed atomic.Int64
 	// ready is closed once the first read has an outcome.
 	ready chan struct{}
+	// state is what Gets read; only the view's loop replaces it (set,
+	// setError, fail), so a Get costs an atomic load and no lock.
+	state atomic.Pointer[viewState]
+}
 
-	mu sync.Mutex
+// viewState is one immutable state of a view.
+type viewState struct {
 	// resp is the last good result; nil until the first succeeds.
 	resp *catalog.ReadResponse
 	// err is the last read error; errSince when the current run of
 	// failures began (zero while reads succeed).
 	err      error
 	errSince time.Time
-	// changed is closed and replaced whenever resp changes.
+	// changed is closed when resp is replaced.
 	changed chan struct{}
 }
 
@@ -216,27 +223,35 @@ type view struct {
 // The result is shared by every caller of the view: it must not be modified.
 // Errors: ErrClosed after Close; the read error when the view never had a
 // result; ErrStale (wrapping the last error) when reads have failed for
-// longer than StaleIfError; ctx's error when it ends first.
+// longer than StaleIfError; ctx's error when it ends first. A view that
+// has its first result answers even when ctx is already done, so a Get
+// with a done ctx reads only what is in memory and never waits. A Get of
+// an existing view takes no exclusive lock.
 func (c *Cache) Get(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
 	v, err := c.viewFor(req)
 	if err != nil {
 		return nil, err
 	}
 	v.lastUsed.Store(c.cfg.Clock.Now().UnixNano())
+	// A view that has its result answers even when ctx is already done:
+	// callers pass a done ctx to read only what is in memory.
 	select {
 	case <-v.ready:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("wait for first result of %s %q: %w", req.Op, req.Name, ctx.Err())
+	default:
+		select {
+		case <-v.ready:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for first result of %s %q: %w", req.Op, req.Name, ctx.Err())
+		}
 	}
 	var timeout <-chan time.Time
 	for {
-		v.mu.Lock()
-		resp, lastErr, errSince, changed := v.resp, v.err, v.errSince, v.changed
-		v.mu.Unlock()
+		st := v.state.Load()
+		resp, lastErr := st.resp, st.err
 		if resp == nil {
 			return nil, lastErr
 		}
-		if !errSince.IsZero() && c.cfg.Clock.Now().Sub(errSince) > c.cfg.StaleIfError {
+		if !st.errSince.IsZero() && c.cfg.Clock.Now().Sub(st.errSince) > c.cfg.StaleIfError {
 			return nil, fmt.Errorf("%w: %w", ErrStale, lastErr)
 		}
 		minIndex := req.Options.MinQueryIndex
@@ -251,7 +266,7 @@ func (c *Cache) Get(ctx context.Context, req *catalog.ReadRequest) (*catalog.Rea
 			timeout = c.cfg.Clock.After(wait)
 		}
 		select {
-		case <-changed:
+		case <-st.changed:
 		case <-timeout:
 			return resp, nil
 		case <-ctx.Done():
@@ -263,6 +278,15 @@ func (c *Cache) Get(ctx context.Context, req *catalog.ReadRequest) (*catalog.Rea
 // viewFor returns the view of req, starting it when there is none.
 func (c *Cache) viewFor(req *catalog.ReadRequest) (*view, error) {
 	k := keyOf(req)
+	c.mu.RLock()
+	v, closed := c.views[k], c.closed
+	c.mu.RUnlock()
+	if v != nil || closed {
+		if closed {
+			return nil, ErrClosed
+		}
+		return v, nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -272,7 +296,8 @@ func (c *Cache) viewFor(req *catalog.ReadRequest) (*view, error) {
 		return v, nil
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
-	v := &view{req: *req, cancel: cancel, ready: make(chan struct{}), changed: make(chan struct{})}
+	v = &view{req: *req, cancel: cancel, ready: make(chan struct{})}
+	v.state.Store(&viewState{changed: make(chan struct{})})
 	v.req.Tags = append([]string(nil), req.Tags...)
 	v.lastUsed.Store(c.cfg.Clock.Now().UnixNano())
 	c.views[k] = v
@@ -370,30 +395,30 @@ func (c *Cache) drop(k viewKey, v *view) {
 	c.mu.Unlock()
 }
 
+// set, setError and fail are called only by the view's loop, so each
+// replaces the state it loaded without racing another writer.
+
 func (v *view) set(resp *catalog.ReadResponse) {
-	v.mu.Lock()
-	v.resp = resp
-	v.err = nil
-	v.errSince = time.Time{}
-	close(v.changed)
-	v.changed = make(chan struct{})
-	v.mu.Unlock()
+	old := v.state.Load()
+	v.state.Store(&viewState{resp: resp, changed: make(chan struct{})})
+	close(old.changed)
 }
 
 func (v *view) setError(err error, now time.Time) {
-	v.mu.Lock()
-	v.err = err
-	if v.errSince.IsZero() {
-		v.errSince = now
+	old := v.state.Load()
+	st := *old
+	st.err = err
+	if st.errSince.IsZero() {
+		st.errSince = now
 	}
-	v.mu.Unlock()
+	v.state.Store(&st)
 }
 
 // fail records the outcome of a first read that produced no result.
 func (v *view) fail(err error) {
-	v.mu.Lock()
-	v.err = err
-	v.mu.Unlock()
+	st := *v.state.Load()
+	st.err = err
+	v.state.Store(&st)
 	close(v.ready)
 }
 
@@ -426,8 +451,8 @@ func (c *Cache) sweep() {
 
 // Len returns the number of live views.
 func (c *Cache) Len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	return len(c.views)
 }
 

@@ -70,7 +70,13 @@ func TestCatalog(t *testing.T) {
 	// Anti-entropy copies the agent's services to the catalog asynchronously.
 	waitFor(t, 15*time.Second, func() (bool, string) {
 		r := runCmd(runCatalogServices, addr, "-tags")
-		return r.code == 0 && strings.Contains(r.stdout, "db") && strings.Contains(r.stdout, "web  primary,v1,v2"), r.String()
+		web := false
+		for _, line := range strings.Split(r.stdout, "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "web" && f[1] == "primary,v1,v2" {
+				web = true
+			}
+		}
+		return r.code == 0 && strings.Contains(r.stdout, "db") && web, r.String()
 	})
 
 	t.Run("services", func(t *testing.T) {

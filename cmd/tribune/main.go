@@ -31,6 +31,7 @@ func commands() map[string]command {
 		"catalog nodes":       {"Lists all nodes in the given datacenter", runCatalogNodes},
 		"catalog datacenters": {"Lists all known datacenters", runCatalogDatacenters},
 
+		"lock":    {"Execute a command holding a lock", lockCommand(os.Stdin)},
 		"members": {"Lists the members of a Tribune cluster", runMembers},
 		"leave":   {"Gracefully leaves the cluster and shuts down the agent", runLeave},
 
@@ -38,6 +39,11 @@ func commands() map[string]command {
 		"force-leave": {"Forces a member of the cluster to enter the left state", runForceLeave},
 		"keygen":      {"Generates a new encryption key", runKeygen},
 		"keyring":     {"Manages gossip layer encryption keys", runKeyring},
+		"reload":      {"Triggers the agent to reload configuration files", runReload},
+		"maint":       {"Controls node or service maintenance mode", runMaint},
+
+		"event": {"Fires a new user event", runEvent},
+		"watch": {"Watches for changes in a view of the data", runWatch},
 
 		"operator":                  {"Provides cluster-level tools", groupCommand("operator", "Cluster-level operator tools.")},
 		"operator raft":             {"Provides tools for the Raft subsystem", groupCommand("operator raft", "Raft peer tools.")},

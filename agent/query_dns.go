@@ -1,0 +1,39 @@
+package agent
+
+import (
+	"context"
+
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// preparedQuery answers <query>.query.<domain> (dnsserver's
+// Config.PreparedQuery): the instances the query named (by ID, name or
+// template prefix) selects. It reads from views like every DNS lookup: the
+// list of queries is one view, so random names start no views of their
+// own, and the service's health is the view a service lookup uses. No
+// matching query answers nothing, which the handler turns into NXDOMAIN.
+//
+// The query's DNS.TTL is not applied yet: the hook returns instances only,
+// and the handler gives query answers the service TTL of the query name.
+func (s *dnsSource) preparedQuery(ctx context.Context, dc, name string) ([]*catalog.CheckServiceNode, error) {
+	if err := s.checkDC(dc); err != nil {
+		return nil, err
+	}
+	list, err := s.get(ctx, catalog.ReadPreparedQueries, "")
+	if err != nil {
+		return nil, err
+	}
+	q := catalog.ResolvePreparedQuery(list.PreparedQueries, name)
+	if q == nil {
+		return nil, nil
+	}
+	q, err = q.Render(name)
+	if err != nil {
+		return nil, err
+	}
+	insts, err := s.ServiceHealth(ctx, dc, q.Service.Service)
+	if err != nil {
+		return nil, err
+	}
+	return catalog.SelectInstances(&q.Service, insts), nil
+}

@@ -1,0 +1,62 @@
+package fault
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// evidence is everything a run recorded, as written to history.json.
+type evidence struct {
+	Seed          uint64         `json:"seed"`
+	Duration      string         `json:"duration"`
+	Faults        []Event        `json:"faults"`
+	Register      []KVOp         `json:"register"`
+	Holds         []Hold         `json:"lock_holds"`
+	Appends       []Append       `json:"lock_appends"`
+	Registrations []Registration `json:"catalog"`
+	Set           []SetAdd       `json:"set"`
+	Problems      []string       `json:"problems"`
+}
+
+// keep writes the run's evidence into a new folder under cfg.OutDir:
+// history.json (every operation and fault, times in ns since the run
+// started), kv.html (porcupine's visualization, when the register check
+// failed), problems.txt and every agent's log.
+func (r *run) keep(res *RunResult) (string, error) {
+	out := r.cfg.OutDir
+	if out == "" {
+		out = filepath.Join(os.TempDir(), "tribune-jepsen")
+	}
+	folder := filepath.Join(out, fmt.Sprintf("seed-%d-%s", r.cfg.Seed, time.Now().Format("20060102-150405")))
+	if err := os.MkdirAll(folder, 0o755); err != nil {
+		return "", fmt.Errorf("evidence folder: %w", err)
+	}
+	ev := evidence{
+		Seed: r.cfg.Seed, Duration: r.cfg.Duration.String(), Faults: r.nem.Events.Items(),
+		Register: r.reg.Ops.Items(), Holds: r.lock.Holds.Items(), Appends: r.lock.Appends.Items(),
+		Registrations: r.catalog.Regs.Items(), Set: r.set.Adds.Items(), Problems: res.Problems,
+	}
+	b, err := json.MarshalIndent(ev, "", " ")
+	if err != nil {
+		return folder, fmt.Errorf("encode history: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(folder, "history.json"), b, 0o644); err != nil {
+		return folder, fmt.Errorf("write history: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(folder, "problems.txt"), []byte(strings.Join(res.Problems, "\n\n")+"\n"), 0o644); err != nil {
+		return folder, fmt.Errorf("write problems: %w", err)
+	}
+	if err := r.lin.Visualize(filepath.Join(folder, "kv.html")); err != nil {
+		return folder, err
+	}
+	for _, a := range r.c.All() {
+		if err := copyFile(a.LogPath, filepath.Join(folder, a.Name+".log"), 0o644); err != nil {
+			return folder, err
+		}
+	}
+	return folder, nil
+}
