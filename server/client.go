@@ -103,6 +103,7 @@ func (c *Client) preferLeader(leader string) {
 // and retrying retryable answers until the hold timeout. decode turns a
 // response into an error for retry decisions.
 func (c *Client) invoke(ctx context.Context, method string, req, resp any, answerErr func() error) error {
+	write := method == "Apply"
 	deadline := time.Now().Add(c.cfg.HoldTimeout)
 	failed := ""
 	var last error
@@ -115,6 +116,10 @@ func (c *Client) invoke(ctx context.Context, method string, req, resp any, answe
 				if err == nil || !retryable(err) {
 					return err
 				}
+			} else if write && !notSent(err) {
+				// The request may have been applied: its outcome is
+				// unknown, and only the caller can decide what to do.
+				return err
 			} else if st, ok := status.FromError(errors.Unwrap(err)); ok && st.Code() == codes.Unavailable {
 				failed = addr
 			} else {

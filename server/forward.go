@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -24,6 +25,28 @@ func retryable(err error) bool {
 		return st.Code() == codes.Unavailable
 	}
 	return false
+}
+
+// retryableWrite is retryable for writes, which must not be sent twice: a
+// connection that broke after the request went out may have carried it to
+// a leader that applied it (a retried CAS would then report false for a
+// write that happened). Only a failure to connect proves it was not sent.
+func retryableWrite(err error) bool {
+	if errors.Is(err, ErrNoLeader) || errors.Is(err, ErrNotLeader) {
+		return true
+	}
+	return notSent(err)
+}
+
+// notSent reports whether an RPC error happened before the request left:
+// the connection could not be made.
+func notSent(err error) bool {
+	st, ok := status.FromError(errors.Unwrap(err))
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	msg := st.Message()
+	return strings.Contains(msg, "while dialing") || strings.Contains(msg, "connection refused")
 }
 
 // forwardApply sends an encoded command to the leader.

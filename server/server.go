@@ -388,7 +388,7 @@ func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 		}
 		if leader := s.Leader(); leader != "" {
 			res, err := s.forwardApply(ctx, leader, buf)
-			if err == nil || !retryable(err) {
+			if err == nil || !retryableWrite(err) {
 				return res, err
 			}
 			s.logger.Debug("forward to leader failed, retrying", "leader", leader, "error", err)
