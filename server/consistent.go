@@ -168,10 +168,13 @@ func (s *Server) waitLeaderReady(ctx context.Context) error {
 
 // notifyFSM wraps the catalog FSM to tell waiters when entries are applied.
 type notifyFSM struct {
-	inner *catalog.FSM
-	mu    sync.Mutex
-	ch    chan struct{}
-	last  atomic.Uint64
+	// onApplied, when set, is called on the FSM goroutine after each
+	// applied batch with its last index.
+	onApplied func(idx uint64)
+	inner     *catalog.FSM
+	mu        sync.Mutex
+	ch        chan struct{}
+	last      atomic.Uint64
 }
 
 func newNotifyFSM(inner *catalog.FSM) *notifyFSM {
@@ -186,6 +189,9 @@ func (f *notifyFSM) changed() <-chan struct{} {
 
 func (f *notifyFSM) notify(idx uint64) {
 	f.last.Store(idx)
+	if f.onApplied != nil {
+		f.onApplied(idx)
+	}
 	f.mu.Lock()
 	close(f.ch)
 	f.ch = make(chan struct{})

@@ -140,7 +140,13 @@ type Server struct {
 	failedMu     sync.Mutex
 	failed       map[string]time.Time
 
-	started    time.Time
+	started time.Time
+	// caughtUpAt is when the FSM was last seen holding the whole log
+	// (unix nanoseconds; 0 never).
+	caughtUpAt atomic.Int64
+	// raftReady publishes s.raft to the FSM goroutine, which starts before
+	// NewRaft returns.
+	raftReady  atomic.Pointer[raft.Raft]
 	shutdownCh chan struct{}
 	wg         sync.WaitGroup
 	closeOnce  sync.Once
@@ -172,6 +178,11 @@ func New(cfg *Config) (*Server, error) {
 		shutdownCh:  make(chan struct{}),
 	}
 	s.fsm = newNotifyFSM(catalog.NewFSM(s.store))
+	s.fsm.onApplied = func(idx uint64) {
+		if r := s.raftReady.Load(); r != nil && idx >= r.LastIndex() {
+			s.caughtUpAt.Store(time.Now().UnixNano())
+		}
+	}
 	s.sessionTTL = newSessionTimers(s)
 	if err := s.setupRaft(); err != nil {
 		s.closeAll()
@@ -291,6 +302,7 @@ func (s *Server) setupRaft() error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	s.raft = r
+	s.raftReady.Store(r)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -413,7 +425,7 @@ func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.R
 	needLeader := !opts.AllowStale || opts.RequireConsistent
 	if !needLeader && opts.MaxStaleDuration > 0 && !s.IsLeader() {
 		// Too stale for the caller: ask the leader instead.
-		needLeader = time.Since(s.raft.LastContact()) > opts.MaxStaleDuration
+		needLeader = s.staleness() > opts.MaxStaleDuration
 	}
 	if needLeader && !s.IsLeader() {
 		return s.forwardRead(ctx, req)
@@ -480,12 +492,30 @@ func (s *Server) fillMeta(m *catalog.QueryMeta, idx uint64) {
 		return
 	}
 	m.KnownLeader = s.Leader() != ""
+	m.LastContact = s.staleness()
+}
+
+// staleness bounds how old a follower's data may be: the time since it last
+// heard from the leader, or, while its FSM is still catching up with the
+// log it has received (after a restart or a lost data directory), the time
+// since it was last caught up. A follower that has never been caught up is
+// as stale as its uptime.
+func (s *Server) staleness() time.Duration {
+	now := time.Now()
+	contact := now.Sub(s.started)
 	if lc := s.raft.LastContact(); !lc.IsZero() {
-		m.LastContact = time.Since(lc)
-	} else {
-		// Never heard from a leader since start: as stale as our uptime.
-		m.LastContact = time.Since(s.started)
+		contact = now.Sub(lc)
 	}
+	last, fsmLast := s.raft.LastIndex(), s.fsm.last.Load()
+	if last <= fsmLast || (last-fsmLast <= 64 && s.fsmCaughtUp(last)) {
+		s.caughtUpAt.Store(now.UnixNano())
+		return contact
+	}
+	behind := now.Sub(s.started)
+	if at := s.caughtUpAt.Load(); at != 0 {
+		behind = now.Sub(time.Unix(0, at))
+	}
+	return max(contact, behind)
 }
 
 // Shutdown stops Raft and every goroutine of the server and closes its

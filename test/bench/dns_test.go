@@ -136,6 +136,7 @@ func BenchmarkDNSPerf(b *testing.B) {
 		// Warm the agent's views once so that the run measures the steady
 		// state the issue asks for.
 		run("steady")
+		dnsPropagation(b, c, fmt.Sprintf("127.0.0.1:%d", p.ports.DNS), kind)
 
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -172,6 +173,46 @@ func parseFloat(re *regexp.Regexp, out []byte) float64 {
 	}
 	f, _ := strconv.ParseFloat(string(m[1]), 64)
 	return f
+}
+
+// dnsPropagation measures how long a new healthy instance takes to appear
+// in DNS answers after its registration is acknowledged (median of 5).
+func dnsPropagation(b *testing.B, c *api.Client, addr, kind string) {
+	var ds []time.Duration
+	cl := &dns.Client{Net: "tcp", Timeout: 2 * time.Second}
+	for i := 0; i < 5; i++ {
+		ip := fmt.Sprintf("10.250.0.%d", i+1)
+		if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: fmt.Sprintf("prop-%d", i), Address: ip,
+			Service: &api.AgentService{ID: "svc-7", Service: "svc-7", Port: 1},
+			Check:   &api.AgentCheck{CheckID: "alive", Name: "alive", Status: api.HealthPassing}}, nil); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		for {
+			m := new(dns.Msg)
+			m.SetQuestion("svc-7.service.consul.", dns.TypeA)
+			r, _, err := cl.Exchange(m, addr)
+			found := false
+			if err == nil {
+				for _, rr := range r.Answer {
+					if a, ok := rr.(*dns.A); ok && a.A.String() == ip {
+						found = true
+					}
+				}
+			}
+			if found {
+				ds = append(ds, time.Since(start))
+				break
+			}
+			if time.Since(start) > 10*time.Second {
+				b.Fatalf("instance %s not in DNS after 10s", ip)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	record(b, kind, "dns catalog-change->answer median-of-5", "ms", float64(ds[2].Microseconds())/1000,
+		fmt.Sprintf("min=%v max=%v", ds[0].Round(10*time.Microsecond), ds[4].Round(10*time.Microsecond)))
 }
 
 // sampleDNS sends an A query for a random service every 5ms until ctx ends
