@@ -175,6 +175,7 @@ func New(cfg *Config) (*Server, error) {
 		pool:        newConnPool(),
 		reconcileCh: make(chan gossip.Member, 1024),
 		failed:      map[string]time.Time{},
+		started:     time.Now(),
 		shutdownCh:  make(chan struct{}),
 	}
 	s.fsm = newNotifyFSM(catalog.NewFSM(s.store))
