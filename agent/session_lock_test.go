@@ -305,7 +305,7 @@ func TestSessionTTL_SurvivesLeaderChange(t *testing.T) {
 		if e == nil {
 			break
 		}
-		if time.Since(renewed) > 2*ttl+10*time.Second {
+		if time.Since(renewed) > 2*ttl+30*time.Second { // a further election under load restarts the timer
 			t.Fatalf("session still alive %v after its last renewal", time.Since(renewed))
 		}
 		index = m.LastIndex
