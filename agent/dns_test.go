@@ -626,3 +626,63 @@ func TestDNSDisabledAndShutdown(t *testing.T) {
 		t.Fatal("DNS UDP still answering after shutdown")
 	}
 }
+
+// TestDNSCacheIsNeverStale hammers a service so that its answers come from
+// the DNS response cache, changes it, and checks that the change is
+// answered within one blocking-query round of the agent's view (the
+// blocking health query below returns in the same round), and that no
+// stale answer is served after the first fresh one.
+func TestDNSCacheIsNeverStale(t *testing.T) {
+	d := startDNSAgent(t, nil)
+	d.webCatalog(t)
+	both := []string{"10.0.0.1", "192.0.2.10"}
+	hammer := func(want []string) {
+		t.Helper()
+		for i := 0; i < 50; i++ {
+			for _, network := range []string{"udp", "tcp"} {
+				dnsWant(t, "web", dnsAddrs(d.query(t, network, "web.service.consul", dns.TypeA).Answer), want)
+			}
+			if n := len(d.query(t, "udp", "web.service.consul", dns.TypeSRV).Answer); n != len(want) {
+				t.Fatalf("%d SRV answers, want %d", n, len(want))
+			}
+		}
+	}
+	_, meta, err := d.api.Health().Service("web", "", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hammer(both)
+
+	for _, step := range []struct {
+		change func()
+		want   []string
+	}{
+		{func() { // web1 fails
+			d.register(t, &api.CatalogRegistration{Node: "n1", Address: "10.0.0.1", SkipNodeUpdate: true,
+				Check: &api.AgentCheck{CheckID: "web1-alive", Name: "alive", Status: api.HealthCritical, ServiceID: "web1"}})
+		}, []string{"192.0.2.10"}},
+		{func() { // and recovers
+			d.register(t, &api.CatalogRegistration{Node: "n1", Address: "10.0.0.1", SkipNodeUpdate: true,
+				Check: &api.AgentCheck{CheckID: "web1-alive", Name: "alive", Status: api.HealthPassing, ServiceID: "web1"}})
+		}, both},
+		{func() { // a third instance
+			d.register(t, &api.CatalogRegistration{Node: "n3", Address: "10.0.0.3",
+				Service: &api.AgentService{ID: "web3", Service: "web", Port: 8082}})
+		}, []string{"10.0.0.1", "10.0.0.3", "192.0.2.10"}},
+	} {
+		step.change()
+		// One round: the blocking query returns with the change, as the
+		// view's does.
+		_, meta, err = d.api.Health().Service("web", "", false, &api.QueryOptions{WaitIndex: meta.LastIndex, WaitTime: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dnsEventually(t, time.Second, func() string {
+			if got := dnsAddrs(d.query(t, "udp", "web.service.consul", dns.TypeA).Answer); strings.Join(got, ",") != strings.Join(step.want, ",") {
+				return fmt.Sprintf("web = %v, want %v", got, step.want)
+			}
+			return ""
+		})
+		hammer(step.want)
+	}
+}

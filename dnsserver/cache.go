@@ -156,6 +156,20 @@ func (e *cacheEntry) pick() (slot int, v *variant) {
 	return slot, v
 }
 
+// worn returns a random ordering that has served its share, -1 when
+// there is none.
+func (e *cacheEntry) worn() int {
+	if !e.random {
+		return -1
+	}
+	for i := range e.variants {
+		if e.variants[i].Load().uses.Load() > randomOrderingUses {
+			return i
+		}
+	}
+	return -1
+}
+
 // responseCache is a bounded map from query forms to cache entries.
 type responseCache struct {
 	seed       maphash.Seed

@@ -6,7 +6,9 @@
 //
 // Decide and serve are split: Handler decides the answer to one query
 // (Handler.Answer is a function of the query and the Source), while Server
-// only owns the UDP and TCP listeners that deliver queries to a dns.Handler.
+// only owns the UDP and TCP listeners that deliver queries to a dns.Handler
+// (and, for UDP, first to Handler.AnswerPacket, which answers from the
+// handler's response cache without blocking).
 //
 // The package owns no goroutine besides the listeners of a Server, which
 // Shutdown stops and waits for. It must not import agent or server: the

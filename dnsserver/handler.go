@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -27,7 +28,10 @@ const maxConcurrentRecursions = 256
 const consulService = "consul"
 
 // Handler answers DNS queries. It implements dns.Handler; Answer is the
-// same decision without a connection. It is safe for concurrent use.
+// same decision without a connection. ServeDNS and AnswerPacket answer
+// repeated service lookups from packed answers kept in a cache and checked
+// against the Source at every use (see cache.go); Answer always decides
+// afresh. It is safe for concurrent use.
 type Handler struct {
 	cfg    Config
 	src    Source
@@ -104,12 +108,18 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 // now, else by deciding afresh and caching the result.
 func (h *Handler) serveCacheable(w dns.ResponseWriter, req *dns.Msg, key []byte, network string) {
 	if e := h.cache.get(key); e != nil && h.current(e) {
-		slot, v := e.pick()
-		if v != nil {
-			h.writeCached(w, e, v, queryHeader{id: req.Id, rd: req.RecursionDesired, cd: req.CheckingDisabled})
-			return
+		slot := e.worn()
+		if slot < 0 {
+			var v *variant
+			slot, v = e.pick()
+			if v != nil {
+				h.writeCached(w, e, v, queryHeader{id: req.Id, rd: req.RecursionDesired, cd: req.CheckingDisabled})
+				return
+			}
 		}
-		// A random ordering that has served its share: draw another.
+		// A random ordering that has served its share (this query's
+		// pick, here or in AnswerPacket): draw another and answer with
+		// it.
 		b, err := h.variant(req, network, &e.basis, ordered(e.basis.sel.insts, slot)).Pack()
 		if err != nil {
 			h.logger.Debug("write response", "client", w.RemoteAddr(), "error", err)
@@ -278,9 +288,10 @@ func (h *Handler) Answer(req *dns.Msg, network string) *dns.Msg {
 	return resp
 }
 
-// answer is Answer, with the instances of a service answer ordered by
-// choice (shuffled when nil). For a service lookup answered from the
-// Source it also returns what the answer was built from.
+// answer is Answer, recording in choice (when not nil) the ordering of
+// the instances of a service answer. For a service lookup answered from
+// the Source, with a choice, it also returns what the answer was built
+// from.
 func (h *Handler) answer(req *dns.Msg, network string, choice *variantChoice) (*dns.Msg, *answerBasis) {
 	if req == nil || req.Response {
 		return nil, nil
@@ -386,9 +397,9 @@ func (h *Handler) finish(req, resp *dns.Msg, network string) *dns.Msg {
 }
 
 // answerLookup fills resp for a name under the domain. For a service
-// lookup it returns what the answer was built from; connect and prepared
-// query answers come from hooks whose results are not tracked, and return
-// none.
+// lookup with a choice to record it returns what the answer was built
+// from; connect and prepared query answers come from hooks whose results
+// are not tracked, and return none.
 func (h *Handler) answerLookup(ctx context.Context, resp *dns.Msg, q dns.Question, l lookup, choice *variantChoice) (*answerBasis, error) {
 	dc := l.dc
 	if dc == "" {
@@ -401,7 +412,7 @@ func (h *Handler) answerLookup(ctx context.Context, resp *dns.Msg, q dns.Questio
 		sel, err := h.answerService(ctx, resp, q, l, dc, func(ctx context.Context) ([]*catalog.CheckServiceNode, error) {
 			return h.src.ServiceHealth(ctx, dc, l.name)
 		}, choice)
-		if err != nil {
+		if err != nil || choice == nil {
 			return nil, err
 		}
 		return &answerBasis{l: l, dc: dc, sel: sel}, nil
@@ -583,6 +594,7 @@ func (h *Handler) answerService(ctx context.Context, resp *dns.Msg, q dns.Questi
 		if err != nil {
 			return selection{}, err
 		}
+		sel.insts = make([]*catalog.CheckServiceNode, 0, len(all))
 		for _, in := range all {
 			if h.admit(l, authz, in) {
 				sel.insts = append(sel.insts, in)
@@ -657,13 +669,17 @@ func instanceAddress(in *catalog.CheckServiceNode) (addr string, nodeTagged map[
 // only by a host name are answered with one CNAME when no instance has an
 // address of the asked family.
 func (h *Handler) serviceAddressRecords(q dns.Question, insts []*catalog.CheckServiceNode, ttl uint32) []dns.RR {
-	var out []dns.RR
+	out := make([]dns.RR, 0, len(insts))
 	var cname dns.RR
-	seen := make(map[string]bool, len(insts))
+	seen := make(map[netip.Addr]bool, len(insts))
 	for _, in := range insts {
 		addr, nt, st := instanceAddress(in)
-		rrs := addressRecords(q.Name, addr, nt, st, q.Qtype, ttl)
-		for _, rr := range rrs {
+		// The instance's records go after the answers so far, and are
+		// kept there unless they are a CNAME or repeat an address.
+		start := len(out)
+		out = appendAddressRecords(out, q.Name, addr, nt, st, q.Qtype, ttl)
+		kept := start
+		for _, rr := range out[start:] {
 			if c, ok := rr.(*dns.CNAME); ok {
 				if cname == nil {
 					cname = c
@@ -675,8 +691,11 @@ func (h *Handler) serviceAddressRecords(q dns.Question, insts []*catalog.CheckSe
 				continue
 			}
 			seen[key] = true
-			out = append(out, rr)
+			out[kept] = rr
+			kept++
 		}
+		clear(out[kept:])
+		out = out[:kept]
 		if h.cfg.ARecordLimit > 0 && len(out) >= h.cfg.ARecordLimit {
 			out = out[:h.cfg.ARecordLimit]
 			break
@@ -688,14 +707,18 @@ func (h *Handler) serviceAddressRecords(q dns.Question, insts []*catalog.CheckSe
 	return out
 }
 
-func rrAddr(rr dns.RR) string {
+// rrAddr returns the address of an A or AAAA record (the zero Addr for
+// other records, which are never compared).
+func rrAddr(rr dns.RR) netip.Addr {
+	var ip net.IP
 	switch r := rr.(type) {
 	case *dns.A:
-		return r.A.String()
+		ip = r.A
 	case *dns.AAAA:
-		return r.AAAA.String()
+		ip = r.AAAA
 	}
-	return rr.String()
+	a, _ := netip.AddrFromSlice(ip)
+	return a
 }
 
 // serviceSRVRecords returns the SRV answers of instances and the records of
@@ -703,7 +726,7 @@ func rrAddr(rr dns.RR) string {
 // address is targeted at <hex>.addr.<dc>.<domain>; one with its own host
 // name at that name; otherwise at its node, <node>.node.<dc>.<domain>.
 func (h *Handler) serviceSRVRecords(q dns.Question, insts []*catalog.CheckServiceNode, domain, dc string, ttl uint32) (answer, extra []dns.RR) {
-	seenSRV := make(map[string]bool, len(insts))
+	seenSRV := make(map[srvKey]bool, len(insts))
 	seenTarget := make(map[string]bool, len(insts))
 	for _, in := range insts {
 		weight := in.Service.Weights.Passing
@@ -737,7 +760,7 @@ func (h *Handler) serviceSRVRecords(q dns.Question, insts []*catalog.CheckServic
 		if in.Service.Port > 0 && in.Service.Port <= 65535 {
 			port = uint16(in.Service.Port)
 		}
-		key := target + "|" + fmt.Sprint(port)
+		key := srvKey{target, port}
 		if seenSRV[key] {
 			continue
 		}
@@ -757,11 +780,22 @@ func (h *Handler) serviceSRVRecords(q dns.Question, insts []*catalog.CheckServic
 	return answer, extra
 }
 
+// srvKey is what makes two SRV answers the same.
+type srvKey struct {
+	target string
+	port   uint16
+}
+
 // addressRecords returns the records that answer qtype (A, AAAA or ANY
 // for both) for name reached at addr: an A for an IPv4 address, an AAAA
 // for an IPv6 one, the other family from the lan_ipv4/lan_ipv6 tagged
 // addresses, and a CNAME when addr is a host name.
 func addressRecords(name, addr string, nodeTagged map[string]string, svcTagged map[string]catalog.ServiceAddress, qtype uint16, ttl uint32) []dns.RR {
+	return appendAddressRecords(nil, name, addr, nodeTagged, svcTagged, qtype, ttl)
+}
+
+// appendAddressRecords is addressRecords appending to out.
+func appendAddressRecords(out []dns.RR, name, addr string, nodeTagged map[string]string, svcTagged map[string]catalog.ServiceAddress, qtype uint16, ttl uint32) []dns.RR {
 	var v4, v6 net.IP
 	var host string
 	if ip := net.ParseIP(addr); ip != nil {
@@ -795,14 +829,14 @@ func addressRecords(name, addr string, nodeTagged map[string]string, svcTagged m
 	hdr := func(t uint16) dns.RR_Header {
 		return dns.RR_Header{Name: name, Rrtype: t, Class: dns.ClassINET, Ttl: ttl}
 	}
-	var out []dns.RR
+	start := len(out)
 	if v4 != nil && (qtype == dns.TypeA || qtype == dns.TypeANY) {
 		out = append(out, &dns.A{Hdr: hdr(dns.TypeA), A: v4})
 	}
 	if v6 != nil && (qtype == dns.TypeAAAA || qtype == dns.TypeANY) {
 		out = append(out, &dns.AAAA{Hdr: hdr(dns.TypeAAAA), AAAA: v6})
 	}
-	if len(out) == 0 && v4 == nil && v6 == nil && host != "" {
+	if len(out) == start && v4 == nil && v6 == nil && host != "" {
 		if _, ok := dns.IsDomainName(host); ok {
 			out = append(out, &dns.CNAME{Hdr: hdr(dns.TypeCNAME), Target: dns.Fqdn(host)})
 		}

@@ -456,3 +456,67 @@ func TestCloseStopsEverything(t *testing.T) {
 		t.Fatalf("Get after Close: %v", err)
 	}
 }
+
+// staticReader answers at once with a fixed result, and blocks blocking
+// queries until their context ends: a catalog that never changes.
+type staticReader struct{ resp *catalog.ReadResponse }
+
+func (r staticReader) Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
+	if req.Options.MinQueryIndex > 0 {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return r.resp, nil
+}
+
+// TestGetWithDoneContext checks that a done context reads only memory: a
+// view with its result answers; a view without one returns at once.
+func TestGetWithDoneContext(t *testing.T) {
+	want := &catalog.ReadResponse{Meta: catalog.QueryMeta{Index: 7}}
+	c := viewcache.New(staticReader{resp: want}, viewcache.Config{})
+	defer c.Close()
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.Get(done, healthReq("web")); !errors.Is(err, context.Canceled) {
+		// The view was just started; its first read may have ended
+		// already, in which case it answers.
+		if err != nil {
+			t.Fatalf("first Get with a done context: %v", err)
+		}
+	}
+	if _, err := c.Get(context.Background(), healthReq("web")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		got, err := c.Get(done, healthReq("web"))
+		if err != nil || got != want {
+			t.Fatalf("Get %d with a done context: %v, %v", i, got, err)
+		}
+	}
+}
+
+// BenchmarkGetHit measures Gets of a view that has its result, from
+// parallel goroutines, as DNS queries do.
+func BenchmarkGetHit(b *testing.B) {
+	resp := &catalog.ReadResponse{Meta: catalog.QueryMeta{Index: 7}}
+	c := viewcache.New(staticReader{resp: resp}, viewcache.Config{})
+	defer c.Close()
+	ctx := context.Background()
+	for i := 0; i < 100; i++ {
+		if _, err := c.Get(ctx, healthReq(fmt.Sprintf("svc-%d", i))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := catalog.ReadRequest{Op: catalog.ReadHealthService, Name: "svc-1",
+				Options: catalog.QueryOptions{AllowStale: true}}
+			if _, err := c.Get(ctx, &req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
