@@ -89,7 +89,6 @@ func (h *httpHandler) handle(pattern string, methods []string, fn handlerFunc) {
 var (
 	methodsGet       = []string{http.MethodGet}
 	methodsPut       = []string{http.MethodPut}
-	methodsPutPost   = []string{http.MethodPut, http.MethodPost}
 	methodsGetPut    = []string{http.MethodGet, http.MethodPut}
 	methodsKV        = []string{http.MethodGet, http.MethodPut, http.MethodDelete}
 	methodsGetPutDel = []string{http.MethodGet, http.MethodPut, http.MethodDelete}

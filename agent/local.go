@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -619,19 +618,4 @@ func (l *localState) snapshot() (map[string]*catalog.Service, map[string]*catalo
 		checks[id] = &cp
 	}
 	return svcs, checks
-}
-
-// serviceChecks returns the checks of one local service, sorted by ID.
-func (l *localState) serviceChecks(id string) []*catalog.HealthCheck {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []*catalog.HealthCheck
-	for _, c := range l.checks {
-		if c.check.ServiceID == id {
-			cp := *c.check
-			out = append(out, &cp)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CheckID < out[j].CheckID })
-	return out
 }

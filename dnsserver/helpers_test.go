@@ -2,7 +2,6 @@ package dnsserver
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -270,5 +269,3 @@ func silentRecursor(t testing.TB) string {
 	})
 	return pc.LocalAddr().String()
 }
-
-func fqdnf(format string, args ...any) string { return dns.Fqdn(fmt.Sprintf(format, args...)) }
