@@ -16,45 +16,22 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	procharness "github.com/tribune-mesh/tribune/test/procs"
 )
 
 // workDir is the temporary directory of this run: the built binary, the
 // agents' logs and data directories.
 var workDir string
 
-var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
-)
-
-// tribuneBin builds ./cmd/tribune once per test binary run and returns
-// the path of the result.
+// tribuneBin returns the tribune binary: BENCH_TRIBUNE when set, else
+// ./cmd/tribune built once by the shared process harness.
 func tribuneBin(tb testing.TB) string {
 	tb.Helper()
-	buildOnce.Do(func() {
-		if p := os.Getenv("BENCH_TRIBUNE"); p != "" {
-			buildBin = p
-			return
-		}
-		goBin := "go"
-		if p, err := exec.LookPath("go"); err == nil {
-			goBin = p
-		}
-		buildBin = filepath.Join(workDir, "tribune")
-		start := time.Now()
-		cmd := exec.Command(goBin, "build", "-o", buildBin, "github.com/tribune-mesh/tribune/cmd/tribune")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/tribune: %v\n%s", err, out)
-			return
-		}
-		fmt.Printf("bench: built %s in %s\n", buildBin, time.Since(start).Round(time.Millisecond))
-	})
-	if buildErr != nil {
-		tb.Fatal(buildErr)
+	if p := os.Getenv("BENCH_TRIBUNE"); p != "" {
+		return p
 	}
-	return buildBin
+	return procharness.Binary(tb)
 }
 
 var (
