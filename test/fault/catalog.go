@@ -33,15 +33,20 @@ type CatalogWorkload struct {
 
 // Run registers until ctx ends.
 func (w *CatalogWorkload) Run(ctx context.Context, agents []*Agent, seed uint64) {
-	rng := rand.New(rand.NewPCG(seed, 200))
+	onRandomAgents(ctx, agents, rand.New(rand.NewPCG(seed, 200)), 50*time.Millisecond, w.register)
+}
+
+// onRandomAgents calls op through a randomly chosen agent, pausing between
+// pause and twice pause, until ctx ends.
+func onRandomAgents(ctx context.Context, agents []*Agent, rng *rand.Rand, pause time.Duration, op func(context.Context, *api.Client, *Agent)) {
 	clients := make([]*api.Client, len(agents))
 	for i, a := range agents {
 		clients[i] = APIClient(a, opTimeout)
 	}
 	for ctx.Err() == nil {
 		i := rng.IntN(len(agents))
-		w.register(ctx, clients[i], agents[i])
-		sleepCtx(ctx, time.Duration(50+rng.IntN(100))*time.Millisecond)
+		op(ctx, clients[i], agents[i])
+		sleepCtx(ctx, pause+time.Duration(rng.Int64N(int64(pause))))
 	}
 }
 

@@ -33,16 +33,7 @@ type SetWorkload struct {
 
 // Run writes until ctx ends.
 func (w *SetWorkload) Run(ctx context.Context, agents []*Agent, seed uint64) {
-	rng := rand.New(rand.NewPCG(seed, 300))
-	clients := make([]*api.Client, len(agents))
-	for i, a := range agents {
-		clients[i] = APIClient(a, opTimeout)
-	}
-	for ctx.Err() == nil {
-		i := rng.IntN(len(agents))
-		w.add(ctx, clients[i], agents[i])
-		sleepCtx(ctx, time.Duration(20+rng.IntN(40))*time.Millisecond)
-	}
+	onRandomAgents(ctx, agents, rand.New(rand.NewPCG(seed, 300)), 20*time.Millisecond, w.add)
 }
 
 func (w *SetWorkload) add(ctx context.Context, cl *api.Client, a *Agent) {
