@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -179,6 +180,10 @@ func (a *Agent) startJoins() error {
 		}
 		for attempt := 1; ; attempt++ {
 			n, err := a.gossip.Join(a.cfg.RetryJoin)
+			if errors.Is(err, gossip.ErrNameConflict) {
+				a.logger.Error("cannot join: another agent uses this node name; set a unique node_name", "error", err)
+				return
+			}
 			if err == nil && n > 0 {
 				a.logger.Info("joined cluster", "contacted", n)
 				return

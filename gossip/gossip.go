@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -127,6 +128,8 @@ type Pool struct {
 	left    bool
 
 	events chan Event
+	// conflict holds the error of another live member using this name.
+	conflict atomic.Pointer[error]
 	// userEvents is the user event clock, dedup set and queue (events.go).
 	userEvents *userEvents
 	// metaCh asks metaLoop to gossip changed tags; stopCh ends it.
@@ -251,6 +254,9 @@ func (p *Pool) Join(addrs []string) (int, error) {
 	n, err := p.ml.Join(norm)
 	if err != nil {
 		return n, fmt.Errorf("join %v: %w", addrs, err)
+	}
+	if c := p.conflict.Load(); c != nil {
+		return n, *c
 	}
 	return n, nil
 }
@@ -459,7 +465,9 @@ func (a *aliveDelegate) NotifyAlive(n *memberlist.Node) error {
 	a.p.mu.Lock()
 	defer a.p.mu.Unlock()
 	if n.Name == a.p.cfg.NodeName && tags["id"] != "" && tags["id"] != a.p.tags["id"] {
-		return fmt.Errorf("%w: %q (node ID %s)", ErrNameConflict, n.Name, tags["id"])
+		err := fmt.Errorf("%w: %q is held by node ID %s at %s", ErrNameConflict, n.Name, tags["id"], n.Address())
+		a.p.conflict.Store(&err)
+		return err
 	}
 	if old, ok := a.p.members[n.Name]; ok && old.Status == StatusAlive && old.Tags["id"] != "" && tags["id"] != "" && old.Tags["id"] != tags["id"] {
 		return fmt.Errorf("%w: %q", ErrNameConflict, n.Name)

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"testing"
@@ -113,7 +114,9 @@ func TestDuplicateNameRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dup.Shutdown()
-	_, _ = dup.Join([]string{addr(a)})
+	if _, err := dup.Join([]string{addr(a)}); !errors.Is(err, ErrNameConflict) {
+		t.Fatalf("join with a taken name: %v, want ErrNameConflict", err)
+	}
 	time.Sleep(500 * time.Millisecond)
 	for _, m := range a.Members() {
 		if m.Name == "b" && m.Tags["id"] != "b-id" {
