@@ -3,7 +3,7 @@ GO ?= go
 PKGS ?= ./...
 BIN ?= bin/tribune
 
-.PHONY: run build test test-race bench bench-dns lint fmt vet staticcheck clean
+.PHONY: run build test test-race bench bench-dns lint fmt vet staticcheck clean conformance
 
 run:
 	$(GO) run ./cmd/tribune agent -dev
@@ -60,3 +60,10 @@ DURATION ?= 60s
 .PHONY: jepsen
 jepsen:
 	JEPSEN_RUNS=$(RUNS) JEPSEN_DURATION=$(DURATION) $(GO) test -count=1 -v -timeout 0 -run '^(TestJepsen|TestStaleFollowerReadsAreCaught)$$' ./test/fault/
+
+# The official Go client's own test suite (github.com/hashicorp/consul/api
+# v1.25.1, the client of Consul 1.16) against tribune as `consul` on PATH;
+# prints "conformance: P passed, F failed, S skipped of T". 10-25 minutes;
+# CONFORMANCE_RUN narrows it (a go test -run pattern).
+conformance:
+	bash test/conformance/run.sh
