@@ -50,6 +50,12 @@ func commands() map[string]command {
 		"operator raft list-peers":  {"Displays the current Raft peer configuration", runRaftListPeers},
 		"operator raft remove-peer": {"Removes a server from the Raft configuration", runRaftRemovePeer},
 
+		"tls":             {"Builds certificates for the agents' TLS", groupCommand("tls", "Creates a CA and agent certificates.")},
+		"tls ca":          {"Manages the CA of the agents' certificates", groupCommand("tls ca", "CA tools.")},
+		"tls ca create":   {"Creates a CA certificate and key", runTLSCACreate},
+		"tls cert":        {"Manages agent certificates", groupCommand("tls cert", "Certificate tools.")},
+		"tls cert create": {"Creates an agent certificate signed by the CA", runTLSCertCreate},
+
 		"snapshot":         {"Saves, restores and inspects snapshots of the servers' state", groupCommand("snapshot", "Snapshot tools.")},
 		"snapshot save":    {"Saves a snapshot of the servers' state", runSnapshotSave},
 		"snapshot restore": {"Restores a snapshot into the servers", runSnapshotRestore},
