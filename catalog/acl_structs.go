@@ -82,3 +82,36 @@ type ACLRole struct {
 	Hash              []byte                `json:",omitempty"`
 	RaftIndex
 }
+
+// ACLAuthMethod is a way to trade an external credential (a JWT) for a
+// token, in Consul's wire form.
+type ACLAuthMethod struct {
+	Name          string
+	Type          string
+	DisplayName   string        `json:",omitempty"`
+	Description   string        `json:",omitempty"`
+	MaxTokenTTL   time.Duration `json:",omitempty"`
+	TokenLocality string        `json:",omitempty"`
+	Config        map[string]any
+	RaftIndex
+}
+
+// Binding types of a binding rule.
+const (
+	BindTypeService = "service"
+	BindTypeNode    = "node"
+	BindTypeRole    = "role"
+	BindTypePolicy  = "policy"
+)
+
+// ACLBindingRule grants a service identity, node identity, role or policy to
+// the tokens of a login whose verified claims match Selector.
+type ACLBindingRule struct {
+	ID          string
+	Description string `json:",omitempty"`
+	AuthMethod  string
+	Selector    string `json:",omitempty"`
+	BindType    string
+	BindName    string
+	RaftIndex
+}
