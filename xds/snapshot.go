@@ -1,0 +1,398 @@
+// Package xds turns what a sidecar proxy needs (its service's local app, its
+// upstreams' healthy endpoints, its leaf certificate, the CA roots and the
+// intentions that protect its service) into a consistent Envoy configuration
+// and serves it over ADS with go-control-plane.
+//
+// As in go-control-plane's own split, Build decides (a pure function from a
+// Proxy to a snapshot) and Server delivers (streams, ACK/NACK tracking). The
+// package does not watch the catalog: its caller does and calls Update.
+package xds
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"sort"
+	"strconv"
+	"time"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacconfig "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	rbac "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/connect"
+)
+
+// Proxy is everything one sidecar's configuration is built from.
+type Proxy struct {
+	// ID is the proxy's service ID, the Envoy node id.
+	ID string
+	// Service is the service the sidecar fronts (its destination name).
+	Service     string
+	Datacenter  string
+	TrustDomain string
+	// PublicAddress and PublicPort are where the sidecar accepts mTLS.
+	PublicAddress string
+	PublicPort    int
+	// LocalAppAddress and LocalAppPort are the app behind the sidecar.
+	LocalAppAddress string
+	LocalAppPort    int
+	Upstreams       []Upstream
+	// Leaf is the proxy's certificate and key (PEM).
+	LeafCert, LeafKey string
+	// Roots are the CA root certificates (PEM) peers must chain to.
+	Roots []string
+	// Intentions are those whose destination is Service or *.
+	Intentions []*catalog.Intention
+	// DefaultAllow is what happens where no intention matches.
+	DefaultAllow bool
+}
+
+// Upstream is a service the app reaches through a local port.
+type Upstream struct {
+	DestinationName  string
+	Datacenter       string // empty: the proxy's
+	LocalBindAddress string // empty: 127.0.0.1
+	LocalBindPort    int
+	ConnectTimeout   time.Duration // zero: 5s
+	Endpoints        []Endpoint
+}
+
+// Endpoint is one instance of an upstream's sidecar.
+type Endpoint struct {
+	Address string
+	Port    int
+	Healthy bool
+}
+
+// Limits on one proxy's configuration.
+const (
+	MaxUpstreams = 1024
+	MaxEndpoints = 100000
+)
+
+// LocalAppCluster is the name of the cluster of the app behind the sidecar.
+const LocalAppCluster = "local_app"
+
+// ClusterName returns the name of an upstream's cluster, which is also the
+// SNI its sidecar is reached with: <service>.default.<dc>.internal.<trust
+// domain>.
+func ClusterName(service, dc, trustDomain string) string {
+	return fmt.Sprintf("%s.%s.%s.internal.%s", service, connect.DefaultNamespace, dc, trustDomain)
+}
+
+func (p *Proxy) validate() error {
+	if p.ID == "" || p.Service == "" || p.Datacenter == "" || p.TrustDomain == "" {
+		return errors.New("xds: proxy ID, Service, Datacenter and TrustDomain must be set")
+	}
+	if p.LeafCert == "" || p.LeafKey == "" || len(p.Roots) == 0 {
+		return errors.New("xds: proxy has no leaf certificate or no roots yet")
+	}
+	if len(p.Upstreams) > MaxUpstreams {
+		return fmt.Errorf("xds: %d upstreams, more than %d", len(p.Upstreams), MaxUpstreams)
+	}
+	n := 0
+	seen := map[string]bool{}
+	for _, u := range p.Upstreams {
+		n += len(u.Endpoints)
+		bind := net.JoinHostPort(orDefault(u.LocalBindAddress, "127.0.0.1"), strconv.Itoa(u.LocalBindPort))
+		if u.DestinationName == "" || u.LocalBindPort <= 0 || u.LocalBindPort > 65535 {
+			return fmt.Errorf("xds: upstream %q needs a destination and a bind port", u.DestinationName)
+		}
+		if seen[bind] {
+			return fmt.Errorf("xds: two upstreams bind %s", bind)
+		}
+		seen[bind] = true
+	}
+	if n > MaxEndpoints {
+		return fmt.Errorf("xds: %d endpoints, more than %d", n, MaxEndpoints)
+	}
+	return nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// Build returns the proxy's snapshot: clusters, endpoints and listeners,
+// mutually consistent, versioned by a hash of their content (an unchanged
+// proxy gets the same version, so Envoy sees no update).
+func Build(p *Proxy) (*cachev3.Snapshot, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	common := &tlsv3.CommonTlsContext{
+		TlsCertificates: []*tlsv3.TlsCertificate{{
+			CertificateChain: inline(p.LeafCert),
+			PrivateKey:       inline(p.LeafKey),
+		}},
+		TlsParams: &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+	}
+	roots := ""
+	for _, r := range p.Roots {
+		roots += r
+	}
+
+	var clusters, endpoints, listeners []types.Resource
+	clusters = append(clusters, &cluster.Cluster{
+		Name:                 LocalAppCluster,
+		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(5 * time.Second),
+		LoadAssignment:       loadAssignment(LocalAppCluster, []Endpoint{{Address: orDefault(p.LocalAppAddress, "127.0.0.1"), Port: p.LocalAppPort, Healthy: true}}),
+	})
+
+	ups := append([]Upstream(nil), p.Upstreams...)
+	sort.Slice(ups, func(i, j int) bool { return ups[i].LocalBindPort < ups[j].LocalBindPort })
+	for _, u := range ups {
+		dc := orDefault(u.Datacenter, p.Datacenter)
+		name := ClusterName(u.DestinationName, dc, p.TrustDomain)
+		spiffe := connect.ServiceID(p.TrustDomain, dc, u.DestinationName).String()
+		upTLS := &tlsv3.UpstreamTlsContext{
+			Sni: name,
+			CommonTlsContext: &tlsv3.CommonTlsContext{
+				TlsCertificates: common.TlsCertificates,
+				TlsParams:       common.TlsParams,
+				ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+					TrustedCa: inline(roots),
+					MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+						SanType: tlsv3.SubjectAltNameMatcher_URI,
+						Matcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: spiffe}},
+					}},
+				}},
+			},
+		}
+		ts, err := transportSocket(upTLS)
+		if err != nil {
+			return nil, err
+		}
+		timeout := u.ConnectTimeout
+		if timeout <= 0 {
+			timeout = 5 * time.Second
+		}
+		clusters = append(clusters, &cluster.Cluster{
+			Name:                 name,
+			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_EDS},
+			EdsClusterConfig: &cluster.Cluster_EdsClusterConfig{EdsConfig: &core.ConfigSource{
+				ResourceApiVersion:    core.ApiVersion_V3,
+				ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}},
+			}},
+			ConnectTimeout:  durationpb.New(timeout),
+			TransportSocket: ts,
+		})
+		endpoints = append(endpoints, loadAssignment(name, u.Endpoints))
+		l, err := tcpListener(fmt.Sprintf("%s:%s:%d", u.DestinationName, orDefault(u.LocalBindAddress, "127.0.0.1"), u.LocalBindPort),
+			orDefault(u.LocalBindAddress, "127.0.0.1"), u.LocalBindPort, "upstream."+name, name, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		listeners = append(listeners, l)
+	}
+
+	downTLS := &tlsv3.DownstreamTlsContext{
+		RequireClientCertificate: wrapperspb.Bool(true),
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsCertificates: common.TlsCertificates,
+			TlsParams:       common.TlsParams,
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: inline(roots),
+			}},
+		},
+	}
+	ts, err := transportSocket(downTLS)
+	if err != nil {
+		return nil, err
+	}
+	authz, err := rbacFilter(p)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := tcpListener(fmt.Sprintf("public_listener:%s:%d", p.PublicAddress, p.PublicPort), p.PublicAddress, p.PublicPort,
+		"public_listener", LocalAppCluster, ts, authz)
+	if err != nil {
+		return nil, err
+	}
+	listeners = append(listeners, pub)
+
+	version, err := versionOf(clusters, endpoints, listeners)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := cachev3.NewSnapshot(version, map[resource.Type][]types.Resource{
+		resource.ClusterType:  clusters,
+		resource.EndpointType: endpoints,
+		resource.ListenerType: listeners,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xds: snapshot: %w", err)
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
+	}
+	return snap, nil
+}
+
+func inline(s string) *core.DataSource {
+	return &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: s}}
+}
+
+func transportSocket(m proto.Message) (*core.TransportSocket, error) {
+	a, err := anypb.New(m)
+	if err != nil {
+		return nil, fmt.Errorf("xds: transport socket: %w", err)
+	}
+	return &core.TransportSocket{Name: "tls", ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: a}}, nil
+}
+
+func loadAssignment(name string, eps []Endpoint) *endpoint.ClusterLoadAssignment {
+	var lb []*endpoint.LbEndpoint
+	sorted := append([]Endpoint(nil), eps...)
+	sort.Slice(sorted, func(i, j int) bool {
+		if sorted[i].Address != sorted[j].Address {
+			return sorted[i].Address < sorted[j].Address
+		}
+		return sorted[i].Port < sorted[j].Port
+	})
+	for _, e := range sorted {
+		if !e.Healthy {
+			continue
+		}
+		lb = append(lb, &endpoint.LbEndpoint{
+			HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{Address: socketAddress(e.Address, e.Port)}},
+			HealthStatus:   core.HealthStatus_HEALTHY,
+		})
+	}
+	return &endpoint.ClusterLoadAssignment{
+		ClusterName: name,
+		Endpoints:   []*endpoint.LocalityLbEndpoints{{LbEndpoints: lb}},
+	}
+}
+
+func socketAddress(addr string, port int) *core.Address {
+	return &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
+		Address:       addr,
+		PortSpecifier: &core.SocketAddress_PortValue{PortValue: uint32(port)},
+	}}}
+}
+
+func tcpListener(name, addr string, port int, statPrefix, clusterName string, ts *core.TransportSocket, pre *listener.Filter) (*listener.Listener, error) {
+	tp, err := anypb.New(&tcpproxy.TcpProxy{
+		StatPrefix:       statPrefix,
+		ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: clusterName},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xds: tcp_proxy: %w", err)
+	}
+	var filters []*listener.Filter
+	if pre != nil {
+		filters = append(filters, pre)
+	}
+	filters = append(filters, &listener.Filter{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listener.Filter_TypedConfig{TypedConfig: tp}})
+	return &listener.Listener{
+		Name:         name,
+		Address:      socketAddress(addr, port),
+		FilterChains: []*listener.FilterChain{{Filters: filters, TransportSocket: ts}},
+	}, nil
+}
+
+// rbacFilter turns the intentions protecting p.Service into an RBAC network
+// filter that reaches the same decision as connect.Authorize for every
+// source: the policies list the sources whose decision differs from the
+// default, each intention's sources minus those of intentions of higher
+// precedence (which decide for them).
+func rbacFilter(p *Proxy) (*listener.Filter, error) {
+	var relevant []*catalog.Intention
+	for _, ixn := range p.Intentions {
+		if ixn != nil && (ixn.DestinationName == p.Service || ixn.DestinationName == catalog.IntentionWildcard) {
+			relevant = append(relevant, ixn)
+		}
+	}
+	connect.SortByPrecedence(relevant)
+	action := rbacconfig.RBAC_ALLOW // default deny: list who is allowed
+	if p.DefaultAllow {
+		action = rbacconfig.RBAC_DENY // default allow: list who is denied
+	}
+	policies := map[string]*rbacconfig.Policy{}
+	for i, ixn := range relevant {
+		allows := ixn.Action == catalog.IntentionAllow && len(ixn.Permissions) == 0
+		if allows != !p.DefaultAllow {
+			continue // same as the default: nothing to list
+		}
+		principal := sourcePrincipal(p.TrustDomain, ixn.SourceName)
+		var higher []*rbacconfig.Principal
+		for _, h := range relevant[:i] {
+			if connect.Precedence(h.SourceName, h.DestinationName) > connect.Precedence(ixn.SourceName, ixn.DestinationName) &&
+				(ixn.SourceName == catalog.IntentionWildcard || h.SourceName == ixn.SourceName) {
+				higher = append(higher, sourcePrincipal(p.TrustDomain, h.SourceName))
+			}
+		}
+		if len(higher) > 0 {
+			principal = &rbacconfig.Principal{Identifier: &rbacconfig.Principal_AndIds{AndIds: &rbacconfig.Principal_Set{Ids: []*rbacconfig.Principal{
+				principal,
+				{Identifier: &rbacconfig.Principal_NotId{NotId: &rbacconfig.Principal{Identifier: &rbacconfig.Principal_OrIds{OrIds: &rbacconfig.Principal_Set{Ids: higher}}}}},
+			}}}}
+		}
+		policies[fmt.Sprintf("consul-intentions-layer4-%d", i)] = &rbacconfig.Policy{
+			Permissions: []*rbacconfig.Permission{{Rule: &rbacconfig.Permission_Any{Any: true}}},
+			Principals:  []*rbacconfig.Principal{principal},
+		}
+	}
+	cfg, err := anypb.New(&rbac.RBAC{
+		StatPrefix: "connect_authz",
+		Rules:      &rbacconfig.RBAC{Action: action, Policies: policies},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xds: rbac: %w", err)
+	}
+	return &listener.Filter{Name: "envoy.filters.network.rbac", ConfigType: &listener.Filter_TypedConfig{TypedConfig: cfg}}, nil
+}
+
+// sourcePrincipal matches the client certificate of a source service (any
+// datacenter), or of every service for the wildcard.
+func sourcePrincipal(trustDomain, source string) *rbacconfig.Principal {
+	var m *matcher.StringMatcher
+	if source == catalog.IntentionWildcard {
+		m = &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Prefix{Prefix: "spiffe://" + trustDomain + "/"}}
+	} else {
+		m = &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_SafeRegex{SafeRegex: &matcher.RegexMatcher{
+			Regex: "^spiffe://" + regexp.QuoteMeta(trustDomain) + "/ns/" + connect.DefaultNamespace + "/dc/[^/]+/svc/" + regexp.QuoteMeta(source) + "$",
+		}}}
+	}
+	return &rbacconfig.Principal{Identifier: &rbacconfig.Principal_Authenticated_{Authenticated: &rbacconfig.Principal_Authenticated{PrincipalName: m}}}
+}
+
+// versionOf hashes the resources' deterministic encoding.
+func versionOf(groups ...[]types.Resource) (string, error) {
+	h := sha256.New()
+	opts := proto.MarshalOptions{Deterministic: true}
+	for _, g := range groups {
+		for _, r := range g {
+			b, err := opts.Marshal(r)
+			if err != nil {
+				return "", fmt.Errorf("xds: version: %w", err)
+			}
+			h.Write(b)
+		}
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
