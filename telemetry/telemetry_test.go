@@ -1,0 +1,90 @@
+package telemetry
+
+import (
+	"encoding/json"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	metrics "github.com/armon/go-metrics"
+	compat "github.com/hashicorp/go-metrics/compat"
+)
+
+func TestJSONAndPrometheus(t *testing.T) {
+	tel, err := New(Config{PrometheusRetentionTime: time.Minute, DisableHostname: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown()
+	metrics.IncrCounter([]string{"kvs", "apply"}, 3)
+	metrics.SetGauge([]string{"autopilot", "healthy"}, 1)
+	metrics.MeasureSince([]string{"raft", "apply"}, time.Now().Add(-5*time.Millisecond))
+	// What raft and memberlist emit through hashicorp/go-metrics' compat
+	// package lands in the same sinks.
+	compat.IncrCounter([]string{"raft", "state", "leader"}, 1)
+
+	w := httptest.NewRecorder()
+	tel.ServeHTTP(w, httptest.NewRequest("GET", "/v1/agent/metrics", nil))
+	if w.Code != 200 {
+		t.Fatalf("JSON status %d", w.Code)
+	}
+	var summary struct {
+		Timestamp string
+		Gauges    []struct {
+			Name  string
+			Value float32
+		}
+		Counters []struct {
+			Name  string
+			Count int
+			Sum   float64
+		}
+		Samples []struct{ Name string }
+		Points  []any
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &summary); err != nil {
+		t.Fatalf("JSON: %v: %s", err, w.Body.String())
+	}
+	names := map[string]bool{}
+	for _, g := range summary.Gauges {
+		names[g.Name] = true
+	}
+	for _, c := range summary.Counters {
+		names[c.Name] = true
+	}
+	for _, s := range summary.Samples {
+		names[s.Name] = true
+	}
+	for _, want := range []string{"consul.kvs.apply", "consul.autopilot.healthy", "consul.raft.apply", "consul.raft.state.leader"} {
+		if !names[want] {
+			t.Errorf("JSON lacks %s (has %v)", want, names)
+		}
+	}
+	if summary.Timestamp == "" {
+		t.Error("no Timestamp")
+	}
+
+	w = httptest.NewRecorder()
+	tel.ServeHTTP(w, httptest.NewRequest("GET", "/v1/agent/metrics?format=prometheus", nil))
+	body, _ := io.ReadAll(w.Body)
+	for _, want := range []string{"consul_kvs_apply 3", "consul_autopilot_healthy 1", "consul_raft_apply", "go_goroutines"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("prometheus text lacks %q", want)
+		}
+	}
+}
+
+func TestPrometheusOffAnswers400(t *testing.T) {
+	tel, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown()
+	w := httptest.NewRecorder()
+	tel.ServeHTTP(w, httptest.NewRequest("GET", "/v1/agent/metrics?format=prometheus", nil))
+	if w.Code != 400 || tel.Prometheus() {
+		t.Fatalf("status %d, Prometheus()=%v", w.Code, tel.Prometheus())
+	}
+}
