@@ -201,7 +201,7 @@ func (s *Store) LockDelayed(key string) bool {
 	if !ok {
 		return false
 	}
-	if s.now().Before(until) {
+	if s.clock.Now().Before(until) {
 		return true
 	}
 	delete(s.lockDelay, key)
@@ -213,7 +213,7 @@ func (s *Store) setLockDelay(key string, d time.Duration) {
 		return
 	}
 	s.mu.Lock()
-	s.lockDelay[key] = s.now().Add(d)
+	s.lockDelay[key] = s.clock.Now().Add(d)
 	s.mu.Unlock()
 }
 

@@ -266,7 +266,7 @@ func TestLockDelay(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := newFakeClock()
-			s := catalog.NewStore(clk.Now)
+			s := catalog.NewStore(clk)
 			registerNode(t, s, 1, "n1")
 			createSession(t, s, 2, catalog.Session{ID: "s1", Node: "n1", LockDelay: tc.delay})
 			createSession(t, s, 3, catalog.Session{ID: "s2", Node: "n1"})
@@ -304,7 +304,7 @@ func TestLockDelay(t *testing.T) {
 
 func TestLockDelayAfterDeleteBehaviourAndInvalidation(t *testing.T) {
 	clk := newFakeClock()
-	s := catalog.NewStore(clk.Now)
+	s := catalog.NewStore(clk)
 	sessionFixture(t, s)
 	createSession(t, s, 2, catalog.Session{ID: "s1", Node: "n1", NodeChecks: []string{"nc"}, LockDelay: 5 * time.Second, Behavior: catalog.SessionBehaviorDelete})
 	createSession(t, s, 3, catalog.Session{ID: "s2", Node: "n1"})
