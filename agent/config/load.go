@@ -48,9 +48,10 @@ type LoadOptions struct {
 // A later value replaces an earlier one, except that lists (retry_join,
 // services, ...) append and maps (node_meta, ...) merge.
 //
-// It returns warnings that should be logged (unknown keys, deprecated keys,
-// advice) and an error if the arguments, a file, or the resulting
-// configuration is invalid. For -h the error wraps flag.ErrHelp.
+// It returns warnings that should be logged (unknown keys, keys set twice
+// in one object of a file, deprecated keys, advice) and an error if the
+// arguments, a file, or the resulting configuration is invalid. For -h the
+// error wraps flag.ErrHelp.
 func Load(opts LoadOptions) (*Config, []string, error) {
 	pf, err := parseFlags(opts.Args, opts.FlagOutput)
 	if err != nil {
@@ -88,6 +89,7 @@ func Load(opts LoadOptions) (*Config, []string, error) {
 			if err != nil {
 				return nil, nil, err
 			}
+			warnings = append(warnings, duplicateWarnings(f.path, f.format, data)...)
 			if err := apply(f.path, m); err != nil {
 				return nil, nil, err
 			}
@@ -99,6 +101,7 @@ func Load(opts LoadOptions) (*Config, []string, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		warnings = append(warnings, duplicateWarnings(s.Name, s.Format, s.Data)...)
 		if err := apply(s.Name, m); err != nil {
 			return nil, nil, err
 		}
@@ -112,6 +115,7 @@ func Load(opts LoadOptions) (*Config, []string, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		warnings = append(warnings, duplicateWarnings(name, "hcl", []byte(snippet))...)
 		if err := apply(name, m); err != nil {
 			return nil, nil, err
 		}
