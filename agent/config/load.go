@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,10 @@ type LoadOptions struct {
 	// Hostname returns the node name used when node_name is unset; nil
 	// means os.Hostname.
 	Hostname func() (string, error)
+	// InterfaceAddrs lists the machine's addresses, to choose the address
+	// to advertise when advertise_addr is unset and bind_addr is 0.0.0.0
+	// or ::; nil means net.InterfaceAddrs.
+	InterfaceAddrs func() ([]net.Addr, error)
 }
 
 // Load builds a Config the way Consul's agent does. Sources are applied in
@@ -125,7 +130,11 @@ func Load(opts LoadOptions) (*Config, []string, error) {
 	if hostname == nil {
 		hostname = os.Hostname
 	}
-	if err := finish(c, set, hostname); err != nil {
+	ifaces := opts.InterfaceAddrs
+	if ifaces == nil {
+		ifaces = net.InterfaceAddrs
+	}
+	if err := finish(c, set, hostname, ifaces); err != nil {
 		return nil, nil, fmt.Errorf("config: %w", err)
 	}
 	if err := c.Validate(); err != nil {
@@ -136,7 +145,7 @@ func Load(opts LoadOptions) (*Config, []string, error) {
 
 // finish fills in values that depend on other values once every source has
 // been applied, and normalizes spellings.
-func finish(c *Config, set map[string]bool, hostname func() (string, error)) error {
+func finish(c *Config, set map[string]bool, hostname func() (string, error), ifaces func() ([]net.Addr, error)) error {
 	if c.NodeName == "" {
 		h, err := hostname()
 		if err != nil {
@@ -153,6 +162,16 @@ func finish(c *Config, set map[string]bool, hostname func() (string, error)) err
 	c.Domain = fqdn(c.Domain)
 	if c.AltDomain != "" {
 		c.AltDomain = fqdn(c.AltDomain)
+	}
+	if c.AdvertiseAddrLAN == "" {
+		a, err := chooseAdvertiseAddr(c.BindAddr, c.DevMode, ifaces)
+		if err != nil {
+			return err
+		}
+		c.AdvertiseAddrLAN = a
+	}
+	if c.AdvertiseAddrWAN == "" {
+		c.AdvertiseAddrWAN = c.AdvertiseAddrLAN
 	}
 	if !set["leave_on_terminate"] {
 		c.LeaveOnTerminate = !c.Server
