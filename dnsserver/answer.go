@@ -85,7 +85,7 @@ func (h *Handler) soa(domain string) *dns.SOA {
 			Ttl: h.cfg.SOA.MinTTL},
 		Ns:      "ns." + domain,
 		Mbox:    "hostmaster." + domain,
-		Serial:  uint32(h.cfg.Now().Unix()),
+		Serial:  uint32(h.cfg.Clock.Now().Unix()),
 		Refresh: h.cfg.SOA.Refresh,
 		Retry:   h.cfg.SOA.Retry,
 		Expire:  h.cfg.SOA.Expire,

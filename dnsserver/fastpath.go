@@ -144,7 +144,7 @@ func (h *Handler) serial(e *cacheEntry) uint32 {
 	if e.serialAt < 0 {
 		return 0
 	}
-	return uint32(h.cfg.Now().Unix())
+	return uint32(h.cfg.Clock.Now().Unix())
 }
 
 // current reports whether e's answer is the one deciding now would give:

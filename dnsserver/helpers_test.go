@@ -11,6 +11,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
 )
 
 // storeSource is a Source over a real catalog.Store, read directly (the
@@ -89,7 +90,7 @@ func newTestHandler(t testing.TB, src Source, mod func(*Config)) *Handler {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.NodeName = "agent1"
-	cfg.Now = func() time.Time { return time.Unix(1_700_000_000, 0) }
+	cfg.Clock = clock.NewFake(time.Unix(1_700_000_000, 0))
 	if mod != nil {
 		mod(&cfg)
 	}
