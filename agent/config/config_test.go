@@ -743,6 +743,7 @@ func FuzzLoadHCL(f *testing.F) {
 		if err != nil {
 			return
 		}
+		_ = duplicateKeys("hcl", data)
 		c := Default()
 		var warnings []string
 		a := &applier{source: "fuzz.hcl", warnings: &warnings, set: map[string]bool{}}
