@@ -208,13 +208,40 @@ func (s *Store) LockDelayed(key string) bool {
 	return false
 }
 
+// minLockDelaySweep is the smallest lock-delay map that setLockDelay sweeps.
+const minLockDelaySweep = 64
+
+// setLockDelay refuses acquires of key for d from now. LockDelayed drops
+// an expired entry only when its key is asked about again, so a stream of
+// invalidated sessions over keys nobody acquires again would grow the map
+// without end: whenever it has doubled since the last sweep, the expired
+// entries go, which keeps it within twice the delays in force at an
+// amortised constant cost per call.
 func (s *Store) setLockDelay(key string, d time.Duration) {
 	if d <= 0 {
 		return
 	}
 	s.mu.Lock()
-	s.lockDelay[key] = s.clock.Now().Add(d)
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	now := s.clock.Now()
+	s.lockDelay[key] = now.Add(d)
+	if len(s.lockDelay) < max(s.lockDelaySweepAt, minLockDelaySweep) {
+		return
+	}
+	for k, until := range s.lockDelay {
+		if !now.Before(until) {
+			delete(s.lockDelay, k)
+		}
+	}
+	s.lockDelaySweepAt = 2 * len(s.lockDelay)
+}
+
+// LockDelays returns the number of keys with a lock-delay entry, expired
+// or not (for metrics and tests).
+func (s *Store) LockDelays() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.lockDelay)
 }
 
 // KVGet returns one entry (nil when missing) and its index: the entry's

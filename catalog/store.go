@@ -46,9 +46,11 @@ type Store struct {
 
 	// lockDelay holds, per key, the time before which the key may not be
 	// acquired after a session holding it was invalidated. Like Consul's,
-	// it is local to each server and not replicated.
-	mu        sync.Mutex
-	lockDelay map[string]time.Time
+	// it is local to each server and not replicated. lockDelaySweepAt is
+	// the size at which setLockDelay next drops the expired entries.
+	mu               sync.Mutex
+	lockDelay        map[string]time.Time
+	lockDelaySweepAt int
 }
 
 // NewStore returns an empty store. clk supplies the time for lock delays; nil
