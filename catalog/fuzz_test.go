@@ -12,7 +12,7 @@ import (
 
 // fuzzBaseStore builds the store every fuzz input is restored into.
 func fuzzBaseStore(t testing.TB) *catalog.Store {
-	s := catalog.NewStore(newFakeClock().Now)
+	s := catalog.NewStore(newFakeClock())
 	if err := s.EnsureRegistration(1, webRegistration("n1", "10.0.0.1", "web1", []string{"a"}, 80, catalog.HealthPassing)); err != nil {
 		t.Fatal(err)
 	}

@@ -3,40 +3,23 @@ package catalog_test
 import (
 	"bytes"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
 )
 
-// fakeClock is an injectable clock for lock-delay tests.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+// newFakeClock returns the fake clock of lock-delay tests.
+func newFakeClock() *clock.Fake {
+	return clock.NewFake(time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC))
 }
 
 func newStore(t *testing.T) *catalog.Store {
 	t.Helper()
-	return catalog.NewStore(newFakeClock().Now)
+	return catalog.NewStore(newFakeClock())
 }
 
 func ws() memdb.WatchSet { return memdb.NewWatchSet() }

@@ -2,7 +2,6 @@ package catalog
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -202,23 +201,48 @@ func (s *Store) LockDelayed(key string) bool {
 	if !ok {
 		return false
 	}
-	if s.now().Before(until) {
+	if s.clock.Now().Before(until) {
 		return true
 	}
 	delete(s.lockDelay, key)
 	return false
 }
 
+// minLockDelaySweep is the smallest lock-delay map that setLockDelay sweeps.
+const minLockDelaySweep = 64
+
+// setLockDelay refuses acquires of key for d from now. LockDelayed drops
+// an expired entry only when its key is asked about again, so a stream of
+// invalidated sessions over keys nobody acquires again would grow the map
+// without end: whenever it has doubled since the last sweep, the expired
+// entries go, which keeps it within twice the delays in force at an
+// amortised constant cost per call.
 func (s *Store) setLockDelay(key string, d time.Duration) {
 	if d <= 0 {
 		return
 	}
 	s.mu.Lock()
-	s.lockDelay[key] = s.now().Add(d)
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	now := s.clock.Now()
+	s.lockDelay[key] = now.Add(d)
+	if len(s.lockDelay) < max(s.lockDelaySweepAt, minLockDelaySweep) {
+		return
+	}
+	for k, until := range s.lockDelay {
+		if !now.Before(until) {
+			delete(s.lockDelay, k)
+		}
+	}
+	s.lockDelaySweepAt = 2 * len(s.lockDelay)
 }
 
-// ---- KV reads ----
+// LockDelays returns the number of keys with a lock-delay entry, expired
+// or not (for metrics and tests).
+func (s *Store) LockDelays() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.lockDelay)
+}
 
 // KVGet returns one entry (nil when missing) and its index: the entry's
 // ModifyIndex, or the KV table's index when it does not exist.
@@ -273,307 +297,4 @@ func (s *Store) KVKeys(ws memdb.WatchSet, prefix, separator string) (uint64, []s
 		}
 	}
 	return idx, keys, nil
-}
-
-// ---- transactions ----
-
-// Txn applies ops atomically at idx: all of them or, when any fails, none;
-// the response then carries the errors.
-func (s *Store) Txn(idx uint64, ops []TxnOp) TxnResponse {
-	txn := s.mem().Txn(true)
-	defer txn.Abort()
-	var resp TxnResponse
-	for i, op := range ops {
-		var res []TxnResult
-		var err error
-		switch {
-		case op.KV != nil:
-			res, err = s.txnKVTxn(txn, idx, op.KV)
-		case op.Node != nil:
-			res, err = s.txnNodeTxn(txn, idx, op.Node)
-		case op.Service != nil:
-			res, err = s.txnServiceTxn(txn, idx, op.Service)
-		case op.Check != nil:
-			res, err = s.txnCheckTxn(txn, idx, op.Check)
-		case op.Session != nil:
-			res, err = s.txnSessionTxn(txn, idx, op.Session)
-		default:
-			err = fmt.Errorf("unknown operation type")
-		}
-		if err != nil {
-			resp.Errors = append(resp.Errors, TxnError{OpIndex: i, What: err.Error()})
-			continue
-		}
-		resp.Results = append(resp.Results, res...)
-	}
-	if len(resp.Errors) > 0 {
-		resp.Results = nil
-		return resp
-	}
-	txn.Commit()
-	return resp
-}
-
-func (s *Store) txnKVTxn(txn *memdb.Txn, idx uint64, op *TxnKVOp) ([]TxnResult, error) {
-	e := &KVEntry{Key: op.Key, Value: op.Value, Flags: op.Flags, Session: op.Session}
-	e.ModifyIndex = op.Index
-	get := func() (*KVEntry, error) {
-		raw, err := txn.First(tableKVs, "id", op.Key)
-		if err != nil {
-			return nil, fmt.Errorf("kv lookup: %w", err)
-		}
-		if raw == nil {
-			return nil, nil
-		}
-		return raw.(*KVEntry), nil
-	}
-	switch op.Verb {
-	case KVGet:
-		cur, err := get()
-		if err != nil {
-			return nil, err
-		}
-		if cur == nil {
-			return nil, fmt.Errorf("key %q doesn't exist", op.Key)
-		}
-		return []TxnResult{{KV: cur}}, nil
-	case KVGetTree:
-		it, err := txn.Get(tableKVs, "id_prefix", op.Key)
-		if err != nil {
-			return nil, fmt.Errorf("kv list: %w", err)
-		}
-		var out []TxnResult
-		for raw := it.Next(); raw != nil; raw = it.Next() {
-			out = append(out, TxnResult{KV: raw.(*KVEntry)})
-		}
-		return out, nil
-	case KVCheckIndex:
-		cur, err := get()
-		if err != nil {
-			return nil, err
-		}
-		if cur == nil || cur.ModifyIndex != op.Index {
-			return nil, fmt.Errorf("current modify index for %q doesn't match %d", op.Key, op.Index)
-		}
-		return []TxnResult{{KV: stripValue(cur)}}, nil
-	case KVCheckSession:
-		cur, err := get()
-		if err != nil {
-			return nil, err
-		}
-		if cur == nil || cur.Session != op.Session {
-			return nil, fmt.Errorf("key %q is not locked by session %q", op.Key, op.Session)
-		}
-		return []TxnResult{{KV: stripValue(cur)}}, nil
-	case KVCheckNotExists:
-		cur, err := get()
-		if err != nil {
-			return nil, err
-		}
-		if cur != nil {
-			return nil, fmt.Errorf("key %q exists", op.Key)
-		}
-		return nil, nil
-	case KVSet, KVCAS, KVLock, KVUnlock, KVDelete, KVDeleteCAS, KVDeleteTree:
-		ok, err := s.kvApplyTxn(txn, idx, op.Verb, e)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			switch op.Verb {
-			case KVCAS, KVDeleteCAS:
-				return nil, fmt.Errorf("failed to %s key %q, index is stale", op.Verb, op.Key)
-			case KVLock:
-				return nil, fmt.Errorf("failed to lock key %q, lock is already held", op.Key)
-			default:
-				return nil, fmt.Errorf("failed to unlock key %q, lock isn't held, or is held by another session", op.Key)
-			}
-		}
-		switch op.Verb {
-		case KVDelete, KVDeleteCAS, KVDeleteTree:
-			return nil, nil
-		}
-		cur, err := get()
-		if err != nil {
-			return nil, err
-		}
-		return []TxnResult{{KV: stripValue(cur)}}, nil
-	}
-	return nil, fmt.Errorf("unknown KV verb %q", op.Verb)
-}
-
-// stripValue returns a copy of e without its value, as Consul returns write
-// results in a txn.
-func stripValue(e *KVEntry) *KVEntry {
-	if e == nil {
-		return nil
-	}
-	c := *e
-	c.Value = nil
-	return &c
-}
-
-// ---- sessions ----
-
-// SessionApply creates or destroys a session at idx.
-func (s *Store) SessionApply(idx uint64, req *SessionRequest) error {
-	txn := s.mem().Txn(true)
-	defer txn.Abort()
-	var err error
-	switch req.Op {
-	case SessionCreate:
-		err = s.sessionCreateTxn(txn, idx, &req.Session)
-	case SessionDestroy:
-		err = s.destroySessionTxn(txn, idx, req.Session.ID)
-	default:
-		err = fmt.Errorf("%w: unknown session operation %q", ErrInvalidRequest, req.Op)
-	}
-	if err != nil {
-		return err
-	}
-	txn.Commit()
-	return nil
-}
-
-func (s *Store) sessionCreateTxn(txn *memdb.Txn, idx uint64, sess *Session) error {
-	if sess.ID == "" {
-		return fmt.Errorf("%w: missing session ID", ErrInvalidRequest)
-	}
-	if !nodeExists(txn, sess.Node) {
-		return fmt.Errorf("Failed to create session: %w", ErrMissingNode)
-	}
-	if sess.Behavior == "" {
-		sess.Behavior = SessionBehaviorRelease
-	}
-	var checkIDs []string
-	checkIDs = append(checkIDs, sess.NodeChecks...)
-	for _, sc := range sess.ServiceChecks {
-		checkIDs = append(checkIDs, sc.ID)
-	}
-	for _, id := range checkIDs {
-		raw, err := txn.First(tableChecks, "id", sess.Node, id)
-		if err != nil {
-			return fmt.Errorf("check lookup: %w", err)
-		}
-		if raw == nil {
-			return fmt.Errorf("Missing check '%s' registration", id)
-		}
-		if raw.(*HealthCheck).Status == HealthCritical {
-			return fmt.Errorf("Check '%s' is in critical state", id)
-		}
-	}
-	c := *sess
-	c.CreateIndex, c.ModifyIndex = idx, idx
-	if err := txn.Insert(tableSessions, &c); err != nil {
-		return fmt.Errorf("insert session: %w", err)
-	}
-	for _, id := range checkIDs {
-		if err := txn.Insert(tableSessChks, &sessionCheck{Node: c.Node, CheckID: id, Session: c.ID}); err != nil {
-			return fmt.Errorf("insert session check: %w", err)
-		}
-	}
-	return setIndex(txn, tableSessions, idx)
-}
-
-func (s *Store) destroySessionTxn(txn *memdb.Txn, idx uint64, id string) error {
-	raw, err := txn.First(tableSessions, "id", id)
-	if err != nil {
-		return fmt.Errorf("session lookup: %w", err)
-	}
-	if raw == nil {
-		return nil
-	}
-	sess := raw.(*Session)
-	if err := txn.Delete(tableSessions, sess); err != nil {
-		return fmt.Errorf("delete session: %w", err)
-	}
-	// Prepared queries bound to the session end with it.
-	if n, err := txn.DeleteAll(tablePreparedQueries, "session", id); err != nil {
-		return fmt.Errorf("delete queries of session: %w", err)
-	} else if n > 0 {
-		if err := setIndex(txn, tablePreparedQueries, idx); err != nil {
-			return err
-		}
-	}
-	if _, err := txn.DeleteAll(tableSessChks, "session", id); err != nil {
-		return fmt.Errorf("delete session checks: %w", err)
-	}
-	// Release or delete every key the session holds.
-	it, err := txn.Get(tableKVs, "session", id)
-	if err != nil {
-		return fmt.Errorf("keys of session: %w", err)
-	}
-	var held []*KVEntry
-	for r := it.Next(); r != nil; r = it.Next() {
-		held = append(held, r.(*KVEntry))
-	}
-	for _, e := range held {
-		s.setLockDelay(e.Key, sess.LockDelay)
-		if sess.Behavior == SessionBehaviorDelete {
-			if err := kvDeleteTxn(txn, idx, e.Key); err != nil {
-				return err
-			}
-			continue
-		}
-		upd := *e
-		upd.Session = ""
-		if err := kvSetTxn(txn, idx, &upd, true); err != nil {
-			return err
-		}
-	}
-	return setIndex(txn, tableSessions, idx)
-}
-
-func (s *Store) invalidateCheckSessionsTxn(txn *memdb.Txn, idx uint64, node, checkID string) error {
-	it, err := txn.Get(tableSessChks, "node_check", node, checkID)
-	if err != nil {
-		return fmt.Errorf("sessions of check: %w", err)
-	}
-	var ids []string
-	for r := it.Next(); r != nil; r = it.Next() {
-		ids = append(ids, r.(*sessionCheck).Session)
-	}
-	for _, id := range ids {
-		if err := s.destroySessionTxn(txn, idx, id); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// SessionGet returns one session, nil when missing.
-func (s *Store) SessionGet(ws memdb.WatchSet, id string) (uint64, *Session, error) {
-	txn := s.mem().Txn(false)
-	ch, raw, err := txn.FirstWatch(tableSessions, "id", id)
-	if err != nil {
-		return 0, nil, fmt.Errorf("session lookup: %w", err)
-	}
-	ws.Add(ch)
-	idx := maxIndex(txn, tableSessions)
-	if raw == nil {
-		return idx, nil, nil
-	}
-	return idx, raw.(*Session), nil
-}
-
-// SessionList returns every session, or those of one node when node is set.
-func (s *Store) SessionList(ws memdb.WatchSet, node string) (uint64, []*Session, error) {
-	txn := s.mem().Txn(false)
-	var it memdb.ResultIterator
-	var err error
-	if node == "" {
-		it, err = txn.Get(tableSessions, "id")
-	} else {
-		it, err = txn.Get(tableSessions, "node", node)
-	}
-	if err != nil {
-		return 0, nil, fmt.Errorf("sessions: %w", err)
-	}
-	ws.Add(it.WatchCh())
-	out := []*Session{}
-	for r := it.Next(); r != nil; r = it.Next() {
-		out = append(out, r.(*Session))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreateIndex < out[j].CreateIndex })
-	return maxIndex(txn, tableSessions), out, nil
 }

@@ -2,6 +2,7 @@ package catalog_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -266,7 +267,7 @@ func TestLockDelay(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := newFakeClock()
-			s := catalog.NewStore(clk.Now)
+			s := catalog.NewStore(clk)
 			registerNode(t, s, 1, "n1")
 			createSession(t, s, 2, catalog.Session{ID: "s1", Node: "n1", LockDelay: tc.delay})
 			createSession(t, s, 3, catalog.Session{ID: "s2", Node: "n1"})
@@ -304,7 +305,7 @@ func TestLockDelay(t *testing.T) {
 
 func TestLockDelayAfterDeleteBehaviourAndInvalidation(t *testing.T) {
 	clk := newFakeClock()
-	s := catalog.NewStore(clk.Now)
+	s := catalog.NewStore(clk)
 	sessionFixture(t, s)
 	createSession(t, s, 2, catalog.Session{ID: "s1", Node: "n1", NodeChecks: []string{"nc"}, LockDelay: 5 * time.Second, Behavior: catalog.SessionBehaviorDelete})
 	createSession(t, s, 3, catalog.Session{ID: "s2", Node: "n1"})
@@ -333,6 +334,39 @@ func TestLockDelayAfterDeleteBehaviourAndInvalidation(t *testing.T) {
 	}
 	if e := mustKV(t, s, "k"); e.LockIndex != 1 || e.CreateIndex != 7 {
 		t.Fatalf("recreated key: %+v", e)
+	}
+}
+
+// TestLockDelaysArePruned churns sessions that each hold many keys nobody
+// acquires again: the lock-delay entries of expired delays must not pile
+// up (they used to go only when their key was asked about).
+func TestLockDelaysArePruned(t *testing.T) {
+	clk := newFakeClock()
+	s := catalog.NewStore(clk)
+	registerNode(t, s, 1, "n1")
+	const rounds, keys = 50, 100
+	idx := uint64(2)
+	for r := range rounds {
+		id := fmt.Sprintf("s%d", r)
+		createSession(t, s, idx, catalog.Session{ID: id, Node: "n1", LockDelay: time.Second})
+		idx++
+		for k := range keys {
+			if !kvApply(t, s, idx, catalog.KVLock, catalog.KVEntry{Key: fmt.Sprintf("r%d/k%d", r, k), Session: id}) {
+				t.Fatalf("lock r%d/k%d failed", r, k)
+			}
+			idx++
+		}
+		destroySession(t, s, idx, id)
+		idx++
+		if n := s.LockDelays(); n > 3*keys {
+			t.Fatalf("round %d: %d lock-delay entries with %d in force", r, n, keys)
+		}
+		clk.Advance(2 * time.Second)
+	}
+	// The delays in force are still honoured.
+	createSession(t, s, idx, catalog.Session{ID: "last", Node: "n1"})
+	if !kvApply(t, s, idx+1, catalog.KVLock, catalog.KVEntry{Key: "r0/k0", Session: "last"}) {
+		t.Fatal("expired delay still refuses the acquire")
 	}
 }
 

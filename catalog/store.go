@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-memdb"
+
+	"github.com/tribune-mesh/tribune/clock"
 )
 
 // Errors callers branch on.
@@ -35,8 +37,8 @@ var (
 // Store is the in-memory state of a server. Writes come only from the FSM
 // (one goroutine); reads are safe from any goroutine and never block writes.
 type Store struct {
-	db  atomic.Pointer[memdb.MemDB]
-	now func() time.Time
+	db    atomic.Pointer[memdb.MemDB]
+	clock clock.Clock
 
 	// abandonMu guards abandonCh, closed when a restore replaces the data.
 	abandonMu sync.Mutex
@@ -44,22 +46,24 @@ type Store struct {
 
 	// lockDelay holds, per key, the time before which the key may not be
 	// acquired after a session holding it was invalidated. Like Consul's,
-	// it is local to each server and not replicated.
-	mu        sync.Mutex
-	lockDelay map[string]time.Time
+	// it is local to each server and not replicated. lockDelaySweepAt is
+	// the size at which setLockDelay next drops the expired entries.
+	mu               sync.Mutex
+	lockDelay        map[string]time.Time
+	lockDelaySweepAt int
 }
 
-// NewStore returns an empty store. now supplies the time for lock delays; nil
-// means time.Now.
-func NewStore(now func() time.Time) *Store {
+// NewStore returns an empty store. clk supplies the time for lock delays; nil
+// means the real clock.
+func NewStore(clk clock.Clock) *Store {
 	db, err := memdb.NewMemDB(mustSchema())
 	if err != nil {
 		panic(fmt.Sprintf("catalog: new memdb: %v", err))
 	}
-	if now == nil {
-		now = time.Now
+	if clk == nil {
+		clk = clock.New()
 	}
-	s := &Store{now: now, lockDelay: make(map[string]time.Time), abandonCh: make(chan struct{})}
+	s := &Store{clock: clk, lockDelay: make(map[string]time.Time), abandonCh: make(chan struct{})}
 	s.db.Store(db)
 	return s
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
 )
 
 // viewLikeSource answers ServiceHealth as the agent's views do: the same
@@ -440,16 +441,13 @@ func TestCacheFollowsSourceChanges(t *testing.T) {
 // TestCacheNegativeAnswerSerial checks that a cached NXDOMAIN carries the
 // SOA serial of the time it is served, not of the time it was cached.
 func TestCacheNegativeAnswerSerial(t *testing.T) {
-	var now atomic.Int64
-	now.Store(1_700_000_000)
-	h := newTestHandler(t, newViewLikeSource(webCatalog(t)), func(c *Config) {
-		c.Now = func() time.Time { return time.Unix(now.Load(), 0) }
-	})
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	h := newTestHandler(t, newViewLikeSource(webCatalog(t)), func(c *Config) { c.Clock = clk })
 	for _, mods := range [][]func(*dns.Msg){nil, {withEDNS(1232)}} {
 		for _, name := range []string{"nope.service.consul.", "db.service.consul."} {
 			p := packQuery(t, name, dns.TypeA, mods...)
 			for i := 0; i < 3; i++ {
-				now.Add(17)
+				clk.Advance(17 * time.Second)
 				b, hit := serveOnce(t, h, p, "udp")
 				if i > 0 && !hit {
 					t.Fatalf("%s: not answered from the cache", name)
@@ -457,8 +455,8 @@ func TestCacheNegativeAnswerSerial(t *testing.T) {
 				r := unpackAnswer(t, b)
 				wantRcode(t, r, dns.RcodeNameError)
 				wantSOA(t, r, "consul.")
-				if s := r.Ns[0].(*dns.SOA).Serial; s != uint32(now.Load()) {
-					t.Fatalf("%s: serial %d, want %d", name, s, now.Load())
+				if s := r.Ns[0].(*dns.SOA).Serial; s != uint32(clk.Now().Unix()) {
+					t.Fatalf("%s: serial %d, want %d", name, s, clk.Now().Unix())
 				}
 			}
 		}
@@ -466,10 +464,10 @@ func TestCacheNegativeAnswerSerial(t *testing.T) {
 	// NODATA too: web has no TXT records.
 	p := packQuery(t, "web.service.consul.", dns.TypeTXT)
 	for i := 0; i < 3; i++ {
-		now.Add(5)
+		clk.Advance(5 * time.Second)
 		b, _ := serveOnce(t, h, p, "udp")
 		r := unpackAnswer(t, b)
-		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 || r.Ns[0].(*dns.SOA).Serial != uint32(now.Load()) {
+		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 || r.Ns[0].(*dns.SOA).Serial != uint32(clk.Now().Unix()) {
 			t.Fatalf("NODATA: %v", r)
 		}
 	}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
 )
 
 // Config is the configuration of a Handler. Field comments name the agent
@@ -93,8 +94,8 @@ type Config struct {
 	// Context is the parent of every query's context: cancelling it aborts
 	// lookups and recursion in flight (on shutdown). Nil means Background.
 	Context context.Context
-	// Now is the clock (SOA serials); nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time of SOA serials; nil means the real clock.
+	Clock clock.Clock
 	// Logger is the logger; nil discards.
 	Logger hclog.Logger
 
@@ -203,8 +204,8 @@ func (c Config) validate() (Config, error) {
 	if c.Context == nil {
 		c.Context = context.Background()
 	}
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.Clock == nil {
+		c.Clock = clock.New()
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()

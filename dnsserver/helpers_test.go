@@ -5,12 +5,14 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
 )
 
 // storeSource is a Source over a real catalog.Store, read directly (the
@@ -89,7 +91,7 @@ func newTestHandler(t testing.TB, src Source, mod func(*Config)) *Handler {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.NodeName = "agent1"
-	cfg.Now = func() time.Time { return time.Unix(1_700_000_000, 0) }
+	cfg.Clock = clock.NewFake(time.Unix(1_700_000_000, 0))
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -249,6 +251,15 @@ func startUpstream(t testing.TB, answers map[string]string) *upstream {
 // and never answers.
 func silentRecursor(t testing.TB) string {
 	t.Helper()
+	addr, _ := countingSilentRecursor(t)
+	return addr
+}
+
+// countingSilentRecursor is silentRecursor that also returns how many
+// queries it has received so far.
+func countingSilentRecursor(t testing.TB) (string, func() int64) {
+	t.Helper()
+	var received atomic.Int64
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -261,11 +272,12 @@ func silentRecursor(t testing.TB) string {
 			if _, _, err := pc.ReadFrom(buf); err != nil {
 				return
 			}
+			received.Add(1)
 		}
 	}()
 	t.Cleanup(func() {
 		pc.Close()
 		<-done
 	})
-	return pc.LocalAddr().String()
+	return pc.LocalAddr().String(), received.Load
 }

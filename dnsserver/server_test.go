@@ -2,6 +2,8 @@ package dnsserver
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"strconv"
@@ -10,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // serve starts h on a free loopback port and returns the address.
@@ -181,8 +185,9 @@ func TestRecursionAllFail(t *testing.T) {
 }
 
 func TestSilentRecursorDoesNotBlockOtherQueries(t *testing.T) {
+	recursor, forwarded := countingSilentRecursor(t)
 	h := newTestHandler(t, webCatalog(t), func(c *Config) {
-		c.Recursors = []string{silentRecursor(t)}
+		c.Recursors = []string{recursor}
 		c.RecursorTimeout = 2 * time.Second
 	})
 	addr := serve(t, h)
@@ -197,7 +202,13 @@ func TestSilentRecursorDoesNotBlockOtherQueries(t *testing.T) {
 			_, _, _ = c.Exchange(m, addr)
 		}()
 	}
-	time.Sleep(50 * time.Millisecond) // the forwarded queries are waiting
+	// The forwarded queries are waiting.
+	wait.For(t, 5*time.Second, func() error {
+		if n := forwarded(); n < 20 {
+			return fmt.Errorf("%d of 20 queries forwarded", n)
+		}
+		return nil
+	})
 	start := time.Now()
 	for i := 0; i < 20; i++ {
 		for _, network := range []string{"udp", "tcp"} {
@@ -214,9 +225,10 @@ func TestSilentRecursorDoesNotBlockOtherQueries(t *testing.T) {
 }
 
 func TestShutdownAbortsRecursionInFlight(t *testing.T) {
+	recursor, forwarded := countingSilentRecursor(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	h := newTestHandler(t, webCatalog(t), func(c *Config) {
-		c.Recursors = []string{silentRecursor(t)}
+		c.Recursors = []string{recursor}
 		c.RecursorTimeout = 10 * time.Second
 		c.Context = ctx
 	})
@@ -232,7 +244,12 @@ func TestShutdownAbortsRecursionInFlight(t *testing.T) {
 		m.SetQuestion("stuck.example.com.", dns.TypeA)
 		_, _, _ = c.Exchange(m, s.Addrs()[0].String())
 	}()
-	time.Sleep(50 * time.Millisecond)
+	wait.For(t, 5*time.Second, func() error {
+		if forwarded() == 0 {
+			return errors.New("query not forwarded yet")
+		}
+		return nil
+	})
 	start := time.Now()
 	cancel()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -170,7 +170,7 @@ func New(cfg *Config) (*Server, error) {
 	s := &Server{
 		config:      cfg,
 		logger:      cfg.Logger.Named("server"),
-		store:       catalog.NewStore(cfg.Now),
+		store:       catalog.NewStore(nil),
 		verifyCh:    make(chan *verifyReq, 4096),
 		pool:        newConnPool(),
 		reconcileCh: make(chan gossip.Member, 1024),

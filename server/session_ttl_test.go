@@ -105,7 +105,7 @@ type ttlHarness struct {
 func newTTLHarness(t *testing.T) *ttlHarness {
 	t.Helper()
 	h := &ttlHarness{t: t, clock: newManualClock()}
-	h.store = catalog.NewStore(h.clock.Now)
+	h.store = catalog.NewStore(nil)
 	h.idx.Store(1)
 	if err := h.store.EnsureRegistration(h.idx.Add(1), &catalog.RegisterRequest{Node: "n1", Address: "10.0.0.1"}); err != nil {
 		t.Fatal(err)

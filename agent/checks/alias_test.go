@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // aliasFeed is an AliasSource fed by the test: each value sent on statuses
@@ -43,8 +44,8 @@ func (f *aliasFeed) numCalls() int {
 func TestAlias(t *testing.T) {
 	leakCheck(t)
 	feed := &aliasFeed{statuses: make(chan string)}
-	clock := newFakeClock()
-	opts := Options{AliasSource: feed, Clock: clock}
+	clk := newClock()
+	opts := Options{AliasSource: feed, Clock: clk}
 	_, rec := startCheck(t, Definition{CheckID: "web-alias", AliasNode: "node-2", AliasService: "web"}, opts)
 
 	feed.statuses <- StatusPassing
@@ -69,13 +70,12 @@ func TestAlias(t *testing.T) {
 	if u := rec.waitStatus(t, StatusCritical); !strings.Contains(u.Output, "servers unreachable") {
 		t.Fatalf("output %q", u.Output)
 	}
-	if d := clock.waitTimers(t, 1); d != AliasRetryWait {
-		t.Fatalf("retry after %s", d)
-	}
-	if feed.numCalls() != 1 {
+	waitArmed(t, clk, 1)
+	clk.Advance(AliasRetryWait - time.Millisecond)
+	if feed.numCalls() != 1 || clk.Pending() != 1 {
 		t.Fatalf("watched again before the retry wait")
 	}
-	clock.Advance(AliasRetryWait)
+	clk.Advance(time.Millisecond)
 	feed.statuses <- StatusPassing // received by the second Watch
 	rec.waitStatus(t, StatusPassing)
 	feed.mu.Lock()

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/tribune-mesh/tribune/clock"
 )
 
 // Check statuses, spelled as Consul spells them.
@@ -247,8 +249,11 @@ type Options struct {
 	// an agent starting with many checks does not probe them all at once.
 	// Results outside [0, Interval) are clamped into it.
 	Stagger func(interval time.Duration) time.Duration
-	// Clock schedules the probes; nil means RealClock.
-	Clock Clock
+	// Clock schedules the probes: the first-run stagger, the wait between
+	// probes and the alias watch retry; nil means the real clock. The
+	// deadline of a single probe is not taken from it: that bounds real
+	// network and process I/O, so it always uses real time.
+	Clock clock.Clock
 	// TLSConfig is the base TLS configuration of HTTPS checks, gRPC checks
 	// with GRPCUseTLS and H2PING checks with H2PingUseTLS (the agent's
 	// certificates under enable_agent_tls_for_checks); nil means the system
@@ -273,7 +278,7 @@ func (o Options) withDefaults() Options {
 		o.Stagger = randomStagger
 	}
 	if o.Clock == nil {
-		o.Clock = RealClock{}
+		o.Clock = clock.New()
 	}
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
@@ -299,7 +304,7 @@ type Check struct {
 	notify  Notifier
 	prober  prober // nil for alias checks
 	alias   AliasSource
-	clock   Clock
+	clock   clock.Clock
 	stagger func(time.Duration) time.Duration
 	logger  hclog.Logger
 

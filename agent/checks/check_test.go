@@ -3,6 +3,7 @@ package checks
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 type nopSource struct{}
@@ -194,39 +197,43 @@ func TestScheduleFollowsClock(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
 	t.Cleanup(srv.Close)
 
-	clock := newFakeClock()
-	opts := Options{Clock: clock, Stagger: func(iv time.Duration) time.Duration { return iv / 4 }}
+	clk := newClock()
+	opts := Options{Clock: clk, Stagger: func(iv time.Duration) time.Duration { return iv / 4 }}
 	_, rec := startCheck(t, Definition{CheckID: "web", HTTP: srv.URL, Interval: 10 * time.Second}, opts)
 
-	if d := clock.waitTimers(t, 1); d != 2500*time.Millisecond {
-		t.Fatalf("first timer %s, want the stagger 2.5s", d)
-	}
-	clock.Advance(2499 * time.Millisecond)
-	if clock.numPending() != 1 || hits.Load() != 0 {
+	// The first probe waits for the stagger, 2.5s.
+	waitArmed(t, clk, 1)
+	clk.Advance(2499 * time.Millisecond)
+	if clk.Pending() != 1 || hits.Load() != 0 {
 		t.Fatalf("probed before the stagger elapsed (hits %d)", hits.Load())
 	}
-	clock.Advance(time.Millisecond)
+	clk.Advance(time.Millisecond)
 	rec.waitStatus(t, StatusPassing)
-	if d := clock.waitTimers(t, 2); d != 10*time.Second {
-		t.Fatalf("second timer %s, want the interval 10s", d)
-	}
 	if hits.Load() != 1 {
 		t.Fatalf("hits %d after first probe", hits.Load())
 	}
-	clock.Advance(10 * time.Second)
-	clock.waitTimers(t, 3)
-	if hits.Load() != 2 {
-		t.Fatalf("hits %d after second interval", hits.Load())
+	// The next one waits for the interval, 10s.
+	waitArmed(t, clk, 1)
+	clk.Advance(10*time.Second - time.Millisecond)
+	if clk.Pending() != 1 || hits.Load() != 1 {
+		t.Fatalf("probed before the interval elapsed (hits %d)", hits.Load())
 	}
+	clk.Advance(time.Millisecond)
+	wait.For(t, waitTimeout, func() error {
+		if n := hits.Load(); n != 2 {
+			return fmt.Errorf("hits %d after the second interval, want 2", n)
+		}
+		return nil
+	})
 
 	// A stagger beyond the interval is clamped into it.
-	clock2 := newFakeClock()
-	opts.Clock = clock2
+	clk2 := newClock()
+	opts.Clock = clk2
 	opts.Stagger = func(time.Duration) time.Duration { return time.Hour }
-	startCheck(t, Definition{CheckID: "web2", HTTP: srv.URL, Interval: 10 * time.Second}, opts)
-	if d := clock2.waitTimers(t, 1); d >= 10*time.Second || d < 0 {
-		t.Fatalf("stagger %s not clamped into [0, 10s)", d)
-	}
+	_, rec2 := startCheck(t, Definition{CheckID: "web2", HTTP: srv.URL, Interval: 10 * time.Second}, opts)
+	waitArmed(t, clk2, 1)
+	clk2.Advance(10*time.Second - time.Nanosecond)
+	rec2.waitStatus(t, StatusPassing)
 }
 
 func TestDefaultStaggerWithinInterval(t *testing.T) {
@@ -247,11 +254,12 @@ func TestOnlyChangesAreReported(t *testing.T) {
 		w.Write([]byte("steady"))
 	}))
 	t.Cleanup(srv.Close)
-	_, rec := startCheck(t, Definition{CheckID: "web", HTTP: srv.URL, Interval: 5 * time.Millisecond}, testOptions())
+	opts := testOptions()
+	_, rec := startCheck(t, Definition{CheckID: "web", HTTP: srv.URL, Interval: 10 * time.Second}, opts)
 	rec.waitStatus(t, StatusPassing)
 	// A probe's result is recorded before the next probe starts, so by the
 	// sixth request five identical results have been recorded.
-	eventually(t, "six probes", func() bool { return hits.Load() >= 6 })
+	advanceUntil(t, fakeClock(t, opts), 10*time.Second, "six probes", func() bool { return hits.Load() >= 6 })
 	if n := len(rec.all()); n != 1 {
 		t.Fatalf("%d updates for a steady target, want 1: %v", n, rec.all())
 	}
@@ -287,7 +295,12 @@ func TestStartStopIdempotent(t *testing.T) {
 	c2.Stop()
 	n := len(rec2.all())
 	c2.Start() // after Stop: no-op
-	eventually(t, "no goroutine of the stopped check", func() bool { return packageGoroutines() == nil })
+	wait.For(t, waitTimeout, func() error {
+		if g := packageGoroutines(); g != nil {
+			return fmt.Errorf("goroutines of the stopped check: %v", g)
+		}
+		return nil
+	})
 	if len(rec2.all()) != n {
 		t.Fatal("update after Stop")
 	}
@@ -346,5 +359,10 @@ func TestStopLeavesNoGoroutine(t *testing.T) {
 	for _, c := range checks {
 		c.Stop()
 	}
-	eventually(t, "goroutine count back at baseline", func() bool { return runtime.NumGoroutine() <= baseline })
+	wait.For(t, waitTimeout, func() error {
+		if n := runtime.NumGoroutine(); n > baseline {
+			return fmt.Errorf("%d goroutines, baseline %d", n, baseline)
+		}
+		return nil
+	})
 }

@@ -38,16 +38,18 @@ func TestGRPC(t *testing.T) {
 	hs.SetServingStatus("orders", healthpb.HealthCheckResponse_SERVING)
 
 	target := addr + "/orders"
-	_, rec := startCheck(t, Definition{CheckID: "orders", GRPC: target, Interval: 5 * time.Millisecond}, testOptions())
+	opts := testOptions()
+	clk := fakeClock(t, opts)
+	_, rec := startCheck(t, Definition{CheckID: "orders", GRPC: target, Interval: 10 * time.Second}, opts)
 	if u := rec.waitStatus(t, StatusPassing); u.Output != "gRPC check "+target+": SERVING" {
 		t.Fatalf("output %q", u.Output)
 	}
 	hs.SetServingStatus("orders", healthpb.HealthCheckResponse_NOT_SERVING)
-	if u := rec.waitStatus(t, StatusCritical); u.Output != "gRPC check "+target+": NOT_SERVING" {
+	if u := rec.advanceToStatus(t, clk, 10*time.Second, StatusCritical); u.Output != "gRPC check "+target+": NOT_SERVING" {
 		t.Fatalf("output %q", u.Output)
 	}
 	hs.SetServingStatus("orders", healthpb.HealthCheckResponse_SERVING)
-	rec.waitStatus(t, StatusPassing)
+	rec.advanceToStatus(t, clk, 10*time.Second, StatusPassing)
 
 	// No service: the whole server, SERVING by default.
 	_, whole := startCheck(t, Definition{CheckID: "server", GRPC: addr, Interval: time.Second}, testOptions())

@@ -1,12 +1,16 @@
 package checks
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tribune-mesh/tribune/clock"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // waitTimeout bounds every wait for a condition; conditions normally hold
@@ -82,21 +86,12 @@ func (r *recorder) waitStatus(t *testing.T, status string) update {
 	return r.wait(t, "status "+status, func(u update) bool { return u.Status == status })
 }
 
-// eventually polls cond until it holds, failing the test after waitTimeout.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// testOptions lets checks run every few milliseconds with no stagger.
+// testOptions lets checks run every few milliseconds with no stagger, on a
+// fake clock of their own: the first probe runs at once, later ones when
+// the test advances the clock (see advanceUntil).
 func testOptions() Options {
 	return Options{
+		Clock:       newClock(),
 		MinInterval: time.Millisecond,
 		Stagger:     func(time.Duration) time.Duration { return 0 },
 	}
@@ -121,17 +116,14 @@ func startCheck(t *testing.T, def Definition, opts Options) (*Check, *recorder) 
 func leakCheck(t *testing.T) {
 	t.Helper()
 	t.Cleanup(func() {
-		deadline := time.Now().Add(waitTimeout)
-		for {
-			leaked := packageGoroutines()
-			if len(leaked) == 0 {
-				return
+		err := wait.Until(context.Background(), waitTimeout, func() error {
+			if leaked := packageGoroutines(); len(leaked) > 0 {
+				return fmt.Errorf("%d goroutine(s) of package checks still running:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
 			}
-			if time.Now().After(deadline) {
-				t.Errorf("%d goroutine(s) of package checks still running:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
 		}
 	})
 }
@@ -162,97 +154,59 @@ func packageGoroutines() []string {
 	return ours
 }
 
-// fakeClock is a Clock that only moves when the test advances it.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	pending []*fakeTimer
-	made    []time.Duration // the duration of every timer made, in order
-	wake    chan struct{}   // closed and replaced when a timer is made
-}
+// newClock returns a fake clock; a check on it probes only when the test
+// advances it past the check's timer.
+func newClock() *clock.Fake { return clock.NewFake(time.Unix(1_700_000_000, 0)) }
 
-type fakeTimer struct {
-	clock *fakeClock
-	at    time.Time
-	c     chan time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Unix(1_700_000_000, 0), wake: make(chan struct{})}
-}
-
-func (c *fakeClock) NewTimer(d time.Duration) Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{clock: c, at: c.now.Add(d), c: make(chan time.Time, 1)}
-	c.made = append(c.made, d)
-	if d <= 0 {
-		t.c <- c.now
-	} else {
-		c.pending = append(c.pending, t)
-	}
-	close(c.wake)
-	c.wake = make(chan struct{})
-	return t
-}
-
-func (t *fakeTimer) C() <-chan time.Time { return t.c }
-
-func (t *fakeTimer) Stop() bool {
-	c := t.clock
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i, p := range c.pending {
-		if p == t {
-			c.pending = append(c.pending[:i], c.pending[i+1:]...)
-			return true
-		}
-	}
-	return false
-}
-
-// Advance moves the clock and fires the timers that are due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.pending[:0]
-	for _, t := range c.pending {
-		if !t.at.After(c.now) {
-			t.c <- c.now
-		} else {
-			kept = append(kept, t)
-		}
-	}
-	c.pending = kept
-}
-
-func (c *fakeClock) numPending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.pending)
-}
-
-// waitTimers waits until n timers have been made in all and returns the
-// duration of the nth.
-func (c *fakeClock) waitTimers(t *testing.T, n int) time.Duration {
+// fakeClock returns the fake clock of opts (made by testOptions).
+func fakeClock(t *testing.T, opts Options) *clock.Fake {
 	t.Helper()
-	deadline := time.NewTimer(waitTimeout)
-	defer deadline.Stop()
-	for {
-		c.mu.Lock()
-		wake := c.wake
-		made := append([]time.Duration(nil), c.made...)
-		c.mu.Unlock()
-		if len(made) >= n {
-			return made[n-1]
-		}
-		select {
-		case <-wake:
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for timer %d; made %v", n, made)
-		}
+	clk, ok := opts.Clock.(*clock.Fake)
+	if !ok {
+		t.Fatalf("options without a fake clock: %T", opts.Clock)
 	}
+	return clk
+}
+
+// waitArmed waits until clk has at least n timers pending: the checks on it
+// are waiting for their next probe.
+func waitArmed(t *testing.T, clk *clock.Fake, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := clk.WaitForPending(ctx, n); err != nil {
+		t.Fatalf("%d timer(s) not armed within %v (pending %d): %v", n, waitTimeout, clk.Pending(), err)
+	}
+}
+
+// advanceUntil moves clk forward by step at every poll until cond holds:
+// each step fires the pending timer of the check, so the check probes as
+// often as the test polls instead of waiting for real time to pass.
+func advanceUntil(t *testing.T, clk *clock.Fake, step time.Duration, what string, cond func() bool) {
+	t.Helper()
+	wait.For(t, waitTimeout, func() error {
+		if cond() {
+			return nil
+		}
+		clk.Advance(step)
+		return fmt.Errorf("waiting for %s", what)
+	})
+}
+
+// advanceToStatus is advanceUntil the latest update has status; it returns
+// that update.
+func (r *recorder) advanceToStatus(t *testing.T, clk *clock.Fake, step time.Duration, status string) update {
+	t.Helper()
+	var last update
+	advanceUntil(t, clk, step, "status "+status, func() bool {
+		all := r.all()
+		if len(all) == 0 {
+			return false
+		}
+		last = all[len(all)-1]
+		return last.Status == status
+	})
+	return last
 }
 
 func (u update) String() string { return fmt.Sprintf("%s=%s %q", u.ID, u.Status, u.Output) }

@@ -21,24 +21,26 @@ func TestHTTPStatusFollowsResponseCode(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	url := srv.URL + "/health"
-	_, rec := startCheck(t, Definition{CheckID: "web", HTTP: url, Interval: 10 * time.Millisecond}, testOptions())
+	opts := testOptions()
+	clk := fakeClock(t, opts)
+	_, rec := startCheck(t, Definition{CheckID: "web", HTTP: url, Interval: 10 * time.Second}, opts)
 
 	u := rec.waitStatus(t, StatusPassing)
 	if want := "HTTP GET " + url + ": 200 OK Output: body text"; u.Output != want || u.ID != "web" {
 		t.Fatalf("update %v, want output %q", u, want)
 	}
 	code.Store(429)
-	u = rec.waitStatus(t, StatusWarning)
+	u = rec.advanceToStatus(t, clk, 10*time.Second, StatusWarning)
 	if !strings.Contains(u.Output, ": 429 Too Many Requests Output: body text") {
 		t.Fatalf("429 output %q", u.Output)
 	}
 	code.Store(503)
-	u = rec.waitStatus(t, StatusCritical)
+	u = rec.advanceToStatus(t, clk, 10*time.Second, StatusCritical)
 	if !strings.Contains(u.Output, ": 503 Service Unavailable Output: body text") {
 		t.Fatalf("503 output %q", u.Output)
 	}
 	code.Store(204)
-	rec.waitStatus(t, StatusPassing)
+	rec.advanceToStatus(t, clk, 10*time.Second, StatusPassing)
 }
 
 func TestHTTPSendsMethodHeadersAndBody(t *testing.T) {
@@ -178,13 +180,14 @@ func TestHTTPFailuresBeforeCritical(t *testing.T) {
 	t.Cleanup(srv.Close)
 	rec := newRecorder()
 	rec.hook = hits.Load
-	c, err := New(Definition{CheckID: "flappy", HTTP: srv.URL, Interval: 5 * time.Millisecond, FailuresBeforeCritical: 3}, rec, testOptions())
+	opts := testOptions()
+	c, err := New(Definition{CheckID: "flappy", HTTP: srv.URL, Interval: 10 * time.Second, FailuresBeforeCritical: 3}, rec, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.Start()
 	t.Cleanup(c.Stop)
-	rec.waitStatus(t, StatusCritical)
+	rec.advanceToStatus(t, fakeClock(t, opts), 10*time.Second, StatusCritical)
 	got := rec.all()
 	if len(got) != 2 || got[0].Status != StatusPassing || got[0].Seen != 1 || got[1].Seen != 4 {
 		t.Fatalf("updates %+v, want passing at request 1 and critical at request 4", got)

@@ -55,10 +55,11 @@ func TestTCPFlipsWhenListenerCloses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rec := startCheck(t, Definition{CheckID: "flip", TCP: ln.Addr().String(), Interval: 5 * time.Millisecond}, testOptions())
+	opts := testOptions()
+	_, rec := startCheck(t, Definition{CheckID: "flip", TCP: ln.Addr().String(), Interval: 10 * time.Second}, opts)
 	rec.waitStatus(t, StatusPassing)
 	ln.Close()
-	rec.waitStatus(t, StatusCritical)
+	rec.advanceToStatus(t, fakeClock(t, opts), 10*time.Second, StatusCritical)
 }
 
 func TestUDP(t *testing.T) {

@@ -4,12 +4,15 @@ package checks
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 func scriptOptions() Options {
@@ -113,7 +116,12 @@ func TestScriptTimeoutKillsProcessGroup(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no child pid in output %q", u.Output)
 	}
-	eventually(t, "the script's child to be killed", func() bool { return processGone(t, pid) })
+	wait.For(t, waitTimeout, func() error {
+		if !processGone(t, pid) {
+			return fmt.Errorf("the script's child %d still runs", pid)
+		}
+		return nil
+	})
 }
 
 // TestStopKillsRunningScript stops a check while its script runs: Stop
@@ -129,20 +137,25 @@ func TestStopKillsRunningScript(t *testing.T) {
 		Timeout:    time.Minute,
 	}, scriptOptions())
 	var pid int
-	eventually(t, "the script to start", func() bool {
+	wait.For(t, waitTimeout, func() error {
 		b, err := os.ReadFile(pidFile)
 		if err != nil || !strings.HasSuffix(string(b), "\n") {
-			return false
+			return fmt.Errorf("the script has not started: %q, %v", b, err)
 		}
 		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
-		return err == nil
+		return err
 	})
 	start := time.Now()
 	c.Stop()
 	if el := time.Since(start); el > 3*time.Second {
 		t.Fatalf("Stop took %s", el)
 	}
-	eventually(t, "the script's child to be killed", func() bool { return processGone(t, pid) })
+	wait.For(t, waitTimeout, func() error {
+		if !processGone(t, pid) {
+			return fmt.Errorf("the script's child %d still runs", pid)
+		}
+		return nil
+	})
 	if got := rec.all(); len(got) != 0 {
 		t.Fatalf("updates from an interrupted run: %v", got)
 	}

@@ -67,49 +67,99 @@ func (c *Config) RPCAddr() string {
 }
 
 // AdvertiseAddr returns the address other agents reach this one at:
-// advertise_addr; else bind_addr unless it is unspecified (0.0.0.0 or ::);
-// else the machine's first private IPv4 address; else 127.0.0.1. It lists
-// the machine's interfaces only in the third case.
+// advertise_addr, which Load always sets (from bind_addr or the machine's
+// interfaces when the file leaves it unset; see chooseAdvertiseAddr). For a
+// Config not made by Load, with advertise_addr unset, it is bind_addr.
 func (c *Config) AdvertiseAddr() string {
-	return c.advertiseAddr(net.InterfaceAddrs)
-}
-
-func (c *Config) advertiseAddr(interfaceAddrs func() ([]net.Addr, error)) string {
 	if c.AdvertiseAddrLAN != "" {
 		return c.AdvertiseAddrLAN
 	}
-	if ip := net.ParseIP(c.BindAddr); ip != nil && !ip.IsUnspecified() {
-		return c.BindAddr
-	}
-	if addrs, err := interfaceAddrs(); err == nil {
-		if ip := firstPrivateIPv4(addrs); ip != nil {
-			return ip.String()
-		}
-	}
-	return "127.0.0.1"
+	return c.BindAddr
 }
 
-// firstPrivateIPv4 returns the first RFC 1918 or RFC 6598 IPv4 address in
-// addrs, or nil.
-func firstPrivateIPv4(addrs []net.Addr) net.IP {
+// chooseAdvertiseAddr returns the address to advertise when advertise_addr
+// is unset, as Consul documents it: bind_addr when it is a specific
+// address; for 0.0.0.0 the machine's one private IPv4 address (RFC 1918 or
+// RFC 6598) among addrs, for :: its one public IPv6 address. Finding none,
+// or several, is an error that names them: the agent cannot guess which one
+// the others reach it at, and advertising 127.0.0.1 would cut it off from
+// every other machine. In dev mode an unspecified bind_addr advertises
+// 127.0.0.1, as a laptop's single agent needs nothing else.
+//
+// listIfaces is called only when the interfaces are needed. A bind_addr
+// that is not an IP address gives "" (Validate reports bind_addr).
+func chooseAdvertiseAddr(bind string, dev bool, listIfaces func() ([]net.Addr, error)) (string, error) {
+	ip := net.ParseIP(bind)
+	switch {
+	case bind != "" && ip == nil:
+		return "", nil // not an address: Validate names bind_addr
+	case bind != "" && !ip.IsUnspecified():
+		return bind, nil
+	}
+	if dev {
+		return "127.0.0.1", nil
+	}
+	v6 := ip != nil && ip.To4() == nil
+	kind, pick := "private IPv4", isPrivateIPv4
+	if v6 {
+		kind, pick = "public IPv6", isPublicIPv6
+	}
+	addrs, err := listIfaces()
+	if err != nil {
+		return "", fieldErrf("advertise_addr", "not set, and the network interfaces could not be listed to find the %s address to advertise: %v", kind, err)
+	}
+	var found []string
+	seen := make(map[string]bool)
 	for _, a := range addrs {
-		var ip net.IP
-		switch v := a.(type) {
-		case *net.IPNet:
-			ip = v.IP
-		case *net.IPAddr:
-			ip = v.IP
-		default:
+		ip := addrIP(a)
+		if ip == nil || !pick(ip) {
 			continue
 		}
-		ip4 := ip.To4()
-		if ip4 == nil {
-			continue
-		}
-		// 100.64.0.0/10 is RFC 6598 shared address space.
-		if ip4.IsPrivate() || (ip4[0] == 100 && ip4[1]&0xc0 == 64) {
-			return ip4
+		if s := ip.String(); !seen[s] {
+			seen[s] = true
+			found = append(found, s)
 		}
 	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return "", fieldErrf("advertise_addr", "not set, and no %s address found to advertise for bind_addr %q: set advertise_addr (-advertise) or bind_addr (-bind)", kind, bindOrAny(bind))
+	}
+	return "", fieldErrf("advertise_addr", "not set, and several %s addresses found (%s) for bind_addr %q: set advertise_addr (-advertise) or bind_addr (-bind) to the one other agents reach this one at",
+		kind, strings.Join(found, ", "), bindOrAny(bind))
+}
+
+func bindOrAny(bind string) string {
+	if bind == "" {
+		return "0.0.0.0"
+	}
+	return bind
+}
+
+// addrIP returns the IP of an interface address, or nil.
+func addrIP(a net.Addr) net.IP {
+	switch v := a.(type) {
+	case *net.IPNet:
+		return v.IP
+	case *net.IPAddr:
+		return v.IP
+	}
 	return nil
+}
+
+// isPrivateIPv4 reports whether ip is an RFC 1918 or RFC 6598 (shared
+// address space, 100.64.0.0/10) IPv4 address.
+func isPrivateIPv4(ip net.IP) bool {
+	ip4 := ip.To4()
+	if ip4 == nil {
+		return false
+	}
+	return ip4.IsPrivate() || (ip4[0] == 100 && ip4[1]&0xc0 == 64)
+}
+
+// isPublicIPv6 reports whether ip is a global unicast IPv6 address outside
+// the unique local range fc00::/7.
+func isPublicIPv6(ip net.IP) bool {
+	return ip.To4() == nil && ip.IsGlobalUnicast() && !ip.IsPrivate()
 }

@@ -11,8 +11,9 @@
 //
 // It must not start anything, open sockets or keep state between calls: the
 // only I/O it does is reading the configuration files named on the command
-// line, asking for the host name when node_name is unset, and (in
-// AdvertiseAddr) listing the machine's interface addresses.
+// line, asking for the host name when node_name is unset, and listing the
+// machine's interface addresses when advertise_addr is unset and bind_addr
+// is 0.0.0.0 or ::.
 package config
 
 import (
@@ -54,10 +55,12 @@ type Config struct {
 
 	// BindAddr is bind_addr, the address for cluster communication.
 	BindAddr string
-	// AdvertiseAddrLAN is advertise_addr; see the AdvertiseAddr method for
-	// the effective value.
+	// AdvertiseAddrLAN is advertise_addr (-advertise). When it is unset,
+	// Load sets it to bind_addr, or for an unspecified bind_addr to the
+	// machine's private IPv4 address (see the AdvertiseAddr method).
 	AdvertiseAddrLAN string
-	// AdvertiseAddrWAN is advertise_addr_wan.
+	// AdvertiseAddrWAN is advertise_addr_wan (-advertise-wan); Load sets it
+	// to AdvertiseAddrLAN when unset.
 	AdvertiseAddrWAN string
 	// ClientAddrs is client_addr split on spaces: the addresses client
 	// interfaces (HTTP, DNS, gRPC) listen on unless Addresses overrides.

@@ -28,9 +28,19 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-// load runs Load with args and the test host name.
+// testIfaces stands in for net.InterfaceAddrs: loopback and one private
+// IPv4 address, so an unspecified bind_addr advertises 10.0.0.7 on any
+// machine.
+func testIfaces() ([]net.Addr, error) {
+	return []net.Addr{
+		&net.IPNet{IP: net.ParseIP("127.0.0.1"), Mask: net.CIDRMask(8, 32)},
+		&net.IPNet{IP: net.ParseIP("10.0.0.7"), Mask: net.CIDRMask(8, 32)},
+	}, nil
+}
+
+// load runs Load with args, the test host name and the test interfaces.
 func load(args ...string) (*Config, []string, error) {
-	return Load(LoadOptions{Args: args, Hostname: testHostname})
+	return Load(LoadOptions{Args: args, Hostname: testHostname, InterfaceAddrs: testIfaces})
 }
 
 // mustLoad runs Load and fails the test on error.
@@ -242,9 +252,10 @@ func TestFlagsOverrideFiles(t *testing.T) {
 
 func TestHCLSnippetsAndSources(t *testing.T) {
 	c, _ := mustLoadOpts(t, LoadOptions{
-		Args:     []string{"-data-dir", "/d", "-node", "flag", "-hcl", `node_name = "snippet"`, "-hcl", `retry_join = ["s"]`},
-		Sources:  []Source{{Name: "inline", Format: "json", Data: []byte(`{"node_name": "source", "retry_join": ["src"]}`)}},
-		Hostname: testHostname,
+		Args:           []string{"-data-dir", "/d", "-node", "flag", "-hcl", `node_name = "snippet"`, "-hcl", `retry_join = ["s"]`},
+		Sources:        []Source{{Name: "inline", Format: "json", Data: []byte(`{"node_name": "source", "retry_join": ["src"]}`)}},
+		Hostname:       testHostname,
+		InterfaceAddrs: testIfaces,
 	})
 	if c.NodeName != "snippet" {
 		t.Errorf("node_name = %q, want the -hcl snippet to win", c.NodeName)
@@ -557,43 +568,110 @@ func TestAddressHelpers(t *testing.T) {
 		t.Errorf("GRPCAddr() with grpc disabled = %q", got)
 	}
 
-	ifaces := func(cidrs ...string) func() ([]net.Addr, error) {
-		return func() ([]net.Addr, error) {
-			var out []net.Addr
-			for _, s := range cidrs {
-				ip, n, err := net.ParseCIDR(s)
-				if err != nil {
-					return nil, err
-				}
-				n.IP = ip
-				out = append(out, n)
-			}
-			return out, nil
+}
+
+// ifaces returns an interface lister over cidrs ("10.1.1.1/8").
+func ifaces(t *testing.T, cidrs ...string) func() ([]net.Addr, error) {
+	t.Helper()
+	var out []net.Addr
+	for _, s := range cidrs {
+		ip, n, err := net.ParseCIDR(s)
+		if err != nil {
+			t.Fatal(err)
 		}
+		n.IP = ip
+		out = append(out, n)
 	}
+	return func() ([]net.Addr, error) { return out, nil }
+}
+
+// TestChooseAdvertiseAddr covers the address a start without
+// advertise_addr advertises, over given interface lists.
+func TestChooseAdvertiseAddr(t *testing.T) {
 	failing := func() ([]net.Addr, error) { return nil, errors.New("no interfaces") }
 	for _, tc := range []struct {
-		name      string
-		advertise string
-		bind      string
-		ifaces    func() ([]net.Addr, error)
-		want      string
+		name    string
+		bind    string
+		dev     bool
+		ifaces  func() ([]net.Addr, error)
+		want    string
+		wantErr []string
 	}{
-		{"advertise_addr wins", "192.0.2.7", "10.0.0.1", ifaces("10.1.1.1/8"), "192.0.2.7"},
-		{"specific bind_addr", "", "10.0.0.1", ifaces("10.1.1.1/8"), "10.0.0.1"},
-		{"first private ipv4", "", "0.0.0.0", ifaces("127.0.0.1/8", "fe80::1/64", "203.0.113.5/24", "192.168.1.20/24", "10.1.1.1/8"), "192.168.1.20"},
-		{"cgnat counts as private", "", "0.0.0.0", ifaces("100.64.3.4/10"), "100.64.3.4"},
-		{"unspecified ipv6 bind", "", "::", ifaces("172.16.0.2/12"), "172.16.0.2"},
-		{"no private address", "", "0.0.0.0", ifaces("127.0.0.1/8", "203.0.113.5/24"), "127.0.0.1"},
-		{"interfaces unavailable", "", "0.0.0.0", failing, "127.0.0.1"},
+		{name: "specific bind_addr", bind: "10.0.0.1", ifaces: failing, want: "10.0.0.1"},
+		{name: "specific ipv6 bind_addr", bind: "2001:db8::5", ifaces: failing, want: "2001:db8::5"},
+		{name: "the one private ipv4", bind: "0.0.0.0",
+			ifaces: ifaces(t, "127.0.0.1/8", "fe80::1/64", "203.0.113.5/24", "192.168.1.20/24"), want: "192.168.1.20"},
+		{name: "empty bind is 0.0.0.0", bind: "", ifaces: ifaces(t, "172.16.0.2/12"), want: "172.16.0.2"},
+		{name: "cgnat counts as private", bind: "0.0.0.0", ifaces: ifaces(t, "100.64.3.4/10"), want: "100.64.3.4"},
+		{name: "one address on two interfaces", bind: "0.0.0.0", ifaces: ifaces(t, "10.1.1.1/8", "10.1.1.1/32"), want: "10.1.1.1"},
+		{name: "several private ipv4", bind: "0.0.0.0", ifaces: ifaces(t, "10.1.1.1/8", "127.0.0.1/8", "192.168.1.20/24"),
+			wantErr: []string{"advertise_addr: not set", "several private IPv4 addresses found (10.1.1.1, 192.168.1.20)", "-advertise"}},
+		{name: "no private ipv4", bind: "0.0.0.0", ifaces: ifaces(t, "127.0.0.1/8", "203.0.113.5/24"),
+			wantErr: []string{"no private IPv4 address found", `bind_addr "0.0.0.0"`, "-bind"}},
+		{name: "interfaces unavailable", bind: "0.0.0.0", ifaces: failing, wantErr: []string{"no interfaces"}},
+		{name: "unspecified ipv6: the one public ipv6", bind: "::",
+			ifaces: ifaces(t, "10.0.0.1/8", "fe80::1/64", "fd00::1/8", "2001:db8::7/64"), want: "2001:db8::7"},
+		{name: "unspecified ipv6 without a public one", bind: "::", ifaces: ifaces(t, "10.0.0.1/8", "fd00::1/8"),
+			wantErr: []string{"no public IPv6 address found"}},
+		{name: "dev mode keeps loopback", bind: "0.0.0.0", dev: true, ifaces: failing, want: "127.0.0.1"},
+		{name: "dev mode with a specific bind_addr", bind: "10.0.0.3", dev: true, ifaces: failing, want: "10.0.0.3"},
+		{name: "bind_addr not an address", bind: "localhost", ifaces: failing, want: ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := Default()
-			c.AdvertiseAddrLAN, c.BindAddr = tc.advertise, tc.bind
-			if got := c.advertiseAddr(tc.ifaces); got != tc.want {
-				t.Errorf("advertiseAddr() = %q, want %q", got, tc.want)
+			got, err := chooseAdvertiseAddr(tc.bind, tc.dev, tc.ifaces)
+			if len(tc.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("chose %q, want an error", got)
+				}
+				for _, w := range tc.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q lacks %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("chooseAdvertiseAddr = %q, %v; want %q", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestLoadAdvertiseAddr checks what Load makes of advertise_addr: a normal
+// start advertises the private address, never 127.0.0.1; -advertise and
+// -advertise-wan win; -dev keeps 127.0.0.1; an ambiguous machine fails
+// naming its addresses.
+func TestLoadAdvertiseAddr(t *testing.T) {
+	c, _ := mustLoad(t, "-server", "-bootstrap", "-data-dir", "/d")
+	if c.AdvertiseAddrLAN != "10.0.0.7" || c.AdvertiseAddrWAN != "10.0.0.7" || c.AdvertiseAddr() != "10.0.0.7" {
+		t.Errorf("normal start advertises %q (wan %q), want 10.0.0.7", c.AdvertiseAddrLAN, c.AdvertiseAddrWAN)
+	}
+	c, _ = mustLoad(t, "-data-dir", "/d", "-advertise", "192.0.2.9", "-advertise-wan", "198.51.100.9")
+	if c.AdvertiseAddrLAN != "192.0.2.9" || c.AdvertiseAddrWAN != "198.51.100.9" {
+		t.Errorf("advertise %q, wan %q", c.AdvertiseAddrLAN, c.AdvertiseAddrWAN)
+	}
+	p := writeFile(t, t.TempDir(), "a.hcl", `advertise_addr = "192.0.2.10"`+"\n"+`advertise_addr_wan = "198.51.100.10"`)
+	c, _ = mustLoad(t, "-data-dir", "/d", "-config-file", p)
+	if c.AdvertiseAddrLAN != "192.0.2.10" || c.AdvertiseAddrWAN != "198.51.100.10" {
+		t.Errorf("advertise %q, wan %q from a file", c.AdvertiseAddrLAN, c.AdvertiseAddrWAN)
+	}
+	c, _ = mustLoad(t, "-data-dir", "/d", "-bind", "10.9.9.9")
+	if c.AdvertiseAddrLAN != "10.9.9.9" {
+		t.Errorf("advertise %q with -bind 10.9.9.9", c.AdvertiseAddrLAN)
+	}
+	c, _ = mustLoad(t, "-dev")
+	if c.AdvertiseAddrLAN != "127.0.0.1" {
+		t.Errorf("dev mode advertises %q", c.AdvertiseAddrLAN)
+	}
+	_, _, err := Load(LoadOptions{Args: []string{"-data-dir", "/d"}, Hostname: testHostname,
+		InterfaceAddrs: ifaces(t, "10.0.0.7/8", "192.168.5.5/24")})
+	if err == nil || !strings.Contains(err.Error(), "several private IPv4 addresses found (10.0.0.7, 192.168.5.5)") {
+		t.Errorf("two private addresses: err = %v", err)
+	}
+	c, _, err = Load(LoadOptions{Args: []string{"-data-dir", "/d", "-advertise", "10.0.0.7"}, Hostname: testHostname,
+		InterfaceAddrs: ifaces(t, "10.0.0.7/8", "192.168.5.5/24")})
+	if err != nil || c.AdvertiseAddrLAN != "10.0.0.7" {
+		t.Errorf("two private addresses with -advertise: %v", err)
 	}
 }
 
@@ -644,7 +722,7 @@ func FuzzLoadJSON(f *testing.F) {
 		if err := os.WriteFile(p, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		c, _, err := Load(LoadOptions{Args: []string{"-data-dir", "/d", "-config-file", p}, Hostname: testHostname})
+		c, _, err := Load(LoadOptions{Args: []string{"-data-dir", "/d", "-config-file", p}, Hostname: testHostname, InterfaceAddrs: testIfaces})
 		if err != nil {
 			return
 		}
@@ -665,6 +743,7 @@ func FuzzLoadHCL(f *testing.F) {
 		if err != nil {
 			return
 		}
+		_ = duplicateKeys("hcl", data)
 		c := Default()
 		var warnings []string
 		a := &applier{source: "fuzz.hcl", warnings: &warnings, set: map[string]bool{}}

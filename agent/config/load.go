@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,10 @@ type LoadOptions struct {
 	// Hostname returns the node name used when node_name is unset; nil
 	// means os.Hostname.
 	Hostname func() (string, error)
+	// InterfaceAddrs lists the machine's addresses, to choose the address
+	// to advertise when advertise_addr is unset and bind_addr is 0.0.0.0
+	// or ::; nil means net.InterfaceAddrs.
+	InterfaceAddrs func() ([]net.Addr, error)
 }
 
 // Load builds a Config the way Consul's agent does. Sources are applied in
@@ -48,9 +53,10 @@ type LoadOptions struct {
 // A later value replaces an earlier one, except that lists (retry_join,
 // services, ...) append and maps (node_meta, ...) merge.
 //
-// It returns warnings that should be logged (unknown keys, deprecated keys,
-// advice) and an error if the arguments, a file, or the resulting
-// configuration is invalid. For -h the error wraps flag.ErrHelp.
+// It returns warnings that should be logged (unknown keys, keys set twice
+// in one object of a file, deprecated keys, advice) and an error if the
+// arguments, a file, or the resulting configuration is invalid. For -h the
+// error wraps flag.ErrHelp.
 func Load(opts LoadOptions) (*Config, []string, error) {
 	pf, err := parseFlags(opts.Args, opts.FlagOutput)
 	if err != nil {
@@ -88,6 +94,7 @@ func Load(opts LoadOptions) (*Config, []string, error) {
 			if err != nil {
 				return nil, nil, err
 			}
+			warnings = append(warnings, duplicateWarnings(f.path, f.format, data)...)
 			if err := apply(f.path, m); err != nil {
 				return nil, nil, err
 			}
@@ -99,6 +106,7 @@ func Load(opts LoadOptions) (*Config, []string, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		warnings = append(warnings, duplicateWarnings(s.Name, s.Format, s.Data)...)
 		if err := apply(s.Name, m); err != nil {
 			return nil, nil, err
 		}
@@ -112,6 +120,7 @@ func Load(opts LoadOptions) (*Config, []string, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		warnings = append(warnings, duplicateWarnings(name, "hcl", []byte(snippet))...)
 		if err := apply(name, m); err != nil {
 			return nil, nil, err
 		}
@@ -121,7 +130,11 @@ func Load(opts LoadOptions) (*Config, []string, error) {
 	if hostname == nil {
 		hostname = os.Hostname
 	}
-	if err := finish(c, set, hostname); err != nil {
+	ifaces := opts.InterfaceAddrs
+	if ifaces == nil {
+		ifaces = net.InterfaceAddrs
+	}
+	if err := finish(c, set, hostname, ifaces); err != nil {
 		return nil, nil, fmt.Errorf("config: %w", err)
 	}
 	if err := c.Validate(); err != nil {
@@ -132,7 +145,7 @@ func Load(opts LoadOptions) (*Config, []string, error) {
 
 // finish fills in values that depend on other values once every source has
 // been applied, and normalizes spellings.
-func finish(c *Config, set map[string]bool, hostname func() (string, error)) error {
+func finish(c *Config, set map[string]bool, hostname func() (string, error), ifaces func() ([]net.Addr, error)) error {
 	if c.NodeName == "" {
 		h, err := hostname()
 		if err != nil {
@@ -149,6 +162,16 @@ func finish(c *Config, set map[string]bool, hostname func() (string, error)) err
 	c.Domain = fqdn(c.Domain)
 	if c.AltDomain != "" {
 		c.AltDomain = fqdn(c.AltDomain)
+	}
+	if c.AdvertiseAddrLAN == "" {
+		a, err := chooseAdvertiseAddr(c.BindAddr, c.DevMode, ifaces)
+		if err != nil {
+			return err
+		}
+		c.AdvertiseAddrLAN = a
+	}
+	if c.AdvertiseAddrWAN == "" {
+		c.AdvertiseAddrWAN = c.AdvertiseAddrLAN
 	}
 	if !set["leave_on_terminate"] {
 		c.LeaveOnTerminate = !c.Server

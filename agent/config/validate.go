@@ -332,6 +332,7 @@ func (c *Config) Validate() error {
 	if c.Ports.ExposeMinPort > c.Ports.ExposeMaxPort {
 		addf("ports.expose_min_port", "must not exceed ports.expose_max_port (%d), got %d", c.Ports.ExposeMaxPort, c.Ports.ExposeMinPort)
 	}
+	errs = append(errs, checkListenerConflicts(c.listeners())...)
 
 	// Joining and leaving.
 	positive("retry_interval", c.RetryInterval)

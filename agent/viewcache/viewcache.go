@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
 )
 
 // Errors callers branch on.
@@ -45,24 +46,6 @@ type Reader interface {
 	Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error)
 }
 
-// Clock is the time source of the cache: when a view was last used, how
-// long it has been failing, and the timers of backoff, idle expiry and
-// blocking Gets. Implementations must be safe for concurrent use.
-type Clock interface {
-	Now() time.Time
-	// After returns a channel that receives once d has passed.
-	After(d time.Duration) <-chan time.Time
-}
-
-// SystemClock is the Clock of the running agent.
-type SystemClock struct{}
-
-// Now implements Clock.
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// After implements Clock.
-func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
 // Config is the configuration of a Cache. Start from DefaultConfig.
 type Config struct {
 	// IdleTTL is how long a view lives without a Get before its loop is
@@ -79,8 +62,10 @@ type Config struct {
 	// view: MinBackoff doubled per consecutive failure, capped.
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
-	// Clock is the time source; nil means SystemClock.
-	Clock Clock
+	// Clock is the time source: when a view was last used, how long it has
+	// been failing, and the timers of backoff, idle expiry and blocking
+	// Gets. Nil means the real clock.
+	Clock clock.Clock
 	// Logger receives view failures; nil discards.
 	Logger hclog.Logger
 }
@@ -95,7 +80,7 @@ func DefaultConfig() Config {
 		StaleIfError: 10 * time.Minute,
 		MinBackoff:   250 * time.Millisecond,
 		MaxBackoff:   30 * time.Second,
-		Clock:        SystemClock{},
+		Clock:        clock.New(),
 	}
 }
 
@@ -245,6 +230,12 @@ func (c *Cache) Get(ctx context.Context, req *catalog.ReadRequest) (*catalog.Rea
 		}
 	}
 	var timeout <-chan time.Time
+	var timer clock.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		st := v.state.Load()
 		resp, lastErr := st.resp, st.err
@@ -263,7 +254,8 @@ func (c *Cache) Get(ctx context.Context, req *catalog.ReadRequest) (*catalog.Rea
 			if wait <= 0 || wait > c.cfg.MaxQueryTime {
 				wait = c.cfg.MaxQueryTime
 			}
-			timeout = c.cfg.Clock.After(wait)
+			timer = c.cfg.Clock.NewTimer(wait)
+			timeout = timer.C()
 		}
 		select {
 		case <-st.changed:
@@ -345,10 +337,8 @@ func (c *Cache) run(ctx context.Context, k viewKey, v *view) {
 			} else {
 				c.logger.Debug("view read failed again", "op", req.Op, "name", req.Name, "failures", failures, "error", err)
 			}
-			select {
-			case <-ctx.Done():
+			if !c.sleep(ctx, c.backoff(failures)) {
 				return
-			case <-c.cfg.Clock.After(c.backoff(failures)):
 			}
 			continue
 		}
@@ -426,13 +416,20 @@ func (v *view) fail(err error) {
 func (c *Cache) janitor() {
 	defer c.wg.Done()
 	interval := min(max(c.cfg.IdleTTL/4, 10*time.Millisecond), time.Minute)
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-c.cfg.Clock.After(interval):
-			c.sweep()
-		}
+	for c.sleep(c.ctx, interval) {
+		c.sweep()
+	}
+}
+
+// sleep waits d on the cache's clock and reports false if ctx ended first.
+func (c *Cache) sleep(ctx context.Context, d time.Duration) bool {
+	t := c.cfg.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C():
+		return true
 	}
 }
 

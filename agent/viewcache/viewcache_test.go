@@ -16,6 +16,8 @@ import (
 	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/agent/viewcache"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // countingReader counts the reads that reach the real server and can be
@@ -84,68 +86,8 @@ func (r *countingReader) setBroken(b bool) {
 	}
 }
 
-// fakeClock is a Clock moved by hand.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []fakeWaiter
-}
-
-type fakeWaiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_700_000_000, 0)} }
-
-func (f *fakeClock) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.now
-}
-
-func (f *fakeClock) After(d time.Duration) <-chan time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- f.now
-		return ch
-	}
-	f.waiters = append(f.waiters, fakeWaiter{at: f.now.Add(d), ch: ch})
-	return ch
-}
-
-func (f *fakeClock) Advance(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.now = f.now.Add(d)
-	kept := f.waiters[:0]
-	for _, w := range f.waiters {
-		if !w.at.After(f.now) {
-			w.ch <- f.now
-		} else {
-			kept = append(kept, w)
-		}
-	}
-	f.waiters = kept
-}
-
-// eventually polls cond until it returns "" or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		why := cond()
-		if why == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", timeout, why)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// newFakeClock returns a clock that moves only when the test advances it.
+func newFakeClock() *clock.Fake { return clock.NewFake(time.Unix(1_700_000_000, 0)) }
 
 // viewGoroutines counts goroutines running view loops or the janitor.
 func viewGoroutines() int {
@@ -207,11 +149,11 @@ func TestViewServesFromMemoryAndFollowsChanges(t *testing.T) {
 		t.Fatalf("instances = %d, want 1", len(resp.Instances))
 	}
 	// The loop is now parked in its blocking query.
-	eventually(t, 5*time.Second, func() string {
+	wait.For(t, 5*time.Second, func() error {
 		if n := e.reader.inFlight.Load(); n != 1 {
-			return fmt.Sprintf("reads in flight = %d", n)
+			return fmt.Errorf("reads in flight = %d", n)
 		}
-		return ""
+		return nil
 	})
 	before := e.reader.calls.Load()
 	for i := 0; i < 1000; i++ {
@@ -224,15 +166,15 @@ func TestViewServesFromMemoryAndFollowsChanges(t *testing.T) {
 	}
 
 	e.register(t, "web2", "web", "10.0.0.12", 80)
-	eventually(t, 5*time.Second, func() string {
+	wait.For(t, 5*time.Second, func() error {
 		resp, err := c.Get(ctx, healthReq("web"))
 		if err != nil {
-			return err.Error()
+			return err
 		}
 		if len(resp.Instances) != 2 {
-			return fmt.Sprintf("instances = %d", len(resp.Instances))
+			return fmt.Errorf("instances = %d", len(resp.Instances))
 		}
-		return ""
+		return nil
 	})
 	// One change costs one read (the blocking query that returned), plus
 	// the next blocking query the loop starts.
@@ -284,8 +226,8 @@ func TestIdenticalGetsShareOneRead(t *testing.T) {
 
 func TestIdleViewsAreStopped(t *testing.T) {
 	e := startEnv(t)
-	clock := newFakeClock()
-	c := viewcache.New(e.reader, viewcache.Config{IdleTTL: 3 * time.Minute, Clock: clock})
+	clk := newFakeClock()
+	c := viewcache.New(e.reader, viewcache.Config{IdleTTL: 3 * time.Minute, Clock: clk})
 	defer c.Close()
 	ctx := context.Background()
 	if _, err := c.Get(ctx, healthReq("a")); err != nil {
@@ -294,85 +236,85 @@ func TestIdleViewsAreStopped(t *testing.T) {
 	if _, err := c.Get(ctx, healthReq("b")); err != nil {
 		t.Fatal(err)
 	}
-	clock.Advance(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	if _, err := c.Get(ctx, healthReq("b")); err != nil { // b stays in use
 		t.Fatal(err)
 	}
-	clock.Advance(90 * time.Second)
-	eventually(t, 5*time.Second, func() string {
+	clk.Advance(90 * time.Second)
+	wait.For(t, 5*time.Second, func() error {
 		// Keep b in use while time passes; the janitor's timer fires
 		// whenever it was set.
 		if _, err := c.Get(ctx, healthReq("b")); err != nil {
-			return err.Error()
+			return err
 		}
-		clock.Advance(time.Minute)
+		clk.Advance(time.Minute)
 		if n := c.Len(); n != 1 {
-			return fmt.Sprintf("views = %d, want 1 (a idle, b used)", n)
+			return fmt.Errorf("views = %d, want 1 (a idle, b used)", n)
 		}
-		return ""
+		return nil
 	})
-	eventually(t, 5*time.Second, func() string {
-		clock.Advance(time.Minute)
+	wait.For(t, 5*time.Second, func() error {
+		clk.Advance(time.Minute)
 		if n := c.Len(); n != 0 {
-			return fmt.Sprintf("views = %d, want 0", n)
+			return fmt.Errorf("views = %d, want 0", n)
 		}
 		if n := e.reader.inFlight.Load(); n != 0 {
-			return fmt.Sprintf("reads in flight = %d after every view went idle", n)
+			return fmt.Errorf("reads in flight = %d after every view went idle", n)
 		}
-		return ""
+		return nil
 	})
 }
 
 func TestStaleIfErrorIsBounded(t *testing.T) {
 	e := startEnv(t)
 	e.register(t, "api1", "api", "", 8080)
-	clock := newFakeClock()
-	c := viewcache.New(e.reader, viewcache.Config{Clock: clock, StaleIfError: time.Minute,
+	clk := newFakeClock()
+	c := viewcache.New(e.reader, viewcache.Config{Clock: clk, StaleIfError: time.Minute,
 		MinBackoff: time.Second, MaxBackoff: 4 * time.Second})
 	defer c.Close()
 	ctx := context.Background()
 	if _, err := c.Get(ctx, healthReq("api")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() string {
+	wait.For(t, 5*time.Second, func() error {
 		if e.reader.inFlight.Load() != 1 {
-			return "loop not blocked yet"
+			return errors.New("loop not blocked yet")
 		}
-		return ""
+		return nil
 	})
 
 	e.reader.setBroken(true)
 	// The loop sees the failure and backs off; Get still serves the last
 	// good result.
-	eventually(t, 5*time.Second, func() string {
+	wait.For(t, 5*time.Second, func() error {
 		if e.reader.calls.Load() < 2 || e.reader.inFlight.Load() != 0 {
-			return "loop has not failed yet"
+			return errors.New("loop has not failed yet")
 		}
-		return ""
+		return nil
 	})
-	clock.Advance(30 * time.Second)
+	clk.Advance(30 * time.Second)
 	resp, err := c.Get(ctx, healthReq("api"))
 	if err != nil || len(resp.Instances) != 1 {
 		t.Fatalf("within the window: resp=%v err=%v, want the last result", resp, err)
 	}
 
-	clock.Advance(31 * time.Second)
+	clk.Advance(31 * time.Second)
 	if _, err := c.Get(ctx, healthReq("api")); !errors.Is(err, viewcache.ErrStale) || !errors.Is(err, errBroken) {
 		t.Fatalf("past the window: err = %v, want ErrStale wrapping the read error", err)
 	}
 
 	e.reader.setBroken(false)
 	e.register(t, "api2", "api", "", 8080)
-	eventually(t, 5*time.Second, func() string {
-		clock.Advance(5 * time.Second) // let the backoff end
+	wait.For(t, 5*time.Second, func() error {
+		clk.Advance(5 * time.Second) // let the backoff end
 		resp, err := c.Get(ctx, healthReq("api"))
 		if err != nil {
-			return err.Error()
+			return err
 		}
 		if len(resp.Instances) != 2 {
-			return fmt.Sprintf("instances = %d", len(resp.Instances))
+			return fmt.Errorf("instances = %d", len(resp.Instances))
 		}
-		return ""
+		return nil
 	})
 }
 
@@ -384,43 +326,57 @@ func TestFirstReadErrorIsReturnedAndNotKept(t *testing.T) {
 	if !errors.Is(err, catalog.ErrInvalidRequest) {
 		t.Fatalf("err = %v, want ErrInvalidRequest", err)
 	}
-	eventually(t, 5*time.Second, func() string {
+	wait.For(t, 5*time.Second, func() error {
 		if n := c.Len(); n != 0 {
-			return fmt.Sprintf("views = %d after a failed first read", n)
+			return fmt.Errorf("views = %d after a failed first read", n)
 		}
-		return ""
+		return nil
 	})
 }
 
 func TestBlockingGet(t *testing.T) {
 	e := startEnv(t)
 	e.register(t, "q1", "queue", "", 1)
-	c := viewcache.New(e.reader, viewcache.Config{})
+	clk := newFakeClock()
+	c := viewcache.New(e.reader, viewcache.Config{Clock: clk})
 	defer c.Close()
 	ctx := context.Background()
 	resp, err := c.Get(ctx, healthReq("queue"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The janitor's timer is the one pending before a blocking Get.
+	waitPending(t, clk, 1)
 	req := healthReq("queue")
 	req.Options.MinQueryIndex = resp.Meta.Index
-	req.Options.MaxQueryTime = 50 * time.Millisecond
-	start := time.Now()
-	same, err := c.Get(ctx, req)
-	if err != nil || same.Meta.Index != resp.Meta.Index {
-		t.Fatalf("timed-out blocking Get: index %v err %v", same, err)
-	}
-	if time.Since(start) < 40*time.Millisecond {
-		t.Fatalf("blocking Get returned after %v, before its wait", time.Since(start))
-	}
-
 	req.Options.MaxQueryTime = 10 * time.Second
 	done := make(chan *catalog.ReadResponse, 1)
 	go func() {
 		r, _ := c.Get(ctx, req)
 		done <- r
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitPending(t, clk, 2) // the Get's own timer: it is parked
+	clk.Advance(10*time.Second - time.Millisecond)
+	select {
+	case r := <-done:
+		t.Fatalf("blocking Get returned before its wait: %+v", r)
+	default:
+	}
+	clk.Advance(time.Millisecond)
+	select {
+	case r := <-done:
+		if r == nil || r.Meta.Index != resp.Meta.Index {
+			t.Fatalf("timed-out blocking Get: %+v, want index %d", r, resp.Meta.Index)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("blocking Get not ended by its wait")
+	}
+
+	go func() {
+		r, _ := c.Get(ctx, req)
+		done <- r
+	}()
+	waitPending(t, clk, 2)
 	e.register(t, "q2", "queue", "", 2)
 	select {
 	case r := <-done:
@@ -429,6 +385,16 @@ func TestBlockingGet(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("blocking Get not woken by a change")
+	}
+}
+
+// waitPending waits until clk has at least n timers pending.
+func waitPending(t *testing.T, clk *clock.Fake, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := clk.WaitForPending(ctx, n); err != nil {
+		t.Fatalf("%d timers not pending (have %d): %v", n, clk.Pending(), err)
 	}
 }
 
