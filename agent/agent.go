@@ -22,7 +22,9 @@ import (
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/agent/local"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/server"
 )
@@ -62,7 +64,7 @@ type Agent struct {
 	gossip  *gossip.Pool
 	backend backend
 	acls    acl.Resolver
-	local   *localState
+	local   *local.State
 	dns     *dnsService
 	// events keeps the last user events this agent accepted (http_event.go).
 	events *eventBuffer
@@ -151,7 +153,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.client = server.NewClient(server.ClientConfig{Servers: a.serverAddrs, HoldTimeout: cfg.RPCHoldTimeout})
 		a.backend = a.client
 	}
-	a.local = newLocalState(a)
+	a.local = a.newLocalState()
 	if err := a.loadConfigDefinitions(); err != nil {
 		a.stopCore()
 		return nil, err
@@ -174,7 +176,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		a.local.run(a.shutdownCh)
+		a.local.Run(a.ctx)
 	}()
 	if a.gossip != nil {
 		a.wg.Add(1)
@@ -190,6 +192,37 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 	}
 	started = true
 	return a, nil
+}
+
+// newLocalState builds the agent's own services and checks, synced to the
+// catalog through the backend.
+func (a *Agent) newLocalState() *local.State {
+	node := local.Node{
+		ID: a.cfg.NodeID, Name: a.cfg.NodeName, Datacenter: a.cfg.Datacenter, Address: a.advertiseHost(),
+		Meta: a.cfg.NodeMeta, TaggedAddresses: a.taggedAddresses(),
+	}
+	if a.cfg.Server {
+		node.LeaderService = server.ServerServiceName
+	}
+	return local.New(local.Config{
+		Node:                    node,
+		Backend:                 a.backend,
+		Clock:                   clock.New(),
+		Logger:                  a.logger,
+		Members:                 a.lanMembers,
+		CheckOutputMaxSize:      a.cfg.CheckOutputMaxSize,
+		EnableScriptChecks:      a.cfg.EnableScriptChecks,
+		EnableLocalScriptChecks: a.cfg.EnableLocalScriptChecks,
+		AliasSource:             aliasSource{a: a},
+	})
+}
+
+// lanMembers counts the LAN gossip members, this agent included.
+func (a *Agent) lanMembers() int {
+	if a.gossip == nil {
+		return 1
+	}
+	return max(len(a.gossip.Members()), 1)
 }
 
 // loadOrCreateNodeID returns the node ID kept in <data_dir>/node-id, creating

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-bexpr"
 
 	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/agent/local"
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/server"
 )
@@ -170,6 +171,10 @@ func writeError(w http.ResponseWriter, err error) {
 		code = http.StatusForbidden
 	case errors.Is(err, acl.ErrNotFound):
 		code = http.StatusForbidden
+	case errors.Is(err, local.ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, local.ErrInvalid):
+		code = http.StatusBadRequest
 	case errors.Is(err, catalog.ErrInvalidRequest):
 		code = http.StatusBadRequest
 	case errors.Is(err, server.ErrNoLeader):

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/tribune-mesh/tribune/acl"
-	"github.com/tribune-mesh/tribune/agent/checks"
 	"github.com/tribune-mesh/tribune/agent/config"
 	"github.com/tribune-mesh/tribune/catalog"
 )
@@ -30,162 +29,22 @@ func (a *Agent) taggedAddresses() map[string]string {
 // loadConfigDefinitions registers the services and checks of the config files.
 func (a *Agent) loadConfigDefinitions() error {
 	for i := range a.cfg.Services {
-		if err := a.addServiceDefinition(&a.cfg.Services[i], true); err != nil {
+		if err := a.local.AddServiceDefinition(&a.cfg.Services[i], true); err != nil {
 			return fmt.Errorf("service %q from config: %w", a.cfg.Services[i].Name, err)
 		}
 		a.configServices[a.cfg.Services[i].ServiceID()] = true
 	}
 	for i := range a.cfg.Checks {
-		c, err := a.checkFromDefinition(&a.cfg.Checks[i], "", true)
+		c, err := a.local.CheckFromDefinition(&a.cfg.Checks[i], "", true)
 		if err != nil {
 			return fmt.Errorf("check %q from config: %w", a.cfg.Checks[i].Name, err)
 		}
-		if err := a.local.addCheck(c); err != nil {
+		if err := a.local.AddCheck(c); err != nil {
 			return fmt.Errorf("check %q from config: %w", a.cfg.Checks[i].Name, err)
 		}
-		a.configChecks[c.check.CheckID] = true
+		a.configChecks[c.Health.CheckID] = true
 	}
 	return nil
-}
-
-func (a *Agent) addServiceDefinition(def *config.ServiceDefinition, fromConfig bool) error {
-	if def.Name == "" {
-		return badRequest("Missing service name")
-	}
-	svc := &catalog.Service{
-		Kind: def.Kind, ID: def.ID, Service: def.Name, Tags: def.Tags, Meta: def.Meta, Port: def.Port,
-		Address: def.Address, EnableTagOverride: def.EnableTagOverride,
-		Weights: catalog.Weights{Passing: def.Weights.Passing, Warning: def.Weights.Warning},
-		Proxy:   def.Proxy, Connect: def.Connect, Datacenter: a.cfg.Datacenter,
-	}
-	if svc.ID == "" {
-		svc.ID = svc.Service
-	}
-	if svc.Weights.Passing == 0 {
-		svc.Weights = catalog.Weights{Passing: 1, Warning: 1}
-	}
-	if svc.Tags == nil {
-		svc.Tags = []string{}
-	}
-	if svc.Meta == nil {
-		svc.Meta = map[string]string{}
-	}
-	if len(def.TaggedAddresses) > 0 {
-		svc.TaggedAddresses = map[string]catalog.ServiceAddress{}
-		for k, v := range def.TaggedAddresses {
-			svc.TaggedAddresses[k] = catalog.ServiceAddress{Address: v.Address, Port: v.Port}
-		}
-	}
-	defs := def.Checks
-	if def.Check != nil {
-		defs = append([]config.CheckDefinition{*def.Check}, defs...)
-	}
-	var checks []*localCheck
-	for i := range defs {
-		d := defs[i]
-		if d.ID == "" {
-			d.ID = "service:" + svc.ID
-			if len(defs) > 1 {
-				d.ID = fmt.Sprintf("service:%s:%d", svc.ID, i+1)
-			}
-		}
-		if d.Name == "" {
-			d.Name = fmt.Sprintf("Service '%s' check", svc.Service)
-		}
-		c, err := a.checkFromDefinition(&d, svc.ID, fromConfig)
-		if err != nil {
-			return err
-		}
-		c.check.ServiceName = svc.Service
-		c.check.ServiceTags = svc.Tags
-		checks = append(checks, c)
-	}
-	a.local.addService(svc, checks)
-	return nil
-}
-
-// checkFromDefinition turns a check definition into a local check: a TTL
-// check, a probe the agent runs (HTTP, TCP, UDP, gRPC, H2 ping, script,
-// alias), or a check with neither whose status is set through the API.
-// Script checks need enable_script_checks, or enable_local_script_checks for
-// checks from configuration files.
-func (a *Agent) checkFromDefinition(d *config.CheckDefinition, serviceID string, fromConfig bool) (*localCheck, error) {
-	if d.ID == "" {
-		d.ID = d.Name
-	}
-	if d.ID == "" {
-		return nil, badRequest("Missing check name")
-	}
-	if serviceID == "" {
-		serviceID = d.ServiceID
-	}
-	if d.DockerContainerID != "" {
-		return nil, badRequest("Check %q: Docker checks are not supported", d.ID)
-	}
-	if d.TTL < 0 {
-		return nil, badRequest("Check %q: TTL must be positive", d.ID)
-	}
-	probe := checks.Definition{
-		CheckID: d.ID, HTTP: d.HTTP, Method: d.Method, Header: d.Header, Body: d.Body,
-		DisableRedirects: d.DisableRedirects, TLSSkipVerify: d.TLSSkipVerify, TLSServerName: d.TLSServerName,
-		TCP: d.TCP, UDP: d.UDP, GRPC: d.GRPC, GRPCUseTLS: d.GRPCUseTLS, H2PING: d.H2PING, H2PingUseTLS: d.H2PingUseTLS,
-		ScriptArgs: d.ScriptArgs, AliasNode: d.AliasNode, AliasService: d.AliasService,
-		Interval: d.Interval, Timeout: d.Timeout, SuccessBeforePassing: d.SuccessBeforePassing,
-		FailuresBeforeWarning: d.FailuresBeforeWarning, FailuresBeforeCritical: d.FailuresBeforeCritical,
-		OutputMaxSize: d.OutputMaxSize,
-	}
-	typ := probe.Type()
-	isProbe := typ != ""
-	if isProbe && d.TTL > 0 {
-		return nil, badRequest("Check %q: a TTL check cannot also define a %s probe", d.ID, typ)
-	}
-	if typ == "" && d.TTL > 0 {
-		typ = "ttl"
-	}
-	if typ == checks.TypeScript && !a.cfg.EnableScriptChecks && !(fromConfig && a.cfg.EnableLocalScriptChecks) {
-		return nil, badRequest("Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true")
-	}
-	if isProbe && typ != checks.TypeAlias {
-		if probe.Interval <= 0 {
-			return nil, badRequest("Check %q: Interval must be > 0 for Script, HTTP, H2PING, gRPC, UDP or TCP checks", d.ID)
-		}
-		if probe.Interval < checks.MinInterval {
-			a.logger.Warn("check interval below the minimum; using the minimum", "check", d.ID, "minimum", checks.MinInterval)
-			probe.Interval = checks.MinInterval
-		}
-	}
-	status := d.Status
-	if status == "" {
-		status = catalog.HealthCritical
-	}
-	switch status {
-	case catalog.HealthPassing, catalog.HealthWarning, catalog.HealthCritical:
-	default:
-		return nil, badRequest("Check %q: invalid status %q", d.ID, status)
-	}
-	hc := &catalog.HealthCheck{
-		Node: a.cfg.NodeName, CheckID: d.ID, Name: d.Name, Status: status, Notes: d.Notes,
-		ServiceID: serviceID, Type: typ, ServiceTags: []string{},
-		Definition: catalog.HealthCheckDefinition{HTTP: d.HTTP, Header: d.Header, Method: d.Method, Body: d.Body,
-			TLSSkipVerify: d.TLSSkipVerify, TCP: d.TCP, UDP: d.UDP, GRPC: d.GRPC, GRPCUseTLS: d.GRPCUseTLS},
-	}
-	if probe.Interval > 0 {
-		hc.Interval = probe.Interval.String()
-		hc.Definition.Interval = hc.Interval
-	}
-	if d.Timeout > 0 {
-		hc.Timeout = d.Timeout.String()
-		hc.Definition.Timeout = hc.Timeout
-	}
-	if d.DeregisterCriticalServiceAfter > 0 {
-		hc.Definition.DeregisterCriticalServiceAfter = d.DeregisterCriticalServiceAfter.String()
-	}
-	lc := &localCheck{check: hc, ttl: d.TTL, deregisterAfter: d.DeregisterCriticalServiceAfter}
-	if isProbe {
-		p := probe
-		lc.probe = &p
-	}
-	return lc, nil
 }
 
 // decodeMap reads a JSON object body.
@@ -216,7 +75,7 @@ func (h *httpHandler) agentServiceRegister(w http.ResponseWriter, r *http.Reques
 	if authz.ServiceWrite(def.Name) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	if err := h.agent.addServiceDefinition(def, false); err != nil {
+	if err := h.agent.local.AddServiceDefinition(def, false); err != nil {
 		return nil, err
 	}
 	return nil, nil
@@ -228,15 +87,14 @@ func (h *httpHandler) agentServiceDeregister(w http.ResponseWriter, r *http.Requ
 	if err != nil {
 		return nil, err
 	}
-	svcs, _ := h.agent.local.snapshot()
-	s := svcs[id]
+	s := h.agent.local.Service(id)
 	if s == nil {
 		return nil, notFound("Unknown service ID %q. Ensure that the service ID is passed, not the service name.", id)
 	}
 	if authz.ServiceWrite(s.Service) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	h.agent.local.removeService(id)
+	h.agent.local.RemoveService(id)
 	return nil, nil
 }
 
@@ -245,7 +103,7 @@ func (h *httpHandler) agentServices(w http.ResponseWriter, r *http.Request) (any
 	if err != nil {
 		return nil, err
 	}
-	svcs, _ := h.agent.local.snapshot()
+	svcs := h.agent.local.Services()
 	list := make([]*catalog.Service, 0, len(svcs))
 	for _, s := range svcs {
 		if authz.ServiceRead(s.Service) == acl.Allow {
@@ -269,8 +127,7 @@ func (h *httpHandler) agentService(w http.ResponseWriter, r *http.Request) (any,
 	if err != nil {
 		return nil, err
 	}
-	svcs, _ := h.agent.local.snapshot()
-	s := svcs[id]
+	s := h.agent.local.Service(id)
 	if s == nil {
 		return nil, notFound("unknown service ID: %s", id)
 	}
@@ -285,7 +142,7 @@ func (h *httpHandler) agentChecks(w http.ResponseWriter, r *http.Request) (any, 
 	if err != nil {
 		return nil, err
 	}
-	_, checks := h.agent.local.snapshot()
+	checks := h.agent.local.Checks()
 	list := make([]*catalog.HealthCheck, 0, len(checks))
 	for _, c := range checks {
 		if c.ServiceName != "" && authz.ServiceRead(c.ServiceName) != acl.Allow {
@@ -323,11 +180,11 @@ func (h *httpHandler) agentCheckRegister(w http.ResponseWriter, r *http.Request)
 	if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	c, err := h.agent.checkFromDefinition(def, "", false)
+	c, err := h.agent.local.CheckFromDefinition(def, "", false)
 	if err != nil {
 		return nil, err
 	}
-	return nil, h.agent.local.addCheck(c)
+	return nil, h.agent.local.AddCheck(c)
 }
 
 func (h *httpHandler) agentCheckDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -339,7 +196,7 @@ func (h *httpHandler) agentCheckDeregister(w http.ResponseWriter, r *http.Reques
 	if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	if !h.agent.local.removeCheck(id) {
+	if !h.agent.local.RemoveCheck(id) {
 		return nil, notFound("Unknown check ID %q. Ensure that the check ID is passed, not the check name.", id)
 	}
 	return nil, nil
@@ -359,7 +216,7 @@ func (h *httpHandler) agentCheckTTL(status string) handlerFunc {
 		if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
 			return nil, errPermissionDenied
 		}
-		return nil, h.agent.local.updateCheck(id, status, r.URL.Query().Get("note"))
+		return nil, h.agent.local.UpdateCheck(id, status, r.URL.Query().Get("note"))
 	}
 }
 
@@ -385,7 +242,7 @@ func (h *httpHandler) agentCheckUpdate(w http.ResponseWriter, r *http.Request) (
 	if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	return nil, h.agent.local.updateCheck(id, body.Status, body.Output)
+	return nil, h.agent.local.UpdateCheck(id, body.Status, body.Output)
 }
 
 func (h *httpHandler) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) {

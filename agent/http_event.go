@@ -91,7 +91,7 @@ func (a *Agent) runUserEvents(stop <-chan struct{}) {
 func (a *Agent) acceptsEvent(ev *gossip.UserEvent) bool {
 	var services map[string][]string
 	if ev.ServiceFilter != "" {
-		svcs, _ := a.local.snapshot()
+		svcs := a.local.Services()
 		services = make(map[string][]string, len(svcs))
 		for _, s := range svcs {
 			services[s.Service] = append(services[s.Service], s.Tags...)

@@ -54,13 +54,13 @@ func (a *Agent) Reload() error {
 	}
 	for id := range a.configServices {
 		if !keepSvc[id] {
-			a.local.removeService(id)
+			a.local.RemoveService(id)
 			delete(a.configServices, id)
 		}
 	}
 	for id := range a.configChecks {
 		if !keepChk[id] {
-			a.local.removeCheck(id)
+			a.local.RemoveCheck(id)
 			delete(a.configChecks, id)
 		}
 	}
