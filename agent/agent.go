@@ -1,14 +1,15 @@
-// Package agent runs a Tribune agent: the process on every machine. It loads
-// no configuration itself (see agent/config); it starts the server when the
-// agent is one, the HTTP API, the local services and checks with their
-// anti-entropy sync to the catalog, and hands reads and writes to a backend.
+// Package agent runs a Tribune agent: the process on every machine. It is
+// wiring only: it builds the parts (the server or the RPC client to the
+// servers, the gossip pool, the local state with its anti-entropy in
+// agent/local, the HTTP API in agent/httpapi, DNS, the coordinate and user
+// event loops), connects them and stops them. It loads no configuration
+// itself (see agent/config).
 //
 // The agent owns every goroutine it starts; Shutdown stops and waits for them.
 package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -22,8 +23,8 @@ import (
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/agent/httpapi"
 	"github.com/tribune-mesh/tribune/agent/local"
-	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/server"
@@ -33,28 +34,6 @@ import (
 // /v1/agent/self.
 const Version = "0.1.0"
 
-// backend is how the agent reaches the catalog: the local server when the
-// agent is a server, an RPC client to the servers otherwise.
-type backend interface {
-	// Apply commits a write and returns the FSM's response.
-	Apply(ctx context.Context, t catalog.CommandType, body any) (any, error)
-	// Read runs a catalog read in its consistency mode, blocking if asked.
-	Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error)
-	// Status returns the leader's server address ("" when none) and the
-	// voting servers' addresses.
-	Status(ctx context.Context) (string, []string, error)
-	// SessionRenew restarts a session's TTL timer on the leader and
-	// returns the session, nil when there is no session with that ID.
-	SessionRenew(ctx context.Context, id string) (*catalog.Session, error)
-	// SaveSnapshot returns a snapshot archive of the whole state.
-	SaveSnapshot(ctx context.Context) ([]byte, error)
-	// RestoreSnapshot replaces every server's state with an archive's.
-	RestoreSnapshot(ctx context.Context, archive []byte) error
-	// Operator runs an operator call (Raft configuration, peers,
-	// autopilot) on the leader and returns its JSON result.
-	Operator(ctx context.Context, req *server.OperatorRequest) (json.RawMessage, error)
-}
-
 // Agent is one running agent.
 type Agent struct {
 	cfg     *config.Config
@@ -62,7 +41,7 @@ type Agent struct {
 	server  *server.Server
 	client  *server.Client
 	gossip  *gossip.Pool
-	backend backend
+	backend httpapi.Backend
 	acls    acl.Resolver
 	local   *local.State
 	dns     *dnsService
@@ -259,7 +238,10 @@ func (a *Agent) startHTTP() error {
 	if len(addrs) == 0 {
 		addrs = []string{"127.0.0.1"}
 	}
-	handler := newHTTPHandler(a)
+	handler := httpapi.New(httpapi.Parts{
+		Config: a.cfg, Version: Version, ACL: a.acls, Backend: a.backend, Local: a.local,
+		Gossip: a.gossip, Events: a.events, Control: apiControl{a: a},
+	})
 	for _, host := range addrs {
 		addr := net.JoinHostPort(host, strconv.Itoa(a.cfg.Ports.HTTP))
 		ln, err := net.Listen("tcp", addr)

@@ -1,7 +1,6 @@
-package agent
+package httpapi
 
 import (
-	"fmt"
 	"net/http"
 	"strings"
 
@@ -9,43 +8,6 @@ import (
 	"github.com/tribune-mesh/tribune/agent/config"
 	"github.com/tribune-mesh/tribune/catalog"
 )
-
-// advertiseHost is the address the agent registers its node with.
-func (a *Agent) advertiseHost() string {
-	if a.cfg.AdvertiseAddrLAN != "" {
-		return a.cfg.AdvertiseAddrLAN
-	}
-	if a.cfg.BindAddr != "" && a.cfg.BindAddr != "0.0.0.0" {
-		return a.cfg.BindAddr
-	}
-	return "127.0.0.1"
-}
-
-func (a *Agent) taggedAddresses() map[string]string {
-	h := a.advertiseHost()
-	return map[string]string{"lan": h, "lan_ipv4": h, "wan": h, "wan_ipv4": h}
-}
-
-// loadConfigDefinitions registers the services and checks of the config files.
-func (a *Agent) loadConfigDefinitions() error {
-	for i := range a.cfg.Services {
-		if err := a.local.AddServiceDefinition(&a.cfg.Services[i], true); err != nil {
-			return fmt.Errorf("service %q from config: %w", a.cfg.Services[i].Name, err)
-		}
-		a.configServices[a.cfg.Services[i].ServiceID()] = true
-	}
-	for i := range a.cfg.Checks {
-		c, err := a.local.CheckFromDefinition(&a.cfg.Checks[i], "", true)
-		if err != nil {
-			return fmt.Errorf("check %q from config: %w", a.cfg.Checks[i].Name, err)
-		}
-		if err := a.local.AddCheck(c); err != nil {
-			return fmt.Errorf("check %q from config: %w", a.cfg.Checks[i].Name, err)
-		}
-		a.configChecks[c.Health.CheckID] = true
-	}
-	return nil
-}
 
 // decodeMap reads a JSON object body.
 func decodeMap(r *http.Request) (map[string]any, error) {
@@ -59,7 +21,7 @@ func decodeMap(r *http.Request) (map[string]any, error) {
 	return m, nil
 }
 
-func (h *httpHandler) agentServiceRegister(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) agentServiceRegister(w http.ResponseWriter, r *http.Request) (any, error) {
 	m, err := decodeMap(r)
 	if err != nil {
 		return nil, err
@@ -81,7 +43,7 @@ func (h *httpHandler) agentServiceRegister(w http.ResponseWriter, r *http.Reques
 	return nil, nil
 }
 
-func (h *httpHandler) agentServiceDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) agentServiceDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
 	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/service/deregister/")
 	authz, err := h.authorize(r)
 	if err != nil {
@@ -98,7 +60,7 @@ func (h *httpHandler) agentServiceDeregister(w http.ResponseWriter, r *http.Requ
 	return nil, nil
 }
 
-func (h *httpHandler) agentServices(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) agentServices(w http.ResponseWriter, r *http.Request) (any, error) {
 	authz, err := h.authorize(r)
 	if err != nil {
 		return nil, err
@@ -121,7 +83,7 @@ func (h *httpHandler) agentServices(w http.ResponseWriter, r *http.Request) (any
 	return out, nil
 }
 
-func (h *httpHandler) agentService(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) agentService(w http.ResponseWriter, r *http.Request) (any, error) {
 	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/service/")
 	authz, err := h.authorize(r)
 	if err != nil {
@@ -137,7 +99,7 @@ func (h *httpHandler) agentService(w http.ResponseWriter, r *http.Request) (any,
 	return s, nil
 }
 
-func (h *httpHandler) agentChecks(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) agentChecks(w http.ResponseWriter, r *http.Request) (any, error) {
 	authz, err := h.authorize(r)
 	if err != nil {
 		return nil, err
@@ -164,7 +126,7 @@ func (h *httpHandler) agentChecks(w http.ResponseWriter, r *http.Request) (any, 
 	return out, nil
 }
 
-func (h *httpHandler) agentCheckRegister(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) agentCheckRegister(w http.ResponseWriter, r *http.Request) (any, error) {
 	m, err := decodeMap(r)
 	if err != nil {
 		return nil, err
@@ -187,7 +149,7 @@ func (h *httpHandler) agentCheckRegister(w http.ResponseWriter, r *http.Request)
 	return nil, h.agent.local.AddCheck(c)
 }
 
-func (h *httpHandler) agentCheckDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) agentCheckDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
 	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/check/deregister/")
 	authz, err := h.authorize(r)
 	if err != nil {
@@ -203,7 +165,7 @@ func (h *httpHandler) agentCheckDeregister(w http.ResponseWriter, r *http.Reques
 }
 
 // agentCheckTTL serves /v1/agent/check/pass|warn|fail/<id>?note=.
-func (h *httpHandler) agentCheckTTL(status string) handlerFunc {
+func (h *Handler) agentCheckTTL(status string) handlerFunc {
 	prefix := "/v1/agent/check/" + map[string]string{
 		catalog.HealthPassing: "pass", catalog.HealthWarning: "warn", catalog.HealthCritical: "fail",
 	}[status] + "/"
@@ -221,7 +183,7 @@ func (h *httpHandler) agentCheckTTL(status string) handlerFunc {
 }
 
 // agentCheckUpdate serves PUT /v1/agent/check/update/<id> {Status, Output}.
-func (h *httpHandler) agentCheckUpdate(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) agentCheckUpdate(w http.ResponseWriter, r *http.Request) (any, error) {
 	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/check/update/")
 	var body struct {
 		Status string
@@ -245,7 +207,7 @@ func (h *httpHandler) agentCheckUpdate(w http.ResponseWriter, r *http.Request) (
 	return nil, h.agent.local.UpdateCheck(id, body.Status, body.Output)
 }
 
-func (h *httpHandler) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) {
 	authz, err := h.authorize(r)
 	if err != nil {
 		return nil, err
@@ -257,7 +219,7 @@ func (h *httpHandler) agentSelf(w http.ResponseWriter, r *http.Request) (any, er
 	return map[string]any{
 		"Config": map[string]any{
 			"Datacenter": cfg.Datacenter, "PrimaryDatacenter": cfg.PrimaryDatacenter, "NodeName": cfg.NodeName,
-			"NodeID": cfg.NodeID, "Server": cfg.Server, "Revision": "", "Version": Version, "BuildDate": "",
+			"NodeID": cfg.NodeID, "Server": cfg.Server, "Revision": "", "Version": h.agent.version, "BuildDate": "",
 		},
 		"DebugConfig": map[string]any{},
 		"Member":      h.agent.selfMember(),
@@ -267,42 +229,11 @@ func (h *httpHandler) agentSelf(w http.ResponseWriter, r *http.Request) (any, er
 	}, nil
 }
 
-// member is an agent as /v1/agent/members shows it.
-type member struct {
-	Name        string
-	Addr        string
-	Port        uint16
-	Tags        map[string]string
-	Status      int
-	ProtocolMin uint8
-	ProtocolMax uint8
-	ProtocolCur uint8
-	DelegateMin uint8
-	DelegateMax uint8
-	DelegateCur uint8
-}
-
-// selfMember describes this agent as a gossip member would.
-func (a *Agent) selfMember() member {
-	role := "node"
-	tags := map[string]string{"dc": a.cfg.Datacenter, "id": a.cfg.NodeID, "build": Version, "vsn": "2", "vsn_min": "2", "vsn_max": "3"}
-	if a.cfg.Server {
-		role = "consul"
-		tags["port"] = fmt.Sprint(a.cfg.Ports.Server)
-		if a.cfg.Bootstrap || a.cfg.DevMode {
-			tags["bootstrap"] = "1"
-		}
-	}
-	tags["role"] = role
-	return member{Name: a.cfg.NodeName, Addr: a.advertiseHost(), Port: uint16(a.cfg.Ports.SerfLAN), Tags: tags,
-		Status: 1, ProtocolMin: 1, ProtocolMax: 5, ProtocolCur: 2, DelegateMin: 2, DelegateMax: 5, DelegateCur: 4}
-}
-
-func (h *httpHandler) agentMembers(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) agentMembers(w http.ResponseWriter, r *http.Request) (any, error) {
 	return h.agent.members(), nil
 }
 
-func (h *httpHandler) agentLeave(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) agentLeave(w http.ResponseWriter, r *http.Request) (any, error) {
 	authz, err := h.authorize(r)
 	if err != nil {
 		return nil, err
@@ -314,17 +245,50 @@ func (h *httpHandler) agentLeave(w http.ResponseWriter, r *http.Request) (any, e
 	return nil, nil
 }
 
-// requestLeave asks the process running the agent to shut it down after
-// leaving the cluster gracefully.
-func (a *Agent) requestLeave() {
-	a.SetLeaveOnShutdown()
-	a.closeOnceLeave.Do(func() { close(a.leaveCh) })
+func (h *Handler) agentJoin(w http.ResponseWriter, r *http.Request) (any, error) {
+	addr := strings.TrimPrefix(r.URL.Path, "/v1/agent/join/")
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.AgentWrite(h.agent.cfg.NodeName) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if h.agent.gossip == nil {
+		return nil, badRequest("gossip is disabled on this agent")
+	}
+	if _, err := h.agent.gossip.Join([]string{addr}); err != nil {
+		return nil, err
+	}
+	return nil, nil
 }
 
-// SetLeaveOnShutdown makes Shutdown leave the gossip pool gracefully first, so
-// the cluster removes this node instead of marking it failed.
-func (a *Agent) SetLeaveOnShutdown() {
-	a.leaveMu.Lock()
-	a.leaving = true
-	a.leaveMu.Unlock()
+func (h *Handler) agentForceLeave(w http.ResponseWriter, r *http.Request) (any, error) {
+	node := strings.TrimPrefix(r.URL.Path, "/v1/agent/force-leave/")
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.OperatorWrite() != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if h.agent.gossip == nil || !h.agent.gossip.RemoveFailed(node) {
+		return nil, notFound("agent: No node found with name '%s'", node)
+	}
+	return nil, nil
+}
+
+// agentReload serves PUT /v1/agent/reload.
+func (h *Handler) agentReload(w http.ResponseWriter, r *http.Request) (any, error) {
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.AgentWrite(h.agent.cfg.NodeName) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if err := h.agent.Reload(); err != nil {
+		return nil, err
+	}
+	return nil, nil
 }

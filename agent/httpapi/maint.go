@@ -1,4 +1,4 @@
-package agent
+package httpapi
 
 import (
 	"net/http"
@@ -31,7 +31,7 @@ func parseEnable(r *http.Request) (bool, error) {
 }
 
 // agentNodeMaint serves PUT /v1/agent/maintenance?enable=&reason=.
-func (h *httpHandler) agentNodeMaint(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) agentNodeMaint(w http.ResponseWriter, r *http.Request) (any, error) {
 	on, err := parseEnable(r)
 	if err != nil {
 		return nil, err
@@ -58,7 +58,7 @@ func (h *httpHandler) agentNodeMaint(w http.ResponseWriter, r *http.Request) (an
 }
 
 // agentServiceMaint serves PUT /v1/agent/service/maintenance/<id>?enable=&reason=.
-func (h *httpHandler) agentServiceMaint(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) agentServiceMaint(w http.ResponseWriter, r *http.Request) (any, error) {
 	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/service/maintenance/")
 	if id == "" {
 		return nil, badRequest("Missing service ID")

@@ -9,7 +9,10 @@
 package inmem
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/clock"
+	"github.com/tribune-mesh/tribune/server"
 )
 
 // maxQueryTime bounds a blocking read that names no wait.
@@ -58,7 +62,8 @@ func (b *Backend) Apply(_ context.Context, t catalog.CommandType, body any) (any
 	return b.fsm.Apply(&raft.Log{Index: b.index, Type: raft.LogCommand, Data: buf}), nil
 }
 
-// Applies returns how many writes were applied so far; tests use it to show
+// Applies returns how many writes (Apply, SessionRenew, RestoreSnapshot,
+// a peer removal) were made so far; tests use it to show
 // that a refused request wrote nothing.
 func (b *Backend) Applies() int {
 	b.mu.Lock()
@@ -93,6 +98,59 @@ func (b *Backend) Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.
 			return resp, nil
 		}
 	}
+}
+
+// SessionRenew returns the session with this ID, nil when there is none. The
+// in-memory catalog runs no TTL timers, so there is nothing to restart; the
+// call counts as a write.
+func (b *Backend) SessionRenew(ctx context.Context, id string) (*catalog.Session, error) {
+	b.mu.Lock()
+	b.applies++
+	b.mu.Unlock()
+	resp, err := b.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadSession, Name: id})
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Sessions) == 0 {
+		return nil, nil
+	}
+	return resp.Sessions[0], nil
+}
+
+// SaveSnapshot returns the store's state in the catalog's snapshot encoding
+// (without the server's archive header).
+func (b *Backend) SaveSnapshot(context.Context) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := b.store.Dump(&buf); err != nil {
+		return nil, fmt.Errorf("save snapshot: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// RestoreSnapshot replaces the store's state with what SaveSnapshot
+// returned; it counts as a write.
+func (b *Backend) RestoreSnapshot(_ context.Context, archive []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.applies++
+	if err := b.store.Restore(bytes.NewReader(archive)); err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	return nil
+}
+
+// ErrNoOperator is returned by Operator: there is no Raft to operate on.
+var ErrNoOperator = errors.New("inmem: no Raft configuration or autopilot in an in-memory catalog")
+
+// Operator refuses every operator call with ErrNoOperator; a call that
+// changes the cluster counts as a write.
+func (b *Backend) Operator(_ context.Context, req *server.OperatorRequest) (json.RawMessage, error) {
+	if req.Op == server.OpRemovePeer {
+		b.mu.Lock()
+		b.applies++
+		b.mu.Unlock()
+	}
+	return nil, ErrNoOperator
 }
 
 // Status answers as a single server that leads: itself as leader and only
