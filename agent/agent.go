@@ -192,7 +192,6 @@ func (a *Agent) newLocalState() *local.State {
 		CheckOutputMaxSize:      a.cfg.CheckOutputMaxSize,
 		EnableScriptChecks:      a.cfg.EnableScriptChecks,
 		EnableLocalScriptChecks: a.cfg.EnableLocalScriptChecks,
-		AliasSource:             aliasSource{a: a},
 	})
 }
 

@@ -84,8 +84,6 @@ type Config struct {
 	// EnableLocalScriptChecks only from configuration files.
 	EnableScriptChecks      bool
 	EnableLocalScriptChecks bool
-	// AliasSource feeds alias checks.
-	AliasSource checks.AliasSource
 	// Rand returns a uniformly random number in [0, 1), for the full-sync
 	// jitter; nil means math/rand.
 	Rand func() float64
@@ -181,7 +179,7 @@ func New(cfg Config) *State {
 		checkOpt: checks.Options{
 			EnableScriptChecks: true, // gated when the check was defined
 			OutputMaxSize:      limit,
-			AliasSource:        cfg.AliasSource,
+			AliasSource:        aliasSource{backend: cfg.Backend, node: cfg.Node.Name},
 			Logger:             cfg.Logger,
 		},
 		services:        map[string]*service{},

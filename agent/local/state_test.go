@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tribune-mesh/tribune/agent/agenttest/inmem"
+	"github.com/tribune-mesh/tribune/agent/checks"
 	"github.com/tribune-mesh/tribune/agent/local"
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/clock"
@@ -301,4 +302,30 @@ func TestLookupsAndErrors(t *testing.T) {
 	if err := h.state.UpdateCheck("plain", catalog.HealthPassing, ""); !errors.Is(err, local.ErrInvalid) {
 		t.Fatalf("TTL update of a check without TTL: %v", err)
 	}
+}
+
+// An alias check follows another instance's health through blocking reads
+// of the backend.
+func TestAliasCheckFollowsTheAliasedInstance(t *testing.T) {
+	h := start(t, local.Config{})
+	if err := h.state.AddCheck(&local.Check{Probe: &checks.Definition{CheckID: "alias", AliasNode: "node-2", AliasService: "db-1"},
+		Health: &catalog.HealthCheck{CheckID: "alias", Name: "alias", Status: catalog.HealthPassing}}); err != nil {
+		t.Fatal(err)
+	}
+	status := func(want string) func() error {
+		return func() error {
+			if c := h.state.Checks()["alias"]; c == nil || c.Status != want {
+				return fmt.Errorf("alias check %+v, want %s", c, want)
+			}
+			return nil
+		}
+	}
+	wait.For(t, 10*time.Second, status(catalog.HealthCritical)) // not registered
+	h.apply(catalog.CmdRegister, &catalog.RegisterRequest{Node: "node-2", Address: "10.0.0.2",
+		Service: &catalog.Service{ID: "db-1", Service: "db"},
+		Checks:  []*catalog.HealthCheck{{CheckID: "db-check", Name: "db", ServiceID: "db-1", Status: catalog.HealthPassing}}})
+	wait.For(t, 10*time.Second, status(catalog.HealthPassing))
+	h.apply(catalog.CmdRegister, &catalog.RegisterRequest{Node: "node-2", Address: "10.0.0.2",
+		Checks: []*catalog.HealthCheck{{CheckID: "db-check", Name: "db", ServiceID: "db-1", Status: catalog.HealthWarning}}})
+	wait.For(t, 10*time.Second, status(catalog.HealthWarning))
 }
