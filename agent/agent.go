@@ -108,6 +108,10 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 	defer func() {
 		if !started {
 			a.cancel()
+			if a.local != nil {
+				// Checks from the configuration files already run.
+				a.local.StopChecks()
+			}
 		}
 	}()
 	if cfg.NodeID == "" {

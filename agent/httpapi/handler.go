@@ -73,6 +73,8 @@ type route struct {
 
 // Handler is the agent's HTTP API: an http.Handler for every /v1 endpoint.
 type Handler struct {
+	// agent is what the handlers act through: the agent, as far as its
+	// API sees it.
 	agent  *parts
 	exact  map[string]*route
 	prefix []*route

@@ -339,8 +339,10 @@ func (l *State) reapCritical(now time.Time) {
 	}
 }
 
-// stopAll stops every check runner and TTL timer (agent shutdown).
-func (l *State) stopAll() {
+// StopChecks stops every check runner and TTL timer and waits for the
+// runners. Run calls it when it returns; an agent that fails to start before
+// it runs Run calls it itself.
+func (l *State) StopChecks() {
 	l.mu.Lock()
 	for _, c := range l.checks {
 		l.stopCheckLocked(c)

@@ -57,7 +57,7 @@ func randFloat() float64 { return rand.Float64() }
 // once and then every FullSyncInterval, a partial sync after every local
 // change. It then stops every check runner and TTL timer.
 func (l *State) Run(ctx context.Context) {
-	defer l.stopAll()
+	defer l.StopChecks()
 	full := l.clock.NewTimer(0)
 	defer full.Stop()
 	reap := l.clock.NewTicker(reapEvery)
