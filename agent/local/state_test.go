@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -328,4 +329,63 @@ func TestAliasCheckFollowsTheAliasedInstance(t *testing.T) {
 	h.apply(catalog.CmdRegister, &catalog.RegisterRequest{Node: "node-2", Address: "10.0.0.2",
 		Checks: []*catalog.HealthCheck{{CheckID: "db-check", Name: "db", ServiceID: "db-1", Status: catalog.HealthWarning}}})
 	wait.For(t, 10*time.Second, status(catalog.HealthWarning))
+}
+
+// flaky is the in-memory catalog with writes that fail while down is set.
+type flaky struct {
+	*inmem.Backend
+	down atomic.Bool
+}
+
+func (f *flaky) Apply(ctx context.Context, t catalog.CommandType, body any) (any, error) {
+	if f.down.Load() {
+		return nil, errors.New("servers unreachable")
+	}
+	return f.Backend.Apply(ctx, t, body)
+}
+
+// A failed sync is retried after a pause on the clock until it succeeds.
+func TestFailedSyncIsRetried(t *testing.T) {
+	fc := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	be := &flaky{Backend: inmem.New(fc)}
+	h := &harness{t: t, clock: fc, backend: be.Backend}
+	h.state = local.New(local.Config{Node: local.Node{Name: node, Address: "10.0.0.1"}, Backend: be, Clock: fc})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.state.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	waitCtx, waitCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer waitCancel()
+	// The first full sync is done once its timer is armed again, beside
+	// the reap ticker.
+	if err := fc.WaitForPending(waitCtx, 2); err != nil {
+		t.Fatalf("first full sync not done: %v", err)
+	}
+	be.down.Store(true)
+	h.state.AddService(webService("web-1"), nil)
+	for i := 0; i < 3; i++ {
+		// The failed sync arms its retry pause.
+		if err := fc.WaitForPending(waitCtx, 3); err != nil {
+			t.Fatalf("retry %d not armed: %v", i, err)
+		}
+		if h.catalogHasService("web-1") {
+			t.Fatal("service in the catalog while the servers are down")
+		}
+		if i == 2 {
+			be.down.Store(false)
+		}
+		fc.Advance(time.Second)
+	}
+	wait.For(t, 5*time.Second, func() error {
+		if !h.catalogHasService("web-1") {
+			return errors.New("service not synced after the servers came back")
+		}
+		return nil
+	})
 }
