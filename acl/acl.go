@@ -1,6 +1,6 @@
 // Package acl owns authorization: the Authorizer every read and write path
 // consults. Until ACL tokens, policies and roles exist, the only Authorizer is
-// AllowAll; the seam is in place so that no path is added without a check.
+// AllowAll (and DenyAll, for tests); the seam is in place so that no path is added without a check.
 //
 // The package must not import agent or server.
 package acl
@@ -77,6 +77,29 @@ func (allowAll) OperatorRead() Decision       { return Allow }
 func (allowAll) OperatorWrite() Decision      { return Allow }
 func (allowAll) EventWrite(string) Decision   { return Allow }
 func (allowAll) QueryWrite(string) Decision   { return Allow }
+
+// DenyAll returns an Authorizer that refuses every action: what a token
+// without any policy gets once ACLs are enforced with a deny default. Tests
+// use it to show that every path authorizes before it acts.
+func DenyAll() Authorizer { return denyAll{} }
+
+type denyAll struct{}
+
+func (denyAll) KeyRead(string) Decision      { return Deny }
+func (denyAll) KeyWrite(string) Decision     { return Deny }
+func (denyAll) KeyList(string) Decision      { return Deny }
+func (denyAll) NodeRead(string) Decision     { return Deny }
+func (denyAll) NodeWrite(string) Decision    { return Deny }
+func (denyAll) ServiceRead(string) Decision  { return Deny }
+func (denyAll) ServiceWrite(string) Decision { return Deny }
+func (denyAll) SessionRead(string) Decision  { return Deny }
+func (denyAll) SessionWrite(string) Decision { return Deny }
+func (denyAll) AgentRead(string) Decision    { return Deny }
+func (denyAll) AgentWrite(string) Decision   { return Deny }
+func (denyAll) OperatorRead() Decision       { return Deny }
+func (denyAll) OperatorWrite() Decision      { return Deny }
+func (denyAll) EventWrite(string) Decision   { return Deny }
+func (denyAll) QueryWrite(string) Decision   { return Deny }
 
 // Resolver turns a request's secret token into an Authorizer.
 type Resolver interface {

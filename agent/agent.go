@@ -1,14 +1,15 @@
-// Package agent runs a Tribune agent: the process on every machine. It loads
-// no configuration itself (see agent/config); it starts the server when the
-// agent is one, the HTTP API, the local services and checks with their
-// anti-entropy sync to the catalog, and hands reads and writes to a backend.
+// Package agent runs a Tribune agent: the process on every machine. It is
+// wiring only: it builds the parts (the server or the RPC client to the
+// servers, the gossip pool, the local state with its anti-entropy in
+// agent/local, the HTTP API in agent/httpapi, DNS, the coordinate and user
+// event loops), connects them and stops them. It loads no configuration
+// itself (see agent/config).
 //
 // The agent owns every goroutine it starts; Shutdown stops and waits for them.
 package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -22,7 +23,9 @@ import (
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/config"
-	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/agent/httpapi"
+	"github.com/tribune-mesh/tribune/agent/local"
+	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/server"
 )
@@ -31,28 +34,6 @@ import (
 // /v1/agent/self.
 const Version = "0.1.0"
 
-// backend is how the agent reaches the catalog: the local server when the
-// agent is a server, an RPC client to the servers otherwise.
-type backend interface {
-	// Apply commits a write and returns the FSM's response.
-	Apply(ctx context.Context, t catalog.CommandType, body any) (any, error)
-	// Read runs a catalog read in its consistency mode, blocking if asked.
-	Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error)
-	// Status returns the leader's server address ("" when none) and the
-	// voting servers' addresses.
-	Status(ctx context.Context) (string, []string, error)
-	// SessionRenew restarts a session's TTL timer on the leader and
-	// returns the session, nil when there is no session with that ID.
-	SessionRenew(ctx context.Context, id string) (*catalog.Session, error)
-	// SaveSnapshot returns a snapshot archive of the whole state.
-	SaveSnapshot(ctx context.Context) ([]byte, error)
-	// RestoreSnapshot replaces every server's state with an archive's.
-	RestoreSnapshot(ctx context.Context, archive []byte) error
-	// Operator runs an operator call (Raft configuration, peers,
-	// autopilot) on the leader and returns its JSON result.
-	Operator(ctx context.Context, req *server.OperatorRequest) (json.RawMessage, error)
-}
-
 // Agent is one running agent.
 type Agent struct {
 	cfg     *config.Config
@@ -60,9 +41,9 @@ type Agent struct {
 	server  *server.Server
 	client  *server.Client
 	gossip  *gossip.Pool
-	backend backend
+	backend httpapi.Backend
 	acls    acl.Resolver
-	local   *localState
+	local   *local.State
 	dns     *dnsService
 	// events keeps the last user events this agent accepted (http_event.go).
 	events *eventBuffer
@@ -127,6 +108,10 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 	defer func() {
 		if !started {
 			a.cancel()
+			if a.local != nil {
+				// Checks from the configuration files already run.
+				a.local.StopChecks()
+			}
 		}
 	}()
 	if cfg.NodeID == "" {
@@ -151,7 +136,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.client = server.NewClient(server.ClientConfig{Servers: a.serverAddrs, HoldTimeout: cfg.RPCHoldTimeout})
 		a.backend = a.client
 	}
-	a.local = newLocalState(a)
+	a.local = a.newLocalState()
 	if err := a.loadConfigDefinitions(); err != nil {
 		a.stopCore()
 		return nil, err
@@ -174,7 +159,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		a.local.run(a.shutdownCh)
+		a.local.Run(a.ctx)
 	}()
 	if a.gossip != nil {
 		a.wg.Add(1)
@@ -190,6 +175,36 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 	}
 	started = true
 	return a, nil
+}
+
+// newLocalState builds the agent's own services and checks, synced to the
+// catalog through the backend.
+func (a *Agent) newLocalState() *local.State {
+	node := local.Node{
+		ID: a.cfg.NodeID, Name: a.cfg.NodeName, Datacenter: a.cfg.Datacenter, Address: a.advertiseHost(),
+		Meta: a.cfg.NodeMeta, TaggedAddresses: a.taggedAddresses(),
+	}
+	if a.cfg.Server {
+		node.LeaderService = server.ServerServiceName
+	}
+	return local.New(local.Config{
+		Node:                    node,
+		Backend:                 a.backend,
+		Clock:                   clock.New(),
+		Logger:                  a.logger,
+		Members:                 a.lanMembers,
+		CheckOutputMaxSize:      a.cfg.CheckOutputMaxSize,
+		EnableScriptChecks:      a.cfg.EnableScriptChecks,
+		EnableLocalScriptChecks: a.cfg.EnableLocalScriptChecks,
+	})
+}
+
+// lanMembers counts the LAN gossip members, this agent included.
+func (a *Agent) lanMembers() int {
+	if a.gossip == nil {
+		return 1
+	}
+	return max(len(a.gossip.Members()), 1)
 }
 
 // loadOrCreateNodeID returns the node ID kept in <data_dir>/node-id, creating
@@ -226,7 +241,10 @@ func (a *Agent) startHTTP() error {
 	if len(addrs) == 0 {
 		addrs = []string{"127.0.0.1"}
 	}
-	handler := newHTTPHandler(a)
+	handler := httpapi.New(httpapi.Parts{
+		Config: a.cfg, Version: Version, ACL: a.acls, Backend: a.backend, Local: a.local,
+		Gossip: a.gossip, Events: a.events, Control: apiControl{a: a},
+	})
 	for _, host := range addrs {
 		addr := net.JoinHostPort(host, strconv.Itoa(a.cfg.Ports.HTTP))
 		ln, err := net.Listen("tcp", addr)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 func TestAPIAgent_SelfMembers(t *testing.T) {
@@ -55,22 +57,22 @@ func TestAPIAgent_SelfMembers(t *testing.T) {
 // check checkID in status want.
 func waitHealthStatus(t *testing.T, c *api.Client, service, checkID, want string) {
 	t.Helper()
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		es, _, err := c.Health().Service(service, "", false, nil)
 		if err != nil {
-			return err.Error()
+			return err
 		}
 		for _, e := range es {
 			for _, ch := range e.Checks {
 				if ch.CheckID == checkID {
 					if ch.Status == want {
-						return ""
+						return nil
 					}
-					return fmt.Sprintf("check %s is %s in health/service/%s", checkID, ch.Status, service)
+					return fmt.Errorf("check %s is %s in health/service/%s", checkID, ch.Status, service)
 				}
 			}
 		}
-		return fmt.Sprintf("check %s not in health/service/%s", checkID, service)
+		return fmt.Errorf("check %s not in health/service/%s", checkID, service)
 	})
 }
 
@@ -124,15 +126,15 @@ func TestAPIAgent_ServiceTTLLifecycle(t *testing.T) {
 	}
 
 	// Anti-entropy puts it in the catalog.
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		cs, _, err := c.Catalog().Service("api", "", nil)
 		if err != nil {
-			return err.Error()
+			return err
 		}
 		if len(cs) != 1 || cs[0].ServiceID != "api-1" || cs[0].Node != node || cs[0].ServicePort != 9090 {
-			return fmt.Sprintf("catalog service api = %+v", cs)
+			return fmt.Errorf("catalog service api = %+v", cs)
 		}
-		return ""
+		return nil
 	})
 	waitHealthStatus(t, c, "api", "api-ttl", api.HealthCritical)
 	if es, _, err := c.Health().Service("api", "", true, nil); err != nil || len(es) != 0 {
@@ -147,17 +149,17 @@ func TestAPIAgent_ServiceTTLLifecycle(t *testing.T) {
 		t.Fatalf("agent check after PassTTL = %s", st)
 	}
 	waitHealthStatus(t, c, "api", "api-ttl", api.HealthPassing)
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		es, _, err := c.Health().Service("api", "", true, nil)
 		if err != nil || len(es) != 1 {
-			return fmt.Sprintf("passing api = %v, %v", serviceIDs(es), err)
+			return fmt.Errorf("passing api = %v, %v", serviceIDs(es), err)
 		}
 		for _, ch := range es[0].Checks {
 			if ch.CheckID == "api-ttl" && ch.Output != "all good" {
-				return fmt.Sprintf("output %q, want the note", ch.Output)
+				return fmt.Errorf("output %q, want the note", ch.Output)
 			}
 		}
-		return ""
+		return nil
 	})
 
 	// UpdateTTL warning with output.
@@ -165,12 +167,12 @@ func TestAPIAgent_ServiceTTLLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitHealthStatus(t, c, "api", "api-ttl", api.HealthWarning)
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		hc, _, err := c.Health().Checks("api", nil)
 		if err != nil || len(hc) != 1 || hc[0].Output != "slow" || hc[0].Status != api.HealthWarning {
-			return fmt.Sprintf("health checks api = %+v, %v", hc, err)
+			return fmt.Errorf("health checks api = %+v, %v", hc, err)
 		}
-		return ""
+		return nil
 	})
 
 	// FailTTL -> critical.
@@ -195,21 +197,21 @@ func TestAPIAgent_ServiceTTLLifecycle(t *testing.T) {
 	if st := agentCheckStatus(t, c, "api-ttl"); st != "" {
 		t.Fatalf("service check still local after deregistration (%s)", st)
 	}
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		cs, _, err := c.Catalog().Service("api", "", nil)
 		if err != nil || len(cs) != 0 {
-			return fmt.Sprintf("catalog service api = %d, %v", len(cs), err)
+			return fmt.Errorf("catalog service api = %d, %v", len(cs), err)
 		}
 		hc, _, err := c.Health().Node(node, nil)
 		if err != nil {
-			return err.Error()
+			return err
 		}
 		for _, ch := range hc {
 			if ch.CheckID == "api-ttl" {
-				return "api-ttl still in the catalog"
+				return errors.New("api-ttl still in the catalog")
 			}
 		}
-		return ""
+		return nil
 	})
 	if err := ag.ServiceDeregister("api-1"); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("deregistering an unknown service = %v, want 404", err)
@@ -281,36 +283,36 @@ func TestAPIAgent_NodeCheck(t *testing.T) {
 		}
 		return nil
 	}
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		if h := chk(); h == nil || h.Status != api.HealthCritical || h.ServiceID != "" || h.Notes != "maintained by cron" {
-			return fmt.Sprintf("node-ttl in catalog = %+v", h)
+			return fmt.Errorf("node-ttl in catalog = %+v", h)
 		}
-		return ""
+		return nil
 	})
 	if err := ag.UpdateTTL("node-ttl", "ok", api.HealthPassing); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		if h := chk(); h == nil || h.Status != api.HealthPassing || h.Output != "ok" {
-			return fmt.Sprintf("node-ttl in catalog = %+v", h)
+			return fmt.Errorf("node-ttl in catalog = %+v", h)
 		}
-		return ""
+		return nil
 	})
 	// The node check counts toward every service instance on the node.
 	if err := ag.ServiceRegister(&api.AgentServiceRegistration{Name: "onnode", Port: 1}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		es, _, err := c.Health().Service("onnode", "", false, nil)
 		if err != nil || len(es) != 1 {
-			return fmt.Sprintf("onnode = %v, %v", serviceIDs(es), err)
+			return fmt.Errorf("onnode = %v, %v", serviceIDs(es), err)
 		}
 		for _, h := range es[0].Checks {
 			if h.CheckID == "node-ttl" {
-				return ""
+				return nil
 			}
 		}
-		return "node check missing from the service's health"
+		return errors.New("node check missing from the service's health")
 	})
 
 	if err := ag.CheckDeregister("node-ttl"); err != nil {
@@ -319,11 +321,11 @@ func TestAPIAgent_NodeCheck(t *testing.T) {
 	if st := agentCheckStatus(t, c, "node-ttl"); st != "" {
 		t.Fatal("check still local after deregistration")
 	}
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		if h := chk(); h != nil {
-			return "node-ttl still in the catalog"
+			return errors.New("node-ttl still in the catalog")
 		}
-		return ""
+		return nil
 	})
 	if err := ag.CheckDeregister("node-ttl"); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("deregistering an unknown check = %v, want 404", err)
@@ -429,10 +431,10 @@ func TestAPIAgent_ReRegisterDropsOldChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg("re-b")
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		es, _, err := c.Health().Service("re", "", false, nil)
 		if err != nil || len(es) != 1 {
-			return fmt.Sprintf("health service re = %v, %v", serviceIDs(es), err)
+			return fmt.Errorf("health service re = %v, %v", serviceIDs(es), err)
 		}
 		var ids []string
 		for _, h := range es[0].Checks {
@@ -441,9 +443,9 @@ func TestAPIAgent_ReRegisterDropsOldChecks(t *testing.T) {
 			}
 		}
 		if len(ids) != 1 || ids[0] != "re-b" {
-			return fmt.Sprintf("service checks of re = %v, want [re-b]", ids)
+			return fmt.Errorf("service checks of re = %v, want [re-b]", ids)
 		}
-		return ""
+		return nil
 	})
 }
 
@@ -475,11 +477,11 @@ func TestAPIAgent_ReRegisterKeepsCheckStatus(t *testing.T) {
 	if ch := checks["keep-ttl"]; ch == nil || ch.Status != api.HealthPassing || ch.Output != "healthy" {
 		t.Fatalf("check after re-registration = %+v, want passing with its output", ch)
 	}
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		es, _, err := c.Health().Service("keep", "", true, nil)
 		if err != nil || len(es) != 1 || es[0].Service.Port != 2 {
-			return fmt.Sprintf("passing keep = %v, %v", serviceIDs(es), err)
+			return fmt.Errorf("passing keep = %v, %v", serviceIDs(es), err)
 		}
-		return ""
+		return nil
 	})
 }

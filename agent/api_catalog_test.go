@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // registerWeb registers node "ext1" with service "web" (port 80, tags
@@ -69,17 +71,17 @@ func TestAPICatalog_RegisterReadDeregister(t *testing.T) {
 	}
 	// The agent registers its own node asynchronously after the election.
 	self := selfNode(t, c)
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		nodes, _, err := cat.Nodes(nil)
 		if err != nil {
-			return err.Error()
+			return err
 		}
 		for _, n := range nodes {
 			if n.Node == self {
-				return ""
+				return nil
 			}
 		}
-		return fmt.Sprintf("agent's own node %s missing from nodes", self)
+		return fmt.Errorf("agent's own node %s missing from nodes", self)
 	})
 
 	svcs, _, err := cat.Services(nil)
@@ -309,10 +311,10 @@ func TestAPIHealth_Reads(t *testing.T) {
 	}
 	// serfHealth on the agent's own node is added asynchronously by the
 	// leader.
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		anyState, _, err := h.State(api.HealthAny, nil)
 		if err != nil {
-			return err.Error()
+			return err
 		}
 		ids := map[string]bool{}
 		for _, ch := range anyState {
@@ -320,10 +322,10 @@ func TestAPIHealth_Reads(t *testing.T) {
 		}
 		for _, id := range []string{"web1-alive", "web2-alive", "disk", "serfHealth"} {
 			if !ids[id] {
-				return fmt.Sprintf("state any lacks %s: %v", id, ids)
+				return fmt.Errorf("state any lacks %s: %v", id, ids)
 			}
 		}
-		return ""
+		return nil
 	})
 	if r := httpString(t, a, "GET", "/v1/health/state/bogus", ""); r.code != http.StatusBadRequest {
 		t.Fatalf("state bogus = %d, want 400", r.code)

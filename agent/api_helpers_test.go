@@ -12,6 +12,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/agent"
 	"github.com/tribune-mesh/tribune/agent/agenttest"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // startAPI starts a real agent and returns it with an official Consul
@@ -27,17 +28,17 @@ func startAPI(t *testing.T) (*agent.Agent, *api.Client) {
 	// asynchronously; wait for it so that it cannot land in the middle of
 	// a test (it would wake blocking queries on the node's services).
 	self := selfNode(t, c)
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		checks, _, err := c.Health().Node(self, nil)
 		if err != nil {
-			return err.Error()
+			return err
 		}
 		for _, ch := range checks {
 			if ch.CheckID == "serfHealth" && ch.Status == api.HealthPassing {
-				return ""
+				return nil
 			}
 		}
-		return fmt.Sprintf("node %s has no passing serfHealth yet: %+v", self, checks)
+		return fmt.Errorf("node %s has no passing serfHealth yet: %+v", self, checks)
 	})
 	return a, c
 }
@@ -75,23 +76,6 @@ func httpString(t *testing.T, a *agent.Agent, method, path, body string) httpRes
 		r = strings.NewReader(body)
 	}
 	return doHTTP(t, a, method, path, r)
-}
-
-// waitFor polls cond until it returns "" (success) or the deadline passes;
-// the last reason is reported on failure.
-func waitFor(t *testing.T, timeout time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		why := cond()
-		if why == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %s", timeout, why)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // blockResult is what a blocking call running in a goroutine reports.

@@ -1,11 +1,14 @@
 package agent_test
 
 import (
+	"errors"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // skipWithoutSessions skips when the agent does not route /v1/session yet.
@@ -75,15 +78,15 @@ func TestAPISession_KVLocks(t *testing.T) {
 	}
 	// After the 1ms lock delay, s2 takes it; destroying s2 frees it.
 	var got bool
-	waitFor(t, 5*time.Second, func() string {
+	wait.For(t, 5*time.Second, func() error {
 		got, _, err = kv.Acquire(&api.KVPair{Key: "lock", Value: []byte("s2"), Session: s2}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !got {
-			return "s2 cannot acquire the released lock"
+			return errors.New("s2 cannot acquire the released lock")
 		}
-		return ""
+		return nil
 	})
 	if p, _, _ := kv.Get("lock", nil); p == nil || p.Session != s2 || p.LockIndex != 2 {
 		t.Fatalf("lock after s2 acquired = %+v, want LockIndex 2", p)

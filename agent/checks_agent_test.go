@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tribune-mesh/tribune/agent/agenttest"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // checkStatus returns the catalog status of a check, "" when missing.
@@ -52,14 +53,14 @@ func TestAgentRunsHTTPAndTCPChecks(t *testing.T) {
 		status string
 	}{{200, api.HealthPassing}, {429, api.HealthWarning}, {503, api.HealthCritical}, {200, api.HealthPassing}} {
 		code.Store(want.code)
-		waitUntil(t, 15*time.Second, fmt.Sprintf("HTTP %d -> %s", want.code, want.status), func() error {
+		wait.For(t, 15*time.Second, func() error {
 			if s := checkStatus(c, "web", "web-http"); s != want.status {
 				return fmt.Errorf("status %q", s)
 			}
 			return nil
 		})
 	}
-	waitUntil(t, 15*time.Second, "TCP check passing", func() error {
+	wait.For(t, 15*time.Second, func() error {
 		if s := checkStatus(c, "web", "web-tcp"); s != api.HealthPassing {
 			return fmt.Errorf("status %q", s)
 		}
@@ -87,7 +88,7 @@ func TestAgentTCPCheckClosedPortCritical(t *testing.T) {
 		AgentServiceCheck: api.AgentServiceCheck{TCP: addr, Interval: "1s", Timeout: "500ms", Status: api.HealthPassing}}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 15*time.Second, "closed port critical", func() error {
+	wait.For(t, 15*time.Second, func() error {
 		checks, err := c.Agent().Checks()
 		if err != nil {
 			return err
@@ -127,7 +128,7 @@ func TestScriptCheckRunsWhenEnabled(t *testing.T) {
 			AgentServiceCheck: api.AgentServiceCheck{Args: tc.args, Interval: "1s"}}); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, 15*time.Second, id, func() error {
+		wait.For(t, 15*time.Second, func() error {
 			checks, err := c.Agent().Checks()
 			if err != nil {
 				return err
@@ -155,7 +156,7 @@ func TestAliasCheckFollowsService(t *testing.T) {
 		if err := c.Agent().UpdateTTL("db-ttl", "", st); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, 15*time.Second, "alias "+st, func() error {
+		wait.For(t, 15*time.Second, func() error {
 			if s := checkStatus(c, "db-proxy", "db-alias"); s != st {
 				return fmt.Errorf("alias %q", s)
 			}
@@ -173,7 +174,7 @@ func TestMaintenanceMode(t *testing.T) {
 	if err := c.Agent().EnableServiceMaintenance("api", "deploy"); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "service in maintenance", func() error {
+	wait.For(t, 10*time.Second, func() error {
 		entries, _, err := c.Health().Service("api", "", true, nil)
 		if err != nil || len(entries) != 0 {
 			return fmt.Errorf("passing entries %d %v", len(entries), err)
@@ -186,7 +187,7 @@ func TestMaintenanceMode(t *testing.T) {
 	if err := c.Agent().DisableServiceMaintenance("api"); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "service out of maintenance", func() error {
+	wait.For(t, 10*time.Second, func() error {
 		entries, _, err := c.Health().Service("api", "", true, nil)
 		if err != nil || len(entries) != 1 {
 			return fmt.Errorf("passing entries %d %v", len(entries), err)
@@ -196,7 +197,7 @@ func TestMaintenanceMode(t *testing.T) {
 	if err := c.Agent().EnableNodeMaintenance(""); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "node in maintenance", func() error {
+	wait.For(t, 10*time.Second, func() error {
 		entries, _, err := c.Health().Service("api", "", true, nil)
 		if err != nil || len(entries) != 0 {
 			return fmt.Errorf("passing entries %d %v", len(entries), err)
@@ -212,7 +213,7 @@ func TestDeregisterCriticalServiceAfter(t *testing.T) {
 		Check: &api.AgentServiceCheck{TTL: "30s", DeregisterCriticalServiceAfter: "1s"}}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 15*time.Second, "critical service reaped", func() error {
+	wait.For(t, 15*time.Second, func() error {
 		svcs, err := c.Agent().Services()
 		if err != nil {
 			return err

@@ -1,18 +1,14 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/server"
 )
@@ -201,55 +197,4 @@ func (a *Agent) startJoins() error {
 		}
 	}()
 	return nil
-}
-
-// members lists gossip members as /v1/agent/members shows them.
-func (a *Agent) members() []member {
-	if a.gossip == nil {
-		return []member{a.selfMember()}
-	}
-	var out []member
-	for _, m := range a.gossip.Members() {
-		out = append(out, member{Name: m.Name, Addr: m.Addr.String(), Port: m.Port, Tags: m.Tags, Status: int(m.Status),
-			ProtocolMin: m.PMin, ProtocolMax: m.PMax, ProtocolCur: m.PCur, DelegateMin: m.DMin, DelegateMax: m.DMax, DelegateCur: m.DCur})
-	}
-	return out
-}
-
-func (h *httpHandler) agentJoin(w http.ResponseWriter, r *http.Request) (any, error) {
-	addr := strings.TrimPrefix(r.URL.Path, "/v1/agent/join/")
-	authz, err := h.authorize(r)
-	if err != nil {
-		return nil, err
-	}
-	if authz.AgentWrite(h.agent.cfg.NodeName) != acl.Allow {
-		return nil, errPermissionDenied
-	}
-	if h.agent.gossip == nil {
-		return nil, badRequest("gossip is disabled on this agent")
-	}
-	if _, err := h.agent.gossip.Join([]string{addr}); err != nil {
-		return nil, err
-	}
-	return nil, nil
-}
-
-func (h *httpHandler) agentForceLeave(w http.ResponseWriter, r *http.Request) (any, error) {
-	node := strings.TrimPrefix(r.URL.Path, "/v1/agent/force-leave/")
-	authz, err := h.authorize(r)
-	if err != nil {
-		return nil, err
-	}
-	if authz.OperatorWrite() != acl.Allow {
-		return nil, errPermissionDenied
-	}
-	if h.agent.gossip == nil || !h.agent.gossip.RemoveFailed(node) {
-		return nil, notFound("agent: No node found with name '%s'", node)
-	}
-	return nil, nil
-}
-
-// status serves /v1/status/leader and peers through the backend.
-func (a *Agent) status(ctx context.Context) (string, []string, error) {
-	return a.backend.Status(ctx)
 }

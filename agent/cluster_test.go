@@ -12,21 +12,8 @@ import (
 	"github.com/tribune-mesh/tribune/agent"
 	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
-
-// waitFor polls cond until it returns nil or the deadline passes.
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s: %v", what, err)
-}
 
 func apiClient(t *testing.T, a *agent.Agent) *api.Client {
 	t.Helper()
@@ -68,7 +55,7 @@ func startCluster(t *testing.T, servers, clients int) (srvs, cls []*node) {
 		a := agenttest.StartNoWait(t, c)
 		cls = append(cls, &node{cfg: c, agent: a, api: apiClient(t, a)})
 	}
-	waitUntil(t, 30*time.Second, "a leader with every server as peer", func() error {
+	wait.For(t, 30*time.Second, func() error {
 		peers, err := srvs[0].api.Status().Peers()
 		if err != nil {
 			return err
@@ -82,7 +69,7 @@ func startCluster(t *testing.T, servers, clients int) (srvs, cls []*node) {
 		}
 		return nil
 	})
-	waitUntil(t, 30*time.Second, "every node in the catalog with passing serfHealth", func() error {
+	wait.For(t, 30*time.Second, func() error {
 		checks, _, err := srvs[0].api.Health().State(api.HealthPassing, nil)
 		if err != nil {
 			return err
@@ -104,7 +91,7 @@ func startCluster(t *testing.T, servers, clients int) (srvs, cls []*node) {
 func leaderOf(t *testing.T, srvs []*node) *node {
 	t.Helper()
 	var leader string
-	waitUntil(t, 20*time.Second, "leader", func() error {
+	wait.For(t, 20*time.Second, func() error {
 		for _, s := range srvs {
 			l, err := s.api.Status().Leader()
 			if err == nil && l != "" {
@@ -131,7 +118,7 @@ func TestClusterReplicationFailoverAndMembership(t *testing.T) {
 		t.Fatalf("put through client: %v", err)
 	}
 	for _, s := range srvs {
-		waitUntil(t, 5*time.Second, "replication to "+s.cfg.NodeName, func() error {
+		wait.For(t, 5*time.Second, func() error {
 			p, _, err := s.api.KV().Get("k", &api.QueryOptions{AllowStale: true})
 			if err != nil || p == nil || string(p.Value) != "v1" {
 				return fmt.Errorf("got %v, %v", p, err)
@@ -190,7 +177,7 @@ func TestClusterReplicationFailoverAndMembership(t *testing.T) {
 			rest = append(rest, s)
 		}
 	}
-	waitUntil(t, 20*time.Second, "a write after the leader died", func() error {
+	wait.For(t, 20*time.Second, func() error {
 		_, err := cls[0].api.KV().Put(&api.KVPair{Key: "after", Value: []byte("x")}, nil)
 		return err
 	})
@@ -201,7 +188,7 @@ func TestClusterReplicationFailoverAndMembership(t *testing.T) {
 
 	// A client dies: its serfHealth goes critical.
 	cls[1].stop(t)
-	waitUntil(t, 20*time.Second, "c2 serfHealth critical", func() error {
+	wait.For(t, 20*time.Second, func() error {
 		checks, _, err := rest[0].api.Health().Node("c2", &api.QueryOptions{AllowStale: true})
 		if err != nil {
 			return err
@@ -219,7 +206,7 @@ func TestClusterReplicationFailoverAndMembership(t *testing.T) {
 		t.Fatal(err)
 	}
 	cls[0].stop(t)
-	waitUntil(t, 20*time.Second, "c1 removed from the catalog", func() error {
+	wait.For(t, 20*time.Second, func() error {
 		n, _, err := rest[0].api.Catalog().Node("c1", &api.QueryOptions{AllowStale: true})
 		if err != nil {
 			return err
@@ -241,7 +228,7 @@ func TestClusterReplicationFailoverAndMembership(t *testing.T) {
 	last := rest[1]
 	// The survivor steps down once its leader lease runs out; a write in
 	// that window may report the lost leadership instead.
-	waitUntil(t, 10*time.Second, "the survivor to step down", func() error {
+	wait.For(t, 10*time.Second, func() error {
 		l, err := last.api.Status().Leader()
 		if err != nil || l != "" {
 			return fmt.Errorf("leader %q, %v", l, err)
@@ -277,7 +264,7 @@ func TestAutopilotRemovesDeadServer(t *testing.T) {
 		a := agenttest.StartNoWait(t, c)
 		srvs = append(srvs, &node{cfg: c, agent: a, api: apiClient(t, a)})
 	}
-	waitUntil(t, 30*time.Second, "five peers", func() error {
+	wait.For(t, 30*time.Second, func() error {
 		peers, err := srvs[0].api.Status().Peers()
 		if err != nil || len(peers) != 5 {
 			return fmt.Errorf("peers %v %v", peers, err)
@@ -295,7 +282,7 @@ func TestAutopilotRemovesDeadServer(t *testing.T) {
 		}
 	}
 	victim.stop(t)
-	waitUntil(t, 40*time.Second, "the dead server removed", func() error {
+	wait.For(t, 40*time.Second, func() error {
 		peers, err := leader.api.Status().Peers()
 		if err != nil {
 			return err
@@ -317,7 +304,7 @@ func TestAutopilotRemovesDeadServer(t *testing.T) {
 
 func TestNetworkCoordinatesAndNear(t *testing.T) {
 	srvs, cls := startCluster(t, 1, 2)
-	waitUntil(t, 30*time.Second, "coordinates of every node", func() error {
+	wait.For(t, 30*time.Second, func() error {
 		coords, _, err := srvs[0].api.Coordinate().Nodes(nil)
 		if err != nil {
 			return err

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 	"github.com/tribune-mesh/tribune/agent"
 	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // dnsAgent is a running agent with an API client and its DNS address.
@@ -72,22 +74,6 @@ func (d *dnsAgent) tryQuery(network, name string, qtype uint16, mods ...func(*dn
 	c := &dns.Client{Net: network, Timeout: 5 * time.Second}
 	r, _, err := c.Exchange(m, d.addr)
 	return r, err
-}
-
-// dnsEventually polls cond until it returns "" or the deadline passes.
-func dnsEventually(t *testing.T, timeout time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		why := cond()
-		if why == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", timeout, why)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func dnsAddrs(rrs []dns.RR) []string {
@@ -226,40 +212,40 @@ func TestDNSFollowsCatalogChanges(t *testing.T) {
 
 	d.register(t, &api.CatalogRegistration{Node: "n3", Address: "10.0.0.3",
 		Service: &api.AgentService{ID: "web3", Service: "web", Port: 8082}})
-	dnsEventually(t, 5*time.Second, func() string {
+	wait.For(t, 5*time.Second, func() error {
 		got := dnsAddrs(d.query(t, "udp", "web.service.consul", dns.TypeA).Answer)
 		if len(got) != 3 {
-			return fmt.Sprintf("web = %v", got)
+			return fmt.Errorf("web = %v", got)
 		}
-		return ""
+		return nil
 	})
 	// A new service, first seen after the service list was cached.
 	d.register(t, &api.CatalogRegistration{Node: "n3", Address: "10.0.0.3",
 		Service: &api.AgentService{ID: "cache", Service: "cache", Port: 6379}})
-	dnsEventually(t, 5*time.Second, func() string {
+	wait.For(t, 5*time.Second, func() error {
 		if m := d.query(t, "udp", "cache.service.consul", dns.TypeA); m.Rcode != dns.RcodeSuccess {
-			return "cache: " + dns.RcodeToString[m.Rcode]
+			return errors.New("cache: " + dns.RcodeToString[m.Rcode])
 		}
-		return ""
+		return nil
 	})
 	// A critical check registered in the catalog takes an instance out.
 	d.register(t, &api.CatalogRegistration{Node: "n1", Address: "10.0.0.1", SkipNodeUpdate: true,
 		Check: &api.AgentCheck{CheckID: "web1-alive", Name: "alive", Status: api.HealthCritical, ServiceID: "web1"}})
-	dnsEventually(t, 5*time.Second, func() string {
+	wait.For(t, 5*time.Second, func() error {
 		got := dnsAddrs(d.query(t, "udp", "web.service.consul", dns.TypeA).Answer)
 		if strings.Join(got, ",") != "10.0.0.3,192.0.2.10" {
-			return fmt.Sprintf("web = %v", got)
+			return fmt.Errorf("web = %v", got)
 		}
-		return ""
+		return nil
 	})
 	if _, err := d.api.Catalog().Deregister(&api.CatalogDeregistration{Node: "n3"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	dnsEventually(t, 5*time.Second, func() string {
+	wait.For(t, 5*time.Second, func() error {
 		if m := d.query(t, "udp", "n3.node.consul", dns.TypeA); m.Rcode != dns.RcodeNameError {
-			return "n3 still answered"
+			return errors.New("n3 still answered")
 		}
-		return ""
+		return nil
 	})
 }
 
@@ -270,40 +256,40 @@ func TestDNSHealthFromTTLCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	state := func(want int) func() string {
-		return func() string {
+	state := func(want int) func() error {
+		return func() error {
 			m := d.query(t, "udp", "api.service.consul", dns.TypeA)
 			if m.Rcode != want {
-				return fmt.Sprintf("rcode %s, want %s", dns.RcodeToString[m.Rcode], dns.RcodeToString[want])
+				return fmt.Errorf("rcode %s, want %s", dns.RcodeToString[m.Rcode], dns.RcodeToString[want])
 			}
-			return ""
+			return nil
 		}
 	}
 	// A new TTL check starts critical: no instance.
-	dnsEventually(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		if _, _, err := d.api.Agent().Service("api", nil); err != nil {
-			return err.Error()
+			return err
 		}
 		return state(dns.RcodeNameError)()
 	})
 	if err := d.api.Agent().PassTTL("service:api", "ok"); err != nil {
 		t.Fatal(err)
 	}
-	dnsEventually(t, 10*time.Second, state(dns.RcodeSuccess))
+	wait.For(t, 10*time.Second, state(dns.RcodeSuccess))
 	dnsWant(t, "api", dnsAddrs(d.query(t, "udp", "api.service.consul", dns.TypeA).Answer), []string{"127.0.0.1"})
 	// only_passing: warning is out too.
 	if err := d.api.Agent().WarnTTL("service:api", "meh"); err != nil {
 		t.Fatal(err)
 	}
-	dnsEventually(t, 10*time.Second, state(dns.RcodeNameError))
+	wait.For(t, 10*time.Second, state(dns.RcodeNameError))
 	if err := d.api.Agent().PassTTL("service:api", "ok"); err != nil {
 		t.Fatal(err)
 	}
-	dnsEventually(t, 10*time.Second, state(dns.RcodeSuccess))
+	wait.For(t, 10*time.Second, state(dns.RcodeSuccess))
 	if err := d.api.Agent().FailTTL("service:api", "down"); err != nil {
 		t.Fatal(err)
 	}
-	dnsEventually(t, 10*time.Second, state(dns.RcodeNameError))
+	wait.For(t, 10*time.Second, state(dns.RcodeNameError))
 }
 
 func TestDNSTruncationAndTCPRetry(t *testing.T) {
@@ -556,31 +542,31 @@ func TestDNSOnClientAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := &dnsAgent{api: sapi, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(cc.Ports.DNS)), node: cc.NodeName}
-	dnsEventually(t, 30*time.Second, func() string {
+	wait.For(t, 30*time.Second, func() error {
 		if _, err := sapi.Catalog().Register(&api.CatalogRegistration{Node: "n1", Address: "10.0.0.1",
 			Service: &api.AgentService{ID: "web1", Service: "web", Port: 8080}}, nil); err != nil {
-			return "register: " + err.Error()
+			return fmt.Errorf("register: %w", err)
 		}
-		return ""
+		return nil
 	})
 	// The client answers through its views over the server RPC.
-	dnsEventually(t, 30*time.Second, func() string {
+	wait.For(t, 30*time.Second, func() error {
 		m, err := d.tryQuery("udp", "web.service.consul", dns.TypeA)
 		if err != nil {
-			return err.Error()
+			return err
 		}
 		if got := dnsAddrs(m.Answer); len(got) != 1 || got[0] != "10.0.0.1" {
-			return fmt.Sprintf("web on the client: %s %v", dns.RcodeToString[m.Rcode], got)
+			return fmt.Errorf("web on the client: %s %v", dns.RcodeToString[m.Rcode], got)
 		}
-		return ""
+		return nil
 	})
 	d.register(t, &api.CatalogRegistration{Node: "n2", Address: "10.0.0.2",
 		Service: &api.AgentService{ID: "web2", Service: "web", Port: 8080}})
-	dnsEventually(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		if got := dnsAddrs(d.query(t, "udp", "web.service.consul", dns.TypeA).Answer); len(got) != 2 {
-			return fmt.Sprintf("web on the client after a change: %v", got)
+			return fmt.Errorf("web on the client after a change: %v", got)
 		}
-		return ""
+		return nil
 	})
 }
 
@@ -677,11 +663,11 @@ func TestDNSCacheIsNeverStale(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dnsEventually(t, time.Second, func() string {
+		wait.For(t, time.Second, func() error {
 			if got := dnsAddrs(d.query(t, "udp", "web.service.consul", dns.TypeA).Answer); strings.Join(got, ",") != strings.Join(step.want, ",") {
-				return fmt.Sprintf("web = %v, want %v", got, step.want)
+				return fmt.Errorf("web = %v, want %v", got, step.want)
 			}
-			return ""
+			return nil
 		})
 		hammer(step.want)
 	}

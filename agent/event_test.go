@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // eventsNamed lists the events named name that n keeps.
@@ -21,7 +23,7 @@ func eventsNamed(n *node, name string) ([]*api.UserEvent, *api.QueryMeta, error)
 func waitEvent(t *testing.T, n *node, name, id string) *api.UserEvent {
 	t.Helper()
 	var found *api.UserEvent
-	waitUntil(t, 10*time.Second, fmt.Sprintf("event %s on %s", id, n.cfg.NodeName), func() error {
+	wait.For(t, 10*time.Second, func() error {
 		evs, _, err := eventsNamed(n, name)
 		if err != nil {
 			return err
@@ -253,19 +255,19 @@ func TestEventBufferKeepsLast256(t *testing.T) {
 		}
 		ids = append(ids, id)
 	}
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		evs, _, err := c.Event().List("", nil)
 		if err != nil {
-			return err.Error()
+			return err
 		}
 		if len(evs) != 256 || evs[255].ID != ids[299] {
-			return fmt.Sprintf("%d events listed", len(evs))
+			return fmt.Errorf("%d events listed", len(evs))
 		}
 		for i, e := range evs {
 			if e.ID != ids[44+i] {
-				return fmt.Sprintf("event %d is %s (payload %s), want %s", i, e.ID, e.Payload, ids[44+i])
+				return fmt.Errorf("event %d is %s (payload %s), want %s", i, e.ID, e.Payload, ids[44+i])
 			}
 		}
-		return ""
+		return nil
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/tribune-mesh/tribune/agent/agenttest"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // registerInstance registers node with address addr and one instance of service
@@ -248,17 +249,17 @@ func TestPreparedQuery_Execute(t *testing.T) {
 	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "self-web", Name: "web", Port: 8080}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		if got := executeNodes(t, c, "web-all"); len(got) != 4 {
-			return fmt.Sprintf("web-all answers %v", got)
+			return fmt.Errorf("web-all answers %v", got)
 		}
-		return ""
+		return nil
 	})
-	waitFor(t, 15*time.Second, func() string {
+	wait.For(t, 15*time.Second, func() error {
 		if coords, _, err := c.Coordinate().Node(self, nil); err != nil || len(coords) == 0 {
-			return fmt.Sprintf("no coordinate for %s yet (%v)", self, err)
+			return fmt.Errorf("no coordinate for %s yet (%v)", self, err)
 		}
-		return ""
+		return nil
 	})
 	for i := 0; i < 10; i++ {
 		resp, _, err := c.PreparedQuery().Execute("web-all", &api.QueryOptions{Near: "_agent"})
@@ -384,16 +385,16 @@ func TestPreparedQuery_DNS(t *testing.T) {
 		{"_web-stable._tcp.query.consul", dns.TypeSRV, "n1.node.dc1.consul.:8080"},
 	} {
 		// The first lookup of a name may wait for its views to fill.
-		waitFor(t, 10*time.Second, func() string {
+		wait.For(t, 10*time.Second, func() error {
 			r, err := ask(tc.name, tc.qtype)
 			if err != nil {
-				return err.Error()
+				return err
 			}
 			if r.Rcode != dns.RcodeSuccess || answers(r) != tc.want {
-				return fmt.Sprintf("%s %s: rcode %s answers %q, want %q", tc.name, dns.TypeToString[tc.qtype],
+				return fmt.Errorf("%s %s: rcode %s answers %q, want %q", tc.name, dns.TypeToString[tc.qtype],
 					dns.RcodeToString[r.Rcode], answers(r), tc.want)
 			}
-			return ""
+			return nil
 		})
 	}
 	for _, name := range []string{"no-such-query.query.consul", "tag-missing.query.consul"} {
@@ -409,14 +410,14 @@ func TestPreparedQuery_DNS(t *testing.T) {
 	// A query created after the first lookups is answered too: the list
 	// view follows the catalog.
 	createQuery(t, c, &api.PreparedQueryDefinition{Name: "late", Service: api.ServiceQuery{Service: "web", Tags: []string{"canary"}}})
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		r, err := ask("late.query.consul", dns.TypeA)
 		if err != nil {
-			return err.Error()
+			return err
 		}
 		if got := answers(r); got != "10.3.0.2" {
-			return fmt.Sprintf("late.query: rcode %s answers %q", dns.RcodeToString[r.Rcode], got)
+			return fmt.Errorf("late.query: rcode %s answers %q", dns.RcodeToString[r.Rcode], got)
 		}
-		return ""
+		return nil
 	})
 }

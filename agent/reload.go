@@ -3,9 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"net/http"
 
-	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/config"
 )
 
@@ -54,13 +52,13 @@ func (a *Agent) Reload() error {
 	}
 	for id := range a.configServices {
 		if !keepSvc[id] {
-			a.local.removeService(id)
+			a.local.RemoveService(id)
 			delete(a.configServices, id)
 		}
 	}
 	for id := range a.configChecks {
 		if !keepChk[id] {
-			a.local.removeCheck(id)
+			a.local.RemoveCheck(id)
 			delete(a.configChecks, id)
 		}
 	}
@@ -70,19 +68,4 @@ func (a *Agent) Reload() error {
 	}
 	a.logger.Info("configuration reloaded", "services", len(cfg.Services), "checks", len(cfg.Checks))
 	return nil
-}
-
-// agentReload serves PUT /v1/agent/reload.
-func (h *httpHandler) agentReload(w http.ResponseWriter, r *http.Request) (any, error) {
-	authz, err := h.authorize(r)
-	if err != nil {
-		return nil, err
-	}
-	if authz.AgentWrite(h.agent.cfg.NodeName) != acl.Allow {
-		return nil, errPermissionDenied
-	}
-	if err := h.agent.Reload(); err != nil {
-		return nil, err
-	}
-	return nil, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 func TestReloadAppliesConfigServices(t *testing.T) {
@@ -26,7 +27,7 @@ func TestReloadAppliesConfigServices(t *testing.T) {
 	if err := c.Agent().Reload(); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "reloaded services in the catalog", func() error {
+	wait.For(t, 10*time.Second, func() error {
 		svcs, _, err := c.Catalog().Services(nil)
 		if err != nil {
 			return err

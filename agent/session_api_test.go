@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 func TestSessionAPI_CreateInfoListDestroy(t *testing.T) {
@@ -305,12 +307,12 @@ func TestSessionAPI_DestroyReleasesOrDeletes(t *testing.T) {
 		if ok, _, err := kv.Acquire(&api.KVPair{Key: key, Session: other}, nil); err != nil || ok {
 			t.Fatalf("%s: acquire within the lock delay: %v %v, want refused", behavior, ok, err)
 		}
-		waitFor(t, 5*time.Second, func() string {
+		wait.For(t, 5*time.Second, func() error {
 			ok, _, err := kv.Acquire(&api.KVPair{Key: key, Session: other}, nil)
 			if err != nil || !ok {
-				return fmt.Sprintf("acquire after the lock delay: %v %v", ok, err)
+				return fmt.Errorf("acquire after the lock delay: %v %v", ok, err)
 			}
-			return ""
+			return nil
 		})
 	}
 }
@@ -326,17 +328,17 @@ func TestSessionAPI_NodeCheckCriticalReleasesLock(t *testing.T) {
 		AgentServiceCheck: api.AgentServiceCheck{TTL: "60s", Status: api.HealthPassing}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, func() error {
 		checks, _, err := c.Health().Node(self, nil)
 		if err != nil {
-			return err.Error()
+			return err
 		}
 		for _, ch := range checks {
 			if ch.CheckID == "app-alive" && ch.Status == api.HealthPassing {
-				return ""
+				return nil
 			}
 		}
-		return fmt.Sprintf("app-alive not in the catalog yet: %v", checks)
+		return fmt.Errorf("app-alive not in the catalog yet: %v", checks)
 	})
 	id, _, err := c.Session().Create(&api.SessionEntry{NodeChecks: []string{"serfHealth", "app-alive"}, LockDelay: time.Millisecond}, nil)
 	if err != nil {
@@ -413,13 +415,13 @@ func TestSessionAPI_TTLExpiryReleasesAfterLockDelay(t *testing.T) {
 		t.Fatalf("acquire right after expiry: %v %v, want refused by the lock delay", ok, err)
 	}
 	var got time.Time
-	waitFor(t, lockDelay+5*time.Second, func() string {
+	wait.For(t, lockDelay+5*time.Second, func() error {
 		ok, _, err := kv.Acquire(&api.KVPair{Key: "ttl/leader", Session: other, Flags: api.LockFlagValue}, nil)
 		if err != nil || !ok {
-			return fmt.Sprintf("acquire: %v %v", ok, err)
+			return fmt.Errorf("acquire: %v %v", ok, err)
 		}
 		got = time.Now()
-		return ""
+		return nil
 	})
 	if d := got.Sub(expired); d < lockDelay-500*time.Millisecond {
 		t.Fatalf("the other contender got the lock %v after expiry, inside the %v lock delay", d, lockDelay)

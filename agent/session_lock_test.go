@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // TestSessionLock_ContentionNeverDoubleHolds runs contenders on two client
@@ -263,7 +265,7 @@ func TestSessionTTL_SurvivesLeaderChange(t *testing.T) {
 	// Followers report the dead leader until they notice; wait for one of
 	// the survivors to lead.
 	var next, follower *node
-	waitUntil(t, 30*time.Second, "a new leader among the survivors", func() error {
+	wait.For(t, 30*time.Second, func() error {
 		for _, s := range rest {
 			l, err := s.api.Status().Leader()
 			if err != nil {
@@ -280,7 +282,7 @@ func TestSessionTTL_SurvivesLeaderChange(t *testing.T) {
 	})
 	// Renew through the follower: it forwards to the new leader.
 	var renewed time.Time
-	waitUntil(t, 20*time.Second, "a renewal through the follower", func() error {
+	wait.For(t, 20*time.Second, func() error {
 		e, _, err := follower.api.Session().Renew(id, nil)
 		if err != nil {
 			return err

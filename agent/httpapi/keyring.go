@@ -1,4 +1,4 @@
-package agent
+package httpapi
 
 import (
 	"errors"
@@ -22,7 +22,7 @@ type keyringResponse struct {
 
 // keyring serves /v1/operator/keyring: GET lists, POST installs, PUT makes
 // primary, DELETE removes a gossip key across the LAN pool.
-func (h *httpHandler) keyring(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) keyring(w http.ResponseWriter, r *http.Request) (any, error) {
 	authz, err := h.authorize(r)
 	if err != nil {
 		return nil, err

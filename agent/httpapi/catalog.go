@@ -1,4 +1,4 @@
-package agent
+package httpapi
 
 import (
 	"encoding/json"
@@ -40,7 +40,7 @@ type catalogNode struct {
 	Services map[string]*catalog.Service
 }
 
-func (h *httpHandler) catalogRegister(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) catalogRegister(w http.ResponseWriter, r *http.Request) (any, error) {
 	var req catalog.RegisterRequest
 	if err := decodeBody(r, &req); err != nil {
 		return nil, err
@@ -73,7 +73,7 @@ func (h *httpHandler) catalogRegister(w http.ResponseWriter, r *http.Request) (a
 	return true, nil
 }
 
-func (h *httpHandler) catalogDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) catalogDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
 	var req catalog.DeregisterRequest
 	if err := decodeBody(r, &req); err != nil {
 		return nil, err
@@ -94,11 +94,11 @@ func (h *httpHandler) catalogDeregister(w http.ResponseWriter, r *http.Request) 
 	return true, nil
 }
 
-func (h *httpHandler) catalogDatacenters(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) catalogDatacenters(w http.ResponseWriter, r *http.Request) (any, error) {
 	return []string{h.agent.cfg.Datacenter}, nil
 }
 
-func (h *httpHandler) catalogNodes(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) catalogNodes(w http.ResponseWriter, r *http.Request) (any, error) {
 	authz, err := h.authorize(r)
 	if err != nil {
 		return nil, err
@@ -117,7 +117,7 @@ func (h *httpHandler) catalogNodes(w http.ResponseWriter, r *http.Request) (any,
 	return filter(r.URL.Query().Get("filter"), out)
 }
 
-func (h *httpHandler) catalogServices(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) catalogServices(w http.ResponseWriter, r *http.Request) (any, error) {
 	authz, err := h.authorize(r)
 	if err != nil {
 		return nil, err
@@ -135,7 +135,7 @@ func (h *httpHandler) catalogServices(w http.ResponseWriter, r *http.Request) (a
 	return out, nil
 }
 
-func (h *httpHandler) catalogService(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) catalogService(w http.ResponseWriter, r *http.Request) (any, error) {
 	name := strings.TrimPrefix(r.URL.Path, "/v1/catalog/service/")
 	if name == "" {
 		return nil, badRequest("Missing service name")
@@ -177,7 +177,7 @@ func nonNil(s []string) []string {
 	return s
 }
 
-func (h *httpHandler) catalogNode(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) catalogNode(w http.ResponseWriter, r *http.Request) (any, error) {
 	name := strings.TrimPrefix(r.URL.Path, "/v1/catalog/node/")
 	ns, err := h.nodeServices(w, r, name)
 	if err != nil {
@@ -195,7 +195,7 @@ func (h *httpHandler) catalogNode(w http.ResponseWriter, r *http.Request) (any, 
 	return out, nil
 }
 
-func (h *httpHandler) catalogNodeServices(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) catalogNodeServices(w http.ResponseWriter, r *http.Request) (any, error) {
 	name := strings.TrimPrefix(r.URL.Path, "/v1/catalog/node-services/")
 	ns, err := h.nodeServices(w, r, name)
 	if err != nil {
@@ -214,7 +214,7 @@ func (h *httpHandler) catalogNodeServices(w http.ResponseWriter, r *http.Request
 
 // nodeServices reads a node with its services; nil when there is no such
 // node.
-func (h *httpHandler) nodeServices(w http.ResponseWriter, r *http.Request, name string) (*catalog.NodeServices, error) {
+func (h *Handler) nodeServices(w http.ResponseWriter, r *http.Request, name string) (*catalog.NodeServices, error) {
 	if name == "" {
 		return nil, badRequest("Missing node name")
 	}
@@ -243,7 +243,7 @@ func (h *httpHandler) nodeServices(w http.ResponseWriter, r *http.Request, name 
 
 // ---- health ----
 
-func (h *httpHandler) healthChecks(w http.ResponseWriter, r *http.Request, op catalog.ReadOp, prefix string) (any, error) {
+func (h *Handler) healthChecks(w http.ResponseWriter, r *http.Request, op catalog.ReadOp, prefix string) (any, error) {
 	name := strings.TrimPrefix(r.URL.Path, prefix)
 	if name == "" {
 		return nil, badRequest("Missing name")
@@ -278,7 +278,7 @@ func (h *httpHandler) healthChecks(w http.ResponseWriter, r *http.Request, op ca
 	return filter(r.URL.Query().Get("filter"), out)
 }
 
-func (h *httpHandler) healthService(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) healthService(w http.ResponseWriter, r *http.Request) (any, error) {
 	name := strings.TrimPrefix(r.URL.Path, "/v1/health/service/")
 	if name == "" {
 		return nil, badRequest("Missing service name")
@@ -315,12 +315,12 @@ func (h *httpHandler) healthService(w http.ResponseWriter, r *http.Request) (any
 
 // ---- status ----
 
-func (h *httpHandler) statusLeader(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) statusLeader(w http.ResponseWriter, r *http.Request) (any, error) {
 	leader, _, err := h.agent.status(r.Context())
 	return leader, err
 }
 
-func (h *httpHandler) statusPeers(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) statusPeers(w http.ResponseWriter, r *http.Request) (any, error) {
 	_, peers, err := h.agent.status(r.Context())
 	if err != nil {
 		return nil, err

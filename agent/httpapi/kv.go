@@ -1,4 +1,4 @@
-package agent
+package httpapi
 
 import (
 	"encoding/base64"
@@ -15,7 +15,7 @@ import (
 // maxKeyLength bounds a KV key's length.
 const maxKeyLength = 4096
 
-func (h *httpHandler) kvValueLimit() int {
+func (h *Handler) kvValueLimit() int {
 	if n := h.agent.cfg.Limits.KVMaxValueSize; n > 0 {
 		return n
 	}
@@ -23,7 +23,7 @@ func (h *httpHandler) kvValueLimit() int {
 }
 
 // kv serves /v1/kv/<key>.
-func (h *httpHandler) kv(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) kv(w http.ResponseWriter, r *http.Request) (any, error) {
 	key := strings.TrimPrefix(r.URL.Path, "/v1/kv/")
 	if len(key) > maxKeyLength {
 		return nil, badRequest("Key too long (%d bytes, max %d)", len(key), maxKeyLength)
@@ -42,7 +42,7 @@ func (h *httpHandler) kv(w http.ResponseWriter, r *http.Request) (any, error) {
 	}
 }
 
-func (h *httpHandler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Authorizer, key string) (any, error) {
+func (h *Handler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Authorizer, key string) (any, error) {
 	q := r.URL.Query()
 	_, recurse := q["recurse"]
 	_, keys := q["keys"]
@@ -107,7 +107,7 @@ func (h *httpHandler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Au
 	return []*catalog.KVEntry{resp.KV}, nil
 }
 
-func (h *httpHandler) kvPut(w http.ResponseWriter, r *http.Request, authz acl.Authorizer, key string) (any, error) {
+func (h *Handler) kvPut(w http.ResponseWriter, r *http.Request, authz acl.Authorizer, key string) (any, error) {
 	if key == "" {
 		return nil, badRequest("Missing key name")
 	}
@@ -160,7 +160,7 @@ func (h *httpHandler) kvPut(w http.ResponseWriter, r *http.Request, authz acl.Au
 	return kr.OK, nil
 }
 
-func (h *httpHandler) kvDelete(w http.ResponseWriter, r *http.Request, authz acl.Authorizer, key string) (any, error) {
+func (h *Handler) kvDelete(w http.ResponseWriter, r *http.Request, authz acl.Authorizer, key string) (any, error) {
 	q := r.URL.Query()
 	req := &catalog.KVRequest{Op: catalog.KVDelete, Entry: catalog.KVEntry{Key: key}}
 	if _, ok := q["recurse"]; ok {
@@ -249,7 +249,7 @@ func catalogTxnOp(authz acl.Authorizer, op *txnOpJSON) (catalog.TxnOp, bool, err
 }
 
 // txn serves PUT /v1/txn: all operations or none.
-func (h *httpHandler) txn(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) txn(w http.ResponseWriter, r *http.Request) (any, error) {
 	limit := h.agent.cfg.Limits.TxnMaxReqLen
 	if limit <= 0 {
 		limit = 512 * 1024

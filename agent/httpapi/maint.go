@@ -1,4 +1,4 @@
-package agent
+package httpapi
 
 import (
 	"net/http"
@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/agent/local"
 	"github.com/tribune-mesh/tribune/catalog"
 )
 
@@ -30,7 +31,7 @@ func parseEnable(r *http.Request) (bool, error) {
 }
 
 // agentNodeMaint serves PUT /v1/agent/maintenance?enable=&reason=.
-func (h *httpHandler) agentNodeMaint(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) agentNodeMaint(w http.ResponseWriter, r *http.Request) (any, error) {
 	on, err := parseEnable(r)
 	if err != nil {
 		return nil, err
@@ -43,21 +44,21 @@ func (h *httpHandler) agentNodeMaint(w http.ResponseWriter, r *http.Request) (an
 		return nil, errPermissionDenied
 	}
 	if !on {
-		h.agent.local.removeCheck(nodeMaintCheckID)
+		h.agent.local.RemoveCheck(nodeMaintCheckID)
 		return nil, nil
 	}
 	reason := r.URL.Query().Get("reason")
 	if reason == "" {
 		reason = defaultMaintReason
 	}
-	return nil, h.agent.local.addCheck(&localCheck{check: &catalog.HealthCheck{
+	return nil, h.agent.local.AddCheck(&local.Check{Health: &catalog.HealthCheck{
 		CheckID: nodeMaintCheckID, Name: "Node Maintenance Mode", Notes: reason, Status: catalog.HealthCritical,
 		Type: "maintenance", ServiceTags: []string{},
 	}})
 }
 
 // agentServiceMaint serves PUT /v1/agent/service/maintenance/<id>?enable=&reason=.
-func (h *httpHandler) agentServiceMaint(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) agentServiceMaint(w http.ResponseWriter, r *http.Request) (any, error) {
 	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/service/maintenance/")
 	if id == "" {
 		return nil, badRequest("Missing service ID")
@@ -70,8 +71,7 @@ func (h *httpHandler) agentServiceMaint(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return nil, err
 	}
-	svcs, _ := h.agent.local.snapshot()
-	s := svcs[id]
+	s := h.agent.local.Service(id)
 	if s == nil {
 		return nil, notFound("Unknown service ID %q", id)
 	}
@@ -79,14 +79,14 @@ func (h *httpHandler) agentServiceMaint(w http.ResponseWriter, r *http.Request) 
 		return nil, errPermissionDenied
 	}
 	if !on {
-		h.agent.local.removeCheck(serviceMaintPrefix + id)
+		h.agent.local.RemoveCheck(serviceMaintPrefix + id)
 		return nil, nil
 	}
 	reason := r.URL.Query().Get("reason")
 	if reason == "" {
 		reason = defaultSvcMaintNote
 	}
-	return nil, h.agent.local.addCheck(&localCheck{check: &catalog.HealthCheck{
+	return nil, h.agent.local.AddCheck(&local.Check{Health: &catalog.HealthCheck{
 		CheckID: serviceMaintPrefix + id, Name: "Service Maintenance Mode", Notes: reason, ServiceID: id,
 		Status: catalog.HealthCritical, Type: "maintenance", ServiceTags: []string{},
 	}})

@@ -1,4 +1,4 @@
-package agent
+package httpapi
 
 import (
 	"bytes"
@@ -69,7 +69,7 @@ var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 
 // checkWriteDC refuses a write aimed at another datacenter: there is no
 // cross-datacenter forwarding yet.
-func (h *httpHandler) checkWriteDC(r *http.Request) error {
+func (h *Handler) checkWriteDC(r *http.Request) error {
 	if dc := r.URL.Query().Get("dc"); dc != "" && dc != h.agent.cfg.Datacenter {
 		return notFound("No path to datacenter")
 	}
@@ -78,7 +78,7 @@ func (h *httpHandler) checkWriteDC(r *http.Request) error {
 
 // sessionCreate serves PUT /v1/session/create. The agent draws the session
 // ID, so that every server's FSM applies the same one.
-func (h *httpHandler) sessionCreate(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) sessionCreate(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := h.checkWriteDC(r); err != nil {
 		return nil, err
 	}
@@ -106,7 +106,7 @@ func (h *httpHandler) sessionCreate(w http.ResponseWriter, r *http.Request) (any
 
 // decodeSessionCreate reads and validates a create body, filling Consul's
 // defaults. A missing body means every default.
-func (h *httpHandler) decodeSessionCreate(r *http.Request) (*catalog.Session, error) {
+func (h *Handler) decodeSessionCreate(r *http.Request) (*catalog.Session, error) {
 	var in sessionCreateBody
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxJSONBody+1))
 	if err != nil {
@@ -236,7 +236,7 @@ func sessionID(r *http.Request, prefix string) (string, error) {
 }
 
 // lookupSession reads one session for an access decision (nil when none).
-func (h *httpHandler) lookupSession(r *http.Request, id string) (*catalog.Session, error) {
+func (h *Handler) lookupSession(r *http.Request, id string) (*catalog.Session, error) {
 	resp, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadSession, Name: id, Options: catalog.QueryOptions{Token: token(r)}})
 	if err != nil {
 		return nil, err
@@ -249,7 +249,7 @@ func (h *httpHandler) lookupSession(r *http.Request, id string) (*catalog.Sessio
 
 // sessionDestroy serves PUT /v1/session/destroy/<id>. Destroying a session
 // that does not exist succeeds, as Consul documents.
-func (h *httpHandler) sessionDestroy(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) sessionDestroy(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := h.checkWriteDC(r); err != nil {
 		return nil, err
 	}
@@ -283,7 +283,7 @@ func (h *httpHandler) sessionDestroy(w http.ResponseWriter, r *http.Request) (an
 
 // sessionRenew serves PUT /v1/session/renew/<id>: the leader restarts the
 // session's TTL timer. An unknown session is a 404.
-func (h *httpHandler) sessionRenew(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) sessionRenew(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := h.checkWriteDC(r); err != nil {
 		return nil, err
 	}
@@ -318,7 +318,7 @@ func (h *httpHandler) sessionRenew(w http.ResponseWriter, r *http.Request) (any,
 
 // sessionInfo serves GET /v1/session/info/<id>: a list of zero or one
 // session. It supports blocking queries.
-func (h *httpHandler) sessionInfo(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) sessionInfo(w http.ResponseWriter, r *http.Request) (any, error) {
 	id, err := sessionID(r, "/v1/session/info/")
 	if err != nil {
 		return nil, err
@@ -327,7 +327,7 @@ func (h *httpHandler) sessionInfo(w http.ResponseWriter, r *http.Request) (any, 
 }
 
 // sessionNode serves GET /v1/session/node/<node>.
-func (h *httpHandler) sessionNode(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) sessionNode(w http.ResponseWriter, r *http.Request) (any, error) {
 	node := strings.TrimPrefix(r.URL.Path, "/v1/session/node/")
 	if node == "" {
 		return nil, badRequest("Missing node name")
@@ -336,12 +336,12 @@ func (h *httpHandler) sessionNode(w http.ResponseWriter, r *http.Request) (any, 
 }
 
 // sessionList serves GET /v1/session/list.
-func (h *httpHandler) sessionList(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) sessionList(w http.ResponseWriter, r *http.Request) (any, error) {
 	return h.sessionRead(w, r, catalog.ReadSessions, "")
 }
 
 // sessionRead runs a session read and keeps the sessions the token may see.
-func (h *httpHandler) sessionRead(w http.ResponseWriter, r *http.Request, op catalog.ReadOp, name string) (any, error) {
+func (h *Handler) sessionRead(w http.ResponseWriter, r *http.Request, op catalog.ReadOp, name string) (any, error) {
 	authz, err := h.authorize(r)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package agent
+package local
 
 import (
 	"context"
@@ -10,18 +10,22 @@ import (
 
 // aliasSource feeds alias checks: it follows the health of another node or
 // service instance with blocking queries.
-type aliasSource struct{ a *Agent }
+type aliasSource struct {
+	backend Backend
+	// node is this agent's node, the default target.
+	node string
+}
 
 // Watch implements checks.AliasSource. The aliased health is the worst of
 // the node's own checks and, when serviceID is set, that instance's checks;
 // an unregistered target is critical. It blocks until ctx ends.
 func (s aliasSource) Watch(ctx context.Context, node, serviceID string, fn func(status string)) error {
 	if node == "" {
-		node = s.a.cfg.NodeName
+		node = s.node
 	}
 	var index uint64
 	for {
-		resp, err := s.a.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadNodeChecks, Name: node,
+		resp, err := s.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadNodeChecks, Name: node,
 			Options: catalog.QueryOptions{AllowStale: true, MinQueryIndex: index, MaxQueryTime: 5 * time.Minute}})
 		if err != nil {
 			if ctx.Err() != nil {
@@ -42,7 +46,7 @@ func (s aliasSource) Watch(ctx context.Context, node, serviceID string, fn func(
 		}
 		if serviceID != "" && !found {
 			// The instance may have no checks: look it up.
-			ns, err := s.a.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadNode, Name: node,
+			ns, err := s.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadNode, Name: node,
 				Options: catalog.QueryOptions{AllowStale: true}})
 			if err == nil && ns.NodeServices != nil {
 				for _, sv := range ns.NodeServices.Services {
@@ -64,7 +68,7 @@ func (s aliasSource) Watch(ctx context.Context, node, serviceID string, fn func(
 }
 
 func (s aliasSource) nodeExists(ctx context.Context, node string) bool {
-	ns, err := s.a.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadNode, Name: node,
+	ns, err := s.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadNode, Name: node,
 		Options: catalog.QueryOptions{AllowStale: true}})
 	return err == nil && ns.NodeServices != nil
 }

@@ -1,4 +1,4 @@
-package agent
+package httpapi
 
 import (
 	"errors"
@@ -12,7 +12,7 @@ import (
 )
 
 // snapshot serves GET (save) and PUT (restore) /v1/snapshot.
-func (h *httpHandler) snapshot(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) snapshot(w http.ResponseWriter, r *http.Request) (any, error) {
 	authz, err := h.authorize(r)
 	if err != nil {
 		return nil, err

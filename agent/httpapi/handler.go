@@ -1,4 +1,13 @@
-package agent
+// Package httpapi is the agent's HTTP API (/v1/...), Consul's wire format:
+// one handler per endpoint, each of which resolves the request's token and
+// authorizes before it acts. Handlers reach the rest of the agent only
+// through Parts: a Backend for catalog, KV, session and operator calls, the
+// local state for the agent's own services and checks, the gossip pool, the
+// user event log, and Control for the agent's own life.
+//
+// It must not import the agent package, start goroutines of its own or keep
+// state beyond its routes: every request is answered from its Parts.
+package httpapi
 
 import (
 	"bytes"
@@ -15,6 +24,7 @@ import (
 	"github.com/hashicorp/go-bexpr"
 
 	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/agent/local"
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/server"
 )
@@ -61,22 +71,28 @@ type route struct {
 	fn      handlerFunc
 }
 
-// httpHandler is the agent's HTTP API.
-type httpHandler struct {
-	agent  *Agent
+// Handler is the agent's HTTP API: an http.Handler for every /v1 endpoint.
+type Handler struct {
+	// agent is what the handlers act through: the agent, as far as its
+	// API sees it.
+	agent  *parts
 	exact  map[string]*route
 	prefix []*route
 }
 
-func newHTTPHandler(a *Agent) *httpHandler {
-	h := &httpHandler{agent: a, exact: map[string]*route{}}
+// New returns the API over the agent's parts.
+func New(p Parts) *Handler {
+	h := &Handler{exact: map[string]*route{}, agent: &parts{
+		cfg: p.Config, version: p.Version, acls: p.ACL, backend: p.Backend, local: p.Local,
+		gossip: p.Gossip, events: p.Events, control: p.Control,
+	}}
 	h.registerRoutes()
 	return h
 }
 
 // handle registers fn for an exact path, or for a path prefix when pattern
 // ends in '/'.
-func (h *httpHandler) handle(pattern string, methods []string, fn handlerFunc) {
+func (h *Handler) handle(pattern string, methods []string, fn handlerFunc) {
 	r := &route{pattern: pattern, methods: methods, fn: fn}
 	if strings.HasSuffix(pattern, "/") {
 		r.prefix = true
@@ -94,7 +110,8 @@ var (
 	methodsGetPutDel = []string{http.MethodGet, http.MethodPut, http.MethodDelete}
 )
 
-func (h *httpHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	rt := h.exact[req.URL.Path]
 	if rt == nil {
 		best := 0
@@ -170,6 +187,10 @@ func writeError(w http.ResponseWriter, err error) {
 		code = http.StatusForbidden
 	case errors.Is(err, acl.ErrNotFound):
 		code = http.StatusForbidden
+	case errors.Is(err, local.ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, local.ErrInvalid):
+		code = http.StatusBadRequest
 	case errors.Is(err, catalog.ErrInvalidRequest):
 		code = http.StatusBadRequest
 	case errors.Is(err, server.ErrNoLeader):
@@ -191,7 +212,7 @@ func token(r *http.Request) string {
 }
 
 // authorize resolves the request's token into an Authorizer.
-func (h *httpHandler) authorize(r *http.Request) (acl.Authorizer, error) {
+func (h *Handler) authorize(r *http.Request) (acl.Authorizer, error) {
 	authz, err := h.agent.acls.Resolve(token(r))
 	if err != nil {
 		return nil, fmt.Errorf("resolve token: %w", err)
@@ -200,7 +221,7 @@ func (h *httpHandler) authorize(r *http.Request) (acl.Authorizer, error) {
 }
 
 // parseQueryOptions reads the consistency, blocking and filter parameters.
-func (h *httpHandler) parseQueryOptions(r *http.Request) (catalog.QueryOptions, error) {
+func (h *Handler) parseQueryOptions(r *http.Request) (catalog.QueryOptions, error) {
 	q := r.URL.Query()
 	opts := catalog.QueryOptions{Token: token(r), Datacenter: q.Get("dc"), Filter: q.Get("filter")}
 	if v := q.Get("index"); v != "" {
@@ -252,7 +273,7 @@ func parseWait(v string) (time.Duration, error) {
 
 // read runs a catalog read with the request's query options and sets the
 // response headers from its metadata.
-func (h *httpHandler) read(w http.ResponseWriter, r *http.Request, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
+func (h *Handler) read(w http.ResponseWriter, r *http.Request, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
 	opts, err := h.parseQueryOptions(r)
 	if err != nil {
 		return nil, err
@@ -275,7 +296,7 @@ func setMeta(w http.ResponseWriter, m catalog.QueryMeta) {
 
 // apply commits a command and returns the FSM's response, turning an error
 // response into an error.
-func (h *httpHandler) apply(ctx context.Context, t catalog.CommandType, body any) (any, error) {
+func (h *Handler) apply(ctx context.Context, t catalog.CommandType, body any) (any, error) {
 	resp, err := h.agent.backend.Apply(ctx, t, body)
 	if err != nil {
 		return nil, err

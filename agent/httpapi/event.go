@@ -1,4 +1,4 @@
-package agent
+package httpapi
 
 import (
 	"errors"
@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tribune-mesh/tribune/acl"
@@ -16,93 +15,9 @@ import (
 	"github.com/tribune-mesh/tribune/server"
 )
 
-// User events (/v1/event/fire, /v1/event/list): the gossip pool carries them;
-// each agent keeps the last eventBufferSize events whose filters match it and
-// serves them with Consul's quasi-blocking list.
-
-// eventBufferSize is how many accepted user events an agent keeps.
-const eventBufferSize = 256
-
-// eventBuffer is a ring of the last accepted user events. Safe for
-// concurrent use.
-type eventBuffer struct {
-	mu sync.Mutex
-	// ring holds the events, oldest at next once full.
-	ring []*gossip.UserEvent
-	next int
-	// changed is closed and replaced on every add, waking blocked lists.
-	changed chan struct{}
-}
-
-func newEventBuffer() *eventBuffer {
-	return &eventBuffer{ring: make([]*gossip.UserEvent, 0, eventBufferSize), changed: make(chan struct{})}
-}
-
-// add appends ev, dropping the oldest event when the ring is full.
-func (b *eventBuffer) add(ev *gossip.UserEvent) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.ring) < eventBufferSize {
-		b.ring = append(b.ring, ev)
-	} else {
-		b.ring[b.next] = ev
-		b.next = (b.next + 1) % eventBufferSize
-	}
-	close(b.changed)
-	b.changed = make(chan struct{})
-}
-
-// list returns the events named name (every event when name is empty),
-// oldest first, and a channel closed at the next add. The events are shared:
-// callers must not modify them.
-func (b *eventBuffer) list(name string) ([]*gossip.UserEvent, <-chan struct{}) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := make([]*gossip.UserEvent, 0, len(b.ring))
-	for i := range b.ring {
-		ev := b.ring[(b.next+i)%len(b.ring)]
-		if name == "" || ev.Name == name {
-			out = append(out, ev)
-		}
-	}
-	return out, b.changed
-}
-
-// runUserEvents keeps the user events gossip delivers that match this agent
-// until stop is closed.
-func (a *Agent) runUserEvents(stop <-chan struct{}) {
-	for {
-		select {
-		case <-stop:
-			return
-		case ev := <-a.gossip.UserEvents():
-			if !a.acceptsEvent(&ev) {
-				a.logger.Debug("user event filtered out", "name", ev.Name, "id", ev.ID)
-				continue
-			}
-			a.logger.Debug("user event", "name", ev.Name, "id", ev.ID, "ltime", ev.LTime)
-			a.events.add(&ev)
-		}
-	}
-}
-
-// acceptsEvent applies an event's filters to this agent's node name and
-// local services.
-func (a *Agent) acceptsEvent(ev *gossip.UserEvent) bool {
-	var services map[string][]string
-	if ev.ServiceFilter != "" {
-		svcs, _ := a.local.snapshot()
-		services = make(map[string][]string, len(svcs))
-		for _, s := range svcs {
-			services[s.Service] = append(services[s.Service], s.Tags...)
-		}
-	}
-	return ev.Matches(a.cfg.NodeName, services)
-}
-
 // eventFire serves PUT /v1/event/fire/<name>: the body is the payload; the
 // node, service and tag query parameters are the filters.
-func (h *httpHandler) eventFire(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) eventFire(w http.ResponseWriter, r *http.Request) (any, error) {
 	q := r.URL.Query()
 	if dc := q.Get("dc"); dc != "" && dc != h.agent.cfg.Datacenter {
 		return nil, notFound("No path to datacenter")
@@ -152,7 +67,7 @@ func (h *httpHandler) eventFire(w http.ResponseWriter, r *http.Request) (any, er
 // X-Consul-Index is derived from the last event's ID (see eventIndex), so it
 // changes with every new event but does not grow; a blocking list (?index=)
 // therefore waits while the index equals the one given, as Consul's does.
-func (h *httpHandler) eventList(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) eventList(w http.ResponseWriter, r *http.Request) (any, error) {
 	opts, err := h.parseQueryOptions(r)
 	if err != nil {
 		return nil, err
@@ -172,7 +87,7 @@ func (h *httpHandler) eventList(w http.ResponseWriter, r *http.Request) (any, er
 		timeout = t.C
 	}
 	for {
-		events, changed := h.agent.events.list(name)
+		events, changed := h.agent.events.List(name)
 		idx := uint64(1)
 		if n := len(events); n > 0 {
 			idx = eventIndex(events[n-1].ID)

@@ -1,4 +1,4 @@
-package agent
+package httpapi
 
 import (
 	"net/http"
@@ -8,7 +8,7 @@ import (
 )
 
 // registerRoutes lists every endpoint of the HTTP API.
-func (h *httpHandler) registerRoutes() {
+func (h *Handler) registerRoutes() {
 	h.handle("/v1/status/leader", methodsGet, h.statusLeader)
 	h.handle("/v1/status/peers", methodsGet, h.statusPeers)
 

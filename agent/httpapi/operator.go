@@ -1,4 +1,4 @@
-package agent
+package httpapi
 
 import (
 	"encoding/json"
@@ -9,7 +9,7 @@ import (
 )
 
 // operator serves the operator endpoints backed by one operator call.
-func (h *httpHandler) operator(op string, write bool) handlerFunc {
+func (h *Handler) operator(op string, write bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) (any, error) {
 		authz, err := h.authorize(r)
 		if err != nil {

@@ -1,4 +1,4 @@
-package agent
+package httpapi
 
 import (
 	"context"
@@ -40,7 +40,7 @@ type queryExplainResponse struct {
 }
 
 // queryGeneral serves /v1/query: GET lists, POST creates.
-func (h *httpHandler) queryGeneral(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) queryGeneral(w http.ResponseWriter, r *http.Request) (any, error) {
 	if r.Method == http.MethodPost {
 		return h.queryCreate(w, r)
 	}
@@ -49,7 +49,7 @@ func (h *httpHandler) queryGeneral(w http.ResponseWriter, r *http.Request) (any,
 
 // querySpecific serves /v1/query/<id> (GET, PUT, DELETE) and
 // /v1/query/<id-or-name>/execute and /explain (GET).
-func (h *httpHandler) querySpecific(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) querySpecific(w http.ResponseWriter, r *http.Request) (any, error) {
 	rest := strings.TrimPrefix(r.URL.Path, "/v1/query/")
 	for _, action := range []string{"/execute", "/explain"} {
 		name, ok := strings.CutSuffix(rest, action)
@@ -80,7 +80,7 @@ func (h *httpHandler) querySpecific(w http.ResponseWriter, r *http.Request) (any
 	return h.queryGet(w, r, rest)
 }
 
-func (h *httpHandler) queryCreate(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) queryCreate(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := h.checkWriteDC(r); err != nil {
 		return nil, err
 	}
@@ -110,7 +110,7 @@ func (h *httpHandler) queryCreate(w http.ResponseWriter, r *http.Request) (any, 
 	return struct{ ID string }{id}, nil
 }
 
-func (h *httpHandler) queryUpdate(w http.ResponseWriter, r *http.Request, id string) (any, error) {
+func (h *Handler) queryUpdate(w http.ResponseWriter, r *http.Request, id string) (any, error) {
 	if err := h.checkWriteDC(r); err != nil {
 		return nil, err
 	}
@@ -142,7 +142,7 @@ func (h *httpHandler) queryUpdate(w http.ResponseWriter, r *http.Request, id str
 	return nil, err
 }
 
-func (h *httpHandler) queryDelete(w http.ResponseWriter, r *http.Request, id string) (any, error) {
+func (h *Handler) queryDelete(w http.ResponseWriter, r *http.Request, id string) (any, error) {
 	if err := h.checkWriteDC(r); err != nil {
 		return nil, err
 	}
@@ -165,7 +165,7 @@ func (h *httpHandler) queryDelete(w http.ResponseWriter, r *http.Request, id str
 }
 
 // queryByID reads one query from the leader, for a write to check against.
-func (h *httpHandler) queryByID(ctx context.Context, id string) (*catalog.PreparedQuery, error) {
+func (h *Handler) queryByID(ctx context.Context, id string) (*catalog.PreparedQuery, error) {
 	resp, err := h.agent.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadPreparedQuery, Name: id})
 	if err != nil {
 		return nil, err
@@ -176,7 +176,7 @@ func (h *httpHandler) queryByID(ctx context.Context, id string) (*catalog.Prepar
 	return resp.PreparedQueries[0], nil
 }
 
-func (h *httpHandler) queryList(w http.ResponseWriter, r *http.Request) (any, error) {
+func (h *Handler) queryList(w http.ResponseWriter, r *http.Request) (any, error) {
 	authz, err := h.authorize(r)
 	if err != nil {
 		return nil, err
@@ -192,7 +192,7 @@ func (h *httpHandler) queryList(w http.ResponseWriter, r *http.Request) (any, er
 	return out, nil
 }
 
-func (h *httpHandler) queryGet(w http.ResponseWriter, r *http.Request, id string) (any, error) {
+func (h *Handler) queryGet(w http.ResponseWriter, r *http.Request, id string) (any, error) {
 	authz, err := h.authorize(r)
 	if err != nil {
 		return nil, err
@@ -221,7 +221,7 @@ func redactQuery(authz acl.Authorizer, q *catalog.PreparedQuery) *catalog.Prepar
 
 // resolveQuery finds and renders the query an execution of idOrName runs;
 // nil when none matches.
-func (h *httpHandler) resolveQuery(ctx context.Context, opts catalog.QueryOptions, idOrName string) (*catalog.PreparedQuery, error) {
+func (h *Handler) resolveQuery(ctx context.Context, opts catalog.QueryOptions, idOrName string) (*catalog.PreparedQuery, error) {
 	opts.MinQueryIndex, opts.MaxQueryTime = 0, 0
 	resp, err := h.agent.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadPreparedQueryResolve, Name: idOrName, Options: opts})
 	if err != nil {
@@ -233,7 +233,7 @@ func (h *httpHandler) resolveQuery(ctx context.Context, opts catalog.QueryOption
 	return resp.PreparedQueries[0].Render(idOrName)
 }
 
-func (h *httpHandler) queryExplain(w http.ResponseWriter, r *http.Request, idOrName string) (any, error) {
+func (h *Handler) queryExplain(w http.ResponseWriter, r *http.Request, idOrName string) (any, error) {
 	opts, err := h.parseQueryOptions(r)
 	if err != nil {
 		return nil, err
@@ -255,7 +255,7 @@ func (h *httpHandler) queryExplain(w http.ResponseWriter, r *http.Request, idOrN
 // queryExecute runs a prepared query: the healthy instances it selects,
 // shuffled, or sorted by distance from ?near= (or the query's Near), at
 // most ?limit= of them. Blocking parameters are ignored, as in Consul.
-func (h *httpHandler) queryExecute(w http.ResponseWriter, r *http.Request, idOrName string) (any, error) {
+func (h *Handler) queryExecute(w http.ResponseWriter, r *http.Request, idOrName string) (any, error) {
 	params := r.URL.Query()
 	limit := 0
 	if v := params.Get("limit"); v != "" {
@@ -337,7 +337,7 @@ func (h *httpHandler) queryExecute(w http.ResponseWriter, r *http.Request, idOrN
 // query's own Near unless it is empty or "_agent", else the request's
 // ?near=, else this agent for "_agent". "_ip" is the node whose address is
 // the caller's (X-Forwarded-For first). It returns "" for no sorting.
-func (h *httpHandler) queryNear(ctx context.Context, r *http.Request, queryNear string) string {
+func (h *Handler) queryNear(ctx context.Context, r *http.Request, queryNear string) string {
 	near := queryNear
 	if near == "" || near == "_agent" {
 		if v := r.URL.Query().Get("near"); v != "" {
@@ -355,7 +355,7 @@ func (h *httpHandler) queryNear(ctx context.Context, r *http.Request, queryNear 
 
 // nodeOfCaller returns the node whose address is the request's source
 // address, "" when none is.
-func (h *httpHandler) nodeOfCaller(ctx context.Context, r *http.Request) string {
+func (h *Handler) nodeOfCaller(ctx context.Context, r *http.Request) string {
 	ip := ""
 	if fwd := r.Header.Get("X-Forwarded-For"); fwd != "" {
 		ip = strings.TrimSpace(strings.Split(fwd, ",")[0])

@@ -1,0 +1,294 @@
+package httpapi
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// decodeMap reads a JSON object body.
+func decodeMap(r *http.Request) (map[string]any, error) {
+	var m map[string]any
+	if err := decodeBody(r, &m); err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, badRequest("Request decode failed: body must be a JSON object")
+	}
+	return m, nil
+}
+
+func (h *Handler) agentServiceRegister(w http.ResponseWriter, r *http.Request) (any, error) {
+	m, err := decodeMap(r)
+	if err != nil {
+		return nil, err
+	}
+	def, err := config.DecodeServiceDefinition(m)
+	if err != nil {
+		return nil, badRequest("Invalid service definition: %v", err)
+	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.ServiceWrite(def.Name) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if err := h.agent.local.AddServiceDefinition(def, false); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+func (h *Handler) agentServiceDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
+	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/service/deregister/")
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	s := h.agent.local.Service(id)
+	if s == nil {
+		return nil, notFound("Unknown service ID %q. Ensure that the service ID is passed, not the service name.", id)
+	}
+	if authz.ServiceWrite(s.Service) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	h.agent.local.RemoveService(id)
+	return nil, nil
+}
+
+func (h *Handler) agentServices(w http.ResponseWriter, r *http.Request) (any, error) {
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	svcs := h.agent.local.Services()
+	list := make([]*catalog.Service, 0, len(svcs))
+	for _, s := range svcs {
+		if authz.ServiceRead(s.Service) == acl.Allow {
+			list = append(list, s)
+		}
+	}
+	list, err = filter(r.URL.Query().Get("filter"), list)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*catalog.Service, len(list))
+	for _, s := range list {
+		out[s.ID] = s
+	}
+	return out, nil
+}
+
+func (h *Handler) agentService(w http.ResponseWriter, r *http.Request) (any, error) {
+	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/service/")
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	s := h.agent.local.Service(id)
+	if s == nil {
+		return nil, notFound("unknown service ID: %s", id)
+	}
+	if authz.ServiceRead(s.Service) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	return s, nil
+}
+
+func (h *Handler) agentChecks(w http.ResponseWriter, r *http.Request) (any, error) {
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	checks := h.agent.local.Checks()
+	list := make([]*catalog.HealthCheck, 0, len(checks))
+	for _, c := range checks {
+		if c.ServiceName != "" && authz.ServiceRead(c.ServiceName) != acl.Allow {
+			continue
+		}
+		if c.ServiceName == "" && authz.NodeRead(c.Node) != acl.Allow {
+			continue
+		}
+		list = append(list, c)
+	}
+	list, err = filter(r.URL.Query().Get("filter"), list)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*catalog.HealthCheck, len(list))
+	for _, c := range list {
+		out[c.CheckID] = c
+	}
+	return out, nil
+}
+
+func (h *Handler) agentCheckRegister(w http.ResponseWriter, r *http.Request) (any, error) {
+	m, err := decodeMap(r)
+	if err != nil {
+		return nil, err
+	}
+	def, err := config.DecodeCheckDefinition(m)
+	if err != nil {
+		return nil, badRequest("Invalid check definition: %v", err)
+	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	c, err := h.agent.local.CheckFromDefinition(def, "", false)
+	if err != nil {
+		return nil, err
+	}
+	return nil, h.agent.local.AddCheck(c)
+}
+
+func (h *Handler) agentCheckDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
+	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/check/deregister/")
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if !h.agent.local.RemoveCheck(id) {
+		return nil, notFound("Unknown check ID %q. Ensure that the check ID is passed, not the check name.", id)
+	}
+	return nil, nil
+}
+
+// agentCheckTTL serves /v1/agent/check/pass|warn|fail/<id>?note=.
+func (h *Handler) agentCheckTTL(status string) handlerFunc {
+	prefix := "/v1/agent/check/" + map[string]string{
+		catalog.HealthPassing: "pass", catalog.HealthWarning: "warn", catalog.HealthCritical: "fail",
+	}[status] + "/"
+	return func(w http.ResponseWriter, r *http.Request) (any, error) {
+		id := strings.TrimPrefix(r.URL.Path, prefix)
+		authz, err := h.authorize(r)
+		if err != nil {
+			return nil, err
+		}
+		if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
+			return nil, errPermissionDenied
+		}
+		return nil, h.agent.local.UpdateCheck(id, status, r.URL.Query().Get("note"))
+	}
+}
+
+// agentCheckUpdate serves PUT /v1/agent/check/update/<id> {Status, Output}.
+func (h *Handler) agentCheckUpdate(w http.ResponseWriter, r *http.Request) (any, error) {
+	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/check/update/")
+	var body struct {
+		Status string
+		Output string
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return nil, err
+	}
+	switch body.Status {
+	case catalog.HealthPassing, catalog.HealthWarning, catalog.HealthCritical:
+	default:
+		return nil, badRequest("Invalid check status: '%s'", body.Status)
+	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	return nil, h.agent.local.UpdateCheck(id, body.Status, body.Output)
+}
+
+func (h *Handler) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) {
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.AgentRead(h.agent.cfg.NodeName) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	cfg := h.agent.cfg
+	return map[string]any{
+		"Config": map[string]any{
+			"Datacenter": cfg.Datacenter, "PrimaryDatacenter": cfg.PrimaryDatacenter, "NodeName": cfg.NodeName,
+			"NodeID": cfg.NodeID, "Server": cfg.Server, "Revision": "", "Version": h.agent.version, "BuildDate": "",
+		},
+		"DebugConfig": map[string]any{},
+		"Member":      h.agent.selfMember(),
+		"Meta":        cfg.NodeMeta,
+		"Stats":       map[string]any{},
+		"xDS":         map[string]any{},
+	}, nil
+}
+
+func (h *Handler) agentMembers(w http.ResponseWriter, r *http.Request) (any, error) {
+	return h.agent.members(), nil
+}
+
+func (h *Handler) agentLeave(w http.ResponseWriter, r *http.Request) (any, error) {
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.AgentWrite(h.agent.cfg.NodeName) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	h.agent.requestLeave()
+	return nil, nil
+}
+
+func (h *Handler) agentJoin(w http.ResponseWriter, r *http.Request) (any, error) {
+	addr := strings.TrimPrefix(r.URL.Path, "/v1/agent/join/")
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.AgentWrite(h.agent.cfg.NodeName) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if h.agent.gossip == nil {
+		return nil, badRequest("gossip is disabled on this agent")
+	}
+	if _, err := h.agent.gossip.Join([]string{addr}); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+func (h *Handler) agentForceLeave(w http.ResponseWriter, r *http.Request) (any, error) {
+	node := strings.TrimPrefix(r.URL.Path, "/v1/agent/force-leave/")
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.OperatorWrite() != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if h.agent.gossip == nil || !h.agent.gossip.RemoveFailed(node) {
+		return nil, notFound("agent: No node found with name '%s'", node)
+	}
+	return nil, nil
+}
+
+// agentReload serves PUT /v1/agent/reload.
+func (h *Handler) agentReload(w http.ResponseWriter, r *http.Request) (any, error) {
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.AgentWrite(h.agent.cfg.NodeName) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if err := h.agent.Reload(); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}

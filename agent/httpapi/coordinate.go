@@ -1,0 +1,121 @@
+package httpapi
+
+import (
+	"context"
+	"math"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/serf/coordinate"
+
+	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// coordinates reads every node's coordinate, filtered by NodeRead.
+func (h *Handler) coordinates(w http.ResponseWriter, r *http.Request) ([]*catalog.CoordinateEntry, error) {
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadCoordinates})
+	if err != nil {
+		return nil, err
+	}
+	out := []*catalog.CoordinateEntry{}
+	for _, c := range resp.Coordinates {
+		if authz.NodeRead(c.Node) == acl.Allow {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+func (h *Handler) coordinateNodes(w http.ResponseWriter, r *http.Request) (any, error) {
+	out, err := h.coordinates(w, r)
+	if err != nil {
+		return nil, err
+	}
+	return filter(r.URL.Query().Get("filter"), out)
+}
+
+func (h *Handler) coordinateNode(w http.ResponseWriter, r *http.Request) (any, error) {
+	node := strings.TrimPrefix(r.URL.Path, "/v1/coordinate/node/")
+	all, err := h.coordinates(w, r)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range all {
+		if strings.EqualFold(c.Node, node) {
+			return []*catalog.CoordinateEntry{c}, nil
+		}
+	}
+	w.WriteHeader(http.StatusNotFound)
+	return nil, nil
+}
+
+// wanCoordinates is one datacenter of /v1/coordinate/datacenters.
+type wanCoordinates struct {
+	Datacenter  string
+	AreaID      string
+	Coordinates []*catalog.CoordinateEntry
+}
+
+func (h *Handler) coordinateDatacenters(w http.ResponseWriter, r *http.Request) (any, error) {
+	// Without WAN federation the only datacenter is this one; its servers'
+	// LAN coordinates stand in for WAN ones.
+	return []wanCoordinates{{Datacenter: h.agent.cfg.Datacenter, AreaID: "wan", Coordinates: []*catalog.CoordinateEntry{}}}, nil
+}
+
+// nearSorter orders results by estimated round-trip time from ?near=<node>
+// (or _agent, this agent's node). It is nil when the request has no near.
+type nearSorter struct {
+	near   string
+	origin *coordinate.Coordinate
+	coords map[string]*coordinate.Coordinate
+}
+
+func (h *Handler) nearSorter(ctx context.Context, r *http.Request) *nearSorter {
+	near := r.URL.Query().Get("near")
+	if near == "" {
+		return nil
+	}
+	if near == "_agent" {
+		near = h.agent.cfg.NodeName
+	}
+	resp, err := h.agent.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadCoordinates, Options: catalog.QueryOptions{AllowStale: true}})
+	if err != nil {
+		return nil
+	}
+	ns := &nearSorter{near: strings.ToLower(near), coords: map[string]*coordinate.Coordinate{}}
+	for _, c := range resp.Coordinates {
+		ns.coords[strings.ToLower(c.Node)] = c.Coord
+	}
+	ns.origin = ns.coords[strings.ToLower(near)]
+	if ns.origin == nil {
+		return nil
+	}
+	return ns
+}
+
+// distance is the estimated RTT to node; unknown nodes sort last.
+func (n *nearSorter) distance(node string) float64 {
+	if strings.EqualFold(node, n.near) {
+		return -1 // the origin itself comes first
+	}
+	c := n.coords[strings.ToLower(node)]
+	if c == nil || !n.origin.IsCompatibleWith(c) {
+		return math.Inf(1)
+	}
+	return n.origin.DistanceTo(c).Seconds()
+}
+
+// sortNear sorts items by their node's distance, keeping the order of equal
+// distances.
+func sortNear[T any](n *nearSorter, items []T, node func(T) string) {
+	if n == nil {
+		return
+	}
+	sort.SliceStable(items, func(i, j int) bool { return n.distance(node(items[i])) < n.distance(node(items[j])) })
+}

@@ -1,0 +1,117 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/agent/local"
+	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/gossip"
+	"github.com/tribune-mesh/tribune/server"
+)
+
+// Backend is how the API reaches the catalog and the servers: the local
+// server when the agent is one, an RPC client to the servers otherwise (and
+// an in-memory catalog in tests). Implementations are safe for concurrent
+// use and honour ctx.
+type Backend interface {
+	// Apply commits a write and returns the FSM's response.
+	Apply(ctx context.Context, t catalog.CommandType, body any) (any, error)
+	// Read runs a catalog read in its consistency mode, blocking if asked.
+	Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error)
+	// Status returns the leader's server address ("" when none) and the
+	// voting servers' addresses.
+	Status(ctx context.Context) (string, []string, error)
+	// SessionRenew restarts a session's TTL timer on the leader and
+	// returns the session, nil when there is no session with that ID.
+	SessionRenew(ctx context.Context, id string) (*catalog.Session, error)
+	// SaveSnapshot returns a snapshot archive of the whole state.
+	SaveSnapshot(ctx context.Context) ([]byte, error)
+	// RestoreSnapshot replaces every server's state with an archive's.
+	RestoreSnapshot(ctx context.Context, archive []byte) error
+	// Operator runs an operator call (Raft configuration, peers,
+	// autopilot) on the leader and returns its JSON result.
+	Operator(ctx context.Context, req *server.OperatorRequest) (json.RawMessage, error)
+}
+
+// EventLog holds the user events this agent accepted.
+type EventLog interface {
+	// List returns the events named name (every event when name is empty),
+	// oldest first, and a channel closed at the next accepted event. The
+	// events are shared: callers must not modify them.
+	List(name string) ([]*gossip.UserEvent, <-chan struct{})
+}
+
+// Control is the agent's own life as the API changes it.
+type Control interface {
+	// Self describes this agent as a gossip member would.
+	Self() Member
+	// Members lists the LAN gossip members (this agent alone when gossip
+	// is off).
+	Members() []Member
+	// Leave asks the process to leave the cluster gracefully and stop; it
+	// does not block.
+	Leave()
+	// Reload loads the configuration files again.
+	Reload() error
+}
+
+// Member is an agent as /v1/agent/members shows it.
+type Member struct {
+	Name        string
+	Addr        string
+	Port        uint16
+	Tags        map[string]string
+	Status      int
+	ProtocolMin uint8
+	ProtocolMax uint8
+	ProtocolCur uint8
+	DelegateMin uint8
+	DelegateMax uint8
+	DelegateCur uint8
+}
+
+// Parts are what the handlers act through, one family each. Config, ACL,
+// Backend, Local, Events and Control are required; Gossip is nil when the
+// agent runs without a gossip pool.
+type Parts struct {
+	// Config is the agent's configuration; the handlers only read it.
+	Config *config.Config
+	// Version is reported by /v1/agent/self.
+	Version string
+	// ACL resolves every request's token before the handler acts.
+	ACL acl.Resolver
+	// Backend serves catalog, KV, session, query, snapshot, operator and
+	// status requests.
+	Backend Backend
+	// Local holds the agent's own services and checks (/v1/agent/...).
+	Local *local.State
+	// Gossip joins, force-leaves, fires events and manages the keyring.
+	Gossip *gossip.Pool
+	// Events serves /v1/event/list.
+	Events EventLog
+	// Control serves /v1/agent/self, members, leave and reload.
+	Control Control
+}
+
+// parts is Parts as the handlers read them.
+type parts struct {
+	cfg     *config.Config
+	version string
+	acls    acl.Resolver
+	backend Backend
+	local   *local.State
+	gossip  *gossip.Pool
+	events  EventLog
+	control Control
+}
+
+func (p *parts) status(ctx context.Context) (string, []string, error) { return p.backend.Status(ctx) }
+func (p *parts) selfMember() Member                                   { return p.control.Self() }
+func (p *parts) members() []Member                                    { return p.control.Members() }
+func (p *parts) requestLeave()                                        { p.control.Leave() }
+
+// Reload loads the configuration again.
+func (p *parts) Reload() error { return p.control.Reload() }

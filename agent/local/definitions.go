@@ -1,0 +1,153 @@
+package local
+
+import (
+	"fmt"
+
+	"github.com/tribune-mesh/tribune/agent/checks"
+	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// AddServiceDefinition registers a service definition (from a configuration
+// file when fromConfig, else from the API) with its checks. What cannot be
+// registered as given is an error wrapping ErrInvalid.
+func (l *State) AddServiceDefinition(def *config.ServiceDefinition, fromConfig bool) error {
+	if def.Name == "" {
+		return invalid("Missing service name")
+	}
+	svc := &catalog.Service{
+		Kind: def.Kind, ID: def.ID, Service: def.Name, Tags: def.Tags, Meta: def.Meta, Port: def.Port,
+		Address: def.Address, EnableTagOverride: def.EnableTagOverride,
+		Weights: catalog.Weights{Passing: def.Weights.Passing, Warning: def.Weights.Warning},
+		Proxy:   def.Proxy, Connect: def.Connect, Datacenter: l.node.Datacenter,
+	}
+	if svc.ID == "" {
+		svc.ID = svc.Service
+	}
+	if svc.Weights.Passing == 0 {
+		svc.Weights = catalog.Weights{Passing: 1, Warning: 1}
+	}
+	if svc.Tags == nil {
+		svc.Tags = []string{}
+	}
+	if svc.Meta == nil {
+		svc.Meta = map[string]string{}
+	}
+	if len(def.TaggedAddresses) > 0 {
+		svc.TaggedAddresses = map[string]catalog.ServiceAddress{}
+		for k, v := range def.TaggedAddresses {
+			svc.TaggedAddresses[k] = catalog.ServiceAddress{Address: v.Address, Port: v.Port}
+		}
+	}
+	defs := def.Checks
+	if def.Check != nil {
+		defs = append([]config.CheckDefinition{*def.Check}, defs...)
+	}
+	var checks []*Check
+	for i := range defs {
+		d := defs[i]
+		if d.ID == "" {
+			d.ID = "service:" + svc.ID
+			if len(defs) > 1 {
+				d.ID = fmt.Sprintf("service:%s:%d", svc.ID, i+1)
+			}
+		}
+		if d.Name == "" {
+			d.Name = fmt.Sprintf("Service '%s' check", svc.Service)
+		}
+		c, err := l.CheckFromDefinition(&d, svc.ID, fromConfig)
+		if err != nil {
+			return err
+		}
+		c.Health.ServiceName = svc.Service
+		c.Health.ServiceTags = svc.Tags
+		checks = append(checks, c)
+	}
+	l.AddService(svc, checks)
+	return nil
+}
+
+// CheckFromDefinition turns a check definition into a local check: a TTL
+// check, a probe the agent runs (HTTP, TCP, UDP, gRPC, H2 ping, script,
+// alias), or a check with neither whose status is set through the API.
+// Script checks need enable_script_checks, or enable_local_script_checks for
+// checks from configuration files. An invalid definition is an error
+// wrapping ErrInvalid.
+func (l *State) CheckFromDefinition(d *config.CheckDefinition, serviceID string, fromConfig bool) (*Check, error) {
+	if d.ID == "" {
+		d.ID = d.Name
+	}
+	if d.ID == "" {
+		return nil, invalid("Missing check name")
+	}
+	if serviceID == "" {
+		serviceID = d.ServiceID
+	}
+	if d.DockerContainerID != "" {
+		return nil, invalid("Check %q: Docker checks are not supported", d.ID)
+	}
+	if d.TTL < 0 {
+		return nil, invalid("Check %q: TTL must be positive", d.ID)
+	}
+	probe := checks.Definition{
+		CheckID: d.ID, HTTP: d.HTTP, Method: d.Method, Header: d.Header, Body: d.Body,
+		DisableRedirects: d.DisableRedirects, TLSSkipVerify: d.TLSSkipVerify, TLSServerName: d.TLSServerName,
+		TCP: d.TCP, UDP: d.UDP, GRPC: d.GRPC, GRPCUseTLS: d.GRPCUseTLS, H2PING: d.H2PING, H2PingUseTLS: d.H2PingUseTLS,
+		ScriptArgs: d.ScriptArgs, AliasNode: d.AliasNode, AliasService: d.AliasService,
+		Interval: d.Interval, Timeout: d.Timeout, SuccessBeforePassing: d.SuccessBeforePassing,
+		FailuresBeforeWarning: d.FailuresBeforeWarning, FailuresBeforeCritical: d.FailuresBeforeCritical,
+		OutputMaxSize: d.OutputMaxSize,
+	}
+	typ := probe.Type()
+	isProbe := typ != ""
+	if isProbe && d.TTL > 0 {
+		return nil, invalid("Check %q: a TTL check cannot also define a %s probe", d.ID, typ)
+	}
+	if typ == "" && d.TTL > 0 {
+		typ = "ttl"
+	}
+	if typ == checks.TypeScript && !l.scripts && !(fromConfig && l.localScripts) {
+		return nil, invalid("Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true")
+	}
+	if isProbe && typ != checks.TypeAlias {
+		if probe.Interval <= 0 {
+			return nil, invalid("Check %q: Interval must be > 0 for Script, HTTP, H2PING, gRPC, UDP or TCP checks", d.ID)
+		}
+		if probe.Interval < checks.MinInterval {
+			l.logger.Warn("check interval below the minimum; using the minimum", "check", d.ID, "minimum", checks.MinInterval)
+			probe.Interval = checks.MinInterval
+		}
+	}
+	status := d.Status
+	if status == "" {
+		status = catalog.HealthCritical
+	}
+	switch status {
+	case catalog.HealthPassing, catalog.HealthWarning, catalog.HealthCritical:
+	default:
+		return nil, invalid("Check %q: invalid status %q", d.ID, status)
+	}
+	hc := &catalog.HealthCheck{
+		Node: l.node.Name, CheckID: d.ID, Name: d.Name, Status: status, Notes: d.Notes,
+		ServiceID: serviceID, Type: typ, ServiceTags: []string{},
+		Definition: catalog.HealthCheckDefinition{HTTP: d.HTTP, Header: d.Header, Method: d.Method, Body: d.Body,
+			TLSSkipVerify: d.TLSSkipVerify, TCP: d.TCP, UDP: d.UDP, GRPC: d.GRPC, GRPCUseTLS: d.GRPCUseTLS},
+	}
+	if probe.Interval > 0 {
+		hc.Interval = probe.Interval.String()
+		hc.Definition.Interval = hc.Interval
+	}
+	if d.Timeout > 0 {
+		hc.Timeout = d.Timeout.String()
+		hc.Definition.Timeout = hc.Timeout
+	}
+	if d.DeregisterCriticalServiceAfter > 0 {
+		hc.Definition.DeregisterCriticalServiceAfter = d.DeregisterCriticalServiceAfter.String()
+	}
+	lc := &Check{Health: hc, TTL: d.TTL, DeregisterAfter: d.DeregisterCriticalServiceAfter}
+	if isProbe {
+		p := probe
+		lc.Probe = &p
+	}
+	return lc, nil
+}

@@ -1,0 +1,324 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// Backend is the part of the catalog that anti-entropy uses: the server when
+// the agent is one, the RPC client to the servers otherwise.
+// Implementations are safe for concurrent use and honour ctx.
+type Backend interface {
+	// Apply commits a write (here CmdRegister and CmdDeregister) and
+	// returns the FSM's response: nil or an error for these commands.
+	Apply(ctx context.Context, t catalog.CommandType, body any) (any, error)
+	// Read runs a catalog read (here ReadNode and ReadNodeChecks, stale).
+	Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error)
+}
+
+// Anti-entropy timing.
+const (
+	// fullSyncBase is the full-sync interval of a cluster of up to
+	// fullSyncScaleAbove members.
+	fullSyncBase       = time.Minute
+	fullSyncScaleAbove = 128
+	// retryWait is the pause after a failed sync.
+	retryWait = time.Second
+	// reapEvery is how often services whose check stayed critical are
+	// looked for.
+	reapEvery = time.Second
+)
+
+// FullSyncInterval is how long to wait between two full syncs in a cluster of
+// members LAN members, jitter being a number in [0, 1). As Consul documents
+// it: one minute up to 128 members, then one more minute each time the
+// cluster doubles (2 min up to 256, 3 min up to 512, ...), so that the
+// servers see about the same sync rate whatever the size. The jitter adds up
+// to a quarter of the interval, so agents started together drift apart.
+func FullSyncInterval(members int, jitter float64) time.Duration {
+	base := fullSyncBase
+	if members > fullSyncScaleAbove {
+		steps := math.Ceil(math.Log2(float64(members)) - math.Log2(fullSyncScaleAbove))
+		base = time.Duration(1+steps) * fullSyncBase
+	}
+	jitter = min(max(jitter, 0), 1)
+	return base + time.Duration(jitter*float64(base/4))
+}
+
+func randFloat() float64 { return rand.Float64() }
+
+// Run syncs the catalog with the local state until ctx ends: a full sync at
+// once and then every FullSyncInterval, a partial sync after every local
+// change. It then stops every check runner and TTL timer.
+func (l *State) Run(ctx context.Context) {
+	defer l.StopChecks()
+	full := l.clock.NewTimer(0)
+	defer full.Stop()
+	reap := l.clock.NewTicker(reapEvery)
+	defer reap.Stop()
+	for {
+		var err error
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-reap.C():
+			l.reapCritical(now)
+		case <-full.C():
+			err = l.syncFull(ctx)
+			full.Reset(FullSyncInterval(l.members(), l.rand()))
+		case <-l.triggerCh:
+			err = l.syncChanges(ctx)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			l.logger.Warn("anti-entropy sync failed, retrying", "error", err, "in", retryWait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-l.clock.After(retryWait):
+			}
+			l.trigger()
+		}
+	}
+}
+
+// syncFull marks every local entry out of sync when it differs from the
+// catalog, removes what the agent no longer owns, then pushes the changes.
+func (l *State) syncFull(ctx context.Context) error {
+	node := l.node.Name
+	resp, err := l.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadNode, Name: node,
+		Options: catalog.QueryOptions{AllowStale: true}})
+	if err != nil {
+		return fmt.Errorf("read node services: %w", err)
+	}
+	chk, err := l.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadNodeChecks, Name: node,
+		Options: catalog.QueryOptions{AllowStale: true}})
+	if err != nil {
+		return fmt.Errorf("read node checks: %w", err)
+	}
+	var remoteSvcs []*catalog.Service
+	l.mu.Lock()
+	if resp.NodeServices == nil {
+		l.nodeInSync = false
+	} else {
+		n := resp.NodeServices.Node
+		l.nodeInSync = n.Address == l.node.Address && mapsEqual(n.Meta, l.node.Meta)
+		remoteSvcs = resp.NodeServices.Services
+	}
+	remote := map[string]*catalog.Service{}
+	for _, s := range remoteSvcs {
+		remote[s.ID] = s
+	}
+	for id, ls := range l.services {
+		ls.inSync = remote[id] != nil && serviceEqual(remote[id], ls.svc)
+	}
+	remoteChecks := map[string]*catalog.HealthCheck{}
+	for _, c := range chk.Checks {
+		remoteChecks[c.CheckID] = c
+	}
+	for id, lc := range l.checks {
+		rc := remoteChecks[id]
+		lc.inSync = rc != nil && rc.Status == lc.Health.Status && rc.Output == lc.Health.Output &&
+			rc.Name == lc.Health.Name && rc.ServiceID == lc.Health.ServiceID
+	}
+	var extraSvcs, extraChecks []string
+	for id := range remote {
+		if id != "" && id == l.node.LeaderService {
+			continue // registered by the leader for every server
+		}
+		if _, ok := l.services[id]; !ok {
+			extraSvcs = append(extraSvcs, id)
+		}
+	}
+	for id, rc := range remoteChecks {
+		if _, ok := l.checks[id]; !ok && id != catalog.SerfCheckID && (rc.ServiceID == "" || l.services[rc.ServiceID] != nil) {
+			extraChecks = append(extraChecks, id)
+		}
+	}
+	l.mu.Unlock()
+	for _, id := range extraSvcs {
+		if err := l.deregister(ctx, &catalog.DeregisterRequest{Node: node, ServiceID: id}); err != nil {
+			return err
+		}
+	}
+	for _, id := range extraChecks {
+		if err := l.deregister(ctx, &catalog.DeregisterRequest{Node: node, CheckID: id}); err != nil {
+			return err
+		}
+	}
+	return l.syncChanges(ctx)
+}
+
+// syncRemovals deregisters the services and checks removed locally since
+// the last sync. An ID added again meanwhile is no longer marked and is left
+// to the registrations.
+func (l *State) syncRemovals(ctx context.Context) error {
+	node := l.node.Name
+	l.mu.Lock()
+	var svcs, checks []string
+	for id := range l.removedServices {
+		svcs = append(svcs, id)
+	}
+	for id := range l.removedChecks {
+		checks = append(checks, id)
+	}
+	l.mu.Unlock()
+	for _, id := range svcs {
+		if err := l.deregister(ctx, &catalog.DeregisterRequest{Node: node, ServiceID: id}); err != nil {
+			return err
+		}
+		l.mu.Lock()
+		if l.services[id] == nil {
+			delete(l.removedServices, id)
+		}
+		l.mu.Unlock()
+	}
+	for _, id := range checks {
+		if err := l.deregister(ctx, &catalog.DeregisterRequest{Node: node, CheckID: id}); err != nil {
+			return err
+		}
+		l.mu.Lock()
+		if l.checks[id] == nil {
+			delete(l.removedChecks, id)
+		}
+		l.mu.Unlock()
+	}
+	return nil
+}
+
+func (l *State) deregister(ctx context.Context, req *catalog.DeregisterRequest) error {
+	resp, err := l.backend.Apply(ctx, catalog.CmdDeregister, req)
+	if err != nil {
+		return fmt.Errorf("deregister: %w", err)
+	}
+	if e, ok := resp.(error); ok && e != nil {
+		return fmt.Errorf("deregister: %w", e)
+	}
+	return nil
+}
+
+// syncChanges deregisters what was removed locally, then pushes every
+// out-of-sync entry in one registration per service (with its checks) plus
+// one for the node and its node checks.
+func (l *State) syncChanges(ctx context.Context) error {
+	if err := l.syncRemovals(ctx); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	var reqs []*catalog.RegisterRequest
+	base := func() *catalog.RegisterRequest {
+		return &catalog.RegisterRequest{ID: l.node.ID, Node: l.node.Name, Address: l.node.Address,
+			Datacenter: l.node.Datacenter, NodeMeta: l.node.Meta, TaggedAddresses: l.node.TaggedAddresses}
+	}
+	type marker struct {
+		svc   *service
+		check *Check
+	}
+	var marks [][]marker
+	nodeReq := base()
+	var nodeMarks []marker
+	for _, lc := range l.checks {
+		if lc.inSync || lc.Health.ServiceID != "" {
+			continue
+		}
+		c := *lc.Health
+		nodeReq.Checks = append(nodeReq.Checks, &c)
+		nodeMarks = append(nodeMarks, marker{check: lc})
+	}
+	if !l.nodeInSync || len(nodeReq.Checks) > 0 {
+		reqs = append(reqs, nodeReq)
+		marks = append(marks, nodeMarks)
+	}
+	for _, ls := range l.services {
+		req := base()
+		var m []marker
+		if !ls.inSync {
+			s := *ls.svc
+			req.Service = &s
+			m = append(m, marker{svc: ls})
+		}
+		for _, lc := range l.checks {
+			if lc.Health.ServiceID != ls.svc.ID || (lc.inSync && ls.inSync) {
+				continue
+			}
+			c := *lc.Health
+			req.Checks = append(req.Checks, &c)
+			m = append(m, marker{check: lc})
+		}
+		if len(m) > 0 {
+			if req.Service == nil {
+				s := *ls.svc
+				req.Service = &s
+			}
+			reqs = append(reqs, req)
+			marks = append(marks, m)
+		}
+	}
+	l.mu.Unlock()
+
+	for i, req := range reqs {
+		resp, err := l.backend.Apply(ctx, catalog.CmdRegister, req)
+		if err == nil {
+			if e, ok := resp.(error); ok && e != nil {
+				err = e
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("sync registration: %w", err)
+		}
+		l.mu.Lock()
+		if i == 0 && req.Service == nil {
+			l.nodeInSync = true
+		}
+		for _, m := range marks[i] {
+			// Only mark what still is what we sent.
+			if m.svc != nil && l.services[m.svc.svc.ID] == m.svc && serviceEqual(m.svc.svc, req.Service) {
+				m.svc.inSync = true
+			}
+			if m.check != nil && l.checks[m.check.Health.CheckID] == m.check && checkSent(req, m.check.Health) {
+				m.check.inSync = true
+			}
+		}
+		l.mu.Unlock()
+	}
+	return nil
+}
+
+func checkSent(req *catalog.RegisterRequest, c *catalog.HealthCheck) bool {
+	for _, s := range req.Checks {
+		if s.CheckID == c.CheckID {
+			return s.Status == c.Status && s.Output == c.Output
+		}
+	}
+	return false
+}
+
+func serviceEqual(a, b *catalog.Service) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.ID == b.ID && a.Service == b.Service && a.Port == b.Port && a.Address == b.Address &&
+		a.Kind == b.Kind && a.EnableTagOverride == b.EnableTagOverride &&
+		strings.Join(a.Tags, "\x00") == strings.Join(b.Tags, "\x00") && mapsEqual(a.Meta, b.Meta) &&
+		a.Weights == b.Weights
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,40 @@
+package agent
+
+import "fmt"
+
+// advertiseHost is the address the agent registers its node with.
+func (a *Agent) advertiseHost() string {
+	if a.cfg.AdvertiseAddrLAN != "" {
+		return a.cfg.AdvertiseAddrLAN
+	}
+	if a.cfg.BindAddr != "" && a.cfg.BindAddr != "0.0.0.0" {
+		return a.cfg.BindAddr
+	}
+	return "127.0.0.1"
+}
+
+func (a *Agent) taggedAddresses() map[string]string {
+	h := a.advertiseHost()
+	return map[string]string{"lan": h, "lan_ipv4": h, "wan": h, "wan_ipv4": h}
+}
+
+// loadConfigDefinitions registers the services and checks of the config files.
+func (a *Agent) loadConfigDefinitions() error {
+	for i := range a.cfg.Services {
+		if err := a.local.AddServiceDefinition(&a.cfg.Services[i], true); err != nil {
+			return fmt.Errorf("service %q from config: %w", a.cfg.Services[i].Name, err)
+		}
+		a.configServices[a.cfg.Services[i].ServiceID()] = true
+	}
+	for i := range a.cfg.Checks {
+		c, err := a.local.CheckFromDefinition(&a.cfg.Checks[i], "", true)
+		if err != nil {
+			return fmt.Errorf("check %q from config: %w", a.cfg.Checks[i].Name, err)
+		}
+		if err := a.local.AddCheck(c); err != nil {
+			return fmt.Errorf("check %q from config: %w", a.cfg.Checks[i].Name, err)
+		}
+		a.configChecks[c.Health.CheckID] = true
+	}
+	return nil
+}
