@@ -41,7 +41,7 @@ type Backend struct {
 
 // New returns an empty catalog whose lock delays read the time from clk.
 func New(clk clock.Clock) *Backend {
-	store := catalog.NewStore(clk.Now)
+	store := catalog.NewStore(clk)
 	return &Backend{store: store, fsm: catalog.NewFSM(store)}
 }
 
