@@ -8,9 +8,7 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -178,7 +176,7 @@ func New(cfg *Config) (*Server, error) {
 		started:     time.Now(),
 		shutdownCh:  make(chan struct{}),
 	}
-	s.fsm = newNotifyFSM(catalog.NewFSM(s.store))
+	s.fsm = newNotifyFSM(catalog.NewFSM(s.store, s.logger.Named("fsm")))
 	s.fsm.onApplied = func(idx uint64) {
 		if r := s.raftReady.Load(); r != nil && idx >= r.LastIndex() {
 			s.caughtUpAt.Store(time.Now().UnixNano())
@@ -373,12 +371,18 @@ func (s *Server) Apply(ctx context.Context, t catalog.CommandType, body any) (an
 }
 
 // ApplyRaw commits an already encoded command. While there is no leader it
-// waits up to the hold timeout for one.
+// waits up to the hold timeout for one. The command is decoded and validated
+// first (catalog.ValidateCommand): a malformed one is refused with an error
+// wrapping catalog.ErrBadCommand and never reaches Raft.
 func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
+	cmd, err := catalog.ValidateCommand(buf)
+	if err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
 	deadline := time.Now().Add(s.config.HoldTimeout)
 	for {
 		if s.IsLeader() {
-			if s.lockDelayed(buf) {
+			if s.lockDelayed(cmd) {
 				return catalog.KVResult{OK: false}, nil
 			}
 			timeout := time.Until(deadline)
@@ -540,19 +544,17 @@ func (s *Server) Shutdown() error {
 	return err
 }
 
-// lockDelayed reports whether buf is a lock acquire on a key in its lock
+// lockDelayed reports whether cmd is a lock acquire on a key in its lock
 // delay. Only the leader decides this, before proposing, so that the FSM
 // stays independent of the servers' clocks.
-func (s *Server) lockDelayed(buf []byte) bool {
-	if len(buf) == 0 || catalog.CommandType(buf[0]) != catalog.CmdKV || !bytes.Contains(buf, []byte(`"Op":"lock"`)) {
-		return false
-	}
-	var req catalog.KVRequest
-	if err := json.Unmarshal(buf[1:], &req); err != nil {
-		return false
-	}
-	return req.Op == catalog.KVLock && s.store.LockDelayed(req.Entry.Key)
+func (s *Server) lockDelayed(cmd *catalog.Command) bool {
+	key, ok := cmd.IsLockAcquire()
+	return ok && s.store.LockDelayed(key)
 }
+
+// SkippedEntries returns how many Raft log entries this server's FSM could
+// not decode and skipped (a metric; see catalog.FSM.Skipped).
+func (s *Server) SkippedEntries() uint64 { return s.fsm.inner.Skipped() }
 
 func splitHostPort(addr string) (string, string, error) { return net.SplitHostPort(addr) }
 
