@@ -28,6 +28,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/gossip"
+	"github.com/tribune-mesh/tribune/listen"
 )
 
 // Errors callers branch on.
@@ -75,6 +76,13 @@ type Config struct {
 	// HoldTimeout bounds how long a request waits for a leader
 	// (rpc_hold_timeout).
 	HoldTimeout time.Duration
+	// RPCHandshakeTimeout bounds how long a new connection to the server
+	// port may take to send its type byte and first protocol bytes
+	// (limits.rpc_handshake_timeout); 0 means the default, 5s.
+	RPCHandshakeTimeout time.Duration
+	// RPCMaxConnsPerClient bounds the connections one source IP holds to
+	// the server port (limits.rpc_max_conns_per_client); 0 is unlimited.
+	RPCMaxConnsPerClient int
 	// Gossip is the LAN pool; nil runs without membership (a lone
 	// server registers only itself).
 	Gossip *gossip.Pool
@@ -104,6 +112,9 @@ func DefaultConfig() *Config {
 		TrailingLogs:      10240,
 		HoldTimeout:       7 * time.Second,
 
+		RPCHandshakeTimeout:  5 * time.Second,
+		RPCMaxConnsPerClient: 100,
+
 		CleanupDeadServers:      true,
 		ServerStabilizationTime: 10 * time.Second,
 	}
@@ -127,6 +138,8 @@ type Server struct {
 	grpc        *grpc.Server
 	pool        *connPool
 	closers     []func() error
+	// rpcConns counts the server port's connections per source IP.
+	rpcConns *connLimiter
 
 	verifyCh chan *verifyReq
 
@@ -165,6 +178,9 @@ func New(cfg *Config) (*Server, error) {
 	if cfg.HoldTimeout <= 0 {
 		cfg.HoldTimeout = 7 * time.Second
 	}
+	if cfg.RPCHandshakeTimeout <= 0 {
+		cfg.RPCHandshakeTimeout = 5 * time.Second
+	}
 	s := &Server{
 		config:      cfg,
 		logger:      cfg.Logger.Named("server"),
@@ -175,6 +191,7 @@ func New(cfg *Config) (*Server, error) {
 		failed:      map[string]time.Time{},
 		started:     time.Now(),
 		shutdownCh:  make(chan struct{}),
+		rpcConns:    newConnLimiter(cfg.RPCMaxConnsPerClient),
 	}
 	s.fsm = newNotifyFSM(catalog.NewFSM(s.store, s.logger.Named("fsm")))
 	s.fsm.onApplied = func(idx uint64) {
@@ -261,10 +278,13 @@ func (s *Server) setupRaft() error {
 	if err != nil {
 		return fmt.Errorf("resolve advertise address %q: %w", cfg.AdvertiseAddr, err)
 	}
-	ln, err := net.Listen("tcp", cfg.RPCAddr)
+	tcpLn, err := net.Listen("tcp", cfg.RPCAddr)
 	if err != nil {
 		return fmt.Errorf("server port %s: %w", cfg.RPCAddr, err)
 	}
+	// A failed Accept (EMFILE) is retried with backoff: it must not end
+	// the port (Raft and the RPC) for good.
+	ln := listen.Retry(tcpLn, nil, s.logger.Named("rpc"))
 	if advertise.Port == 0 {
 		advertise.Port = ln.Addr().(*net.TCPAddr).Port
 		cfg.AdvertiseAddr = advertise.String()
