@@ -32,6 +32,33 @@ type SnapshotHeader struct {
 // snapshotVersion is the archive format version.
 const snapshotVersion = 1
 
+// MaxSnapshotIndex bounds the Raft index and term a snapshot header may
+// carry. Restoring moves Raft's index to the header's Index + 1, so an index
+// near 2^64 would wrap it (issue 10 High #2); 2^62 is out of reach of any
+// real log (146,000 years at a million writes a second), yet a backup from
+// a cluster with a far longer log than this one's restores fine.
+const MaxSnapshotIndex = 1 << 62
+
+// restoreTimeout bounds how long a restore waits for Raft to install the
+// snapshot and commit after it.
+const restoreTimeout = time.Minute
+
+// checkHeader refuses a header whose fields are out of bounds or disagree
+// with the state it carries (stateIndex is the highest index in it).
+func checkHeader(hdr *SnapshotHeader, stateIndex uint64) error {
+	switch {
+	case hdr.Version != snapshotVersion:
+		return fmt.Errorf("%w: unsupported version %d", catalog.ErrBadSnapshot, hdr.Version)
+	case hdr.Index == 0 || hdr.Index > MaxSnapshotIndex:
+		return fmt.Errorf("%w: header index %d out of range [1, %d]", catalog.ErrBadSnapshot, hdr.Index, uint64(MaxSnapshotIndex))
+	case hdr.Term > MaxSnapshotIndex:
+		return fmt.Errorf("%w: header term %d out of range [0, %d]", catalog.ErrBadSnapshot, hdr.Term, uint64(MaxSnapshotIndex))
+	case stateIndex > hdr.Index:
+		return fmt.Errorf("%w: header index %d is below the index %d of the state it carries", catalog.ErrBadSnapshot, hdr.Index, stateIndex)
+	}
+	return nil
+}
+
 // SaveSnapshot returns a gzip archive of the current state: a JSON header
 // line, then the state store's snapshot records.
 func (s *Server) SaveSnapshot(ctx context.Context) ([]byte, error) {
@@ -52,17 +79,23 @@ func (s *Server) SaveSnapshot(ctx context.Context) ([]byte, error) {
 	if err := s.waitCaughtUp(wctx, s.raft.LastIndex()); err != nil {
 		return nil, fmt.Errorf("snapshot: wait for the store to catch up: %w", err)
 	}
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
+	var state bytes.Buffer
+	if err := s.store.Dump(&state); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	// Read after the dump: Raft counts an entry applied before the FSM
+	// has, so the header's index is at least every index in the state.
 	hdr := SnapshotHeader{Version: snapshotVersion, Index: s.raft.AppliedIndex(), Datacenter: s.config.Datacenter,
 		Node: s.config.NodeName, Time: time.Now().UTC()}
 	if stats := s.raft.Stats(); stats != nil {
 		fmt.Sscan(stats["last_log_term"], &hdr.Term)
 	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
 	if err := json.NewEncoder(zw).Encode(&hdr); err != nil {
 		return nil, fmt.Errorf("snapshot header: %w", err)
 	}
-	if err := s.store.Dump(zw); err != nil {
+	if _, err := state.WriteTo(zw); err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	if err := zw.Close(); err != nil {
@@ -94,13 +127,17 @@ func InspectSnapshot(archive []byte) (*SnapshotHeader, []byte, error) {
 		return nil, nil, fmt.Errorf("%w: missing header", catalog.ErrBadSnapshot)
 	}
 	var hdr SnapshotHeader
-	if err := json.Unmarshal(line, &hdr); err != nil || hdr.Version != snapshotVersion {
+	if err := json.Unmarshal(line, &hdr); err != nil {
 		return nil, nil, fmt.Errorf("%w: bad header", catalog.ErrBadSnapshot)
 	}
 	state := data[len(line):]
 	// Decode the whole state into a scratch store so that a bad archive
 	// is refused before anything is touched.
-	if err := catalog.NewStore(nil).Restore(bytes.NewReader(state)); err != nil {
+	scratch := catalog.NewStore(nil)
+	if err := scratch.Restore(bytes.NewReader(state)); err != nil {
+		return nil, nil, err
+	}
+	if err := checkHeader(&hdr, scratch.LastIndex()); err != nil {
 		return nil, nil, err
 	}
 	return &hdr, state, nil
@@ -128,10 +165,41 @@ func (s *Server) RestoreSnapshot(ctx context.Context, archive []byte) error {
 	if meta.Term == 0 {
 		meta.Term = 1
 	}
-	if err := s.raft.Restore(meta, bytes.NewReader(state), time.Minute); err != nil {
-		return fmt.Errorf("restore snapshot: %w", err)
+	return s.raftRestore(ctx, meta, bytes.NewReader(state))
+}
+
+// raftRestore hands a validated snapshot to Raft. raft.Restore cannot be
+// cancelled and waits without a bound for the entry that follows the
+// restore to commit, so it runs on a goroutine of the server (it ends when
+// Raft does at the latest) while the caller waits for it no longer than its
+// context, the hold timeout to start, and restoreTimeout in all.
+func (s *Server) raftRestore(ctx context.Context, meta *raft.SnapshotMeta, state io.Reader) error {
+	select {
+	case <-s.shutdownCh:
+		return ErrShutdown
+	default:
 	}
-	return nil
+	done := make(chan error, 1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		done <- s.raft.Restore(meta, state, s.config.HoldTimeout)
+	}()
+	t := time.NewTimer(restoreTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("restore snapshot: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("restore snapshot: outcome unknown: %w", ctx.Err())
+	case <-t.C:
+		return fmt.Errorf("restore snapshot: not done after %v, outcome unknown", restoreTimeout)
+	case <-s.shutdownCh:
+		return ErrShutdown
+	}
 }
 
 // SnapshotWire carries a snapshot archive over the RPC.
