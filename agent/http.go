@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-bexpr"
@@ -66,6 +67,8 @@ type httpHandler struct {
 	agent  *Agent
 	exact  map[string]*route
 	prefix []*route
+	// restoreMu lets one PUT /v1/snapshot read its upload at a time.
+	restoreMu sync.Mutex
 }
 
 func newHTTPHandler(a *Agent) *httpHandler {

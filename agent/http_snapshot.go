@@ -21,6 +21,12 @@ func (h *httpHandler) snapshot(w http.ResponseWriter, r *http.Request) (any, err
 		return nil, errPermissionDenied
 	}
 	if r.Method == http.MethodPut {
+		// One restore at a time, refused before its upload is read: two
+		// uploads must not hold memory together.
+		if !h.restoreMu.TryLock() {
+			return nil, &httpError{code: http.StatusTooManyRequests, msg: server.ErrRestoreInProgress.Error()}
+		}
+		defer h.restoreMu.Unlock()
 		if r.ContentLength > server.MaxSnapshotSize {
 			return nil, tooLarge("snapshot larger than %d bytes", server.MaxSnapshotSize)
 		}
@@ -32,8 +38,13 @@ func (h *httpHandler) snapshot(w http.ResponseWriter, r *http.Request) (any, err
 			return nil, tooLarge("snapshot larger than %d bytes", server.MaxSnapshotSize)
 		}
 		if err := h.agent.backend.RestoreSnapshot(r.Context(), data); err != nil {
-			if errors.Is(err, catalog.ErrBadSnapshot) {
+			switch {
+			case errors.Is(err, catalog.ErrBadSnapshot):
 				return nil, badRequest("%v", err)
+			case errors.Is(err, server.ErrSnapshotTooLarge):
+				return nil, tooLarge("%v", err)
+			case errors.Is(err, server.ErrRestoreInProgress):
+				return nil, &httpError{code: http.StatusTooManyRequests, msg: err.Error()}
 			}
 			return nil, err
 		}

@@ -5,15 +5,18 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tribune-mesh/tribune/agent"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // snapClient bounds every request: a restore that hangs fails the test
@@ -123,5 +126,123 @@ func TestSnapshotRestoreRefusesWrappingIndex(t *testing.T) {
 	}
 	if code, body := snapDo(t, a, http.MethodPut, "/v1/kv/after", []byte("x")); code != http.StatusOK {
 		t.Fatalf("write after the restore: %d %s", code, body)
+	}
+}
+
+// gzipBomb returns a small archive that decompresses to more than size
+// bytes: a valid header and snapshot start, then one KV value that never
+// ends. It is one gzip member repeated (gzip readers read concatenated
+// members as one stream), so building it costs little.
+func gzipBomb(t *testing.T, size int) []byte {
+	t.Helper()
+	member := func(data []byte) []byte {
+		var b bytes.Buffer
+		zw, err := gzip.NewWriterLevel(&b, gzip.BestCompression)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := zw.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	out := member([]byte(`{"Version":1,"Index":100,"Term":1}` + "\n" + `"tribune-snapshot-v1"` + "\n" +
+		`{"T":"kvs","K":{"Key":"bomb","Value":"`))
+	const chunk = 8 << 20
+	block := member(bytes.Repeat([]byte("A"), chunk))
+	for n := 0; n < size; n += chunk {
+		out = append(out, block...)
+	}
+	return out
+}
+
+// TestSnapshotRestoreGzipBomb is issue 10 Medium #3: a small upload that
+// decompresses to hundreds of MiB is refused without being held in memory.
+func TestSnapshotRestoreGzipBomb(t *testing.T) {
+	a, c := startAPI(t)
+	bomb := gzipBomb(t, 400<<20)
+	if len(bomb) > 2<<20 {
+		t.Fatalf("bomb is %d bytes, want a small one", len(bomb))
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	code, body := snapDo(t, a, http.MethodPut, "/v1/snapshot", bomb)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if code != http.StatusBadRequest && code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("bomb restore answered %d %s, want 400 or 413", code, body)
+	}
+	// The old code decompressed the whole upload into memory, then decoded
+	// it again (more than 1 GiB allocated for this bomb).
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 256<<20 {
+		t.Fatalf("refusing the bomb allocated %d MiB", alloc>>20)
+	}
+	if after.HeapAlloc > before.HeapAlloc+32<<20 {
+		t.Fatalf("heap after the refusal %d MiB, before %d MiB", after.HeapAlloc>>20, before.HeapAlloc>>20)
+	}
+	if _, err := c.KV().Put(&api.KVPair{Key: "after-bomb", Value: []byte("1")}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSnapshotRestoreOneAtATime: while one upload is being read, a second
+// restore gets 429; once the first is done, restores are accepted again.
+func TestSnapshotRestoreOneAtATime(t *testing.T) {
+	a, _ := startAPI(t)
+	code, archive := snapDo(t, a, http.MethodGet, "/v1/snapshot", nil)
+	if code != http.StatusOK {
+		t.Fatalf("save: %d", code)
+	}
+
+	pr, pw := io.Pipe()
+	req, err := http.NewRequest(http.MethodPut, "http://"+a.HTTPAddr()+"/v1/snapshot", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan int, 1)
+	go func() {
+		resp, err := snapClient.Do(req)
+		if err != nil {
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	if _, err := pw.Write(archive[:len(archive)/2]); err != nil {
+		t.Fatal(err)
+	}
+	// The first upload's handler may not run yet when the write above
+	// returns; until it does, a second restore is not concurrent and
+	// simply succeeds. Once it does, every other restore gets 429.
+	wait.For(t, 10*time.Second, func() error {
+		code, body := snapDo(t, a, http.MethodPut, "/v1/snapshot", archive)
+		switch code {
+		case http.StatusTooManyRequests:
+			return nil
+		case http.StatusOK:
+			return fmt.Errorf("the first upload is not being read yet")
+		}
+		t.Fatalf("concurrent restore answered %d %s, want 429", code, body)
+		return nil
+	})
+	if _, err := pw.Write(archive[len(archive)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	select {
+	case code := <-first:
+		if code != http.StatusOK {
+			t.Fatalf("first restore answered %d", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("first restore did not finish")
+	}
+	if code, body := snapDo(t, a, http.MethodPut, "/v1/snapshot", archive); code != http.StatusOK {
+		t.Fatalf("restore after the first finished: %d %s", code, body)
 	}
 }

@@ -289,6 +289,8 @@ const (
 	kindNode      = "missing_node"
 	kindService   = "missing_service"
 	kindBadSnap   = "bad_snapshot"
+	kindSnapLarge = "snapshot_too_large"
+	kindRestoring = "restore_in_progress"
 )
 
 var kindErrors = map[string]error{
@@ -299,6 +301,8 @@ var kindErrors = map[string]error{
 	kindNode:      catalog.ErrMissingNode,
 	kindService:   catalog.ErrMissingService,
 	kindBadSnap:   catalog.ErrBadSnapshot,
+	kindSnapLarge: ErrSnapshotTooLarge,
+	kindRestoring: ErrRestoreInProgress,
 }
 
 func toWire(err error) *WireError {

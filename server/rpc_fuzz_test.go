@@ -13,8 +13,8 @@ import (
 )
 
 // startTestServer starts a bootstrapped in-memory server on a loopback port
-// and shuts it down when the test ends.
-func startTestServer(t testing.TB) *Server {
+// and shuts it down when the test ends; edit changes its configuration.
+func startTestServer(t testing.TB, edit ...func(*Config)) *Server {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.NodeName = "fuzz-1"
@@ -25,6 +25,9 @@ func startTestServer(t testing.TB) *Server {
 	cfg.AdvertiseAddr = "127.0.0.1:0"
 	cfg.HoldTimeout = time.Second
 	cfg.Logger = hclog.NewNullLogger()
+	for _, e := range edit {
+		e(cfg)
+	}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatalf("start server: %v", err)

@@ -80,6 +80,11 @@ type Config struct {
 	// port may take to send its type byte and first protocol bytes
 	// (limits.rpc_handshake_timeout); 0 means the default, 5s.
 	RPCHandshakeTimeout time.Duration
+	// RestoreMinLimit and RestoreLimitFactor bound what an uploaded
+	// snapshot may decompress to: max(RestoreMinLimit, RestoreLimitFactor
+	// x the current state's size), in bytes.
+	RestoreMinLimit    int64
+	RestoreLimitFactor int64
 	// RPCMaxConnsPerClient bounds the connections one source IP holds to
 	// the server port (limits.rpc_max_conns_per_client); 0 is unlimited.
 	RPCMaxConnsPerClient int
@@ -114,6 +119,8 @@ func DefaultConfig() *Config {
 
 		RPCHandshakeTimeout:  5 * time.Second,
 		RPCMaxConnsPerClient: 100,
+		RestoreMinLimit:      defaultRestoreMinLimit,
+		RestoreLimitFactor:   defaultRestoreLimitFactor,
 
 		CleanupDeadServers:      true,
 		ServerStabilizationTime: 10 * time.Second,
@@ -140,6 +147,8 @@ type Server struct {
 	closers     []func() error
 	// rpcConns counts the server port's connections per source IP.
 	rpcConns *connLimiter
+	// restoreMu lets one snapshot restore run at a time.
+	restoreMu sync.Mutex
 
 	verifyCh chan *verifyReq
 
@@ -180,6 +189,12 @@ func New(cfg *Config) (*Server, error) {
 	}
 	if cfg.RPCHandshakeTimeout <= 0 {
 		cfg.RPCHandshakeTimeout = 5 * time.Second
+	}
+	if cfg.RestoreMinLimit <= 0 {
+		cfg.RestoreMinLimit = defaultRestoreMinLimit
+	}
+	if cfg.RestoreLimitFactor <= 0 {
+		cfg.RestoreLimitFactor = defaultRestoreLimitFactor
 	}
 	s := &Server{
 		config:      cfg,
