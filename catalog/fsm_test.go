@@ -3,6 +3,7 @@ package catalog_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -620,5 +621,25 @@ func TestRestoreTruncatedAtEveryOffset(t *testing.T) {
 	}
 	if !bytes.Equal(dump(t, s), before) {
 		t.Fatal("truncated restores changed the store")
+	}
+}
+
+// BenchmarkValidateCommand is the cost ApplyRaw adds to every write before
+// it is proposed.
+func BenchmarkValidateCommand(b *testing.B) {
+	for _, size := range []int{64, 4 << 10, 512 << 10} {
+		data, err := catalog.Encode(catalog.CmdKV, &catalog.KVRequest{Op: catalog.KVSet,
+			Entry: catalog.KVEntry{Key: "service/web/config", Value: bytes.Repeat([]byte("v"), size)}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("kv-%dB", size), func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for i := 0; i < b.N; i++ {
+				if _, err := catalog.ValidateCommand(data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
