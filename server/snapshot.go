@@ -295,9 +295,10 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 // gets ErrRestoreInProgress.
 func (s *Server) RestoreSnapshot(ctx context.Context, archive []byte) error {
 	if !s.IsLeader() {
-		// Check with the floor before shipping the archive; the leader
-		// checks again with its own limit.
-		if _, _, err := validateArchive(archive, s.config.RestoreMinLimit); err != nil {
+		// Check before shipping the archive (the follower's state, and
+		// so its limit, is the leader's or close); the leader checks
+		// again.
+		if _, _, err := validateArchive(archive, s.restoreLimit()); err != nil {
 			return err
 		}
 		leader := s.Leader()
@@ -391,10 +392,10 @@ func (c *Client) SaveSnapshot(ctx context.Context) ([]byte, error) {
 }
 
 // RestoreSnapshot sends an archive to the servers to restore.
+//
+// The archive is not decoded here: a client agent has no state to size the
+// restore limit by, and the servers validate it as a stream.
 func (c *Client) RestoreSnapshot(ctx context.Context, archive []byte) error {
-	if _, _, err := validateArchive(archive, defaultRestoreMinLimit); err != nil {
-		return err
-	}
 	var resp SnapshotWire
 	return c.invoke(ctx, "SnapshotRestore", &SnapshotWire{Data: archive}, &resp, func() error { return fromWire(resp.Error) })
 }
