@@ -3,7 +3,7 @@ GO ?= go
 PKGS ?= ./...
 BIN ?= bin/tribune
 
-.PHONY: run build test test-race bench bench-dns lint fmt vet staticcheck clean
+.PHONY: run build test test-race bench bench-dns fuzz lint fmt vet staticcheck clean
 
 run:
 	$(GO) run ./cmd/tribune agent -dev
