@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -30,10 +31,14 @@ func (h *httpHandler) snapshot(w http.ResponseWriter, r *http.Request) (any, err
 		if r.ContentLength > server.MaxSnapshotSize {
 			return nil, tooLarge("snapshot larger than %d bytes", server.MaxSnapshotSize)
 		}
-		data, err := io.ReadAll(io.LimitReader(r.Body, server.MaxSnapshotSize+1))
-		if err != nil {
+		// Sized by Content-Length when given, so that reading does not
+		// double the buffer on the way; up to 64 MiB only, as a client may
+		// announce a length it never sends.
+		buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 0), 64<<20)+bytes.MinRead))
+		if _, err := buf.ReadFrom(io.LimitReader(r.Body, server.MaxSnapshotSize+1)); err != nil {
 			return nil, badRequest("read snapshot: %v", err)
 		}
+		data := buf.Bytes()
 		if len(data) > server.MaxSnapshotSize {
 			return nil, tooLarge("snapshot larger than %d bytes", server.MaxSnapshotSize)
 		}
