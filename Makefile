@@ -3,7 +3,7 @@ GO ?= go
 PKGS ?= ./...
 BIN ?= bin/tribune
 
-.PHONY: run build test test-race bench bench-dns lint fmt vet staticcheck clean conformance
+.PHONY: run build test test-race bench bench-dns fuzz lint fmt vet staticcheck clean conformance
 
 run:
 	$(GO) run ./cmd/tribune agent -dev
@@ -27,9 +27,18 @@ BENCH_RUN ?= .
 bench:
 	$(GO) test -run '^$$' -bench '$(BENCH_RUN)' -benchtime 1x -count 1 -timeout 60m ./test/bench/
 
+# Every fuzz target of the repo (found by `func Fuzz` in test files), each
+# for FUZZTIME. A slow target spends most of its time minimizing new
+# inputs; FUZZMINIMIZETIME bounds that per input.
+FUZZTIME ?= 30s
+FUZZMINIMIZETIME ?= 5s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzRestore -fuzztime 30s ./catalog/
-	$(GO) test -run '^$$' -fuzz FuzzLoadJSON -fuzztime 30s ./agent/config/
+	@set -e; for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+		for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | sed 's/^func //'); do \
+			echo "== $$dir $$t"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$dir; \
+		done; \
+	done
 
 fmt:
 	gofmt -w .

@@ -41,6 +41,8 @@ func (a *Agent) serverConfig(logger hclog.Logger) *server.Config {
 	if cfg.RPCHoldTimeout > 0 {
 		scfg.HoldTimeout = cfg.RPCHoldTimeout
 	}
+	scfg.RPCHandshakeTimeout = cfg.Limits.RPCHandshakeTimeout
+	scfg.RPCMaxConnsPerClient = cfg.Limits.RPCMaxConnsPerClient
 	scfg.ReconnectTimeout = cfg.ReconnectTimeout
 	scfg.CleanupDeadServers = cfg.Autopilot.CleanupDeadServers
 	if cfg.Autopilot.ServerStabilizationTime > 0 {

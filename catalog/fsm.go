@@ -6,36 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
 )
-
-// CommandType is the first byte of every Raft log entry Tribune writes.
-type CommandType uint8
-
-// Command types. Values are part of the on-disk format: never reuse one.
-const (
-	CmdRegister   CommandType = 1
-	CmdDeregister CommandType = 2
-	CmdKV         CommandType = 3
-	CmdTxn        CommandType = 4
-	CmdSession    CommandType = 5
-	CmdCoordinate CommandType = 6
-	// CmdPreparedQuery carries a PreparedQueryRequest.
-	CmdPreparedQuery CommandType = 7
-)
-
-// Encode returns the log entry for a command: its type byte and its JSON body.
-func Encode(t CommandType, body any) ([]byte, error) {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return nil, fmt.Errorf("encode command %d: %w", t, err)
-	}
-	out := make([]byte, 0, len(b)+1)
-	out = append(out, byte(t))
-	return append(out, b...), nil
-}
 
 // KVResult is the FSM's response to a CmdKV entry.
 type KVResult struct {
@@ -46,23 +22,51 @@ type KVResult struct {
 // FSM applies committed log entries to a Store. It implements raft.FSM and
 // raft.BatchingFSM. Apply must be called from one goroutine at a time, as
 // hashicorp/raft does.
+//
+// The FSM never panics on log content: an entry it cannot decode (unknown
+// type, malformed body) is logged, counted in Skipped and skipped, which
+// every server does alike, so the replicas stay identical.
 type FSM struct {
-	store *Store
+	store  *Store
+	logger hclog.Logger
+	// skipped counts entries that could not be decoded.
+	skipped atomic.Uint64
 }
 
-// NewFSM returns an FSM over store.
-func NewFSM(store *Store) *FSM { return &FSM{store: store} }
+// NewFSM returns an FSM over store. logger may be nil (discard).
+func NewFSM(store *Store, logger hclog.Logger) *FSM {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &FSM{store: store, logger: logger}
+}
 
 // Store returns the state store the FSM writes to.
 func (f *FSM) Store() *Store { return f.store }
 
+// Skipped returns how many log entries the FSM could not decode and skipped
+// since it was created (a metric; tests read it).
+func (f *FSM) Skipped() uint64 { return f.skipped.Load() }
+
 // Apply implements raft.FSM. It returns the command's result: error for
-// catalog and session writes, KVResult for KV writes, TxnResponse for txns.
+// catalog and session writes, KVResult for KV writes, TxnResponse for txns,
+// and an error wrapping ErrBadCommand for an entry it skipped.
 func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand || len(l.Data) == 0 {
 		return nil
 	}
-	return f.applyCommand(l.Index, CommandType(l.Data[0]), l.Data[1:])
+	cmd, err := DecodeCommand(l.Data)
+	if err != nil {
+		return f.skip(l, err)
+	}
+	return f.applyCommand(l.Index, cmd)
+}
+
+// skip records an entry that cannot be applied.
+func (f *FSM) skip(l *raft.Log, err error) error {
+	f.skipped.Add(1)
+	f.logger.Error("skipping a log entry that cannot be decoded", "index", l.Index, "term", l.Term, "size", len(l.Data), "error", err)
+	return fmt.Errorf("log entry %d skipped: %w", l.Index, err)
 }
 
 // ApplyBatch implements raft.BatchingFSM.
@@ -103,62 +107,33 @@ func decodeKV(l *raft.Log) (*KVRequest, bool) {
 	if l.Type != raft.LogCommand || len(l.Data) == 0 || CommandType(l.Data[0]) != CmdKV {
 		return nil, false
 	}
-	var req KVRequest
-	if err := json.Unmarshal(l.Data[1:], &req); err != nil {
+	cmd, err := DecodeCommand(l.Data)
+	if err != nil {
 		return nil, false
 	}
-	return &req, true
+	return cmd.KV, true
 }
 
-func (f *FSM) applyCommand(idx uint64, t CommandType, body []byte) any {
-	switch t {
+func (f *FSM) applyCommand(idx uint64, cmd *Command) any {
+	switch cmd.Type {
 	case CmdRegister:
-		var req RegisterRequest
-		if err := json.Unmarshal(body, &req); err != nil {
-			return fmt.Errorf("decode register at %d: %w", idx, err)
-		}
-		return f.store.EnsureRegistration(idx, &req)
+		return f.store.EnsureRegistration(idx, cmd.Register)
 	case CmdDeregister:
-		var req DeregisterRequest
-		if err := json.Unmarshal(body, &req); err != nil {
-			return fmt.Errorf("decode deregister at %d: %w", idx, err)
-		}
-		return f.store.Deregister(idx, &req)
+		return f.store.Deregister(idx, cmd.Deregister)
 	case CmdKV:
-		var req KVRequest
-		if err := json.Unmarshal(body, &req); err != nil {
-			return KVResult{Err: fmt.Errorf("decode kv at %d: %w", idx, err)}
-		}
-		ok, err := f.store.kvApplyLog(idx, &req)
+		ok, err := f.store.kvApplyLog(idx, cmd.KV)
 		return KVResult{OK: ok, Err: err}
 	case CmdTxn:
-		var ops []TxnOp
-		if err := json.Unmarshal(body, &ops); err != nil {
-			return TxnResponse{Errors: []TxnError{{What: fmt.Sprintf("decode txn: %v", err)}}}
-		}
-		return f.store.Txn(idx, ops)
+		return f.store.Txn(idx, cmd.Txn)
 	case CmdCoordinate:
-		var updates []*CoordinateEntry
-		if err := json.Unmarshal(body, &updates); err != nil {
-			return fmt.Errorf("decode coordinates at %d: %w", idx, err)
-		}
-		return f.store.CoordinateUpdates(idx, updates)
+		return f.store.CoordinateUpdates(idx, cmd.Coordinates)
 	case CmdPreparedQuery:
-		var req PreparedQueryRequest
-		if err := json.Unmarshal(body, &req); err != nil {
-			return fmt.Errorf("decode prepared query at %d: %w", idx, err)
-		}
-		return f.store.PreparedQueryApply(idx, &req)
+		return f.store.PreparedQueryApply(idx, cmd.PreparedQuery)
 	case CmdSession:
-		var req SessionRequest
-		if err := json.Unmarshal(body, &req); err != nil {
-			return fmt.Errorf("decode session at %d: %w", idx, err)
-		}
-		return f.store.SessionApply(idx, &req)
+		return f.store.SessionApply(idx, cmd.Session)
 	}
-	// An unknown command from a newer version must not be silently skipped
-	// on some servers and applied on others.
-	panic(fmt.Sprintf("catalog: unknown command type %d at index %d", t, idx))
+	// DecodeCommand returns only the types above.
+	panic(fmt.Sprintf("catalog: decoded command of unhandled type %d", cmd.Type))
 }
 
 // snapshotRecord is one line of a snapshot: a table name and a row.

@@ -38,7 +38,7 @@ func TestApplyBatchMatchesSequentialApply(t *testing.T) {
 	add(catalog.CmdKV, &catalog.KVRequest{Op: catalog.KVSet, Entry: catalog.KVEntry{Key: "k9", Value: []byte("z")}})
 
 	seqStore, batchStore := catalog.NewStore(nil), catalog.NewStore(nil)
-	seq, batch := catalog.NewFSM(seqStore), catalog.NewFSM(batchStore)
+	seq, batch := catalog.NewFSM(seqStore, nil), catalog.NewFSM(batchStore, nil)
 	var want []any
 	for _, l := range logs {
 		want = append(want, seq.Apply(l))

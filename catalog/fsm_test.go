@@ -3,6 +3,7 @@ package catalog_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -147,7 +148,7 @@ func populate(t testing.TB, fsm *catalog.FSM) *applier {
 
 func TestFSMApplyAllCommands(t *testing.T) {
 	s := newStore(t)
-	fsm := catalog.NewFSM(s)
+	fsm := catalog.NewFSM(s, nil)
 	if fsm.Store() != s {
 		t.Fatal("FSM.Store() is not the store it was built over")
 	}
@@ -197,35 +198,55 @@ func TestFSMApplyAllCommands(t *testing.T) {
 
 func TestFSMApplyMalformed(t *testing.T) {
 	s := newStore(t)
-	fsm := catalog.NewFSM(s)
+	fsm := catalog.NewFSM(s, nil)
 	populate(t, fsm)
 	before := dump(t, s)
 
-	cases := []struct {
+	ignored := []struct {
 		name string
 		log  *raft.Log
-		ok   func(any) bool
 	}{
-		{"non-command log", &raft.Log{Index: 100, Type: raft.LogConfiguration, Data: []byte{byte(catalog.CmdKV), '{', '}'}},
-			func(r any) bool { return r == nil }},
-		{"noop log", &raft.Log{Index: 100, Type: raft.LogNoop}, func(r any) bool { return r == nil }},
-		{"empty command", &raft.Log{Index: 100, Type: raft.LogCommand}, func(r any) bool { return r == nil }},
-		{"register bad json", &raft.Log{Index: 100, Type: raft.LogCommand, Data: []byte{byte(catalog.CmdRegister), '{'}},
-			func(r any) bool { _, ok := r.(error); return ok }},
-		{"deregister bad json", &raft.Log{Index: 100, Type: raft.LogCommand, Data: []byte{byte(catalog.CmdDeregister), 'x'}},
-			func(r any) bool { _, ok := r.(error); return ok }},
-		{"kv bad json", &raft.Log{Index: 100, Type: raft.LogCommand, Data: []byte{byte(catalog.CmdKV), '['}},
-			func(r any) bool { kr, ok := r.(catalog.KVResult); return ok && kr.Err != nil && !kr.OK }},
-		{"txn bad json", &raft.Log{Index: 100, Type: raft.LogCommand, Data: []byte{byte(catalog.CmdTxn), '{', '}'}},
-			func(r any) bool { tr, ok := r.(catalog.TxnResponse); return ok && len(tr.Errors) == 1 }},
-		{"session bad json", &raft.Log{Index: 100, Type: raft.LogCommand, Data: []byte{byte(catalog.CmdSession)}},
-			func(r any) bool { _, ok := r.(error); return ok }},
+		{"non-command log", &raft.Log{Index: 100, Type: raft.LogConfiguration, Data: []byte{byte(catalog.CmdKV), '{', '}'}}},
+		{"noop log", &raft.Log{Index: 100, Type: raft.LogNoop}},
+		{"empty command", &raft.Log{Index: 100, Type: raft.LogCommand}},
 	}
-	for _, tc := range cases {
+	for _, tc := range ignored {
 		t.Run(tc.name, func(t *testing.T) {
-			r := fsm.Apply(tc.log)
-			if !tc.ok(r) {
-				t.Fatalf("result = %#v", r)
+			if r := fsm.Apply(tc.log); r != nil {
+				t.Fatalf("result = %#v, want nil", r)
+			}
+			if fsm.Skipped() != 0 {
+				t.Fatalf("Skipped = %d, want 0", fsm.Skipped())
+			}
+		})
+	}
+
+	skipped := []struct {
+		name string
+		data []byte
+	}{
+		{"register bad json", []byte{byte(catalog.CmdRegister), '{'}},
+		{"register null check", append([]byte{byte(catalog.CmdRegister)}, `{"Node":"n9","Checks":[null]}`...)},
+		{"deregister bad json", []byte{byte(catalog.CmdDeregister), 'x'}},
+		{"kv bad json", []byte{byte(catalog.CmdKV), '['}},
+		{"kv trailing data", append([]byte{byte(catalog.CmdKV)}, `{"Op":"set","Entry":{"Key":"x"}}{}`...)},
+		{"txn bad json", []byte{byte(catalog.CmdTxn), '{', '}'}},
+		{"txn empty op", append([]byte{byte(catalog.CmdTxn)}, `[{}]`...)},
+		{"session bad json", []byte{byte(catalog.CmdSession)}},
+		{"coordinate bad json", []byte{byte(catalog.CmdCoordinate), '{'}},
+		{"query bad json", []byte{byte(catalog.CmdPreparedQuery), '1'}},
+		{"unknown type", []byte{200, '{', '}'}},
+		{"type zero", []byte{0}},
+	}
+	for i, tc := range skipped {
+		t.Run(tc.name, func(t *testing.T) {
+			r := fsm.Apply(&raft.Log{Index: uint64(100 + i), Type: raft.LogCommand, Data: tc.data})
+			err, ok := r.(error)
+			if !ok || !errors.Is(err, catalog.ErrBadCommand) || !errors.Is(err, catalog.ErrInvalidRequest) {
+				t.Fatalf("result = %#v, want an error wrapping ErrBadCommand", r)
+			}
+			if got := fsm.Skipped(); got != uint64(i+1) {
+				t.Fatalf("Skipped = %d, want %d", got, i+1)
 			}
 			if string(dump(t, s)) != string(before) {
 				t.Fatal("store changed")
@@ -233,14 +254,87 @@ func TestFSMApplyMalformed(t *testing.T) {
 		})
 	}
 
-	t.Run("unknown command panics", func(t *testing.T) {
-		defer func() {
-			if recover() == nil {
-				t.Fatal("unknown command type did not panic")
-			}
-		}()
-		fsm.Apply(&raft.Log{Index: 100, Type: raft.LogCommand, Data: []byte{200, '{', '}'}})
-	})
+	// A batch skips the same entries and applies the good ones around them.
+	kv := func(idx uint64, key string) *raft.Log {
+		data, err := catalog.Encode(catalog.CmdKV, &catalog.KVRequest{Op: catalog.KVSet, Entry: catalog.KVEntry{Key: key}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &raft.Log{Index: idx, Type: raft.LogCommand, Data: data}
+	}
+	res := fsm.ApplyBatch([]*raft.Log{kv(200, "b1"), {Index: 201, Type: raft.LogCommand, Data: []byte{byte(catalog.CmdKV), '['}}, kv(202, "b2"), kv(203, "b3")})
+	if err, ok := res[1].(error); !ok || !errors.Is(err, catalog.ErrBadCommand) {
+		t.Fatalf("batch result of the bad entry = %#v", res[1])
+	}
+	for _, k := range []string{"b1", "b2", "b3"} {
+		mustKV(t, s, k)
+	}
+}
+
+func TestValidateCommand(t *testing.T) {
+	enc := func(ct catalog.CommandType, body any) []byte {
+		t.Helper()
+		data, err := catalog.Encode(ct, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	good := map[string][]byte{
+		"register":   enc(catalog.CmdRegister, &catalog.RegisterRequest{Node: "n1"}),
+		"deregister": enc(catalog.CmdDeregister, &catalog.DeregisterRequest{Node: "n1"}),
+		"kv":         enc(catalog.CmdKV, &catalog.KVRequest{Op: catalog.KVLock, Entry: catalog.KVEntry{Key: "k", Session: "s"}}),
+		"txn":        enc(catalog.CmdTxn, []catalog.TxnOp{kvOp(catalog.KVSet, "a", "b")}),
+		"session":    enc(catalog.CmdSession, &catalog.SessionRequest{Op: catalog.SessionDestroy}),
+		"coordinate": enc(catalog.CmdCoordinate, []*catalog.CoordinateEntry{{Node: "n1"}}),
+		"query":      enc(catalog.CmdPreparedQuery, &catalog.PreparedQueryRequest{Op: catalog.PreparedQueryDelete}),
+	}
+	for name, data := range good {
+		cmd, err := catalog.ValidateCommand(data)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if cmd.Type != catalog.CommandType(data[0]) {
+			t.Fatalf("%s: type %d", name, cmd.Type)
+		}
+	}
+	if key, ok := mustValidate(t, good["kv"]).IsLockAcquire(); !ok || key != "k" {
+		t.Fatalf("IsLockAcquire = %q, %v", key, ok)
+	}
+	if _, ok := mustValidate(t, good["register"]).IsLockAcquire(); ok {
+		t.Fatal("a registration is a lock acquire")
+	}
+
+	manyOps := make([]catalog.TxnOp, catalog.MaxTxnOps+1)
+	for i := range manyOps {
+		manyOps[i] = kvOp(catalog.KVSet, "k", "")
+	}
+	bad := map[string][]byte{
+		"empty":            nil,
+		"unknown type":     {99, '{', '}'},
+		"truncated":        good["register"][:len(good["register"])-1],
+		"kv unknown op":    enc(catalog.CmdKV, &catalog.KVRequest{Op: "get"}),
+		"kv long key":      enc(catalog.CmdKV, &catalog.KVRequest{Op: catalog.KVSet, Entry: catalog.KVEntry{Key: string(make([]byte, catalog.MaxKeySize+1))}}),
+		"txn too many ops": enc(catalog.CmdTxn, manyOps),
+		"txn two parts":    enc(catalog.CmdTxn, []catalog.TxnOp{{KV: &catalog.TxnKVOp{Verb: catalog.KVSet}, Node: &catalog.TxnNodeOp{}}}),
+		"session op":       enc(catalog.CmdSession, &catalog.SessionRequest{Op: "renew"}),
+		"query op":         enc(catalog.CmdPreparedQuery, &catalog.PreparedQueryRequest{Op: "explain"}),
+		"too large":        append(enc(catalog.CmdKV, &catalog.KVRequest{Op: catalog.KVSet}), make([]byte, catalog.MaxCommandSize)...),
+	}
+	for name, data := range bad {
+		if _, err := catalog.ValidateCommand(data); !errors.Is(err, catalog.ErrBadCommand) {
+			t.Fatalf("%s: err = %v, want ErrBadCommand", name, err)
+		}
+	}
+}
+
+func mustValidate(t *testing.T, data []byte) *catalog.Command {
+	t.Helper()
+	cmd, err := catalog.ValidateCommand(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd
 }
 
 func TestFSMApplyBatch(t *testing.T) {
@@ -252,7 +346,7 @@ func TestFSMApplyBatch(t *testing.T) {
 		return &raft.Log{Index: idx, Type: raft.LogCommand, Data: data}
 	}
 	s := newStore(t)
-	fsm := catalog.NewFSM(s)
+	fsm := catalog.NewFSM(s, nil)
 	var _ raft.BatchingFSM = fsm
 	res := fsm.ApplyBatch([]*raft.Log{
 		mk(1, catalog.CmdRegister, &catalog.RegisterRequest{Node: "n1"}),
@@ -295,7 +389,7 @@ func snapshotOf(t *testing.T, fsm *catalog.FSM) *bufSink {
 
 func TestFSMSnapshotRestore(t *testing.T) {
 	src := newStore(t)
-	srcFSM := catalog.NewFSM(src)
+	srcFSM := catalog.NewFSM(src, nil)
 	a := populate(t, srcFSM)
 	want := dump(t, src)
 
@@ -305,7 +399,7 @@ func TestFSMSnapshotRestore(t *testing.T) {
 	}
 
 	dst := newStore(t)
-	dstFSM := catalog.NewFSM(dst)
+	dstFSM := catalog.NewFSM(dst, nil)
 	// The destination has data of its own, which the restore must replace.
 	kvSet(t, dst, 1000, "stale", "x")
 	registerNode(t, dst, 1001, "stale-node")
@@ -375,7 +469,7 @@ func TestFSMSnapshotRestore(t *testing.T) {
 
 func TestSnapshotIsPointInTime(t *testing.T) {
 	s := newStore(t)
-	fsm := catalog.NewFSM(s)
+	fsm := catalog.NewFSM(s, nil)
 	a := populate(t, fsm)
 	want := dump(t, s)
 
@@ -398,7 +492,7 @@ func TestSnapshotIsPointInTime(t *testing.T) {
 
 func TestSnapshotPersistErrorCancels(t *testing.T) {
 	s := newStore(t)
-	fsm := catalog.NewFSM(s)
+	fsm := catalog.NewFSM(s, nil)
 	populate(t, fsm)
 	snap, err := fsm.Snapshot()
 	if err != nil {
@@ -456,7 +550,7 @@ func corruptSnapshots(valid []byte) map[string][]byte {
 
 func TestRestoreCorruptSnapshot(t *testing.T) {
 	src := newStore(t)
-	populate(t, catalog.NewFSM(src))
+	populate(t, catalog.NewFSM(src, nil))
 	valid := dump(t, src)
 
 	for name, data := range corruptSnapshots(valid) {
@@ -465,7 +559,7 @@ func TestRestoreCorruptSnapshot(t *testing.T) {
 			kvSet(t, s, 3, "keep", "me")
 			before := dump(t, s)
 			abandon := s.AbandonCh()
-			fsm := catalog.NewFSM(s)
+			fsm := catalog.NewFSM(s, nil)
 
 			rc := &trackCloser{Reader: bytes.NewReader(data)}
 			err := fsm.Restore(rc)
@@ -498,7 +592,7 @@ func TestRestoreCorruptSnapshot(t *testing.T) {
 
 func TestRestoreTruncatedAtEveryOffset(t *testing.T) {
 	src := newStore(t)
-	populate(t, catalog.NewFSM(src))
+	populate(t, catalog.NewFSM(src, nil))
 	valid := dump(t, src)
 
 	s := healthFixture(t)
@@ -527,5 +621,25 @@ func TestRestoreTruncatedAtEveryOffset(t *testing.T) {
 	}
 	if !bytes.Equal(dump(t, s), before) {
 		t.Fatal("truncated restores changed the store")
+	}
+}
+
+// BenchmarkValidateCommand is the cost ApplyRaw adds to every write before
+// it is proposed.
+func BenchmarkValidateCommand(b *testing.B) {
+	for _, size := range []int{64, 4 << 10, 512 << 10} {
+		data, err := catalog.Encode(catalog.CmdKV, &catalog.KVRequest{Op: catalog.KVSet,
+			Entry: catalog.KVEntry{Key: "service/web/config", Value: bytes.Repeat([]byte("v"), size)}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("kv-%dB", size), func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for i := 0; i < b.N; i++ {
+				if _, err := catalog.ValidateCommand(data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

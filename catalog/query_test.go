@@ -297,7 +297,7 @@ func TestSelectInstances(t *testing.T) {
 
 func TestPreparedQueryFSMSnapshot(t *testing.T) {
 	src := newStore(t)
-	fsm := catalog.NewFSM(src)
+	fsm := catalog.NewFSM(src, nil)
 	a := populate(t, fsm)
 	a.applyOK(catalog.CmdPreparedQuery, &catalog.PreparedQueryRequest{Op: catalog.PreparedQueryCreate, Query: catalog.PreparedQuery{
 		ID: "q-static", Name: "web-q", Token: "tok",
@@ -322,7 +322,7 @@ func TestPreparedQueryFSMSnapshot(t *testing.T) {
 	}
 
 	dst := newStore(t)
-	if err := catalog.NewFSM(dst).Restore(&trackCloser{Reader: bytes.NewReader(snapshotOf(t, fsm).Bytes())}); err != nil {
+	if err := catalog.NewFSM(dst, nil).Restore(&trackCloser{Reader: bytes.NewReader(snapshotOf(t, fsm).Bytes())}); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
 	if got := dump(t, dst); !bytes.Equal(got, want) {

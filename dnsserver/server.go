@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/miekg/dns"
+
+	"github.com/tribune-mesh/tribune/listen"
 )
 
 // udpReadSize is the buffer for one incoming UDP query: room for EDNS0
@@ -50,7 +52,10 @@ func Listen(handler dns.Handler, addrs []string, logger hclog.Logger) (*Server, 
 			_ = s.Shutdown(context.Background())
 			return nil, err
 		}
-		srvs := []*dns.Server{{Listener: ln, Handler: handler, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}}
+		// miekg/dns ends its TCP accept loop on any error that is not
+		// temporary, and spins without a pause on a temporary one: Retry
+		// retries both with backoff.
+		srvs := []*dns.Server{{Listener: listen.Retry(ln, nil, logger), Handler: handler, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}}
 		for _, pc := range pcs {
 			srvs = append(srvs, &dns.Server{PacketConn: &udpConn{pc}, Handler: handler, UDPSize: udpReadSize,
 				DecorateReader: func(r dns.Reader) dns.Reader { return newUDPReader(r, answerer, logger) }})

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -113,7 +114,13 @@ func (r *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net
 }
 
 // serveMux accepts connections on the server port and routes them by their
-// first byte until the listener closes.
+// first byte until the listener closes. ln retries failed Accepts itself
+// (listen.Retry), so an error here means the port was closed.
+//
+// A source IP holds at most RPCMaxConnsPerClient connections; one more is
+// closed at once. A connection must send its type byte and at least one
+// byte of its protocol within RPCHandshakeTimeout, or it is closed: a peer
+// that connects and stays silent cannot hold a descriptor.
 func (s *Server) serveMux(ln net.Listener, raftL, rpcL *chanListener) {
 	defer s.wg.Done()
 	for {
@@ -122,30 +129,146 @@ func (s *Server) serveMux(ln net.Listener, raftL, rpcL *chanListener) {
 			select {
 			case <-s.shutdownCh:
 			default:
-				s.logger.Error("server port accept failed", "error", err)
+				if !errors.Is(err, net.ErrClosed) {
+					s.logger.Error("server port accept failed", "error", err)
+				}
 			}
 			return
 		}
+		ip := remoteIP(c)
+		if !s.rpcConns.acquire(ip) {
+			s.rpcConns.logRefusal(s.logger, ip)
+			c.Close()
+			continue
+		}
+		c = &limitedConn{Conn: c, release: func() { s.rpcConns.release(ip) }}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			var b [1]byte
-			if _, err := c.Read(b[:]); err != nil {
-				c.Close()
-				return
-			}
-			_ = c.SetReadDeadline(time.Time{})
-			switch b[0] {
-			case connRaft:
-				raftL.push(c)
-			case connRPC:
-				rpcL.push(c)
-			default:
-				s.logger.Warn("unknown connection type on server port", "byte", b[0], "remote", c.RemoteAddr())
-				c.Close()
-			}
+			s.routeConn(c, raftL, rpcL)
 		}()
+	}
+}
+
+// routeConn reads a connection's type byte and the first bytes of its
+// protocol within the handshake timeout and hands it to Raft or the RPC.
+func (s *Server) routeConn(c net.Conn, raftL, rpcL *chanListener) {
+	_ = c.SetReadDeadline(time.Now().Add(s.config.RPCHandshakeTimeout))
+	var buf [64]byte
+	n := 0
+	for n < 2 {
+		m, err := c.Read(buf[n:])
+		n += m
+		if err != nil && n < 2 {
+			c.Close()
+			return
+		}
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	pc := &prefixConn{Conn: c, prefix: append([]byte(nil), buf[1:n]...)}
+	switch buf[0] {
+	case connRaft:
+		raftL.push(pc)
+	case connRPC:
+		rpcL.push(pc)
+	default:
+		s.logger.Warn("unknown connection type on server port", "byte", buf[0], "remote", c.RemoteAddr())
+		c.Close()
+	}
+}
+
+// prefixConn is a connection whose first bytes were already read.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// limitedConn gives its slot back to the per-client limit when closed.
+type limitedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitedConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}
+
+func remoteIP(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err != nil {
+		return c.RemoteAddr().String()
+	}
+	return host
+}
+
+// connLimiter counts the open connections of each source IP
+// (limits.rpc_max_conns_per_client). An IP with no connection has no entry,
+// so the map is bounded by the open connections.
+type connLimiter struct {
+	max int // 0: unlimited
+
+	mu       sync.Mutex
+	perIP    map[string]int
+	lastWarn time.Time
+}
+
+func newConnLimiter(max int) *connLimiter {
+	return &connLimiter{max: max, perIP: map[string]int{}}
+}
+
+func (l *connLimiter) acquire(ip string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.max > 0 && l.perIP[ip] >= l.max {
+		return false
+	}
+	l.perIP[ip]++
+	return true
+}
+
+func (l *connLimiter) release(ip string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.perIP[ip] <= 1 {
+		delete(l.perIP, ip)
+		return
+	}
+	l.perIP[ip]--
+}
+
+// open returns the connections ip holds.
+func (l *connLimiter) open(ip string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.perIP[ip]
+}
+
+// logRefusal logs a refused connection, at most once every 10 seconds so
+// that a flood does not become a log flood.
+func (l *connLimiter) logRefusal(logger hclog.Logger, ip string) {
+	l.mu.Lock()
+	now := time.Now()
+	quiet := now.Sub(l.lastWarn) < 10*time.Second
+	if !quiet {
+		l.lastWarn = now
+	}
+	l.mu.Unlock()
+	if !quiet {
+		logger.Warn("refusing server port connection: rpc_max_conns_per_client reached", "remote", ip, "limit", l.max)
 	}
 }
 
@@ -166,6 +289,8 @@ const (
 	kindNode      = "missing_node"
 	kindService   = "missing_service"
 	kindBadSnap   = "bad_snapshot"
+	kindSnapLarge = "snapshot_too_large"
+	kindRestoring = "restore_in_progress"
 )
 
 var kindErrors = map[string]error{
@@ -176,6 +301,8 @@ var kindErrors = map[string]error{
 	kindNode:      catalog.ErrMissingNode,
 	kindService:   catalog.ErrMissingService,
 	kindBadSnap:   catalog.ErrBadSnapshot,
+	kindSnapLarge: ErrSnapshotTooLarge,
+	kindRestoring: ErrRestoreInProgress,
 }
 
 func toWire(err error) *WireError {
@@ -425,7 +552,10 @@ func (p *connPool) call(ctx context.Context, addr, method string, req, resp any)
 
 // newRPCServer returns the gRPC server for the server port.
 func (s *Server) newRPCServer() *grpc.Server {
-	g := grpc.NewServer(grpc.ForceServerCodec(jsonCodec{}), grpc.MaxRecvMsgSize(maxRPCMessage), grpc.MaxSendMsgSize(maxRPCMessage))
+	// ConnectionTimeout bounds the HTTP/2 handshake that follows the
+	// connection's first bytes.
+	g := grpc.NewServer(grpc.ForceServerCodec(jsonCodec{}), grpc.MaxRecvMsgSize(maxRPCMessage), grpc.MaxSendMsgSize(maxRPCMessage),
+		grpc.ConnectionTimeout(s.config.RPCHandshakeTimeout))
 	g.RegisterService(&rpcServiceDesc, s)
 	return g
 }

@@ -8,9 +8,7 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -30,6 +28,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/gossip"
+	"github.com/tribune-mesh/tribune/listen"
 )
 
 // Errors callers branch on.
@@ -77,6 +76,18 @@ type Config struct {
 	// HoldTimeout bounds how long a request waits for a leader
 	// (rpc_hold_timeout).
 	HoldTimeout time.Duration
+	// RPCHandshakeTimeout bounds how long a new connection to the server
+	// port may take to send its type byte and first protocol bytes
+	// (limits.rpc_handshake_timeout); 0 means the default, 5s.
+	RPCHandshakeTimeout time.Duration
+	// RestoreMinLimit and RestoreLimitFactor bound what an uploaded
+	// snapshot may decompress to: max(RestoreMinLimit, RestoreLimitFactor
+	// x the current state's size), in bytes.
+	RestoreMinLimit    int64
+	RestoreLimitFactor int64
+	// RPCMaxConnsPerClient bounds the connections one source IP holds to
+	// the server port (limits.rpc_max_conns_per_client); 0 is unlimited.
+	RPCMaxConnsPerClient int
 	// Gossip is the LAN pool; nil runs without membership (a lone
 	// server registers only itself).
 	Gossip *gossip.Pool
@@ -106,6 +117,11 @@ func DefaultConfig() *Config {
 		TrailingLogs:      10240,
 		HoldTimeout:       7 * time.Second,
 
+		RPCHandshakeTimeout:  5 * time.Second,
+		RPCMaxConnsPerClient: 100,
+		RestoreMinLimit:      defaultRestoreMinLimit,
+		RestoreLimitFactor:   defaultRestoreLimitFactor,
+
 		CleanupDeadServers:      true,
 		ServerStabilizationTime: 10 * time.Second,
 	}
@@ -129,6 +145,10 @@ type Server struct {
 	grpc        *grpc.Server
 	pool        *connPool
 	closers     []func() error
+	// rpcConns counts the server port's connections per source IP.
+	rpcConns *connLimiter
+	// restoreMu lets one snapshot restore run at a time.
+	restoreMu sync.Mutex
 
 	verifyCh chan *verifyReq
 
@@ -167,6 +187,15 @@ func New(cfg *Config) (*Server, error) {
 	if cfg.HoldTimeout <= 0 {
 		cfg.HoldTimeout = 7 * time.Second
 	}
+	if cfg.RPCHandshakeTimeout <= 0 {
+		cfg.RPCHandshakeTimeout = 5 * time.Second
+	}
+	if cfg.RestoreMinLimit <= 0 {
+		cfg.RestoreMinLimit = defaultRestoreMinLimit
+	}
+	if cfg.RestoreLimitFactor <= 0 {
+		cfg.RestoreLimitFactor = defaultRestoreLimitFactor
+	}
 	s := &Server{
 		config:      cfg,
 		logger:      cfg.Logger.Named("server"),
@@ -177,8 +206,9 @@ func New(cfg *Config) (*Server, error) {
 		failed:      map[string]time.Time{},
 		started:     time.Now(),
 		shutdownCh:  make(chan struct{}),
+		rpcConns:    newConnLimiter(cfg.RPCMaxConnsPerClient),
 	}
-	s.fsm = newNotifyFSM(catalog.NewFSM(s.store))
+	s.fsm = newNotifyFSM(catalog.NewFSM(s.store, s.logger.Named("fsm")))
 	s.fsm.onApplied = func(idx uint64) {
 		if r := s.raftReady.Load(); r != nil && idx >= r.LastIndex() {
 			s.caughtUpAt.Store(time.Now().UnixNano())
@@ -263,10 +293,13 @@ func (s *Server) setupRaft() error {
 	if err != nil {
 		return fmt.Errorf("resolve advertise address %q: %w", cfg.AdvertiseAddr, err)
 	}
-	ln, err := net.Listen("tcp", cfg.RPCAddr)
+	tcpLn, err := net.Listen("tcp", cfg.RPCAddr)
 	if err != nil {
 		return fmt.Errorf("server port %s: %w", cfg.RPCAddr, err)
 	}
+	// A failed Accept (EMFILE) is retried with backoff: it must not end
+	// the port (Raft and the RPC) for good.
+	ln := listen.Retry(tcpLn, nil, s.logger.Named("rpc"))
 	if advertise.Port == 0 {
 		advertise.Port = ln.Addr().(*net.TCPAddr).Port
 		cfg.AdvertiseAddr = advertise.String()
@@ -373,12 +406,18 @@ func (s *Server) Apply(ctx context.Context, t catalog.CommandType, body any) (an
 }
 
 // ApplyRaw commits an already encoded command. While there is no leader it
-// waits up to the hold timeout for one.
+// waits up to the hold timeout for one. The command is decoded and validated
+// first (catalog.ValidateCommand): a malformed one is refused with an error
+// wrapping catalog.ErrBadCommand and never reaches Raft.
 func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
+	cmd, err := catalog.ValidateCommand(buf)
+	if err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
 	deadline := time.Now().Add(s.config.HoldTimeout)
 	for {
 		if s.IsLeader() {
-			if s.lockDelayed(buf) {
+			if s.lockDelayed(cmd) {
 				return catalog.KVResult{OK: false}, nil
 			}
 			timeout := time.Until(deadline)
@@ -540,19 +579,17 @@ func (s *Server) Shutdown() error {
 	return err
 }
 
-// lockDelayed reports whether buf is a lock acquire on a key in its lock
+// lockDelayed reports whether cmd is a lock acquire on a key in its lock
 // delay. Only the leader decides this, before proposing, so that the FSM
 // stays independent of the servers' clocks.
-func (s *Server) lockDelayed(buf []byte) bool {
-	if len(buf) == 0 || catalog.CommandType(buf[0]) != catalog.CmdKV || !bytes.Contains(buf, []byte(`"Op":"lock"`)) {
-		return false
-	}
-	var req catalog.KVRequest
-	if err := json.Unmarshal(buf[1:], &req); err != nil {
-		return false
-	}
-	return req.Op == catalog.KVLock && s.store.LockDelayed(req.Entry.Key)
+func (s *Server) lockDelayed(cmd *catalog.Command) bool {
+	key, ok := cmd.IsLockAcquire()
+	return ok && s.store.LockDelayed(key)
 }
+
+// SkippedEntries returns how many Raft log entries this server's FSM could
+// not decode and skipped (a metric; see catalog.FSM.Skipped).
+func (s *Server) SkippedEntries() uint64 { return s.fsm.inner.Skipped() }
 
 func splitHostPort(addr string) (string, string, error) { return net.SplitHostPort(addr) }
 

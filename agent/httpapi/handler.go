@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-bexpr"
@@ -78,6 +79,8 @@ type Handler struct {
 	agent  *parts
 	exact  map[string]*route
 	prefix []*route
+	// restoreMu lets one PUT /v1/snapshot read its upload at a time.
+	restoreMu sync.Mutex
 }
 
 // New returns the API over the agent's parts.

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -21,19 +22,34 @@ func (h *Handler) snapshot(w http.ResponseWriter, r *http.Request) (any, error) 
 		return nil, errPermissionDenied
 	}
 	if r.Method == http.MethodPut {
+		// One restore at a time, refused before its upload is read: two
+		// uploads must not hold memory together.
+		if !h.restoreMu.TryLock() {
+			return nil, &httpError{code: http.StatusTooManyRequests, msg: server.ErrRestoreInProgress.Error()}
+		}
+		defer h.restoreMu.Unlock()
 		if r.ContentLength > server.MaxSnapshotSize {
 			return nil, tooLarge("snapshot larger than %d bytes", server.MaxSnapshotSize)
 		}
-		data, err := io.ReadAll(io.LimitReader(r.Body, server.MaxSnapshotSize+1))
-		if err != nil {
+		// Sized by Content-Length when given, so that reading does not
+		// double the buffer on the way; up to 64 MiB only, as a client may
+		// announce a length it never sends.
+		buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 0), 64<<20)+bytes.MinRead))
+		if _, err := buf.ReadFrom(io.LimitReader(r.Body, server.MaxSnapshotSize+1)); err != nil {
 			return nil, badRequest("read snapshot: %v", err)
 		}
+		data := buf.Bytes()
 		if len(data) > server.MaxSnapshotSize {
 			return nil, tooLarge("snapshot larger than %d bytes", server.MaxSnapshotSize)
 		}
 		if err := h.agent.backend.RestoreSnapshot(r.Context(), data); err != nil {
-			if errors.Is(err, catalog.ErrBadSnapshot) {
+			switch {
+			case errors.Is(err, catalog.ErrBadSnapshot):
 				return nil, badRequest("%v", err)
+			case errors.Is(err, server.ErrSnapshotTooLarge):
+				return nil, tooLarge("%v", err)
+			case errors.Is(err, server.ErrRestoreInProgress):
+				return nil, &httpError{code: http.StatusTooManyRequests, msg: err.Error()}
 			}
 			return nil, err
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
 
+	hclog "github.com/hashicorp/go-hclog"
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/server"
@@ -42,7 +43,7 @@ type Backend struct {
 // New returns an empty catalog whose lock delays read the time from clk.
 func New(clk clock.Clock) *Backend {
 	store := catalog.NewStore(clk)
-	return &Backend{store: store, fsm: catalog.NewFSM(store)}
+	return &Backend{store: store, fsm: catalog.NewFSM(store, hclog.NewNullLogger())}
 }
 
 // Store returns the state store, for tests that inspect it directly.
