@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
-	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -16,7 +15,6 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tribune-mesh/tribune/agent"
-	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // snapClient bounds every request: a restore that hangs fails the test
@@ -198,46 +196,46 @@ func TestSnapshotRestoreOneAtATime(t *testing.T) {
 		t.Fatalf("save: %d", code)
 	}
 
+	// The first upload is junk sent in pieces larger than the client's
+	// write buffer (so that they reach the server) and held open.
 	pr, pw := io.Pipe()
 	req, err := http.NewRequest(http.MethodPut, "http://"+a.HTTPAddr()+"/v1/snapshot", pr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	first := make(chan int, 1)
+	// A client of its own, so that the upload holds a connection of its
+	// own whatever the other requests do.
+	own := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{}}
+	t.Cleanup(own.CloseIdleConnections)
 	go func() {
-		resp, err := snapClient.Do(req)
+		resp, err := own.Do(req)
 		if err != nil {
+			t.Logf("first upload: %v", err)
 			first <- 0
 			return
 		}
 		resp.Body.Close()
 		first <- resp.StatusCode
 	}()
-	if _, err := pw.Write(archive[:len(archive)/2]); err != nil {
-		t.Fatal(err)
-	}
-	// The first upload's handler may not run yet when the write above
-	// returns; until it does, a second restore is not concurrent and
-	// simply succeeds. Once it does, every other restore gets 429.
-	wait.For(t, 10*time.Second, func() error {
-		code, body := snapDo(t, a, http.MethodPut, "/v1/snapshot", archive)
-		switch code {
-		case http.StatusTooManyRequests:
-			return nil
-		case http.StatusOK:
-			return fmt.Errorf("the first upload is not being read yet")
+	// More than the socket buffers hold between client and server: once
+	// written, the first upload's handler is reading it, which it does
+	// only holding the restore slot. Every other restore now gets 429.
+	junk := bytes.Repeat([]byte("j"), 64<<10)
+	for n := 0; n < 16<<20; n += len(junk) {
+		if _, err := pw.Write(junk); err != nil {
+			t.Fatalf("first upload: %v", err)
 		}
+	}
+	code, body := snapDo(t, a, http.MethodPut, "/v1/snapshot", archive)
+	if code != http.StatusTooManyRequests {
 		t.Fatalf("concurrent restore answered %d %s, want 429", code, body)
-		return nil
-	})
-	if _, err := pw.Write(archive[len(archive)/2:]); err != nil {
-		t.Fatal(err)
 	}
 	pw.Close()
 	select {
 	case code := <-first:
-		if code != http.StatusOK {
-			t.Fatalf("first restore answered %d", code)
+		if code != http.StatusBadRequest {
+			t.Fatalf("junk restore answered %d, want 400", code)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("first restore did not finish")
