@@ -1,0 +1,314 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/miekg/dns"
+	"github.com/tribune-mesh/tribune/test/procs"
+	"github.com/tribune-mesh/tribune/test/wait"
+)
+
+// ipBlock picks 127.a.b.0/24 blocks whose default ports are free, so that
+// pods can listen on Consul's default ports without meeting another test.
+func ipBlock(t *testing.T, n int) []string {
+	t.Helper()
+	var blocks []string
+	for tries := 0; len(blocks) < n && tries < 50; tries++ {
+		b := fmt.Sprintf("127.%d.%d", 100+rand.IntN(150), rand.IntN(250)+1)
+		l, err := net.Listen("tcp", b+".1:8500")
+		if err != nil {
+			continue
+		}
+		l.Close()
+		blocks = append(blocks, b)
+	}
+	if len(blocks) < n {
+		t.Fatal("no free loopback block")
+	}
+	return blocks
+}
+
+// client returns an API client for addr whose requests give up after 3 s.
+func client(t *testing.T, addr string) *api.Client {
+	t.Helper()
+	c, err := api.NewClient(&api.Config{Address: addr, HttpClient: &http.Client{Timeout: 3 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func queryOpts(ctx context.Context) *api.QueryOptions {
+	return (&api.QueryOptions{}).WithContext(ctx)
+}
+
+// aliveMembers returns the names of the alive members an agent sees, and
+// how many of them are servers.
+func aliveMembers(c *api.Client) ([]string, int, error) {
+	ms, err := c.Agent().Members(false)
+	if err != nil {
+		return nil, 0, err
+	}
+	var names []string
+	servers := 0
+	for _, m := range ms {
+		if m.Status == 1 {
+			names = append(names, m.Name)
+			if m.Tags["role"] == "consul" {
+				servers++
+			}
+		}
+	}
+	sort.Strings(names)
+	return names, servers, nil
+}
+
+func lookupA(addr, name string) ([]string, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	c := &dns.Client{Timeout: 2 * time.Second}
+	r, _, err := c.Exchange(m, addr)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			out = append(out, a.A.String())
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no A record (rcode %s)", name, dns.RcodeToString[r.Rcode])
+	}
+	return out, nil
+}
+
+// TestRunManifests runs the dc1 overlay: a process per server pod of the
+// StatefulSet and per DaemonSet pod on three nodes, each started with its
+// container's command, args and env. They must form one cluster whose
+// servers pass their readiness probe, in which a service registered
+// through one node's agent resolves in DNS through another's, and from
+// which the preStop hook takes an agent out as "left".
+func TestRunManifests(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts six tribune processes")
+	}
+	m := decodeFiles(t, renderedPath(t, "dc1"))
+	ss, ds := m.statefulSets[serverName], m.daemonSets[clientName]
+	if ss == nil || ds == nil {
+		t.Fatal("dc1 lacks the server StatefulSet or the client DaemonSet")
+	}
+	block := ipBlock(t, 1)[0]
+	replicas := int(*ss.Spec.Replicas)
+	c := &cluster{m: m, secrets: testSecrets(t, ""), bin: procs.Binary(t), dir: t.TempDir(), dns: map[string][]string{}}
+
+	// Node i has the address block.1i; its server pod block.2i.
+	nodeIP := func(i int) string { return fmt.Sprintf("%s.%d", block, 10+i) }
+	serverIP := func(i int) string { return fmt.Sprintf("%s.%d", block, 20+i) }
+	headless := fmt.Sprintf("%s.%s.svc", ss.Spec.ServiceName, ss.Namespace)
+	for i := 0; i < replicas; i++ {
+		c.dns[headless] = append(c.dns[headless], serverIP(i))
+	}
+
+	var servers, clients []*pod
+	for i := 0; i < replicas; i++ {
+		p := c.newPod(t, fmt.Sprintf("%s-%d", ss.Name, i), ss.Namespace, fmt.Sprintf("node-%d", i+1), serverIP(i), nodeIP(i), ss.Spec.Template.Spec, []string{"data"})
+		servers = append(servers, p)
+	}
+	for i := 0; i < 3; i++ {
+		// A DaemonSet pod has no hostPort forwarding here: it listens on
+		// its node's address, which it also advertises.
+		p := c.newPod(t, fmt.Sprintf("%s-%c%c%c%c%c", ds.Name, 'a'+i, 'b', 'c', 'd', 'e'), ds.Namespace, fmt.Sprintf("node-%d", i+1), nodeIP(i), nodeIP(i), ds.Spec.Template.Spec, nil)
+		clients = append(clients, p)
+	}
+	start := time.Now()
+	ctx := context.Background()
+
+	// Without a quorum there is no leader: two of three servers answer
+	// /v1/status/leader, but not ready. (An httpGet probe would pass here:
+	// the endpoint answers 200 with "" while there is no leader.)
+	servers[0].start(t)
+	servers[1].start(t)
+	wait.For(t, 20*time.Second, func() error {
+		for _, p := range servers[:2] {
+			leader, err := client(t, p.podIP+":8500").Status().Leader()
+			if err != nil {
+				return err
+			}
+			if leader != "" {
+				return fmt.Errorf("%s reports leader %q with 2 of %d servers", p.name, leader, replicas)
+			}
+			if err := p.ready(ctx); err == nil {
+				return fmt.Errorf("%s is ready without a leader", p.name)
+			}
+		}
+		return nil
+	})
+	for _, p := range append(append([]*pod{}, servers[2:]...), clients...) {
+		p.start(t)
+	}
+
+	// Every server is ready (its probe sees a leader) and the servers are
+	// the Raft peers.
+	wait.For(t, 45*time.Second, func() error {
+		for _, p := range servers {
+			if p.exited() {
+				return fmt.Errorf("pod %s exited", p.name)
+			}
+			if err := p.ready(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	t.Logf("servers ready after %v", time.Since(start).Round(time.Millisecond))
+	peers, err := client(t, servers[0].podIP+":8500").Status().PeersWithQueryOptions(queryOpts(ctx))
+	if err != nil || len(peers) != replicas {
+		t.Fatalf("raft peers %v (%v), want %d", peers, err, replicas)
+	}
+
+	// One gossip pool: every agent sees 3 servers and 3 clients alive.
+	var want []string
+	for _, p := range servers {
+		want = append(want, p.name)
+	}
+	for _, p := range clients {
+		want = append(want, p.node)
+	}
+	sort.Strings(want)
+	wait.For(t, 30*time.Second, func() error {
+		for _, p := range append(append([]*pod{}, servers...), clients...) {
+			names, nservers, err := aliveMembers(client(t, p.podIP+":8500"))
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+			if strings.Join(names, ",") != strings.Join(want, ",") || nservers != replicas {
+				return fmt.Errorf("%s sees alive %v (%d servers), want %v", p.name, names, nservers, want)
+			}
+		}
+		return nil
+	})
+	for _, p := range clients {
+		if err := p.ready(ctx); err != nil {
+			t.Errorf("client readiness: %v", err)
+		}
+	}
+
+	// A service registered through node-1's agent resolves through
+	// node-2's agent's DNS, at node-1's advertised (host) address.
+	reg := &api.AgentServiceRegistration{Name: "web", Port: 8080}
+	if err := client(t, clients[0].podIP+":8500").Agent().ServiceRegister(reg); err != nil {
+		t.Fatalf("register web through %s: %v", clients[0].name, err)
+	}
+	wait.For(t, 20*time.Second, func() error {
+		got, err := lookupA(clients[1].podIP+":8600", "web.service.consul.")
+		if err != nil {
+			return err
+		}
+		if len(got) != 1 || got[0] != clients[0].hostIP {
+			return fmt.Errorf("web.service.consul. = %v, want [%s]", got, clients[0].hostIP)
+		}
+		return nil
+	})
+
+	// The DaemonSet's preStop hook: the agent leaves and exits, and the
+	// others see it as left, not failed.
+	leaving := clients[2]
+	if err := leaving.exec(ctx, ds.Spec.Template.Spec.Containers[0].Lifecycle.PreStop.Exec.Command); err != nil {
+		t.Fatalf("preStop: %v", err)
+	}
+	wait.For(t, 15*time.Second, func() error {
+		if !leaving.exited() {
+			return fmt.Errorf("%s still running after its preStop leave", leaving.name)
+		}
+		ms, err := client(t, servers[0].podIP+":8500").Agent().Members(false)
+		if err != nil {
+			return err
+		}
+		for _, mb := range ms {
+			if mb.Name == leaving.node {
+				if mb.Status != 3 {
+					return fmt.Errorf("%s has status %d, want 3 (left)", mb.Name, mb.Status)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("%s is not a member any more", leaving.node)
+	})
+	t.Logf("whole scenario took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestRunStaticPods runs the static-pod servers on three control-plane
+// "hosts" (host network: the pod's address is the host's) with the host
+// files an operator writes, and a client DaemonSet pod of dc1 on a worker,
+// whose headless Service resolves to the control-plane hosts through the
+// static pods' mirror pods. They must form one cluster.
+func TestRunStaticPods(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts four tribune processes")
+	}
+	sm := decodeFiles(t, staticPodPath(t))
+	spod := sm.pods[serverName]
+	m := decodeFiles(t, renderedPath(t, "dc1"))
+	ds := m.daemonSets[clientName]
+	if spod == nil || ds == nil {
+		t.Fatal("missing the static pod or the client DaemonSet")
+	}
+	block := ipBlock(t, 1)[0]
+	secrets := testSecrets(t, "")
+	c := &cluster{m: m, secrets: secrets, bin: procs.Binary(t), dir: t.TempDir(), dns: map[string][]string{},
+		hostPaths: map[string]map[string]string{"/etc/tribune": {}, "/var/lib/tribune": {}}}
+	headless := fmt.Sprintf("%s.%s.svc", serverName, ds.Namespace)
+	var servers []*pod
+	for i := 1; i <= 3; i++ {
+		host, ip := fmt.Sprintf("cp-%d", i), fmt.Sprintf("%s.%d", block, 30+i)
+		c.dns[host+".example.internal"] = []string{ip}
+		c.dns[headless] = append(c.dns[headless], ip)
+		etc := t.TempDir()
+		staticHostFiles(t, etc, secrets[gossipKey]["key"])
+		c.hostPaths["/etc/tribune"][host] = etc
+		c.hostPaths["/var/lib/tribune"][host] = t.TempDir()
+		// The kubelet names a mirror pod <name>-<node>.
+		servers = append(servers, c.newPod(t, spod.Name+"-"+host, spod.Namespace, host, ip, ip, spod.Spec, nil))
+	}
+	workerIP := block + ".41"
+	worker := c.newPod(t, ds.Name+"-wxyz1", ds.Namespace, "worker-1", workerIP, workerIP, ds.Spec.Template.Spec, nil)
+	ctx := context.Background()
+	for _, p := range append(servers, worker) {
+		p.start(t)
+	}
+	wait.For(t, 45*time.Second, func() error {
+		for _, p := range append(servers, worker) {
+			if p.exited() {
+				return fmt.Errorf("pod %s exited", p.name)
+			}
+			if err := p.ready(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	peers, err := client(t, servers[0].podIP+":8500").Status().Peers()
+	if err != nil || len(peers) != 3 {
+		t.Fatalf("raft peers %v (%v), want 3", peers, err)
+	}
+	wait.For(t, 30*time.Second, func() error {
+		names, nservers, err := aliveMembers(client(t, worker.podIP+":8500"))
+		if err != nil {
+			return err
+		}
+		if want := "cp-1,cp-2,cp-3,worker-1"; strings.Join(names, ",") != want || nservers != 3 {
+			return fmt.Errorf("worker sees alive %v (%d servers), want %s", names, nservers, want)
+		}
+		return nil
+	})
+}
