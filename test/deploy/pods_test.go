@@ -360,3 +360,21 @@ func (p *pod) ready(ctx context.Context) error {
 	}
 	return p.exec(ctx, pr.Exec.Command)
 }
+
+// terminate stops the pod as the kubelet does: SIGTERM, then SIGKILL after
+// the grace period. It returns once the process has exited.
+func (p *pod) terminate(grace time.Duration) {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}

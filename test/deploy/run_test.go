@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -95,9 +97,12 @@ func lookupA(addr, name string) ([]string, error) {
 // TestRunManifests runs the dc1 overlay: a process per server pod of the
 // StatefulSet and per DaemonSet pod on three nodes, each started with its
 // container's command, args and env. They must form one cluster whose
-// servers pass their readiness probe, in which a service registered
-// through one node's agent resolves in DNS through another's, and from
-// which the preStop hook takes an agent out as "left".
+// servers pass their readiness probe only with a quorum, in which a
+// service registered through one node's agent resolves in DNS through
+// another's, that survives a rolling restart of the servers (one at a time,
+// as the PodDisruptionBudget allows, each keeping its volume), and whose
+// DaemonSet rolls to a changed ConfigMap one pod at a time through the
+// preStop leave.
 func TestRunManifests(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts six tribune processes")
@@ -185,7 +190,7 @@ func TestRunManifests(t *testing.T) {
 		want = append(want, p.node)
 	}
 	sort.Strings(want)
-	wait.For(t, 30*time.Second, func() error {
+	onePool := func() error {
 		for _, p := range append(append([]*pod{}, servers...), clients...) {
 			names, nservers, err := aliveMembers(client(t, p.podIP+":8500"))
 			if err != nil {
@@ -196,7 +201,8 @@ func TestRunManifests(t *testing.T) {
 			}
 		}
 		return nil
-	})
+	}
+	wait.For(t, 30*time.Second, onePool)
 	for _, p := range clients {
 		if err := p.ready(ctx); err != nil {
 			t.Errorf("client readiness: %v", err)
@@ -220,30 +226,119 @@ func TestRunManifests(t *testing.T) {
 		return nil
 	})
 
-	// The DaemonSet's preStop hook: the agent leaves and exits, and the
-	// others see it as left, not failed.
-	leaving := clients[2]
-	if err := leaving.exec(ctx, ds.Spec.Template.Spec.Containers[0].Lifecycle.PreStop.Exec.Command); err != nil {
-		t.Fatalf("preStop: %v", err)
-	}
-	wait.For(t, 15*time.Second, func() error {
-		if !leaving.exited() {
-			return fmt.Errorf("%s still running after its preStop leave", leaving.name)
+	// A rolling restart of the StatefulSet, as the PodDisruptionBudget
+	// allows: one server at a time is terminated (it does not leave) and
+	// comes back with its volume. The cluster keeps a leader with every
+	// server a peer. By default a server keeps its address (a container
+	// restarted in its pod); with TRIBUNE_DEPLOY_NEW_IPS=1 it comes back
+	// at a new one, as a recreated pod does (`kubectl rollout restart`):
+	// gossip then accepts the name at its new address only once the old
+	// one has been dead for memberlist's DeadNodeReclaimTime (30 s), so
+	// that run takes about two minutes and is not part of `make test`.
+	newIPs := os.Getenv("TRIBUNE_DEPLOY_NEW_IPS") == "1"
+	grace := time.Duration(*ss.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
+	for i := range servers {
+		old := servers[i]
+		old.terminate(grace)
+		ip := old.podIP
+		if newIPs {
+			ip = fmt.Sprintf("%s.%d", block, 30+i)
+			c.dns[headless][i] = ip
 		}
-		ms, err := client(t, servers[0].podIP+":8500").Agent().Members(false)
+		p := c.newPod(t, old.name, old.namespace, old.node, ip, old.hostIP, ss.Spec.Template.Spec, []string{"data"})
+		p.start(t)
+		servers[i] = p
+		t0 := time.Now()
+		wait.For(t, 90*time.Second, func() error {
+			if err := p.ready(ctx); err != nil {
+				return err
+			}
+			peers, err := client(t, p.podIP+":8500").Status().Peers()
+			if err != nil {
+				return err
+			}
+			if len(peers) != replicas || !slices.Contains(peers, ip+":8300") {
+				return fmt.Errorf("after restarting %s at %s: raft peers %v", p.name, ip, peers)
+			}
+			return nil
+		})
+		// A write made now reaches the restarted server's own store.
+		key := fmt.Sprintf("roll/%d", i)
+		if _, err := client(t, clients[0].podIP+":8500").KV().Put(&api.KVPair{Key: key, Value: []byte(p.name)}, nil); err != nil {
+			t.Fatalf("put %s: %v", key, err)
+		}
+		wait.For(t, 10*time.Second, func() error {
+			kv, _, err := client(t, p.podIP+":8500").KV().Get(key, &api.QueryOptions{AllowStale: true})
+			if err != nil || kv == nil {
+				return fmt.Errorf("%s has not replicated %s (%v)", p.name, key, err)
+			}
+			return nil
+		})
+		t.Logf("%s back at %s after %v", p.name, ip, time.Since(t0).Round(time.Millisecond))
+	}
+	wait.For(t, 30*time.Second, onePool)
+	t.Logf("servers rolled after %v", time.Since(start).Round(time.Millisecond))
+	wait.For(t, 20*time.Second, func() error {
+		got, err := lookupA(clients[2].podIP+":8600", "web.service.consul.")
 		if err != nil {
 			return err
 		}
-		for _, mb := range ms {
-			if mb.Name == leaving.node {
-				if mb.Status != 3 {
-					return fmt.Errorf("%s has status %d, want 3 (left)", mb.Name, mb.Status)
-				}
-				return nil
-			}
+		if len(got) != 1 || got[0] != clients[0].hostIP {
+			return fmt.Errorf("after the roll web.service.consul. = %v, want [%s]", got, clients[0].hostIP)
 		}
-		return fmt.Errorf("%s is not a member any more", leaving.node)
+		return nil
 	})
+
+	// A configuration change rolls the DaemonSet one pod at a time: the
+	// preStop hook makes the agent leave and exit (the others see it as
+	// left, not failed), and the new pod, with the new ConfigMap, takes
+	// the node's name back at once.
+	volCM := ""
+	for _, v := range ds.Spec.Template.Spec.Volumes {
+		if v.ConfigMap != nil {
+			volCM = v.ConfigMap.Name
+		}
+	}
+	m.configMaps[volCM].Data["30-rollout.hcl"] = "node_meta {\n  rollout = \"2\"\n}\n"
+	preStop := ds.Spec.Template.Spec.Containers[0].Lifecycle.PreStop.Exec.Command
+	for i, leaving := range clients {
+		if err := leaving.exec(ctx, preStop); err != nil {
+			t.Fatalf("preStop: %v", err)
+		}
+		wait.For(t, 15*time.Second, func() error {
+			if !leaving.exited() {
+				return fmt.Errorf("%s still running after its preStop leave", leaving.name)
+			}
+			ms, err := client(t, servers[0].podIP+":8500").Agent().Members(false)
+			if err != nil {
+				return err
+			}
+			for _, mb := range ms {
+				if mb.Name == leaving.node {
+					if mb.Status != 3 {
+						return fmt.Errorf("%s has status %d, want 3 (left)", mb.Name, mb.Status)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("%s is not a member any more", leaving.node)
+		})
+		leaving.terminate(time.Duration(*ds.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second)
+		p := c.newPod(t, fmt.Sprintf("%s-%c%c%c%c%c", ds.Name, 'a'+i, 'v', 'w', 'x', 'y'), leaving.namespace, leaving.node, leaving.podIP, leaving.hostIP, ds.Spec.Template.Spec, nil)
+		p.start(t)
+		clients[i] = p
+		wait.For(t, 20*time.Second, func() error {
+			n, _, err := client(t, servers[0].podIP+":8500").Catalog().Node(p.node, nil)
+			if err != nil || n == nil {
+				return fmt.Errorf("node %s: %v", p.node, err)
+			}
+			if n.Node.Meta["rollout"] != "2" {
+				return fmt.Errorf("node %s meta %v: the new configuration is not in effect", p.node, n.Node.Meta)
+			}
+			return nil
+		})
+	}
+	wait.For(t, 30*time.Second, onePool)
 	t.Logf("whole scenario took %v", time.Since(start).Round(time.Millisecond))
 }
 
