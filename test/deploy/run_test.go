@@ -102,7 +102,7 @@ func lookupA(addr, name string) ([]string, error) {
 // another's, that survives a rolling restart of the servers (one at a time,
 // as the PodDisruptionBudget allows, each keeping its volume), and whose
 // DaemonSet rolls to a changed ConfigMap one pod at a time through the
-// preStop leave.
+// preStop leave, both rolls also bringing in a new gossip key.
 func TestRunManifests(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts six tribune processes")
@@ -203,11 +203,14 @@ func TestRunManifests(t *testing.T) {
 		return nil
 	}
 	wait.For(t, 30*time.Second, onePool)
-	for _, p := range clients {
-		if err := p.ready(ctx); err != nil {
-			t.Errorf("client readiness: %v", err)
+	wait.For(t, 20*time.Second, func() error {
+		for _, p := range clients {
+			if err := p.ready(ctx); err != nil {
+				return err
+			}
 		}
-	}
+		return nil
+	})
 
 	// A service registered through node-1's agent resolves through
 	// node-2's agent's DNS, at node-1's advertised (host) address.
@@ -225,6 +228,56 @@ func TestRunManifests(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A new gossip key, the way deploy/README.md says: install it and make
+	// it primary through the keyring while every agent still holds the
+	// old one, then change the Secret; the pods restarted below know only
+	// the new key, and the cluster must stay whole through both rolls.
+	oldKey, newKey := c.secrets[gossipKey]["key"], gossipKeygen(t)
+	// keyring checks, from every agent's view, that every member holds
+	// the keys of want and uses primary.
+	keyring := func(keys []string, primary string) error {
+		for _, p := range append(append([]*pod{}, servers...), clients...) {
+			rings, err := client(t, p.podIP+":8500").Operator().KeyringList(nil)
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+			for _, r := range rings {
+				if r.WAN {
+					continue
+				}
+				ok := r.NumNodes == len(want) && len(r.Keys) == len(keys) && r.PrimaryKeys[primary] == r.NumNodes
+				for _, k := range keys {
+					ok = ok && r.Keys[k] == r.NumNodes
+				}
+				if !ok {
+					return fmt.Errorf("%s sees the LAN keyring %v, primary %v, on %d nodes (old key %s, new key %s)", p.name, r.Keys, r.PrimaryKeys, r.NumNodes, oldKey, newKey)
+				}
+			}
+		}
+		return nil
+	}
+	// Each keyring operation runs through every agent (kubectl exec in each
+	// pod), not through one: the gossip layer does not relay a keyring
+	// change it receives, so one agent's broadcast misses members of a
+	// pool of six, and a -use before every member holds the key cuts the
+	// agent that made it off (see deploy/README.md).
+	keyringOnAll := func(op, key string) {
+		t.Helper()
+		for _, p := range append(append([]*pod{}, servers...), clients...) {
+			if err := p.exec(ctx, []string{"tribune", "keyring", op, key}); err != nil {
+				t.Fatalf("keyring %s: %v", op, err)
+			}
+		}
+	}
+	// Members count each other's keys from gossiped tags, which every
+	// push/pull (30 s) brings up to date even where a broadcast was lost.
+	const keyringWait = 40 * time.Second
+	keyringOnAll("-install", newKey)
+	wait.For(t, keyringWait, func() error { return keyring([]string{oldKey, newKey}, oldKey) })
+	keyringOnAll("-use", newKey)
+	wait.For(t, keyringWait, func() error { return keyring([]string{oldKey, newKey}, newKey) })
+	c.secrets[gossipKey]["key"] = newKey
 
 	// A rolling restart of the StatefulSet, as the PodDisruptionBudget
 	// allows: one server at a time is terminated (it does not leave) and
@@ -264,9 +317,15 @@ func TestRunManifests(t *testing.T) {
 		})
 		// A write made now reaches the restarted server's own store.
 		key := fmt.Sprintf("roll/%d", i)
-		if _, err := client(t, clients[0].podIP+":8500").KV().Put(&api.KVPair{Key: key, Value: []byte(p.name)}, nil); err != nil {
-			t.Fatalf("put %s: %v", key, err)
-		}
+		// A write can meet the election that follows the leader's restart
+		// ("leadership lost while committing log"): retry it, as clients do.
+		wait.For(t, 10*time.Second, func() error {
+			_, err := client(t, clients[0].podIP+":8500").KV().Put(&api.KVPair{Key: key, Value: []byte(p.name)}, nil)
+			if err != nil {
+				t.Logf("put %s: %v", key, err)
+			}
+			return err
+		})
 		wait.For(t, 10*time.Second, func() error {
 			kv, _, err := client(t, p.podIP+":8500").KV().Get(key, &api.QueryOptions{AllowStale: true})
 			if err != nil || kv == nil {
@@ -328,17 +387,21 @@ func TestRunManifests(t *testing.T) {
 		p.start(t)
 		clients[i] = p
 		wait.For(t, 20*time.Second, func() error {
-			n, _, err := client(t, servers[0].podIP+":8500").Catalog().Node(p.node, nil)
-			if err != nil || n == nil {
-				return fmt.Errorf("node %s: %v", p.node, err)
+			self, err := client(t, p.podIP+":8500").Agent().Self()
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
 			}
-			if n.Node.Meta["rollout"] != "2" {
-				return fmt.Errorf("node %s meta %v: the new configuration is not in effect", p.node, n.Node.Meta)
+			if meta, _ := self["Meta"]["rollout"].(string); meta != "2" {
+				return fmt.Errorf("%s: node meta %v: the new configuration is not in effect", p.name, self["Meta"])
 			}
-			return nil
+			return p.ready(ctx)
 		})
 	}
 	wait.For(t, 30*time.Second, onePool)
+
+	// Every pod now runs with the new key only: the old one can go.
+	keyringOnAll("-remove", oldKey)
+	wait.For(t, keyringWait, func() error { return keyring([]string{newKey}, newKey) })
 	t.Logf("whole scenario took %v", time.Since(start).Round(time.Millisecond))
 }
 
