@@ -26,12 +26,19 @@ func ipBlock(t *testing.T, n int) []string {
 	var blocks []string
 	for tries := 0; len(blocks) < n && tries < 50; tries++ {
 		b := fmt.Sprintf("127.%d.%d", 100+rand.IntN(150), rand.IntN(250)+1)
-		l, err := net.Listen("tcp", b+".1:8500")
-		if err != nil {
-			continue
+		free := true
+		for _, port := range []int{8300, 8301, 8302, 8500, 8502, 8600} {
+			// A listener on 0.0.0.0 or on this block would refuse it.
+			l, err := net.Listen("tcp", fmt.Sprintf("%s.1:%d", b, port))
+			if err != nil {
+				free = false
+				break
+			}
+			l.Close()
 		}
-		l.Close()
-		blocks = append(blocks, b)
+		if free {
+			blocks = append(blocks, b)
+		}
 	}
 	if len(blocks) < n {
 		t.Fatal("no free loopback block")
