@@ -218,6 +218,17 @@ func checkOverlay(t *testing.T, dc string) {
 		t.Errorf("StatefulSet in namespace %q, DaemonSet in %q; the overlay must create it", ns, ds.Namespace)
 	}
 
+	for kind, names := range map[string][]string{
+		"Service": keys(m.services), "ConfigMap": keys(m.configMaps), "StatefulSet": keys(m.statefulSets),
+		"DaemonSet": keys(m.daemonSets), "PodDisruptionBudget": keys(m.pdbs),
+	} {
+		for _, n := range names {
+			if got := namespaceOf(m, kind, n); got != ns {
+				t.Errorf("%s %s in namespace %q, want %q", kind, n, got, ns)
+			}
+		}
+	}
+
 	// Server StatefulSet, its headless Service and its PDB.
 	replicas := int(*ss.Spec.Replicas)
 	if replicas != 3 && replicas != 5 {
@@ -368,6 +379,30 @@ func checkOverlay(t *testing.T, dc string) {
 	checkAgentPorts(t, cc, ccfg, false)
 }
 
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func namespaceOf(m *manifests, kind, name string) string {
+	switch kind {
+	case "Service":
+		return m.services[name].Namespace
+	case "ConfigMap":
+		return m.configMaps[name].Namespace
+	case "StatefulSet":
+		return m.statefulSets[name].Namespace
+	case "DaemonSet":
+		return m.daemonSets[name].Namespace
+	case "PodDisruptionBudget":
+		return m.pdbs[name].Namespace
+	}
+	return ""
+}
+
 // staticHostFiles writes what an operator puts in /etc/tribune on a
 // control-plane node: deploy/static-pod/server.hcl and a gossip key file.
 func staticHostFiles(t *testing.T, dir, key string) {
@@ -412,6 +447,18 @@ func TestStaticPodContract(t *testing.T) {
 	for _, v := range spec.Volumes {
 		if v.HostPath == nil {
 			t.Errorf("static pod volume %s is not a hostPath", v.Name)
+		}
+	}
+	// The mirror pod is what the headless Service of the overlays finds:
+	// same namespace, labels its selector selects.
+	for _, o := range overlays {
+		om := decodeFiles(t, renderedPath(t, o))
+		svc, ok := om.services[serverName]
+		if !ok {
+			t.Fatalf("%s: no Service %s", o, serverName)
+		}
+		if svc.Namespace != sp.Namespace || !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(sp.Labels)) {
+			t.Errorf("%s: Service %s/%s (selector %v) does not select the static pod %s/%s (labels %v)", o, svc.Namespace, svc.Name, svc.Spec.Selector, sp.Namespace, sp.Name, sp.Labels)
 		}
 	}
 	envOrder(t, c)
