@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/tribune-mesh/tribune/agent/config"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -203,21 +204,17 @@ func TestContract(t *testing.T) {
 	}
 }
 
-func checkOverlay(t *testing.T, dc string) {
-	m := decodeFiles(t, renderedPath(t, dc))
-	ss, ok := m.statefulSets[serverName]
-	if !ok {
-		t.Fatalf("no StatefulSet %s", serverName)
-	}
+func checkOverlay(t *testing.T, overlay string) {
+	m := decodeFiles(t, renderedPath(t, overlay))
+	dc := strings.TrimSuffix(overlay, "-static")
 	ds, ok := m.daemonSets[clientName]
 	if !ok {
 		t.Fatalf("no DaemonSet %s", clientName)
 	}
-	ns := ss.Namespace
-	if _, ok := m.namespaces[ns]; !ok || ns == "" || ds.Namespace != ns {
-		t.Errorf("StatefulSet in namespace %q, DaemonSet in %q; the overlay must create it", ns, ds.Namespace)
+	ns := ds.Namespace
+	if _, ok := m.namespaces[ns]; !ok || ns == "" {
+		t.Errorf("DaemonSet in namespace %q: the overlay must create it", ns)
 	}
-
 	for kind, names := range map[string][]string{
 		"Service": keys(m.services), "ConfigMap": keys(m.configMaps), "StatefulSet": keys(m.statefulSets),
 		"DaemonSet": keys(m.daemonSets), "PodDisruptionBudget": keys(m.pdbs),
@@ -229,19 +226,10 @@ func checkOverlay(t *testing.T, dc string) {
 		}
 	}
 
-	// Server StatefulSet, its headless Service and its PDB.
-	replicas := int(*ss.Spec.Replicas)
-	if replicas != 3 && replicas != 5 {
-		t.Errorf("%d servers: want 3 or 5", replicas)
-	}
-	if ss.Spec.PodManagementPolicy != "Parallel" {
-		t.Errorf("podManagementPolicy %q: want Parallel, or the servers wait for each other forever", ss.Spec.PodManagementPolicy)
-	}
-	podLabels := ss.Spec.Template.Labels
-	selects(t, "StatefulSet", ss.Spec.Selector, podLabels)
-	svc, ok := m.services[ss.Spec.ServiceName]
+	// The servers' headless Service, which every agent retry_joins.
+	svc, ok := m.services[serverName]
 	if !ok {
-		t.Fatalf("StatefulSet serviceName %q: no such Service", ss.Spec.ServiceName)
+		t.Fatalf("no Service %s", serverName)
 	}
 	if svc.Spec.ClusterIP != corev1.ClusterIPNone {
 		t.Errorf("Service %s: clusterIP %q, want None (headless)", svc.Name, svc.Spec.ClusterIP)
@@ -249,70 +237,20 @@ func checkOverlay(t *testing.T, dc string) {
 	if !svc.Spec.PublishNotReadyAddresses {
 		t.Errorf("Service %s: publishNotReadyAddresses off: servers become ready only after they have joined each other through it", svc.Name)
 	}
-	selects(t, "Service "+svc.Name, &metav1.LabelSelector{MatchLabels: svc.Spec.Selector}, podLabels)
 	if len(ds.Spec.Template.Labels) > 0 && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(ds.Spec.Template.Labels)) {
 		t.Errorf("Service %s also selects the client pods", svc.Name)
 	}
-	sc := ss.Spec.Template.Spec.Containers[0]
-	for _, sp := range svc.Spec.Ports {
-		cp := containerPort(t, sc, sp.TargetPort.String())
-		proto := sp.Protocol
-		if proto == "" {
-			proto = corev1.ProtocolTCP
-		}
-		if cp.Protocol != proto || cp.ContainerPort != sp.Port {
-			t.Errorf("Service port %s %d/%s targets container port %d/%s", sp.Name, sp.Port, proto, cp.ContainerPort, cp.Protocol)
-		}
-	}
-	var pdbFound bool
-	for _, pdb := range m.pdbs {
-		if sel, _ := metav1.LabelSelectorAsSelector(pdb.Spec.Selector); sel != nil && sel.Matches(labels.Set(podLabels)) {
-			pdbFound = true
-			selects(t, "PodDisruptionBudget "+pdb.Name, pdb.Spec.Selector, podLabels)
-			if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.String() != "1" || pdb.Spec.MinAvailable != nil {
-				t.Errorf("PodDisruptionBudget %s: want maxUnavailable 1 only", pdb.Name)
-			}
-		}
-	}
-	if !pdbFound {
-		t.Errorf("no PodDisruptionBudget covers the servers")
-	}
-	if len(ss.Spec.VolumeClaimTemplates) != 1 || ss.Spec.VolumeClaimTemplates[0].Name != "data" {
-		t.Fatalf("StatefulSet: want one volume claim template named data")
-	}
-	envOrder(t, sc)
-	checkLeaderProbe(t, sc)
-	wantFieldRef(t, sc, "POD_IP", "status.podIP")
-	wantFieldRef(t, sc, "POD_NAME", "metadata.name")
-	wantSecretRef(t, sc, "GOSSIP_KEY", gossipKey, "key")
-
-	// What the server agent makes of it.
-	c := &cluster{m: m, secrets: testSecrets(t, "agent-token-1"), bin: "tribune", dir: t.TempDir()}
-	sp := c.newPod(t, ss.Name+"-0", ns, "node-1", "10.0.0.10", "10.1.0.1", ss.Spec.Template.Spec, []string{"data"})
-	scfg := loadAgentConfig(t, sp)
-	if !scfg.Server || scfg.BootstrapExpect != replicas {
-		t.Errorf("server config: server=%v bootstrap_expect=%d, want true and %d (the replicas)", scfg.Server, scfg.BootstrapExpect, replicas)
-	}
-	if scfg.LeaveOnTerminate {
-		t.Errorf("server config: leave_on_terminate is on: a rolling restart would shrink the quorum")
-	}
-	if scfg.Datacenter != dc {
-		t.Errorf("server config: datacenter %q, want %q", scfg.Datacenter, dc)
-	}
-	if scfg.Encrypt != c.secrets[gossipKey]["key"] {
-		t.Errorf("server config: encrypt is not the Secret's gossip key")
-	}
-	if scfg.DataDir != sp.mounts[mountOf(t, sc, "data")] {
-		t.Errorf("server config: data_dir %s is not the PVC's mount", scfg.DataDir)
-	}
-	if scfg.NodeName != sp.name || scfg.BindAddr != sp.podIP || !slices.Equal(scfg.ClientAddrs, []string{sp.podIP}) {
-		t.Errorf("server config: node %s bind %s client %v, want the pod's name and IP", scfg.NodeName, scfg.BindAddr, scfg.ClientAddrs)
-	}
 	headless := fmt.Sprintf("%s.%s.svc", svc.Name, ns)
-	if !slices.Equal(scfg.RetryJoin, []string{headless}) {
-		t.Errorf("server config: retry_join %v, want the headless Service %s", scfg.RetryJoin, headless)
+	c := &cluster{m: m, secrets: testSecrets(t, "agent-token-1"), bin: "tribune", dir: t.TempDir()}
+
+	// The servers: a StatefulSet, or static pods (TestStaticPodContract)
+	// in an overlay named -static, which leaves the StatefulSet, its PDB
+	// and its ConfigMap out.
+	if ss, ok := m.statefulSets[serverName]; ok {
+		checkServers(t, m, c, ss, svc, dc, headless)
+	} else if overlay == dc || len(m.pdbs) > 0 || len(m.configMaps) != 1 {
+		t.Errorf("overlay %s: no server StatefulSet, yet not a -static overlay with only the client's ConfigMap", overlay)
 	}
-	checkAgentPorts(t, sc, scfg, true)
 
 	// Client DaemonSet.
 	cpl := ds.Spec.Template.Labels
@@ -351,9 +289,6 @@ func checkOverlay(t *testing.T, dc string) {
 	if got, want := ds.Spec.Template.Annotations[checksumAnnotation], configChecksum(cm.Data); got != want {
 		t.Errorf("DaemonSet annotation %s = %q, want %q (the checksum of ConfigMap %s)", checksumAnnotation, got, want, cm.Name)
 	}
-	if got, want := ss.Spec.Template.Annotations[checksumAnnotation], configChecksum(m.configMaps[ss.Spec.Template.Spec.Volumes[0].ConfigMap.Name].Data); got != want {
-		t.Errorf("StatefulSet annotation %s = %q, want %q", checksumAnnotation, got, want)
-	}
 
 	cp := c.newPod(t, ds.Name+"-abcde", ns, "node-1", "10.0.0.20", "10.1.0.1", ds.Spec.Template.Spec, nil)
 	ccfg := loadAgentConfig(t, cp)
@@ -377,6 +312,87 @@ func checkOverlay(t *testing.T, dc string) {
 		t.Errorf("client config: retry_join %v, want the headless Service %s", ccfg.RetryJoin, headless)
 	}
 	checkAgentPorts(t, cc, ccfg, false)
+}
+
+// checkServers checks the server StatefulSet of an overlay, its PDB, and
+// the configuration its pods load.
+func checkServers(t *testing.T, m *manifests, c *cluster, ss *appsv1.StatefulSet, svc *corev1.Service, dc, headless string) {
+	t.Helper()
+	ns := ss.Namespace
+	replicas := int(*ss.Spec.Replicas)
+	if replicas != 3 && replicas != 5 {
+		t.Errorf("%d servers: want 3 or 5", replicas)
+	}
+	if ss.Spec.PodManagementPolicy != "Parallel" {
+		t.Errorf("podManagementPolicy %q: want Parallel, or the servers wait for each other forever", ss.Spec.PodManagementPolicy)
+	}
+	podLabels := ss.Spec.Template.Labels
+	selects(t, "StatefulSet", ss.Spec.Selector, podLabels)
+	if ss.Spec.ServiceName != svc.Name {
+		t.Errorf("StatefulSet serviceName %q, want the headless Service %s", ss.Spec.ServiceName, svc.Name)
+	}
+	selects(t, "Service "+svc.Name, &metav1.LabelSelector{MatchLabels: svc.Spec.Selector}, podLabels)
+	sc := ss.Spec.Template.Spec.Containers[0]
+	for _, sp := range svc.Spec.Ports {
+		cp := containerPort(t, sc, sp.TargetPort.String())
+		proto := sp.Protocol
+		if proto == "" {
+			proto = corev1.ProtocolTCP
+		}
+		if cp.Protocol != proto || cp.ContainerPort != sp.Port {
+			t.Errorf("Service port %s %d/%s targets container port %d/%s", sp.Name, sp.Port, proto, cp.ContainerPort, cp.Protocol)
+		}
+	}
+	var pdbFound bool
+	for _, pdb := range m.pdbs {
+		if sel, _ := metav1.LabelSelectorAsSelector(pdb.Spec.Selector); sel != nil && sel.Matches(labels.Set(podLabels)) {
+			pdbFound = true
+			selects(t, "PodDisruptionBudget "+pdb.Name, pdb.Spec.Selector, podLabels)
+			if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.String() != "1" || pdb.Spec.MinAvailable != nil {
+				t.Errorf("PodDisruptionBudget %s: want maxUnavailable 1 only", pdb.Name)
+			}
+		}
+	}
+	if !pdbFound {
+		t.Errorf("no PodDisruptionBudget covers the servers")
+	}
+	if len(ss.Spec.VolumeClaimTemplates) != 1 || ss.Spec.VolumeClaimTemplates[0].Name != "data" {
+		t.Fatalf("StatefulSet: want one volume claim template named data")
+	}
+	envOrder(t, sc)
+	checkLeaderProbe(t, sc)
+	wantFieldRef(t, sc, "POD_IP", "status.podIP")
+	wantFieldRef(t, sc, "POD_NAME", "metadata.name")
+	wantSecretRef(t, sc, "GOSSIP_KEY", gossipKey, "key")
+
+	// What the server agent makes of it.
+	sp := c.newPod(t, ss.Name+"-0", ns, "node-1", "10.0.0.10", "10.1.0.1", ss.Spec.Template.Spec, []string{"data"})
+	scfg := loadAgentConfig(t, sp)
+	if !scfg.Server || scfg.BootstrapExpect != replicas {
+		t.Errorf("server config: server=%v bootstrap_expect=%d, want true and %d (the replicas)", scfg.Server, scfg.BootstrapExpect, replicas)
+	}
+	if scfg.LeaveOnTerminate {
+		t.Errorf("server config: leave_on_terminate is on: a rolling restart would shrink the quorum")
+	}
+	if scfg.Datacenter != dc {
+		t.Errorf("server config: datacenter %q, want %q", scfg.Datacenter, dc)
+	}
+	if scfg.Encrypt != c.secrets[gossipKey]["key"] {
+		t.Errorf("server config: encrypt is not the Secret's gossip key")
+	}
+	if scfg.DataDir != sp.mounts[mountOf(t, sc, "data")] {
+		t.Errorf("server config: data_dir %s is not the PVC's mount", scfg.DataDir)
+	}
+	if scfg.NodeName != sp.name || scfg.BindAddr != sp.podIP || !slices.Equal(scfg.ClientAddrs, []string{sp.podIP}) {
+		t.Errorf("server config: node %s bind %s client %v, want the pod's name and IP", scfg.NodeName, scfg.BindAddr, scfg.ClientAddrs)
+	}
+	if !slices.Equal(scfg.RetryJoin, []string{headless}) {
+		t.Errorf("server config: retry_join %v, want the headless Service %s", scfg.RetryJoin, headless)
+	}
+	checkAgentPorts(t, sc, scfg, true)
+	if got, want := ss.Spec.Template.Annotations[checksumAnnotation], configChecksum(m.configMaps[ss.Spec.Template.Spec.Volumes[0].ConfigMap.Name].Data); got != want {
+		t.Errorf("StatefulSet annotation %s = %q, want %q", checksumAnnotation, got, want)
+	}
 }
 
 func keys[V any](m map[string]V) []string {

@@ -24,9 +24,10 @@ var update = flag.Bool("update", false, "rewrite deploy/rendered from the kustom
 // configuration changes the template and rolls the pods.
 const checksumAnnotation = "tribune.io/config-checksum"
 
-// overlays are the datacenters of deploy/kustomize/overlays, each rendered
+// overlays are the overlays of deploy/kustomize/overlays (two datacenters,
+// and dc1 with static-pod servers), each rendered
 // to deploy/rendered/<name>.yaml.
-var overlays = []string{"dc1", "dc2"}
+var overlays = []string{"dc1", "dc2", "dc1-static"}
 
 // deployDir returns the repository's deploy/ directory.
 func deployDir(t testing.TB) string {

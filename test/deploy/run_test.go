@@ -414,16 +414,16 @@ func TestRunManifests(t *testing.T) {
 
 // TestRunStaticPods runs the static-pod servers on three control-plane
 // "hosts" (host network: the pod's address is the host's) with the host
-// files an operator writes, and a client DaemonSet pod of dc1 on a worker,
-// whose headless Service resolves to the control-plane hosts through the
-// static pods' mirror pods. They must form one cluster.
+// files an operator writes, and a client DaemonSet pod of the dc1-static
+// overlay on a worker, whose headless Service resolves to the control-plane
+// hosts through the static pods' mirror pods. They must form one cluster.
 func TestRunStaticPods(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts four tribune processes")
 	}
 	sm := decodeFiles(t, staticPodPath(t))
 	spod := sm.pods[serverName]
-	m := decodeFiles(t, renderedPath(t, "dc1"))
+	m := decodeFiles(t, renderedPath(t, "dc1-static"))
 	ds := m.daemonSets[clientName]
 	if spod == nil || ds == nil {
 		t.Fatal("missing the static pod or the client DaemonSet")
