@@ -1,0 +1,2 @@
+datacenter         = "dc1"
+primary_datacenter = "dc1"

@@ -1,0 +1,2 @@
+datacenter         = "dc2"
+primary_datacenter = "dc1"
