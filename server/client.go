@@ -40,7 +40,7 @@ type Client struct {
 // NewClient returns a Client. Close releases its connections.
 func NewClient(cfg ClientConfig) *Client {
 	if cfg.HoldTimeout <= 0 {
-		cfg.HoldTimeout = 7 * time.Second
+		cfg.HoldTimeout = DefaultHoldTimeout
 	}
 	return &Client{cfg: cfg, pool: newConnPool()}
 }

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/gossip"
 )
 
@@ -48,6 +49,17 @@ var (
 const (
 	DefaultQueryTime = 5 * time.Minute
 	MaxQueryTime     = 10 * time.Minute
+)
+
+// Defaults of the server's timeouts, each defined here only.
+const (
+	// DefaultHoldTimeout is rpc_hold_timeout: how long a request waits,
+	// retrying, for a leader.
+	DefaultHoldTimeout = 7 * time.Second
+	// DefaultReconnectTimeout is reconnect_timeout: how long a failed
+	// member stays in the catalog before it is reaped; gossip remembers
+	// it as long.
+	DefaultReconnectTimeout = gossip.DefaultReconnectTimeout
 )
 
 // Config is the configuration of a server. Use DefaultConfig and override.
@@ -92,8 +104,10 @@ type Config struct {
 	MinQuorum               int
 	// Logger is the server's logger; nil discards.
 	Logger hclog.Logger
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock decides every timer of the server's own logic (staleness,
+	// member reaping, session TTLs, the state store's timestamps); nil
+	// means clock.New(). Raft keeps its own real-time timers.
+	Clock clock.Clock
 }
 
 // DefaultConfig returns the defaults of a server.
@@ -104,7 +118,8 @@ func DefaultConfig() *Config {
 		SnapshotThreshold: 16384,
 		SnapshotInterval:  120 * time.Second,
 		TrailingLogs:      10240,
-		HoldTimeout:       7 * time.Second,
+		HoldTimeout:       DefaultHoldTimeout,
+		ReconnectTimeout:  DefaultReconnectTimeout,
 
 		CleanupDeadServers:      true,
 		ServerStabilizationTime: 10 * time.Second,
@@ -115,6 +130,7 @@ func DefaultConfig() *Config {
 type Server struct {
 	config *Config
 	logger hclog.Logger
+	clock  clock.Clock
 	store  *catalog.Store
 	fsm    *notifyFSM
 
@@ -137,8 +153,8 @@ type Server struct {
 
 	reconcileCh  chan gossip.Member
 	bootstrapped atomic.Bool
-	failedMu     sync.Mutex
-	failed       map[string]time.Time
+	// failed remembers since when each failed member has been failed.
+	failed *failedMembers
 
 	started time.Time
 	// caughtUpAt is when the FSM was last seen holding the whole log
@@ -165,23 +181,27 @@ func New(cfg *Config) (*Server, error) {
 		cfg.RaftMultiplier = 1
 	}
 	if cfg.HoldTimeout <= 0 {
-		cfg.HoldTimeout = 7 * time.Second
+		cfg.HoldTimeout = DefaultHoldTimeout
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.New()
 	}
 	s := &Server{
 		config:      cfg,
 		logger:      cfg.Logger.Named("server"),
-		store:       catalog.NewStore(cfg.Now),
+		clock:       cfg.Clock,
+		store:       catalog.NewStore(cfg.Clock.Now),
 		verifyCh:    make(chan *verifyReq, 4096),
 		pool:        newConnPool(),
 		reconcileCh: make(chan gossip.Member, 1024),
-		failed:      map[string]time.Time{},
-		started:     time.Now(),
+		failed:      newFailedMembers(cfg.Clock),
+		started:     cfg.Clock.Now(),
 		shutdownCh:  make(chan struct{}),
 	}
 	s.fsm = newNotifyFSM(catalog.NewFSM(s.store))
 	s.fsm.onApplied = func(idx uint64) {
 		if r := s.raftReady.Load(); r != nil && idx >= r.LastIndex() {
-			s.caughtUpAt.Store(time.Now().UnixNano())
+			s.caughtUpAt.Store(s.clock.Now().UnixNano())
 		}
 	}
 	s.sessionTTL = newSessionTimers(s)
@@ -190,7 +210,7 @@ func New(cfg *Config) (*Server, error) {
 		return nil, err
 	}
 	if cfg.ReconnectTimeout <= 0 {
-		cfg.ReconnectTimeout = 72 * time.Hour
+		cfg.ReconnectTimeout = DefaultReconnectTimeout
 	}
 	s.wg.Add(2)
 	go s.verifyLoop()
@@ -502,7 +522,7 @@ func (s *Server) fillMeta(m *catalog.QueryMeta, idx uint64) {
 // since it was last caught up. A follower that has never been caught up is
 // as stale as its uptime.
 func (s *Server) staleness() time.Duration {
-	now := time.Now()
+	now := s.clock.Now()
 	contact := now.Sub(s.started)
 	if lc := s.raft.LastContact(); !lc.IsZero() {
 		contact = now.Sub(lc)
