@@ -77,6 +77,13 @@ type Config struct {
 	Bootstrap bool
 	// RPCAddr is the address Raft listens on (the server port).
 	RPCAddr string
+	// Listener, when set, is the server port, used instead of listening
+	// on RPCAddr; the server closes it on Shutdown. With Dial, it puts a
+	// server on an in-process network (servertest).
+	Listener net.Listener
+	// Dial opens connections to other servers' ports, for Raft and the
+	// RPC; nil dials TCP.
+	Dial DialFunc
 	// AdvertiseAddr is the host:port other servers reach this one at.
 	AdvertiseAddr string
 	// RaftMultiplier scales Raft's timings (performance.raft_multiplier).
@@ -192,7 +199,7 @@ func New(cfg *Config) (*Server, error) {
 		clock:       cfg.Clock,
 		store:       catalog.NewStore(cfg.Clock.Now),
 		verifyCh:    make(chan *verifyReq, 4096),
-		pool:        newConnPool(),
+		pool:        newConnPool(cfg.Dial),
 		reconcileCh: make(chan gossip.Member, 1024),
 		failed:      newFailedMembers(cfg.Clock),
 		started:     cfg.Clock.Now(),
@@ -283,15 +290,21 @@ func (s *Server) setupRaft() error {
 	if err != nil {
 		return fmt.Errorf("resolve advertise address %q: %w", cfg.AdvertiseAddr, err)
 	}
-	ln, err := net.Listen("tcp", cfg.RPCAddr)
-	if err != nil {
-		return fmt.Errorf("server port %s: %w", cfg.RPCAddr, err)
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.RPCAddr); err != nil {
+			return fmt.Errorf("server port %s: %w", cfg.RPCAddr, err)
+		}
 	}
-	if advertise.Port == 0 {
-		advertise.Port = ln.Addr().(*net.TCPAddr).Port
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && advertise.Port == 0 {
+		advertise.Port = tcp.Port
 		cfg.AdvertiseAddr = advertise.String()
 	}
-	raftL := &raftLayer{chanListener: newChanListener(ln.Addr()), advertise: advertise}
+	dial := cfg.Dial
+	if dial == nil {
+		dial = dialTCP
+	}
+	raftL := &raftLayer{chanListener: newChanListener(ln.Addr()), advertise: advertise, dial: dial}
 	rpcL := newChanListener(ln.Addr())
 	s.closers = append(s.closers, ln.Close, raftL.Close, rpcL.Close)
 	s.wg.Add(1)
@@ -393,50 +406,57 @@ func (s *Server) Apply(ctx context.Context, t catalog.CommandType, body any) (an
 }
 
 // ApplyRaw commits an already encoded command. While there is no leader it
-// waits up to the hold timeout for one.
+// waits up to the hold timeout for one; a forwarded write is sent again
+// only when it provably never left (retryableWrite).
 func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
-	deadline := time.Now().Add(s.config.HoldTimeout)
-	for {
+	deadline := s.clock.Now().Add(s.config.HoldTimeout)
+	var res any
+	err := holdRetry(ctx, s.clock, s.config.HoldTimeout, s.shutdownCh, retryableWrite, func() error {
+		var err error
 		if s.IsLeader() {
-			if s.lockDelayed(buf) {
-				return catalog.KVResult{OK: false}, nil
-			}
-			timeout := time.Until(deadline)
-			if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
-				timeout = time.Until(d)
-			}
-			f := s.raft.Apply(buf, max(timeout, time.Millisecond))
-			if err := f.Error(); err != nil {
-				if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-					// The entry may or may not commit; the caller must
-					// treat this as unknown, as Consul does.
-					return nil, fmt.Errorf("apply: %w", err)
-				}
-				if errors.Is(err, raft.ErrEnqueueTimeout) {
-					return nil, fmt.Errorf("apply: timed out: %w", err)
-				}
-				return nil, fmt.Errorf("apply: %w", err)
-			}
-			return f.Response(), nil
+			res, err = s.applyLocal(ctx, buf, deadline)
+			return err
 		}
-		if leader := s.Leader(); leader != "" {
-			res, err := s.forwardApply(ctx, leader, buf)
-			if err == nil || !retryableWrite(err) {
-				return res, err
-			}
+		leader := s.Leader()
+		if leader == "" {
+			return ErrNoLeader
+		}
+		res, err = s.forwardApply(ctx, leader, buf)
+		if err != nil && retryableWrite(err) {
 			s.logger.Debug("forward to leader failed, retrying", "leader", leader, "error", err)
 		}
-		if time.Now().After(deadline) {
-			return nil, ErrNoLeader
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("apply: %w", err)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("apply: %w", ctx.Err())
-		case <-s.shutdownCh:
-			return nil, ErrShutdown
-		case <-time.After(10 * time.Millisecond):
-		}
+		return nil, noLeaderOnExpiry(err)
 	}
+	return res, nil
+}
+
+// applyLocal proposes buf to Raft on the leader, waiting at most until
+// deadline (or ctx's deadline) for it to commit.
+func (s *Server) applyLocal(ctx context.Context, buf []byte, deadline time.Time) (any, error) {
+	if s.lockDelayed(buf) {
+		return catalog.KVResult{OK: false}, nil
+	}
+	timeout := deadline.Sub(s.clock.Now())
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+		timeout = time.Until(d)
+	}
+	f := s.raft.Apply(buf, max(timeout, time.Millisecond))
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrEnqueueTimeout) {
+			return nil, fmt.Errorf("apply: timed out: %w", err)
+		}
+		// raft.ErrNotLeader and ErrLeadershipLost included: the entry
+		// may or may not commit, so the caller must treat the outcome
+		// as unknown, as Consul does; it is never retried.
+		return nil, fmt.Errorf("apply: %w", err)
+	}
+	return f.Response(), nil
 }
 
 // Read runs a catalog read in its consistency mode, blocking when

@@ -355,40 +355,31 @@ func (t *sessionTimers) signalLocked() {
 // hold timeout for one. It returns the session, or nil when no session has
 // that ID.
 func (s *Server) SessionRenew(ctx context.Context, id string) (*catalog.Session, error) {
-	deadline := time.Now().Add(s.config.HoldTimeout)
-	for {
-		var err error
+	var out *catalog.Session
+	err := holdRetry(ctx, s.clock, s.config.HoldTimeout, s.shutdownCh, retryable, func() error {
 		if s.IsLeader() {
-			var sess *catalog.Session
-			sess, err = s.sessionTTL.renew(id)
-			if err == nil {
-				return sess, nil
-			}
-		} else if leader := s.Leader(); leader != "" {
-			var resp SessionRenewResponse
-			err = s.pool.call(ctx, leader, "SessionRenew", &SessionRenewRequest{ID: id}, &resp)
-			if err == nil {
-				if err = fromWire(resp.Error); err == nil {
-					return resp.Session, nil
-				}
-			}
-		} else {
-			err = ErrNoLeader
+			var err error
+			out, err = s.sessionTTL.renew(id)
+			return err
 		}
-		if !retryable(err) {
-			return nil, err
+		leader := s.Leader()
+		if leader == "" {
+			return ErrNoLeader
 		}
-		if time.Now().After(deadline) {
-			return nil, ErrNoLeader
+		var resp SessionRenewResponse
+		if err := s.pool.call(ctx, leader, "SessionRenew", &SessionRenewRequest{ID: id}, &resp); err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("renew session: %w", ctx.Err())
-		case <-s.shutdownCh:
-			return nil, ErrShutdown
-		case <-time.After(25 * time.Millisecond):
+		if err := fromWire(resp.Error); err != nil {
+			return err
 		}
+		out = resp.Session
+		return nil
+	})
+	if err != nil {
+		return nil, noLeaderOnExpiry(err)
 	}
+	return out, nil
 }
 
 func (s *Server) rpcSessionRenew(ctx context.Context, req *SessionRenewRequest) (*SessionRenewResponse, error) {
