@@ -73,6 +73,7 @@ func (s *Server) verifyLoop() {
 		// Every entry up to LastIndex was appended before these reads were
 		// collected, so it covers the commit index of each at arrival.
 		readIndex := s.raft.LastIndex()
+		s.readIndexRounds.Add(1)
 		err := s.raft.VerifyLeader().Error()
 		if err != nil {
 			err = fmt.Errorf("consistent read: %w", ErrNotLeader)
@@ -84,6 +85,14 @@ func (s *Server) verifyLoop() {
 		}
 	}
 }
+
+// ReadIndexRounds returns how many leadership rounds (quorum heartbeats)
+// this server has run for consistent reads; concurrent reads share one.
+func (s *Server) ReadIndexRounds() uint64 { return s.readIndexRounds.Load() }
+
+// PendingConsistentReads returns how many consistent reads wait for the
+// next leadership round.
+func (s *Server) PendingConsistentReads() int { return len(s.verifyCh) }
 
 // waitApplied waits until the FSM has applied index, bounded by the hold
 // timeout.

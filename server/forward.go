@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"time"
 
 	"github.com/tribune-mesh/tribune/catalog"
 )
@@ -19,6 +20,9 @@ func (s *Server) forwardApply(ctx context.Context, leader string, buf []byte) (a
 // one to be known.
 func (s *Server) forwardRead(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
 	var out *catalog.ReadResponse
+	// A request held by a broken link must not outlive the hold (gRPC
+	// deadlines are in real time).
+	rpcDeadline := time.Now().Add(s.config.HoldTimeout)
 	err := holdRetry(ctx, s.clock, s.config.HoldTimeout, s.shutdownCh, retryable, func() error {
 		if s.IsLeader() {
 			var err error
@@ -30,7 +34,14 @@ func (s *Server) forwardRead(ctx context.Context, req *catalog.ReadRequest) (*ca
 			return ErrNoLeader
 		}
 		var resp ReadResponseWire
-		if err := s.pool.call(ctx, leader, "Read", req, &resp); err != nil {
+		fctx := ctx
+		if req.Options.MinQueryIndex == 0 {
+			// A blocking query waits as long as it asked to.
+			var cancel context.CancelFunc
+			fctx, cancel = context.WithDeadline(ctx, rpcDeadline)
+			defer cancel()
+		}
+		if err := s.pool.call(fctx, leader, "Read", req, &resp); err != nil {
 			return err
 		}
 		if err := fromWire(resp.Error); err != nil {

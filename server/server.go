@@ -154,6 +154,8 @@ type Server struct {
 	closers     []func() error
 
 	verifyCh chan *verifyReq
+	// readIndexRounds counts the leadership rounds of consistent reads.
+	readIndexRounds atomic.Uint64
 
 	// sessionTTL expires sessions whose TTL ran out; it runs on the leader.
 	sessionTTL *sessionTimers
@@ -348,6 +350,9 @@ func (s *Server) setupRaft() error {
 // Store returns the server's state store (reads only).
 func (s *Server) Store() *catalog.Store { return s.store }
 
+// AppliedIndex returns the index of the last entry the FSM has applied.
+func (s *Server) AppliedIndex() uint64 { return s.fsm.last.Load() }
+
 // Raft returns the server's Raft instance.
 func (s *Server) Raft() *raft.Raft { return s.raft }
 
@@ -410,6 +415,8 @@ func (s *Server) Apply(ctx context.Context, t catalog.CommandType, body any) (an
 // only when it provably never left (retryableWrite).
 func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 	deadline := s.clock.Now().Add(s.config.HoldTimeout)
+	// gRPC deadlines are in real time.
+	rpcDeadline := time.Now().Add(s.config.HoldTimeout)
 	var res any
 	err := holdRetry(ctx, s.clock, s.config.HoldTimeout, s.shutdownCh, retryableWrite, func() error {
 		var err error
@@ -421,7 +428,10 @@ func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 		if leader == "" {
 			return ErrNoLeader
 		}
-		res, err = s.forwardApply(ctx, leader, buf)
+		// A request held by a broken link must not outlive the hold.
+		fctx, cancel := context.WithDeadline(ctx, rpcDeadline)
+		defer cancel()
+		res, err = s.forwardApply(fctx, leader, buf)
 		if err != nil && retryableWrite(err) {
 			s.logger.Debug("forward to leader failed, retrying", "leader", leader, "error", err)
 		}

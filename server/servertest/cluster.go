@@ -1,0 +1,298 @@
+// Package servertest runs clusters of Tribune servers inside one test
+// process, on an in-process Network that the test can partition, cut one
+// way, slow down or reset between any pair of servers. It waits for
+// conditions (a leader, replication) with deadlines, never by sleeping.
+//
+// The servers are the real ones (server.New) with the real Raft; only
+// their network is replaced (server.Config.Listener and Dial), so a test
+// exercises the code that runs in production. The package must not be
+// imported outside tests.
+package servertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/server"
+	"github.com/tribune-mesh/tribune/test/wait"
+)
+
+// Options configure a Cluster. The zero value runs three servers with
+// in-memory Raft stores.
+type Options struct {
+	// Servers is how many servers to run; 0 means 3.
+	Servers int
+	// Persistent keeps each server's Raft log in a data directory, so
+	// Restart without wipe brings it back with its state.
+	Persistent bool
+	// Configure, when set, adjusts each server's configuration before it
+	// starts (it is called again on every restart).
+	Configure func(i int, cfg *server.Config)
+	// NoForm leaves the servers unformed: nobody bootstraps. The test
+	// forms the cluster itself.
+	NoForm bool
+}
+
+// Cluster is a set of servers on one Network.
+type Cluster struct {
+	t       testing.TB
+	opts    Options
+	Net     *Network
+	Servers []*Server
+}
+
+// Server is one server of a Cluster. Its embedded *server.Server is nil
+// while it is stopped; use it only from the test goroutine that stops and
+// restarts it.
+type Server struct {
+	*server.Server
+	// Index is the server's position in Cluster.Servers.
+	Index int
+	// Name is its node name and Raft ID; Addr its server port address.
+	Name, Addr string
+	dataDir    string
+	mu         sync.Mutex
+}
+
+// DefaultTimeout bounds the harness's waits.
+const DefaultTimeout = 10 * time.Second
+
+// New starts a cluster and, unless opts.NoForm, forms it: the first server
+// bootstraps, the others join as voters, and New returns once they all
+// follow one leader and hold its log. Everything stops at the test's end.
+func New(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Servers <= 0 {
+		opts.Servers = 3
+	}
+	c := &Cluster{t: t, opts: opts, Net: NewNetwork()}
+	t.Cleanup(c.close)
+	for i := range opts.Servers {
+		s := &Server{Index: i, Name: fmt.Sprintf("s%d", i), Addr: fmt.Sprintf("10.0.0.%d:8300", i+1)}
+		if opts.Persistent {
+			s.dataDir = t.TempDir()
+		}
+		c.Servers = append(c.Servers, s)
+	}
+	for _, s := range c.Servers {
+		c.start(s, !opts.NoForm && s.Index == 0)
+	}
+	if opts.NoForm {
+		return c
+	}
+	leader := c.WaitForLeaderAmong(DefaultTimeout, c.Servers[:1])
+	for _, s := range c.Servers[1:] {
+		if err := leader.Raft().AddVoter(raft.ServerID(s.Name), raft.ServerAddress(s.Addr), 0, DefaultTimeout).Error(); err != nil {
+			t.Fatalf("servertest: add voter %s: %v", s.Name, err)
+		}
+	}
+	c.WaitForReplication(DefaultTimeout)
+	return c
+}
+
+// Config returns the configuration server i starts with.
+func (c *Cluster) Config(s *Server, bootstrap bool) *server.Config {
+	cfg := server.DefaultConfig()
+	cfg.NodeName, cfg.NodeID = s.Name, s.Name
+	cfg.AdvertiseAddr, cfg.RPCAddr = s.Addr, s.Addr
+	cfg.Bootstrap = bootstrap
+	cfg.RaftMultiplier = 1
+	cfg.HoldTimeout = 5 * time.Second
+	cfg.Dial = c.Net.Dialer(s.Addr)
+	if s.dataDir != "" {
+		cfg.DataDir = s.dataDir
+	} else {
+		cfg.InMemory = true
+	}
+	if lvl := os.Getenv("TRIBUNE_TEST_LOG"); lvl != "" {
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: s.Name, Level: hclog.LevelFromString(lvl), Output: os.Stderr})
+	}
+	if c.opts.Configure != nil {
+		c.opts.Configure(s.Index, cfg)
+	}
+	return cfg
+}
+
+func (c *Cluster) start(s *Server, bootstrap bool) {
+	c.t.Helper()
+	cfg := c.Config(s, bootstrap)
+	ln, err := c.Net.Listen(s.Addr)
+	if err != nil {
+		c.t.Fatalf("servertest: %v", err)
+	}
+	cfg.Listener = ln
+	srv, err := server.New(cfg)
+	if err != nil {
+		ln.Close()
+		c.t.Fatalf("servertest: start %s: %v", s.Name, err)
+	}
+	s.mu.Lock()
+	s.Server = srv
+	s.mu.Unlock()
+}
+
+// Stop shuts s down, as a crash would: its connections reset.
+func (c *Cluster) Stop(s *Server) {
+	c.t.Helper()
+	s.mu.Lock()
+	srv := s.Server
+	s.Server = nil
+	s.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	c.Net.Disconnect(s.Addr)
+	if err := srv.Shutdown(); err != nil {
+		c.t.Logf("servertest: shutdown %s: %v", s.Name, err)
+	}
+}
+
+// Restart stops s if it runs and starts it again: with its data, or, with
+// wipe, as a server that lost its data directory (it rejoins the
+// configuration it is in and gets the leader's log or snapshot).
+func (c *Cluster) Restart(s *Server, wipe bool) {
+	c.t.Helper()
+	c.Stop(s)
+	if wipe && s.dataDir != "" {
+		if err := os.RemoveAll(s.dataDir); err != nil {
+			c.t.Fatalf("servertest: wipe %s: %v", s.Name, err)
+		}
+		if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
+			c.t.Fatalf("servertest: wipe %s: %v", s.Name, err)
+		}
+	}
+	c.start(s, false)
+}
+
+// Running returns the servers that run.
+func (c *Cluster) Running() []*Server {
+	var out []*Server
+	for _, s := range c.Servers {
+		if s.running() != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (s *Server) running() *server.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Server
+}
+
+// Leader returns the running server that leads, nil when none does.
+func (c *Cluster) Leader() *Server {
+	for _, s := range c.Running() {
+		if srv := s.running(); srv != nil && srv.IsLeader() {
+			return s
+		}
+	}
+	return nil
+}
+
+// Followers returns the running servers that do not lead.
+func (c *Cluster) Followers() []*Server {
+	var out []*Server
+	for _, s := range c.Running() {
+		if srv := s.running(); srv != nil && !srv.IsLeader() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// WaitForLeader waits until exactly one running server leads, every running
+// server knows it, and it serves reads; it returns the leader.
+func (c *Cluster) WaitForLeader(timeout time.Duration) *Server {
+	c.t.Helper()
+	return c.WaitForLeaderAmong(timeout, nil)
+}
+
+// WaitForLeaderAmong is WaitForLeader among servers only (nil: every
+// running one), e.g. the majority side of a partition.
+func (c *Cluster) WaitForLeaderAmong(timeout time.Duration, servers []*Server) *Server {
+	c.t.Helper()
+	var leader *Server
+	wait.For(c.t, timeout, func() error {
+		leader = nil
+		among := servers
+		if among == nil {
+			among = c.Running()
+		}
+		for _, s := range among {
+			if s.running().IsLeader() {
+				if leader != nil {
+					return fmt.Errorf("two leaders: %s and %s", leader.Name, s.Name)
+				}
+				leader = s
+			}
+		}
+		if leader == nil {
+			return errors.New("no leader")
+		}
+		for _, s := range among {
+			if got := s.running().Leader(); got != leader.Addr {
+				return fmt.Errorf("%s follows %q, not %s", s.Name, got, leader.Addr)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := leader.running().Read(ctx, &catalog.ReadRequest{Op: catalog.ReadNodes})
+		return err
+	})
+	return leader
+}
+
+// WaitForReplication waits until every running server's FSM has applied
+// what the leader's had applied when it was called.
+func (c *Cluster) WaitForReplication(timeout time.Duration) {
+	c.t.Helper()
+	leader := c.WaitForLeader(timeout)
+	want := leader.running().AppliedIndex()
+	wait.For(c.t, timeout, func() error {
+		for _, s := range c.Running() {
+			if got := s.running().AppliedIndex(); got < want {
+				return fmt.Errorf("%s has applied %d, the leader %d", s.Name, got, want)
+			}
+		}
+		return nil
+	})
+}
+
+// Partition cuts every link between servers of different groups; servers
+// in no group are cut from everyone.
+func (c *Cluster) Partition(groups ...[]*Server) {
+	group := map[*Server]int{}
+	for i, g := range groups {
+		for _, s := range g {
+			group[s] = i + 1
+		}
+	}
+	for _, a := range c.Servers {
+		for _, b := range c.Servers {
+			if a.Index < b.Index && (group[a] == 0 || group[a] != group[b]) {
+				c.Net.Cut(a.Addr, b.Addr)
+			}
+		}
+	}
+}
+
+// Heal restores every link.
+func (c *Cluster) Heal() { c.Net.HealAll() }
+
+func (c *Cluster) close() {
+	for _, s := range c.Servers {
+		c.Stop(s)
+	}
+	c.Net.Close()
+}
