@@ -177,9 +177,9 @@ func (s *Server) waitLeaderReady(ctx context.Context) error {
 
 // notifyFSM wraps the catalog FSM to tell waiters when entries are applied.
 type notifyFSM struct {
-	// onApplied, when set, is called on the FSM goroutine after each
-	// applied batch with its last index.
-	onApplied func(idx uint64)
+	// onRestored, when set, is called on the FSM goroutine after each
+	// successful Restore.
+	onRestored func()
 	inner     *catalog.FSM
 	mu        sync.Mutex
 	ch        chan struct{}
@@ -198,9 +198,6 @@ func (f *notifyFSM) changed() <-chan struct{} {
 
 func (f *notifyFSM) notify(idx uint64) {
 	f.last.Store(idx)
-	if f.onApplied != nil {
-		f.onApplied(idx)
-	}
 	f.mu.Lock()
 	close(f.ch)
 	f.ch = make(chan struct{})
@@ -227,4 +224,16 @@ func (f *notifyFSM) ApplyBatch(logs []*raft.Log) []any {
 func (f *notifyFSM) Snapshot() (raft.FSMSnapshot, error) { return f.inner.Snapshot() }
 
 // Restore implements raft.FSM.
-func (f *notifyFSM) Restore(rc io.ReadCloser) error { return f.inner.Restore(rc) }
+func (f *notifyFSM) Restore(rc io.ReadCloser) error {
+	if err := f.inner.Restore(rc); err != nil {
+		return err
+	}
+	if f.onRestored != nil {
+		f.onRestored()
+	}
+	f.mu.Lock()
+	close(f.ch)
+	f.ch = make(chan struct{})
+	f.mu.Unlock()
+	return nil
+}

@@ -166,12 +166,9 @@ type Server struct {
 	failed *failedMembers
 
 	started time.Time
-	// caughtUpAt is when the FSM was last seen holding the whole log
-	// (unix nanoseconds; 0 never).
-	caughtUpAt atomic.Int64
-	// raftReady publishes s.raft to the FSM goroutine, which starts before
-	// NewRaft returns.
-	raftReady  atomic.Pointer[raft.Raft]
+	// commits tracks the commit indexes the leader announced that the
+	// FSM has yet to apply (staleness.go).
+	commits    commitTracker
 	shutdownCh chan struct{}
 	wg         sync.WaitGroup
 	closeOnce  sync.Once
@@ -208,14 +205,17 @@ func New(cfg *Config) (*Server, error) {
 		shutdownCh:  make(chan struct{}),
 	}
 	s.fsm = newNotifyFSM(catalog.NewFSM(s.store))
-	s.fsm.onApplied = func(idx uint64) {
-		if r := s.raftReady.Load(); r != nil && idx >= r.LastIndex() {
-			s.caughtUpAt.Store(s.clock.Now().UnixNano())
+	s.fsm.onRestored = func() {
+		// A snapshot from the leader holds everything up to its index.
+		if idx := s.commits.restored(s.clock.Now()); idx > 0 {
+			s.fsm.last.Store(idx)
 		}
 	}
 	s.sessionTTL = newSessionTimers(s)
 	if err := s.setupRaft(); err != nil {
 		s.closeAll()
+		close(s.shutdownCh)
+		s.wg.Wait()
 		return nil, err
 	}
 	if cfg.ReconnectTimeout <= 0 {
@@ -314,9 +314,11 @@ func (s *Server) setupRaft() error {
 	// The RPC is served only once Raft exists (below): a peer's Status
 	// call must never see a half-built server.
 	s.grpc = s.newRPCServer()
-	trans := raft.NewNetworkTransportWithLogger(raftL, 5, 10*time.Second, s.logger.Named("raft.transport"))
+	netTrans := raft.NewNetworkTransportWithLogger(raftL, 5, 10*time.Second, s.logger.Named("raft.transport"))
+	s.closers = append(s.closers, netTrans.Close)
+	s.wg.Add(1)
+	trans := newObservedTransport(netTrans, s.observeRPC, s.shutdownCh, s.wg.Done)
 	s.transport = trans
-	s.closers = append(s.closers, trans.Close)
 
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(logs, stable, snaps)
@@ -338,7 +340,13 @@ func (s *Server) setupRaft() error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	s.raft = r
-	s.raftReady.Store(r)
+	// A snapshot restored at start holds everything up to its index.
+	for {
+		last, applied := s.fsm.last.Load(), r.AppliedIndex()
+		if applied <= last || s.fsm.last.CompareAndSwap(last, applied) {
+			break
+		}
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -544,29 +552,6 @@ func (s *Server) fillMeta(m *catalog.QueryMeta, idx uint64) {
 	}
 	m.KnownLeader = s.Leader() != ""
 	m.LastContact = s.staleness()
-}
-
-// staleness bounds how old a follower's data may be: the time since it last
-// heard from the leader, or, while its FSM is still catching up with the
-// log it has received (after a restart or a lost data directory), the time
-// since it was last caught up. A follower that has never been caught up is
-// as stale as its uptime.
-func (s *Server) staleness() time.Duration {
-	now := s.clock.Now()
-	contact := now.Sub(s.started)
-	if lc := s.raft.LastContact(); !lc.IsZero() {
-		contact = now.Sub(lc)
-	}
-	last, fsmLast := s.raft.LastIndex(), s.fsm.last.Load()
-	if last <= fsmLast || (last-fsmLast <= 64 && s.fsmCaughtUp(last)) {
-		s.caughtUpAt.Store(now.UnixNano())
-		return contact
-	}
-	behind := now.Sub(s.started)
-	if at := s.caughtUpAt.Load(); at != 0 {
-		behind = now.Sub(time.Unix(0, at))
-	}
-	return max(contact, behind)
 }
 
 // Shutdown stops Raft and every goroutine of the server and closes its
