@@ -180,10 +180,10 @@ type notifyFSM struct {
 	// onRestored, when set, is called on the FSM goroutine after each
 	// successful Restore.
 	onRestored func()
-	inner     *catalog.FSM
-	mu        sync.Mutex
-	ch        chan struct{}
-	last      atomic.Uint64
+	inner      *catalog.FSM
+	mu         sync.Mutex
+	ch         chan struct{}
+	last       atomic.Uint64
 }
 
 func newNotifyFSM(inner *catalog.FSM) *notifyFSM {
