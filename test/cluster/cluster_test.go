@@ -15,19 +15,17 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tribune-mesh/tribune/test/procs"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
+	wait.For(t, d, func() error {
+		if err := cond(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s: %v", what, err)
+		return nil
+	})
 }
 
 func TestKillRestartAndSnapshot(t *testing.T) {
