@@ -6,6 +6,7 @@ package procs
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -20,6 +21,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 var (
@@ -287,29 +290,27 @@ func (c *Cluster) all() []*Agent { return append(append([]*Agent{}, c.Servers...
 // server is a peer.
 func (c *Cluster) WaitForLeader(t testing.TB, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	var last string
-	for time.Now().Before(deadline) {
+	wait.For(t, d, func() error {
+		var last error = errors.New("no server running")
 		for _, s := range c.Servers {
 			if !s.Running() {
 				continue
 			}
 			leader, peers, err := status(s.HTTPAddr())
 			if err == nil && leader != "" && len(peers) == len(c.Servers) {
-				return
+				return nil
 			}
-			last = fmt.Sprintf("%s: leader=%q peers=%v err=%v", s.Name, leader, peers, err)
+			last = fmt.Errorf("%s: leader=%q peers=%v err=%v; want %d peers", s.Name, leader, peers, err, len(c.Servers))
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("no leader with %d peers after %v (%s)", len(c.Servers), d, last)
+		return last
+	})
 }
 
 // Leader returns the server that currently leads, asking the running ones.
 func (c *Cluster) Leader(t testing.TB, d time.Duration) *Agent {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
+	var found *Agent
+	wait.For(t, d, func() error {
 		for _, s := range c.Servers {
 			if !s.Running() {
 				continue
@@ -320,14 +321,14 @@ func (c *Cluster) Leader(t testing.TB, d time.Duration) *Agent {
 			}
 			for _, l := range c.Servers {
 				if l.RPCAddr() == leader && l.Running() {
-					return l
+					found = l
+					return nil
 				}
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("no leader")
-	return nil
+		return errors.New("no running server reports a running leader")
+	})
+	return found
 }
 
 func status(addr string) (string, []string, error) {
