@@ -109,6 +109,9 @@ type Config struct {
 	WAN bool
 	// Fast selects memberlist's local-network timings (tests, -dev).
 	Fast bool
+	// Transport, when set, carries the gossip instead of UDP and TCP on
+	// BindAddr:BindPort (in-process test networks).
+	Transport memberlist.Transport
 	// Logger receives memberlist's log.
 	Logger hclog.Logger
 	// Clock decides when departed members are forgotten; nil means
@@ -220,6 +223,7 @@ func New(cfg *Config) (*Pool, error) {
 		mc = memberlist.DefaultLANConfig()
 	}
 	mc.Name = cfg.NodeName
+	mc.Transport = cfg.Transport
 	// A restarted agent may come back on a new address (a rescheduled
 	// pod); let it reclaim its name once the old one is known dead.
 	mc.DeadNodeReclaimTime = 30 * time.Second

@@ -74,6 +74,7 @@ func (s *Server) verifyLoop() {
 		// collected, so it covers the commit index of each at arrival.
 		readIndex := s.raft.LastIndex()
 		s.readIndexRounds.Add(1)
+		s.readIndexReads.Add(uint64(len(batch)))
 		err := s.raft.VerifyLeader().Error()
 		if err != nil {
 			err = fmt.Errorf("consistent read: %w", ErrNotLeader)
@@ -86,9 +87,12 @@ func (s *Server) verifyLoop() {
 	}
 }
 
-// ReadIndexRounds returns how many leadership rounds (quorum heartbeats)
-// this server has run for consistent reads; concurrent reads share one.
-func (s *Server) ReadIndexRounds() uint64 { return s.readIndexRounds.Load() }
+// ReadIndexStats returns how many leadership rounds (quorum heartbeats)
+// this server has run for consistent reads, and how many reads they
+// confirmed; concurrent reads share one round.
+func (s *Server) ReadIndexStats() (rounds, reads uint64) {
+	return s.readIndexRounds.Load(), s.readIndexReads.Load()
+}
 
 // PendingConsistentReads returns how many consistent reads wait for the
 // next leadership round.

@@ -14,9 +14,9 @@ import (
 	"github.com/tribune-mesh/tribune/gossip"
 )
 
-// reconcileInterval is how often the leader compares every gossip member
-// with the catalog, besides reacting to each membership event.
-const reconcileInterval = 5 * time.Second
+// DefaultReconcileInterval is how often the leader compares every gossip
+// member with the catalog, besides reacting to each membership event.
+const DefaultReconcileInterval = 5 * time.Second
 
 // memberLoop consumes gossip events: it passes them to the leader's
 // reconcile routine and drives bootstrap_expect.
@@ -107,15 +107,15 @@ func (s *Server) maybeBootstrap() {
 // into catalog nodes with a serfHealth check and servers into Raft peers.
 func (s *Server) reconcileLoop(ctx context.Context) {
 
-	t := time.NewTimer(0)
+	t := s.clock.NewTimer(0)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 			s.reconcileAll(ctx)
-			t.Reset(reconcileInterval)
+			t.Reset(s.config.ReconcileInterval)
 		case m := <-s.reconcileCh:
 			if err := s.reconcileMember(ctx, m); err != nil && ctx.Err() == nil {
 				s.logger.Warn("reconcile member", "member", m.Name, "error", err)

@@ -104,6 +104,9 @@ type Config struct {
 	BootstrapExpect int
 	// ReconnectTimeout is how long a failed member stays in the catalog.
 	ReconnectTimeout time.Duration
+	// ReconcileInterval is how often the leader reconciles every member
+	// (reaping, autopilot); 0 means DefaultReconcileInterval.
+	ReconcileInterval time.Duration
 	// CleanupDeadServers, ServerStabilizationTime and MinQuorum are
 	// autopilot's settings.
 	CleanupDeadServers      bool
@@ -127,6 +130,7 @@ func DefaultConfig() *Config {
 		TrailingLogs:      10240,
 		HoldTimeout:       DefaultHoldTimeout,
 		ReconnectTimeout:  DefaultReconnectTimeout,
+		ReconcileInterval: DefaultReconcileInterval,
 
 		CleanupDeadServers:      true,
 		ServerStabilizationTime: 10 * time.Second,
@@ -154,8 +158,10 @@ type Server struct {
 	closers     []func() error
 
 	verifyCh chan *verifyReq
-	// readIndexRounds counts the leadership rounds of consistent reads.
+	// readIndexRounds and readIndexReads count the leadership rounds of
+	// consistent reads and the reads they took.
 	readIndexRounds atomic.Uint64
+	readIndexReads  atomic.Uint64
 
 	// sessionTTL expires sessions whose TTL ran out; it runs on the leader.
 	sessionTTL *sessionTimers
@@ -220,6 +226,9 @@ func New(cfg *Config) (*Server, error) {
 	}
 	if cfg.ReconnectTimeout <= 0 {
 		cfg.ReconnectTimeout = DefaultReconnectTimeout
+	}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = DefaultReconcileInterval
 	}
 	s.wg.Add(2)
 	go s.verifyLoop()
@@ -489,7 +498,9 @@ func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.R
 	if needLeader && !s.IsLeader() {
 		return s.forwardRead(ctx, req)
 	}
-	if needLeader {
+	if needLeader || s.IsLeader() {
+		// A leader answers every read as fresh (LastContact 0): it must
+		// first hold the log it inherited.
 		if err := s.waitLeaderReady(ctx); err != nil {
 			return nil, err
 		}
@@ -520,14 +531,18 @@ func (s *Server) blockingRead(ctx context.Context, req *catalog.ReadRequest) (*c
 		defer cancel()
 	}
 	for {
+		// The staleness is measured before the read: the data read after
+		// it can only be fresher.
+		meta := s.queryMeta()
 		ws := memdb.NewWatchSet()
 		ws.Add(s.store.AbandonCh())
 		idx, resp, err := s.store.Execute(ws, req)
 		if err != nil {
 			return nil, err
 		}
+		meta.Index = idx
 		if opts.MinQueryIndex == 0 || idx > opts.MinQueryIndex {
-			s.fillMeta(&resp.Meta, idx)
+			resp.Meta = meta
 			return resp, nil
 		}
 		if err := ws.WatchCtx(ctx); err != nil {
@@ -537,21 +552,18 @@ func (s *Server) blockingRead(ctx context.Context, req *catalog.ReadRequest) (*c
 				return nil, ErrShutdown
 			default:
 			}
-			s.fillMeta(&resp.Meta, idx)
+			resp.Meta = meta
 			return resp, nil
 		}
 	}
 }
 
-func (s *Server) fillMeta(m *catalog.QueryMeta, idx uint64) {
-	m.Index = idx
+// queryMeta returns the meta of a read served now, without its index.
+func (s *Server) queryMeta() catalog.QueryMeta {
 	if s.IsLeader() {
-		m.KnownLeader = true
-		m.LastContact = 0
-		return
+		return catalog.QueryMeta{KnownLeader: true}
 	}
-	m.KnownLeader = s.Leader() != ""
-	m.LastContact = s.staleness()
+	return catalog.QueryMeta{KnownLeader: s.Leader() != "", LastContact: s.staleness()}
 }
 
 // Shutdown stops Raft and every goroutine of the server and closes its

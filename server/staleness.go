@@ -46,6 +46,15 @@ type commitTracker struct {
 	heard bool
 	// top is the highest commit index announced.
 	top uint64
+	// arrivingIndex and arrivingAt are the index and AppendedAt of the
+	// first entry of an AppendEntries seen before Raft stored it, kept
+	// until the FSM holds it (0: none).
+	arrivingIndex uint64
+	arrivingAt    time.Time
+	// unconfirmed is set when a snapshot from the leader was restored and
+	// no AppendEntries has arrived since: the snapshot's own age is not
+	// known, so neither is the data's.
+	unconfirmed bool
 	// marks are in increasing index and time order.
 	marks []commitMark
 	// delay is how old the newest entry of the last AppendEntries that
@@ -62,14 +71,18 @@ type commitTracker struct {
 
 // restored records that the FSM now holds the snapshot the leader sent, if
 // it was one, and returns its index (0 when it was not). The snapshot is
-// older than its transfer: until newer entries say more, the data is taken
-// to be as old as the time since the transfer began.
+// older than its transfer, by an unknown time: the data's age is unknown
+// until the leader's next AppendEntries says what it has committed since,
+// and at least the time since the transfer began.
 func (c *commitTracker) restored(now time.Time) uint64 {
 	idx := c.snapshot.Swap(0)
 	if idx == 0 {
 		return 0
 	}
 	c.received(time.Unix(0, c.snapshotAt.Load()), now)
+	c.mu.Lock()
+	c.unconfirmed = true
+	c.mu.Unlock()
 	return idx
 }
 
@@ -82,6 +95,34 @@ func (c *commitTracker) received(appendedAt, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.delay, c.receivedAt = max(0, now.Sub(appendedAt)), now
+}
+
+// arriving records the first entry of an AppendEntries about to be stored.
+func (c *commitTracker) arriving(index uint64, appendedAt time.Time) {
+	if appendedAt.IsZero() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.arrivingIndex == 0 || index < c.arrivingIndex {
+		c.arrivingIndex, c.arrivingAt = index, appendedAt
+	}
+}
+
+// arrivingSince returns the index of the oldest arrived entry the FSM does
+// not hold yet and when the leader appended it; ok is false when there is
+// none.
+func (c *commitTracker) arrivingSince(applied func(index uint64) bool) (index uint64, at time.Time, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.arrivingIndex == 0 {
+		return 0, time.Time{}, false
+	}
+	if applied(c.arrivingIndex) {
+		c.arrivingIndex, c.arrivingAt = 0, time.Time{}
+		return 0, time.Time{}, false
+	}
+	return c.arrivingIndex, c.arrivingAt, true
 }
 
 // streamDelay returns how far behind the leader the replication stream may
@@ -101,6 +142,7 @@ func (c *commitTracker) announce(index uint64, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.heard = true
+	c.unconfirmed = false
 	if index <= c.top {
 		return
 	}
@@ -117,10 +159,14 @@ func (c *commitTracker) announce(index uint64, now time.Time) {
 
 // oldestPending drops the marks that applied(index) says the FSM holds and
 // returns when the oldest remaining one was seen. ok is false when nothing
-// is pending; heard is false when no commit index was ever announced.
+// is pending; heard is false when no commit index was ever announced, or
+// none since a snapshot was restored.
 func (c *commitTracker) oldestPending(applied func(index uint64) bool) (at time.Time, ok, heard bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.unconfirmed {
+		return time.Time{}, false, false
+	}
 	drop := 0
 	for drop < len(c.marks) && applied(c.marks[drop].index) {
 		drop++
@@ -183,6 +229,7 @@ func (s *Server) observeRPC(rpc raft.RPC) {
 	case *raft.AppendEntriesRequest:
 		now := s.clock.Now()
 		if n := len(req.Entries); n > 0 {
+			s.commits.arriving(req.Entries[0].Index, req.Entries[0].AppendedAt)
 			s.commits.received(req.Entries[n-1].AppendedAt, now)
 		}
 		s.commits.announce(req.LeaderCommitIndex, now)
@@ -229,21 +276,30 @@ func (s *Server) staleness() time.Duration {
 	}
 	// Heartbeats travel apart from the entries: when the entries queue
 	// up (a slow or saturated link), contact alone understates the lag.
-	contact = max(contact, s.commits.streamDelay(s.clock.Now()))
-	if !behind {
-		return contact
+	age := max(contact, s.commits.streamDelay(s.clock.Now()))
+	if behind {
+		age = max(age, s.clock.Since(at))
 	}
-	age := max(contact, s.clock.Since(at))
+	arrIndex, arrAt, arriving := s.commits.arrivingSince(s.appliedThrough)
+	if !behind && !arriving {
+		return age
+	}
+	// The data lacks entry last+1 and is as old as it: the leader appended
+	// it at AppendedAt. Not stored yet, it may be the entry arriving; not
+	// known at all, the entry before it was appended earlier still, so its
+	// AppendedAt overstates the age, never understates it.
 	last := s.fsm.last.Load()
+	if arriving && arrIndex == last+1 {
+		return max(age, s.clock.Since(arrAt))
+	}
 	var l raft.Log
 	if err := s.logs.GetLog(last+1, &l); err == nil && !l.AppendedAt.IsZero() {
 		return max(age, s.clock.Since(l.AppendedAt))
 	}
-	if last == 0 {
-		return staleUnknown
+	if last > 0 {
+		if err := s.logs.GetLog(last, &l); err == nil && !l.AppendedAt.IsZero() {
+			return max(age, s.clock.Since(l.AppendedAt))
+		}
 	}
-	if err := s.logs.GetLog(last, &l); err == nil && !l.AppendedAt.IsZero() {
-		return max(age, s.clock.Since(l.AppendedAt))
-	}
-	return age
+	return staleUnknown
 }

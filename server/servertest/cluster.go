@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/server"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
@@ -40,6 +41,14 @@ type Options struct {
 	// NoForm leaves the servers unformed: nobody bootstraps. The test
 	// forms the cluster itself.
 	NoForm bool
+	// Gossip gives every server a LAN gossip pool on the Network, joined
+	// to the first server's: the leader then adds servers to Raft and
+	// the catalog from their membership, as in production.
+	Gossip bool
+	// BootstrapExpect, when > 0, forms the cluster the production way:
+	// nobody bootstraps alone, every server waits (through gossip) for
+	// that many servers. It implies Gossip.
+	BootstrapExpect int
 }
 
 // Cluster is a set of servers on one Network.
@@ -57,10 +66,13 @@ type Server struct {
 	*server.Server
 	// Index is the server's position in Cluster.Servers.
 	Index int
-	// Name is its node name and Raft ID; Addr its server port address.
-	Name, Addr string
-	dataDir    string
-	mu         sync.Mutex
+	// Name is its node name and Raft ID; Addr its server port address;
+	// GossipAddr its gossip address (same host).
+	Name, Addr, GossipAddr string
+	// Gossip is its gossip pool (Options.Gossip), nil while stopped.
+	Gossip  *gossip.Pool
+	dataDir string
+	mu      sync.Mutex
 }
 
 // DefaultTimeout bounds the harness's waits.
@@ -74,19 +86,31 @@ func New(t testing.TB, opts Options) *Cluster {
 	if opts.Servers <= 0 {
 		opts.Servers = 3
 	}
+	if opts.BootstrapExpect > 0 {
+		opts.Gossip = true
+	}
 	c := &Cluster{t: t, opts: opts, Net: NewNetwork()}
 	t.Cleanup(c.close)
 	for i := range opts.Servers {
-		s := &Server{Index: i, Name: fmt.Sprintf("s%d", i), Addr: fmt.Sprintf("10.0.0.%d:8300", i+1)}
+		s := &Server{Index: i, Name: fmt.Sprintf("s%d", i), Addr: fmt.Sprintf("10.0.0.%d:8300", i+1),
+			GossipAddr: fmt.Sprintf("10.0.0.%d:8301", i+1)}
 		if opts.Persistent {
 			s.dataDir = t.TempDir()
 		}
 		c.Servers = append(c.Servers, s)
 	}
 	for _, s := range c.Servers {
-		c.start(s, !opts.NoForm && s.Index == 0)
+		c.start(s, !opts.NoForm && opts.BootstrapExpect == 0 && s.Index == 0)
 	}
 	if opts.NoForm {
+		return c
+	}
+	if opts.Gossip {
+		for _, s := range c.Servers[1:] {
+			c.Join(s, c.Servers[0])
+		}
+		c.WaitForPeers(DefaultTimeout, len(c.Servers))
+		c.WaitForReplication(DefaultTimeout)
 		return c
 	}
 	leader := c.WaitForLeaderAmong(DefaultTimeout, c.Servers[:1])
@@ -97,6 +121,43 @@ func New(t testing.TB, opts Options) *Cluster {
 	}
 	c.WaitForReplication(DefaultTimeout)
 	return c
+}
+
+// Join joins s's gossip pool to the one of to.
+func (c *Cluster) Join(s, to *Server) {
+	c.t.Helper()
+	if _, err := s.pool().Join([]string{to.GossipAddr}); err != nil {
+		c.t.Fatalf("servertest: %s joins %s: %v", s.Name, to.Name, err)
+	}
+}
+
+// WaitForPeers waits until every running server follows one leader and
+// has n voters in its configuration.
+func (c *Cluster) WaitForPeers(timeout time.Duration, n int) {
+	c.t.Helper()
+	c.WaitForLeader(timeout)
+	wait.For(c.t, timeout, func() error {
+		for _, s := range c.Running() {
+			peers, err := s.running().Peers()
+			if err != nil {
+				return err
+			}
+			if len(peers) != n {
+				return fmt.Errorf("%s has peers %v, want %d", s.Name, peers, n)
+			}
+		}
+		return nil
+	})
+	c.WaitForLeader(timeout)
+}
+
+// tags are the gossip tags of a server, as the agent sets them.
+func (c *Cluster) tags(s *Server) map[string]string {
+	t := map[string]string{"dc": "dc1", "id": s.Name, "role": "consul", "port": "8300", "vsn": "2", "vsn_min": "2", "vsn_max": "3"}
+	if c.opts.BootstrapExpect > 1 {
+		t["expect"] = fmt.Sprint(c.opts.BootstrapExpect)
+	}
+	return t
 }
 
 // Config returns the configuration server i starts with.
@@ -116,6 +177,9 @@ func (c *Cluster) Config(s *Server, bootstrap bool) *server.Config {
 	if lvl := os.Getenv("TRIBUNE_TEST_LOG"); lvl != "" {
 		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: s.Name, Level: hclog.LevelFromString(lvl), Output: os.Stderr})
 	}
+	if c.opts.BootstrapExpect > 0 {
+		cfg.BootstrapExpect = c.opts.BootstrapExpect
+	}
 	if c.opts.Configure != nil {
 		c.opts.Configure(s.Index, cfg)
 	}
@@ -130,22 +194,58 @@ func (c *Cluster) start(s *Server, bootstrap bool) {
 		c.t.Fatalf("servertest: %v", err)
 	}
 	cfg.Listener = ln
+	var pool *gossip.Pool
+	if c.opts.Gossip {
+		tr, err := c.Net.NewGossipTransport(s.GossipAddr)
+		if err != nil {
+			ln.Close()
+			c.t.Fatalf("servertest: %v", err)
+		}
+		pool, err = gossip.New(&gossip.Config{NodeName: s.Name, Tags: c.tags(s), Fast: true,
+			Transport: tr, Logger: cfg.Logger, Clock: cfg.Clock, ReconnectTimeout: cfg.ReconnectTimeout})
+		if err != nil {
+			ln.Close()
+			_ = tr.Shutdown()
+			c.t.Fatalf("servertest: gossip of %s: %v", s.Name, err)
+		}
+		cfg.Gossip = pool
+	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		ln.Close()
+		if pool != nil {
+			_ = pool.Shutdown()
+		}
 		c.t.Fatalf("servertest: start %s: %v", s.Name, err)
 	}
 	s.mu.Lock()
-	s.Server = srv
+	s.Server, s.Gossip = srv, pool
 	s.mu.Unlock()
+}
+
+func (s *Server) pool() *gossip.Pool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Gossip
+}
+
+// Leave makes s leave gossip gracefully, then stops it.
+func (c *Cluster) Leave(s *Server) {
+	c.t.Helper()
+	if p := s.pool(); p != nil {
+		if err := p.Leave(2 * time.Second); err != nil {
+			c.t.Logf("servertest: %s leaves: %v", s.Name, err)
+		}
+	}
+	c.Stop(s)
 }
 
 // Stop shuts s down, as a crash would: its connections reset.
 func (c *Cluster) Stop(s *Server) {
 	c.t.Helper()
 	s.mu.Lock()
-	srv := s.Server
-	s.Server = nil
+	srv, pool := s.Server, s.Gossip
+	s.Server, s.Gossip = nil, nil
 	s.mu.Unlock()
 	if srv == nil {
 		return
@@ -153,6 +253,11 @@ func (c *Cluster) Stop(s *Server) {
 	c.Net.Disconnect(s.Addr)
 	if err := srv.Shutdown(); err != nil {
 		c.t.Logf("servertest: shutdown %s: %v", s.Name, err)
+	}
+	if pool != nil {
+		if err := pool.Shutdown(); err != nil {
+			c.t.Logf("servertest: gossip shutdown %s: %v", s.Name, err)
+		}
 	}
 }
 
@@ -171,6 +276,14 @@ func (c *Cluster) Restart(s *Server, wipe bool) {
 		}
 	}
 	c.start(s, false)
+	if c.opts.Gossip {
+		for _, o := range c.Running() {
+			if o != s {
+				c.Join(s, o)
+				break
+			}
+		}
+	}
 }
 
 // Running returns the servers that run.

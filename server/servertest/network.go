@@ -13,8 +13,9 @@ import (
 // syscall.ECONNREFUSED, as a dial to a closed port does.
 var ErrUnreachable = fmt.Errorf("servertest: link cut: %w", syscall.ECONNREFUSED)
 
-// Network is an in-process switchboard of server ports. Every connection
-// between two addresses runs through two pumps, one per direction, that the
+// Network is an in-process switchboard of server ports (and of gossip,
+// see GossipTransport). Links join hosts, the IP part of the addresses.
+// Every connection between two addresses runs through two pumps, one per direction, that the
 // test can hold (a cut link: bytes wait, as TCP's retransmissions would,
 // until the link heals), slow down (delay) or close. Dials across a link
 // cut in either direction fail with ErrUnreachable.
@@ -33,11 +34,25 @@ type Network struct {
 	conns   map[*pipe]struct{}
 	// refused counts the dials refused per link.
 	refused map[link]int
-	closed  bool
-	wg      sync.WaitGroup
+	// sinks receive the packets sent to each gossip address.
+	sinks  map[string]*GossipTransport
+	closed bool
+	wg     sync.WaitGroup
 }
 
+// link is one direction between two hosts (the IP part of addresses):
+// a server's RPC port and its gossip port share the fate of their host.
 type link struct{ from, to string }
+
+// host returns the host part of addr, or addr when it has no port.
+func host(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+func linkOf(from, to string) link { return link{host(from), host(to)} }
 
 type linkState struct {
 	cut   bool
@@ -47,7 +62,7 @@ type linkState struct {
 // NewNetwork returns an empty network.
 func NewNetwork() *Network {
 	return &Network{listeners: map[string]*listener{}, links: map[link]linkState{},
-		changed: make(chan struct{}), conns: map[*pipe]struct{}{}, refused: map[link]int{}}
+		changed: make(chan struct{}), conns: map[*pipe]struct{}{}, refused: map[link]int{}, sinks: map[string]*GossipTransport{}}
 }
 
 // Listen returns the listener of addr ("ip:port"). The address must be
@@ -82,8 +97,8 @@ func (n *Network) dial(ctx context.Context, from, to string) (net.Conn, error) {
 		n.mu.Unlock()
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	}
-	if n.links[link{from, to}].cut || n.links[link{to, from}].cut {
-		n.refused[link{from, to}]++
+	if n.links[linkOf(from, to)].cut || n.links[linkOf(to, from)].cut {
+		n.refused[linkOf(from, to)]++
 		n.mu.Unlock()
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: ErrUnreachable}
 	}
@@ -93,10 +108,10 @@ func (n *Network) dial(ctx context.Context, from, to string) (net.Conn, error) {
 	n.conns[p] = struct{}{}
 	n.wg.Add(2)
 	n.mu.Unlock()
-	go n.pump(p, link{from, to}, a, b)
-	go n.pump(p, link{to, from}, b, a)
+	go n.pump(p, linkOf(from, to), a, b)
+	go n.pump(p, linkOf(to, from), b, a)
 	select {
-	case l.ch <- server:
+	case l.ch <- &addrConn{Conn: server, local: l.addr, remote: fakeAddr(from)}:
 		return &addrConn{Conn: client, local: fakeAddr(from), remote: l.addr}, nil
 	case <-l.done:
 	case <-ctx.Done():
@@ -156,23 +171,23 @@ func (n *Network) pump(p *pipe, l link, src, dst net.Conn) {
 func (n *Network) Refused(from, to string) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.refused[link{from, to}]
+	return n.refused[linkOf(from, to)]
 }
 
-// Cut breaks the link between a and b in both directions.
+// Cut breaks the link between the hosts of a and b in both directions.
 func (n *Network) Cut(a, b string) { n.CutOneWay(a, b); n.CutOneWay(b, a) }
 
 // CutOneWay holds every byte sent from from to to; the other direction
 // keeps working (new connections still fail, as their handshake would).
 func (n *Network) CutOneWay(from, to string) {
-	n.update(link{from, to}, func(s *linkState) { s.cut = true })
+	n.update(linkOf(from, to), func(s *linkState) { s.cut = true })
 }
 
 // Heal restores the link between a and b in both directions, with no
 // delay.
 func (n *Network) Heal(a, b string) {
-	n.update(link{a, b}, func(s *linkState) { *s = linkState{} })
-	n.update(link{b, a}, func(s *linkState) { *s = linkState{} })
+	n.update(linkOf(a, b), func(s *linkState) { *s = linkState{} })
+	n.update(linkOf(b, a), func(s *linkState) { *s = linkState{} })
 }
 
 // HealAll restores every link.
@@ -185,15 +200,15 @@ func (n *Network) HealAll() {
 
 // Delay makes every chunk of bytes sent from from to to wait d.
 func (n *Network) Delay(from, to string, d time.Duration) {
-	n.update(link{from, to}, func(s *linkState) { s.delay = d })
+	n.update(linkOf(from, to), func(s *linkState) { s.delay = d })
 }
 
-// Isolate cuts addr from every other listener of the network.
+// Isolate cuts addr's host from every other host of the network.
 func (n *Network) Isolate(addr string) {
 	n.mu.Lock()
 	var others []string
 	for a := range n.listeners {
-		if a != addr {
+		if host(a) != host(addr) {
 			others = append(others, a)
 		}
 	}
@@ -203,13 +218,13 @@ func (n *Network) Isolate(addr string) {
 	}
 }
 
-// Disconnect closes every open connection from or to addr, as a crash or
-// a reset would.
+// Disconnect closes every open connection from or to addr's host, as a
+// crash or a reset would.
 func (n *Network) Disconnect(addr string) {
 	n.mu.Lock()
 	var victims []*pipe
 	for p := range n.conns {
-		if p.from == addr || p.to == addr {
+		if host(p.from) == host(addr) || host(p.to) == host(addr) {
 			victims = append(victims, p)
 		}
 	}
@@ -290,7 +305,7 @@ type listener struct {
 func (l *listener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.ch:
-		return &addrConn{Conn: c, local: l.addr, remote: fakeAddr("peer")}, nil
+		return c, nil
 	case <-l.done:
 		return nil, net.ErrClosed
 	}
