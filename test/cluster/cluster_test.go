@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -149,7 +148,7 @@ func TestKillRestartAndSnapshot(t *testing.T) {
 
 	// SIGTERM of a client with leave_on_terminate (the client default)
 	// removes it from the catalog.
-	_ = c.Clients[0].Signal(syscall.SIGTERM)
+	c.Clients[0].Stop(20 * time.Second)
 	sc := c.Servers[0].Client(t)
 	waitUntil(t, 20*time.Second, "the client's node to leave the catalog", func() error {
 		n, _, err := sc.Catalog().Node("c1", &api.QueryOptions{AllowStale: true})
