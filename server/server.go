@@ -198,6 +198,12 @@ func New(cfg *Config) (*Server, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.New()
 	}
+	if cfg.ReconnectTimeout <= 0 {
+		cfg.ReconnectTimeout = DefaultReconnectTimeout
+	}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = DefaultReconcileInterval
+	}
 	s := &Server{
 		config:      cfg,
 		logger:      cfg.Logger.Named("server"),
@@ -223,12 +229,6 @@ func New(cfg *Config) (*Server, error) {
 		close(s.shutdownCh)
 		s.wg.Wait()
 		return nil, err
-	}
-	if cfg.ReconnectTimeout <= 0 {
-		cfg.ReconnectTimeout = DefaultReconnectTimeout
-	}
-	if cfg.ReconcileInterval <= 0 {
-		cfg.ReconcileInterval = DefaultReconcileInterval
 	}
 	s.wg.Add(2)
 	go s.verifyLoop()
@@ -552,7 +552,10 @@ func (s *Server) blockingRead(ctx context.Context, req *catalog.ReadRequest) (*c
 				return nil, ErrShutdown
 			default:
 			}
-			resp.Meta = meta
+			// Nothing the query read has changed since: its data is the
+			// store's now, as stale as the store is now.
+			resp.Meta = s.queryMeta()
+			resp.Meta.Index = idx
 			return resp, nil
 		}
 	}
