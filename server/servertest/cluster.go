@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -408,4 +410,29 @@ func (c *Cluster) close() {
 		c.Stop(s)
 	}
 	c.Net.Close()
+	if err := wait.Until(context.Background(), 5*time.Second, leakedGoroutines); err != nil {
+		c.t.Errorf("servertest: goroutines left after the cluster stopped: %v", err)
+	}
+}
+
+// leakedGoroutines returns an error listing the goroutines running
+// Tribune code other than the caller's; every server, pool and network
+// must have stopped its own.
+func leakedGoroutines() error {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var leaked []string
+	for i, g := range strings.Split(string(buf), "\n\n") {
+		if i == 0 || !strings.Contains(g, "github.com/tribune-mesh/tribune/") {
+			continue // the first is the caller's
+		}
+		if strings.Contains(g, "testing.tRunner") {
+			continue // a test's own goroutine
+		}
+		leaked = append(leaked, g)
+	}
+	if len(leaked) > 0 {
+		return fmt.Errorf("%d goroutines, the first:\n%s", len(leaked), leaked[0])
+	}
+	return nil
 }
