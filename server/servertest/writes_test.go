@@ -41,6 +41,9 @@ func waitValue(t *testing.T, c *servertest.Cluster, key, value string) {
 func TestForwardedWriteWithLostAnswerIsNotResent(t *testing.T) {
 	c := servertest.New(t, servertest.Options{Configure: func(_ int, cfg *server.Config) {
 		cfg.HoldTimeout = time.Second
+		// Leadership outlasts the hold: the follower, which stops
+		// hearing the leader, must not see a new one meanwhile.
+		cfg.RaftMultiplier = 5
 	}})
 	leader := c.WaitForLeader(servertest.DefaultTimeout)
 	f := c.Followers()[0]
