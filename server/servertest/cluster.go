@@ -92,7 +92,6 @@ func New(t testing.TB, opts Options) *Cluster {
 		opts.Gossip = true
 	}
 	c := &Cluster{t: t, opts: opts, Net: NewNetwork()}
-	t.Cleanup(c.close)
 	for i := range opts.Servers {
 		s := &Server{Index: i, Name: fmt.Sprintf("s%d", i), Addr: fmt.Sprintf("10.0.0.%d:8300", i+1),
 			GossipAddr: fmt.Sprintf("10.0.0.%d:8301", i+1)}
@@ -101,6 +100,9 @@ func New(t testing.TB, opts Options) *Cluster {
 		}
 		c.Servers = append(c.Servers, s)
 	}
+	// After the data directories: cleanups run last first, and the
+	// servers must stop before their directories go.
+	t.Cleanup(c.close)
 	for _, s := range c.Servers {
 		c.start(s, !opts.NoForm && opts.BootstrapExpect == 0 && s.Index == 0)
 	}
