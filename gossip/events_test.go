@@ -110,7 +110,7 @@ func TestUserEventsSpreadOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wait(t, 5*time.Second, "three members everywhere", func() bool {
+	waitFor(t, 5*time.Second, "three members everywhere", func() bool {
 		return a.NumMembers() == 3 && b.NumMembers() == 3 && c.NumMembers() == 3
 	})
 

@@ -23,6 +23,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/coordinate"
+
+	"github.com/tribune-mesh/tribune/clock"
 )
 
 // Status is a member's state, with Consul's numbering (/v1/agent/members).
@@ -107,9 +109,37 @@ type Config struct {
 	WAN bool
 	// Fast selects memberlist's local-network timings (tests, -dev).
 	Fast bool
+	// Transport, when set, carries the gossip instead of UDP and TCP on
+	// BindAddr:BindPort (in-process test networks).
+	Transport memberlist.Transport
 	// Logger receives memberlist's log.
 	Logger hclog.Logger
+	// Clock decides when departed members are forgotten; nil means
+	// clock.New().
+	Clock clock.Clock
+	// ReconnectTimeout is how long a failed member is remembered
+	// (reconnect_timeout); TombstoneTimeout how long a member that left
+	// is. Zero means DefaultReconnectTimeout and DefaultTombstoneTimeout.
+	ReconnectTimeout time.Duration
+	TombstoneTimeout time.Duration
+	// MaxDeparted bounds how many failed or left members are remembered
+	// at once; beyond it the longest gone are forgotten first. Zero means
+	// DefaultMaxDeparted.
+	MaxDeparted int
 }
+
+// Defaults of the departed-member bounds, each defined here only.
+const (
+	// DefaultReconnectTimeout is Consul's reconnect_timeout.
+	DefaultReconnectTimeout = 72 * time.Hour
+	// DefaultTombstoneTimeout is how long a member that left is
+	// remembered, as Serf's tombstone timeout.
+	DefaultTombstoneTimeout = 24 * time.Hour
+	// DefaultMaxDeparted caps the departed members a pool remembers.
+	DefaultMaxDeparted = 4096
+	// reapInterval is how often departed members are checked.
+	reapInterval = time.Minute
+)
 
 // Pool is one gossip pool membership.
 type Pool struct {
@@ -125,7 +155,10 @@ type Pool struct {
 	mu      sync.Mutex
 	tags    map[string]string
 	members map[string]*Member
-	left    bool
+	// departed holds when each failed or left member departed; they are
+	// forgotten after their timeout or beyond MaxDeparted.
+	departed map[string]time.Time
+	left     bool
 
 	events chan Event
 	// conflict holds the error of another live member using this name.
@@ -153,14 +186,27 @@ func New(cfg *Config) (*Pool, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.New()
+	}
+	if cfg.ReconnectTimeout <= 0 {
+		cfg.ReconnectTimeout = DefaultReconnectTimeout
+	}
+	if cfg.TombstoneTimeout <= 0 {
+		cfg.TombstoneTimeout = DefaultTombstoneTimeout
+	}
+	if cfg.MaxDeparted <= 0 {
+		cfg.MaxDeparted = DefaultMaxDeparted
+	}
 	p := &Pool{
-		cfg:     cfg,
-		logger:  cfg.Logger.Named("gossip"),
-		tags:    copyTags(cfg.Tags),
-		members: map[string]*Member{},
-		events:  make(chan Event, 4096),
-		metaCh:  make(chan struct{}, 1),
-		stopCh:  make(chan struct{}),
+		cfg:      cfg,
+		logger:   cfg.Logger.Named("gossip"),
+		tags:     copyTags(cfg.Tags),
+		members:  map[string]*Member{},
+		departed: map[string]time.Time{},
+		events:   make(chan Event, 4096),
+		metaCh:   make(chan struct{}, 1),
+		stopCh:   make(chan struct{}),
 
 		userEvents: newUserEvents(),
 	}
@@ -177,6 +223,7 @@ func New(cfg *Config) (*Pool, error) {
 		mc = memberlist.DefaultLANConfig()
 	}
 	mc.Name = cfg.NodeName
+	mc.Transport = cfg.Transport
 	// A restarted agent may come back on a new address (a rescheduled
 	// pod); let it reclaim its name once the old one is known dead.
 	mc.DeadNodeReclaimTime = 30 * time.Second
@@ -219,9 +266,68 @@ func New(cfg *Config) (*Pool, error) {
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
 	p.ml = ml
-	p.wg.Add(1)
+	p.wg.Add(2)
 	go p.metaLoop()
+	go p.reapLoop()
 	return p, nil
+}
+
+// reapLoop forgets departed members past their timeout until the pool
+// shuts down.
+func (p *Pool) reapLoop() {
+	defer p.wg.Done()
+	t := p.cfg.Clock.NewTicker(reapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stopCh:
+			return
+		case <-t.C():
+			p.reapDeparted()
+		}
+	}
+}
+
+// reapDeparted forgets failed members gone longer than ReconnectTimeout
+// and left ones gone longer than TombstoneTimeout.
+func (p *Pool) reapDeparted() {
+	now := p.cfg.Clock.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for name, at := range p.departed {
+		m := p.members[name]
+		timeout := p.cfg.ReconnectTimeout
+		if m != nil && m.Status == StatusLeft {
+			timeout = p.cfg.TombstoneTimeout
+		}
+		if m == nil || now.Sub(at) > timeout {
+			delete(p.departed, name)
+			delete(p.members, name)
+		}
+	}
+}
+
+// setMemberLocked records m's state and when it departed; past MaxDeparted
+// departed members, the one gone longest is forgotten.
+func (p *Pool) setMemberLocked(m *Member) {
+	p.members[m.Name] = m
+	if m.Status != StatusFailed && m.Status != StatusLeft {
+		delete(p.departed, m.Name)
+		return
+	}
+	if _, ok := p.departed[m.Name]; !ok {
+		p.departed[m.Name] = p.cfg.Clock.Now()
+	}
+	for len(p.departed) > p.cfg.MaxDeparted {
+		oldest, first := "", time.Time{}
+		for name, at := range p.departed {
+			if name != m.Name && (oldest == "" || at.Before(first)) {
+				oldest, first = name, at
+			}
+		}
+		delete(p.departed, oldest)
+		delete(p.members, oldest)
+	}
 }
 
 // metaLoop gossips this member's tags again whenever they change outside
@@ -310,6 +416,7 @@ func (p *Pool) RemoveFailed(name string) bool {
 	m, ok := p.members[name]
 	if ok && m.Status != StatusAlive {
 		m.Status = StatusLeft
+		p.setMemberLocked(m)
 	}
 	var ev *Event
 	if ok && m.Status == StatusLeft {
@@ -424,7 +531,7 @@ type eventDelegate struct{ p *Pool }
 func (e *eventDelegate) NotifyJoin(n *memberlist.Node) {
 	m := e.p.memberFrom(n, StatusAlive)
 	e.p.mu.Lock()
-	e.p.members[n.Name] = m
+	e.p.setMemberLocked(m)
 	e.p.mu.Unlock()
 	e.p.publish(Event{Type: EventJoin, Member: *m})
 }
@@ -437,7 +544,7 @@ func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
 	}
 	delete(m.Tags, leavingTag)
 	e.p.mu.Lock()
-	e.p.members[n.Name] = m
+	e.p.setMemberLocked(m)
 	e.p.mu.Unlock()
 	e.p.publish(Event{Type: typ, Member: *m})
 }
@@ -450,7 +557,7 @@ func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) {
 		delete(m.Tags, leavingTag)
 	}
 	e.p.mu.Lock()
-	e.p.members[n.Name] = m
+	e.p.setMemberLocked(m)
 	e.p.mu.Unlock()
 	e.p.publish(Event{Type: typ, Member: *m})
 }

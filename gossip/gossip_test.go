@@ -7,6 +7,11 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/tribune-mesh/tribune/clock"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 func freePort(t testing.TB) int {
@@ -49,16 +54,15 @@ func statusOf(p *Pool, name string) Status {
 	return StatusNone
 }
 
-func wait(t *testing.T, d time.Duration, what string, cond func() bool) {
+// waitFor fails the test unless cond holds within d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
+	wait.For(t, d, func() error {
 		if cond() {
-			return
+			return nil
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+		return errors.New("waiting for " + what)
+	})
 }
 
 func TestJoinLeaveFail(t *testing.T) {
@@ -68,7 +72,7 @@ func TestJoinLeaveFail(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wait(t, 5*time.Second, "three alive members", func() bool {
+	waitFor(t, 5*time.Second, "three alive members", func() bool {
 		return statusOf(a, "b") == StatusAlive && statusOf(a, "c") == StatusAlive
 	})
 	if m := a.Members(); m[1].Tags["id"] != "b-id" {
@@ -78,9 +82,9 @@ func TestJoinLeaveFail(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = b.Shutdown()
-	wait(t, 10*time.Second, "b left", func() bool { return statusOf(a, "b") == StatusLeft })
+	waitFor(t, 10*time.Second, "b left", func() bool { return statusOf(a, "b") == StatusLeft })
 	_ = c.Shutdown()
-	wait(t, 45*time.Second, "c failed", func() bool { return statusOf(a, "c") == StatusFailed })
+	waitFor(t, 45*time.Second, "c failed", func() bool { return statusOf(a, "c") == StatusFailed })
 }
 
 func TestEncryptionKeyMismatchRefused(t *testing.T) {
@@ -94,7 +98,7 @@ func TestEncryptionKeyMismatchRefused(t *testing.T) {
 	if _, err := c.Join([]string{addr(a)}); err != nil {
 		t.Fatalf("join with the same key: %v", err)
 	}
-	wait(t, 5*time.Second, "c alive", func() bool { return statusOf(a, "c") == StatusAlive })
+	waitFor(t, 5*time.Second, "c alive", func() bool { return statusOf(a, "c") == StatusAlive })
 	if statusOf(a, "b") != StatusNone {
 		t.Fatal("member with the wrong key was accepted")
 	}
@@ -106,7 +110,7 @@ func TestDuplicateNameRefused(t *testing.T) {
 	if _, err := b.Join([]string{addr(a)}); err != nil {
 		t.Fatal(err)
 	}
-	wait(t, 5*time.Second, "b alive", func() bool { return statusOf(a, "b") == StatusAlive })
+	waitFor(t, 5*time.Second, "b alive", func() bool { return statusOf(a, "b") == StatusAlive })
 	port := freePort(t)
 	dup, err := New(&Config{NodeName: "b", BindAddr: "127.0.0.1", BindPort: port,
 		Tags: map[string]string{"id": "other-id", "dc": "dc1"}, Fast: true})
@@ -135,25 +139,25 @@ func TestKeyringRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wait(t, 5*time.Second, "three members", func() bool { return a.NumMembers() == 3 })
+	waitFor(t, 5*time.Second, "three members", func() bool { return a.NumMembers() == 3 })
 	if err := a.KeyringOp(KeyInstall, b64(k2)); err != nil {
 		t.Fatal(err)
 	}
-	wait(t, 10*time.Second, "the new key on every member", func() bool {
+	waitFor(t, 10*time.Second, "the new key on every member", func() bool {
 		st, err := a.KeyringList()
 		return err == nil && st.Keys[b64(k2)] == 3 && st.NumNodes == 3
 	})
 	if err := b.KeyringOp(KeyUse, b64(k2)); err != nil {
 		t.Fatal(err)
 	}
-	wait(t, 10*time.Second, "the new key primary everywhere", func() bool {
+	waitFor(t, 10*time.Second, "the new key primary everywhere", func() bool {
 		st, err := c.KeyringList()
 		return err == nil && st.PrimaryKeys[b64(k2)] == 3
 	})
 	if err := c.KeyringOp(KeyRemove, b64(k1)); err != nil {
 		t.Fatal(err)
 	}
-	wait(t, 10*time.Second, "the old key gone everywhere", func() bool {
+	waitFor(t, 10*time.Second, "the old key gone everywhere", func() bool {
 		st, err := a.KeyringList()
 		_, has := st.Keys[b64(k1)]
 		return err == nil && !has && st.Keys[b64(k2)] == 3
@@ -171,5 +175,64 @@ func TestKeyringRotation(t *testing.T) {
 	plain := newPool(t, "plain", nil)
 	if _, err := plain.KeyringList(); err != ErrNoKeyring {
 		t.Fatalf("keyring list without encryption: %v", err)
+	}
+}
+
+func TestDepartedMembersForgotten(t *testing.T) {
+	fc := clock.NewFake(time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC))
+	p, err := New(&Config{NodeName: "self", BindAddr: "127.0.0.1", BindPort: freePort(t), Fast: true,
+		Tags: map[string]string{"id": "self-id", "dc": "dc1"}, Clock: fc,
+		ReconnectTimeout: 10 * time.Minute, TombstoneTimeout: 5 * time.Minute, MaxDeparted: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Shutdown() })
+	go func() { // nobody else reads the events here
+		for range p.Events() {
+		}
+	}()
+	ev := &eventDelegate{p: p}
+	node := func(name string, leaving bool) *memberlist.Node {
+		meta := `{"id":"` + name + `-id","dc":"dc1"}`
+		if leaving {
+			meta = `{"id":"` + name + `-id","dc":"dc1","leaving":"1"}`
+		}
+		return &memberlist.Node{Name: name, Addr: net.ParseIP("10.0.0.1"), Port: 8301, Meta: []byte(meta)}
+	}
+	count := func() (all, departed int) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.members), len(p.departed)
+	}
+	// Churn: members join, then half fail and half leave; some come back.
+	for round := range 20 {
+		for i := range 10 {
+			name := fmt.Sprintf("n%d-%d", round, i)
+			ev.NotifyJoin(node(name, false))
+			ev.NotifyLeave(node(name, i%2 == 0))
+			if i == 9 {
+				ev.NotifyJoin(node(name, false)) // back alive: stays
+			}
+		}
+		fc.Advance(time.Second)
+		if all, departed := count(); departed > 50 || all > 50+21 {
+			t.Fatalf("round %d: %d members, %d departed; want at most 50 departed", round, all, departed)
+		}
+	}
+	if got := statusOf(p, "n19-9"); got != StatusAlive {
+		t.Fatalf("rejoined member is %v", got)
+	}
+	// Past the tombstone timeout the left members go, then the failed.
+	// (reapLoop runs reapDeparted on a ticker of the same clock; called
+	// here directly, the test does not depend on which tick it reads.)
+	fc.Advance(6 * time.Minute)
+	p.reapDeparted()
+	if statusOf(p, "n19-0") != StatusNone || statusOf(p, "n19-1") != StatusFailed {
+		t.Fatalf("after the tombstone timeout: left member %v, failed member %v", statusOf(p, "n19-0"), statusOf(p, "n19-1"))
+	}
+	fc.Advance(5 * time.Minute)
+	p.reapDeparted()
+	if all, departed := count(); departed != 0 || all != 21 { // the 20 that came back and self
+		t.Fatalf("after the reconnect timeout: %d members, %d departed", all, departed)
 	}
 }

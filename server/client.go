@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
 )
 
 // ErrNoServers is returned by a Client that knows no server.
@@ -24,6 +25,10 @@ type ClientConfig struct {
 	// HoldTimeout bounds the retries of one request across a leader
 	// election (rpc_hold_timeout).
 	HoldTimeout time.Duration
+	// Dial reaches a server port; nil dials TCP.
+	Dial DialFunc
+	// Clock paces the retries; nil means clock.New().
+	Clock clock.Clock
 }
 
 // Client is a client agent's way to the servers: it sends every read and
@@ -40,9 +45,12 @@ type Client struct {
 // NewClient returns a Client. Close releases its connections.
 func NewClient(cfg ClientConfig) *Client {
 	if cfg.HoldTimeout <= 0 {
-		cfg.HoldTimeout = 7 * time.Second
+		cfg.HoldTimeout = DefaultHoldTimeout
 	}
-	return &Client{cfg: cfg, pool: newConnPool()}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.New()
+	}
+	return &Client{cfg: cfg, pool: newConnPool(cfg.Dial)}
 }
 
 // Close closes every connection.
@@ -99,46 +107,41 @@ func (c *Client) preferLeader(leader string) {
 	}
 }
 
-// invoke calls method on a server, rotating servers on transport failures
-// and retrying retryable answers until the hold timeout. decode turns a
-// response into an error for retry decisions.
+// invoke calls method on a server, moving to another server when one
+// cannot be reached, and retries retryable answers until the hold timeout.
+// answerErr turns a response into an error for retry decisions. A write
+// is sent again only when it provably never left (retryableWrite).
 func (c *Client) invoke(ctx context.Context, method string, req, resp any, answerErr func() error) error {
-	write := method == "Apply"
-	deadline := time.Now().Add(c.cfg.HoldTimeout)
-	failed := ""
-	var last error
-	for {
-		addr, err := c.pick(failed)
-		if err == nil {
-			err = c.pool.call(ctx, addr, method, req, resp)
-			if err == nil {
-				err = answerErr()
-				if err == nil || !retryable(err) {
-					return err
-				}
-			} else if write && !notSent(err) {
-				// The request may have been applied: its outcome is
-				// unknown, and only the caller can decide what to do.
-				return err
-			} else if st, ok := status.FromError(errors.Unwrap(err)); ok && st.Code() == codes.Unavailable {
-				failed = addr
-			} else {
-				return err
-			}
-		}
-		last = err
-		if time.Now().After(deadline) {
-			if errors.Is(last, ErrNoLeader) || errors.Is(last, ErrNotLeader) {
-				return ErrNoLeader
-			}
-			return last
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", method, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
+	base := retryable
+	if method == "Apply" {
+		base = retryableWrite
 	}
+	// Gossip may not have found a server yet.
+	retry := func(err error) bool { return errors.Is(err, ErrNoServers) || base(err) }
+	failed := ""
+	err := holdRetry(ctx, c.cfg.Clock, c.cfg.HoldTimeout, nil, retry, func() error {
+		addr, err := c.pick(failed)
+		if err != nil {
+			return err
+		}
+		if err := c.pool.call(ctx, addr, method, req, resp); err != nil {
+			if status.Code(err) == codes.Unavailable {
+				failed = addr
+			}
+			return err
+		}
+		return answerErr()
+	})
+	if he := (*holdExpiredError)(nil); errors.As(err, &he) {
+		if leaderErr(he.last) {
+			return ErrNoLeader
+		}
+		return he.last
+	}
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("%s: %w", method, err)
+	}
+	return err
 }
 
 // Apply commits a command through a server.

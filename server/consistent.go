@@ -73,6 +73,8 @@ func (s *Server) verifyLoop() {
 		// Every entry up to LastIndex was appended before these reads were
 		// collected, so it covers the commit index of each at arrival.
 		readIndex := s.raft.LastIndex()
+		s.readIndexRounds.Add(1)
+		s.readIndexReads.Add(uint64(len(batch)))
 		err := s.raft.VerifyLeader().Error()
 		if err != nil {
 			err = fmt.Errorf("consistent read: %w", ErrNotLeader)
@@ -84,6 +86,17 @@ func (s *Server) verifyLoop() {
 		}
 	}
 }
+
+// ReadIndexStats returns how many leadership rounds (quorum heartbeats)
+// this server has run for consistent reads, and how many reads they
+// confirmed; concurrent reads share one round.
+func (s *Server) ReadIndexStats() (rounds, reads uint64) {
+	return s.readIndexRounds.Load(), s.readIndexReads.Load()
+}
+
+// PendingConsistentReads returns how many consistent reads wait for the
+// next leadership round.
+func (s *Server) PendingConsistentReads() int { return len(s.verifyCh) }
 
 // waitApplied waits until the FSM has applied index, bounded by the hold
 // timeout.
@@ -168,13 +181,13 @@ func (s *Server) waitLeaderReady(ctx context.Context) error {
 
 // notifyFSM wraps the catalog FSM to tell waiters when entries are applied.
 type notifyFSM struct {
-	// onApplied, when set, is called on the FSM goroutine after each
-	// applied batch with its last index.
-	onApplied func(idx uint64)
-	inner     *catalog.FSM
-	mu        sync.Mutex
-	ch        chan struct{}
-	last      atomic.Uint64
+	// onRestored, when set, is called on the FSM goroutine after each
+	// successful Restore.
+	onRestored func()
+	inner      *catalog.FSM
+	mu         sync.Mutex
+	ch         chan struct{}
+	last       atomic.Uint64
 }
 
 func newNotifyFSM(inner *catalog.FSM) *notifyFSM {
@@ -189,9 +202,6 @@ func (f *notifyFSM) changed() <-chan struct{} {
 
 func (f *notifyFSM) notify(idx uint64) {
 	f.last.Store(idx)
-	if f.onApplied != nil {
-		f.onApplied(idx)
-	}
 	f.mu.Lock()
 	close(f.ch)
 	f.ch = make(chan struct{})
@@ -218,4 +228,16 @@ func (f *notifyFSM) ApplyBatch(logs []*raft.Log) []any {
 func (f *notifyFSM) Snapshot() (raft.FSMSnapshot, error) { return f.inner.Snapshot() }
 
 // Restore implements raft.FSM.
-func (f *notifyFSM) Restore(rc io.ReadCloser) error { return f.inner.Restore(rc) }
+func (f *notifyFSM) Restore(rc io.ReadCloser) error {
+	if err := f.inner.Restore(rc); err != nil {
+		return err
+	}
+	if f.onRestored != nil {
+		f.onRestored()
+	}
+	f.mu.Lock()
+	close(f.ch)
+	f.ch = make(chan struct{})
+	f.mu.Unlock()
+	return nil
+}

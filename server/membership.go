@@ -4,17 +4,19 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/gossip"
 )
 
-// reconcileInterval is how often the leader compares every gossip member
-// with the catalog, besides reacting to each membership event.
-const reconcileInterval = 5 * time.Second
+// DefaultReconcileInterval is how often the leader compares every gossip
+// member with the catalog, besides reacting to each membership event.
+const DefaultReconcileInterval = 5 * time.Second
 
 // memberLoop consumes gossip events: it passes them to the leader's
 // reconcile routine and drives bootstrap_expect.
@@ -105,15 +107,15 @@ func (s *Server) maybeBootstrap() {
 // into catalog nodes with a serfHealth check and servers into Raft peers.
 func (s *Server) reconcileLoop(ctx context.Context) {
 
-	t := time.NewTimer(0)
+	t := s.clock.NewTimer(0)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 			s.reconcileAll(ctx)
-			t.Reset(reconcileInterval)
+			t.Reset(s.config.ReconcileInterval)
 		case m := <-s.reconcileCh:
 			if err := s.reconcileMember(ctx, m); err != nil && ctx.Err() == nil {
 				s.logger.Warn("reconcile member", "member", m.Name, "error", err)
@@ -144,6 +146,8 @@ func (s *Server) reconcileAll(ctx context.Context) {
 		}
 	}
 	s.cleanupDeadServers(members)
+	// Gossip forgets members in time; so do we.
+	s.failed.retain(func(name string) bool { _, ok := members[name]; return ok })
 	// Reap catalog nodes that gossip no longer knows, or that failed
 	// longer ago than reconnect_timeout.
 	_, nodes, err := s.store.Nodes(nil)
@@ -158,13 +162,15 @@ func (s *Server) reconcileAll(ctx context.Context) {
 		m, known := members[n.Node]
 		reap := !known
 		if known && m.Status == gossip.StatusFailed {
-			since := s.failedSince(m.Name)
-			reap = !since.IsZero() && time.Since(since) > s.config.ReconnectTimeout
+			since := s.failed.since(m.Name)
+			reap = !since.IsZero() && s.clock.Since(since) > s.config.ReconnectTimeout
 		}
 		if reap {
 			s.logger.Info("reaping node", "node", n.Node)
 			if err := s.applyErr(ctx, catalog.CmdDeregister, &catalog.DeregisterRequest{Node: n.Node}); err != nil {
 				s.logger.Warn("reap node", "node", n.Node, "error", err)
+			} else {
+				s.failed.forget(n.Node)
 			}
 			if known && m.IsServer() {
 				s.removeRaftPeer(m)
@@ -200,7 +206,7 @@ func (s *Server) cleanupDeadServers(members map[string]gossip.Member) {
 		if !ok || m.Status != gossip.StatusFailed {
 			continue
 		}
-		if since := s.failedSince(m.Name); !since.IsZero() && time.Since(since) > s.config.ServerStabilizationTime {
+		if since := s.failed.since(m.Name); !since.IsZero() && s.clock.Since(since) > s.config.ServerStabilizationTime {
 			dead = append(dead, srv)
 		}
 	}
@@ -218,27 +224,13 @@ func (s *Server) cleanupDeadServers(members map[string]gossip.Member) {
 	}
 }
 
-func (s *Server) failedSince(name string) time.Time {
-	s.failedMu.Lock()
-	defer s.failedMu.Unlock()
-	return s.failed[name]
-}
-
 // reconcileMember brings one member's catalog entry and Raft membership in
 // line with its gossip status.
 func (s *Server) reconcileMember(ctx context.Context, m gossip.Member) error {
 	if dc := m.Tags["dc"]; dc != "" && dc != s.config.Datacenter {
 		return nil
 	}
-	s.failedMu.Lock()
-	if m.Status == gossip.StatusFailed {
-		if _, ok := s.failed[m.Name]; !ok {
-			s.failed[m.Name] = time.Now()
-		}
-	} else {
-		delete(s.failed, m.Name)
-	}
-	s.failedMu.Unlock()
+	s.failed.observe(m.Name, m.Status == gossip.StatusFailed)
 	switch m.Status {
 	case gossip.StatusAlive:
 		if m.IsServer() {
@@ -385,4 +377,66 @@ func (s *Server) RemovePeer(idOrAddr string) error {
 		}
 	}
 	return fmt.Errorf("%w: no raft peer %q", catalog.ErrInvalidRequest, idOrAddr)
+}
+
+// failedMembers remembers since when each failed member has been failed,
+// for reaping (reconnect_timeout) and autopilot (server stabilization).
+// Entries go when the member recovers, is reaped, or is forgotten by gossip,
+// so the map never holds more than the failed members gossip knows.
+// Safe for concurrent use.
+type failedMembers struct {
+	clock clock.Clock
+
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+func newFailedMembers(c clock.Clock) *failedMembers {
+	return &failedMembers{clock: c, at: map[string]time.Time{}}
+}
+
+// observe records a member's state: the first time it is seen failed, or
+// that it is no longer failed.
+func (f *failedMembers) observe(name string, failed bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !failed {
+		delete(f.at, name)
+		return
+	}
+	if _, ok := f.at[name]; !ok {
+		f.at[name] = f.clock.Now()
+	}
+}
+
+// since returns when name was first seen failed; zero when it is not.
+func (f *failedMembers) since(name string) time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.at[name]
+}
+
+// forget drops name (its node was reaped).
+func (f *failedMembers) forget(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.at, name)
+}
+
+// retain drops every member for which keep returns false.
+func (f *failedMembers) retain(keep func(name string) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for name := range f.at {
+		if !keep(name) {
+			delete(f.at, name)
+		}
+	}
+}
+
+// len returns how many failed members are remembered.
+func (f *failedMembers) len() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.at)
 }

@@ -4,16 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
-	"reflect"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tribune-mesh/tribune/catalog"
 )
@@ -90,27 +86,6 @@ func (l *chanListener) push(c net.Conn) {
 	case <-l.closeCh:
 		c.Close()
 	}
-}
-
-// raftLayer is Raft's StreamLayer over the multiplexed port.
-type raftLayer struct {
-	*chanListener
-	advertise net.Addr
-}
-
-func (r *raftLayer) Addr() net.Addr { return r.advertise }
-
-// Dial implements raft.StreamLayer.
-func (r *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", string(address), timeout)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := c.Write([]byte{connRaft}); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("raft handshake: %w", err)
-	}
-	return c, nil
 }
 
 // serveMux accepts connections on the server port and routes them by their
@@ -486,69 +461,6 @@ func (s *Server) rpcStatus(ctx context.Context, req *StatusRequest) (*StatusResp
 }
 
 // ---- client side ----
-
-// connPool keeps one gRPC connection per server address.
-type connPool struct {
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
-}
-
-func newConnPool() *connPool { return &connPool{conns: map[string]*grpc.ClientConn{}} }
-
-func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.conns[addr]; ok {
-		return c, nil
-	}
-	dialer := func(ctx context.Context, a string) (net.Conn, error) {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", a)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := c.Write([]byte{connRPC}); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("rpc handshake: %w", err)
-		}
-		return c, nil
-	}
-	c, err := grpc.NewClient("passthrough:///"+addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(dialer),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(jsonCodec{}), grpc.MaxCallRecvMsgSize(maxRPCMessage), grpc.MaxCallSendMsgSize(maxRPCMessage)),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("rpc client for %s: %w", addr, err)
-	}
-	p.conns[addr] = c
-	return c, nil
-}
-
-func (p *connPool) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for a, c := range p.conns {
-		_ = c.Close()
-		delete(p.conns, a)
-	}
-}
-
-// call invokes one RPC method on the server at addr.
-func (p *connPool) call(ctx context.Context, addr, method string, req, resp any) error {
-	c, err := p.get(addr)
-	if err != nil {
-		return err
-	}
-	// A retried call must not see fields left from an earlier answer.
-	if v := reflect.ValueOf(resp); v.Kind() == reflect.Pointer && !v.IsNil() {
-		v.Elem().Set(reflect.Zero(v.Elem().Type()))
-	}
-	if err := c.Invoke(ctx, "/tribune.Server/"+method, req, resp); err != nil {
-		return fmt.Errorf("rpc %s to %s: %w", method, addr, err)
-	}
-	return nil
-}
 
 // newRPCServer returns the gRPC server for the server port.
 func (s *Server) newRPCServer() *grpc.Server {

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/listen"
 )
@@ -49,6 +50,17 @@ const (
 	MaxQueryTime     = 10 * time.Minute
 )
 
+// Defaults of the server's timeouts, each defined here only.
+const (
+	// DefaultHoldTimeout is rpc_hold_timeout: how long a request waits,
+	// retrying, for a leader.
+	DefaultHoldTimeout = 7 * time.Second
+	// DefaultReconnectTimeout is reconnect_timeout: how long a failed
+	// member stays in the catalog before it is reaped; gossip remembers
+	// it as long.
+	DefaultReconnectTimeout = gossip.DefaultReconnectTimeout
+)
+
 // Config is the configuration of a server. Use DefaultConfig and override.
 type Config struct {
 	// NodeName is this server's node name; NodeID its Raft ID.
@@ -64,6 +76,13 @@ type Config struct {
 	Bootstrap bool
 	// RPCAddr is the address Raft listens on (the server port).
 	RPCAddr string
+	// Listener, when set, is the server port, used instead of listening
+	// on RPCAddr; the server closes it on Shutdown. With Dial, it puts a
+	// server on an in-process network (servertest).
+	Listener net.Listener
+	// Dial opens connections to other servers' ports, for Raft and the
+	// RPC; nil dials TCP.
+	Dial DialFunc
 	// AdvertiseAddr is the host:port other servers reach this one at.
 	AdvertiseAddr string
 	// RaftMultiplier scales Raft's timings (performance.raft_multiplier).
@@ -96,6 +115,9 @@ type Config struct {
 	BootstrapExpect int
 	// ReconnectTimeout is how long a failed member stays in the catalog.
 	ReconnectTimeout time.Duration
+	// ReconcileInterval is how often the leader reconciles every member
+	// (reaping, autopilot); 0 means DefaultReconcileInterval.
+	ReconcileInterval time.Duration
 	// CleanupDeadServers, ServerStabilizationTime and MinQuorum are
 	// autopilot's settings.
 	CleanupDeadServers      bool
@@ -103,8 +125,10 @@ type Config struct {
 	MinQuorum               int
 	// Logger is the server's logger; nil discards.
 	Logger hclog.Logger
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock decides every timer of the server's own logic (staleness,
+	// member reaping, session TTLs, the state store's timestamps); nil
+	// means clock.New(). Raft keeps its own real-time timers.
+	Clock clock.Clock
 }
 
 // DefaultConfig returns the defaults of a server.
@@ -115,7 +139,9 @@ func DefaultConfig() *Config {
 		SnapshotThreshold: 16384,
 		SnapshotInterval:  120 * time.Second,
 		TrailingLogs:      10240,
-		HoldTimeout:       7 * time.Second,
+		HoldTimeout:       DefaultHoldTimeout,
+		ReconnectTimeout:  DefaultReconnectTimeout,
+		ReconcileInterval: DefaultReconcileInterval,
 
 		RPCHandshakeTimeout:  5 * time.Second,
 		RPCMaxConnsPerClient: 100,
@@ -131,6 +157,7 @@ func DefaultConfig() *Config {
 type Server struct {
 	config *Config
 	logger hclog.Logger
+	clock  clock.Clock
 	store  *catalog.Store
 	fsm    *notifyFSM
 
@@ -151,22 +178,23 @@ type Server struct {
 	restoreMu sync.Mutex
 
 	verifyCh chan *verifyReq
+	// readIndexRounds and readIndexReads count the leadership rounds of
+	// consistent reads and the reads they took.
+	readIndexRounds atomic.Uint64
+	readIndexReads  atomic.Uint64
 
 	// sessionTTL expires sessions whose TTL ran out; it runs on the leader.
 	sessionTTL *sessionTimers
 
 	reconcileCh  chan gossip.Member
 	bootstrapped atomic.Bool
-	failedMu     sync.Mutex
-	failed       map[string]time.Time
+	// failed remembers since when each failed member has been failed.
+	failed *failedMembers
 
 	started time.Time
-	// caughtUpAt is when the FSM was last seen holding the whole log
-	// (unix nanoseconds; 0 never).
-	caughtUpAt atomic.Int64
-	// raftReady publishes s.raft to the FSM goroutine, which starts before
-	// NewRaft returns.
-	raftReady  atomic.Pointer[raft.Raft]
+	// commits tracks the commit indexes the leader announced that the
+	// FSM has yet to apply (staleness.go).
+	commits    commitTracker
 	shutdownCh chan struct{}
 	wg         sync.WaitGroup
 	closeOnce  sync.Once
@@ -185,7 +213,16 @@ func New(cfg *Config) (*Server, error) {
 		cfg.RaftMultiplier = 1
 	}
 	if cfg.HoldTimeout <= 0 {
-		cfg.HoldTimeout = 7 * time.Second
+		cfg.HoldTimeout = DefaultHoldTimeout
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.New()
+	}
+	if cfg.ReconnectTimeout <= 0 {
+		cfg.ReconnectTimeout = DefaultReconnectTimeout
+	}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = DefaultReconcileInterval
 	}
 	if cfg.RPCHandshakeTimeout <= 0 {
 		cfg.RPCHandshakeTimeout = 5 * time.Second
@@ -199,28 +236,29 @@ func New(cfg *Config) (*Server, error) {
 	s := &Server{
 		config:      cfg,
 		logger:      cfg.Logger.Named("server"),
-		store:       catalog.NewStore(nil),
+		clock:       cfg.Clock,
+		store:       catalog.NewStore(cfg.Clock),
 		verifyCh:    make(chan *verifyReq, 4096),
-		pool:        newConnPool(),
+		pool:        newConnPool(cfg.Dial),
 		reconcileCh: make(chan gossip.Member, 1024),
-		failed:      map[string]time.Time{},
-		started:     time.Now(),
+		failed:      newFailedMembers(cfg.Clock),
+		started:     cfg.Clock.Now(),
 		shutdownCh:  make(chan struct{}),
 		rpcConns:    newConnLimiter(cfg.RPCMaxConnsPerClient),
 	}
 	s.fsm = newNotifyFSM(catalog.NewFSM(s.store, s.logger.Named("fsm")))
-	s.fsm.onApplied = func(idx uint64) {
-		if r := s.raftReady.Load(); r != nil && idx >= r.LastIndex() {
-			s.caughtUpAt.Store(time.Now().UnixNano())
+	s.fsm.onRestored = func() {
+		// A snapshot from the leader holds everything up to its index.
+		if idx := s.commits.restored(s.clock.Now()); idx > 0 {
+			s.fsm.last.Store(idx)
 		}
 	}
 	s.sessionTTL = newSessionTimers(s)
 	if err := s.setupRaft(); err != nil {
 		s.closeAll()
+		close(s.shutdownCh)
+		s.wg.Wait()
 		return nil, err
-	}
-	if cfg.ReconnectTimeout <= 0 {
-		cfg.ReconnectTimeout = 72 * time.Hour
 	}
 	s.wg.Add(2)
 	go s.verifyLoop()
@@ -293,18 +331,25 @@ func (s *Server) setupRaft() error {
 	if err != nil {
 		return fmt.Errorf("resolve advertise address %q: %w", cfg.AdvertiseAddr, err)
 	}
-	tcpLn, err := net.Listen("tcp", cfg.RPCAddr)
-	if err != nil {
-		return fmt.Errorf("server port %s: %w", cfg.RPCAddr, err)
+	ln := cfg.Listener
+	if ln == nil {
+		tcpLn, err := net.Listen("tcp", cfg.RPCAddr)
+		if err != nil {
+			return fmt.Errorf("server port %s: %w", cfg.RPCAddr, err)
+		}
+		// A failed Accept (EMFILE) is retried with backoff: it must not end
+		// the port (Raft and the RPC) for good.
+		ln = listen.Retry(tcpLn, nil, s.logger.Named("rpc"))
 	}
-	// A failed Accept (EMFILE) is retried with backoff: it must not end
-	// the port (Raft and the RPC) for good.
-	ln := listen.Retry(tcpLn, nil, s.logger.Named("rpc"))
-	if advertise.Port == 0 {
-		advertise.Port = ln.Addr().(*net.TCPAddr).Port
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && advertise.Port == 0 {
+		advertise.Port = tcp.Port
 		cfg.AdvertiseAddr = advertise.String()
 	}
-	raftL := &raftLayer{chanListener: newChanListener(ln.Addr()), advertise: advertise}
+	dial := cfg.Dial
+	if dial == nil {
+		dial = dialTCP
+	}
+	raftL := &raftLayer{chanListener: newChanListener(ln.Addr()), advertise: advertise, dial: dial}
 	rpcL := newChanListener(ln.Addr())
 	s.closers = append(s.closers, ln.Close, raftL.Close, rpcL.Close)
 	s.wg.Add(1)
@@ -312,9 +357,11 @@ func (s *Server) setupRaft() error {
 	// The RPC is served only once Raft exists (below): a peer's Status
 	// call must never see a half-built server.
 	s.grpc = s.newRPCServer()
-	trans := raft.NewNetworkTransportWithLogger(raftL, 5, 10*time.Second, s.logger.Named("raft.transport"))
+	netTrans := raft.NewNetworkTransportWithLogger(raftL, 5, 10*time.Second, s.logger.Named("raft.transport"))
+	s.closers = append(s.closers, netTrans.Close)
+	s.wg.Add(1)
+	trans := newObservedTransport(netTrans, s.observeRPC, s.shutdownCh, s.wg.Done)
 	s.transport = trans
-	s.closers = append(s.closers, trans.Close)
 
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(logs, stable, snaps)
@@ -336,7 +383,13 @@ func (s *Server) setupRaft() error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	s.raft = r
-	s.raftReady.Store(r)
+	// A snapshot restored at start holds everything up to its index.
+	for {
+		last, applied := s.fsm.last.Load(), r.AppliedIndex()
+		if applied <= last || s.fsm.last.CompareAndSwap(last, applied) {
+			break
+		}
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -347,6 +400,9 @@ func (s *Server) setupRaft() error {
 
 // Store returns the server's state store (reads only).
 func (s *Server) Store() *catalog.Store { return s.store }
+
+// AppliedIndex returns the index of the last entry the FSM has applied.
+func (s *Server) AppliedIndex() uint64 { return s.fsm.last.Load() }
 
 // Raft returns the server's Raft instance.
 func (s *Server) Raft() *raft.Raft { return s.raft }
@@ -406,56 +462,68 @@ func (s *Server) Apply(ctx context.Context, t catalog.CommandType, body any) (an
 }
 
 // ApplyRaw commits an already encoded command. While there is no leader it
-// waits up to the hold timeout for one. The command is decoded and validated
-// first (catalog.ValidateCommand): a malformed one is refused with an error
-// wrapping catalog.ErrBadCommand and never reaches Raft.
+// waits up to the hold timeout for one; a forwarded write is sent again
+// only when it provably never left (retryableWrite). The command is decoded
+// and validated first (catalog.ValidateCommand): a malformed one is refused
+// with an error wrapping catalog.ErrBadCommand and never reaches Raft.
 func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 	cmd, err := catalog.ValidateCommand(buf)
 	if err != nil {
 		return nil, fmt.Errorf("apply: %w", err)
 	}
-	deadline := time.Now().Add(s.config.HoldTimeout)
-	for {
+	deadline := s.clock.Now().Add(s.config.HoldTimeout)
+	// gRPC deadlines are in real time.
+	rpcDeadline := time.Now().Add(s.config.HoldTimeout)
+	var res any
+	err = holdRetry(ctx, s.clock, s.config.HoldTimeout, s.shutdownCh, retryableWrite, func() error {
+		var err error
 		if s.IsLeader() {
-			if s.lockDelayed(cmd) {
-				return catalog.KVResult{OK: false}, nil
-			}
-			timeout := time.Until(deadline)
-			if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
-				timeout = time.Until(d)
-			}
-			f := s.raft.Apply(buf, max(timeout, time.Millisecond))
-			if err := f.Error(); err != nil {
-				if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-					// The entry may or may not commit; the caller must
-					// treat this as unknown, as Consul does.
-					return nil, fmt.Errorf("apply: %w", err)
-				}
-				if errors.Is(err, raft.ErrEnqueueTimeout) {
-					return nil, fmt.Errorf("apply: timed out: %w", err)
-				}
-				return nil, fmt.Errorf("apply: %w", err)
-			}
-			return f.Response(), nil
+			res, err = s.applyLocal(ctx, buf, cmd, deadline)
+			return err
 		}
-		if leader := s.Leader(); leader != "" {
-			res, err := s.forwardApply(ctx, leader, buf)
-			if err == nil || !retryableWrite(err) {
-				return res, err
-			}
+		leader := s.Leader()
+		if leader == "" {
+			return ErrNoLeader
+		}
+		// A request held by a broken link must not outlive the hold.
+		fctx, cancel := context.WithDeadline(ctx, rpcDeadline)
+		defer cancel()
+		res, err = s.forwardApply(fctx, leader, buf)
+		if err != nil && retryableWrite(err) {
 			s.logger.Debug("forward to leader failed, retrying", "leader", leader, "error", err)
 		}
-		if time.Now().After(deadline) {
-			return nil, ErrNoLeader
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("apply: %w", err)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("apply: %w", ctx.Err())
-		case <-s.shutdownCh:
-			return nil, ErrShutdown
-		case <-time.After(10 * time.Millisecond):
-		}
+		return nil, noLeaderOnExpiry(err)
 	}
+	return res, nil
+}
+
+// applyLocal proposes buf to Raft on the leader, waiting at most until
+// deadline (or ctx's deadline) for it to commit.
+func (s *Server) applyLocal(ctx context.Context, buf []byte, cmd *catalog.Command, deadline time.Time) (any, error) {
+	if s.lockDelayed(cmd) {
+		return catalog.KVResult{OK: false}, nil
+	}
+	timeout := deadline.Sub(s.clock.Now())
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+		timeout = time.Until(d)
+	}
+	f := s.raft.Apply(buf, max(timeout, time.Millisecond))
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrEnqueueTimeout) {
+			return nil, fmt.Errorf("apply: timed out: %w", err)
+		}
+		// raft.ErrNotLeader and ErrLeadershipLost included: the entry
+		// may or may not commit, so the caller must treat the outcome
+		// as unknown, as Consul does; it is never retried.
+		return nil, fmt.Errorf("apply: %w", err)
+	}
+	return f.Response(), nil
 }
 
 // Read runs a catalog read in its consistency mode, blocking when
@@ -470,7 +538,9 @@ func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.R
 	if needLeader && !s.IsLeader() {
 		return s.forwardRead(ctx, req)
 	}
-	if needLeader {
+	if needLeader || s.IsLeader() {
+		// A leader answers every read as fresh (LastContact 0): it must
+		// first hold the log it inherited.
 		if err := s.waitLeaderReady(ctx); err != nil {
 			return nil, err
 		}
@@ -501,14 +571,18 @@ func (s *Server) blockingRead(ctx context.Context, req *catalog.ReadRequest) (*c
 		defer cancel()
 	}
 	for {
+		// The staleness is measured before the read: the data read after
+		// it can only be fresher.
+		meta := s.queryMeta()
 		ws := memdb.NewWatchSet()
 		ws.Add(s.store.AbandonCh())
 		idx, resp, err := s.store.Execute(ws, req)
 		if err != nil {
 			return nil, err
 		}
+		meta.Index = idx
 		if opts.MinQueryIndex == 0 || idx > opts.MinQueryIndex {
-			s.fillMeta(&resp.Meta, idx)
+			resp.Meta = meta
 			return resp, nil
 		}
 		if err := ws.WatchCtx(ctx); err != nil {
@@ -518,44 +592,21 @@ func (s *Server) blockingRead(ctx context.Context, req *catalog.ReadRequest) (*c
 				return nil, ErrShutdown
 			default:
 			}
-			s.fillMeta(&resp.Meta, idx)
+			// Nothing the query read has changed since: its data is the
+			// store's now, as stale as the store is now.
+			resp.Meta = s.queryMeta()
+			resp.Meta.Index = idx
 			return resp, nil
 		}
 	}
 }
 
-func (s *Server) fillMeta(m *catalog.QueryMeta, idx uint64) {
-	m.Index = idx
+// queryMeta returns the meta of a read served now, without its index.
+func (s *Server) queryMeta() catalog.QueryMeta {
 	if s.IsLeader() {
-		m.KnownLeader = true
-		m.LastContact = 0
-		return
+		return catalog.QueryMeta{KnownLeader: true}
 	}
-	m.KnownLeader = s.Leader() != ""
-	m.LastContact = s.staleness()
-}
-
-// staleness bounds how old a follower's data may be: the time since it last
-// heard from the leader, or, while its FSM is still catching up with the
-// log it has received (after a restart or a lost data directory), the time
-// since it was last caught up. A follower that has never been caught up is
-// as stale as its uptime.
-func (s *Server) staleness() time.Duration {
-	now := time.Now()
-	contact := now.Sub(s.started)
-	if lc := s.raft.LastContact(); !lc.IsZero() {
-		contact = now.Sub(lc)
-	}
-	last, fsmLast := s.raft.LastIndex(), s.fsm.last.Load()
-	if last <= fsmLast || (last-fsmLast <= 64 && s.fsmCaughtUp(last)) {
-		s.caughtUpAt.Store(now.UnixNano())
-		return contact
-	}
-	behind := now.Sub(s.started)
-	if at := s.caughtUpAt.Load(); at != 0 {
-		behind = now.Sub(time.Unix(0, at))
-	}
-	return max(contact, behind)
+	return catalog.QueryMeta{KnownLeader: s.Leader() != "", LastContact: s.staleness()}
 }
 
 // Shutdown stops Raft and every goroutine of the server and closes its

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
 )
 
 // Session TTLs, as Consul documents them: a TTL is a lower bound. A session
@@ -27,28 +28,10 @@ const (
 	// sessionListRetry is how long the leader waits after a failed read of
 	// the sessions table.
 	sessionListRetry = time.Second
+	// sessionExpireWorkers bounds how many destroys of expired sessions
+	// run at once, however many sessions expire together.
+	sessionExpireWorkers = 4
 )
-
-// ttlClock is the time source of the session timers: package time in a
-// server, a manual clock in tests. Implementations must be safe for
-// concurrent use.
-type ttlClock interface {
-	// Now returns the current time.
-	Now() time.Time
-	// NewTimer returns a channel that receives once d has elapsed and a
-	// stop function that releases the timer if it has not fired.
-	NewTimer(d time.Duration) (<-chan time.Time, func() bool)
-}
-
-// realClock is the ttlClock of a running server.
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-
-func (realClock) NewTimer(d time.Duration) (<-chan time.Time, func() bool) {
-	t := time.NewTimer(d)
-	return t.C, t.Stop
-}
 
 // sessionTimers invalidates sessions whose TTL ran out without a renewal.
 // Only the leader runs it: run is started by the leader loop and returns
@@ -59,7 +42,7 @@ func (realClock) NewTimer(d time.Duration) (<-chan time.Time, func() bool) {
 // renew may be called from any goroutine; it fails with ErrNotLeader while
 // run is not running.
 type sessionTimers struct {
-	clock  ttlClock
+	clock  clock.Clock
 	logger hclog.Logger
 	// list returns every session and adds what it read to ws, so that run
 	// wakes when a session is created or destroyed.
@@ -80,12 +63,18 @@ type sessionTimers struct {
 	// expiring holds the sessions being destroyed; they are not renewed
 	// nor tracked again.
 	expiring map[string]bool
+	// queue holds the expired sessions no worker has taken yet; work
+	// signals the workers that it grew (buffered, one pending).
+	queue []string
+	work  chan struct{}
+	// armed is the deadline run's timer is set for (zero when none).
+	armed time.Time
 }
 
 // newSessionTimers returns the session timers of s.
 func newSessionTimers(s *Server) *sessionTimers {
 	return &sessionTimers{
-		clock:  realClock{},
+		clock:  s.clock,
 		logger: s.logger.Named("session_ttl"),
 		list: func(ws memdb.WatchSet) ([]*catalog.Session, error) {
 			// A snapshot restore replaces the tables wholesale.
@@ -110,6 +99,7 @@ func newSessionTimers(s *Server) *sessionTimers {
 			return nil
 		},
 		wake: make(chan struct{}, 1),
+		work: make(chan struct{}, 1),
 	}
 }
 
@@ -128,45 +118,65 @@ func sessionTTL(sess *catalog.Session) (time.Duration, error) {
 
 // run tracks the TTL of every session until ctx ends. It gives each session
 // with a TTL a full SessionTTLMultiplier*TTL from the moment it is first
-// seen, and destroys, through Raft, those that reach their deadline. It
-// waits for the destroys it started before it returns.
+// seen, and destroys, through Raft, those that reach their deadline, with at
+// most sessionExpireWorkers destroys at a time. It waits for the destroys it
+// started before it returns.
 func (t *sessionTimers) run(ctx context.Context) {
 	t.mu.Lock()
 	t.active = true
 	t.deadlines = map[string]time.Time{}
 	t.expiring = map[string]bool{}
+	t.queue = nil
 	t.mu.Unlock()
 
-	var inflight sync.WaitGroup
+	var workers sync.WaitGroup
+	for range sessionExpireWorkers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			t.expireWorker(ctx)
+		}()
+	}
 	defer func() {
+		workers.Wait()
 		t.mu.Lock()
 		t.active = false
-		t.deadlines, t.expiring = nil, nil
+		t.deadlines, t.expiring, t.queue = nil, nil, nil
+		t.armed = time.Time{}
 		t.mu.Unlock()
-		inflight.Wait()
 	}()
 
 	for {
 		ws := memdb.NewWatchSet()
 		sessions, err := t.list(ws)
-		var timerC <-chan time.Time
-		stop := func() bool { return false }
+		var timer clock.Timer
+		var armed time.Time
 		if err != nil {
 			t.logger.Error("list sessions", "error", err)
-			timerC, stop = t.clock.NewTimer(sessionListRetry)
+			timer = t.clock.NewTimer(sessionListRetry)
 		} else {
 			expired, next := t.reconcile(sessions)
-			for _, id := range expired {
-				inflight.Add(1)
-				go func() {
-					defer inflight.Done()
-					t.expire(ctx, id)
-				}()
+			if len(expired) > 0 {
+				t.mu.Lock()
+				t.queue = append(t.queue, expired...)
+				t.mu.Unlock()
+				select {
+				case t.work <- struct{}{}:
+				default:
+				}
 			}
 			if !next.IsZero() {
-				timerC, stop = t.clock.NewTimer(next.Sub(t.clock.Now()))
+				armed = next
+				timer = t.clock.NewTimer(next.Sub(t.clock.Now()))
 			}
 		}
+		var timerC <-chan time.Time
+		if timer != nil {
+			timerC = timer.C()
+		}
+		t.mu.Lock()
+		t.armed = armed
+		t.mu.Unlock()
 		wctx, wcancel := context.WithCancel(ctx)
 		watchCh := ws.WatchCh(wctx)
 		watched := false
@@ -177,7 +187,9 @@ func (t *sessionTimers) run(ctx context.Context) {
 		case <-t.wake:
 		case <-timerC:
 		}
-		stop()
+		if timer != nil {
+			timer.Stop()
+		}
 		wcancel()
 		if !watched {
 			<-watchCh // WatchCh's goroutine has returned once it answers.
@@ -186,6 +198,44 @@ func (t *sessionTimers) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// expireWorker destroys queued expired sessions, one at a time, until ctx
+// ends.
+func (t *sessionTimers) expireWorker(ctx context.Context) {
+	for {
+		t.mu.Lock()
+		var id string
+		if len(t.queue) > 0 {
+			id = t.queue[0]
+			t.queue = t.queue[1:]
+		}
+		more := len(t.queue) > 0
+		t.mu.Unlock()
+		if id == "" {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.work:
+			}
+			continue
+		}
+		if more {
+			// Wake another worker for the rest.
+			select {
+			case t.work <- struct{}{}:
+			default:
+			}
+		}
+		t.expire(ctx, id)
+	}
+}
+
+// armedAt returns the deadline run waits for; zero when none.
+func (t *sessionTimers) armedAt() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.armed
 }
 
 // reconcile brings the deadlines in line with the sessions in the store:
@@ -305,40 +355,31 @@ func (t *sessionTimers) signalLocked() {
 // hold timeout for one. It returns the session, or nil when no session has
 // that ID.
 func (s *Server) SessionRenew(ctx context.Context, id string) (*catalog.Session, error) {
-	deadline := time.Now().Add(s.config.HoldTimeout)
-	for {
-		var err error
+	var out *catalog.Session
+	err := holdRetry(ctx, s.clock, s.config.HoldTimeout, s.shutdownCh, retryable, func() error {
 		if s.IsLeader() {
-			var sess *catalog.Session
-			sess, err = s.sessionTTL.renew(id)
-			if err == nil {
-				return sess, nil
-			}
-		} else if leader := s.Leader(); leader != "" {
-			var resp SessionRenewResponse
-			err = s.pool.call(ctx, leader, "SessionRenew", &SessionRenewRequest{ID: id}, &resp)
-			if err == nil {
-				if err = fromWire(resp.Error); err == nil {
-					return resp.Session, nil
-				}
-			}
-		} else {
-			err = ErrNoLeader
+			var err error
+			out, err = s.sessionTTL.renew(id)
+			return err
 		}
-		if !retryable(err) {
-			return nil, err
+		leader := s.Leader()
+		if leader == "" {
+			return ErrNoLeader
 		}
-		if time.Now().After(deadline) {
-			return nil, ErrNoLeader
+		var resp SessionRenewResponse
+		if err := s.pool.call(ctx, leader, "SessionRenew", &SessionRenewRequest{ID: id}, &resp); err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("renew session: %w", ctx.Err())
-		case <-s.shutdownCh:
-			return nil, ErrShutdown
-		case <-time.After(25 * time.Millisecond):
+		if err := fromWire(resp.Error); err != nil {
+			return err
 		}
+		out = resp.Session
+		return nil
+	})
+	if err != nil {
+		return nil, noLeaderOnExpiry(err)
 	}
+	return out, nil
 }
 
 func (s *Server) rpcSessionRenew(ctx context.Context, req *SessionRenewRequest) (*SessionRenewResponse, error) {

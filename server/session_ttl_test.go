@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,85 +12,15 @@ import (
 	"github.com/hashicorp/go-memdb"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
-
-// manualClock is a ttlClock that moves only when the test advances it.
-type manualClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*manualTimer
-}
-
-type manualTimer struct {
-	at      time.Time
-	ch      chan time.Time
-	stopped bool
-}
-
-func newManualClock() *manualClock {
-	return &manualClock{now: time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)}
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *manualClock) NewTimer(d time.Duration) (<-chan time.Time, func() bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	tm := &manualTimer{at: c.now.Add(d), ch: make(chan time.Time, 1)}
-	if d <= 0 {
-		tm.ch <- c.now
-		return tm.ch, func() bool { return false }
-	}
-	c.timers = append(c.timers, tm)
-	return tm.ch, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		was := !tm.stopped
-		tm.stopped = true
-		return was
-	}
-}
-
-// Advance moves the clock and fires the timers that are due.
-func (c *manualClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	keep := c.timers[:0]
-	for _, tm := range c.timers {
-		switch {
-		case tm.stopped:
-		case !tm.at.After(c.now):
-			tm.stopped = true
-			tm.ch <- c.now
-		default:
-			keep = append(keep, tm)
-		}
-	}
-	c.timers = keep
-}
-
-// armedAt reports whether a live timer is set to fire at t.
-func (c *manualClock) armedAt(t time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, tm := range c.timers {
-		if !tm.stopped && tm.at.Equal(t) {
-			return true
-		}
-	}
-	return false
-}
 
 // ttlHarness runs sessionTimers over a real state store with a manual
 // clock; destroys are applied to the store directly, as the FSM would.
 type ttlHarness struct {
 	t      *testing.T
-	clock  *manualClock
+	clock  *clock.Fake
 	store  *catalog.Store
 	timers *sessionTimers
 	idx    atomic.Uint64
@@ -104,8 +33,8 @@ type ttlHarness struct {
 
 func newTTLHarness(t *testing.T) *ttlHarness {
 	t.Helper()
-	h := &ttlHarness{t: t, clock: newManualClock()}
-	h.store = catalog.NewStore(nil)
+	h := &ttlHarness{t: t, clock: clock.NewFake(time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC))}
+	h.store = catalog.NewStore(h.clock)
 	h.idx.Store(1)
 	if err := h.store.EnsureRegistration(h.idx.Add(1), &catalog.RegisterRequest{Node: "n1", Address: "10.0.0.1"}); err != nil {
 		t.Fatal(err)
@@ -129,6 +58,7 @@ func newTTLHarness(t *testing.T) *ttlHarness {
 			return h.store.SessionApply(h.idx.Add(1), &catalog.SessionRequest{Op: catalog.SessionDestroy, Session: catalog.Session{ID: id}})
 		},
 		wake: make(chan struct{}, 1),
+		work: make(chan struct{}, 1),
 	}
 	t.Cleanup(h.stop)
 	return h
@@ -142,7 +72,7 @@ func (h *ttlHarness) start() {
 		defer close(h.done)
 		h.timers.run(ctx)
 	}()
-	waitUntilT(h.t, func() error {
+	wait.For(h.t, 5*time.Second, func() error {
 		h.timers.mu.Lock()
 		defer h.timers.mu.Unlock()
 		if !h.timers.active {
@@ -185,9 +115,9 @@ func (h *ttlHarness) exists(id string) bool {
 // has seen the current state and holds the session until t.
 func (h *ttlHarness) waitArmed(t time.Time) {
 	h.t.Helper()
-	waitUntilT(h.t, func() error {
-		if !h.clock.armedAt(t) {
-			return fmt.Errorf("no timer armed at %v (now %v)", t, h.clock.Now())
+	wait.For(h.t, 5*time.Second, func() error {
+		if at := h.timers.armedAt(); !at.Equal(t) {
+			return fmt.Errorf("timer armed at %v, want %v (now %v)", at, t, h.clock.Now())
 		}
 		return nil
 	})
@@ -195,27 +125,12 @@ func (h *ttlHarness) waitArmed(t time.Time) {
 
 func (h *ttlHarness) waitGone(id string) {
 	h.t.Helper()
-	waitUntilT(h.t, func() error {
+	wait.For(h.t, 5*time.Second, func() error {
 		if h.exists(id) {
 			return fmt.Errorf("session %s still exists at %v", id, h.clock.Now())
 		}
 		return nil
 	})
-}
-
-func waitUntilT(t *testing.T, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met: %v", err)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func TestSessionTTLExpiresAfterTwiceTheTTL(t *testing.T) {
@@ -240,7 +155,7 @@ func TestSessionTTLExpiresAfterTwiceTheTTL(t *testing.T) {
 	if !h.exists("forever") {
 		t.Fatal("a session without TTL was destroyed")
 	}
-	waitUntilT(t, func() error {
+	wait.For(t, 5*time.Second, func() error {
 		if n := h.timers.tracked(); n != 0 {
 			return fmt.Errorf("%d sessions still tracked", n)
 		}
@@ -329,5 +244,94 @@ func TestSessionTTLForgetsDestroyedSessions(t *testing.T) {
 	h.waitArmed(created.Add(60 * time.Second))
 	if n := h.timers.tracked(); n != 1 {
 		t.Fatalf("tracked %d, want 1", n)
+	}
+}
+
+func TestSessionTTLExpiryChurnIsBounded(t *testing.T) {
+	h := newTTLHarness(t)
+	var running, peak atomic.Int32
+	destroy := h.timers.destroy
+	h.timers.destroy = func(ctx context.Context, id string) error {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		return destroy(ctx, id)
+	}
+	h.start()
+	const n = 300
+	var created time.Time
+	for i := range n {
+		created = h.create(fmt.Sprintf("s%d", i), "10s")
+	}
+	wait.For(t, 5*time.Second, func() error {
+		if got := h.timers.tracked(); got != n {
+			return fmt.Errorf("%d sessions tracked, want %d", got, n)
+		}
+		return nil
+	})
+	h.waitArmed(created.Add(20 * time.Second))
+	h.clock.Advance(20 * time.Second)
+	wait.For(t, 10*time.Second, func() error {
+		_, left, err := h.store.SessionList(nil, "")
+		if err != nil {
+			return err
+		}
+		if len(left) != 0 {
+			return fmt.Errorf("%d sessions left (timer armed at %v, now %v)", len(left), h.timers.armedAt(), h.clock.Now())
+		}
+		return nil
+	})
+	wait.For(t, 5*time.Second, func() error {
+		h.timers.mu.Lock()
+		defer h.timers.mu.Unlock()
+		if d, e, q := len(h.timers.deadlines), len(h.timers.expiring), len(h.timers.queue); d+e+q != 0 {
+			return fmt.Errorf("deadlines %d, expiring %d, queued %d after every session expired", d, e, q)
+		}
+		return nil
+	})
+	if p := peak.Load(); p > sessionExpireWorkers {
+		t.Fatalf("%d destroys ran at once, want at most %d", p, sessionExpireWorkers)
+	}
+}
+
+func TestFailedMembersPrunedUnderChurn(t *testing.T) {
+	c := clock.NewFake(time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC))
+	f := newFailedMembers(c)
+	known := map[string]bool{}
+	for round := range 50 {
+		for i := range 20 {
+			name := fmt.Sprintf("n%d-%d", round, i)
+			known[name] = true
+			f.observe(name, true)
+		}
+		c.Advance(time.Minute)
+		// Half recover, a quarter are reaped, the rest gossip forgets.
+		for i := range 20 {
+			name := fmt.Sprintf("n%d-%d", round, i)
+			switch {
+			case i%2 == 0:
+				f.observe(name, false)
+			case i%4 == 1:
+				f.forget(name)
+			default:
+				delete(known, name)
+			}
+		}
+		f.retain(func(name string) bool { return known[name] })
+		if n := f.len(); n != 0 {
+			t.Fatalf("round %d: %d failed members remembered, want 0", round, n)
+		}
+	}
+	f.observe("x", true)
+	first := f.since("x")
+	c.Advance(time.Hour)
+	f.observe("x", true)
+	if got := f.since("x"); !got.Equal(first) || c.Since(got) != time.Hour {
+		t.Fatalf("failed since %v, want the first observation %v", got, first)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tribune-mesh/tribune/agent/agenttest"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // result is what one command invocation produced.
@@ -50,17 +52,12 @@ func startAgent(t *testing.T) string {
 // description of the last state for the failure message.
 func waitFor(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, last := cond()
-		if ok {
-			return
+	wait.For(t, timeout, func() error {
+		if ok, last := cond(); !ok {
+			return errors.New(last)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v; last: %s", timeout, last)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // unreachableAddr is a loopback address nothing listens on.

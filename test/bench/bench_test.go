@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // The benchmarks run in the order of this file: the -dev workloads (each
@@ -229,15 +231,14 @@ func failoverOnce(b *testing.B, c *cluster, kv *api.KV, run int) (time.Duration,
 	// Caught up: the restarted server serves the value written after it
 	// was killed from its own state.
 	vkv := newAPIClient(b, victim.httpAddr()).KV()
-	for deadline := time.Now().Add(time.Minute); ; {
+	if err := wait.Until(context.Background(), time.Minute, func() error {
 		p, _, err := vkv.Get("bench/failover", &api.QueryOptions{AllowStale: true})
-		if err == nil && p != nil && string(p.Value) == strconv.Itoa(run) {
-			break
+		if err == nil && (p == nil || string(p.Value) != strconv.Itoa(run)) {
+			err = fmt.Errorf("bench/failover = %+v", p)
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("failover run %d: restarted %s has not caught up after 1m (err=%v)", run, victim.name, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return err
+	}); err != nil {
+		b.Fatalf("failover run %d: restarted %s has not caught up after 1m: %v", run, victim.name, err)
 	}
 	detail += fmt.Sprintf(" rejoined_in=%s", time.Since(restart).Round(time.Millisecond))
 	// Let the restarted server catch up and the cluster settle before the

@@ -2,10 +2,10 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	procharness "github.com/tribune-mesh/tribune/test/procs"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // workDir is the temporary directory of this run: the built binary, the
@@ -34,57 +35,13 @@ func tribuneBin(tb testing.TB) string {
 	return procharness.Binary(tb)
 }
 
-var (
-	portMu   sync.Mutex
-	usedPort = map[int]bool{}
-)
-
-// freePorts returns n distinct ports of 127.0.0.1 free for both TCP and
-// UDP, never the same one twice in a run.
-func freePorts(tb testing.TB, n int) []int {
-	tb.Helper()
-	portMu.Lock()
-	defer portMu.Unlock()
-	var ports []int
-	var held []net.Listener
-	defer func() {
-		for _, l := range held {
-			l.Close()
-		}
-	}()
-	for tries := 0; len(ports) < n; tries++ {
-		if tries > 1000 {
-			tb.Fatalf("no free ports")
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatalf("free port: %v", err)
-		}
-		p := ln.Addr().(*net.TCPAddr).Port
-		if usedPort[p] {
-			ln.Close()
-			continue
-		}
-		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			ln.Close()
-			continue
-		}
-		u.Close()
-		held = append(held, ln)
-		usedPort[p] = true
-		ports = append(ports, p)
-	}
-	return ports
-}
-
 // ports are one agent's ports.
 type ports struct {
 	HTTP, DNS, Server, SerfLAN, SerfWAN, GRPC int
 }
 
 func newPorts(tb testing.TB) ports {
-	p := freePorts(tb, 6)
+	p := procharness.FreePorts(tb, 6)
 	return ports{HTTP: p[0], DNS: p[1], Server: p[2], SerfLAN: p[3], SerfWAN: p[4], GRPC: p[5]}
 }
 
@@ -337,29 +294,32 @@ func status(addr string) (leader string, peers []string, err error) {
 
 // waitReady polls the agent until it reports a leader and wantPeers peers.
 func (p *proc) waitReady(wantPeers int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
+	var exited error
+	err := wait.Until(context.Background(), timeout, func() error {
 		if !p.running() && !p.supervise {
 			p.mu.Lock()
-			err := p.err
+			exited = fmt.Errorf("%s exited (%v)", p.name, p.err)
 			p.mu.Unlock()
-			return fmt.Errorf("%s exited (%v); log:\n%s", p.name, err, p.logTail(3000))
+			return nil
 		}
 		leader, peers, err := status(p.httpAddr())
 		switch {
 		case err != nil:
-			last = err
+			return err
 		case leader == "":
-			last = errors.New("no leader yet")
+			return errors.New("no leader yet")
 		case len(peers) != wantPeers:
-			last = fmt.Errorf("%d peers, want %d: %v", len(peers), wantPeers, peers)
-		default:
-			return nil
+			return fmt.Errorf("%d peers, want %d: %v", len(peers), wantPeers, peers)
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	if exited != nil {
+		return fmt.Errorf("%w; log:\n%s", exited, p.logTail(3000))
 	}
-	return fmt.Errorf("%s not ready after %s: %v; log:\n%s", p.name, timeout, last, p.logTail(3000))
+	if err != nil {
+		return fmt.Errorf("%s not ready after %s: %w; log:\n%s", p.name, timeout, err, p.logTail(3000))
+	}
+	return nil
 }
 
 // procStatusKiB returns a "Vm..." field of /proc/<pid>/status in KiB.

@@ -8,26 +8,23 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tribune-mesh/tribune/test/procs"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
+	wait.For(t, d, func() error {
+		if err := cond(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s: %v", what, err)
+		return nil
+	})
 }
 
 func TestKillRestartAndSnapshot(t *testing.T) {
@@ -151,7 +148,7 @@ func TestKillRestartAndSnapshot(t *testing.T) {
 
 	// SIGTERM of a client with leave_on_terminate (the client default)
 	// removes it from the catalog.
-	_ = c.Clients[0].Signal(syscall.SIGTERM)
+	c.Clients[0].Stop(20 * time.Second)
 	sc := c.Servers[0].Client(t)
 	waitUntil(t, 20*time.Second, "the client's node to leave the catalog", func() error {
 		n, _, err := sc.Catalog().Node("c1", &api.QueryOptions{AllowStale: true})

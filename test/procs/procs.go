@@ -6,6 +6,7 @@ package procs
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -20,6 +21,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 var (
@@ -73,25 +76,52 @@ func moduleRoot() (string, error) {
 	}
 }
 
-// freePort returns a port free for both TCP and UDP on 127.0.0.1.
-func freePort(t testing.TB) int {
+var (
+	portMu   sync.Mutex
+	usedPort = map[int]bool{}
+)
+
+// FreePorts returns n distinct ports of 127.0.0.1 free for both TCP and
+// UDP, never the same one twice in a test process (a restarted agent must
+// not find its old port taken by another's).
+func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	for i := 0; i < 100; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	portMu.Lock()
+	defer portMu.Unlock()
+	var ports []int
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 1000 {
+			t.Fatalf("no free ports")
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("free port: %v", err)
 		}
-		p := l.Addr().(*net.TCPAddr).Port
+		p := ln.Addr().(*net.TCPAddr).Port
+		if usedPort[p] {
+			ln.Close()
+			continue
+		}
 		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return p
+		if err != nil {
+			ln.Close()
+			continue
 		}
+		u.Close()
+		held = append(held, ln)
+		usedPort[p] = true
+		ports = append(ports, p)
 	}
-	t.Fatal("no free port")
-	return 0
+	return ports
 }
+
+func freePort(t testing.TB) int { return FreePorts(t, 1)[0] }
 
 // Agent is one tribune process.
 type Agent struct {
@@ -109,6 +139,13 @@ type Agent struct {
 	mu  sync.Mutex
 	cmd *exec.Cmd
 	log *os.File
+	// exited is closed when the running process exits; exitErr is then
+	// its status. stopping is set by Kill and Stop, so that an exit
+	// without it is a crash.
+	exited   chan struct{}
+	exitErr  error
+	stopping bool
+	crashes  []string
 }
 
 // HTTPAddr is the agent's HTTP API address.
@@ -127,7 +164,8 @@ func (a *Agent) Client(t testing.TB) *api.Client {
 	return c
 }
 
-// Start starts (or restarts) the process with its data directory.
+// Start starts (or restarts) the process with its data directory. A
+// process that exits without Kill or Stop is recorded as a crash (Crashes).
 func (a *Agent) Start(t testing.TB) {
 	t.Helper()
 	a.mu.Lock()
@@ -143,7 +181,19 @@ func (a *Agent) Start(t testing.TB) {
 		f.Close()
 		t.Fatalf("start %s: %v", a.Name, err)
 	}
-	a.cmd, a.log = cmd, f
+	exited := make(chan struct{})
+	a.cmd, a.log, a.exited, a.stopping = cmd, f, exited, false
+	go func() {
+		err := cmd.Wait()
+		a.mu.Lock()
+		a.exitErr = err
+		if !a.stopping {
+			a.crashes = append(a.crashes, fmt.Sprintf("%s exited on its own: %v", a.Name, err))
+		}
+		f.Close()
+		a.mu.Unlock()
+		close(exited)
+	}()
 }
 
 // Signal sends sig to the running process.
@@ -156,56 +206,70 @@ func (a *Agent) Signal(sig syscall.Signal) error {
 	return a.cmd.Process.Signal(sig)
 }
 
+// Pause SIGSTOPs the process; Resume SIGCONTs it.
+func (a *Agent) Pause() error { return a.Signal(syscall.SIGSTOP) }
+
+// Resume continues a paused process.
+func (a *Agent) Resume() error { return a.Signal(syscall.SIGCONT) }
+
 // Kill SIGKILLs the process and waits for it.
-func (a *Agent) Kill() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.cmd == nil {
-		return
-	}
-	_ = a.cmd.Process.Kill()
-	_ = a.cmd.Wait()
-	a.cmd = nil
-	if a.log != nil {
-		a.log.Close()
-		a.log = nil
-	}
-}
+func (a *Agent) Kill() { a.stop(syscall.SIGKILL, 0) }
 
 // Stop sends SIGTERM and waits up to d, then kills.
-func (a *Agent) Stop(d time.Duration) {
+func (a *Agent) Stop(d time.Duration) { a.stop(syscall.SIGTERM, d) }
+
+func (a *Agent) stop(sig syscall.Signal, d time.Duration) {
 	a.mu.Lock()
-	cmd := a.cmd
+	cmd, exited := a.cmd, a.exited
+	a.stopping = true
 	a.mu.Unlock()
 	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused process cannot exit
+	_ = cmd.Process.Signal(sig)
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
-	case <-done:
-	case <-time.After(d):
+	case <-exited:
+	case <-t.C:
 		_ = cmd.Process.Kill()
-		<-done
+		<-exited
 	}
 	a.mu.Lock()
-	a.cmd = nil
-	if a.log != nil {
-		a.log.Close()
-		a.log = nil
-	}
+	a.cmd, a.log = nil, nil
 	a.mu.Unlock()
 }
 
-// Running reports whether the process was started and not stopped.
+// Exited returns a channel closed when the current process exits (nil
+// when none was started), and its exit status once it has.
+func (a *Agent) Exited() (<-chan struct{}, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.exited, a.exitErr
+}
+
+// Crashes returns a line for every exit that no Kill or Stop caused.
+func (a *Agent) Crashes() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.crashes...)
+}
+
+// Running reports whether the process was started and has neither been
+// stopped nor exited.
 func (a *Agent) Running() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.cmd != nil
+	if a.cmd == nil {
+		return false
+	}
+	select {
+	case <-a.exited:
+		return false
+	default:
+		return true
+	}
 }
 
 // Cluster is a set of agents.
@@ -257,6 +321,11 @@ func StartCluster(t testing.TB, opts Options) *Cluster {
 	}
 	t.Cleanup(func() {
 		for _, a := range c.all() {
+			for _, crash := range a.Crashes() {
+				t.Errorf("crash: %s", crash)
+			}
+		}
+		for _, a := range c.all() {
 			a.Kill()
 		}
 		if t.Failed() {
@@ -287,29 +356,27 @@ func (c *Cluster) all() []*Agent { return append(append([]*Agent{}, c.Servers...
 // server is a peer.
 func (c *Cluster) WaitForLeader(t testing.TB, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	var last string
-	for time.Now().Before(deadline) {
+	wait.For(t, d, func() error {
+		var last error = errors.New("no server running")
 		for _, s := range c.Servers {
 			if !s.Running() {
 				continue
 			}
 			leader, peers, err := status(s.HTTPAddr())
 			if err == nil && leader != "" && len(peers) == len(c.Servers) {
-				return
+				return nil
 			}
-			last = fmt.Sprintf("%s: leader=%q peers=%v err=%v", s.Name, leader, peers, err)
+			last = fmt.Errorf("%s: leader=%q peers=%v err=%v; want %d peers", s.Name, leader, peers, err, len(c.Servers))
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("no leader with %d peers after %v (%s)", len(c.Servers), d, last)
+		return last
+	})
 }
 
 // Leader returns the server that currently leads, asking the running ones.
 func (c *Cluster) Leader(t testing.TB, d time.Duration) *Agent {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
+	var found *Agent
+	wait.For(t, d, func() error {
 		for _, s := range c.Servers {
 			if !s.Running() {
 				continue
@@ -320,14 +387,14 @@ func (c *Cluster) Leader(t testing.TB, d time.Duration) *Agent {
 			}
 			for _, l := range c.Servers {
 				if l.RPCAddr() == leader && l.Running() {
-					return l
+					found = l
+					return nil
 				}
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("no leader")
-	return nil
+		return errors.New("no running server reports a running leader")
+	})
+	return found
 }
 
 func status(addr string) (string, []string, error) {

@@ -1,0 +1,154 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/stats"
+)
+
+// DialFunc opens a connection to a server port. It is the seam between a
+// server and its network: TCP in a running server, an in-process switchboard
+// in tests that partition servers (servertest).
+type DialFunc func(ctx context.Context, addr string) (net.Conn, error)
+
+// dialTCP is the DialFunc of a running server.
+func dialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+// dialPort opens a connection of kind (connRaft, connRPC) to a server port.
+func dialPort(ctx context.Context, dial DialFunc, addr string, kind byte) (net.Conn, error) {
+	c, err := dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Write([]byte{kind}); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("server port handshake: %w", err)
+	}
+	return c, nil
+}
+
+// raftLayer is Raft's StreamLayer over the multiplexed port.
+type raftLayer struct {
+	*chanListener
+	advertise net.Addr
+	dial      DialFunc
+}
+
+func (r *raftLayer) Addr() net.Addr { return r.advertise }
+
+// Dial implements raft.StreamLayer.
+func (r *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return dialPort(ctx, r.dial, string(address), connRaft)
+}
+
+// errNotSent marks an RPC that failed before its request left this
+// process: no connection to the server could be used. Only such a write is
+// safe to send again.
+var errNotSent = errors.New("request not sent")
+
+// sentKey is the context key of the flag that sentTracker sets once an
+// RPC's headers are handed to a connection.
+type sentKey struct{}
+
+// sentTracker is a gRPC stats handler that records, per call, whether the
+// request was handed to a connection. gRPC reports OutHeader only after it
+// picked a connection for the call, so a call without it was never sent.
+type sentTracker struct{}
+
+func (sentTracker) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+
+func (sentTracker) HandleRPC(ctx context.Context, st stats.RPCStats) {
+	if _, ok := st.(*stats.OutHeader); !ok {
+		return
+	}
+	if f, ok := ctx.Value(sentKey{}).(*atomic.Bool); ok {
+		f.Store(true)
+	}
+}
+
+func (sentTracker) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+
+func (sentTracker) HandleConn(context.Context, stats.ConnStats) {}
+
+// connPool keeps one gRPC connection per server address.
+type connPool struct {
+	dial DialFunc
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+// newConnPool returns a pool that reaches servers with dial (nil: TCP).
+func newConnPool(dial DialFunc) *connPool {
+	if dial == nil {
+		dial = dialTCP
+	}
+	return &connPool{dial: dial, conns: map[string]*grpc.ClientConn{}}
+}
+
+func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[addr]; ok {
+		return c, nil
+	}
+	dialer := func(ctx context.Context, a string) (net.Conn, error) {
+		return dialPort(ctx, p.dial, a, connRPC)
+	}
+	c, err := grpc.NewClient("passthrough:///"+addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(dialer),
+		grpc.WithStatsHandler(sentTracker{}),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(jsonCodec{}), grpc.MaxCallRecvMsgSize(maxRPCMessage), grpc.MaxCallSendMsgSize(maxRPCMessage)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("rpc client for %s: %w", addr, err)
+	}
+	p.conns[addr] = c
+	return c, nil
+}
+
+func (p *connPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for a, c := range p.conns {
+		_ = c.Close()
+		delete(p.conns, a)
+	}
+}
+
+// call invokes one RPC method on the server at addr. An error of a call
+// whose request never left wraps errNotSent.
+func (p *connPool) call(ctx context.Context, addr, method string, req, resp any) error {
+	c, err := p.get(addr)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errNotSent, err)
+	}
+	// A retried call must not see fields left from an earlier answer.
+	if v := reflect.ValueOf(resp); v.Kind() == reflect.Pointer && !v.IsNil() {
+		v.Elem().Set(reflect.Zero(v.Elem().Type()))
+	}
+	sent := new(atomic.Bool)
+	if err := c.Invoke(context.WithValue(ctx, sentKey{}, sent), "/tribune.Server/"+method, req, resp); err != nil {
+		if !sent.Load() {
+			return fmt.Errorf("rpc %s to %s: %w: %w", method, addr, errNotSent, err)
+		}
+		return fmt.Errorf("rpc %s to %s: %w", method, addr, err)
+	}
+	return nil
+}
