@@ -57,6 +57,10 @@ func tooLarge(format string, args ...any) error {
 	return &httpError{code: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf(format, args...)}
 }
 
+// errNoPathToDC answers a request for a datacenter this agent cannot reach,
+// with Consul's status and message.
+var errNoPathToDC = &httpError{code: http.StatusInternalServerError, msg: "No path to datacenter"}
+
 var errPermissionDenied = &httpError{code: http.StatusForbidden, msg: acl.ErrPermissionDenied.Error()}
 
 // handlerFunc is the shape of every endpoint: it returns the value to encode
@@ -254,7 +258,7 @@ func (h *Handler) parseQueryOptions(r *http.Request) (catalog.QueryOptions, erro
 		opts.AllowStale = !consistent
 	}
 	if opts.Datacenter != "" && opts.Datacenter != h.agent.cfg.Datacenter {
-		return opts, notFound("No path to datacenter")
+		return opts, errNoPathToDC
 	}
 	return opts, nil
 }
