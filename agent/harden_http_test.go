@@ -395,4 +395,3 @@ func TestHarden_HTTPTimeouts(t *testing.T) {
 		}
 	})
 }
-

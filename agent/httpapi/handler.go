@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-bexpr"
 
@@ -263,16 +264,28 @@ func (h *Handler) parseQueryOptions(r *http.Request) (catalog.QueryOptions, erro
 	return opts, nil
 }
 
-// parseWait accepts Go durations and Consul's bare-number seconds form.
+// maxWait is the longest wait= a blocking query is given, as in Consul;
+// longer ones are capped.
+const maxWait = 10 * time.Minute
+
+// parseWait accepts Go durations and Consul's bare-number seconds form,
+// capped at maxWait. Numbers too large for a Duration are capped, not
+// wrapped; a Go duration too large for a Duration is refused.
 func parseWait(v string) (time.Duration, error) {
 	if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+		if n > uint64(maxWait/time.Second) {
+			return maxWait, nil
+		}
 		return time.Duration(n) * time.Second, nil
+	} else if errors.Is(err, strconv.ErrRange) {
+		return maxWait, nil
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d < 0 {
+		// A duration too large for time.Duration is an error here too.
 		return 0, fmt.Errorf("invalid wait %q", v)
 	}
-	return d, nil
+	return min(d, maxWait), nil
 }
 
 // read runs a catalog read with the request's query options and sets the
@@ -323,10 +336,53 @@ func decodeBody(r *http.Request, out any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return badRequest("Request decode failed: empty body")
 	}
+	// encoding/json would replace invalid UTF-8 and lone surrogate escapes
+	// with U+FFFD, silently storing strings (KV keys of /v1/txn, names)
+	// other than those sent: refuse them instead.
+	if !utf8.Valid(body) {
+		return badRequest("Request decode failed: body is not valid UTF-8")
+	}
+	if i := loneSurrogate(body); i >= 0 {
+		return badRequest("Request decode failed: lone UTF-16 surrogate escape at offset %d", i)
+	}
 	if err := json.Unmarshal(body, out); err != nil {
 		return badRequest("Request decode failed: %v", err)
 	}
 	return nil
+}
+
+// loneSurrogate returns the offset of the first \uD800-\uDFFF escape in a
+// JSON text that is not half of a surrogate pair, or -1.
+func loneSurrogate(b []byte) int {
+	hex4 := func(i int) (rune, bool) {
+		if i+6 > len(b) || b[i] != '\\' || b[i+1] != 'u' {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(string(b[i+2:i+6]), 16, 32)
+		return rune(n), err == nil
+	}
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		r, ok := hex4(i)
+		if !ok {
+			i++ // an escape of one character: skip it
+			continue
+		}
+		switch {
+		case r >= 0xD800 && r <= 0xDBFF:
+			if lo, ok := hex4(i + 6); ok && lo >= 0xDC00 && lo <= 0xDFFF {
+				i += 11
+				continue
+			}
+			return i
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return i
+		}
+		i += 5
+	}
+	return -1
 }
 
 // filter applies a ?filter= expression (go-bexpr) to a slice of results.
