@@ -31,6 +31,7 @@ import (
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/logthrottle"
 	"github.com/tribune-mesh/tribune/server"
+	"github.com/tribune-mesh/tribune/telemetry"
 )
 
 // Version is Tribune's version, reported by `tribune version` and
@@ -72,6 +73,8 @@ type Agent struct {
 	// throttled is the root of every logger the agent hands out; closed
 	// last on Shutdown.
 	throttled *logthrottle.Logger
+	// telemetry holds the metrics sinks and serves /v1/agent/metrics.
+	telemetry *telemetry.Telemetry
 	// httpErrorLog is net/http's error log, through the throttle.
 	httpErrorLog *log.Logger
 
@@ -124,6 +127,9 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 	defer func() {
 		if !started {
 			defer throttled.Close()
+			if a.telemetry != nil {
+				defer a.telemetry.Shutdown()
+			}
 			a.cancel()
 			if a.local != nil {
 				// Checks from the configuration files already run.
@@ -138,6 +144,17 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		}
 		cfg.NodeID = id
 	}
+	// Metrics first: Raft and memberlist emit to the process's sink from
+	// their start.
+	tel, err := telemetry.New(telemetry.Config{
+		MetricsPrefix:           cfg.Telemetry.MetricsPrefix,
+		DisableHostname:         cfg.Telemetry.DisableHostname,
+		PrometheusRetentionTime: cfg.Telemetry.PrometheusRetentionTime,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.telemetry = tel
 	if err := a.startGossip(); err != nil {
 		return nil, err
 	}
@@ -310,7 +327,7 @@ func (a *Agent) httpHandler() (http.Handler, error) {
 	}
 	api := httpapi.New(httpapi.Parts{
 		Config: a.cfg, Version: Version, ACL: a.acls, Backend: a.backend, Local: a.local,
-		Gossip: a.gossip, Events: a.events, Control: apiControl{a: a},
+		Gossip: a.gossip, Events: a.events, Control: apiControl{a: a}, Metrics: a.telemetry,
 	})
 	guard := httpguard.New(httpguard.Config{
 		Datacenter:      a.cfg.Datacenter,
@@ -378,6 +395,7 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 		a.stopDNS()
 		a.wg.Wait()
 		err = a.stopCore()
+		a.telemetry.Shutdown()
 		a.throttled.Close()
 	})
 	return err

@@ -1,6 +1,9 @@
 package dnsserver
 
 import (
+	"time"
+
+	metrics "github.com/armon/go-metrics"
 	"github.com/miekg/dns"
 
 	"github.com/tribune-mesh/tribune/acl"
@@ -117,6 +120,7 @@ func (h *Handler) writeCached(w dns.ResponseWriter, e *cacheEntry, v *variant, q
 // A Server calls it on its reading goroutine before handing a query to a
 // goroutine of its own.
 func (h *Handler) AnswerPacket(dst, query []byte, network string) (answer []byte, ok bool) {
+	start := time.Now()
 	if h.cache == nil {
 		return dst, false
 	}
@@ -135,6 +139,7 @@ func (h *Handler) AnswerPacket(dst, query []byte, network string) (answer []byte
 	}
 	dst = append(dst[:0], v.b...)
 	e.patch(dst, qh, h.serial(e))
+	metrics.MeasureSince(domainQueryMetric, start)
 	return dst, true
 }
 

@@ -8,7 +8,9 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
+	metrics "github.com/armon/go-metrics"
 	"github.com/hashicorp/go-hclog"
 	"github.com/miekg/dns"
 
@@ -74,8 +76,13 @@ func New(cfg Config, src Source) (*Handler, error) {
 	return h, nil
 }
 
+// domainQueryMetric times every query answered (dns.domain_query, as Consul
+// names it); go-metrics keeps it in memory, so it never blocks an answer.
+var domainQueryMetric = []string{"dns", "domain_query"}
+
 // ServeDNS implements dns.Handler.
 func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	defer metrics.MeasureSince(domainQueryMetric, time.Now())
 	network := "udp"
 	if _, ok := w.RemoteAddr().(*net.TCPAddr); ok {
 		network = "tcp"

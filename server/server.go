@@ -364,7 +364,8 @@ func (s *Server) WaitForLeader(ctx context.Context) error {
 // error for catalog and session writes, catalog.KVResult for KV writes,
 // catalog.TxnResponse for transactions. Concurrent calls are batched into
 // Raft appends by the Raft library (BatchApplyCh).
-func (s *Server) Apply(ctx context.Context, t catalog.CommandType, body any) (any, error) {
+func (s *Server) Apply(ctx context.Context, t catalog.CommandType, body any) (res any, err error) {
+	defer func() { countRPC(false, responseErr(res, err)) }()
 	buf, err := catalog.Encode(t, body)
 	if err != nil {
 		return nil, err
@@ -385,6 +386,7 @@ func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 			if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
 				timeout = time.Until(d)
 			}
+			start := time.Now()
 			f := s.raft.Apply(buf, max(timeout, time.Millisecond))
 			if err := f.Error(); err != nil {
 				if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
@@ -397,6 +399,7 @@ func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 				}
 				return nil, fmt.Errorf("apply: %w", err)
 			}
+			measureApply(buf, start)
 			return f.Response(), nil
 		}
 		if leader := s.Leader(); leader != "" {
@@ -421,7 +424,8 @@ func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 
 // Read runs a catalog read in its consistency mode, blocking when
 // MinQueryIndex is set until the result's index passes it or the wait ends.
-func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
+func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (resp *catalog.ReadResponse, err error) {
+	defer func() { countRPC(req.Options.MinQueryIndex > 0, err) }()
 	opts := &req.Options
 	needLeader := !opts.AllowStale || opts.RequireConsistent
 	if !needLeader && opts.MaxStaleDuration > 0 && !s.IsLeader() {

@@ -22,6 +22,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	metrics "github.com/armon/go-metrics"
 	"github.com/hashicorp/go-bexpr"
 
 	"github.com/tribune-mesh/tribune/acl"
@@ -64,6 +65,10 @@ var errNoPathToDC = &httpError{code: http.StatusInternalServerError, msg: "No pa
 
 var errPermissionDenied = &httpError{code: http.StatusForbidden, msg: acl.ErrPermissionDenied.Error()}
 
+// apiHTTPMetric times every request to a known endpoint, labelled by method
+// and endpoint family (api.http, as Consul names it).
+var apiHTTPMetric = []string{"api", "http"}
+
 // handlerFunc is the shape of every endpoint: it returns the value to encode
 // as JSON (nil for none) or an error mapped to a status.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) (any, error)
@@ -74,6 +79,10 @@ type route struct {
 	prefix  bool
 	methods []string
 	fn      handlerFunc
+	// labels are the api.http metric's labels but the method: the
+	// endpoint's family as Consul names it ("/v1/kv/" -> "v1_kv_"), never
+	// the raw path, so that the label set stays bounded.
+	path string
 }
 
 // Handler is the agent's HTTP API: an http.Handler for every /v1 endpoint.
@@ -89,7 +98,7 @@ type Handler struct {
 func New(p Parts) *Handler {
 	h := &Handler{exact: map[string]*route{}, agent: &parts{
 		cfg: p.Config, version: p.Version, acls: p.ACL, backend: p.Backend, local: p.Local,
-		gossip: p.Gossip, events: p.Events, control: p.Control,
+		gossip: p.Gossip, events: p.Events, control: p.Control, metrics: p.Metrics,
 	}}
 	h.registerRoutes()
 	return h
@@ -98,7 +107,7 @@ func New(p Parts) *Handler {
 // handle registers fn for an exact path, or for a path prefix when pattern
 // ends in '/'.
 func (h *Handler) handle(pattern string, methods []string, fn handlerFunc) {
-	r := &route{pattern: pattern, methods: methods, fn: fn}
+	r := &route{pattern: pattern, methods: methods, fn: fn, path: strings.ReplaceAll(strings.TrimPrefix(pattern, "/"), "/", "_")}
 	if strings.HasSuffix(pattern, "/") {
 		r.prefix = true
 		h.prefix = append(h.prefix, r)
@@ -150,6 +159,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	for k, v := range h.agent.cfg.HTTP.ResponseHeaders {
 		w.Header().Set(k, v)
 	}
+	defer metrics.MeasureSinceWithLabels(apiHTTPMetric, time.Now(),
+		[]metrics.Label{{Name: "method", Value: req.Method}, {Name: "path", Value: rt.path}})
 	out, err := rt.fn(w, req)
 	if err != nil {
 		writeError(w, err)
