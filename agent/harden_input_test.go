@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -260,5 +261,37 @@ func TestHarden_CatalogServicesFilter(t *testing.T) {
 	all, _, err := c.Catalog().Services(nil)
 	if err != nil || len(all["web"]) != 2 || all["db"] == nil {
 		t.Errorf("unfiltered = %v %v", all, err)
+	}
+}
+
+// Issue 10 #4: ?filter= is bounded in size and nesting before it is parsed:
+// 200 KB of '(' is refused with 400 at once instead of costing the parser
+// hundreds of megabytes, on every endpoint that filters.
+func TestHarden_FilterBounded(t *testing.T) {
+	t.Parallel()
+	a, _ := startAPI(t)
+	for _, path := range []string{"/v1/catalog/nodes", "/v1/catalog/services", "/v1/health/service/web", "/v1/agent/services"} {
+		for name, f := range map[string]string{
+			"200 KB of (":  strings.Repeat("(", 200<<10),
+			"4097 bytes":   `Node == "` + strings.Repeat("x", 4087) + `"`,
+			"33 deep":      strings.Repeat("(", 33) + `Node == "x"` + strings.Repeat(")", 33),
+			"unterminated": `Node == "x`,
+		} {
+			start := time.Now()
+			r := httpString(t, a, "GET", path+"?filter="+url.QueryEscape(f), "")
+			if r.code != http.StatusBadRequest {
+				t.Errorf("%s filter %s: %d %.100q, want 400", path, name, r.code, r.body)
+			}
+			if el := time.Since(start); el > 2*time.Second {
+				t.Errorf("%s filter %s took %v", path, name, el)
+			}
+		}
+	}
+	// Within the bounds, a filter is applied.
+	f := strings.Repeat("(", 5) + `Node != "x"` + strings.Repeat(")", 5)
+	for _, path := range []string{"/v1/catalog/nodes", "/v1/catalog/services"} {
+		if r := httpString(t, a, "GET", path+"?filter="+url.QueryEscape(f), ""); r.code != http.StatusOK || len(r.body) < 5 {
+			t.Errorf("%s filter nested 5 deep: %d %q", path, r.code, r.body)
+		}
 	}
 }
