@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	metrics "github.com/armon/go-metrics"
@@ -31,6 +32,10 @@ type Handler struct {
 	cfg    Config
 	src    Source
 	logger hclog.Logger
+
+	// cachedAnswers counts the queries AnswerPacket answered
+	// (TakeCachedAnswers).
+	cachedAnswers atomic.Uint64
 
 	// ttlPrefixes are the service_ttl keys ending in "*" (other than "*"),
 	// longest first.
@@ -76,8 +81,10 @@ func New(cfg Config, src Source) (*Handler, error) {
 	return h, nil
 }
 
-// domainQueryMetric times every query answered (dns.domain_query, as Consul
-// names it); go-metrics keeps it in memory, so it never blocks an answer.
+// domainQueryMetric times every query ServeDNS answers (dns.domain_query, as
+// Consul names it); go-metrics keeps it in memory, so it never blocks an
+// answer. Answers straight from the packet cache are counted instead (see
+// TakeCachedAnswers).
 var domainQueryMetric = []string{"dns", "domain_query"}
 
 // ServeDNS implements dns.Handler.
