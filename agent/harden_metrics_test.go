@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,5 +150,57 @@ func TestHarden_AgentMetricsNoPrometheus(t *testing.T) {
 	}
 	if r := httpString(t, a, "GET", "/v1/agent/metrics?format=prometheus", ""); r.code != http.StatusBadRequest {
 		t.Errorf("prometheus without retention: %d %q", r.code, r.body)
+	}
+}
+
+// TestHarden_MetricsScrapeUnderLoad is not parallel (one process-wide
+// sink). Scrapers hammering both formats never hold up writes: 300 KV
+// writes with 8 scrapers running finish, each well within a second.
+func TestHarden_MetricsScrapeUnderLoad(t *testing.T) {
+	cfg := agenttest.Config(t)
+	cfg.Telemetry.PrometheusRetentionTime = time.Minute
+	a := agenttest.Start(t, cfg)
+	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var scrapes atomic.Int64
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func(prom bool) {
+			defer wg.Done()
+			url := "http://" + a.HTTPAddr() + "/v1/agent/metrics"
+			if prom {
+				url += "?format=prometheus"
+			}
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				scrapes.Add(1)
+			}
+		}(i%2 == 0)
+	}
+	defer func() { cancel(); wg.Wait() }()
+	var slowest time.Duration
+	for i := 0; i < 300; i++ {
+		start := time.Now()
+		if _, err := c.KV().Put(&api.KVPair{Key: fmt.Sprintf("load/%d", i), Value: []byte("v")}, nil); err != nil {
+			t.Fatal(err)
+		}
+		slowest = max(slowest, time.Since(start))
+	}
+	if slowest > time.Second {
+		t.Errorf("slowest write under scraping took %v", slowest)
+	}
+	t.Logf("300 writes, slowest %v, with %d scrapes meanwhile", slowest, scrapes.Load())
+	if scrapes.Load() == 0 {
+		t.Error("no scrape completed")
 	}
 }
