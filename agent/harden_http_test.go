@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -350,6 +351,36 @@ func TestHarden_HTTPTimeouts(t *testing.T) {
 		t.Logf("trickled body cut after %v", d)
 		if p, _, err := c.KV().Get("trickle", nil); err != nil || p != nil {
 			t.Errorf("trickled key written: %+v %v", p, err)
+		}
+	})
+
+	t.Run("large body at a steady pace", func(t *testing.T) {
+		// 400 KB in 8 chunks over 1.6 s: longer than http_read_timeout,
+		// but faster than httpguard.MinBodyRate: accepted.
+		conn, err := net.Dial("tcp", a.HTTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		const chunk, chunks = 50 << 10, 8
+		fmt.Fprintf(conn, "PUT /v1/kv/paced HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", chunk*chunks)
+		for i := 0; i < chunks; i++ {
+			time.Sleep(200 * time.Millisecond) // the pace is what is under test
+			if _, err := conn.Write(bytes.Repeat([]byte("p"), chunk)); err != nil {
+				t.Fatalf("chunk %d: %v", i, err)
+			}
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("paced body: %d", resp.StatusCode)
+		}
+		if p, _, err := c.KV().Get("paced", nil); err != nil || p == nil || len(p.Value) != chunk*chunks {
+			t.Fatalf("paced key: %v %v", p != nil, err)
 		}
 	})
 
