@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -24,10 +25,13 @@ import (
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/config"
 	"github.com/tribune-mesh/tribune/agent/httpapi"
+	"github.com/tribune-mesh/tribune/agent/httpguard"
 	"github.com/tribune-mesh/tribune/agent/local"
 	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/gossip"
+	"github.com/tribune-mesh/tribune/logthrottle"
 	"github.com/tribune-mesh/tribune/server"
+	"github.com/tribune-mesh/tribune/telemetry"
 )
 
 // Version is Tribune's version, reported by `tribune version` and
@@ -66,6 +70,14 @@ type Agent struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// throttled is the root of every logger the agent hands out; closed
+	// last on Shutdown.
+	throttled *logthrottle.Logger
+	// telemetry holds the metrics sinks and serves /v1/agent/metrics.
+	telemetry *telemetry.Telemetry
+	// httpErrorLog is net/http's error log, through the throttle.
+	httpErrorLog *log.Logger
+
 	shutdownCh chan struct{}
 	leaveCh    chan struct{}
 	// closeOnceLeave guards closing leaveCh.
@@ -90,9 +102,15 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		}
 		cfg.NodeName = host
 	}
+	// Peers and clients can provoke WARN and ERROR lines (junk gossip
+	// packets, bad connections to the server port, TLS handshakes): a line
+	// repeated from one source passes once per window, then a count.
+	throttled := logthrottle.New(logger, logthrottle.DefaultConfig())
+	logger = throttled
 	a := &Agent{
 		cfg:        cfg,
 		logger:     logger.Named("agent"),
+		throttled:  throttled,
 		acls:       acl.StaticResolver{Authorizer: acl.AllowAll()},
 		started:    time.Now(),
 		shutdownCh: make(chan struct{}),
@@ -104,9 +122,14 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		events: newEventBuffer(),
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
+	a.httpErrorLog = a.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 	started := false
 	defer func() {
 		if !started {
+			defer throttled.Close()
+			if a.telemetry != nil {
+				defer a.telemetry.Shutdown()
+			}
 			a.cancel()
 			if a.local != nil {
 				// Checks from the configuration files already run.
@@ -121,6 +144,17 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		}
 		cfg.NodeID = id
 	}
+	// Metrics first: Raft and memberlist emit to the process's sink from
+	// their start.
+	tel, err := telemetry.New(telemetry.Config{
+		MetricsPrefix:           cfg.Telemetry.MetricsPrefix,
+		DisableHostname:         cfg.Telemetry.DisableHostname,
+		PrometheusRetentionTime: cfg.Telemetry.PrometheusRetentionTime,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.telemetry = tel
 	if err := a.startGossip(); err != nil {
 		return nil, err
 	}
@@ -241,23 +275,30 @@ func (a *Agent) startHTTP() error {
 	if len(addrs) == 0 {
 		addrs = []string{"127.0.0.1"}
 	}
-	handler := httpapi.New(httpapi.Parts{
-		Config: a.cfg, Version: Version, ACL: a.acls, Backend: a.backend, Local: a.local,
-		Gossip: a.gossip, Events: a.events, Control: apiControl{a: a},
-	})
+	handler, err := a.httpHandler()
+	if err != nil {
+		return err
+	}
+	limits := a.cfg.Limits
 	for _, host := range addrs {
 		addr := net.JoinHostPort(host, strconv.Itoa(a.cfg.Ports.HTTP))
-		ln, err := net.Listen("tcp", addr)
+		tcpLn, err := net.Listen("tcp", addr)
 		if err != nil {
 			a.stopHTTP(context.Background())
 			return fmt.Errorf("HTTP listener on %s: %w", addr, err)
 		}
+		// One source holds at most http_max_conns_per_client
+		// connections; one more is answered 429 and closed.
+		ln := httpguard.LimitListener(tcpLn, limits.HTTPMaxConnsPerClient, httpguard.Refuse429)
 		srv := &http.Server{
 			Handler:           handler,
-			ReadHeaderTimeout: 10 * time.Second,
-			MaxHeaderBytes:    1 << 20,
-			BaseContext:       func(net.Listener) context.Context { return a.ctx },
-			ErrorLog:          a.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+			ReadHeaderTimeout: limits.HTTPReadHeaderTimeout,
+			// The body's deadline is httpguard.BodyTimeout's: a
+			// ReadTimeout here would cancel blocking queries.
+			IdleTimeout:    limits.HTTPIdleTimeout,
+			MaxHeaderBytes: 1 << 20,
+			BaseContext:    func(net.Listener) context.Context { return a.ctx },
+			ErrorLog:       a.httpErrorLog,
 		}
 		a.httpMu.Lock()
 		a.httpSrvs = append(a.httpSrvs, srv)
@@ -273,6 +314,28 @@ func (a *Agent) startHTTP() error {
 		a.logger.Info("HTTP API listening", "addr", ln.Addr().String())
 	}
 	return nil
+}
+
+// httpHandler returns the HTTP API behind its guard: configured response
+// headers, writes only from allow_write_http_from, no cross-site browser
+// writes, unknown datacenters refused, ?filter= bounded, and a deadline on
+// reading request bodies.
+func (a *Agent) httpHandler() (http.Handler, error) {
+	allow, err := httpguard.ParsePrefixes(a.cfg.HTTP.AllowWriteHTTPFrom)
+	if err != nil {
+		return nil, fmt.Errorf("http_config: %w", err)
+	}
+	api := httpapi.New(httpapi.Parts{
+		Config: a.cfg, Version: Version, ACL: a.acls, Backend: a.backend, Local: a.local,
+		Gossip: a.gossip, Events: a.events, Control: apiControl{a: a}, Metrics: a.telemetry,
+	})
+	guard := httpguard.New(httpguard.Config{
+		Datacenter:      a.cfg.Datacenter,
+		AllowWriteFrom:  allow,
+		AllowedOrigins:  a.cfg.HTTP.AllowedOrigins,
+		ResponseHeaders: a.cfg.HTTP.ResponseHeaders,
+	})
+	return guard.Wrap(httpguard.BodyTimeout(api, a.cfg.Limits.HTTPReadTimeout)), nil
 }
 
 func (a *Agent) stopHTTP(ctx context.Context) {
@@ -332,6 +395,8 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 		a.stopDNS()
 		a.wg.Wait()
 		err = a.stopCore()
+		a.telemetry.Shutdown()
+		a.throttled.Close()
 	})
 	return err
 }

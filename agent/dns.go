@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	metrics "github.com/armon/go-metrics"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tribune-mesh/tribune/acl"
@@ -29,6 +30,34 @@ type dnsService struct {
 	views  *viewcache.Cache
 	cancel context.CancelFunc
 	once   sync.Once
+	// countDone is closed when the cached-answers counting loop ended.
+	countDone chan struct{}
+}
+
+// cachedAnswersInterval is how often the answers served from the DNS packet
+// cache are added to the dns.cached_answers counter.
+const cachedAnswersInterval = time.Second
+
+// countCachedAnswers adds the handler's cache answers to the
+// dns.cached_answers counter every interval until ctx ends, then once more.
+func countCachedAnswers(ctx context.Context, h *dnsserver.Handler, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(cachedAnswersInterval)
+	defer t.Stop()
+	flush := func() {
+		if n := h.TakeCachedAnswers(); n > 0 {
+			metrics.IncrCounter([]string{"dns", "cached_answers"}, float32(n))
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			flush()
+			return
+		case <-t.C:
+			flush()
+		}
+	}
 }
 
 // stop aborts the queries in flight, closes the listeners (waiting for the
@@ -42,6 +71,7 @@ func (d *dnsService) stop(logger hclog.Logger) {
 			logger.Warn("DNS shutdown", "error", err)
 		}
 		d.views.Close()
+		<-d.countDone
 	})
 }
 
@@ -120,7 +150,9 @@ func (a *Agent) startDNS() error {
 		views.Close()
 		return err
 	}
-	a.dns = &dnsService{srv: srv, views: views, cancel: cancel}
+	countDone := make(chan struct{})
+	go countCachedAnswers(ctx, h, countDone)
+	a.dns = &dnsService{srv: srv, views: views, cancel: cancel, countDone: countDone}
 	return nil
 }
 

@@ -222,7 +222,7 @@ func TestEventsCluster(t *testing.T) {
 			"/v1/event/fire/x?tag=v1":       http.StatusBadRequest, // tag without service
 			"/v1/event/fire/x?node=(":       http.StatusBadRequest,
 			"/v1/event/fire/_internal":      http.StatusBadRequest,
-			"/v1/event/fire/x?dc=elsewhere": http.StatusNotFound,
+			"/v1/event/fire/x?dc=elsewhere": http.StatusInternalServerError,
 		} {
 			if r := httpString(t, c1.agent, http.MethodPut, path, ""); r.code != want {
 				t.Errorf("PUT %s: %d %s, want %d", path, r.code, r.body, want)

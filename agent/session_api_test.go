@@ -172,8 +172,8 @@ func TestSessionAPI_Validation(t *testing.T) {
 	if r := httpString(t, a, http.MethodGet, "/v1/session/create", ""); r.code != http.StatusMethodNotAllowed {
 		t.Errorf("GET create: %d, want 405", r.code)
 	}
-	if r := httpString(t, a, http.MethodPut, "/v1/session/create?dc=elsewhere", "{}"); r.code != 404 {
-		t.Errorf("create in another dc: %d %q, want 404", r.code, r.body)
+	if r := httpString(t, a, http.MethodPut, "/v1/session/create?dc=elsewhere", "{}"); r.code != http.StatusInternalServerError {
+		t.Errorf("create in another dc: %d %q, want 500", r.code, r.body)
 	}
 }
 

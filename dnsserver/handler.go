@@ -8,7 +8,10 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
+	metrics "github.com/armon/go-metrics"
 	"github.com/hashicorp/go-hclog"
 	"github.com/miekg/dns"
 
@@ -29,6 +32,10 @@ type Handler struct {
 	cfg    Config
 	src    Source
 	logger hclog.Logger
+
+	// cachedAnswers counts the queries AnswerPacket answered
+	// (TakeCachedAnswers).
+	cachedAnswers atomic.Uint64
 
 	// ttlPrefixes are the service_ttl keys ending in "*" (other than "*"),
 	// longest first.
@@ -74,8 +81,15 @@ func New(cfg Config, src Source) (*Handler, error) {
 	return h, nil
 }
 
+// domainQueryMetric times every query ServeDNS answers (dns.domain_query, as
+// Consul names it); go-metrics keeps it in memory, so it never blocks an
+// answer. Answers straight from the packet cache are counted instead (see
+// TakeCachedAnswers).
+var domainQueryMetric = []string{"dns", "domain_query"}
+
 // ServeDNS implements dns.Handler.
 func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	defer metrics.MeasureSince(domainQueryMetric, time.Now())
 	network := "udp"
 	if _, ok := w.RemoteAddr().(*net.TCPAddr); ok {
 		network = "tcp"

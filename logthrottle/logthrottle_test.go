@@ -112,13 +112,15 @@ func TestRepeatsFromOneSourceAreSuppressed(t *testing.T) {
 		if sum["suppressed"] != float64(99) || sum["message"] != "unknown connection type on server port" || sum["@level"] != "warn" {
 			return fmt.Errorf("summary %v", sum)
 		}
+		// The fake clock runs each window's end on a goroutine of its
+		// own: the other source's may not have ended yet.
+		if n := l.Tracked(); n != 0 {
+			return fmt.Errorf("%d pairs tracked after their windows ended", n)
+		}
 		return nil
 	})
 	if _, ok := s.summaries(t)["10.0.0.6"]; ok {
 		t.Error("summary for a source that suppressed nothing")
-	}
-	if n := l.Tracked(); n != 0 {
-		t.Errorf("%d pairs tracked after their windows ended", n)
 	}
 	// A new window: the next line passes again.
 	l.Warn("unknown connection type on server port", "remote", "10.0.0.5:1")

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	metrics "github.com/armon/go-metrics"
 	"github.com/hashicorp/raft"
 
 	"github.com/tribune-mesh/tribune/catalog"
@@ -114,7 +115,10 @@ func (s *Server) reconcileLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C():
+			start := time.Now()
 			s.reconcileAll(ctx)
+			metrics.MeasureSince([]string{"leader", "reconcile"}, start)
+			s.emitAutopilot()
 			t.Reset(s.config.ReconcileInterval)
 		case m := <-s.reconcileCh:
 			if err := s.reconcileMember(ctx, m); err != nil && ctx.Err() == nil {

@@ -439,6 +439,7 @@ var rpcServiceDesc = grpc.ServiceDesc{
 
 func (s *Server) rpcApply(ctx context.Context, req *ApplyRequest) (*ApplyResponse, error) {
 	res, err := s.ApplyRaw(ctx, req.Data)
+	countRPC(false, responseErr(res, err))
 	if err != nil {
 		return &ApplyResponse{Error: toWire(err), Leader: s.Leader()}, nil
 	}

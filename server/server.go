@@ -453,7 +453,8 @@ func (s *Server) WaitForLeader(ctx context.Context) error {
 // error for catalog and session writes, catalog.KVResult for KV writes,
 // catalog.TxnResponse for transactions. Concurrent calls are batched into
 // Raft appends by the Raft library (BatchApplyCh).
-func (s *Server) Apply(ctx context.Context, t catalog.CommandType, body any) (any, error) {
+func (s *Server) Apply(ctx context.Context, t catalog.CommandType, body any) (res any, err error) {
+	defer func() { countRPC(false, responseErr(res, err)) }()
 	buf, err := catalog.Encode(t, body)
 	if err != nil {
 		return nil, err
@@ -513,6 +514,7 @@ func (s *Server) applyLocal(ctx context.Context, buf []byte, cmd *catalog.Comman
 	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
 		timeout = time.Until(d)
 	}
+	start := time.Now()
 	f := s.raft.Apply(buf, max(timeout, time.Millisecond))
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrEnqueueTimeout) {
@@ -523,12 +525,14 @@ func (s *Server) applyLocal(ctx context.Context, buf []byte, cmd *catalog.Comman
 		// as unknown, as Consul does; it is never retried.
 		return nil, fmt.Errorf("apply: %w", err)
 	}
+	measureApply(buf, start)
 	return f.Response(), nil
 }
 
 // Read runs a catalog read in its consistency mode, blocking when
 // MinQueryIndex is set until the result's index passes it or the wait ends.
-func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
+func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (resp *catalog.ReadResponse, err error) {
+	defer func() { countRPC(req.Options.MinQueryIndex > 0, err) }()
 	opts := &req.Options
 	needLeader := !opts.AllowStale || opts.RequireConsistent
 	if !needLeader && opts.MaxStaleDuration > 0 && !s.IsLeader() {

@@ -45,6 +45,12 @@ type Telemetry struct {
 	inm      *metrics.InmemSink
 	registry *prometheus.Registry // nil without Prometheus
 	metrics  *metrics.Metrics
+
+	// stopRuntime ends the runtime-metrics loop; runtimeDone is closed
+	// when it has returned.
+	stopRuntime chan struct{}
+	runtimeDone chan struct{}
+	stopOnce    sync.Once
 }
 
 var globalMu sync.Mutex
@@ -78,7 +84,9 @@ func New(cfg Config) (*Telemetry, error) {
 	mc := metrics.DefaultConfig(cfg.MetricsPrefix)
 	mc.EnableHostname = !cfg.DisableHostname
 	mc.EnableHostnameLabel = false
-	mc.EnableRuntimeMetrics = true
+	// go-metrics' own runtime loop never stops (one leaked goroutine per
+	// Telemetry); runRuntime is the same loop, owned and stopped.
+	mc.EnableRuntimeMetrics = false
 	mc.ProfileInterval = cfg.Interval
 	if h, err := os.Hostname(); err == nil {
 		mc.HostName = h
@@ -90,7 +98,26 @@ func New(cfg Config) (*Telemetry, error) {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
 	t.metrics = m
+	t.stopRuntime, t.runtimeDone = make(chan struct{}), make(chan struct{})
+	go t.runRuntime(cfg.Interval)
 	return t, nil
+}
+
+// runRuntime emits the Go runtime's statistics (runtime.num_goroutines,
+// alloc_bytes, gc_pause_ns, ...) every interval until Shutdown.
+func (t *Telemetry) runRuntime(interval time.Duration) {
+	defer close(t.runtimeDone)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	t.metrics.EmitRuntimeStats()
+	for {
+		select {
+		case <-t.stopRuntime:
+			return
+		case <-tick.C:
+			t.metrics.EmitRuntimeStats()
+		}
+	}
 }
 
 // Prometheus reports whether the Prometheus format is enabled.
@@ -120,9 +147,14 @@ func (t *Telemetry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Shutdown stops the runtime-metrics loop of the process sink it set up.
+// Shutdown stops the runtime-metrics loop and waits for it. It is safe to
+// call more than once.
 func (t *Telemetry) Shutdown() {
-	globalMu.Lock()
-	defer globalMu.Unlock()
-	t.metrics.Shutdown()
+	t.stopOnce.Do(func() {
+		close(t.stopRuntime)
+		<-t.runtimeDone
+		globalMu.Lock()
+		defer globalMu.Unlock()
+		t.metrics.Shutdown()
+	})
 }

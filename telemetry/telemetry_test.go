@@ -2,14 +2,18 @@ package telemetry
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	metrics "github.com/armon/go-metrics"
 	compat "github.com/hashicorp/go-metrics/compat"
+
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 func TestJSONAndPrometheus(t *testing.T) {
@@ -87,4 +91,24 @@ func TestPrometheusOffAnswers400(t *testing.T) {
 	if w.Code != 400 || tel.Prometheus() {
 		t.Fatalf("status %d, Prometheus()=%v", w.Code, tel.Prometheus())
 	}
+}
+
+// Shutdown stops every goroutine New started: agents come and go in one
+// test process, and go-metrics' own runtime loop would never stop.
+func TestShutdownLeavesNoGoroutine(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for i := 0; i < 20; i++ {
+		tel, err := New(Config{Interval: 10 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tel.Shutdown()
+		tel.Shutdown() // twice is harmless
+	}
+	wait.For(t, 5*time.Second, func() error {
+		if n := runtime.NumGoroutine(); n > before {
+			return fmt.Errorf("%d goroutines, %d before", n, before)
+		}
+		return nil
+	})
 }

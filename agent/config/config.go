@@ -298,6 +298,15 @@ type Limits struct {
 	RPCMaxConnsPerClient int
 	// RPCHandshakeTimeout is rpc_handshake_timeout, default 5s.
 	RPCHandshakeTimeout time.Duration
+	// HTTPReadHeaderTimeout is http_read_header_timeout (Tribune's own):
+	// how long a client may take to send a request's headers, default 10s.
+	HTTPReadHeaderTimeout time.Duration
+	// HTTPReadTimeout is http_read_timeout (Tribune's own): how long a
+	// client may take to send a request's body, default 30s.
+	HTTPReadTimeout time.Duration
+	// HTTPIdleTimeout is http_idle_timeout (Tribune's own): how long an
+	// idle keep-alive connection is kept open, default 90s.
+	HTTPIdleTimeout time.Duration
 	// KVMaxValueSize is kv_max_value_size in bytes, default 524288.
 	KVMaxValueSize int
 	// TxnMaxReqLen is txn_max_req_len in bytes, default 524288.
@@ -367,6 +376,13 @@ type HTTPConfig struct {
 	ResponseHeaders map[string]string
 	// BlockEndpoints is block_endpoints: API path prefixes to refuse.
 	BlockEndpoints []string
+	// AllowWriteHTTPFrom is allow_write_http_from: the networks (CIDRs)
+	// write requests may come from; empty means any.
+	AllowWriteHTTPFrom []string
+	// AllowedOrigins is allowed_origins (Tribune's own): browser origins
+	// (scheme://host[:port]) whose writes are accepted besides the agent's
+	// own address.
+	AllowedOrigins []string
 }
 
 // Telemetry is the telemetry block. This package only parses and stores it.
@@ -432,6 +448,9 @@ func Default() *Config {
 			HTTPMaxConnsPerClient: 200,
 			RPCMaxConnsPerClient:  100,
 			RPCHandshakeTimeout:   5 * time.Second,
+			HTTPReadHeaderTimeout: 10 * time.Second,
+			HTTPReadTimeout:       30 * time.Second,
+			HTTPIdleTimeout:       90 * time.Second,
 			KVMaxValueSize:        512 * 1024,
 			TxnMaxReqLen:          512 * 1024,
 		},

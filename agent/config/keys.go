@@ -371,6 +371,9 @@ func configFields(c *Config) map[string]field {
 			"http_max_conns_per_client": intField(&c.Limits.HTTPMaxConnsPerClient),
 			"rpc_max_conns_per_client":  intField(&c.Limits.RPCMaxConnsPerClient),
 			"rpc_handshake_timeout":     durationField(&c.Limits.RPCHandshakeTimeout),
+			"http_read_header_timeout":  durationField(&c.Limits.HTTPReadHeaderTimeout),
+			"http_read_timeout":         durationField(&c.Limits.HTTPReadTimeout),
+			"http_idle_timeout":         durationField(&c.Limits.HTTPIdleTimeout),
 			"kv_max_value_size":         intField(&c.Limits.KVMaxValueSize),
 			"txn_max_req_len":           intField(&c.Limits.TxnMaxReqLen),
 		}),
@@ -412,6 +415,9 @@ func configFields(c *Config) map[string]field {
 		"http_config": sectionField(map[string]field{
 			"response_headers": stringMapField(&c.HTTP.ResponseHeaders),
 			"block_endpoints":  listField(&c.HTTP.BlockEndpoints),
+			// allowed_origins is Tribune's own key.
+			"allow_write_http_from": listField(&c.HTTP.AllowWriteHTTPFrom),
+			"allowed_origins":       listField(&c.HTTP.AllowedOrigins),
 		}),
 		"telemetry": sectionField(map[string]field{
 			"prometheus_retention_time": durationField(&c.Telemetry.PrometheusRetentionTime),

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -406,6 +408,21 @@ func (c *Config) Validate() error {
 	nonNegativeInt("limits.http_max_conns_per_client", c.Limits.HTTPMaxConnsPerClient)
 	nonNegativeInt("limits.rpc_max_conns_per_client", c.Limits.RPCMaxConnsPerClient)
 	nonNegative("limits.rpc_handshake_timeout", c.Limits.RPCHandshakeTimeout)
+	positive("limits.http_read_header_timeout", c.Limits.HTTPReadHeaderTimeout)
+	positive("limits.http_read_timeout", c.Limits.HTTPReadTimeout)
+	positive("limits.http_idle_timeout", c.Limits.HTTPIdleTimeout)
+	for _, s := range c.HTTP.AllowWriteHTTPFrom {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			if _, err := netip.ParseAddr(s); err != nil {
+				addf("http_config.allow_write_http_from", "%q is neither a CIDR nor an IP address", s)
+			}
+		}
+	}
+	for _, o := range c.HTTP.AllowedOrigins {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			addf("http_config.allowed_origins", "%q is not an origin (scheme://host[:port])", o)
+		}
+	}
 	if c.Limits.KVMaxValueSize < 1 {
 		addf("limits.kv_max_value_size", "must be greater than 0, got %d", c.Limits.KVMaxValueSize)
 	}

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/hashicorp/go-bexpr"
+
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
 )
@@ -122,17 +124,89 @@ func (h *Handler) catalogServices(w http.ResponseWriter, r *http.Request) (any, 
 	if err != nil {
 		return nil, err
 	}
+	expr := r.URL.Query().Get("filter")
+	var ev *bexpr.Filter
+	if expr != "" {
+		// Refuse a bad expression before any read, blocking or not.
+		if ev, err = bexpr.CreateFilter(expr); err != nil {
+			return nil, badRequest("Failed to create boolean expression evaluator: %v", err)
+		}
+	}
 	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadServices})
 	if err != nil {
 		return nil, err
 	}
 	out := map[string][]string{}
 	for name, tags := range resp.Services {
-		if authz.ServiceRead(name) == acl.Allow {
-			out[name] = tags
+		if authz.ServiceRead(name) != acl.Allow {
+			continue
 		}
+		if ev == nil {
+			out[name] = tags
+			continue
+		}
+		// As Consul does, the filter runs over the service's instances
+		// (the fields of /v1/catalog/service/<name>); a service is listed
+		// when one of them matches, with the tags of those that match.
+		matched, err := h.matchingInstances(r, authz, name, resp.Meta.Index, ev)
+		if err != nil {
+			return nil, err
+		}
+		if len(matched) == 0 {
+			continue
+		}
+		seen := map[string]bool{}
+		tags := []string{}
+		for _, m := range matched {
+			for _, t := range m.ServiceTags {
+				if !seen[t] {
+					seen[t] = true
+					tags = append(tags, t)
+				}
+			}
+		}
+		out[name] = tags
 	}
 	return out, nil
+}
+
+// matchingInstances returns the instances of a service that ev selects, read
+// at least at index (the services read's), without blocking.
+func (h *Handler) matchingInstances(r *http.Request, authz acl.Authorizer, name string, index uint64, ev *bexpr.Filter) ([]*catalogService, error) {
+	opts, err := h.parseQueryOptions(r)
+	if err != nil {
+		return nil, err
+	}
+	opts.MinQueryIndex, opts.MaxQueryTime, opts.Filter = 0, 0, ""
+	resp, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadServiceInstances, Name: name, Options: opts})
+	if err != nil {
+		return nil, err
+	}
+	all := make([]*catalogService, 0, len(resp.Instances))
+	for _, in := range resp.Instances {
+		if authz.NodeRead(in.Node.Node) == acl.Allow {
+			all = append(all, catalogServiceOf(in))
+		}
+	}
+	res, err := ev.Execute(all)
+	if err != nil {
+		return nil, badRequest("Failed to apply filter: %v", err)
+	}
+	matched, _ := res.([]*catalogService)
+	return matched, nil
+}
+
+// catalogServiceOf is an instance as /v1/catalog/service/<name> shows it.
+func catalogServiceOf(in *catalog.CheckServiceNode) *catalogService {
+	n, s := in.Node, in.Service
+	return &catalogService{
+		ID: n.ID, Node: n.Node, Address: n.Address, Datacenter: n.Datacenter,
+		TaggedAddresses: n.TaggedAddresses, NodeMeta: n.Meta, ServiceKind: s.Kind,
+		ServiceID: s.ID, ServiceName: s.Service, ServiceTags: nonNil(s.Tags), ServiceAddress: s.Address,
+		ServiceTaggedAddresses: s.TaggedAddresses, ServiceWeights: s.Weights, ServiceMeta: s.Meta,
+		ServicePort: s.Port, ServiceEnableTagOverride: s.EnableTagOverride, ServiceProxy: s.Proxy,
+		ServiceConnect: s.Connect, CreateIndex: s.CreateIndex, ModifyIndex: s.ModifyIndex,
+	}
 }
 
 func (h *Handler) catalogService(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -156,15 +230,7 @@ func (h *Handler) catalogService(w http.ResponseWriter, r *http.Request) (any, e
 		if authz.NodeRead(in.Node.Node) != acl.Allow {
 			continue
 		}
-		n, s := in.Node, in.Service
-		out = append(out, &catalogService{
-			ID: n.ID, Node: n.Node, Address: n.Address, Datacenter: n.Datacenter,
-			TaggedAddresses: n.TaggedAddresses, NodeMeta: n.Meta, ServiceKind: s.Kind,
-			ServiceID: s.ID, ServiceName: s.Service, ServiceTags: nonNil(s.Tags), ServiceAddress: s.Address,
-			ServiceTaggedAddresses: s.TaggedAddresses, ServiceWeights: s.Weights, ServiceMeta: s.Meta,
-			ServicePort: s.Port, ServiceEnableTagOverride: s.EnableTagOverride, ServiceProxy: s.Proxy,
-			ServiceConnect: s.Connect, CreateIndex: s.CreateIndex, ModifyIndex: s.ModifyIndex,
-		})
+		out = append(out, catalogServiceOf(in))
 	}
 	sortNear(h.nearSorter(r.Context(), r), out, func(c *catalogService) string { return c.Node })
 	return filter(r.URL.Query().Get("filter"), out)

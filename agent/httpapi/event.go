@@ -20,7 +20,7 @@ import (
 func (h *Handler) eventFire(w http.ResponseWriter, r *http.Request) (any, error) {
 	q := r.URL.Query()
 	if dc := q.Get("dc"); dc != "" && dc != h.agent.cfg.Datacenter {
-		return nil, notFound("No path to datacenter")
+		return nil, errNoPathToDC
 	}
 	name := strings.TrimPrefix(r.URL.Path, "/v1/event/fire/")
 	if name == "" {

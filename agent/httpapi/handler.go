@@ -21,7 +21,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
+	metrics "github.com/armon/go-metrics"
 	"github.com/hashicorp/go-bexpr"
 
 	"github.com/tribune-mesh/tribune/acl"
@@ -58,7 +60,15 @@ func tooLarge(format string, args ...any) error {
 	return &httpError{code: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf(format, args...)}
 }
 
+// errNoPathToDC answers a request for a datacenter this agent cannot reach,
+// with Consul's status and message.
+var errNoPathToDC = &httpError{code: http.StatusInternalServerError, msg: "No path to datacenter"}
+
 var errPermissionDenied = &httpError{code: http.StatusForbidden, msg: acl.ErrPermissionDenied.Error()}
+
+// apiHTTPMetric times every request to a known endpoint, labelled by method
+// and endpoint family (api.http, as Consul names it).
+var apiHTTPMetric = []string{"api", "http"}
 
 // handlerFunc is the shape of every endpoint: it returns the value to encode
 // as JSON (nil for none) or an error mapped to a status.
@@ -70,6 +80,10 @@ type route struct {
 	prefix  bool
 	methods []string
 	fn      handlerFunc
+	// labels are the api.http metric's labels but the method: the
+	// endpoint's family as Consul names it ("/v1/kv/" -> "v1_kv_"), never
+	// the raw path, so that the label set stays bounded.
+	path string
 }
 
 // Handler is the agent's HTTP API: an http.Handler for every /v1 endpoint.
@@ -87,7 +101,7 @@ type Handler struct {
 func New(p Parts) *Handler {
 	h := &Handler{exact: map[string]*route{}, agent: &parts{
 		cfg: p.Config, version: p.Version, acls: p.ACL, backend: p.Backend, local: p.Local,
-		gossip: p.Gossip, events: p.Events, control: p.Control,
+		gossip: p.Gossip, events: p.Events, control: p.Control, metrics: p.Metrics,
 	}}
 	h.registerRoutes()
 	return h
@@ -96,7 +110,7 @@ func New(p Parts) *Handler {
 // handle registers fn for an exact path, or for a path prefix when pattern
 // ends in '/'.
 func (h *Handler) handle(pattern string, methods []string, fn handlerFunc) {
-	r := &route{pattern: pattern, methods: methods, fn: fn}
+	r := &route{pattern: pattern, methods: methods, fn: fn, path: strings.ReplaceAll(strings.TrimPrefix(pattern, "/"), "/", "_")}
 	if strings.HasSuffix(pattern, "/") {
 		r.prefix = true
 		h.prefix = append(h.prefix, r)
@@ -148,6 +162,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	for k, v := range h.agent.cfg.HTTP.ResponseHeaders {
 		w.Header().Set(k, v)
 	}
+	defer metrics.MeasureSinceWithLabels(apiHTTPMetric, time.Now(),
+		[]metrics.Label{{Name: "method", Value: req.Method}, {Name: "path", Value: rt.path}})
 	out, err := rt.fn(w, req)
 	if err != nil {
 		writeError(w, err)
@@ -257,21 +273,33 @@ func (h *Handler) parseQueryOptions(r *http.Request) (catalog.QueryOptions, erro
 		opts.AllowStale = !consistent
 	}
 	if opts.Datacenter != "" && opts.Datacenter != h.agent.cfg.Datacenter {
-		return opts, notFound("No path to datacenter")
+		return opts, errNoPathToDC
 	}
 	return opts, nil
 }
 
-// parseWait accepts Go durations and Consul's bare-number seconds form.
+// maxWait is the longest wait= a blocking query is given, as in Consul;
+// longer ones are capped.
+const maxWait = 10 * time.Minute
+
+// parseWait accepts Go durations and Consul's bare-number seconds form,
+// capped at maxWait. Numbers too large for a Duration are capped, not
+// wrapped; a Go duration too large for a Duration is refused.
 func parseWait(v string) (time.Duration, error) {
 	if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+		if n > uint64(maxWait/time.Second) {
+			return maxWait, nil
+		}
 		return time.Duration(n) * time.Second, nil
+	} else if errors.Is(err, strconv.ErrRange) {
+		return maxWait, nil
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d < 0 {
+		// A duration too large for time.Duration is an error here too.
 		return 0, fmt.Errorf("invalid wait %q", v)
 	}
-	return d, nil
+	return min(d, maxWait), nil
 }
 
 // read runs a catalog read with the request's query options and sets the
@@ -322,10 +350,53 @@ func decodeBody(r *http.Request, out any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return badRequest("Request decode failed: empty body")
 	}
+	// encoding/json would replace invalid UTF-8 and lone surrogate escapes
+	// with U+FFFD, silently storing strings (KV keys of /v1/txn, names)
+	// other than those sent: refuse them instead.
+	if !utf8.Valid(body) {
+		return badRequest("Request decode failed: body is not valid UTF-8")
+	}
+	if i := loneSurrogate(body); i >= 0 {
+		return badRequest("Request decode failed: lone UTF-16 surrogate escape at offset %d", i)
+	}
 	if err := json.Unmarshal(body, out); err != nil {
 		return badRequest("Request decode failed: %v", err)
 	}
 	return nil
+}
+
+// loneSurrogate returns the offset of the first \uD800-\uDFFF escape in a
+// JSON text that is not half of a surrogate pair, or -1.
+func loneSurrogate(b []byte) int {
+	hex4 := func(i int) (rune, bool) {
+		if i+6 > len(b) || b[i] != '\\' || b[i+1] != 'u' {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(string(b[i+2:i+6]), 16, 32)
+		return rune(n), err == nil
+	}
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		r, ok := hex4(i)
+		if !ok {
+			i++ // an escape of one character: skip it
+			continue
+		}
+		switch {
+		case r >= 0xD800 && r <= 0xDBFF:
+			if lo, ok := hex4(i + 6); ok && lo >= 0xDC00 && lo <= 0xDFFF {
+				i += 11
+				continue
+			}
+			return i
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return i
+		}
+		i += 5
+	}
+	return -1
 }
 
 // filter applies a ?filter= expression (go-bexpr) to a slice of results.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
@@ -14,6 +15,21 @@ import (
 
 // maxKeyLength bounds a KV key's length.
 const maxKeyLength = 4096
+
+// checkKey is the one validation of a KV key, for every path that reads or
+// writes one (/v1/kv, /v1/txn): bounded in size, and valid UTF-8. The Raft
+// log encodes commands as JSON, which would rewrite invalid UTF-8 to U+FFFD
+// and so store a key other than the one sent (and make distinct keys
+// collide): such a key is refused rather than corrupted.
+func checkKey(key string) error {
+	if len(key) > maxKeyLength {
+		return badRequest("Key too long (%d bytes, max %d)", len(key), maxKeyLength)
+	}
+	if !utf8.ValidString(key) {
+		return badRequest("Key is not valid UTF-8: %q", key)
+	}
+	return nil
+}
 
 func (h *Handler) kvValueLimit() int {
 	if n := h.agent.cfg.Limits.KVMaxValueSize; n > 0 {
@@ -25,8 +41,8 @@ func (h *Handler) kvValueLimit() int {
 // kv serves /v1/kv/<key>.
 func (h *Handler) kv(w http.ResponseWriter, r *http.Request) (any, error) {
 	key := strings.TrimPrefix(r.URL.Path, "/v1/kv/")
-	if len(key) > maxKeyLength {
-		return nil, badRequest("Key too long (%d bytes, max %d)", len(key), maxKeyLength)
+	if err := checkKey(key); err != nil {
+		return nil, err
 	}
 	authz, err := h.authorize(r)
 	if err != nil {
@@ -286,6 +302,9 @@ func (h *Handler) txn(w http.ResponseWriter, r *http.Request) (any, error) {
 				ops = append(ops, cop)
 			}
 			continue
+		}
+		if err := checkKey(op.KV.Key); err != nil {
+			return nil, badRequest("Operation %d: %v", i, err)
 		}
 		verb := catalog.KVOp(op.KV.Verb)
 		var val []byte

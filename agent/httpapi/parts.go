@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/config"
@@ -94,6 +95,9 @@ type Parts struct {
 	Events EventLog
 	// Control serves /v1/agent/self, members, leave and reload.
 	Control Control
+	// Metrics serves /v1/agent/metrics (telemetry.Telemetry); nil answers
+	// 404.
+	Metrics http.Handler
 }
 
 // parts is Parts as the handlers read them.
@@ -106,6 +110,7 @@ type parts struct {
 	gossip  *gossip.Pool
 	events  EventLog
 	control Control
+	metrics http.Handler
 }
 
 func (p *parts) status(ctx context.Context) (string, []string, error) { return p.backend.Status(ctx) }

@@ -55,6 +55,7 @@ func (h *Handler) registerRoutes() {
 	h.handle("/v1/health/service/", methodsGet, h.healthService)
 
 	h.handle("/v1/agent/self", methodsGet, h.agentSelf)
+	h.handle("/v1/agent/metrics", methodsGet, h.agentMetrics)
 	h.handle("/v1/agent/members", methodsGet, h.agentMembers)
 	h.handle("/v1/agent/leave", methodsPut, h.agentLeave)
 	h.handle("/v1/agent/reload", methodsPut, h.agentReload)

@@ -71,7 +71,7 @@ var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 // cross-datacenter forwarding yet.
 func (h *Handler) checkWriteDC(r *http.Request) error {
 	if dc := r.URL.Query().Get("dc"); dc != "" && dc != h.agent.cfg.Datacenter {
-		return notFound("No path to datacenter")
+		return errNoPathToDC
 	}
 	return nil
 }
