@@ -101,6 +101,8 @@ type Config struct {
 	CleanupDeadServers      bool
 	ServerStabilizationTime time.Duration
 	MinQuorum               int
+	// ACL configures ACLs (the leader creates the built-ins).
+	ACL ACLConfig
 	// Logger is the server's logger; nil discards.
 	Logger hclog.Logger
 	// Now is the clock; nil means time.Now.
