@@ -136,6 +136,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.client = server.NewClient(server.ClientConfig{Servers: a.serverAddrs, HoldTimeout: cfg.RPCHoldTimeout})
 		a.backend = a.client
 	}
+	a.setupACLs()
 	a.local = a.newLocalState()
 	if err := a.loadConfigDefinitions(); err != nil {
 		a.stopCore()
@@ -156,6 +157,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.stopCore()
 		return nil, err
 	}
+	a.runACLs()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
