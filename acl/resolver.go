@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -72,6 +73,11 @@ type ResolverConfig struct {
 	// DefaultToken is used for requests without a token
 	// (acl.tokens.default); empty means the anonymous token.
 	DefaultToken string
+	// AgentRecovery is acl.tokens.agent_recovery: a secret resolved on the
+	// agent alone, with servers or without, to agent:write on NodeName and
+	// node:read on every node.
+	AgentRecovery string
+	NodeName      string
 	// DownPolicy is acl.down_policy.
 	DownPolicy string
 	// TokenTTL is how long a cached token is trusted while the watch on
@@ -82,6 +88,11 @@ type ResolverConfig struct {
 	FetchTimeout time.Duration
 	// MaxEntries bounds the cache; 0 means 65536.
 	MaxEntries int
+	// WatchTimeout bounds one blocking call of the watch (0: 75s), so a
+	// server that vanished without closing the connection is noticed and
+	// cached tokens fall back to TokenTTL. The Source's own server-side
+	// wait must be shorter (the agent asks for 60s).
+	WatchTimeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards. Secrets are never logged.
@@ -97,6 +108,8 @@ type ResolverConfig struct {
 type CachingResolver struct {
 	cfg      ResolverConfig
 	compiler *Compiler
+	// recovery is the agent recovery token's Authorizer (nil: none).
+	recovery Authorizer
 
 	mu sync.Mutex
 	// index is the ACL index the watch last saw; entries read at a lower
@@ -131,14 +144,26 @@ func NewCachingResolver(cfg ResolverConfig) *CachingResolver {
 	if cfg.MaxEntries <= 0 {
 		cfg.MaxEntries = 65536
 	}
+	if cfg.WatchTimeout <= 0 {
+		cfg.WatchTimeout = 75 * time.Second
+	}
 	if cfg.DownPolicy == "" {
 		cfg.DownPolicy = DownExtendCache
 	}
-	return &CachingResolver{
+	r := &CachingResolver{
 		cfg:      cfg,
 		compiler: &Compiler{Datacenter: cfg.Datacenter, Options: cfg.Options},
 		entries:  map[string]*cacheEntry{},
 	}
+	if cfg.AgentRecovery != "" {
+		rules, err := ParseRules(fmt.Sprintf("agent %s { policy = \"write\" }\nnode_prefix \"\" { policy = \"read\" }", strconv.Quote(cfg.NodeName)))
+		if err == nil {
+			r.recovery = NewPolicyAuthorizer([]*Rules{rules}, PolicyOptions{})
+		} else {
+			cfg.Logger.Error("agent_recovery token disabled: node name does not make valid rules", "error", err)
+		}
+	}
+	return r
 }
 
 // Resolve implements Resolver with the fetch timeout as its only bound.
@@ -156,6 +181,9 @@ func (r *CachingResolver) ResolveContext(ctx context.Context, secret string) (Au
 	}
 	if secret == "" {
 		secret = catalog.ACLAnonymousTokenSecret
+	}
+	if r.recovery != nil && secret == r.cfg.AgentRecovery {
+		return r.recovery, nil
 	}
 	now := r.cfg.Now()
 	r.mu.Lock()
@@ -240,7 +268,9 @@ func (r *CachingResolver) Run(ctx context.Context) {
 	var idx uint64
 	backoff := 100 * time.Millisecond
 	for {
-		next, err := r.cfg.Source.WaitACLIndex(ctx, idx)
+		wctx, cancel := context.WithTimeout(ctx, r.cfg.WatchTimeout)
+		next, err := r.cfg.Source.WaitACLIndex(wctx, idx)
+		cancel()
 		if ctx.Err() != nil {
 			return
 		}

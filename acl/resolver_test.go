@@ -168,3 +168,19 @@ func TestCachingResolverExpiryAndDownPolicy(t *testing.T) {
 		}
 	}
 }
+
+func TestCachingResolverAgentRecoveryWithoutServers(t *testing.T) {
+	src := &storeSource{st: catalog.NewStore(nil)}
+	src.down.Store(true)
+	r := acl.NewCachingResolver(acl.ResolverConfig{Source: src, DownPolicy: acl.DownDeny, AgentRecovery: "recover", NodeName: "node-1"})
+	a, err := r.Resolve("recover")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.AgentWrite("node-1") != acl.Allow || a.NodeRead("other") != acl.Allow || a.AgentWrite("node-2") != acl.Deny || a.KeyRead("x") != acl.Deny {
+		t.Fatal("agent recovery token grants the wrong rights")
+	}
+	if src.fetches.Load() != 0 {
+		t.Fatal("agent recovery token asked the servers")
+	}
+}

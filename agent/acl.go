@@ -3,11 +3,15 @@ package agent
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
-	"github.com/tribune-mesh/tribune/server"
 )
+
+// aclWatchWait is the server-side wait of the token cache's blocking query,
+// shorter than the resolver's WatchTimeout.
+const aclWatchWait = time.Minute
 
 // aclSource reads ACL state for the agent's token cache through the
 // backend: the local server on a server agent, RPC on a client agent.
@@ -31,7 +35,7 @@ func (s aclSource) ResolveToken(ctx context.Context, secret string) (*acl.Resolv
 // WaitACLIndex implements acl.Source with a blocking query.
 func (s aclSource) WaitACLIndex(ctx context.Context, minIndex uint64) (uint64, error) {
 	resp, err := s.read(ctx, &catalog.ReadRequest{Op: catalog.ReadACLIndex, Options: catalog.QueryOptions{
-		MinQueryIndex: minIndex, MaxQueryTime: server.DefaultQueryTime,
+		MinQueryIndex: minIndex, MaxQueryTime: aclWatchWait,
 	}})
 	if err != nil {
 		return 0, fmt.Errorf("watch ACL index: %w", err)
@@ -52,11 +56,13 @@ func (a *Agent) setupACLs() {
 			DefaultAllow:  a.cfg.ACL.DefaultPolicy != "deny",
 			EnableKeyList: a.cfg.ACL.EnableKeyListPolicy,
 		},
-		DefaultToken: a.cfg.ACL.Tokens.Default,
-		DownPolicy:   a.cfg.ACL.DownPolicy,
-		TokenTTL:     a.cfg.ACL.TokenTTL,
-		FetchTimeout: a.cfg.RPCHoldTimeout,
-		Logger:       a.logger.Named("acl"),
+		DefaultToken:  a.cfg.ACL.Tokens.Default,
+		DownPolicy:    a.cfg.ACL.DownPolicy,
+		AgentRecovery: a.cfg.ACL.Tokens.AgentRecovery,
+		NodeName:      a.cfg.NodeName,
+		TokenTTL:      a.cfg.ACL.TokenTTL,
+		FetchTimeout:  a.cfg.RPCHoldTimeout,
+		Logger:        a.logger.Named("acl"),
 	})
 	a.acls = r
 }
