@@ -222,3 +222,31 @@ func TestACLBootstrapOnce(t *testing.T) {
 		t.Fatalf("management token on agent/self: %v", err)
 	}
 }
+
+func TestACLExpiredTokenRefusedAndReaped(t *testing.T) {
+	a := agenttest.Start(t, aclConfig(agenttest.Config(t)))
+	root := tokenClient(t, a, rootSecret)
+	waitManagement(t, root)
+	tok, _, err := root.ACL().TokenCreate(&api.ACLToken{ExpirationTTL: 300 * time.Millisecond,
+		Policies: []*api.ACLTokenPolicyLink{{ID: "00000000-0000-0000-0000-000000000001"}}}, nil)
+	if err != nil || tok.ExpirationTime == nil {
+		t.Fatalf("create: %+v %v", tok, err)
+	}
+	user := tokenClient(t, a, tok.SecretID)
+	if _, err := user.Agent().Self(); err != nil && time.Now().Before(*tok.ExpirationTime) {
+		t.Fatalf("fresh token refused: %v", err)
+	}
+	wait.For(t, 5*time.Second, func() error {
+		if _, _, err := root.ACL().TokenRead(tok.AccessorID, nil); statusOf(err) != http.StatusForbidden {
+			return fmt.Errorf("expired token not reaped yet (%v)", err)
+		}
+		return nil
+	})
+	if _, err := user.Agent().Self(); statusOf(err) != http.StatusForbidden || !strings.Contains(err.Error(), "ACL not found") {
+		t.Fatalf("expired token: %v", err)
+	}
+	// A negative TTL is a bad request.
+	if _, _, err := root.ACL().TokenCreate(&api.ACLToken{ExpirationTTL: -time.Second}, nil); statusOf(err) != http.StatusBadRequest {
+		t.Fatalf("negative TTL: %v", err)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/go-memdb"
+
 	"github.com/tribune-mesh/tribune/catalog"
 )
 
@@ -33,6 +35,7 @@ func (s *Server) aclLeader(ctx context.Context) {
 	for {
 		err := s.aclInitBuiltins(ctx)
 		if err == nil {
+			s.reapExpiredTokens(ctx)
 			return
 		}
 		s.logger.Warn("ACL initialisation failed, retrying", "error", err, "retry_in", backoff)
@@ -104,6 +107,56 @@ func (s *Server) aclInitBuiltins(ctx context.Context) error {
 	}
 	// The secret never reaches the log line: only the accessor does.
 	return apply(cmd, mgmt, "initial management token "+accessor)
+}
+
+// maxReapSleep bounds how long the reaper sleeps with no token expiring.
+const maxReapSleep = time.Hour
+
+// reapExpiredTokens deletes every token whose ExpirationTime has passed,
+// waking at the next expiry or at any ACL change, until ctx ends. Agents
+// refuse an expired token by themselves; reaping keeps the tables small.
+func (s *Server) reapExpiredTokens(ctx context.Context) {
+	now := s.config.Now
+	if now == nil {
+		now = time.Now
+	}
+	for {
+		ws := memdb.NewWatchSet()
+		ws.Add(s.store.AbandonCh())
+		_, toks, err := s.store.ACLTokenList(ws, "", "")
+		if err != nil {
+			s.logger.Error("list tokens to reap", "error", err)
+			return
+		}
+		t := now()
+		next := t.Add(maxReapSleep)
+		for _, tok := range toks {
+			switch {
+			case tok.ExpirationTime == nil || tok.ExpirationTime.IsZero():
+			case tok.Expired(t):
+				res, err := s.Apply(ctx, catalog.CmdACLTokenDelete, &catalog.ACLDeleteRequest{ID: tok.AccessorID})
+				if e, ok := res.(error); ok && err == nil {
+					err = e
+				}
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					s.logger.Warn("reap expired token", "accessor", tok.AccessorID, "error", err)
+					continue
+				}
+				s.logger.Debug("reaped expired token", "accessor", tok.AccessorID)
+			case tok.ExpirationTime.Before(next):
+				next = *tok.ExpirationTime
+			}
+		}
+		wctx, cancel := context.WithTimeout(ctx, max(next.Sub(t), 10*time.Millisecond))
+		_ = ws.WatchCtx(wctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+	}
 }
 
 func newServerUUID() (string, error) {
