@@ -91,7 +91,7 @@ const (
 
 func isACLRead(op ReadOp) bool { return strings.HasPrefix(string(op), "acl.") }
 
-// aclIndexer indexes the IDs of a slice of ACLLink fields (a token's or a
+// aclLinkIndexer indexes the IDs of a slice of ACLLink fields (a token's or a
 // role's policies or roles).
 type aclLinkIndexer struct{ field string }
 

@@ -61,11 +61,6 @@ func (h *Handler) aclAuthz(r *http.Request, write bool) (acl.Authorizer, error) 
 	return authz, nil
 }
 
-// aclRead runs an ACL read and sets the response's index headers.
-func (h *Handler) aclRead(w http.ResponseWriter, r *http.Request, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
-	return h.read(w, r, req)
-}
-
 // ---- bootstrap ----
 
 func (h *Handler) aclBootstrap(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -241,7 +236,7 @@ func (h *Handler) writeToken(w http.ResponseWriter, r *http.Request, body *token
 // readToken reads a token and answers it, its SecretID hidden unless
 // showSecret.
 func (h *Handler) readToken(w http.ResponseWriter, r *http.Request, op catalog.ReadOp, id string, showSecret bool) (any, error) {
-	resp, err := h.aclRead(w, r, &catalog.ReadRequest{Op: op, Name: id})
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: op, Name: id})
 	if err != nil {
 		return nil, err
 	}
@@ -368,7 +363,7 @@ func (h *Handler) aclTokenList(w http.ResponseWriter, r *http.Request) (any, err
 		return nil, err
 	}
 	q := r.URL.Query()
-	resp, err := h.aclRead(w, r, &catalog.ReadRequest{Op: catalog.ReadACLTokens, ACLPolicyID: q.Get("policy"), ACLRoleID: q.Get("role")})
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadACLTokens, ACLPolicyID: q.Get("policy"), ACLRoleID: q.Get("role")})
 	if err != nil {
 		return nil, err
 	}
@@ -449,7 +444,7 @@ func (h *Handler) writePolicy(w http.ResponseWriter, r *http.Request, body *poli
 }
 
 func (h *Handler) readPolicy(w http.ResponseWriter, r *http.Request, op catalog.ReadOp, id string) (any, error) {
-	resp, err := h.aclRead(w, r, &catalog.ReadRequest{Op: op, Name: id})
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: op, Name: id})
 	if err != nil {
 		return nil, err
 	}
@@ -515,7 +510,7 @@ func (h *Handler) aclPolicyList(w http.ResponseWriter, r *http.Request) (any, er
 	if _, err := h.aclAuthz(r, false); err != nil {
 		return nil, err
 	}
-	resp, err := h.aclRead(w, r, &catalog.ReadRequest{Op: catalog.ReadACLPolicies})
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadACLPolicies})
 	if err != nil {
 		return nil, err
 	}
@@ -577,7 +572,7 @@ func (h *Handler) writeRole(w http.ResponseWriter, r *http.Request, body *roleBo
 }
 
 func (h *Handler) readRole(w http.ResponseWriter, r *http.Request, op catalog.ReadOp, id string) (any, error) {
-	resp, err := h.aclRead(w, r, &catalog.ReadRequest{Op: op, Name: id})
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: op, Name: id})
 	if err != nil {
 		return nil, err
 	}
@@ -643,7 +638,7 @@ func (h *Handler) aclRoleList(w http.ResponseWriter, r *http.Request) (any, erro
 	if _, err := h.aclAuthz(r, false); err != nil {
 		return nil, err
 	}
-	resp, err := h.aclRead(w, r, &catalog.ReadRequest{Op: catalog.ReadACLRoles, ACLPolicyID: r.URL.Query().Get("policy")})
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadACLRoles, ACLPolicyID: r.URL.Query().Get("policy")})
 	if err != nil {
 		return nil, err
 	}
