@@ -108,8 +108,11 @@ type ResolverConfig struct {
 type CachingResolver struct {
 	cfg      ResolverConfig
 	compiler *Compiler
-	// recovery is the agent recovery token's Authorizer (nil: none).
-	recovery Authorizer
+	// tokMu guards the tokens /v1/agent/token can change.
+	tokMu        sync.Mutex
+	defaultToken string
+	recoverySec  string
+	recovery     Authorizer // the agent recovery token's (nil: none)
 
 	mu sync.Mutex
 	// index is the ACL index the watch last saw; entries read at a lower
@@ -155,15 +158,41 @@ func NewCachingResolver(cfg ResolverConfig) *CachingResolver {
 		compiler: &Compiler{Datacenter: cfg.Datacenter, Options: cfg.Options},
 		entries:  map[string]*cacheEntry{},
 	}
-	if cfg.AgentRecovery != "" {
-		rules, err := ParseRules(fmt.Sprintf("agent %s { policy = \"write\" }\nnode_prefix \"\" { policy = \"read\" }", strconv.Quote(cfg.NodeName)))
-		if err == nil {
-			r.recovery = NewPolicyAuthorizer([]*Rules{rules}, PolicyOptions{})
+	r.SetDefaultToken(cfg.DefaultToken)
+	r.SetAgentRecoveryToken(cfg.AgentRecovery)
+	return r
+}
+
+// SetDefaultToken changes the token used for requests without one.
+func (r *CachingResolver) SetDefaultToken(secret string) {
+	r.tokMu.Lock()
+	r.defaultToken = secret
+	r.tokMu.Unlock()
+}
+
+// DefaultToken returns the token used for requests without one ("" for
+// the anonymous token).
+func (r *CachingResolver) DefaultToken() string {
+	r.tokMu.Lock()
+	defer r.tokMu.Unlock()
+	return r.defaultToken
+}
+
+// SetAgentRecoveryToken changes the agent recovery token ("" disables it).
+func (r *CachingResolver) SetAgentRecoveryToken(secret string) {
+	var authz Authorizer
+	if secret != "" {
+		rules, err := ParseRules(fmt.Sprintf("agent %s { policy = \"write\" }\nnode_prefix \"\" { policy = \"read\" }", strconv.Quote(r.cfg.NodeName)))
+		if err != nil {
+			r.cfg.Logger.Error("agent_recovery token disabled: node name does not make valid rules", "error", err)
+			secret = ""
 		} else {
-			cfg.Logger.Error("agent_recovery token disabled: node name does not make valid rules", "error", err)
+			authz = NewPolicyAuthorizer([]*Rules{rules}, PolicyOptions{})
 		}
 	}
-	return r
+	r.tokMu.Lock()
+	r.recoverySec, r.recovery = secret, authz
+	r.tokMu.Unlock()
 }
 
 // Resolve implements Resolver with the fetch timeout as its only bound.
@@ -176,14 +205,17 @@ func (r *CachingResolver) Resolve(secret string) (Authorizer, error) {
 // expired secret is an error wrapping ErrNotFound. When the servers cannot
 // be reached, down_policy decides.
 func (r *CachingResolver) ResolveContext(ctx context.Context, secret string) (Authorizer, error) {
+	r.tokMu.Lock()
+	dflt, recSecret, recovery := r.defaultToken, r.recoverySec, r.recovery
+	r.tokMu.Unlock()
 	if secret == "" {
-		secret = r.cfg.DefaultToken
+		secret = dflt
 	}
 	if secret == "" {
 		secret = catalog.ACLAnonymousTokenSecret
 	}
-	if r.recovery != nil && secret == r.cfg.AgentRecovery {
-		return r.recovery, nil
+	if recovery != nil && secret == recSecret {
+		return recovery, nil
 	}
 	now := r.cfg.Now()
 	r.mu.Lock()

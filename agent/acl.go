@@ -45,10 +45,15 @@ func (s aclSource) WaitACLIndex(ctx context.Context, minIndex uint64) (uint64, e
 
 // setupACLs replaces the allow-all resolver with the caching one when ACLs
 // are enabled; runACLs starts the watch that keeps it fresh.
-func (a *Agent) setupACLs() {
+func (a *Agent) setupACLs() error {
 	if !a.cfg.ACL.Enabled {
-		return
+		return nil
 	}
+	toks, err := a.loadAgentTokens()
+	if err != nil {
+		return err
+	}
+	a.tokens = toks
 	r := acl.NewCachingResolver(acl.ResolverConfig{
 		Source:     aclSource{read: a.backend.Read},
 		Datacenter: a.cfg.Datacenter,
@@ -56,15 +61,16 @@ func (a *Agent) setupACLs() {
 			DefaultAllow:  a.cfg.ACL.DefaultPolicy != "deny",
 			EnableKeyList: a.cfg.ACL.EnableKeyListPolicy,
 		},
-		DefaultToken:  a.cfg.ACL.Tokens.Default,
+		DefaultToken:  toks.cur.Default,
 		DownPolicy:    a.cfg.ACL.DownPolicy,
-		AgentRecovery: a.cfg.ACL.Tokens.AgentRecovery,
+		AgentRecovery: toks.cur.AgentRecovery,
 		NodeName:      a.cfg.NodeName,
 		TokenTTL:      a.cfg.ACL.TokenTTL,
 		FetchTimeout:  a.cfg.RPCHoldTimeout,
 		Logger:        a.logger.Named("acl"),
 	})
 	a.acls = r
+	return nil
 }
 
 // runACLs starts the token cache's watch, owned by the agent's wait group.

@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -249,4 +250,51 @@ func TestACLExpiredTokenRefusedAndReaped(t *testing.T) {
 	if _, _, err := root.ACL().TokenCreate(&api.ACLToken{ExpirationTTL: -time.Second}, nil); statusOf(err) != http.StatusBadRequest {
 		t.Fatalf("negative TTL: %v", err)
 	}
+}
+
+func TestACLAgentTokenPersisted(t *testing.T) {
+	c := aclConfig(agenttest.ClusterConfig(t, "s1", true, 1, ""))
+	c.ACL.EnableTokenPersistence = true
+	a := agenttest.Start(t, c)
+	root := tokenClient(t, a, rootSecret)
+	waitManagement(t, root)
+	if _, err := root.KV().Put(&api.KVPair{Key: "app/x", Value: []byte("1")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := root.ACL().PolicyCreate(&api.ACLPolicy{Name: "app-read", Rules: `key_prefix "app/" { policy = "read" }`}, nil); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := root.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{Name: "app-read"}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon := tokenClient(t, a, "")
+	if _, _, err := anon.KV().Get("app/x", nil); statusOf(err) != http.StatusForbidden {
+		t.Fatalf("anonymous before the default token: %v", err)
+	}
+	if _, err := anon.Agent().UpdateDefaultACLToken(tok.SecretID, nil); statusOf(err) != http.StatusForbidden {
+		t.Fatalf("setting a token needs acl:write: %v", err)
+	}
+	if _, err := root.Agent().UpdateDefaultACLToken(tok.SecretID, nil); err != nil {
+		t.Fatalf("set default token: %v", err)
+	}
+	if kv, _, err := anon.KV().Get("app/x", nil); err != nil || kv == nil {
+		t.Fatalf("request without a token after setting the default: %v %v", kv, err)
+	}
+	if self, _, err := anon.ACL().TokenReadSelf(nil); err != nil || self.AccessorID != tok.AccessorID {
+		t.Fatalf("self with the default token: %+v %v", self, err)
+	}
+
+	// After a restart the persisted default token still applies.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := agenttest.Start(t, c)
+	anon = tokenClient(t, b, "")
+	wait.For(t, 10*time.Second, func() error {
+		_, _, err := anon.KV().Get("app/x", nil)
+		return err
+	})
 }

@@ -43,6 +43,8 @@ type Agent struct {
 	gossip  *gossip.Pool
 	backend httpapi.Backend
 	acls    acl.Resolver
+	// tokens are the agent's own ACL tokens (nil with ACLs disabled).
+	tokens *agentTokens
 	local   *local.State
 	dns     *dnsService
 	// events keeps the last user events this agent accepted (http_event.go).
@@ -136,7 +138,10 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.client = server.NewClient(server.ClientConfig{Servers: a.serverAddrs, HoldTimeout: cfg.RPCHoldTimeout})
 		a.backend = a.client
 	}
-	a.setupACLs()
+	if err := a.setupACLs(); err != nil {
+		a.stopCore()
+		return nil, err
+	}
 	a.local = a.newLocalState()
 	if err := a.loadConfigDefinitions(); err != nil {
 		a.stopCore()

@@ -26,6 +26,49 @@ func (h *Handler) registerACLRoutes() {
 	h.handle("/v1/acl/role", methodsPut, h.aclRoleCreate)
 	h.handle("/v1/acl/role/", methodsGetPutDel, h.aclRole)
 	h.handle("/v1/acl/roles", methodsGet, h.aclRoleList)
+	h.handle("/v1/agent/token/", methodsPut, h.agentToken)
+}
+
+// tokenSetter is the part of Control that changes the agent's own tokens;
+// the agent implements it.
+type tokenSetter interface {
+	SetACLToken(kind, secret string) error
+}
+
+// agentToken is PUT /v1/agent/token/<kind> with {"Token": "..."}: it sets
+// one of the agent's tokens (persisted with enable_token_persistence). It
+// needs acl:write, as Consul's does.
+func (h *Handler) agentToken(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := h.aclAuthz(r, true); err != nil {
+		return nil, err
+	}
+	kind := strings.TrimPrefix(r.URL.Path, "/v1/agent/token/")
+	var body struct{ Token string }
+	if err := decodeBody(r, &body); err != nil {
+		return nil, err
+	}
+	if len(body.Token) > 256 || strings.ContainsAny(body.Token, " \t\r\n") {
+		return nil, badRequest("Invalid token: no whitespace, at most 256 characters")
+	}
+	ts, ok := h.agent.control.(tokenSetter)
+	if !ok {
+		return nil, errACLDisabled
+	}
+	if err := ts.SetACLToken(kind, body.Token); err != nil {
+		if strings.Contains(err.Error(), "unknown token kind") {
+			return nil, notFound("Token %q is unknown", kind)
+		}
+		return nil, err
+	}
+	return nil, nil
+}
+
+// defaultToken is the token of requests without one.
+func (h *Handler) defaultToken() string {
+	if d, ok := h.agent.acls.(interface{ DefaultToken() string }); ok {
+		return d.DefaultToken()
+	}
+	return h.agent.cfg.ACL.Tokens.Default
 }
 
 // hiddenSecret replaces a SecretID shown to a token without acl:write.
@@ -317,7 +360,7 @@ func (h *Handler) aclTokenSelf(w http.ResponseWriter, r *http.Request) (any, err
 	}
 	secret := token(r)
 	if secret == "" {
-		secret = h.agent.cfg.ACL.Tokens.Default
+		secret = h.defaultToken()
 	}
 	if secret == "" {
 		secret = catalog.ACLAnonymousTokenSecret

@@ -210,6 +210,7 @@ func TestDenyingAuthorizer(t *testing.T) {
 		{"PUT", "/v1/acl/role", `{"Name":"r"}`, 403, "", false},
 		{"DELETE", "/v1/acl/role/x", "", 403, "", false},
 		{"GET", "/v1/acl/roles", "", 403, "", false},
+		{"PUT", "/v1/agent/token/default", `{"Token":"x"}`, 403, "", false},
 	}
 	// Every endpoint is in the table but those that authorize nothing.
 	open := map[string]bool{
