@@ -45,8 +45,8 @@ type Agent struct {
 	acls    acl.Resolver
 	// tokens are the agent's own ACL tokens (nil with ACLs disabled).
 	tokens *agentTokens
-	local   *local.State
-	dns     *dnsService
+	local  *local.State
+	dns    *dnsService
 	// events keeps the last user events this agent accepted (http_event.go).
 	events *eventBuffer
 
