@@ -43,10 +43,8 @@ type Agent struct {
 	gossip  *gossip.Pool
 	backend httpapi.Backend
 	acls    acl.Resolver
-	// tokens are the agent's own ACL tokens (nil with ACLs disabled).
-	tokens *agentTokens
-	local  *local.State
-	dns    *dnsService
+	local   *local.State
+	dns     *dnsService
 	// events keeps the last user events this agent accepted (http_event.go).
 	events *eventBuffer
 
@@ -78,6 +76,9 @@ type Agent struct {
 	leaving   bool
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	// tokens are the agent's own ACL tokens (nil with ACLs disabled).
+	tokens *agentTokens
 }
 
 // New creates and starts an agent from a loaded configuration.
