@@ -1,6 +1,7 @@
 // Package acl owns authorization: the Authorizer every read and write path
-// consults. Until ACL tokens, policies and roles exist, the only Authorizer is
-// AllowAll (and DenyAll, for tests); the seam is in place so that no path is added without a check.
+// consults, the rules language, the compilation of tokens into
+// Authorizers, and the agent's caching token resolver (resolver.go). With
+// ACLs disabled the Authorizer is AllowAll.
 //
 // The package must not import agent or server.
 package acl

@@ -88,6 +88,9 @@ type Agent struct {
 	leaving   bool
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	// tokens are the agent's own ACL tokens (nil with ACLs disabled).
+	tokens *agentTokens
 }
 
 // New creates and starts an agent from a loaded configuration.
@@ -170,6 +173,10 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.client = server.NewClient(server.ClientConfig{Servers: a.serverAddrs, HoldTimeout: cfg.RPCHoldTimeout})
 		a.backend = a.client
 	}
+	if err := a.setupACLs(); err != nil {
+		a.stopCore()
+		return nil, err
+	}
 	a.local = a.newLocalState()
 	if err := a.loadConfigDefinitions(); err != nil {
 		a.stopCore()
@@ -190,6 +197,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.stopCore()
 		return nil, err
 	}
+	a.runACLs()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

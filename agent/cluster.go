@@ -50,6 +50,7 @@ func (a *Agent) serverConfig(logger hclog.Logger) *server.Config {
 	}
 	scfg.MinQuorum = cfg.Autopilot.MinQuorum
 	scfg.Gossip = a.gossip
+	scfg.ACL = server.ACLConfig{Enabled: cfg.ACL.Enabled, InitialManagement: cfg.ACL.Tokens.InitialManagement}
 	scfg.Logger = logger
 	return scfg
 }

@@ -53,6 +53,12 @@ type Command struct {
 	Session       *SessionRequest
 	Coordinates   []*CoordinateEntry
 	PreparedQuery *PreparedQueryRequest
+
+	// ACL commands (types 20-29): one of these is set.
+	ACLToken  *ACLToken
+	ACLPolicy *ACLPolicy
+	ACLRole   *ACLRole
+	ACLDelete *ACLDeleteRequest
 }
 
 // Encode returns the log entry for a command: its type byte and its JSON body.
@@ -100,6 +106,9 @@ func DecodeCommand(data []byte) (*Command, error) {
 		cmd.PreparedQuery = new(PreparedQueryRequest)
 		target = cmd.PreparedQuery
 	default:
+		if target = cmd.decodeACLTarget(); target != nil {
+			break
+		}
 		return nil, fmt.Errorf("%w: unknown command type %d", ErrBadCommand, data[0])
 	}
 	if err := json.Unmarshal(body, target); err != nil {
@@ -196,6 +205,8 @@ func (c *Command) checkLimits() error {
 		default:
 			return fmt.Errorf("unknown prepared query operation %q", c.PreparedQuery.Op)
 		}
+	case CmdACLTokenSet, CmdACLTokenDelete, CmdACLPolicySet, CmdACLPolicyDelete, CmdACLRoleSet, CmdACLRoleDelete, CmdACLBootstrap:
+		return c.checkACLLimits()
 	}
 	return nil
 }

@@ -132,6 +132,9 @@ func (f *FSM) applyCommand(idx uint64, cmd *Command) any {
 	case CmdSession:
 		return f.store.SessionApply(idx, cmd.Session)
 	}
+	if res, ok := f.store.applyACL(idx, cmd); ok {
+		return res
+	}
 	// DecodeCommand returns only the types above.
 	panic(fmt.Sprintf("catalog: decoded command of unhandled type %d", cmd.Type))
 }
@@ -148,6 +151,10 @@ type snapshotRecord struct {
 	D *CoordinateEntry `json:",omitempty"`
 	Q *PreparedQuery   `json:",omitempty"`
 	I *indexEntry      `json:",omitempty"`
+	// ACL rows.
+	AT *ACLToken  `json:",omitempty"`
+	AP *ACLPolicy `json:",omitempty"`
+	AR *ACLRole   `json:",omitempty"`
 }
 
 // snapshotMagic starts every snapshot so that a foreign file is refused.
@@ -180,7 +187,8 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 	if err := enc.Encode(snapshotMagic); err != nil {
 		return fmt.Errorf("write snapshot header: %w", err)
 	}
-	tables := []string{tableIndex, tableNodes, tableServices, tableChecks, tableKVs, tableSessions, tableSessChks, tableCoords, tablePreparedQueries}
+	tables := []string{tableIndex, tableNodes, tableServices, tableChecks, tableKVs, tableSessions, tableSessChks, tableCoords, tablePreparedQueries,
+		tableACLPolicies, tableACLRoles, tableACLTokens}
 	for _, t := range tables {
 		it, err := txn.Get(t, "id")
 		if err != nil {
@@ -207,6 +215,12 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 				rec.D = v
 			case *PreparedQuery:
 				rec.Q = v
+			case *ACLToken:
+				rec.AT = v
+			case *ACLPolicy:
+				rec.AP = v
+			case *ACLRole:
+				rec.AR = v
 			}
 			if err := enc.Encode(&rec); err != nil {
 				return fmt.Errorf("write snapshot record: %w", err)
@@ -286,6 +300,12 @@ func (s *Store) Restore(r io.Reader) error {
 			row = rec.D
 		case rec.T == tablePreparedQueries && rec.Q != nil:
 			row = rec.Q
+		case rec.T == tableACLTokens && rec.AT != nil:
+			row = rec.AT
+		case rec.T == tableACLPolicies && rec.AP != nil:
+			row = rec.AP
+		case rec.T == tableACLRoles && rec.AR != nil:
+			row = rec.AR
 		default:
 			return fmt.Errorf("%w: bad record for table %q", ErrBadSnapshot, rec.T)
 		}

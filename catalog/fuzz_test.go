@@ -121,6 +121,14 @@ func seedCommands(t testing.TB) [][]byte {
 	enc(catalog.CmdPreparedQuery, &catalog.PreparedQueryRequest{Op: catalog.PreparedQueryCreate,
 		Query: catalog.PreparedQuery{ID: "q1", Name: "web-q", Service: catalog.ServiceQuery{Service: "web"}}})
 	enc(catalog.CmdPreparedQuery, &catalog.PreparedQueryRequest{Op: catalog.PreparedQueryDelete, Query: catalog.PreparedQuery{ID: "q1"}})
+	enc(catalog.CmdACLPolicySet, &catalog.ACLPolicy{ID: "p1", Name: "kv", Rules: `key_prefix "" { policy = "read" }`})
+	enc(catalog.CmdACLRoleSet, &catalog.ACLRole{ID: "r1", Name: "ops", Policies: []catalog.ACLLink{{Name: "kv"}}})
+	enc(catalog.CmdACLTokenSet, &catalog.ACLToken{AccessorID: "a1", SecretID: "s1", Policies: []catalog.ACLLink{{ID: "p1"}},
+		Roles: []catalog.ACLLink{{ID: "r1"}}, ServiceIdentities: []*catalog.ACLServiceIdentity{{ServiceName: "web"}, nil}})
+	enc(catalog.CmdACLBootstrap, &catalog.ACLToken{AccessorID: "m", SecretID: "root"})
+	enc(catalog.CmdACLTokenDelete, &catalog.ACLDeleteRequest{ID: "a1"})
+	enc(catalog.CmdACLPolicyDelete, &catalog.ACLDeleteRequest{ID: "p1"})
+	enc(catalog.CmdACLRoleDelete, &catalog.ACLDeleteRequest{ID: "r1"})
 	out = append(out,
 		nil, []byte{0}, []byte{200, '{', '}'}, []byte{byte(catalog.CmdKV)}, []byte{byte(catalog.CmdKV), '['},
 		[]byte{byte(catalog.CmdRegister), 'n', 'u', 'l', 'l'},

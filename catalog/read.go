@@ -44,6 +44,9 @@ type ReadRequest struct {
 	Name      string   // service name, node name, check state or session ID
 	Tags      []string // service tag filter
 	Options   QueryOptions
+	// ACLPolicyID and ACLRoleID filter acl.tokens and acl.roles.
+	ACLPolicyID string `json:",omitempty"`
+	ACLRoleID   string `json:",omitempty"`
 }
 
 // ReadResponse carries the result of a read; only the field of the
@@ -64,6 +67,12 @@ type ReadResponse struct {
 	// PreparedQueries is the list, or the one query found (none when
 	// there is no match).
 	PreparedQueries []*PreparedQuery `json:",omitempty"`
+	// ACL reads: the tokens, policies and roles found, and the index at
+	// which ACLs were bootstrapped.
+	ACLTokens         []*ACLToken  `json:",omitempty"`
+	ACLPolicies       []*ACLPolicy `json:",omitempty"`
+	ACLRoles          []*ACLRole   `json:",omitempty"`
+	ACLBootstrapIndex uint64       `json:",omitempty"`
 }
 
 // Execute runs req against the store, adding what it read to ws, and returns
@@ -72,6 +81,13 @@ func (s *Store) Execute(ws memdb.WatchSet, req *ReadRequest) (uint64, *ReadRespo
 	out := &ReadResponse{}
 	var idx uint64
 	var err error
+	if isACLRead(req.Op) {
+		idx, err = s.executeACL(ws, req, out)
+		if err != nil {
+			return 0, nil, err
+		}
+		return max(idx, 1), out, nil
+	}
 	switch req.Op {
 	case ReadKVGet:
 		idx, out.KV, err = s.KVGet(ws, req.Key)

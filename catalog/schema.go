@@ -100,6 +100,7 @@ func nodeIndexKey(name string) string { return "node." + strings.ToLower(name) }
 
 func mustSchema() *memdb.DBSchema {
 	s := schema()
+	addACLTables(s.Tables)
 	if err := s.Validate(); err != nil {
 		panic(fmt.Sprintf("catalog schema invalid: %v", err))
 	}

@@ -278,6 +278,8 @@ var kindErrors = map[string]error{
 	kindBadSnap:   catalog.ErrBadSnapshot,
 	kindSnapLarge: ErrSnapshotTooLarge,
 	kindRestoring: ErrRestoreInProgress,
+
+	kindACLBootstrapped: catalog.ErrACLBootstrapped,
 }
 
 func toWire(err error) *WireError {

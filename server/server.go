@@ -123,6 +123,8 @@ type Config struct {
 	CleanupDeadServers      bool
 	ServerStabilizationTime time.Duration
 	MinQuorum               int
+	// ACL configures ACLs (the leader creates the built-ins).
+	ACL ACLConfig
 	// Logger is the server's logger; nil discards.
 	Logger hclog.Logger
 	// Clock decides every timer of the server's own logic (staleness,

@@ -343,6 +343,9 @@ type ACL struct {
 	RoleTTL time.Duration
 	// Tokens is acl.tokens.
 	Tokens ACLTokens
+	// EnableKeyListPolicy is acl.enable_key_list_policy: listing keys
+	// needs the list level rather than read.
+	EnableKeyListPolicy bool
 }
 
 // ACLTokens is acl.tokens.

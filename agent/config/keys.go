@@ -397,6 +397,7 @@ func configFields(c *Config) map[string]field {
 			"token_ttl":                durationField(&c.ACL.TokenTTL),
 			"policy_ttl":               durationField(&c.ACL.PolicyTTL),
 			"role_ttl":                 durationField(&c.ACL.RoleTTL),
+			"enable_key_list_policy":   boolField(&c.ACL.EnableKeyListPolicy),
 			"tokens": sectionField(map[string]field{
 				"initial_management": stringField(&c.ACL.Tokens.InitialManagement),
 				"master":             deprecatedField("acl.tokens.initial_management", stringField(&c.ACL.Tokens.InitialManagement)),
@@ -438,5 +439,7 @@ func configFields(c *Config) map[string]field {
 
 // apply applies one decoded source to c.
 func (a *applier) apply(c *Config, m map[string]interface{}) error {
-	return a.section("", m, configFields(c))
+	fields := configFields(c)
+	addLegacyACLFields(c, fields)
+	return a.section("", m, fields)
 }

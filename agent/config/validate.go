@@ -448,6 +448,7 @@ func (c *Config) Validate() error {
 	nonNegative("acl.token_ttl", c.ACL.TokenTTL)
 	nonNegative("acl.policy_ttl", c.ACL.PolicyTTL)
 	nonNegative("acl.role_ttl", c.ACL.RoleTTL)
+	add(validateACLTokens(c))
 	nonNegative("telemetry.prometheus_retention_time", c.Telemetry.PrometheusRetentionTime)
 
 	// Definitions.

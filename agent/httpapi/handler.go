@@ -164,9 +164,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	defer metrics.MeasureSinceWithLabels(apiHTTPMetric, time.Now(),
 		[]metrics.Label{{Name: "method", Value: req.Method}, {Name: "path", Value: rt.path}})
+	req, denial := withDenialRecord(req)
 	out, err := rt.fn(w, req)
 	if err != nil {
-		writeError(w, err)
+		writeError(w, denial.explain(err))
 		return
 	}
 	if out == nil {
@@ -230,13 +231,18 @@ func token(r *http.Request) string {
 	return r.URL.Query().Get("token")
 }
 
-// authorize resolves the request's token into an Authorizer.
+// authorize resolves the request's token into an Authorizer. The
+// Authorizer records the checks it denies, so that a 403 names the token,
+// the permission and the resource.
 func (h *Handler) authorize(r *http.Request) (acl.Authorizer, error) {
-	authz, err := h.agent.acls.Resolve(token(r))
+	authz, err := h.resolve(r.Context(), token(r))
+	if errors.Is(err, acl.ErrNotFound) {
+		return nil, errACLNotFound
+	}
 	if err != nil {
 		return nil, fmt.Errorf("resolve token: %w", err)
 	}
-	return authz, nil
+	return recordDenials(r.Context(), authz), nil
 }
 
 // parseQueryOptions reads the consistency, blocking and filter parameters.

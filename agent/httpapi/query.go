@@ -284,7 +284,7 @@ func (h *Handler) queryExecute(w http.ResponseWriter, r *http.Request, idOrName 
 	// A query with a token of its own runs with it, whoever asks.
 	var authz acl.Authorizer
 	if q.Token != "" {
-		authz, err = h.agent.acls.Resolve(q.Token)
+		authz, err = h.resolve(r.Context(), q.Token)
 	} else {
 		authz, err = h.authorize(r)
 	}

@@ -17,7 +17,7 @@ type command struct {
 }
 
 func commands() map[string]command {
-	return map[string]command{
+	cmds := map[string]command{
 		"agent":   {"Runs a Tribune agent", runAgent},
 		"version": {"Prints the Tribune version", runVersion},
 
@@ -61,6 +61,10 @@ func commands() map[string]command {
 		"snapshot restore": {"Restores a snapshot into the servers", runSnapshotRestore},
 		"snapshot inspect": {"Displays information about a snapshot file", runSnapshotInspect},
 	}
+	for k, v := range aclCommands() {
+		cmds[k] = v
+	}
+	return cmds
 }
 
 func main() {

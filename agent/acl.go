@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// aclWatchWait is the server-side wait of the token cache's blocking query,
+// shorter than the resolver's WatchTimeout.
+const aclWatchWait = time.Minute
+
+// aclSource reads ACL state for the agent's token cache through the
+// backend: the local server on a server agent, RPC on a client agent.
+type aclSource struct {
+	read func(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error)
+}
+
+// ResolveToken implements acl.Source.
+func (s aclSource) ResolveToken(ctx context.Context, secret string) (*acl.ResolvedToken, error) {
+	resp, err := s.read(ctx, &catalog.ReadRequest{Op: catalog.ReadACLResolve, Name: secret})
+	if err != nil {
+		return nil, fmt.Errorf("resolve token: %w", err)
+	}
+	out := &acl.ResolvedToken{Index: resp.Meta.Index, Policies: resp.ACLPolicies, Roles: resp.ACLRoles}
+	if len(resp.ACLTokens) > 0 {
+		out.Token = resp.ACLTokens[0]
+	}
+	return out, nil
+}
+
+// WaitACLIndex implements acl.Source with a blocking query.
+func (s aclSource) WaitACLIndex(ctx context.Context, minIndex uint64) (uint64, error) {
+	resp, err := s.read(ctx, &catalog.ReadRequest{Op: catalog.ReadACLIndex, Options: catalog.QueryOptions{
+		MinQueryIndex: minIndex, MaxQueryTime: aclWatchWait,
+	}})
+	if err != nil {
+		return 0, fmt.Errorf("watch ACL index: %w", err)
+	}
+	return resp.Meta.Index, nil
+}
+
+// setupACLs replaces the allow-all resolver with the caching one when ACLs
+// are enabled; runACLs starts the watch that keeps it fresh.
+func (a *Agent) setupACLs() error {
+	if !a.cfg.ACL.Enabled {
+		return nil
+	}
+	toks, err := a.loadAgentTokens()
+	if err != nil {
+		return err
+	}
+	a.tokens = toks
+	r := acl.NewCachingResolver(acl.ResolverConfig{
+		Source:     aclSource{read: a.backend.Read},
+		Datacenter: a.cfg.Datacenter,
+		Options: acl.PolicyOptions{
+			DefaultAllow:  a.cfg.ACL.DefaultPolicy != "deny",
+			EnableKeyList: a.cfg.ACL.EnableKeyListPolicy,
+		},
+		DefaultToken:  toks.cur.Default,
+		DownPolicy:    a.cfg.ACL.DownPolicy,
+		AgentRecovery: toks.cur.AgentRecovery,
+		NodeName:      a.cfg.NodeName,
+		TokenTTL:      a.cfg.ACL.TokenTTL,
+		FetchTimeout:  a.cfg.RPCHoldTimeout,
+		Logger:        a.logger.Named("acl"),
+	})
+	a.acls = r
+	return nil
+}
+
+// runACLs starts the token cache's watch, owned by the agent's wait group.
+func (a *Agent) runACLs() {
+	r, ok := a.acls.(*acl.CachingResolver)
+	if !ok {
+		return
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		r.Run(a.ctx)
+	}()
+}
