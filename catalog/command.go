@@ -53,6 +53,9 @@ type Command struct {
 	Session       *SessionRequest
 	Coordinates   []*CoordinateEntry
 	PreparedQuery *PreparedQueryRequest
+	// Connect (types 30-39).
+	CA          *CARequest
+	ConfigEntry *ConfigEntryRequest
 }
 
 // Encode returns the log entry for a command: its type byte and its JSON body.
@@ -99,6 +102,12 @@ func DecodeCommand(data []byte) (*Command, error) {
 	case CmdPreparedQuery:
 		cmd.PreparedQuery = new(PreparedQueryRequest)
 		target = cmd.PreparedQuery
+	case CmdCA:
+		cmd.CA = new(CARequest)
+		target = cmd.CA
+	case CmdConfigEntry:
+		cmd.ConfigEntry = new(ConfigEntryRequest)
+		target = cmd.ConfigEntry
 	default:
 		return nil, fmt.Errorf("%w: unknown command type %d", ErrBadCommand, data[0])
 	}
@@ -114,6 +123,8 @@ func DecodeCommand(data []byte) (*Command, error) {
 // checkShape refuses what the state store cannot apply safely.
 func (c *Command) checkShape() error {
 	switch c.Type {
+	case CmdCA, CmdConfigEntry:
+		return c.checkConnectShape()
 	case CmdRegister:
 		for i, chk := range c.Register.Checks {
 			if chk == nil {
@@ -158,6 +169,8 @@ var errKeyTooLong = errors.New("key too long")
 
 func (c *Command) checkLimits() error {
 	switch c.Type {
+	case CmdCA, CmdConfigEntry:
+		return c.checkConnectLimits()
 	case CmdRegister:
 		if len(c.Register.Checks) > MaxBatchItems {
 			return fmt.Errorf("%d checks, max %d", len(c.Register.Checks), MaxBatchItems)

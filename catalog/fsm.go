@@ -131,6 +131,10 @@ func (f *FSM) applyCommand(idx uint64, cmd *Command) any {
 		return f.store.PreparedQueryApply(idx, cmd.PreparedQuery)
 	case CmdSession:
 		return f.store.SessionApply(idx, cmd.Session)
+	case CmdCA:
+		return f.store.CAApply(idx, cmd.CA)
+	case CmdConfigEntry:
+		return f.store.ConfigEntryApply(idx, cmd.ConfigEntry)
 	}
 	// DecodeCommand returns only the types above.
 	panic(fmt.Sprintf("catalog: decoded command of unhandled type %d", cmd.Type))
@@ -148,6 +152,10 @@ type snapshotRecord struct {
 	D *CoordinateEntry `json:",omitempty"`
 	Q *PreparedQuery   `json:",omitempty"`
 	I *indexEntry      `json:",omitempty"`
+	// Connect.
+	CC *CAConfiguration `json:",omitempty"`
+	CR *CARoot          `json:",omitempty"`
+	CE *ConfigEntry     `json:",omitempty"`
 }
 
 // snapshotMagic starts every snapshot so that a foreign file is refused.
@@ -180,7 +188,8 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 	if err := enc.Encode(snapshotMagic); err != nil {
 		return fmt.Errorf("write snapshot header: %w", err)
 	}
-	tables := []string{tableIndex, tableNodes, tableServices, tableChecks, tableKVs, tableSessions, tableSessChks, tableCoords, tablePreparedQueries}
+	tables := []string{tableIndex, tableNodes, tableServices, tableChecks, tableKVs, tableSessions, tableSessChks, tableCoords, tablePreparedQueries,
+		tableCAConfig, tableCARoots, tableConfigEntries}
 	for _, t := range tables {
 		it, err := txn.Get(t, "id")
 		if err != nil {
@@ -207,6 +216,12 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 				rec.D = v
 			case *PreparedQuery:
 				rec.Q = v
+			case *CAConfiguration:
+				rec.CC = v
+			case *CARoot:
+				rec.CR = v
+			case *ConfigEntry:
+				rec.CE = v
 			}
 			if err := enc.Encode(&rec); err != nil {
 				return fmt.Errorf("write snapshot record: %w", err)
@@ -286,6 +301,12 @@ func (s *Store) Restore(r io.Reader) error {
 			row = rec.D
 		case rec.T == tablePreparedQueries && rec.Q != nil:
 			row = rec.Q
+		case rec.T == tableCAConfig && rec.CC != nil:
+			row = rec.CC
+		case rec.T == tableCARoots && rec.CR != nil && rec.CR.ID != "":
+			row = rec.CR
+		case rec.T == tableConfigEntries && rec.CE != nil && rec.CE.Kind != "" && rec.CE.Name != "":
+			row = rec.CE
 		default:
 			return fmt.Errorf("%w: bad record for table %q", ErrBadSnapshot, rec.T)
 		}

@@ -64,6 +64,11 @@ type ReadResponse struct {
 	// PreparedQueries is the list, or the one query found (none when
 	// there is no match).
 	PreparedQueries []*PreparedQuery `json:",omitempty"`
+	// Connect: CA roots (never with private keys), CA configuration,
+	// config entries.
+	CARoots       []*CARoot        `json:",omitempty"`
+	CAConfig      *CAConfiguration `json:",omitempty"`
+	ConfigEntries []*ConfigEntry   `json:",omitempty"`
 }
 
 // Execute runs req against the store, adding what it read to ws, and returns
@@ -118,7 +123,10 @@ func (s *Store) Execute(ws memdb.WatchSet, req *ReadRequest) (uint64, *ReadRespo
 			out.PreparedQueries = []*PreparedQuery{q}
 		}
 	default:
-		return 0, nil, fmt.Errorf("%w: unknown read %q", ErrInvalidRequest, req.Op)
+		var ok bool
+		if idx, ok, err = s.executeConnect(ws, req, out); !ok {
+			return 0, nil, fmt.Errorf("%w: unknown read %q", ErrInvalidRequest, req.Op)
+		}
 	}
 	if err != nil {
 		return 0, nil, err

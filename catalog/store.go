@@ -113,7 +113,8 @@ func watchIndex(txn *memdb.Txn, ws memdb.WatchSet, key string) uint64 {
 // last applied write.
 func (s *Store) LastIndex() uint64 {
 	txn := s.mem().Txn(false)
-	return maxIndex(txn, tableNodes, tableServices, tableChecks, tableKVs, tableSessions)
+	return maxIndex(txn, tableNodes, tableServices, tableChecks, tableKVs, tableSessions,
+		tableCAConfig, tableCARoots, tableConfigEntries)
 }
 
 // ---- catalog writes ----

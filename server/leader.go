@@ -51,6 +51,11 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		defer wg.Done()
 		s.sessionTTL.run(ctx)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.leaderConnect(ctx)
+	}()
 	s.reconcileLoop(ctx)
 	wg.Wait()
 }

@@ -291,6 +291,7 @@ const (
 	kindBadSnap   = "bad_snapshot"
 	kindSnapLarge = "snapshot_too_large"
 	kindRestoring = "restore_in_progress"
+	kindNoConnect = "connect_disabled"
 )
 
 var kindErrors = map[string]error{
@@ -303,6 +304,7 @@ var kindErrors = map[string]error{
 	kindBadSnap:   catalog.ErrBadSnapshot,
 	kindSnapLarge: ErrSnapshotTooLarge,
 	kindRestoring: ErrRestoreInProgress,
+	kindNoConnect: ErrConnectDisabled,
 }
 
 func toWire(err error) *WireError {
@@ -556,6 +558,8 @@ func (s *Server) newRPCServer() *grpc.Server {
 	// connection's first bytes.
 	g := grpc.NewServer(grpc.ForceServerCodec(jsonCodec{}), grpc.MaxRecvMsgSize(maxRPCMessage), grpc.MaxSendMsgSize(maxRPCMessage),
 		grpc.ConnectionTimeout(s.config.RPCHandshakeTimeout))
-	g.RegisterService(&rpcServiceDesc, s)
+	desc := rpcServiceDesc
+	desc.Methods = append(append([]grpc.MethodDesc(nil), rpcServiceDesc.Methods...), connectMethods...)
+	g.RegisterService(&desc, s)
 	return g
 }

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/connect"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/listen"
 )
@@ -105,6 +106,10 @@ type Config struct {
 	Logger hclog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// ConnectEnabled (connect.enabled) makes the leader create the CA's
+	// first root; CAConfig is the configuration it uses for it.
+	ConnectEnabled bool
+	CAConfig       connect.Config
 }
 
 // DefaultConfig returns the defaults of a server.
@@ -124,6 +129,8 @@ func DefaultConfig() *Config {
 
 		CleanupDeadServers:      true,
 		ServerStabilizationTime: 10 * time.Second,
+
+		ConnectEnabled: true,
 	}
 }
 
