@@ -24,8 +24,10 @@ import (
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/config"
 	"github.com/tribune-mesh/tribune/agent/httpapi"
+	"github.com/tribune-mesh/tribune/agent/leafcert"
 	"github.com/tribune-mesh/tribune/agent/local"
 	"github.com/tribune-mesh/tribune/clock"
+	"github.com/tribune-mesh/tribune/connect"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/server"
 )
@@ -47,6 +49,9 @@ type Agent struct {
 	dns     *dnsService
 	// events keeps the last user events this agent accepted (http_event.go).
 	events *eventBuffer
+	// caConfig is connect.ca_config; leaves the Connect leaf certificates.
+	caConfig connect.Config
+	leaves   *leafcert.Manager
 
 	// reloadMu serialises reloads; reloader loads the configuration again.
 	reloadMu sync.Mutex
@@ -121,6 +126,11 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		}
 		cfg.NodeID = id
 	}
+	caConfig, err := connectCAConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.caConfig = caConfig
 	if err := a.startGossip(); err != nil {
 		return nil, err
 	}
@@ -137,6 +147,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.backend = a.client
 	}
 	a.local = a.newLocalState()
+	a.leaves = a.newLeafCerts()
 	if err := a.loadConfigDefinitions(); err != nil {
 		a.stopCore()
 		return nil, err
@@ -244,6 +255,7 @@ func (a *Agent) startHTTP() error {
 	handler := httpapi.New(httpapi.Parts{
 		Config: a.cfg, Version: Version, ACL: a.acls, Backend: a.backend, Local: a.local,
 		Gossip: a.gossip, Events: a.events, Control: apiControl{a: a},
+		CA: a.connectCA(), Leaves: a.leaves,
 	})
 	for _, host := range addrs {
 		addr := net.JoinHostPort(host, strconv.Itoa(a.cfg.Ports.HTTP))
@@ -331,6 +343,7 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 		a.stopHTTP(ctx)
 		a.stopDNS()
 		a.wg.Wait()
+		a.leaves.Close()
 		err = a.stopCore()
 	})
 	return err

@@ -51,6 +51,8 @@ func (a *Agent) serverConfig(logger hclog.Logger) *server.Config {
 	scfg.MinQuorum = cfg.Autopilot.MinQuorum
 	scfg.Gossip = a.gossip
 	scfg.Logger = logger
+	scfg.ConnectEnabled = cfg.Connect.Enabled
+	scfg.CAConfig = a.caConfig
 	return scfg
 }
 

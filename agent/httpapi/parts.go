@@ -94,6 +94,10 @@ type Parts struct {
 	Events EventLog
 	// Control serves /v1/agent/self, members, leave and reload.
 	Control Control
+	// CA changes the Connect CA and signs leaves; Leaves is the agent's
+	// leaf certificate cache. Both nil when Connect is off.
+	CA     ConnectCA
+	Leaves LeafCerts
 }
 
 // parts is Parts as the handlers read them.
@@ -106,6 +110,8 @@ type parts struct {
 	gossip  *gossip.Pool
 	events  EventLog
 	control Control
+	ca      ConnectCA
+	leaves  LeafCerts
 }
 
 func (p *parts) status(ctx context.Context) (string, []string, error) { return p.backend.Status(ctx) }

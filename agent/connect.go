@@ -1,0 +1,94 @@
+package agent
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/agent/httpapi"
+	"github.com/tribune-mesh/tribune/agent/leafcert"
+	"github.com/tribune-mesh/tribune/clock"
+	"github.com/tribune-mesh/tribune/connect"
+)
+
+// connectCAConfig reads connect.ca_config (snake_case or CamelCase keys,
+// durations as strings) into the built-in CA's configuration, defaults
+// filled, and checks it. Keys the built-in provider does not use are
+// ignored, as Consul's provider ignores them.
+func connectCAConfig(cfg *config.Config) (connect.Config, error) {
+	var out connect.Config
+	if p := cfg.Connect.CAProvider; p != "" && p != "consul" {
+		return out, fmt.Errorf("connect.ca_provider %q: only the built-in provider \"consul\" is supported", p)
+	}
+	for k, v := range cfg.Connect.CAConfig {
+		key := strings.ToLower(strings.ReplaceAll(k, "_", ""))
+		var err error
+		switch key {
+		case "leafcertttl":
+			out.LeafCertTTL, err = configDuration(v)
+		case "rootcertttl":
+			out.RootCertTTL, err = configDuration(v)
+		case "intermediatecertttl":
+			out.IntermediateCertTTL, err = configDuration(v)
+		case "privatekeytype":
+			s, ok := v.(string)
+			if !ok {
+				err = fmt.Errorf("not a string: %v", v)
+			}
+			out.PrivateKeyType = s
+		case "privatekeybits":
+			switch x := v.(type) {
+			case int:
+				out.PrivateKeyBits = x
+			case int64:
+				out.PrivateKeyBits = int(x)
+			case float64:
+				out.PrivateKeyBits = int(x)
+			case string:
+				out.PrivateKeyBits, err = strconv.Atoi(x)
+			default:
+				err = fmt.Errorf("not a number: %v", v)
+			}
+		}
+		if err != nil {
+			return out, fmt.Errorf("connect.ca_config.%s: %w", k, err)
+		}
+	}
+	out = out.WithDefaults()
+	if err := out.Validate(); err != nil {
+		return out, fmt.Errorf("connect.ca_config: %w", err)
+	}
+	return out, nil
+}
+
+func configDuration(v any) (time.Duration, error) {
+	switch x := v.(type) {
+	case string:
+		return time.ParseDuration(x)
+	case time.Duration:
+		return x, nil
+	}
+	return 0, fmt.Errorf("not a duration: %v", v)
+}
+
+// newLeafCerts builds the agent's leaf certificate cache over its server or
+// its RPC client.
+func (a *Agent) newLeafCerts() *leafcert.Manager {
+	cfg := leafcert.Config{Reader: a.backend, Datacenter: a.cfg.Datacenter, Clock: clock.New(), Logger: a.logger.Named("leafcert")}
+	if a.server != nil {
+		cfg.Signer = a.server
+	} else {
+		cfg.Signer = a.client
+	}
+	return leafcert.New(cfg)
+}
+
+// connectCA returns what the API changes the CA through.
+func (a *Agent) connectCA() httpapi.ConnectCA {
+	if a.server != nil {
+		return a.server
+	}
+	return a.client
+}
