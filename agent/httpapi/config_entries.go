@@ -232,6 +232,10 @@ func (h *Handler) configApply(w http.ResponseWriter, r *http.Request) (any, erro
 	if !knownKind(kind) {
 		return nil, badRequest("invalid config entry kind: %q", kind)
 	}
+	if kind == kindMesh && name == "" {
+		// The mesh entry has one name, which clients leave out.
+		name = "mesh"
+	}
 	if err := validateEntry(kind, name, body); err != nil {
 		return nil, badRequest("Invalid config entry: %v", err)
 	}
