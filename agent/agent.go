@@ -50,8 +50,9 @@ type Agent struct {
 	// events keeps the last user events this agent accepted (http_event.go).
 	events *eventBuffer
 	// caConfig is connect.ca_config; leaves the Connect leaf certificates.
-	caConfig connect.Config
-	leaves   *leafcert.Manager
+	caConfig  connect.Config
+	clusterID string
+	leaves    *leafcert.Manager
 
 	// reloadMu serialises reloads; reloader loads the configuration again.
 	reloadMu sync.Mutex
@@ -126,11 +127,11 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		}
 		cfg.NodeID = id
 	}
-	caConfig, err := connectCAConfig(cfg)
+	caConfig, clusterID, err := connectCAConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	a.caConfig = caConfig
+	a.caConfig, a.clusterID = caConfig, clusterID
 	if err := a.startGossip(); err != nil {
 		return nil, err
 	}

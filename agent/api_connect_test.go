@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -13,6 +14,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tribune-mesh/tribune/agent"
+	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
 
@@ -181,5 +183,37 @@ func TestAPIConnect_CARootsAndLeaf(t *testing.T) {
 	}
 	if res := httpString(t, a, http.MethodPut, "/v1/connect/ca/configuration", `{"Config":{"LeafCertTTL":"x"}}`); res.code != 400 {
 		t.Fatalf("bad TTL = %d %s", res.code, res.body)
+	}
+}
+
+func TestAPIConnect_CAConfigFromAgentConfig(t *testing.T) {
+	t.Parallel()
+	cfg := agenttest.Config(t)
+	cfg.Connect.CAConfig = map[string]interface{}{"cluster_id": "11111111-2222-3333-4444-555555555555", "leaf_cert_ttl": "2h", "private_key_bits": 384}
+	a := agenttest.Start(t, cfg)
+	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := waitRoots(t, c)
+	if roots.TrustDomain != "11111111-2222-3333-4444-555555555555.consul" {
+		t.Fatalf("trust domain %q", roots.TrustDomain)
+	}
+	conf, _, err := c.Connect().CAGetConfig(nil)
+	if err != nil || conf.Config["LeafCertTTL"] != "2h0m0s" || conf.Config["PrivateKeyBits"] != float64(384) {
+		t.Fatalf("config = %+v %v", conf, err)
+	}
+
+	for _, bad := range []map[string]interface{}{
+		{"cluster_id": "not-a-uuid"},
+		{"leaf_cert_ttl": "1s"},
+		{"private_key_type": "dsa"},
+	} {
+		cfg := agenttest.Config(t)
+		cfg.Connect.CAConfig = bad
+		if a, err := agent.New(cfg, nil); err == nil {
+			_ = a.Shutdown(context.Background())
+			t.Errorf("agent started with connect.ca_config %v", bad)
+		}
 	}
 }

@@ -53,6 +53,7 @@ func (a *Agent) serverConfig(logger hclog.Logger) *server.Config {
 	scfg.Logger = logger
 	scfg.ConnectEnabled = cfg.Connect.Enabled
 	scfg.CAConfig = a.caConfig
+	scfg.ClusterID = a.clusterID
 	return scfg
 }
 

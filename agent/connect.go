@@ -15,17 +15,24 @@ import (
 
 // connectCAConfig reads connect.ca_config (snake_case or CamelCase keys,
 // durations as strings) into the built-in CA's configuration, defaults
-// filled, and checks it. Keys the built-in provider does not use are
-// ignored, as Consul's provider ignores them.
-func connectCAConfig(cfg *config.Config) (connect.Config, error) {
-	var out connect.Config
+// filled, and checks it, with the cluster ID it names (cluster_id, for
+// tests that need a fixed trust domain; empty means a random one). Keys the
+// built-in provider does not use are ignored, as Consul's provider ignores
+// them.
+func connectCAConfig(cfg *config.Config) (out connect.Config, clusterID string, err error) {
 	if p := cfg.Connect.CAProvider; p != "" && p != "consul" {
-		return out, fmt.Errorf("connect.ca_provider %q: only the built-in provider \"consul\" is supported", p)
+		return out, "", fmt.Errorf("connect.ca_provider %q: only the built-in provider \"consul\" is supported", p)
 	}
 	for k, v := range cfg.Connect.CAConfig {
 		key := strings.ToLower(strings.ReplaceAll(k, "_", ""))
 		var err error
 		switch key {
+		case "clusterid":
+			s, ok := v.(string)
+			if !ok || !isUUID(s) {
+				err = fmt.Errorf("not a UUID: %v", v)
+			}
+			clusterID = s
 		case "leafcertttl":
 			out.LeafCertTTL, err = configDuration(v)
 		case "rootcertttl":
@@ -53,14 +60,34 @@ func connectCAConfig(cfg *config.Config) (connect.Config, error) {
 			}
 		}
 		if err != nil {
-			return out, fmt.Errorf("connect.ca_config.%s: %w", k, err)
+			return out, "", fmt.Errorf("connect.ca_config.%s: %w", k, err)
 		}
 	}
 	out = out.WithDefaults()
 	if err := out.Validate(); err != nil {
-		return out, fmt.Errorf("connect.ca_config: %w", err)
+		return out, "", fmt.Errorf("connect.ca_config: %w", err)
 	}
-	return out, nil
+	return out, clusterID, nil
+}
+
+// isUUID reports whether s is a UUID in its canonical text form.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func configDuration(v any) (time.Duration, error) {

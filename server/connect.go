@@ -190,9 +190,11 @@ func (s *Server) initCA(ctx context.Context) error {
 		return err
 	}
 	if cur == nil || cur.ClusterID == "" {
-		id, err := newClusterID()
-		if err != nil {
-			return err
+		id := s.config.ClusterID
+		if id == "" {
+			if id, err = newClusterID(); err != nil {
+				return err
+			}
 		}
 		if err := s.applyCA(ctx, catalog.CmdCA, &catalog.CARequest{Op: catalog.CAOpSetClusterID, ClusterID: id}); err != nil {
 			return fmt.Errorf("set cluster ID: %w", err)

@@ -110,6 +110,9 @@ type Config struct {
 	// first root; CAConfig is the configuration it uses for it.
 	ConnectEnabled bool
 	CAConfig       connect.Config
+	// ClusterID is the cluster ID the first leader stores; empty makes
+	// it a random UUID.
+	ClusterID string
 }
 
 // DefaultConfig returns the defaults of a server.
