@@ -61,7 +61,6 @@ func TestAPIConfigEntries(t *testing.T) {
 		{http.MethodPut, "/v1/config", `{"Kind":"service-defaults"}`},
 		{http.MethodPut, "/v1/config", `{"Kind":"proxy-defaults","Name":"web"}`},
 		{http.MethodPut, "/v1/config", `{"Kind":"mesh","Name":"other"}`},
-		{http.MethodPut, "/v1/config", `{"Kind":"service-defaults","Name":"web","Protocol":"smtp"}`},
 		{http.MethodPut, "/v1/config", `{"Kind":"service-defaults","Name":"web","Protocol":7}`},
 		{http.MethodPut, "/v1/config", `{"Kind":"service-intentions","Name":"db","Sources":[{"Name":"web","Action":"maybe"}]}`},
 		{http.MethodPut, "/v1/config", `{"Kind":"service-intentions","Name":"db","Sources":[{"Name":"web","Action":"allow"},{"Name":"web","Action":"deny"}]}`},
@@ -134,6 +133,46 @@ func TestAPIIntentionsAndAuthorize(t *testing.T) {
 	if _, _, err := c.ConfigEntries().Get(api.ServiceIntentions, "db", nil); err == nil {
 		t.Fatal("entry survives its last source")
 	}
+	// The legacy ID API over the same entries.
+	id, _, err := conn.IntentionCreate(&api.Intention{SourceName: "api", DestinationName: "db", Action: api.IntentionActionAllow}, nil)
+	if err != nil || id == "" {
+		t.Fatalf("create: %q %v", id, err)
+	}
+	if _, _, err := conn.IntentionCreate(&api.Intention{SourceName: "api", DestinationName: "db", Action: api.IntentionActionDeny}, nil); err == nil {
+		t.Fatal("duplicate create succeeded")
+	}
+	if _, _, err := conn.IntentionCreate(&api.Intention{SourceName: "web", DestinationName: "*", Action: api.IntentionActionDeny}, nil); err != nil {
+		t.Fatal(err)
+	}
+	list, _, err := conn.Intentions(nil)
+	if err != nil || len(list) != 2 || list[0].DestinationName != "db" || list[1].DestinationName != "*" || list[0].ID != id {
+		t.Fatalf("list = %+v %v", list, err)
+	}
+	got, _, err := conn.IntentionGet(id, nil)
+	if err != nil || got == nil || got.SourceName != "api" || got.CreatedAt.IsZero() {
+		t.Fatalf("get = %+v %v", got, err)
+	}
+	match, _, err := conn.IntentionMatch(&api.IntentionMatch{By: api.IntentionMatchDestination, Names: []string{"db"}}, nil)
+	if err != nil || len(match["db"]) != 2 {
+		t.Fatalf("match = %+v %v", match, err)
+	}
+	got.SourceName = "api2"
+	if _, err := conn.IntentionUpdate(got, nil); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	if got, _, err := conn.IntentionGet(id, nil); err != nil || got.SourceName != "api2" {
+		t.Fatalf("after update = %+v %v", got, err)
+	}
+	if _, err := conn.IntentionDelete(id, nil); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if got, _, err := conn.IntentionGet(id, nil); err != nil || got != nil {
+		t.Fatalf("deleted = %+v %v", got, err)
+	}
+	if _, _, err := conn.IntentionGet("hello", nil); err == nil || !strings.Contains(err.Error(), "UUID") {
+		t.Fatalf("bad ID = %v", err)
+	}
+
 	// Bad input.
 	if _, err := c.Agent().ConnectAuthorize(&api.AgentAuthorizeParams{Target: "db", ClientCertURI: "http://x"}); err == nil {
 		t.Fatal("authorize with a non-SPIFFE URI succeeded")

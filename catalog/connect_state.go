@@ -36,6 +36,8 @@ type CAConfiguration struct {
 	LeafCertTTL         time.Duration
 	RootCertTTL         time.Duration
 	IntermediateCertTTL time.Duration
+	// State is the provider's state as the API shows it.
+	State map[string]string `json:",omitempty"`
 	RaftIndex
 }
 

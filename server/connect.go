@@ -295,8 +295,10 @@ func (s *Server) caSetConfigLocked(ctx context.Context, req *CASetConfigRequest)
 	} else {
 		next = roots
 	}
+	stored := storedCAConfig(cur.ClusterID, cfg)
+	stored.State = req.Config.State
 	return s.applyCA(ctx, catalog.CmdCA, &catalog.CARequest{Op: catalog.CAOpSetRoots, RootsIndex: idx,
-		Config: storedCAConfig(cur.ClusterID, cfg), Roots: next})
+		Config: stored, Roots: next})
 }
 
 // SignLeaf signs a service's CSR with the active root. It runs on the

@@ -69,6 +69,9 @@ type caRootListJSON struct {
 }
 
 func (h *Handler) connectCARoots(w http.ResponseWriter, r *http.Request) (any, error) {
+	if !h.agent.cfg.Connect.Enabled {
+		return nil, errConnectDisabled
+	}
 	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadCARoots})
 	if err != nil {
 		return nil, err
@@ -134,6 +137,7 @@ func (h *Handler) connectCAConfig(w http.ResponseWriter, r *http.Request) (any, 
 				"PrivateKeyType":      c.PrivateKeyType, "PrivateKeyBits": c.PrivateKeyBits,
 				"RotationPeriod": "2160h0m0s",
 			},
+			State:       c.State,
 			CreateIndex: c.CreateIndex, ModifyIndex: c.ModifyIndex,
 		}, nil
 	}
@@ -176,6 +180,18 @@ func parseCAProviderConfig(m map[string]any, out *catalog.CAConfiguration) error
 			out.RootCertTTL, err = anyDuration(v)
 		case "intermediatecertttl":
 			out.IntermediateCertTTL, err = anyDuration(v)
+		case "teststate":
+			// Consul's provider keeps this key as its state, for tests
+			// of the state round trip.
+			m, ok := v.(map[string]any)
+			if !ok || len(m) > 64 {
+				err = errors.New("not an object of at most 64 strings")
+				break
+			}
+			out.State = map[string]string{}
+			for sk, sv := range m {
+				out.State[sk] = fmt.Sprint(sv)
+			}
 		case "privatekeytype":
 			s, ok := v.(string)
 			if !ok {

@@ -211,6 +211,10 @@ func TestDenyingAuthorizer(t *testing.T) {
 		{"PUT", "/v1/connect/intentions/exact?source=a&destination=" + serviceName, `{"Action":"allow"}`, 403, "", false},
 		{"DELETE", "/v1/connect/intentions/exact?source=a&destination=" + serviceName, "", 403, "", false},
 		{"GET", "/v1/connect/intentions/check?source=a&destination=" + serviceName, "", 403, "", false},
+		{"GET", "/v1/connect/intentions", "", 200, "[]", false},
+		{"POST", "/v1/connect/intentions", `{"SourceName":"a","DestinationName":"` + serviceName + `","Action":"allow"}`, 403, "", false},
+		{"GET", "/v1/connect/intentions/match?by=destination&name=other", "", 200, `{"other":[]}`, false},
+		{"GET", "/v1/connect/intentions/" + queryID, "", 404, "", false}, // no such intention
 		{"POST", "/v1/agent/connect/authorize", `{"Target":"` + serviceName + `","ClientCertURI":"spiffe://x.consul/ns/default/dc/dc1/svc/a"}`, 403, "", false},
 	}
 	// Every endpoint is in the table but those that authorize nothing.
