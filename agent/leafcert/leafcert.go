@@ -361,6 +361,8 @@ func (m *Manager) sign(service string, r *roots) (*Leaf, error) {
 		ValidBefore:   resp.Leaf.ValidBefore,
 		ModifyIndex:   max(resp.RootsIndex, 1),
 		RootID:        resp.RootID,
-		RenewAt:       connect.RenewAt(resp.Leaf.ValidAfter, resp.Leaf.ValidBefore, m.cfg.Jitter()),
+		// From now rather than ValidAfter, which the CA backdates to
+		// absorb clock skew: the jitter spreads over the life ahead.
+		RenewAt: connect.RenewAt(m.cfg.Clock.Now(), resp.Leaf.ValidBefore, m.cfg.Jitter()),
 	}, nil
 }

@@ -49,6 +49,13 @@ func startServer(t *testing.T, clk clock.Clock, leafTTL time.Duration) *server.S
 	return s
 }
 
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
 func activeRoot(t *testing.T, s *server.Server) (*catalog.CARoot, []*catalog.CARoot) {
 	t.Helper()
 	_, roots, _, err := s.Store().CARoots(memdb.NewWatchSet())
@@ -70,7 +77,8 @@ func activeRoot(t *testing.T, s *server.Server) (*catalog.CARoot, []*catalog.CAR
 func TestLeafAlwaysValid(t *testing.T) {
 	fake := clock.NewFake(time.Now())
 	srv := startServer(t, fake, time.Minute)
-	m := leafcert.New(leafcert.Config{Signer: srv, Reader: srv, Datacenter: "dc1", Clock: fake})
+	m := leafcert.New(leafcert.Config{Signer: srv, Reader: srv, Datacenter: "dc1", Clock: fake,
+		Logger: hclog.New(&hclog.LoggerOptions{Output: testWriter{t}, Level: hclog.Warn})})
 	t.Cleanup(m.Close)
 	ctx := context.Background()
 
@@ -82,7 +90,9 @@ func TestLeafAlwaysValid(t *testing.T) {
 		}
 		return l
 	}
-	// settled waits until the cached leaf is not due for renewal.
+	// settled waits until the cached leaf is not due for renewal and its
+	// renewal timer is armed, so that the test advances the clock past
+	// that timer, not past the moment the manager reads the clock.
 	settled := func() *leafcert.Leaf {
 		t.Helper()
 		var leaf *leafcert.Leaf
@@ -90,6 +100,12 @@ func TestLeafAlwaysValid(t *testing.T) {
 			leaf = get()
 			if !fake.Now().Before(leaf.RenewAt) {
 				return fmt.Errorf("leaf %s due for renewal at %v, now %v", leaf.SerialNumber, leaf.RenewAt, fake.Now())
+			}
+			if fake.Pending() < 1 {
+				return fmt.Errorf("renewal timer of leaf %s not armed yet", leaf.SerialNumber)
+			}
+			if again := get(); again.SerialNumber != leaf.SerialNumber {
+				return fmt.Errorf("leaf changed while settling")
 			}
 			return nil
 		})
@@ -104,8 +120,10 @@ func TestLeafAlwaysValid(t *testing.T) {
 		if now.Before(leaf.ValidAfter) || !now.Before(leaf.ValidBefore) {
 			t.Fatalf("step %d: cached leaf valid %v..%v, now %v", step, leaf.ValidAfter, leaf.ValidBefore, now)
 		}
-		life := leaf.ValidBefore.Sub(leaf.ValidAfter)
-		if at := leaf.RenewAt.Sub(leaf.ValidAfter); at < life/2 || at > life*3/4 {
+		// Renewed between half and three quarters of the life it had
+		// when it was signed (the CA backdates ValidAfter by a minute).
+		life := leaf.ValidBefore.Sub(leaf.ValidAfter) - time.Minute
+		if at := leaf.RenewAt.Sub(leaf.ValidAfter.Add(time.Minute)); at < life/2-time.Second || at > life*3/4+time.Second {
 			t.Fatalf("renewal at %v of a %v life", at, life)
 		}
 		root, roots := activeRoot(t, srv)
@@ -123,8 +141,10 @@ func TestLeafAlwaysValid(t *testing.T) {
 		t.Fatalf("only %d leaves in an hour of one-minute leaves", len(seen))
 	}
 
-	// A rotation replaces the leaf at once, with one of the new root.
-	before := get()
+	// A rotation replaces the leaf at once, with one of the new root. (No
+	// renewal is due and the clock stands still, so the next leaf is the
+	// rotation's.)
+	before := settled()
 	oldRoot, _ := activeRoot(t, srv)
 	if err := srv.CASetConfig(ctx, &server.CASetConfigRequest{Config: catalog.CAConfiguration{
 		PrivateKeyType: "ec", PrivateKeyBits: 384, LeafCertTTL: time.Minute}}); err != nil {
