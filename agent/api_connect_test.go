@@ -124,11 +124,17 @@ func TestAPIConnect_CARootsAndLeaf(t *testing.T) {
 	ch := goBlock(func() (*api.LeafCert, *api.QueryMeta, error) {
 		return c.Agent().ConnectCALeaf("web", &api.QueryOptions{WaitIndex: lmeta.LastIndex, WaitTime: 20 * time.Second})
 	})
+	rootsCh := goBlock(func() (*api.CARootList, *api.QueryMeta, error) {
+		return c.Agent().ConnectCARoots(&api.QueryOptions{WaitIndex: meta.LastIndex, WaitTime: 20 * time.Second})
+	})
 	conf.Config["PrivateKeyBits"] = 384
 	if _, err := c.Connect().CASetConfig(conf, nil); err != nil {
 		t.Fatalf("CASetConfig: %v", err)
 	}
 	res := recvBlock(t, ch, 15*time.Second)
+	if rb := recvBlock(t, rootsCh, 15*time.Second); rb.meta.LastIndex <= meta.LastIndex || len(rb.val.Roots) != 2 || rb.elapsed > 10*time.Second {
+		t.Fatalf("blocking roots query answered %+v at %d after %v", rb.val, rb.meta.LastIndex, rb.elapsed)
+	}
 	rotated := waitRoots(t, c)
 	if len(rotated.Roots) != 2 || rotated.ActiveRootID == roots.ActiveRootID {
 		t.Fatalf("after rotation: %+v", rotated)
