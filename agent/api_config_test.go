@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 the legacy intention ID API is tested on purpose: clients still call it.
+
 package agent_test
 
 import (
