@@ -26,8 +26,10 @@ import (
 	"github.com/tribune-mesh/tribune/agent/config"
 	"github.com/tribune-mesh/tribune/agent/httpapi"
 	"github.com/tribune-mesh/tribune/agent/httpguard"
+	"github.com/tribune-mesh/tribune/agent/leafcert"
 	"github.com/tribune-mesh/tribune/agent/local"
 	"github.com/tribune-mesh/tribune/clock"
+	"github.com/tribune-mesh/tribune/connect"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/logthrottle"
 	"github.com/tribune-mesh/tribune/server"
@@ -51,6 +53,10 @@ type Agent struct {
 	dns     *dnsService
 	// events keeps the last user events this agent accepted (http_event.go).
 	events *eventBuffer
+	// caConfig is connect.ca_config; leaves the Connect leaf certificates.
+	caConfig  connect.Config
+	clusterID string
+	leaves    *leafcert.Manager
 
 	// reloadMu serialises reloads; reloader loads the configuration again.
 	reloadMu sync.Mutex
@@ -158,6 +164,11 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a.telemetry = tel
+	caConfig, clusterID, err := connectCAConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.caConfig, a.clusterID = caConfig, clusterID
 	if err := a.startGossip(); err != nil {
 		return nil, err
 	}
@@ -178,6 +189,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a.local = a.newLocalState()
+	a.leaves = a.newLeafCerts()
 	if err := a.loadConfigDefinitions(); err != nil {
 		a.stopCore()
 		return nil, err
@@ -336,6 +348,7 @@ func (a *Agent) httpHandler() (http.Handler, error) {
 	api := httpapi.New(httpapi.Parts{
 		Config: a.cfg, Version: Version, ACL: a.acls, Backend: a.backend, Local: a.local,
 		Gossip: a.gossip, Events: a.events, Control: apiControl{a: a}, Metrics: a.telemetry,
+		CA: a.connectCA(), Leaves: a.leaves,
 	})
 	guard := httpguard.New(httpguard.Config{
 		Datacenter:      a.cfg.Datacenter,
@@ -402,6 +415,7 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 		a.stopHTTP(ctx)
 		a.stopDNS()
 		a.wg.Wait()
+		a.leaves.Close()
 		err = a.stopCore()
 		a.telemetry.Shutdown()
 		a.throttled.Close()

@@ -52,6 +52,9 @@ func (a *Agent) serverConfig(logger hclog.Logger) *server.Config {
 	scfg.Gossip = a.gossip
 	scfg.ACL = server.ACLConfig{Enabled: cfg.ACL.Enabled, InitialManagement: cfg.ACL.Tokens.InitialManagement}
 	scfg.Logger = logger
+	scfg.ConnectEnabled = cfg.Connect.Enabled
+	scfg.CAConfig = a.caConfig
+	scfg.ClusterID = a.clusterID
 	return scfg
 }
 

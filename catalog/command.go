@@ -59,6 +59,9 @@ type Command struct {
 	ACLPolicy *ACLPolicy
 	ACLRole   *ACLRole
 	ACLDelete *ACLDeleteRequest
+	// Connect (types 30-39).
+	CA          *CARequest
+	ConfigEntry *ConfigEntryRequest
 }
 
 // Encode returns the log entry for a command: its type byte and its JSON body.
@@ -105,6 +108,12 @@ func DecodeCommand(data []byte) (*Command, error) {
 	case CmdPreparedQuery:
 		cmd.PreparedQuery = new(PreparedQueryRequest)
 		target = cmd.PreparedQuery
+	case CmdCA:
+		cmd.CA = new(CARequest)
+		target = cmd.CA
+	case CmdConfigEntry:
+		cmd.ConfigEntry = new(ConfigEntryRequest)
+		target = cmd.ConfigEntry
 	default:
 		if target = cmd.decodeACLTarget(); target != nil {
 			break
@@ -123,6 +132,8 @@ func DecodeCommand(data []byte) (*Command, error) {
 // checkShape refuses what the state store cannot apply safely.
 func (c *Command) checkShape() error {
 	switch c.Type {
+	case CmdCA, CmdConfigEntry:
+		return c.checkConnectShape()
 	case CmdRegister:
 		for i, chk := range c.Register.Checks {
 			if chk == nil {
@@ -167,6 +178,8 @@ var errKeyTooLong = errors.New("key too long")
 
 func (c *Command) checkLimits() error {
 	switch c.Type {
+	case CmdCA, CmdConfigEntry:
+		return c.checkConnectLimits()
 	case CmdRegister:
 		if len(c.Register.Checks) > MaxBatchItems {
 			return fmt.Errorf("%d checks, max %d", len(c.Register.Checks), MaxBatchItems)

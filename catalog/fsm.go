@@ -131,6 +131,10 @@ func (f *FSM) applyCommand(idx uint64, cmd *Command) any {
 		return f.store.PreparedQueryApply(idx, cmd.PreparedQuery)
 	case CmdSession:
 		return f.store.SessionApply(idx, cmd.Session)
+	case CmdCA:
+		return f.store.CAApply(idx, cmd.CA)
+	case CmdConfigEntry:
+		return f.store.ConfigEntryApply(idx, cmd.ConfigEntry)
 	}
 	if res, ok := f.store.applyACL(idx, cmd); ok {
 		return res
@@ -155,6 +159,10 @@ type snapshotRecord struct {
 	AT *ACLToken  `json:",omitempty"`
 	AP *ACLPolicy `json:",omitempty"`
 	AR *ACLRole   `json:",omitempty"`
+	// Connect.
+	CC *CAConfiguration `json:",omitempty"`
+	CR *CARoot          `json:",omitempty"`
+	CE *ConfigEntry     `json:",omitempty"`
 }
 
 // snapshotMagic starts every snapshot so that a foreign file is refused.
@@ -188,7 +196,8 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 		return fmt.Errorf("write snapshot header: %w", err)
 	}
 	tables := []string{tableIndex, tableNodes, tableServices, tableChecks, tableKVs, tableSessions, tableSessChks, tableCoords, tablePreparedQueries,
-		tableACLPolicies, tableACLRoles, tableACLTokens}
+		tableACLPolicies, tableACLRoles, tableACLTokens,
+		tableCAConfig, tableCARoots, tableConfigEntries}
 	for _, t := range tables {
 		it, err := txn.Get(t, "id")
 		if err != nil {
@@ -221,6 +230,12 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 				rec.AP = v
 			case *ACLRole:
 				rec.AR = v
+			case *CAConfiguration:
+				rec.CC = v
+			case *CARoot:
+				rec.CR = v
+			case *ConfigEntry:
+				rec.CE = v
 			}
 			if err := enc.Encode(&rec); err != nil {
 				return fmt.Errorf("write snapshot record: %w", err)
@@ -306,6 +321,12 @@ func (s *Store) Restore(r io.Reader) error {
 			row = rec.AP
 		case rec.T == tableACLRoles && rec.AR != nil:
 			row = rec.AR
+		case rec.T == tableCAConfig && rec.CC != nil:
+			row = rec.CC
+		case rec.T == tableCARoots && rec.CR != nil && rec.CR.ID != "":
+			row = rec.CR
+		case rec.T == tableConfigEntries && rec.CE != nil && rec.CE.Kind != "" && rec.CE.Name != "":
+			row = rec.CE
 		default:
 			return fmt.Errorf("%w: bad record for table %q", ErrBadSnapshot, rec.T)
 		}

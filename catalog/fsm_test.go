@@ -64,6 +64,8 @@ type applier struct {
 	t   testing.TB
 	fsm *catalog.FSM
 	idx uint64
+	// lastKV is the index of populate's last KV write.
+	lastKV uint64
 }
 
 func (a *applier) apply(ct catalog.CommandType, body any) any {
@@ -143,6 +145,8 @@ func populate(t testing.TB, fsm *catalog.FSM) *applier {
 		kvOpIndex(catalog.KVCheckIndex, "config/a", 9),
 	})
 	a.applyOK(catalog.CmdKV, &catalog.KVRequest{Op: catalog.KVDelete, Entry: catalog.KVEntry{Key: "txn/y"}})
+	a.lastKV = a.idx
+	populateConnect(a)
 	return a
 }
 
@@ -432,8 +436,8 @@ func TestFSMSnapshotRestore(t *testing.T) {
 	if e := mustKV(t, dst, "config/b"); !bytes.Equal(e.Value, []byte{0, 1, 2, 0xff}) || e.CreateIndex != 8 {
 		t.Fatalf("config/b = %+v", e)
 	}
-	if idx, e := kvGet(t, dst, "missing"); e != nil || idx != a.idx {
-		t.Fatalf("missing key index = %d, want %d", idx, a.idx)
+	if idx, e := kvGet(t, dst, "missing"); e != nil || idx != a.lastKV {
+		t.Fatalf("missing key index = %d, want %d", idx, a.lastKV)
 	}
 	_, csns, _ := dst.CheckServiceNodes(ws(), "web", []string{"b"})
 	if len(csns) != 1 || csns[0].Node.Meta["rack"] != "r1" || len(csns[0].Checks) != 2 ||
@@ -446,6 +450,12 @@ func TestFSMSnapshotRestore(t *testing.T) {
 	}
 	if sess := getSession(t, dst, "sess-1"); sess == nil || sess.LockDelay != 15*time.Second || sess.Behavior != catalog.SessionBehaviorRelease {
 		t.Fatalf("sess-1 = %+v", sess)
+	}
+	if _, roots, cfg, _ := dst.CARootsWithKeys(ws()); len(roots) != 2 || roots[1].PrivateKey != "NEW-KEY" || cfg.ClusterID == "" {
+		t.Fatalf("CA after restore = %+v %+v", roots, cfg)
+	}
+	if _, e, _ := dst.ConfigEntry(ws(), "service-defaults", "web"); e == nil || string(e.Body) != `{"Protocol":"http"}` {
+		t.Fatalf("config entry after restore = %+v", e)
 	}
 
 	// The restored store is fully functional: session-check links survived,

@@ -129,11 +129,19 @@ func seedCommands(t testing.TB) [][]byte {
 	enc(catalog.CmdACLTokenDelete, &catalog.ACLDeleteRequest{ID: "a1"})
 	enc(catalog.CmdACLPolicyDelete, &catalog.ACLDeleteRequest{ID: "p1"})
 	enc(catalog.CmdACLRoleDelete, &catalog.ACLDeleteRequest{ID: "r1"})
+	enc(catalog.CmdCA, &catalog.CARequest{Op: catalog.CAOpSetClusterID, ClusterID: "c1"})
+	enc(catalog.CmdCA, &catalog.CARequest{Op: catalog.CAOpSetRoots, Config: &catalog.CAConfiguration{Provider: "consul"},
+		Roots: []*catalog.CARoot{{ID: "r1", Active: true, PrivateKey: "k"}}})
+	enc(catalog.CmdConfigEntry, &catalog.ConfigEntryRequest{Op: catalog.ConfigEntryUpsert,
+		Entry: catalog.ConfigEntry{Kind: "service-intentions", Name: "db", Body: []byte(`{"Sources":[{"Name":"web","Action":"deny"}]}`)}})
+	enc(catalog.CmdConfigEntry, &catalog.ConfigEntryRequest{Op: catalog.ConfigEntryDeleteCAS, Entry: catalog.ConfigEntry{Kind: "mesh", Name: "mesh"}})
 	out = append(out,
 		nil, []byte{0}, []byte{200, '{', '}'}, []byte{byte(catalog.CmdKV)}, []byte{byte(catalog.CmdKV), '['},
 		[]byte{byte(catalog.CmdRegister), 'n', 'u', 'l', 'l'},
 		append([]byte{byte(catalog.CmdRegister)}, `{"Node":"x","Checks":[null]}`...),
 		append([]byte{byte(catalog.CmdTxn)}, `[{},{"KV":null}]`...),
+		append([]byte{byte(catalog.CmdCA)}, `{"Op":"set-roots","Roots":[null]}`...),
+		append([]byte{byte(catalog.CmdConfigEntry)}, `null`...),
 		[]byte("garbage"))
 	return out
 }

@@ -73,6 +73,11 @@ type ReadResponse struct {
 	ACLPolicies       []*ACLPolicy `json:",omitempty"`
 	ACLRoles          []*ACLRole   `json:",omitempty"`
 	ACLBootstrapIndex uint64       `json:",omitempty"`
+	// Connect: CA roots (never with private keys), CA configuration,
+	// config entries.
+	CARoots       []*CARoot        `json:",omitempty"`
+	CAConfig      *CAConfiguration `json:",omitempty"`
+	ConfigEntries []*ConfigEntry   `json:",omitempty"`
 }
 
 // Execute runs req against the store, adding what it read to ws, and returns
@@ -134,7 +139,10 @@ func (s *Store) Execute(ws memdb.WatchSet, req *ReadRequest) (uint64, *ReadRespo
 			out.PreparedQueries = []*PreparedQuery{q}
 		}
 	default:
-		return 0, nil, fmt.Errorf("%w: unknown read %q", ErrInvalidRequest, req.Op)
+		var ok bool
+		if idx, ok, err = s.executeConnect(ws, req, out); !ok {
+			return 0, nil, fmt.Errorf("%w: unknown read %q", ErrInvalidRequest, req.Op)
+		}
 	}
 	if err != nil {
 		return 0, nil, err

@@ -37,7 +37,7 @@ func schema() *memdb.DBSchema {
 	lower := func(field string) memdb.Indexer {
 		return &memdb.StringFieldIndex{Field: field, Lowercase: true}
 	}
-	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
+	db := &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 		tableIndex: {Name: tableIndex, Indexes: map[string]*memdb.IndexSchema{
 			"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
 		}},
@@ -89,6 +89,10 @@ func schema() *memdb.DBSchema {
 			"session": {Name: "session", Indexer: &memdb.StringFieldIndex{Field: "Session"}},
 		}},
 	}}
+	for name, t := range connectTables() {
+		db.Tables[name] = t
+	}
+	return db
 }
 
 // serviceIndexKey is the index-table key tracking changes that affect the

@@ -55,6 +55,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	go func() {
 		defer wg.Done()
 		s.aclLeader(ctx)
+		s.leaderConnect(ctx)
 	}()
 	s.reconcileLoop(ctx)
 	wg.Wait()

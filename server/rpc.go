@@ -266,6 +266,7 @@ const (
 	kindBadSnap   = "bad_snapshot"
 	kindSnapLarge = "snapshot_too_large"
 	kindRestoring = "restore_in_progress"
+	kindNoConnect = "connect_disabled"
 )
 
 var kindErrors = map[string]error{
@@ -280,6 +281,7 @@ var kindErrors = map[string]error{
 	kindRestoring: ErrRestoreInProgress,
 
 	kindACLBootstrapped: catalog.ErrACLBootstrapped,
+	kindNoConnect: ErrConnectDisabled,
 }
 
 func toWire(err error) *WireError {
@@ -471,6 +473,8 @@ func (s *Server) newRPCServer() *grpc.Server {
 	// connection's first bytes.
 	g := grpc.NewServer(grpc.ForceServerCodec(jsonCodec{}), grpc.MaxRecvMsgSize(maxRPCMessage), grpc.MaxSendMsgSize(maxRPCMessage),
 		grpc.ConnectionTimeout(s.config.RPCHandshakeTimeout))
-	g.RegisterService(&rpcServiceDesc, s)
+	desc := rpcServiceDesc
+	desc.Methods = append(append([]grpc.MethodDesc(nil), rpcServiceDesc.Methods...), connectMethods...)
+	g.RegisterService(&desc, s)
 	return g
 }

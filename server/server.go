@@ -28,6 +28,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/clock"
+	"github.com/tribune-mesh/tribune/connect"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/listen"
 )
@@ -131,6 +132,13 @@ type Config struct {
 	// member reaping, session TTLs, the state store's timestamps); nil
 	// means clock.New(). Raft keeps its own real-time timers.
 	Clock clock.Clock
+	// ConnectEnabled (connect.enabled) makes the leader create the CA's
+	// first root; CAConfig is the configuration it uses for it.
+	ConnectEnabled bool
+	CAConfig       connect.Config
+	// ClusterID is the cluster ID the first leader stores; empty makes
+	// it a random UUID.
+	ClusterID string
 }
 
 // DefaultConfig returns the defaults of a server.
@@ -152,6 +160,8 @@ func DefaultConfig() *Config {
 
 		CleanupDeadServers:      true,
 		ServerStabilizationTime: 10 * time.Second,
+
+		ConnectEnabled: true,
 	}
 }
 

@@ -467,6 +467,8 @@ func Default() *Config {
 			RoleTTL:       30 * time.Second,
 		},
 		Telemetry: Telemetry{MetricsPrefix: "consul"},
+		// Connect is on by default, as on Consul 1.16's servers.
+		Connect: Connect{Enabled: true},
 	}
 }
 

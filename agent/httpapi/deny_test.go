@@ -212,12 +212,30 @@ func TestDenyingAuthorizer(t *testing.T) {
 		{"DELETE", "/v1/acl/role/x", "", 403, "", false},
 		{"GET", "/v1/acl/roles", "", 403, "", false},
 		{"PUT", "/v1/agent/token/default", `{"Token":"x"}`, 403, "", false},
+		// connect: CA, leaves, config entries, intentions
+		{"GET", "/v1/connect/ca/configuration", "", 403, "", false},
+		{"PUT", "/v1/connect/ca/configuration", `{"Provider":"consul","Config":{}}`, 403, "", false},
+		{"GET", "/v1/agent/connect/ca/leaf/" + serviceName, "", 403, "", false},
+		{"PUT", "/v1/config", `{"Kind":"service-defaults","Name":"` + serviceName + `"}`, 403, "", false},
+		{"GET", "/v1/config/service-defaults/" + serviceName, "", 403, "", false},
+		{"GET", "/v1/config/service-defaults", "", 200, "[]", false},
+		{"DELETE", "/v1/config/service-defaults/" + serviceName, "", 403, "", false},
+		{"GET", "/v1/connect/intentions/exact?source=a&destination=" + serviceName, "", 403, "", false},
+		{"PUT", "/v1/connect/intentions/exact?source=a&destination=" + serviceName, `{"Action":"allow"}`, 403, "", false},
+		{"DELETE", "/v1/connect/intentions/exact?source=a&destination=" + serviceName, "", 403, "", false},
+		{"GET", "/v1/connect/intentions/check?source=a&destination=" + serviceName, "", 403, "", false},
+		{"GET", "/v1/connect/intentions", "", 200, "[]", false},
+		{"POST", "/v1/connect/intentions", `{"SourceName":"a","DestinationName":"` + serviceName + `","Action":"allow"}`, 403, "", false},
+		{"GET", "/v1/connect/intentions/match?by=destination&name=other", "", 200, `{"other":[]}`, false},
+		{"GET", "/v1/connect/intentions/" + queryID, "", 404, "", false}, // no such intention
+		{"POST", "/v1/agent/connect/authorize", `{"Target":"` + serviceName + `","ClientCertURI":"spiffe://x.consul/ns/default/dc/dc1/svc/a"}`, 403, "", false},
 	}
 	// Every endpoint is in the table but those that authorize nothing.
 	open := map[string]bool{
 		"/v1/status/leader": true, "/v1/status/peers": true, "/v1/catalog/datacenters": true,
 		"/v1/agent/members": true, "/v1/event/list": true, "/v1/coordinate/datacenters": true,
 		"/v1/acl/bootstrap": true,
+		"/v1/connect/ca/roots": true, "/v1/agent/connect/ca/roots": true,
 	}
 	patterns := httpapi.RoutePatterns(newFixture(t, acl.DenyAll()).api)
 	for _, pattern := range patterns {

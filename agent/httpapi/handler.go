@@ -102,6 +102,7 @@ func New(p Parts) *Handler {
 	h := &Handler{exact: map[string]*route{}, agent: &parts{
 		cfg: p.Config, version: p.Version, acls: p.ACL, backend: p.Backend, local: p.Local,
 		gossip: p.Gossip, events: p.Events, control: p.Control, metrics: p.Metrics,
+		ca: p.CA, leaves: p.Leaves,
 	}}
 	h.registerRoutes()
 	return h

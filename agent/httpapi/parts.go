@@ -98,6 +98,10 @@ type Parts struct {
 	// Metrics serves /v1/agent/metrics (telemetry.Telemetry); nil answers
 	// 404.
 	Metrics http.Handler
+	// CA changes the Connect CA and signs leaves; Leaves is the agent's
+	// leaf certificate cache. Both nil when Connect is off.
+	CA     ConnectCA
+	Leaves LeafCerts
 }
 
 // parts is Parts as the handlers read them.
@@ -111,6 +115,8 @@ type parts struct {
 	events  EventLog
 	control Control
 	metrics http.Handler
+	ca      ConnectCA
+	leaves  LeafCerts
 }
 
 func (p *parts) status(ctx context.Context) (string, []string, error) { return p.backend.Status(ctx) }

@@ -76,4 +76,5 @@ func (h *Handler) registerRoutes() {
 	h.handle("/v1/agent/check/update/", methodsPut, h.agentCheckUpdate)
 
 	h.registerACLRoutes()
+	h.registerConnectRoutes()
 }

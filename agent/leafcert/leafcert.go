@@ -1,0 +1,368 @@
+// Package leafcert keeps the agent's Connect leaf certificates: one per
+// service, made from a key and CSR of the agent's own and signed by a server,
+// held in memory and renewed before it expires, at a jittered point between
+// half and three quarters of its lifetime (connect.RenewAt), and at once
+// whenever the CA's active root changes. GET /v1/agent/connect/ca/leaf
+// answers from it, blocking on its index.
+//
+// The Manager owns one goroutine that watches the CA roots with blocking
+// reads and one per service it was asked for; Close stops and waits for
+// them. Every renewal timer comes from the injected clock. It must not
+// import agent or agent/httpapi.
+package leafcert
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
+	"github.com/tribune-mesh/tribune/connect"
+	"github.com/tribune-mesh/tribune/server"
+)
+
+// Errors callers branch on.
+var (
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("leaf certificate manager closed")
+	// ErrTooManyServices is returned when Get names one service more than
+	// MaxServices.
+	ErrTooManyServices = errors.New("too many services with a leaf certificate on this agent")
+)
+
+// Signer has a server sign a CSR. *server.Server and *server.Client
+// implement it. Safe for concurrent use; honours ctx.
+type Signer interface {
+	SignLeaf(ctx context.Context, req *server.SignLeafRequest) (*server.SignLeafResponse, error)
+}
+
+// Reader runs catalog reads, blocking when MinQueryIndex is set (the
+// agent's backend).
+type Reader interface {
+	Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error)
+}
+
+// Config configures a Manager.
+type Config struct {
+	Signer     Signer
+	Reader     Reader
+	Datacenter string
+	// Clock drives renewals and retries; nil is the real clock.
+	Clock  clock.Clock
+	Logger hclog.Logger
+	// Jitter returns a number in [0, 1) that places a renewal between
+	// half and three quarters of a leaf's life; nil is math/rand.
+	Jitter func() float64
+	// MaxServices bounds the services with a leaf; 0 means 4096.
+	MaxServices int
+}
+
+// Leaf is a leaf certificate in Consul's LeafCert JSON form.
+type Leaf struct {
+	SerialNumber  string
+	CertPEM       string
+	PrivateKeyPEM string
+	Service       string
+	ServiceURI    string
+	ValidAfter    time.Time
+	ValidBefore   time.Time
+	CreateIndex   uint64
+	ModifyIndex   uint64
+
+	// RootID is the ID of the root that signed it; RenewAt is when it is
+	// replaced.
+	RootID  string    `json:"-"`
+	RenewAt time.Time `json:"-"`
+}
+
+// roots is what the manager knows of the CA.
+type roots struct {
+	index       uint64
+	activeID    string
+	trustDomain string
+	keyType     string
+	keyBits     int
+	// intermediates of the active root, appended to each leaf's chain.
+	intermediates []string
+}
+
+// entry is one service's leaf.
+type entry struct {
+	leaf *Leaf
+	err  error
+	// ch is closed when leaf or err changes.
+	ch chan struct{}
+}
+
+// Manager holds the leaf certificates of an agent's services.
+type Manager struct {
+	cfg    Config
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	leaves  map[string]*entry
+	roots   *roots
+	rootsCh chan struct{} // closed when roots change
+	started bool
+	closed  bool
+}
+
+// New returns a Manager; it starts its goroutines at the first Get.
+func New(cfg Config) *Manager {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.New()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = rand.Float64
+	}
+	if cfg.MaxServices <= 0 {
+		cfg.MaxServices = 4096
+	}
+	m := &Manager{cfg: cfg, leaves: map[string]*entry{}, rootsCh: make(chan struct{})}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	return m
+}
+
+// Close stops every goroutine and waits for them.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	m.cancel()
+	m.wg.Wait()
+}
+
+// maxFirstWait bounds how long Get waits for a service's first leaf.
+const maxFirstWait = 30 * time.Second
+
+// Get returns the service's current leaf. With minIndex > 0 it waits until
+// the leaf's ModifyIndex passes minIndex, wait ends or ctx ends, then
+// answers with the current leaf (a blocking query). The first Get of a
+// service starts its renewal loop and waits for its first leaf.
+func (m *Manager) Get(ctx context.Context, service string, minIndex uint64, wait time.Duration) (*Leaf, error) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
+	e := m.leaves[service]
+	if e == nil {
+		if len(m.leaves) >= m.cfg.MaxServices {
+			m.mu.Unlock()
+			return nil, ErrTooManyServices
+		}
+		e = &entry{ch: make(chan struct{})}
+		m.leaves[service] = e
+		if !m.started {
+			m.started = true
+			m.wg.Add(1)
+			go m.watchRoots()
+		}
+		m.wg.Add(1)
+		go m.run(service, e)
+	}
+	m.mu.Unlock()
+
+	if minIndex == 0 || wait <= 0 {
+		wait = maxFirstWait
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		m.mu.Lock()
+		leaf, err, ch := e.leaf, e.err, e.ch
+		m.mu.Unlock()
+		if leaf != nil && (minIndex == 0 || leaf.ModifyIndex > minIndex) {
+			c := *leaf
+			return &c, nil
+		}
+		if leaf == nil && err != nil {
+			return nil, err
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			if leaf == nil {
+				return nil, fmt.Errorf("leaf certificate for %q: timed out waiting for the first one", service)
+			}
+			c := *leaf
+			return &c, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-m.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+// currentRoots returns the known roots and the channel closed when they
+// change.
+func (m *Manager) currentRoots() (*roots, <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.roots, m.rootsCh
+}
+
+// watchRoots follows the CA roots with blocking reads.
+func (m *Manager) watchRoots() {
+	defer m.wg.Done()
+	var index uint64
+	backoff := time.Second
+	for m.ctx.Err() == nil {
+		resp, err := m.cfg.Reader.Read(m.ctx, &catalog.ReadRequest{Op: catalog.ReadCARoots,
+			Options: catalog.QueryOptions{MinQueryIndex: index, MaxQueryTime: 5 * time.Minute}})
+		if err != nil {
+			if m.ctx.Err() != nil {
+				return
+			}
+			m.cfg.Logger.Warn("watching the CA roots failed, retrying", "error", err, "in", backoff)
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-m.cfg.Clock.After(backoff):
+			}
+			backoff = min(2*backoff, 30*time.Second)
+			continue
+		}
+		backoff = time.Second
+		index = resp.Meta.Index
+		r := &roots{index: index}
+		for _, root := range resp.CARoots {
+			if root.Active {
+				r.activeID = root.ID
+				r.keyType, r.keyBits = root.PrivateKeyType, root.PrivateKeyBits
+				r.intermediates = root.IntermediateCerts
+			}
+		}
+		if resp.CAConfig != nil && resp.CAConfig.ClusterID != "" {
+			r.trustDomain = connect.TrustDomain(resp.CAConfig.ClusterID)
+		}
+		if r.activeID == "" || r.trustDomain == "" {
+			continue
+		}
+		m.mu.Lock()
+		if m.roots == nil || m.roots.activeID != r.activeID || m.roots.index != r.index {
+			m.roots = r
+			close(m.rootsCh)
+			m.rootsCh = make(chan struct{})
+		}
+		m.mu.Unlock()
+	}
+}
+
+// run keeps one service's leaf valid until the manager closes.
+func (m *Manager) run(service string, e *entry) {
+	defer m.wg.Done()
+	backoff := time.Second
+	for {
+		r, rootsCh := m.currentRoots()
+		if r == nil {
+			select {
+			case <-rootsCh:
+				continue
+			case <-m.ctx.Done():
+				return
+			}
+		}
+		leaf, err := m.sign(service, r)
+		m.mu.Lock()
+		if err != nil {
+			e.err = err
+		} else {
+			if e.leaf != nil {
+				leaf.CreateIndex = e.leaf.CreateIndex
+				leaf.ModifyIndex = max(leaf.ModifyIndex, e.leaf.ModifyIndex+1)
+			} else {
+				leaf.CreateIndex = leaf.ModifyIndex
+			}
+			e.leaf, e.err = leaf, nil
+		}
+		close(e.ch)
+		e.ch = make(chan struct{})
+		m.mu.Unlock()
+		if err != nil {
+			if m.ctx.Err() != nil {
+				return
+			}
+			m.cfg.Logger.Warn("signing a leaf certificate failed, retrying", "service", service, "error", err, "in", backoff)
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-m.cfg.Clock.After(backoff):
+			}
+			backoff = min(2*backoff, 30*time.Second)
+			continue
+		}
+		backoff = time.Second
+		if !m.waitRenewal(leaf, rootsCh) {
+			return
+		}
+	}
+}
+
+// waitRenewal waits until leaf must be replaced: its renewal time on the
+// clock, or a new active root. It returns false when the manager closes.
+func (m *Manager) waitRenewal(leaf *Leaf, rootsCh <-chan struct{}) bool {
+	timer := m.cfg.Clock.NewTimer(max(leaf.RenewAt.Sub(m.cfg.Clock.Now()), 0))
+	defer timer.Stop()
+	for {
+		select {
+		case <-timer.C():
+			return true
+		case <-rootsCh:
+			r, ch := m.currentRoots()
+			if r != nil && r.activeID != leaf.RootID {
+				return true
+			}
+			rootsCh = ch
+		case <-m.ctx.Done():
+			return false
+		}
+	}
+}
+
+// sign makes a key and CSR for service and has a server sign it.
+func (m *Manager) sign(service string, r *roots) (*Leaf, error) {
+	id := connect.ServiceID(r.trustDomain, m.cfg.Datacenter, service)
+	csr, keyPEM, err := connect.NewLeafCSR(id, r.keyType, r.keyBits)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+	defer cancel()
+	resp, err := m.cfg.Signer.SignLeaf(ctx, &server.SignLeafRequest{Service: service, CSR: csr})
+	if err != nil {
+		return nil, fmt.Errorf("sign leaf for %q: %w", service, err)
+	}
+	chain := resp.Leaf.CertPEM
+	if resp.RootID == r.activeID {
+		for _, ic := range r.intermediates {
+			chain += ic
+		}
+	}
+	return &Leaf{
+		SerialNumber:  resp.Leaf.SerialNumber,
+		CertPEM:       chain,
+		PrivateKeyPEM: keyPEM,
+		Service:       service,
+		ServiceURI:    resp.ServiceURI,
+		ValidAfter:    resp.Leaf.ValidAfter,
+		ValidBefore:   resp.Leaf.ValidBefore,
+		ModifyIndex:   max(resp.RootsIndex, 1),
+		RootID:        resp.RootID,
+		// From now rather than ValidAfter, which the CA backdates to
+		// absorb clock skew: the jitter spreads over the life ahead.
+		RenewAt: connect.RenewAt(m.cfg.Clock.Now(), resp.Leaf.ValidBefore, m.cfg.Jitter()),
+	}, nil
+}
