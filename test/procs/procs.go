@@ -1,6 +1,15 @@
-// Package procs runs real tribune processes for integration and fault tests:
-// it builds the binary once, gives every agent its own loopback ports and
-// data directory, and kills every process when the test ends.
+// Package procs is the repository's one harness for real processes, used by
+// the integration tests (test/cluster, test/deploy), the fault tests
+// (test/fault) and the benchmarks (test/bench). It builds the tribune binary
+// once, hands out free loopback ports, and runs each process as an Agent:
+// start, SIGKILL, SIGTERM with a deadline, SIGSTOP/SIGCONT, restart with its
+// data or after a Wipe, crash detection with the reason from the log,
+// supervised restarts, its pid for probes and its log kept across restarts.
+// An Agent may run any binary, through a wrapper command, under another uid
+// and on a fixed address and ports. StartCluster makes a loopback cluster of
+// them that is killed when the test ends.
+//
+// It never decides what a test checks: it starts, stops and reports.
 package procs
 
 import (
