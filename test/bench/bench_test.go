@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	procharness "github.com/tribune-mesh/tribune/test/procs"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
 
@@ -35,8 +36,8 @@ func BenchmarkDevKVWrite(b *testing.B) {
 				vals := map[string]float64{}
 				for _, kind := range kinds() {
 					p := startDev(b, kind)
-					r := kvWriteLoad(b, p.httpAddr(), clients, d, []*proc{p})
-					p.kill()
+					r := kvWriteLoad(b, p.HTTPAddr(), clients, d, []*proc{p})
+					p.Kill()
 					vals[kind] = r.opsPerSec()
 					record(b, kind, name, "ops/s", r.opsPerSec(), r.String())
 				}
@@ -57,9 +58,9 @@ func BenchmarkDevRead(b *testing.B) {
 				vals := map[string]float64{}
 				for _, kind := range kinds() {
 					p := startDev(b, kind)
-					populate(b, p.httpAddr())
-					r := kvReadLoad(b, p.httpAddr(), mode, 64, d, []*proc{p})
-					p.kill()
+					populate(b, p.HTTPAddr())
+					r := kvReadLoad(b, p.HTTPAddr(), mode, 64, d, []*proc{p})
+					p.Kill()
 					vals[kind] = r.opsPerSec()
 					record(b, kind, name, "ops/s", r.opsPerSec(), r.String())
 				}
@@ -85,7 +86,7 @@ func BenchmarkDevWatchers(b *testing.B) {
 					// from 127.0.0.1.
 					p := startDev(b, kind, "-hcl", "limits { http_max_conns_per_client = 1000000 }")
 					r := runWatchers(b, p, n)
-					p.kill()
+					p.Kill()
 					detail := fmt.Sprintf("p50_ms=%.1f put_ms=%.1f blocked_in=%s agent_sockets=%d spurious=%d errors=%d",
 						ms(r.p50Woken), ms(r.putLatency), r.blockedIn.Round(time.Millisecond), r.agentSockets, r.spurious, r.errs)
 					if r.settleNotReached != "" {
@@ -116,7 +117,7 @@ func BenchmarkClusterKVWrite(b *testing.B) {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			runOnce(b, func() {
 				c := getCluster(b)
-				r := kvWriteLoad(b, c.client.httpAddr(), clients, benchDuration(b), c.all())
+				r := kvWriteLoad(b, c.client.HTTPAddr(), clients, benchDuration(b), c.all())
 				record(b, kindTribune, fmt.Sprintf("cluster kv-write clients=%d", clients), "ops/s", r.opsPerSec(), r.String())
 			})
 		})
@@ -129,8 +130,8 @@ func BenchmarkClusterRead(b *testing.B) {
 	b.Run("mode=consistent/clients=64", func(b *testing.B) {
 		runOnce(b, func() {
 			c := getCluster(b)
-			populate(b, c.client.httpAddr())
-			r := kvReadLoad(b, c.client.httpAddr(), readConsistent, 64, benchDuration(b), c.all())
+			populate(b, c.client.HTTPAddr())
+			r := kvReadLoad(b, c.client.HTTPAddr(), readConsistent, 64, benchDuration(b), c.all())
 			record(b, kindTribune, "cluster read-consistent clients=64", "ops/s", r.opsPerSec(), r.String())
 		})
 	})
@@ -150,7 +151,7 @@ func BenchmarkClusterFailover(b *testing.B) {
 			}
 			runs = n
 		}
-		kv := newAPIClient(b, c.client.httpAddr()).KV()
+		kv := newAPIClient(b, c.client.HTTPAddr()).KV()
 		var times []float64
 		for run := 1; run <= runs; run++ {
 			d, detail := failoverOnce(b, c, kv, run)
@@ -168,14 +169,14 @@ func failoverOnce(b *testing.B, c *cluster, kv *api.KV, run int) (time.Duration,
 	// A healthy cluster first: every server up, a leader, a write that
 	// goes through.
 	for _, s := range c.servers {
-		if err := s.waitReady(3, 90*time.Second); err != nil {
+		if err := s.WaitReady(context.Background(), 3, 90*time.Second); err != nil {
 			b.Fatalf("before failover run %d: %v", run, err)
 		}
 	}
 	if _, err := kv.Put(&api.KVPair{Key: "bench/failover", Value: []byte("warm")}, nil); err != nil {
 		b.Fatalf("before failover run %d: write: %v", run, err)
 	}
-	leader, _, err := status(c.client.httpAddr())
+	leader, _, err := procharness.Status(c.client.HTTPAddr())
 	if err != nil {
 		b.Fatalf("failover run %d: leader: %v", run, err)
 	}
@@ -185,7 +186,7 @@ func failoverOnce(b *testing.B, c *cluster, kv *api.KV, run int) (time.Duration,
 	}
 
 	t0 := time.Now()
-	victim.kill()
+	victim.Kill()
 	var (
 		attempts int
 		lastErr  error
@@ -202,35 +203,35 @@ func failoverOnce(b *testing.B, c *cluster, kv *api.KV, run int) (time.Duration,
 		}
 		lastErr = err
 		if time.Since(t0) > 3*time.Minute {
-			b.Fatalf("failover run %d: no write succeeded 3m after killing %s (%d attempts, last error: %v)", run, victim.name, attempts, lastErr)
+			b.Fatalf("failover run %d: no write succeeded 3m after killing %s (%d attempts, last error: %v)", run, victim.Name, attempts, lastErr)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	newLeader, _, _ := status(c.client.httpAddr())
+	newLeader, _, _ := procharness.Status(c.client.HTTPAddr())
 	newName := newLeader
 	if s := c.serverFor(newLeader); s != nil {
-		newName = s.name
+		newName = s.Name
 	}
-	detail := fmt.Sprintf("killed=%s new_leader=%s attempts=%d", victim.name, newName, attempts)
+	detail := fmt.Sprintf("killed=%s new_leader=%s attempts=%d", victim.Name, newName, attempts)
 	if lastErr != nil {
 		detail += fmt.Sprintf(" last_error=%q", lastErr.Error())
 	}
 
 	// Restart the killed server on its data directory and wait for the
 	// cluster to be whole again.
-	if err := victim.start(); err != nil {
+	if err := victim.Launch(); err != nil {
 		b.Fatal(err)
 	}
 	restart := time.Now()
-	if err := victim.waitReady(3, 2*time.Minute); err != nil {
-		b.Fatalf("failover run %d: restarted %s: %v", run, victim.name, err)
+	if err := victim.WaitReady(context.Background(), 3, 2*time.Minute); err != nil {
+		b.Fatalf("failover run %d: restarted %s: %v", run, victim.Name, err)
 	}
-	if err := c.client.waitReady(3, time.Minute); err != nil {
+	if err := c.client.WaitReady(context.Background(), 3, time.Minute); err != nil {
 		b.Fatalf("failover run %d: client: %v", run, err)
 	}
 	// Caught up: the restarted server serves the value written after it
 	// was killed from its own state.
-	vkv := newAPIClient(b, victim.httpAddr()).KV()
+	vkv := newAPIClient(b, victim.HTTPAddr()).KV()
 	if err := wait.Until(context.Background(), time.Minute, func() error {
 		p, _, err := vkv.Get("bench/failover", &api.QueryOptions{AllowStale: true})
 		if err == nil && (p == nil || string(p.Value) != strconv.Itoa(run)) {
@@ -238,7 +239,7 @@ func failoverOnce(b *testing.B, c *cluster, kv *api.KV, run int) (time.Duration,
 		}
 		return err
 	}); err != nil {
-		b.Fatalf("failover run %d: restarted %s has not caught up after 1m: %v", run, victim.name, err)
+		b.Fatalf("failover run %d: restarted %s has not caught up after 1m: %v", run, victim.Name, err)
 	}
 	detail += fmt.Sprintf(" rejoined_in=%s", time.Since(restart).Round(time.Millisecond))
 	// Let the restarted server catch up and the cluster settle before the
@@ -410,8 +411,8 @@ func printSummary() {
 	}
 	if theCluster != nil {
 		for _, p := range theCluster.all() {
-			if n, why := p.crashCount(); n > 0 {
-				fmt.Printf("bench: WARNING cluster agent %s crashed %d time(s) by itself and was restarted (last: %s)\n", p.name, n, why)
+			if crashes := p.Crashes(); len(crashes) > 0 {
+				fmt.Printf("bench: WARNING cluster agent %s crashed %d time(s) by itself and was restarted (last: %s)\n", p.Name, len(crashes), crashes[len(crashes)-1])
 			}
 		}
 	}

@@ -25,11 +25,11 @@ func BenchmarkChecks5000(b *testing.B) {
 	}))
 	defer srv.Close()
 	p := startDev(b, kindTribune)
-	c, err := api.NewClient(&api.Config{Address: p.httpAddr(), Transport: &http.Transport{MaxIdleConnsPerHost: 16}})
+	c, err := api.NewClient(&api.Config{Address: p.HTTPAddr(), Transport: &http.Transport{MaxIdleConnsPerHost: 16}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	rss0, _ := procStatusKiB(p.pid(), "VmRSS")
+	rss0, _ := procStatusKiB(p.Pid(), "VmRSS")
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
 	var failed atomic.Int64
@@ -57,7 +57,7 @@ func BenchmarkChecks5000(b *testing.B) {
 	h0 := hits.Load()
 	window := 30 * time.Second
 	time.Sleep(window)
-	rss, _ := procStatusKiB(p.pid(), "VmRSS")
+	rss, _ := procStatusKiB(p.Pid(), "VmRSS")
 	probes := float64(hits.Load()-h0) / window.Seconds()
 	record(b, kindTribune, "dev checks n=5000 http interval=10s", "probes/s", probes, fmt.Sprintf("cpu%%: %s", meter))
 	record(b, kindTribune, "dev checks n=5000 http interval=10s", "rss-total MiB", float64(rss)/1024, fmt.Sprintf("before checks %.1f MiB", float64(rss0)/1024))

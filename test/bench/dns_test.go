@@ -103,7 +103,7 @@ func BenchmarkDNSPerf(b *testing.B) {
 	}
 	for _, kind := range kinds() {
 		p := startDev(b, kind)
-		c, err := api.NewClient(&api.Config{Address: p.httpAddr(), Transport: &http.Transport{MaxIdleConnsPerHost: 32}})
+		c, err := api.NewClient(&api.Config{Address: p.HTTPAddr(), Transport: &http.Transport{MaxIdleConnsPerHost: 32}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -116,8 +116,8 @@ func BenchmarkDNSPerf(b *testing.B) {
 			// queries a second during the run and measures their latency.
 			sctx, stop := context.WithCancel(context.Background())
 			samples := make(chan []time.Duration, 1)
-			go func() { samples <- sampleDNS(sctx, fmt.Sprintf("127.0.0.1:%d", p.ports.DNS), services) }()
-			out, err := exec.Command(dnsperf, "-s", "127.0.0.1", "-p", strconv.Itoa(p.ports.DNS), "-d", file,
+			go func() { samples <- sampleDNS(sctx, fmt.Sprintf("127.0.0.1:%d", p.DNSPort), services) }()
+			out, err := exec.Command(dnsperf, "-s", "127.0.0.1", "-p", strconv.Itoa(p.DNSPort), "-d", file,
 				"-c", "16", "-l", strconv.Itoa(int(dur.Seconds())), "-q", "200", "-t", "2").CombinedOutput()
 			stop()
 			lat := <-samples
@@ -136,7 +136,7 @@ func BenchmarkDNSPerf(b *testing.B) {
 		// Warm the agent's views once so that the run measures the steady
 		// state the issue asks for.
 		run("steady")
-		dnsPropagation(b, c, fmt.Sprintf("127.0.0.1:%d", p.ports.DNS), kind)
+		dnsPropagation(b, c, fmt.Sprintf("127.0.0.1:%d", p.DNSPort), kind)
 
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup

@@ -103,8 +103,8 @@ type cpuMeter struct {
 func newCPUMeter(agents []*proc) *cpuMeter {
 	m := &cpuMeter{names: []string{"harness"}, pids: []int{os.Getpid()}}
 	for _, p := range agents {
-		m.names = append(m.names, p.name)
-		m.pids = append(m.pids, p.pid())
+		m.names = append(m.names, p.Name)
+		m.pids = append(m.pids, p.Pid())
 	}
 	for _, pid := range m.pids {
 		t, _ := cpuTicks(pid)

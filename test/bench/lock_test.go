@@ -29,7 +29,7 @@ func BenchmarkClusterLockCycles(b *testing.B) {
 			wg.Add(1)
 			go func(i int) {
 				defer wg.Done()
-				cl, err := api.NewClient(&api.Config{Address: c.client.httpAddr(), Transport: &http.Transport{MaxIdleConnsPerHost: 4}})
+				cl, err := api.NewClient(&api.Config{Address: c.client.HTTPAddr(), Transport: &http.Transport{MaxIdleConnsPerHost: 4}})
 				if err != nil {
 					errs <- err
 					return

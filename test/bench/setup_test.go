@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -53,12 +54,12 @@ func startDev(b *testing.B, kind string, extra ...string) *proc {
 	name := fmt.Sprintf("%s-dev-%d", kind, devSeq.n)
 	devSeq.Unlock()
 	p := newProc(name, bin, pp, args)
-	if err := p.start(); err != nil {
+	if err := p.Launch(); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(p.kill)
-	if err := p.waitReady(1, 60*time.Second); err != nil {
-		p.kill()
+	b.Cleanup(p.Kill)
+	if err := p.WaitReady(context.Background(), 1, 60*time.Second); err != nil {
+		p.Kill()
 		b.Fatal(err)
 	}
 	return p
@@ -125,13 +126,13 @@ func startCluster(tb testing.TB, bin string) (*cluster, error) {
 	c.client = newProc("c1", bin, cp, args)
 
 	for _, p := range c.all() {
-		p.supervise = true
-		if err := p.start(); err != nil {
+		p.Supervise = true
+		if err := p.Launch(); err != nil {
 			return nil, err
 		}
 	}
 	for _, p := range c.all() {
-		if err := p.waitReady(3, 90*time.Second); err != nil {
+		if err := p.WaitReady(context.Background(), 3, 90*time.Second); err != nil {
 			return nil, err
 		}
 	}
@@ -141,7 +142,7 @@ func startCluster(tb testing.TB, bin string) (*cluster, error) {
 // serverFor returns the server whose RPC address is addr.
 func (c *cluster) serverFor(addr string) *proc {
 	for _, s := range c.servers {
-		if s.serverAddr() == addr {
+		if s.RPCAddr() == addr {
 			return s
 		}
 	}

@@ -74,8 +74,8 @@ type kvEntry struct {
 func runWatchers(tb testing.TB, p *proc, n int) watchResult {
 	tb.Helper()
 	res := watchResult{n: n}
-	pid := p.pid()
-	kv := newAPIClient(tb, p.httpAddr()).KV()
+	pid := p.Pid()
+	kv := newAPIClient(tb, p.HTTPAddr()).KV()
 	if _, err := kv.Put(&api.KVPair{Key: watchKey, Value: []byte("before")}, nil); err != nil {
 		tb.Fatalf("put %s: %v", watchKey, err)
 	}
@@ -113,7 +113,7 @@ func runWatchers(tb testing.TB, p *proc, n int) watchResult {
 		nErr     atomic.Int64
 		nSpur    atomic.Int64
 		doneAt   = make([]time.Time, n)
-		url      = "http://" + p.httpAddr() + "/v1/kv/" + watchKey
+		url      = "http://" + p.HTTPAddr() + "/v1/kv/" + watchKey
 		startAll = time.Now()
 	)
 	wrote.Add(n)
@@ -187,7 +187,7 @@ func runWatchers(tb testing.TB, p *proc, n int) watchResult {
 	}
 	fail := func(format string, args ...any) {
 		cancel()
-		if p.logContains("too many open files") {
+		if p.Contains("too many open files") {
 			format += " (the agent ran out of file descriptors: \"too many open files\" in its log)"
 		}
 		tb.Fatalf(format, args...)
@@ -219,7 +219,7 @@ func runWatchers(tb testing.TB, p *proc, n int) watchResult {
 	if res.rssAfter, err = procStatusKiB(pid, "VmRSS"); err != nil {
 		tb.Fatal(err)
 	}
-	res.agentFDExhausted = p.logContains("too many open files")
+	res.agentFDExhausted = p.Contains("too many open files")
 	res.spurious = nSpur.Load()
 
 	t0 := time.Now()
@@ -245,7 +245,7 @@ func runWatchers(tb testing.TB, p *proc, n int) watchResult {
 	res.allWoken = woke[len(woke)-1]
 	res.p50Woken = woke[len(woke)/2]
 	if !res.agentFDExhausted {
-		res.agentFDExhausted = p.logContains("too many open files")
+		res.agentFDExhausted = p.Contains("too many open files")
 	}
 	return res
 }

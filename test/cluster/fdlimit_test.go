@@ -1,13 +1,10 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -17,24 +14,6 @@ import (
 	"github.com/tribune-mesh/tribune/test/procs"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
-
-// pidOf finds the process whose command line names dataDir.
-func pidOf(t *testing.T, dataDir string) int {
-	t.Helper()
-	matches, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, m := range matches {
-		b, err := os.ReadFile(m)
-		if err != nil || !bytes.Contains(b, []byte("\x00-data-dir\x00"+dataDir+"\x00")) {
-			continue
-		}
-		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(m)))
-		if err == nil {
-			return pid
-		}
-	}
-	t.Fatalf("no process with data dir %s", dataDir)
-	return 0
-}
 
 // TestServerPortSurvivesDescriptorShortage is issue 10 High #1 as reported:
 // a server limited to 300 descriptors gets 320 connections that send the
@@ -50,7 +29,7 @@ func TestServerPortSurvivesDescriptorShortage(t *testing.T) {
 	}
 	c := procs.StartCluster(t, procs.Options{Servers: 1})
 	s := c.Servers[0]
-	if out, err := exec.Command("prlimit", "--pid", strconv.Itoa(pidOf(t, s.DataDir)), "--nofile=300:300").CombinedOutput(); err != nil {
+	if out, err := exec.Command("prlimit", "--pid", strconv.Itoa(s.Pid()), "--nofile=300:300").CombinedOutput(); err != nil {
 		t.Skipf("prlimit: %v: %s", err, out)
 	}
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // Registration is one catalog registration of the catalog workload.
@@ -77,10 +79,10 @@ type CatalogVerdict struct {
 	Missing map[string][]string
 }
 
-// CheckCatalog waits up to wait for every acknowledged registration to be
+// CheckCatalog waits up to within for every acknowledged registration to be
 // visible on every server (?stale, so each server answers from its own
 // state).
-func CheckCatalog(ctx context.Context, c *Cluster, service string, regs []Registration, wait time.Duration) CatalogVerdict {
+func CheckCatalog(ctx context.Context, c *Cluster, service string, regs []Registration, within time.Duration) CatalogVerdict {
 	v := CatalogVerdict{Valid: true, Missing: map[string][]string{}}
 	want := map[string]bool{}
 	for _, r := range regs {
@@ -89,8 +91,8 @@ func CheckCatalog(ctx context.Context, c *Cluster, service string, regs []Regist
 		}
 	}
 	v.Acked = len(want)
-	deadline := time.Now().Add(wait)
-	for {
+	// The verdict is the last look's, whether or not it converged.
+	_ = wait.Until(ctx, within, func() error {
 		v.Valid, v.Missing = true, map[string][]string{}
 		for _, s := range c.Servers {
 			if missing := catalogMissing(ctx, s, service, want); len(missing) > 0 {
@@ -98,11 +100,12 @@ func CheckCatalog(ctx context.Context, c *Cluster, service string, regs []Regist
 				v.Missing[s.Name] = missing
 			}
 		}
-		if v.Valid || time.Now().After(deadline) || ctx.Err() != nil {
-			return v
+		if !v.Valid {
+			return fmt.Errorf("missing %v", v.Missing)
 		}
-		sleepCtx(ctx, 200*time.Millisecond)
-	}
+		return nil
+	})
+	return v
 }
 
 func catalogMissing(ctx context.Context, s *Agent, service string, want map[string]bool) []string {

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/test/procs"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // Address and uid layout inside the namespace. Server i (from 1) is
@@ -33,6 +36,10 @@ const (
 	uidBase     = 41000
 	tableBase   = 100
 )
+
+// maxWait caps every wait of this package whose real bound is its
+// context's deadline.
+const maxWait = 10 * time.Minute
 
 // ClusterOptions shape a cluster.
 type ClusterOptions struct {
@@ -69,23 +76,24 @@ func NewCluster(env *Env, dir string, opts ClusterOptions) (*Cluster, error) {
 	c := &Cluster{Dir: dir, Net: &Network{}}
 	var joins []string
 	for i := 1; i <= opts.Servers; i++ {
-		joins = append(joins, fmt.Sprintf("127.0.0.%d:%s", serverOctet+i, serfPort))
+		joins = append(joins, fmt.Sprintf("127.0.0.%d:%d", serverOctet+i, serfPort))
 	}
 	mk := func(name string, octet int, server bool) *Agent {
 		addr := fmt.Sprintf("127.0.0.%d", octet)
-		a := &Agent{Name: name, Addr: addr, UID: uidBase + octet, Server: server, bin: bin,
-			DataDir: filepath.Join(dir, "data", name), LogPath: filepath.Join(dir, name+".log")}
+		a := &Agent{Agent: &procs.Agent{Name: name, Server: server, Bin: bin, Addr: addr, UID: uidBase + octet,
+			HTTPPort: httpPort, DNSPort: dnsPort, RPCPort: serverPort, SerfPort: serfPort,
+			DataDir: filepath.Join(dir, "data", name), LogPath: filepath.Join(dir, name+".log")}}
 		a.ctl = APIClient(a, 5*time.Second)
-		a.args = []string{"agent", "-node", name, "-bind", addr, "-client", addr, "-advertise", addr,
+		a.Args = []string{"agent", "-node", name, "-bind", addr, "-client", addr, "-advertise", addr,
 			"-data-dir", a.DataDir, "-retry-interval", "200ms", "-log-level", opts.LogLevel,
 			"-hcl", "performance { raft_multiplier = 1 }"}
 		for _, j := range joins {
 			if !strings.HasPrefix(j, addr+":") {
-				a.args = append(a.args, "-retry-join", j)
+				a.Args = append(a.Args, "-retry-join", j)
 			}
 		}
 		if server {
-			a.args = append(a.args, "-server", "-bootstrap-expect", strconv.Itoa(opts.Servers))
+			a.Args = append(a.Args, "-server", "-bootstrap-expect", strconv.Itoa(opts.Servers))
 		}
 		return a
 	}
@@ -118,7 +126,7 @@ func (c *Cluster) All() []*Agent { return append(append([]*Agent{}, c.Servers...
 // Start starts every agent and waits until the cluster is healthy.
 func (c *Cluster) Start(ctx context.Context) error {
 	for _, a := range c.All() {
-		if err := a.Start(); err != nil {
+		if err := a.Launch(); err != nil {
 			return err
 		}
 	}
@@ -135,7 +143,8 @@ func (c *Cluster) Close() {
 // Leader returns the running server that the running servers name as
 // leader, waiting for one until ctx ends.
 func (c *Cluster) Leader(ctx context.Context) (*Agent, error) {
-	for {
+	var found *Agent
+	err := wait.Until(ctx, maxWait, func() error {
 		for _, s := range c.Servers {
 			if !s.Running() {
 				continue
@@ -146,16 +155,17 @@ func (c *Cluster) Leader(ctx context.Context) (*Agent, error) {
 			}
 			for _, l := range c.Servers {
 				if l.RPCAddr() == addr && l.Running() {
-					return l, nil
+					found = l
+					return nil
 				}
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("no leader: %w", ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
+		return errors.New("no running server names a running leader")
+	})
+	if err != nil {
+		return nil, fmt.Errorf("no leader: %w", errors.Join(err, ctx.Err()))
 	}
+	return found, nil
 }
 
 // WaitHealthy waits until every running server agrees on a leader and lists
@@ -164,17 +174,10 @@ func (c *Cluster) Leader(ctx context.Context) (*Agent, error) {
 // The write makes sure a restarted or wiped server has caught up before the
 // next fault.
 func (c *Cluster) WaitHealthy(ctx context.Context) error {
-	var last error
-	for {
-		if last = c.healthy(ctx); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("cluster not healthy: %w", last)
-		case <-time.After(200 * time.Millisecond):
-		}
+	if err := wait.Until(ctx, maxWait, func() error { return c.healthy(ctx) }); err != nil {
+		return fmt.Errorf("cluster not healthy: %w", err)
 	}
+	return nil
 }
 
 func (c *Cluster) healthy(ctx context.Context) error {
@@ -232,17 +235,13 @@ func (c *Cluster) healthy(ctx context.Context) error {
 
 // waitValue waits until a's own store (?stale) has key = want.
 func waitValue(ctx context.Context, a *Agent, key, want string) error {
-	for {
+	return wait.Until(ctx, maxWait, func() error {
 		p, _, err := a.ctl.KV().Get(key, (&api.QueryOptions{AllowStale: true}).WithContext(ctx))
 		if err == nil && p != nil && string(p.Value) == want {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s has not caught up (%s=%v, %v)", a.Name, key, p, err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		return fmt.Errorf("%s has not caught up (%s=%v, %v)", a.Name, key, p, err)
+	})
 }
 
 func leaderOf(ctx context.Context, a *Agent) (string, error) {

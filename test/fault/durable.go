@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // SetAdd is one write of the set workload: a new key, written once.
@@ -62,10 +64,10 @@ type DurableVerdict struct {
 // write survived:
 //
 //   - set: every acknowledged key is in a ?consistent read with its value,
-//     and every server's own state (?stale) shows it within wait;
+//     and every server's own state (?stale) shows it before within passes;
 //   - register: the final ?consistent value of each register (reads of mode
 //     Final in reg) is not older than a write acknowledged before it.
-func CheckDurable(ctx context.Context, c *Cluster, setPrefix string, adds []SetAdd, reg []KVOp, wait time.Duration) DurableVerdict {
+func CheckDurable(ctx context.Context, c *Cluster, setPrefix string, adds []SetAdd, reg []KVOp, within time.Duration) DurableVerdict {
 	var v DurableVerdict
 	want := map[string]bool{}
 	for _, a := range adds {
@@ -91,22 +93,21 @@ func CheckDurable(ctx context.Context, c *Cluster, setPrefix string, adds []SetA
 	} else if len(missing) > 0 {
 		v.Problems = append(v.Problems, fmt.Sprintf("set: %d acknowledged keys lost, first %s", len(missing), missing[0]))
 	}
-	deadline := time.Now().Add(wait)
+	// One deadline for all the servers: each has what is left of it.
+	deadline := time.Now().Add(within)
 	for _, s := range c.Servers {
-		for {
+		err := wait.Until(ctx, time.Until(deadline), func() error {
 			missing, err := setMissing(ctx, s, setPrefix, want, false)
-			if err == nil && len(missing) == 0 {
-				break
+			if err != nil {
+				return fmt.Errorf("set: %s: %w", s.Name, err)
 			}
-			if time.Now().After(deadline) || ctx.Err() != nil {
-				if err != nil {
-					v.Problems = append(v.Problems, fmt.Sprintf("set: %s: %v", s.Name, err))
-				} else {
-					v.Problems = append(v.Problems, fmt.Sprintf("set: %s never showed %d acknowledged keys, first %s", s.Name, len(missing), missing[0]))
-				}
-				break
+			if len(missing) > 0 {
+				return fmt.Errorf("set: %s never showed %d acknowledged keys, first %s", s.Name, len(missing), missing[0])
 			}
-			sleepCtx(ctx, 200*time.Millisecond)
+			return nil
+		})
+		if err != nil {
+			v.Problems = append(v.Problems, err.Error())
 		}
 	}
 	v.Valid = len(v.Problems) == 0

@@ -209,7 +209,7 @@ func (n *Nemesis) inject(ctx context.Context, s Step) (func() error, string, err
 			target = f[rng.IntN(len(f))]
 		}
 		target.Kill()
-		return target.Start, target.Name, nil
+		return target.Launch, target.Name, nil
 	case PauseLeader:
 		leader, err := n.leader(ctx, rng)
 		if err != nil {
@@ -222,9 +222,9 @@ func (n *Nemesis) inject(ctx context.Context, s Step) (func() error, string, err
 		target := c.Servers[rng.IntN(len(c.Servers))]
 		target.Kill()
 		if err := target.Wipe(); err != nil {
-			return target.Start, target.Name, err
+			return target.Launch, target.Name, err
 		}
-		return target.Start, target.Name, nil
+		return target.Launch, target.Name, nil
 	}
 	return nil, "", fmt.Errorf("unknown fault %q", s.Kind)
 }
@@ -247,7 +247,7 @@ func (n *Nemesis) leader(ctx context.Context, rng *rand.Rand) (*Agent, error) {
 func (n *Nemesis) rollingRestart(ctx context.Context) error {
 	for _, s := range n.C.Servers {
 		s.Stop(10 * time.Second)
-		if err := s.Start(); err != nil {
+		if err := s.Launch(); err != nil {
 			return err
 		}
 		hctx, cancel := context.WithTimeout(ctx, healthyWait)
@@ -272,7 +272,7 @@ func (n *Nemesis) HealAll() {
 			errs = append(errs, err)
 		}
 		if !a.Running() {
-			if err := a.Start(); err != nil {
+			if err := a.Launch(); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tribune-mesh/tribune/test/procs"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // Environment variables that mark the run inside the namespace.
@@ -240,15 +241,18 @@ func cleanupOnSignal(cleanup func()) func() {
 // removeNamespace kills every process in ns (the inner test and the agents),
 // then deletes ns. A namespace cannot go while processes still use it.
 func removeNamespace(t testing.TB, ns string) {
-	for i := 0; i < 100; i++ {
+	err := wait.Until(context.Background(), 5*time.Second, func() error {
 		pids := namespacePids(ns)
 		if len(pids) == 0 {
-			break
+			return nil
 		}
 		for _, pid := range pids {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
-		time.Sleep(50 * time.Millisecond)
+		return fmt.Errorf("processes %v still in %s", pids, ns)
+	})
+	if err != nil {
+		t.Logf("emptying namespace %s: %v", ns, err)
 	}
 	if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
 		t.Logf("ip netns del %s: %v: %s", ns, err, out)

@@ -1,26 +1,31 @@
-// Package procs runs real tribune processes for integration and fault tests:
-// it builds the binary once, gives every agent its own loopback ports and
-// data directory, and kills every process when the test ends.
+// Package procs is the repository's one harness for real processes, used by
+// the integration tests (test/cluster, test/deploy), the fault tests
+// (test/fault) and the benchmarks (test/bench). It builds the tribune binary
+// once, hands out free loopback ports, and runs each process as an Agent:
+// start, SIGKILL, SIGTERM with a deadline, SIGSTOP/SIGCONT, restart with its
+// data or after a Wipe, crash detection with the reason from the log,
+// supervised restarts, its pid for probes and its log kept across restarts.
+// An Agent may run any binary, through a wrapper command, under another uid
+// and on a fixed address and ports. StartCluster makes a loopback cluster of
+// them that is killed when the test ends.
+//
+// It never decides what a test checks: it starts, stops and reports.
 package procs
 
 import (
-	"bytes"
-	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/consul/api"
 
 	"github.com/tribune-mesh/tribune/test/wait"
 )
@@ -123,155 +128,6 @@ func FreePorts(t testing.TB, n int) []int {
 
 func freePort(t testing.TB) int { return FreePorts(t, 1)[0] }
 
-// Agent is one tribune process.
-type Agent struct {
-	Name     string
-	Server   bool
-	DataDir  string
-	HTTPPort int
-	DNSPort  int
-	RPCPort  int
-	SerfPort int
-	LogPath  string
-	args     []string
-	bin      string
-
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	log *os.File
-	// exited is closed when the running process exits; exitErr is then
-	// its status. stopping is set by Kill and Stop, so that an exit
-	// without it is a crash.
-	exited   chan struct{}
-	exitErr  error
-	stopping bool
-	crashes  []string
-}
-
-// HTTPAddr is the agent's HTTP API address.
-func (a *Agent) HTTPAddr() string { return fmt.Sprintf("127.0.0.1:%d", a.HTTPPort) }
-
-// RPCAddr is the agent's server RPC / Raft address.
-func (a *Agent) RPCAddr() string { return fmt.Sprintf("127.0.0.1:%d", a.RPCPort) }
-
-// Client returns an official API client for the agent.
-func (a *Agent) Client(t testing.TB) *api.Client {
-	t.Helper()
-	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr(), Transport: &http.Transport{MaxIdleConnsPerHost: 64}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// Start starts (or restarts) the process with its data directory. A
-// process that exits without Kill or Stop is recorded as a crash (Crashes).
-func (a *Agent) Start(t testing.TB) {
-	t.Helper()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	f, err := os.OpenFile(a.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(a.bin, a.args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("start %s: %v", a.Name, err)
-	}
-	exited := make(chan struct{})
-	a.cmd, a.log, a.exited, a.stopping = cmd, f, exited, false
-	go func() {
-		err := cmd.Wait()
-		a.mu.Lock()
-		a.exitErr = err
-		if !a.stopping {
-			a.crashes = append(a.crashes, fmt.Sprintf("%s exited on its own: %v", a.Name, err))
-		}
-		f.Close()
-		a.mu.Unlock()
-		close(exited)
-	}()
-}
-
-// Signal sends sig to the running process.
-func (a *Agent) Signal(sig syscall.Signal) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.cmd == nil || a.cmd.Process == nil {
-		return fmt.Errorf("%s is not running", a.Name)
-	}
-	return a.cmd.Process.Signal(sig)
-}
-
-// Pause SIGSTOPs the process; Resume SIGCONTs it.
-func (a *Agent) Pause() error { return a.Signal(syscall.SIGSTOP) }
-
-// Resume continues a paused process.
-func (a *Agent) Resume() error { return a.Signal(syscall.SIGCONT) }
-
-// Kill SIGKILLs the process and waits for it.
-func (a *Agent) Kill() { a.stop(syscall.SIGKILL, 0) }
-
-// Stop sends SIGTERM and waits up to d, then kills.
-func (a *Agent) Stop(d time.Duration) { a.stop(syscall.SIGTERM, d) }
-
-func (a *Agent) stop(sig syscall.Signal, d time.Duration) {
-	a.mu.Lock()
-	cmd, exited := a.cmd, a.exited
-	a.stopping = true
-	a.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused process cannot exit
-	_ = cmd.Process.Signal(sig)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-exited:
-	case <-t.C:
-		_ = cmd.Process.Kill()
-		<-exited
-	}
-	a.mu.Lock()
-	a.cmd, a.log = nil, nil
-	a.mu.Unlock()
-}
-
-// Exited returns a channel closed when the current process exits (nil
-// when none was started), and its exit status once it has.
-func (a *Agent) Exited() (<-chan struct{}, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.exited, a.exitErr
-}
-
-// Crashes returns a line for every exit that no Kill or Stop caused.
-func (a *Agent) Crashes() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]string(nil), a.crashes...)
-}
-
-// Running reports whether the process was started and has neither been
-// stopped nor exited.
-func (a *Agent) Running() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.cmd == nil {
-		return false
-	}
-	select {
-	case <-a.exited:
-		return false
-	default:
-		return true
-	}
-}
-
 // Cluster is a set of agents.
 type Cluster struct {
 	Servers []*Agent
@@ -295,22 +151,22 @@ func StartCluster(t testing.TB, opts Options) *Cluster {
 	c := &Cluster{Dir: t.TempDir()}
 	var join string
 	mk := func(name string, server bool) *Agent {
-		a := &Agent{Name: name, Server: server, DataDir: filepath.Join(c.Dir, name), bin: bin,
+		a := &Agent{Name: name, Server: server, DataDir: filepath.Join(c.Dir, name), Bin: bin,
 			HTTPPort: freePort(t), DNSPort: freePort(t), RPCPort: freePort(t), SerfPort: freePort(t),
 			LogPath: filepath.Join(c.Dir, name+".log")}
 		if join == "" {
 			join = fmt.Sprintf("127.0.0.1:%d", a.SerfPort)
 		}
-		a.args = []string{"agent", "-node", name, "-bind", "127.0.0.1", "-client", "127.0.0.1",
+		a.Args = []string{"agent", "-node", name, "-bind", "127.0.0.1", "-client", "127.0.0.1",
 			"-data-dir", a.DataDir, "-http-port", strconv.Itoa(a.HTTPPort), "-dns-port", strconv.Itoa(a.DNSPort),
 			"-server-port", strconv.Itoa(a.RPCPort), "-serf-lan-port", strconv.Itoa(a.SerfPort),
 			"-serf-wan-port", strconv.Itoa(freePort(t)), "-grpc-port", strconv.Itoa(freePort(t)),
 			"-retry-join", join, "-retry-interval", "200ms", "-log-level", "info",
 			"-hcl", "performance { raft_multiplier = 1 }"}
 		if server {
-			a.args = append(a.args, "-server", "-bootstrap-expect", strconv.Itoa(opts.Servers))
+			a.Args = append(a.Args, "-server", "-bootstrap-expect", strconv.Itoa(opts.Servers))
 		}
-		a.args = append(a.args, opts.ExtraArgs...)
+		a.Args = append(a.Args, opts.ExtraArgs...)
 		return a
 	}
 	for i := 0; i < opts.Servers; i++ {
@@ -362,7 +218,7 @@ func (c *Cluster) WaitForLeader(t testing.TB, d time.Duration) {
 			if !s.Running() {
 				continue
 			}
-			leader, peers, err := status(s.HTTPAddr())
+			leader, peers, err := Status(s.HTTPAddr())
 			if err == nil && leader != "" && len(peers) == len(c.Servers) {
 				return nil
 			}
@@ -381,7 +237,7 @@ func (c *Cluster) Leader(t testing.TB, d time.Duration) *Agent {
 			if !s.Running() {
 				continue
 			}
-			leader, _, err := status(s.HTTPAddr())
+			leader, _, err := Status(s.HTTPAddr())
 			if err != nil || leader == "" {
 				continue
 			}
@@ -397,26 +253,32 @@ func (c *Cluster) Leader(t testing.TB, d time.Duration) *Agent {
 	return found
 }
 
-func status(addr string) (string, []string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	c, err := api.NewClient(&api.Config{Address: addr})
-	if err != nil {
+// statusClient is shared by every Status call, so that polling reuses
+// its connections.
+var statusClient = &http.Client{Timeout: 2 * time.Second}
+
+// Status returns the leader and the Raft peers that the agent whose HTTP
+// API is at addr reports; each of the two requests takes 2 s at most.
+func Status(addr string) (leader string, peers []string, err error) {
+	get := func(path string, v any) error {
+		resp, err := statusClient.Get("http://" + addr + path)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", path, resp.Status)
+		}
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v); err != nil {
+			return fmt.Errorf("GET %s: %w", path, err)
+		}
+		return nil
+	}
+	if err := get("/v1/status/leader", &leader); err != nil {
 		return "", nil, err
 	}
-	leader, err := c.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return "", nil, err
+	if err := get("/v1/status/peers", &peers); err != nil {
+		return leader, nil, err
 	}
-	peers, err := c.Status().PeersWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
-	return leader, peers, err
+	return leader, peers, nil
 }
-
-// Log returns an agent's log so far.
-func (a *Agent) Log() string {
-	b, _ := os.ReadFile(a.LogPath)
-	return string(bytes.TrimSpace(b))
-}
-
-// Contains reports whether the log contains s.
-func (a *Agent) Contains(s string) bool { return strings.Contains(a.Log(), s) }
