@@ -281,7 +281,7 @@ var kindErrors = map[string]error{
 	kindRestoring: ErrRestoreInProgress,
 
 	kindACLBootstrapped: catalog.ErrACLBootstrapped,
-	kindNoConnect: ErrConnectDisabled,
+	kindNoConnect:       ErrConnectDisabled,
 }
 
 func toWire(err error) *WireError {

@@ -551,4 +551,3 @@ func (h *Handler) agentConnectAuthorize(w http.ResponseWriter, r *http.Request) 
 	d := connect.Authorize(ixns, id.Service, in.Target, h.defaultAllow())
 	return map[string]any{"Authorized": d.Allowed, "Reason": d.Reason}, nil
 }
-
