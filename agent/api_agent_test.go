@@ -485,3 +485,94 @@ func TestAPIAgent_ReRegisterKeepsCheckStatus(t *testing.T) {
 		return nil
 	})
 }
+
+// The official client joins the agent to itself from the gossip address of
+// /v1/agent/self's DebugConfig (its own test suite does), and reads Stats as
+// `consul info` prints them.
+func TestAPIAgent_SelfDebugConfigAndStats(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	self, err := c.Agent().Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := self["DebugConfig"]["SerfAdvertiseAddrLAN"].(string)
+	if !strings.HasPrefix(addr, "tcp://127.0.0.1:") {
+		t.Fatalf("DebugConfig.SerfAdvertiseAddrLAN = %q", addr)
+	}
+	if err := c.Agent().Join(strings.TrimPrefix(addr, "tcp://"), false); err != nil {
+		t.Fatalf("join self at %s: %v", addr, err)
+	}
+	if rpc, _ := self["DebugConfig"]["RPCAdvertiseAddr"].(string); !strings.HasPrefix(rpc, "tcp://127.0.0.1:") {
+		t.Fatalf("DebugConfig.RPCAdvertiseAddr = %q", rpc)
+	}
+	stats, ok := self["Stats"]
+	if !ok {
+		t.Fatal("no Stats")
+	}
+	section := func(name string) map[string]any {
+		m, _ := stats[name].(map[string]any)
+		if m == nil {
+			t.Fatalf("Stats has no %s section: %v", name, stats)
+		}
+		return m
+	}
+	if v := section("consul")["server"]; v != "true" {
+		t.Fatalf("Stats.consul.server = %v", v)
+	}
+	if v := section("consul")["leader"]; v != "true" {
+		t.Fatalf("Stats.consul.leader = %v", v)
+	}
+	if v := section("raft")["state"]; v != "Leader" {
+		t.Fatalf("Stats.raft.state = %v", v)
+	}
+	if v, _ := section("runtime")["goroutines"].(string); v == "" || v == "0" {
+		t.Fatalf("Stats.runtime.goroutines = %q", v)
+	}
+	if v := section("serf_lan")["members"]; v != "1" {
+		t.Fatalf("Stats.serf_lan.members = %v", v)
+	}
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{Name: "counted"}); err != nil {
+		t.Fatal(err)
+	}
+	self, err = c.Agent().Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentStats, _ := self["Stats"]["agent"].(map[string]any)
+	if agentStats["services"] != "1" {
+		t.Fatalf("Stats.agent after one registration = %v", agentStats)
+	}
+}
+
+// A service registered through the agent is in the catalog when the
+// registration answers: the client's tests read it back at once and index
+// the answer.
+func TestAPIAgent_RegistrationVisibleInCatalogOnReturn(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	for i := 0; i < 5; i++ {
+		name := fmt.Sprintf("svc-%d", i)
+		if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{Name: name, Tags: []string{"bar"},
+			Check: &api.AgentServiceCheck{TTL: "15s"}}); err != nil {
+			t.Fatal(err)
+		}
+		checks, _, err := c.Health().Checks(name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(checks) != 1 || checks[0].CheckID != "service:"+name || checks[0].Type != "ttl" {
+			t.Fatalf("health checks of %s right after registration = %+v", name, checks)
+		}
+		if err := c.Agent().ServiceDeregister(name); err != nil {
+			t.Fatal(err)
+		}
+		svcs, _, err := c.Catalog().Service(name, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(svcs) != 0 {
+			t.Fatalf("catalog still has %s right after deregistration: %+v", name, svcs)
+		}
+	}
+}

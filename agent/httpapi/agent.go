@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/config"
@@ -40,7 +42,22 @@ func (h *Handler) agentServiceRegister(w http.ResponseWriter, r *http.Request) (
 	if err := h.agent.local.AddServiceDefinition(def, false); err != nil {
 		return nil, err
 	}
+	h.waitSync(r)
 	return nil, nil
+}
+
+// syncWait bounds how long a registration waits for the catalog to show it.
+const syncWait = 2 * time.Second
+
+// waitSync waits, at most syncWait, until the local changes made so far
+// have reached the catalog, so that a client reading the catalog right after
+// a registration sees it (the official client's tests do). When the servers
+// do not answer in time the change stays queued for anti-entropy and the
+// request still succeeds, as the agent owns the registration either way.
+func (h *Handler) waitSync(r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), syncWait)
+	defer cancel()
+	_ = h.agent.local.WaitSync(ctx)
 }
 
 func (h *Handler) agentServiceDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -57,6 +74,7 @@ func (h *Handler) agentServiceDeregister(w http.ResponseWriter, r *http.Request)
 		return nil, errPermissionDenied
 	}
 	h.agent.local.RemoveService(id)
+	h.waitSync(r)
 	return nil, nil
 }
 
@@ -146,7 +164,11 @@ func (h *Handler) agentCheckRegister(w http.ResponseWriter, r *http.Request) (an
 	if err != nil {
 		return nil, err
 	}
-	return nil, h.agent.local.AddCheck(c)
+	if err := h.agent.local.AddCheck(c); err != nil {
+		return nil, err
+	}
+	h.waitSync(r)
+	return nil, nil
 }
 
 func (h *Handler) agentCheckDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -161,6 +183,7 @@ func (h *Handler) agentCheckDeregister(w http.ResponseWriter, r *http.Request) (
 	if !h.agent.local.RemoveCheck(id) {
 		return nil, notFound("Unknown check ID %q. Ensure that the check ID is passed, not the check name.", id)
 	}
+	h.waitSync(r)
 	return nil, nil
 }
 
@@ -205,28 +228,6 @@ func (h *Handler) agentCheckUpdate(w http.ResponseWriter, r *http.Request) (any,
 		return nil, errPermissionDenied
 	}
 	return nil, h.agent.local.UpdateCheck(id, body.Status, body.Output)
-}
-
-func (h *Handler) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) {
-	authz, err := h.authorize(r)
-	if err != nil {
-		return nil, err
-	}
-	if authz.AgentRead(h.agent.cfg.NodeName) != acl.Allow {
-		return nil, errPermissionDenied
-	}
-	cfg := h.agent.cfg
-	return map[string]any{
-		"Config": map[string]any{
-			"Datacenter": cfg.Datacenter, "PrimaryDatacenter": cfg.PrimaryDatacenter, "NodeName": cfg.NodeName,
-			"NodeID": cfg.NodeID, "Server": cfg.Server, "Revision": "", "Version": h.agent.version, "BuildDate": "",
-		},
-		"DebugConfig": map[string]any{},
-		"Member":      h.agent.selfMember(),
-		"Meta":        cfg.NodeMeta,
-		"Stats":       map[string]any{},
-		"xDS":         map[string]any{},
-	}, nil
 }
 
 func (h *Handler) agentMembers(w http.ResponseWriter, r *http.Request) (any, error) {

@@ -43,6 +43,9 @@ func (c *control) Self() httpapi.Member      { return httpapi.Member{Name: nodeN
 func (c *control) Members() []httpapi.Member { return []httpapi.Member{{Name: nodeName}} }
 func (c *control) Leave()                    { c.mu.Lock(); c.leaves++; c.mu.Unlock() }
 func (c *control) Reload() error             { c.mu.Lock(); c.reloads++; c.mu.Unlock(); return nil }
+func (c *control) Stats() map[string]map[string]string {
+	return map[string]map[string]string{"agent": {"services": "1"}}
+}
 
 func (c *control) acted() int {
 	c.mu.Lock()

@@ -56,6 +56,10 @@ type Control interface {
 	Leave()
 	// Reload loads the configuration files again.
 	Reload() error
+	// Stats is the agent's runtime state by subsystem (agent, build,
+	// consul, raft, runtime, serf_lan), each a map of names to values as
+	// `consul info` prints them.
+	Stats() map[string]map[string]string
 }
 
 // Member is an agent as /v1/agent/members shows it.
@@ -112,6 +116,7 @@ func (p *parts) status(ctx context.Context) (string, []string, error) { return p
 func (p *parts) selfMember() Member                                   { return p.control.Self() }
 func (p *parts) members() []Member                                    { return p.control.Members() }
 func (p *parts) requestLeave()                                        { p.control.Leave() }
+func (p *parts) stats() map[string]map[string]string                  { return p.control.Stats() }
 
 // Reload loads the configuration again.
 func (p *parts) Reload() error { return p.control.Reload() }

@@ -146,6 +146,16 @@ type State struct {
 	toStop []*checks.Check
 
 	triggerCh chan struct{}
+
+	// syncMu guards the change generations that WaitSync waits on.
+	syncMu sync.Mutex
+	// changeGen counts the changes that asked for a sync; syncedGen is the
+	// highest generation a successful sync has covered; syncedCh is closed
+	// (and replaced) whenever syncedGen grows.
+	changeGen, syncedGen uint64
+	syncedCh             chan struct{}
+	// running is true while Run syncs; WaitSync does not wait without it.
+	running bool
 }
 
 // New returns an empty State. It syncs nothing until Run is called.
@@ -187,11 +197,15 @@ func New(cfg Config) *State {
 		removedServices: map[string]bool{},
 		removedChecks:   map[string]bool{},
 		triggerCh:       make(chan struct{}, 1),
+		syncedCh:        make(chan struct{}),
 	}
 }
 
 // trigger asks for a sync soon; it never blocks.
 func (l *State) trigger() {
+	l.syncMu.Lock()
+	l.changeGen++
+	l.syncMu.Unlock()
 	select {
 	case l.triggerCh <- struct{}{}:
 	default:
