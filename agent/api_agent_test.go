@@ -576,3 +576,61 @@ func TestAPIAgent_RegistrationVisibleInCatalogOnReturn(t *testing.T) {
 		}
 	}
 }
+
+// /v1/agent/health/service/id/<id> and /name/<name> answer from the agent's
+// own checks, with 200/429/503 for passing/warning/critical, and the status
+// word alone for ?format=text.
+func TestAPIAgent_HealthServiceByIDAndName(t *testing.T) {
+	t.Parallel()
+	a, c := startAPI(t)
+	ag := c.Agent()
+	if st, out, err := ag.AgentHealthServiceByID("nope"); err != nil || st != api.HealthCritical || out != nil {
+		t.Fatalf("unknown id: %q %+v %v", st, out, err)
+	}
+	if st, outs, err := ag.AgentHealthServiceByName("nope"); err != nil || st != api.HealthCritical || len(outs) != 0 {
+		t.Fatalf("unknown name: %q %+v %v", st, outs, err)
+	}
+	for _, id := range []string{"bar-1", "bar-2"} {
+		if err := ag.ServiceRegister(&api.AgentServiceRegistration{ID: id, Name: "bar", Port: 8000,
+			Check: &api.AgentServiceCheck{TTL: "15s"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(wantID, wantName string) {
+		t.Helper()
+		st, out, err := ag.AgentHealthServiceByID("bar-1")
+		if err != nil || st != wantID || out == nil || out.Service.ID != "bar-1" || len(out.Checks) != 1 ||
+			out.AggregatedStatus != wantID {
+			t.Fatalf("by id: %q %+v %v; want %s", st, out, err, wantID)
+		}
+		st, outs, err := ag.AgentHealthServiceByName("bar")
+		if err != nil || st != wantName || len(outs) != 2 {
+			t.Fatalf("by name: %q %+v %v; want %s", st, outs, err, wantName)
+		}
+	}
+	check(api.HealthCritical, api.HealthCritical)
+	if err := ag.PassTTL("service:bar-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	check(api.HealthPassing, api.HealthCritical)
+	if err := ag.WarnTTL("service:bar-2", ""); err != nil {
+		t.Fatal(err)
+	}
+	check(api.HealthPassing, api.HealthWarning)
+	if err := ag.PassTTL("service:bar-2", ""); err != nil {
+		t.Fatal(err)
+	}
+	check(api.HealthPassing, api.HealthPassing)
+
+	res := httpString(t, a, "GET", "/v1/agent/health/service/id/bar-1?format=text", "")
+	if res.code != 200 || res.body != "passing" {
+		t.Fatalf("text form: %d %q", res.code, res.body)
+	}
+	if err := ag.EnableServiceMaintenance("bar-1", "upgrade"); err != nil {
+		t.Fatal(err)
+	}
+	res = httpString(t, a, "GET", "/v1/agent/health/service/id/bar-1?format=text", "")
+	if res.code != 503 || res.body != "maintenance" {
+		t.Fatalf("text form in maintenance: %d %q", res.code, res.body)
+	}
+}

@@ -264,8 +264,16 @@ func (h *Handler) agentJoin(w http.ResponseWriter, r *http.Request) (any, error)
 	return nil, nil
 }
 
+// agentForceLeave serves PUT /v1/agent/force-leave/<node>[?prune][&wan]: a
+// failed member is marked left (and with ?prune dropped from the member
+// list). As Consul answers, a name that is alive (this agent's own, say) or
+// unknown is not an error: there is nothing to remove and the answer is 200.
+// Tribune has no WAN pool on this agent, so ?wan finds nothing to remove.
 func (h *Handler) agentForceLeave(w http.ResponseWriter, r *http.Request) (any, error) {
 	node := strings.TrimPrefix(r.URL.Path, "/v1/agent/force-leave/")
+	if node == "" {
+		return nil, badRequest("Missing node name")
+	}
 	authz, err := h.authorize(r)
 	if err != nil {
 		return nil, err
@@ -273,8 +281,14 @@ func (h *Handler) agentForceLeave(w http.ResponseWriter, r *http.Request) (any, 
 	if authz.OperatorWrite() != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	if h.agent.gossip == nil || !h.agent.gossip.RemoveFailed(node) {
-		return nil, notFound("agent: No node found with name '%s'", node)
+	q := r.URL.Query()
+	if _, wan := q["wan"]; wan || h.agent.gossip == nil {
+		return nil, nil
+	}
+	if _, prune := q["prune"]; prune {
+		h.agent.gossip.Prune(node)
+	} else {
+		h.agent.gossip.RemoveFailed(node)
 	}
 	return nil, nil
 }
