@@ -182,7 +182,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 func (a *Agent) newLocalState() *local.State {
 	node := local.Node{
 		ID: a.cfg.NodeID, Name: a.cfg.NodeName, Datacenter: a.cfg.Datacenter, Address: a.advertiseHost(),
-		Meta: a.cfg.NodeMeta, TaggedAddresses: a.taggedAddresses(),
+		Meta: a.nodeMeta(), TaggedAddresses: a.taggedAddresses(),
 	}
 	if a.cfg.Server {
 		node.LeaderService = server.ServerServiceName

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
 
@@ -445,5 +446,72 @@ func TestAPIHealth_BlockingOnCheck(t *testing.T) {
 	}
 	if ids := serviceIDs(r.val); len(ids) != 2 {
 		t.Fatalf("passing web after the check passed = %v, want web1 and web2", ids)
+	}
+}
+
+// The agent's node carries its tagged addresses and the meta every agent
+// adds (network segment, version) beside node_meta, and ?node-meta= filters
+// the catalog and health reads the official client sends it on.
+func TestAPICatalog_NodeMetaAndTaggedAddresses(t *testing.T) {
+	t.Parallel()
+	cfg := agenttest.Config(t)
+	cfg.NodeMeta = map[string]string{"somekey": "somevalue"}
+	a := agenttest.Start(t, cfg)
+	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{Name: "web", Check: &api.AgentServiceCheck{TTL: "15s"}}); err != nil {
+		t.Fatal(err)
+	}
+	match := &api.QueryOptions{NodeMeta: map[string]string{"somekey": "somevalue"}}
+	nope := &api.QueryOptions{NodeMeta: map[string]string{"nope": "nope"}}
+	wait.For(t, 10*time.Second, func() error {
+		nodes, _, err := c.Catalog().Nodes(match)
+		if err != nil {
+			return err
+		}
+		if len(nodes) != 1 {
+			return fmt.Errorf("nodes with somekey=somevalue: %+v", nodes)
+		}
+		n := nodes[0]
+		for _, k := range []string{"lan", "lan_ipv4", "wan", "wan_ipv4"} {
+			if n.TaggedAddresses[k] != "127.0.0.1" {
+				return fmt.Errorf("tagged addresses %v lack %s", n.TaggedAddresses, k)
+			}
+		}
+		if v, ok := n.Meta["consul-network-segment"]; !ok || v != "" || n.Meta["consul-version"] == "" || n.Meta["somekey"] != "somevalue" {
+			return fmt.Errorf("node meta %v", n.Meta)
+		}
+		return nil
+	})
+	if nodes, _, err := c.Catalog().Nodes(nope); err != nil || len(nodes) != 0 {
+		t.Fatalf("nodes with nope=nope: %+v %v", nodes, err)
+	}
+	if svcs, _, err := c.Catalog().Services(match); err != nil || len(svcs) != 2 { // web and consul
+		t.Fatalf("services on matching nodes: %+v %v", svcs, err)
+	}
+	if svcs, _, err := c.Catalog().Services(nope); err != nil || len(svcs) != 0 {
+		t.Fatalf("services on nope=nope nodes: %+v %v", svcs, err)
+	}
+	if s, _, err := c.Catalog().Service("web", "", nope); err != nil || len(s) != 0 {
+		t.Fatalf("web on nope=nope nodes: %+v %v", s, err)
+	}
+	if s, _, err := c.Health().Service("web", "", false, match); err != nil || len(s) != 1 {
+		t.Fatalf("web health on matching nodes: %+v %v", s, err)
+	}
+	if cs, _, err := c.Health().Checks("web", nope); err != nil || len(cs) != 0 {
+		t.Fatalf("web checks on nope=nope nodes: %+v %v", cs, err)
+	}
+	if cs, _, err := c.Health().State(api.HealthAny, match); err != nil || len(cs) != 2 { // serfHealth and web's
+		t.Fatalf("checks on matching nodes: %+v %v", cs, err)
+	}
+	node, _, err := c.Catalog().Node(selfNode(t, c), &api.QueryOptions{Filter: `Service == "web"`})
+	if err != nil || node == nil || len(node.Services) != 1 || node.Services["web"] == nil {
+		t.Fatalf("catalog node filtered to web: %+v %v", node, err)
+	}
+	res := httpString(t, a, "GET", "/v1/catalog/nodes?node-meta=:x", "")
+	if res.code != 400 {
+		t.Fatalf("node-meta without a key: %d %s", res.code, res.body)
 	}
 }

@@ -188,8 +188,12 @@ func (h *Handler) catalogNode(w http.ResponseWriter, r *http.Request) (any, erro
 		// official client turns into a nil node rather than an error.
 		return json.RawMessage("null"), nil
 	}
+	svcs, err := filter(r.URL.Query().Get("filter"), ns.Services)
+	if err != nil {
+		return nil, err
+	}
 	out := &catalogNode{Node: ns.Node, Services: map[string]*catalog.Service{}}
-	for _, s := range ns.Services {
+	for _, s := range svcs {
 		out.Services[s.ID] = s
 	}
 	return out, nil

@@ -259,6 +259,30 @@ func (h *Handler) parseQueryOptions(r *http.Request) (catalog.QueryOptions, erro
 	return opts, nil
 }
 
+// maxNodeMetaFilters bounds the ?node-meta= pairs of one request.
+const maxNodeMetaFilters = 64
+
+// parseNodeMeta reads the ?node-meta=key:value filters (every pair must
+// match; a pair without a colon asks for an empty value), nil when none.
+func parseNodeMeta(r *http.Request) (map[string]string, error) {
+	raw := r.URL.Query()["node-meta"]
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	if len(raw) > maxNodeMetaFilters {
+		return nil, badRequest("Too many node-meta filters: %d, at most %d", len(raw), maxNodeMetaFilters)
+	}
+	out := make(map[string]string, len(raw))
+	for _, kv := range raw {
+		k, v, _ := strings.Cut(kv, ":")
+		if k == "" {
+			return nil, badRequest("Invalid node-meta filter %q: want key:value", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
 // parseWait accepts Go durations and Consul's bare-number seconds form.
 func parseWait(v string) (time.Duration, error) {
 	if n, err := strconv.ParseUint(v, 10, 64); err == nil {
@@ -279,6 +303,9 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, req *catalog.Read
 		return nil, err
 	}
 	req.Options = opts
+	if req.NodeMeta, err = parseNodeMeta(r); err != nil {
+		return nil, err
+	}
 	resp, err := h.agent.backend.Read(r.Context(), req)
 	if err != nil {
 		return nil, err

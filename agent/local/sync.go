@@ -181,7 +181,8 @@ func (l *State) syncFull(ctx context.Context) error {
 		l.nodeInSync = false
 	} else {
 		n := resp.NodeServices.Node
-		l.nodeInSync = n.Address == l.node.Address && mapsEqual(n.Meta, l.node.Meta)
+		l.nodeInSync = n.Address == l.node.Address && mapsEqual(n.Meta, l.node.Meta) &&
+			mapsEqual(n.TaggedAddresses, l.node.TaggedAddresses)
 		remoteSvcs = resp.NodeServices.Services
 	}
 	remote := map[string]*catalog.Service{}
