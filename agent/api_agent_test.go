@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
 
@@ -632,5 +633,42 @@ func TestAPIAgent_HealthServiceByIDAndName(t *testing.T) {
 	res = httpString(t, a, "GET", "/v1/agent/health/service/id/bar-1?format=text", "")
 	if res.code != 503 || res.body != "maintenance" {
 		t.Fatalf("text form in maintenance: %d %q", res.code, res.body)
+	}
+}
+
+// A Docker check registers as on a Consul agent without Docker: shown with
+// type docker, and critical, since Tribune never runs its script.
+func TestAPIAgent_DockerCheckRegistersCritical(t *testing.T) {
+	t.Parallel()
+	cfg := agenttest.Config(t)
+	cfg.EnableScriptChecks = true
+	a := agenttest.Start(t, cfg)
+	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ag := c.Agent()
+	if err := ag.ServiceRegister(&api.AgentServiceRegistration{Name: "redis"}); err != nil {
+		t.Fatal(err)
+	}
+	err = ag.CheckRegister(&api.AgentCheckRegistration{Name: "redischeck", ServiceID: "redis",
+		AgentServiceCheck: api.AgentServiceCheck{DockerContainerID: "f972c95ebf0e", Args: []string{"/bin/true"},
+			Shell: "/bin/bash", Interval: "10s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks, err := ag.Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := checks["redischeck"]
+	if ch == nil || ch.ServiceID != "redis" || ch.Type != "docker" || ch.Status != api.HealthCritical || ch.Output == "" {
+		t.Fatalf("docker check = %+v", ch)
+	}
+	// Without args it is refused, as Consul refuses it.
+	err = ag.CheckRegister(&api.AgentCheckRegistration{Name: "bad", AgentServiceCheck: api.AgentServiceCheck{
+		DockerContainerID: "f972c95ebf0e", Interval: "10s"}})
+	if err == nil || !strings.Contains(err.Error(), "400") {
+		t.Fatalf("docker check without args: %v", err)
 	}
 }

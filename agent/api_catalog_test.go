@@ -515,3 +515,47 @@ func TestAPICatalog_NodeMetaAndTaggedAddresses(t *testing.T) {
 		t.Fatalf("node-meta without a key: %d %s", res.code, res.body)
 	}
 }
+
+// Answers the official client's own tests check word for word: an unknown
+// ?dc= on /v1/status, leader transfer and peer removal on a single server,
+// and ?filter= on /v1/catalog/services selecting instances.
+func TestAPI_StatusOperatorAndServicesFilter(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	wrong := &api.QueryOptions{Datacenter: "wrong_dc1"}
+	if _, err := c.Status().LeaderWithQueryOptions(wrong); err == nil || !strings.Contains(err.Error(), "No path to datacenter") {
+		t.Fatalf("leader of a wrong dc: %v", err)
+	}
+	if _, err := c.Status().PeersWithQueryOptions(wrong); err == nil || !strings.Contains(err.Error(), "No path to datacenter") {
+		t.Fatalf("peers of a wrong dc: %v", err)
+	}
+	tr, err := c.Operator().RaftLeaderTransfer("", nil)
+	if err == nil || !strings.Contains(err.Error(), "cannot find peer") || tr != nil {
+		t.Fatalf("leader transfer on a single server: %+v %v", tr, err)
+	}
+	err = c.Operator().RaftRemovePeerByAddress("nope", nil)
+	if err == nil || !strings.Contains(err.Error(), `address "nope" was not found in the Raft configuration`) {
+		t.Fatalf("remove unknown peer: %v", err)
+	}
+
+	for _, reg := range []*api.AgentServiceRegistration{
+		{ID: "foo-1", Name: "foo", Tags: []string{"b"}},
+		{ID: "bar-1", Name: "bar", Tags: []string{"a", "b"}},
+		{ID: "bar-2", Name: "bar", Tags: []string{"c"}},
+	} {
+		if err := c.Agent().ServiceRegister(reg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svcs, meta, err := c.Catalog().Services(&api.QueryOptions{Filter: "b in ServiceTags and a in ServiceTags"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(svcs) != 1 || !reflect.DeepEqual(svcs["bar"], []string{"a", "b"}) || meta.LastIndex == 0 {
+		t.Fatalf("filtered services = %v (index %d)", svcs, meta.LastIndex)
+	}
+	if _, _, err := c.Catalog().Services(&api.QueryOptions{Filter: "ServiceTags =="}); err == nil ||
+		!strings.Contains(err.Error(), "400") {
+		t.Fatalf("bad filter: %v", err)
+	}
+}

@@ -384,5 +384,5 @@ func (s *Server) RemovePeer(idOrAddr string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: no raft peer %q", catalog.ErrInvalidRequest, idOrAddr)
+	return fmt.Errorf("%w: id or address %q was not found in the Raft configuration", catalog.ErrInvalidRequest, idOrAddr)
 }

@@ -57,7 +57,15 @@ const (
 	OpRaftConfiguration = "raft-configuration"
 	OpRemovePeer        = "remove-peer"
 	OpAutopilotHealth   = "autopilot-health"
+	// OpTransferLeader hands leadership to another voter: the one whose
+	// Raft ID is Arg, or any up-to-date one when Arg is empty.
+	OpTransferLeader = "transfer-leader"
 )
+
+// TransferLeaderResult is /v1/operator/raft/transfer-leader's answer.
+type TransferLeaderResult struct {
+	Success bool
+}
 
 // OperatorRequest is an operator call; Arg is the peer for remove-peer.
 type OperatorRequest struct {
@@ -97,6 +105,11 @@ func (s *Server) Operator(ctx context.Context, req *OperatorRequest) (json.RawMe
 			return nil, err
 		}
 		out = true
+	case OpTransferLeader:
+		if err := s.transferLeader(ctx, req.Arg); err != nil {
+			return nil, err
+		}
+		out = TransferLeaderResult{Success: true}
 	case OpAutopilotHealth:
 		h, err := s.autopilotHealth()
 		if err != nil {
@@ -125,6 +138,42 @@ func (c *Client) Operator(ctx context.Context, req *OperatorRequest) (json.RawMe
 		return nil, err
 	}
 	return resp.Result, nil
+}
+
+// transferLeader hands leadership away from this server, to the voter with
+// Raft ID id when it is set. Raft refuses when there is no other voter
+// ("cannot find peer").
+func (s *Server) transferLeader(ctx context.Context, id string) error {
+	var f raft.Future
+	if id == "" {
+		f = s.raft.LeadershipTransfer()
+	} else {
+		cfg, err := s.raftConfiguration()
+		if err != nil {
+			return err
+		}
+		var addr string
+		for _, srv := range cfg.Servers {
+			if srv.ID == id {
+				addr = srv.Address
+			}
+		}
+		if addr == "" {
+			return fmt.Errorf("%w: id %q was not found in the Raft configuration", catalog.ErrInvalidRequest, id)
+		}
+		f = s.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("transfer leadership: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("transfer leadership: %w", ctx.Err())
+	}
 }
 
 // nodeNames maps Raft IDs to gossip member names.

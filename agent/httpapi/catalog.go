@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"sort"
 	"strings"
 
 	"github.com/tribune-mesh/tribune/acl"
@@ -126,6 +127,9 @@ func (h *Handler) catalogServices(w http.ResponseWriter, r *http.Request) (any, 
 	if err != nil {
 		return nil, err
 	}
+	if expr := r.URL.Query().Get("filter"); expr != "" {
+		return h.catalogServicesFiltered(r, authz, expr)
+	}
 	out := map[string][]string{}
 	for name, tags := range resp.Services {
 		if authz.ServiceRead(name) == acl.Allow {
@@ -133,6 +137,78 @@ func (h *Handler) catalogServices(w http.ResponseWriter, r *http.Request) (any, 
 		}
 	}
 	return out, nil
+}
+
+// catalogServicesFiltered answers /v1/catalog/services?filter=: as Consul
+// does, the expression selects service instances (by the fields of
+// /v1/catalog/service/<name>'s answer), and the answer lists the services
+// with a selected instance and the union of those instances' tags.
+func (h *Handler) catalogServicesFiltered(r *http.Request, authz acl.Authorizer, expr string) (any, error) {
+	opts, err := h.parseQueryOptions(r)
+	if err != nil {
+		return nil, err
+	}
+	meta, err := parseNodeMeta(r)
+	if err != nil {
+		return nil, err
+	}
+	names, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadServices, NodeMeta: meta,
+		Options: catalog.QueryOptions{AllowStale: opts.AllowStale, RequireConsistent: opts.RequireConsistent, Token: opts.Token}})
+	if err != nil {
+		return nil, err
+	}
+	var all []*catalogService
+	for name := range names.Services {
+		if authz.ServiceRead(name) != acl.Allow {
+			continue
+		}
+		resp, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadServiceInstances, Name: name, NodeMeta: meta,
+			Options: catalog.QueryOptions{AllowStale: opts.AllowStale, RequireConsistent: opts.RequireConsistent, Token: opts.Token}})
+		if err != nil {
+			return nil, err
+		}
+		for _, in := range resp.Instances {
+			if authz.NodeRead(in.Node.Node) == acl.Allow {
+				all = append(all, toCatalogService(in))
+			}
+		}
+	}
+	kept, err := filter(expr, all)
+	if err != nil {
+		return nil, err
+	}
+	tags := map[string]map[string]bool{}
+	for _, cs := range kept {
+		if tags[cs.ServiceName] == nil {
+			tags[cs.ServiceName] = map[string]bool{}
+		}
+		for _, t := range cs.ServiceTags {
+			tags[cs.ServiceName][t] = true
+		}
+	}
+	out := make(map[string][]string, len(tags))
+	for name, set := range tags {
+		list := make([]string, 0, len(set))
+		for t := range set {
+			list = append(list, t)
+		}
+		sort.Strings(list)
+		out[name] = list
+	}
+	return out, nil
+}
+
+// toCatalogService flattens an instance with its node.
+func toCatalogService(in *catalog.CheckServiceNode) *catalogService {
+	n, s := in.Node, in.Service
+	return &catalogService{
+		ID: n.ID, Node: n.Node, Address: n.Address, Datacenter: n.Datacenter,
+		TaggedAddresses: n.TaggedAddresses, NodeMeta: n.Meta, ServiceKind: s.Kind,
+		ServiceID: s.ID, ServiceName: s.Service, ServiceTags: nonNil(s.Tags), ServiceAddress: s.Address,
+		ServiceTaggedAddresses: s.TaggedAddresses, ServiceWeights: s.Weights, ServiceMeta: s.Meta,
+		ServicePort: s.Port, ServiceEnableTagOverride: s.EnableTagOverride, ServiceProxy: s.Proxy,
+		ServiceConnect: s.Connect, CreateIndex: s.CreateIndex, ModifyIndex: s.ModifyIndex,
+	}
 }
 
 func (h *Handler) catalogService(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -156,15 +232,7 @@ func (h *Handler) catalogService(w http.ResponseWriter, r *http.Request) (any, e
 		if authz.NodeRead(in.Node.Node) != acl.Allow {
 			continue
 		}
-		n, s := in.Node, in.Service
-		out = append(out, &catalogService{
-			ID: n.ID, Node: n.Node, Address: n.Address, Datacenter: n.Datacenter,
-			TaggedAddresses: n.TaggedAddresses, NodeMeta: n.Meta, ServiceKind: s.Kind,
-			ServiceID: s.ID, ServiceName: s.Service, ServiceTags: nonNil(s.Tags), ServiceAddress: s.Address,
-			ServiceTaggedAddresses: s.TaggedAddresses, ServiceWeights: s.Weights, ServiceMeta: s.Meta,
-			ServicePort: s.Port, ServiceEnableTagOverride: s.EnableTagOverride, ServiceProxy: s.Proxy,
-			ServiceConnect: s.Connect, CreateIndex: s.CreateIndex, ModifyIndex: s.ModifyIndex,
-		})
+		out = append(out, toCatalogService(in))
 	}
 	sortNear(h.nearSorter(r.Context(), r), out, func(c *catalogService) string { return c.Node })
 	return filter(r.URL.Query().Get("filter"), out)
@@ -319,12 +387,27 @@ func (h *Handler) healthService(w http.ResponseWriter, r *http.Request) (any, er
 
 // ---- status ----
 
+// checkDC refuses a ?dc= naming another datacenter, as Consul answers when
+// it has no route to it.
+func (h *Handler) checkDC(r *http.Request) error {
+	if dc := r.URL.Query().Get("dc"); dc != "" && dc != h.agent.cfg.Datacenter {
+		return &httpError{code: http.StatusInternalServerError, msg: "No path to datacenter"}
+	}
+	return nil
+}
+
 func (h *Handler) statusLeader(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := h.checkDC(r); err != nil {
+		return nil, err
+	}
 	leader, _, err := h.agent.status(r.Context())
 	return leader, err
 }
 
 func (h *Handler) statusPeers(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := h.checkDC(r); err != nil {
+		return nil, err
+	}
 	_, peers, err := h.agent.status(r.Context())
 	if err != nil {
 		return nil, err

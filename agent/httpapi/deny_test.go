@@ -200,6 +200,7 @@ func TestDenyingAuthorizer(t *testing.T) {
 		{"GET", "/v1/operator/raft/configuration", "", 403, "", false},
 		{"DELETE", "/v1/operator/raft/peer?id=x", "", 403, "", false},
 		{"GET", "/v1/operator/autopilot/health", "", 403, "", false},
+		{"POST", "/v1/operator/raft/transfer-leader", "", 403, "", false},
 		{"GET", "/v1/operator/keyring", "", 403, "", false},
 		{"POST", "/v1/operator/keyring", `{"Key":"x"}`, 403, "", false},
 		{"PUT", "/v1/operator/keyring", `{"Key":"x"}`, 403, "", false},

@@ -33,6 +33,9 @@ func (h *Handler) operator(op string, write bool) handlerFunc {
 				return nil, badRequest("Must specify either ?id with the server's ID or ?address with IP:port of peer to remove")
 			}
 		}
+		if op == server.OpTransferLeader {
+			req.Arg = r.URL.Query().Get("id")
+		}
 		res, err := h.agent.backend.Operator(r.Context(), req)
 		if err != nil {
 			return nil, err

@@ -84,7 +84,7 @@ func (l *State) CheckFromDefinition(d *config.CheckDefinition, serviceID string,
 		serviceID = d.ServiceID
 	}
 	if d.DockerContainerID != "" {
-		return nil, invalid("Check %q: Docker checks are not supported", d.ID)
+		return l.dockerCheck(d, serviceID, fromConfig)
 	}
 	if d.TTL < 0 {
 		return nil, invalid("Check %q: TTL must be positive", d.ID)
@@ -150,4 +150,31 @@ func (l *State) CheckFromDefinition(d *config.CheckDefinition, serviceID string,
 		lc.Probe = &p
 	}
 	return lc, nil
+}
+
+// dockerUnavailable is the output of every Docker check: Tribune does not
+// talk to a Docker daemon.
+const dockerUnavailable = "Docker checks are not run by this agent: no Docker client"
+
+// dockerCheck registers a Docker check as Consul does on a machine without
+// Docker: the definition is accepted under the same rules (scripts enabled,
+// an interval) and shown with type "docker", and the check is critical with
+// an output that says why, since its script never runs.
+func (l *State) dockerCheck(d *config.CheckDefinition, serviceID string, fromConfig bool) (*Check, error) {
+	if !l.scripts && !(fromConfig && l.localScripts) {
+		return nil, invalid("Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true")
+	}
+	if len(d.ScriptArgs) == 0 {
+		return nil, invalid("Check %q: a Docker check needs args", d.ID)
+	}
+	if d.Interval <= 0 {
+		return nil, invalid("Check %q: Interval must be > 0 for a Docker check", d.ID)
+	}
+	hc := &catalog.HealthCheck{
+		Node: l.node.Name, CheckID: d.ID, Name: d.Name, Status: catalog.HealthCritical, Notes: d.Notes,
+		Output: dockerUnavailable, ServiceID: serviceID, Type: "docker", ServiceTags: []string{},
+		Interval: d.Interval.String(),
+	}
+	hc.Definition.Interval = hc.Interval
+	return &Check{Health: hc, DeregisterAfter: d.DeregisterCriticalServiceAfter}, nil
 }
