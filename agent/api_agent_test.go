@@ -672,3 +672,45 @@ func TestAPIAgent_DockerCheckRegistersCritical(t *testing.T) {
 		t.Fatalf("docker check without args: %v", err)
 	}
 }
+
+// /v1/agent/service/<id> blocks on ?hash= until the definition changes (the
+// agent_service watch of the official client relies on it), and returns the
+// same hash when the wait ends without a change.
+func TestAPIAgent_ServiceBlocksOnHash(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	ag := c.Agent()
+	reg := &api.AgentServiceRegistration{Name: "web", Port: 8080}
+	if err := ag.ServiceRegister(reg); err != nil {
+		t.Fatal(err)
+	}
+	_, meta, err := ag.Service("web", nil)
+	if err != nil || meta.LastContentHash == "" {
+		t.Fatalf("first read: %+v %v", meta, err)
+	}
+	first := meta.LastContentHash
+
+	idle := recvBlock(t, goBlock(func() (*api.AgentService, *api.QueryMeta, error) {
+		return ag.Service("web", &api.QueryOptions{WaitHash: first, WaitTime: 300 * time.Millisecond})
+	}), 10*time.Second)
+	if idle.meta.LastContentHash != first || idle.elapsed < 250*time.Millisecond {
+		t.Fatalf("unchanged wait: hash %q after %v", idle.meta.LastContentHash, idle.elapsed)
+	}
+
+	ch := goBlock(func() (*api.AgentService, *api.QueryMeta, error) {
+		return ag.Service("web", &api.QueryOptions{WaitHash: first, WaitTime: time.Minute})
+	})
+	select {
+	case r := <-ch:
+		t.Fatalf("returned before any change: %+v %v", r.val, r.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	reg.Port = 9090
+	if err := ag.ServiceRegister(reg); err != nil {
+		t.Fatal(err)
+	}
+	got := recvBlock(t, ch, 10*time.Second)
+	if got.val.Port != 9090 || got.meta.LastContentHash == first {
+		t.Fatalf("after the change: port %d hash %q", got.val.Port, got.meta.LastContentHash)
+	}
+}

@@ -2,6 +2,10 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -101,20 +105,70 @@ func (h *Handler) agentServices(w http.ResponseWriter, r *http.Request) (any, er
 	return out, nil
 }
 
+// Hash-based blocking on the agent's own state, which has no Raft index.
+const (
+	// defaultHashWait and maxHashWait bound a ?hash= wait as Consul's
+	// blocking queries are bounded.
+	defaultHashWait = 5 * time.Minute
+	maxHashWait     = 10 * time.Minute
+)
+
+// contentHash is the X-Consul-ContentHash of a value: a hash of its JSON.
+func contentHash(v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("hash response: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8]), nil
+}
+
+// agentService serves GET /v1/agent/service/<id>, blocking with ?hash= (and
+// ?wait=) until the service's definition hashes differently, as Consul does
+// for agent-local state. X-Consul-ContentHash carries the hash.
 func (h *Handler) agentService(w http.ResponseWriter, r *http.Request) (any, error) {
 	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/service/")
 	authz, err := h.authorize(r)
 	if err != nil {
 		return nil, err
 	}
-	s := h.agent.local.Service(id)
-	if s == nil {
-		return nil, notFound("unknown service ID: %s", id)
+	q := r.URL.Query()
+	wait := defaultHashWait
+	if v := q.Get("wait"); v != "" {
+		if wait, err = parseWait(v); err != nil {
+			return nil, badRequest("Invalid wait time: %q", v)
+		}
+		wait = min(wait, maxHashWait)
 	}
-	if authz.ServiceRead(s.Service) != acl.Allow {
-		return nil, errPermissionDenied
+	want := q.Get("hash")
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		changed := h.agent.local.Changed()
+		s := h.agent.local.Service(id)
+		if s == nil {
+			return nil, notFound("unknown service ID: %s", id)
+		}
+		if authz.ServiceRead(s.Service) != acl.Allow {
+			return nil, errPermissionDenied
+		}
+		sum, err := contentHash(s)
+		if err != nil {
+			return nil, err
+		}
+		if want == "" || sum != want {
+			w.Header().Set("X-Consul-ContentHash", sum)
+			return s, nil
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			w.Header().Set("X-Consul-ContentHash", sum)
+			return s, nil
+		case <-r.Context().Done():
+			return nil, fmt.Errorf("wait for service %s: %w", id, r.Context().Err())
+		}
 	}
-	return s, nil
 }
 
 func (h *Handler) agentChecks(w http.ResponseWriter, r *http.Request) (any, error) {

@@ -154,6 +154,8 @@ type State struct {
 	// (and replaced) whenever syncedGen grows.
 	changeGen, syncedGen uint64
 	syncedCh             chan struct{}
+	// changeCh is closed (and replaced) at every local change.
+	changeCh chan struct{}
 	// running is true while Run syncs; WaitSync does not wait without it.
 	running bool
 }
@@ -198,6 +200,7 @@ func New(cfg Config) *State {
 		removedChecks:   map[string]bool{},
 		triggerCh:       make(chan struct{}, 1),
 		syncedCh:        make(chan struct{}),
+		changeCh:        make(chan struct{}),
 	}
 }
 
@@ -205,11 +208,22 @@ func New(cfg Config) *State {
 func (l *State) trigger() {
 	l.syncMu.Lock()
 	l.changeGen++
+	close(l.changeCh)
+	l.changeCh = make(chan struct{})
 	l.syncMu.Unlock()
 	select {
 	case l.triggerCh <- struct{}{}:
 	default:
 	}
+}
+
+// Changed returns a channel closed at the next change of a local service
+// or check (registration, removal, status or output), for readers that
+// block on the agent's own state.
+func (l *State) Changed() <-chan struct{} {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	return l.changeCh
 }
 
 // AddService adds or replaces a local service and its checks.
