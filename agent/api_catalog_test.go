@@ -559,3 +559,64 @@ func TestAPI_StatusOperatorAndServicesFilter(t *testing.T) {
 		t.Fatalf("bad filter: %v", err)
 	}
 }
+
+// Autopilot configuration is stored through Raft: GET shows the server's
+// defaults until a PUT, ?cas= compares ModifyIndex; autopilot state lists
+// this server by its ID.
+func TestAPIOperator_AutopilotConfigurationAndState(t *testing.T) {
+	t.Parallel()
+	a, c := startAPI(t)
+	op := c.Operator()
+	conf, err := op.AutopilotGetConfiguration(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !conf.CleanupDeadServers || conf.ServerStabilizationTime == nil || conf.ServerStabilizationTime.Duration() <= 0 {
+		t.Fatalf("default configuration %+v", conf)
+	}
+	if ok, err := op.AutopilotCASConfiguration(&api.AutopilotConfiguration{ModifyIndex: conf.ModifyIndex - 1}, nil); err != nil || ok {
+		t.Fatalf("CAS with a stale index = %v, %v", ok, err)
+	}
+	if ok, err := op.AutopilotCASConfiguration(&api.AutopilotConfiguration{CleanupDeadServers: false,
+		ModifyIndex: conf.ModifyIndex}, nil); err != nil || !ok {
+		t.Fatalf("CAS with the current index = %v, %v", ok, err)
+	}
+	conf2, err := op.AutopilotGetConfiguration(nil)
+	if err != nil || conf2.CleanupDeadServers || conf2.ModifyIndex == 0 {
+		t.Fatalf("after CAS: %+v %v", conf2, err)
+	}
+	if ok, err := op.AutopilotCASConfiguration(&api.AutopilotConfiguration{CleanupDeadServers: true,
+		ModifyIndex: conf.ModifyIndex}, nil); err != nil || ok {
+		t.Fatalf("second CAS with the old index = %v, %v", ok, err)
+	}
+	if err := op.AutopilotSetConfiguration(&api.AutopilotConfiguration{CleanupDeadServers: true,
+		LastContactThreshold: api.NewReadableDuration(time.Second)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	conf3, err := op.AutopilotGetConfiguration(nil)
+	if err != nil || !conf3.CleanupDeadServers || conf3.LastContactThreshold.Duration() != time.Second {
+		t.Fatalf("after set: %+v %v", conf3, err)
+	}
+	res := httpString(t, a, "PUT", "/v1/operator/autopilot/configuration", `{"LastContactThreshold":"soon"}`)
+	if res.code != 400 {
+		t.Fatalf("bad duration: %d %s", res.code, res.body)
+	}
+
+	self, err := c.Agent().Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := self["Config"]["NodeID"].(string)
+	name, _ := self["Config"]["NodeName"].(string)
+	wait.For(t, 10*time.Second, func() error {
+		st, err := op.AutopilotState(nil)
+		if err != nil {
+			return err
+		}
+		srv, ok := st.Servers[id]
+		if !ok || !srv.Healthy || srv.Name != name || st.Leader != id || srv.Status != api.AutopilotServerLeader {
+			return fmt.Errorf("autopilot state %+v", st)
+		}
+		return nil
+	})
+}

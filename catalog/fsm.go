@@ -24,6 +24,13 @@ const (
 	CmdCoordinate CommandType = 6
 	// CmdPreparedQuery carries a PreparedQueryRequest.
 	CmdPreparedQuery CommandType = 7
+
+	// Operator state uses 40-49.
+
+	// CmdAutopilotConfig carries an AutopilotConfigRequest; the FSM
+	// answers a KVResult (the same CAS outcome the RPC layer already
+	// carries): OK when it was stored, not OK for a failed CAS, or Err.
+	CmdAutopilotConfig CommandType = 40
 )
 
 // Encode returns the log entry for a command: its type byte and its JSON body.
@@ -37,7 +44,8 @@ func Encode(t CommandType, body any) ([]byte, error) {
 	return append(out, b...), nil
 }
 
-// KVResult is the FSM's response to a CmdKV entry.
+// KVResult is the FSM's response to a CmdKV entry (and to a
+// CmdAutopilotConfig one).
 type KVResult struct {
 	OK  bool
 	Err error
@@ -149,6 +157,13 @@ func (f *FSM) applyCommand(idx uint64, t CommandType, body []byte) any {
 			return fmt.Errorf("decode prepared query at %d: %w", idx, err)
 		}
 		return f.store.PreparedQueryApply(idx, &req)
+	case CmdAutopilotConfig:
+		var req AutopilotConfigRequest
+		if err := json.Unmarshal(body, &req); err != nil {
+			return fmt.Errorf("decode autopilot config at %d: %w", idx, err)
+		}
+		ok, err := f.store.AutopilotConfigSet(idx, &req)
+		return KVResult{OK: ok, Err: err}
 	case CmdSession:
 		var req SessionRequest
 		if err := json.Unmarshal(body, &req); err != nil {
@@ -173,6 +188,7 @@ type snapshotRecord struct {
 	D *CoordinateEntry `json:",omitempty"`
 	Q *PreparedQuery   `json:",omitempty"`
 	I *indexEntry      `json:",omitempty"`
+	A *autopilotRow    `json:",omitempty"`
 }
 
 // snapshotMagic starts every snapshot so that a foreign file is refused.
@@ -205,7 +221,8 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 	if err := enc.Encode(snapshotMagic); err != nil {
 		return fmt.Errorf("write snapshot header: %w", err)
 	}
-	tables := []string{tableIndex, tableNodes, tableServices, tableChecks, tableKVs, tableSessions, tableSessChks, tableCoords, tablePreparedQueries}
+	tables := []string{tableIndex, tableNodes, tableServices, tableChecks, tableKVs, tableSessions, tableSessChks, tableCoords, tablePreparedQueries,
+		tableAutopilot}
 	for _, t := range tables {
 		it, err := txn.Get(t, "id")
 		if err != nil {
@@ -232,6 +249,8 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 				rec.D = v
 			case *PreparedQuery:
 				rec.Q = v
+			case *autopilotRow:
+				rec.A = v
 			}
 			if err := enc.Encode(&rec); err != nil {
 				return fmt.Errorf("write snapshot record: %w", err)
@@ -311,6 +330,8 @@ func (s *Store) Restore(r io.Reader) error {
 			row = rec.D
 		case rec.T == tablePreparedQueries && rec.Q != nil:
 			row = rec.Q
+		case rec.T == tableAutopilot && rec.A != nil && rec.A.Config != nil:
+			row = rec.A
 		default:
 			return fmt.Errorf("%w: bad record for table %q", ErrBadSnapshot, rec.T)
 		}

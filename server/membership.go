@@ -178,7 +178,8 @@ func (s *Server) reconcileAll(ctx context.Context) {
 // the Raft configuration, as long as at least min_quorum (and never fewer
 // than three) voters remain, so the cluster keeps its fault tolerance.
 func (s *Server) cleanupDeadServers(members map[string]gossip.Member) {
-	if !s.config.CleanupDeadServers {
+	cleanup, stabilization, minQuorum := s.autopilotSettings()
+	if !cleanup {
 		return
 	}
 	f := s.raft.GetConfiguration()
@@ -200,11 +201,11 @@ func (s *Server) cleanupDeadServers(members map[string]gossip.Member) {
 		if !ok || m.Status != gossip.StatusFailed {
 			continue
 		}
-		if since := s.failedSince(m.Name); !since.IsZero() && time.Since(since) > s.config.ServerStabilizationTime {
+		if since := s.failedSince(m.Name); !since.IsZero() && time.Since(since) > stabilization {
 			dead = append(dead, srv)
 		}
 	}
-	floor := max(3, s.config.MinQuorum)
+	floor := max(3, minQuorum)
 	for _, srv := range dead {
 		if voters-1 < floor {
 			return
