@@ -620,3 +620,38 @@ func TestAPIOperator_AutopilotConfigurationAndState(t *testing.T) {
 		return nil
 	})
 }
+
+// A check registered through the catalog without a type gets the type of
+// the probe its definition names, and a session answers its node checks in
+// NodeChecks only (the deprecated Checks list is an input).
+func TestAPICatalog_CheckTypeAndSessionChecks(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	_, err := c.Catalog().Register(&api.CatalogRegistration{Node: "foo", Address: "2.2.2.2", Checks: api.HealthChecks{
+		{CheckID: "tcp", Status: api.HealthCritical, Definition: api.HealthCheckDefinition{TCP: "1.1.1.1:80"}},
+		{CheckID: "udp", Status: api.HealthPassing, Type: "udp", Definition: api.HealthCheckDefinition{UDP: "1.1.1.1:53"}},
+		{CheckID: "alive", Status: api.HealthPassing},
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks, _, err := c.Health().Node("foo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]string{}
+	for _, ch := range checks {
+		types[ch.CheckID] = ch.Type
+	}
+	if !reflect.DeepEqual(types, map[string]string{"tcp": "tcp", "udp": "udp", "alive": ""}) {
+		t.Fatalf("check types = %v", types)
+	}
+	id, _, err := c.Session().Create(&api.SessionEntry{Node: "foo", NodeChecks: []string{"alive"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _, err := c.Session().Info(id, nil)
+	if err != nil || info == nil || info.Checks != nil || !reflect.DeepEqual(info.NodeChecks, []string{"alive"}) {
+		t.Fatalf("session = %+v, %v", info, err)
+	}
+}

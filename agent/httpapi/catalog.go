@@ -68,10 +68,33 @@ func (h *Handler) catalogRegister(w http.ResponseWriter, r *http.Request) (any, 
 	if req.Datacenter == "" {
 		req.Datacenter = h.agent.cfg.Datacenter
 	}
+	setCheckType(req.Check)
+	for _, c := range req.Checks {
+		setCheckType(c)
+	}
 	if _, err := h.apply(r.Context(), catalog.CmdRegister, &req); err != nil {
 		return nil, err
 	}
 	return true, nil
+}
+
+// setCheckType names the type of a check registered through the catalog
+// without one from the probe its definition describes, as Consul shows it.
+func setCheckType(c *catalog.HealthCheck) {
+	if c == nil || c.Type != "" {
+		return
+	}
+	d := c.Definition
+	switch {
+	case d.HTTP != "":
+		c.Type = "http"
+	case d.TCP != "":
+		c.Type = "tcp"
+	case d.UDP != "":
+		c.Type = "udp"
+	case d.GRPC != "":
+		c.Type = "grpc"
+	}
 }
 
 func (h *Handler) catalogDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
