@@ -714,3 +714,32 @@ func TestAPIAgent_ServiceBlocksOnHash(t *testing.T) {
 		t.Fatalf("after the change: port %d hash %q", got.val.Port, got.meta.LastContentHash)
 	}
 }
+
+// ?replace-existing-checks drops the checks a re-registered service no
+// longer names; without it they stay.
+func TestAPIAgent_ReplaceExistingChecks(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	ag := c.Agent()
+	reg := &api.AgentServiceRegistration{ID: "foo", Name: "foo", Port: 8000, Check: &api.AgentServiceCheck{TTL: "15s"}}
+	if err := ag.ServiceRegister(reg); err != nil {
+		t.Fatal(err)
+	}
+	plain := &api.AgentServiceRegistration{ID: "foo", Name: "foo", Port: 9000}
+	if err := ag.ServiceRegister(plain); err != nil {
+		t.Fatal(err)
+	}
+	if checks, err := ag.Checks(); err != nil || checks["service:foo"] == nil {
+		t.Fatalf("check gone without replace-existing-checks: %v %v", checks, err)
+	}
+	if err := ag.ServiceRegisterOpts(plain, api.ServiceRegisterOpts{ReplaceExistingChecks: true}); err != nil {
+		t.Fatal(err)
+	}
+	if checks, err := ag.Checks(); err != nil || len(checks) != 0 {
+		t.Fatalf("checks after replace-existing-checks: %v %v", checks, err)
+	}
+	// The catalog follows: the answer came after the sync.
+	if hc, _, err := c.Health().Checks("foo", nil); err != nil || len(hc) != 0 {
+		t.Fatalf("catalog checks of foo: %+v %v", hc, err)
+	}
+}

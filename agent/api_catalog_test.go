@@ -631,6 +631,7 @@ func TestAPICatalog_CheckTypeAndSessionChecks(t *testing.T) {
 		{CheckID: "tcp", Status: api.HealthCritical, Definition: api.HealthCheckDefinition{TCP: "1.1.1.1:80"}},
 		{CheckID: "udp", Status: api.HealthPassing, Type: "udp", Definition: api.HealthCheckDefinition{UDP: "1.1.1.1:53"}},
 		{CheckID: "alive", Status: api.HealthPassing},
+		{Name: "named-only", Status: api.HealthPassing},
 	}}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -643,7 +644,7 @@ func TestAPICatalog_CheckTypeAndSessionChecks(t *testing.T) {
 	for _, ch := range checks {
 		types[ch.CheckID] = ch.Type
 	}
-	if !reflect.DeepEqual(types, map[string]string{"tcp": "tcp", "udp": "udp", "alive": ""}) {
+	if !reflect.DeepEqual(types, map[string]string{"tcp": "tcp", "udp": "udp", "alive": "", "named-only": ""}) {
 		t.Fatalf("check types = %v", types)
 	}
 	id, _, err := c.Session().Create(&api.SessionEntry{Node: "foo", NodeChecks: []string{"alive"}}, nil)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,7 +44,15 @@ func (h *Handler) agentServiceRegister(w http.ResponseWriter, r *http.Request) (
 	if authz.ServiceWrite(def.Name) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	if err := h.agent.local.AddServiceDefinition(def, false); err != nil {
+	rv, replace := r.URL.Query()["replace-existing-checks"]
+	if replace && len(rv) > 0 && rv[0] != "" {
+		on, err := strconv.ParseBool(rv[0])
+		if err != nil {
+			return nil, badRequest("Invalid value for replace-existing-checks: %q", rv[0])
+		}
+		replace = on
+	}
+	if err := h.agent.local.AddServiceDefinitionReplacing(def, false, replace); err != nil {
 		return nil, err
 	}
 	h.waitSync(r)

@@ -79,9 +79,17 @@ func (h *Handler) catalogRegister(w http.ResponseWriter, r *http.Request) (any, 
 }
 
 // setCheckType names the type of a check registered through the catalog
-// without one from the probe its definition describes, as Consul shows it.
+// without one from the probe its definition describes, as Consul shows it,
+// and gives a check with only a name that name as its ID.
 func setCheckType(c *catalog.HealthCheck) {
-	if c == nil || c.Type != "" {
+	if c == nil {
+		return
+	}
+	if c.CheckID == "" {
+		// As Consul does, a check given only a name is known by it.
+		c.CheckID = c.Name
+	}
+	if c.Type != "" {
 		return
 	}
 	d := c.Definition

@@ -12,6 +12,13 @@ import (
 // file when fromConfig, else from the API) with its checks. What cannot be
 // registered as given is an error wrapping ErrInvalid.
 func (l *State) AddServiceDefinition(def *config.ServiceDefinition, fromConfig bool) error {
+	return l.AddServiceDefinitionReplacing(def, fromConfig, false)
+}
+
+// AddServiceDefinitionReplacing is AddServiceDefinition that, when
+// replaceChecks is set (?replace-existing-checks), also removes the checks
+// the service had that the new definition does not name.
+func (l *State) AddServiceDefinitionReplacing(def *config.ServiceDefinition, fromConfig, replaceChecks bool) error {
 	if def.Name == "" {
 		return invalid("Missing service name")
 	}
@@ -63,7 +70,24 @@ func (l *State) AddServiceDefinition(def *config.ServiceDefinition, fromConfig b
 		c.Health.ServiceTags = svc.Tags
 		checks = append(checks, c)
 	}
+	var stale []string
+	if replaceChecks {
+		keep := map[string]bool{}
+		for _, c := range checks {
+			keep[c.Health.CheckID] = true
+		}
+		l.mu.Lock()
+		for id, c := range l.checks {
+			if c.Health.ServiceID == svc.ID && !keep[id] {
+				stale = append(stale, id)
+			}
+		}
+		l.mu.Unlock()
+	}
 	l.AddService(svc, checks)
+	for _, id := range stale {
+		l.RemoveCheck(id)
+	}
 	return nil
 }
 
