@@ -684,9 +684,9 @@ func TestAPIAgent_ServiceBlocksOnHash(t *testing.T) {
 	if err := ag.ServiceRegister(reg); err != nil {
 		t.Fatal(err)
 	}
-	_, meta, err := ag.Service("web", nil)
-	if err != nil || meta.LastContentHash == "" {
-		t.Fatalf("first read: %+v %v", meta, err)
+	svc, meta, err := ag.Service("web", nil)
+	if err != nil || meta.LastContentHash == "" || svc.ContentHash != meta.LastContentHash {
+		t.Fatalf("first read: %+v %+v %v", svc, meta, err)
 	}
 	first := meta.LastContentHash
 

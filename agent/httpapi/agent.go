@@ -132,6 +132,14 @@ func contentHash(v any) (string, error) {
 	return hex.EncodeToString(sum[:8]), nil
 }
 
+// agentServiceJSON is /v1/agent/service/<id>'s answer: the service with the
+// hash a watch blocks on (the client's agent_service watch reads it from the
+// body, not the header).
+type agentServiceJSON struct {
+	*catalog.Service
+	ContentHash string
+}
+
 // agentService serves GET /v1/agent/service/<id>, blocking with ?hash= (and
 // ?wait=) until the service's definition hashes differently, as Consul does
 // for agent-local state. X-Consul-ContentHash carries the hash.
@@ -167,13 +175,13 @@ func (h *Handler) agentService(w http.ResponseWriter, r *http.Request) (any, err
 		}
 		if want == "" || sum != want {
 			w.Header().Set("X-Consul-ContentHash", sum)
-			return s, nil
+			return agentServiceJSON{Service: s, ContentHash: sum}, nil
 		}
 		select {
 		case <-changed:
 		case <-timer.C:
 			w.Header().Set("X-Consul-ContentHash", sum)
-			return s, nil
+			return agentServiceJSON{Service: s, ContentHash: sum}, nil
 		case <-r.Context().Done():
 			return nil, fmt.Errorf("wait for service %s: %w", id, r.Context().Err())
 		}
