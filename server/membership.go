@@ -289,6 +289,11 @@ func (s *Server) ensureSerfHealth(ctx context.Context, m gossip.Member, status, 
 		if node.ID != "" {
 			req.ID = node.ID
 		}
+	} else {
+		// The agent may register its node (with its meta and tagged
+		// addresses) between this read and the apply: create the node
+		// only if it is still missing then, rather than overwrite it.
+		req.SkipNodeUpdate = true
 	}
 	return s.applyErr(ctx, catalog.CmdRegister, req)
 }
