@@ -3,6 +3,7 @@ package agent_test
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -741,5 +742,25 @@ func TestAPIAgent_ReplaceExistingChecks(t *testing.T) {
 	// The catalog follows: the answer came after the sync.
 	if hc, _, err := c.Health().Checks("foo", nil); err != nil || len(hc) != 0 {
 		t.Fatalf("catalog checks of foo: %+v %v", hc, err)
+	}
+}
+
+// /v1/agent/host describes the machine with the time of collection.
+func TestAPIAgent_Host(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	host, err := c.Agent().Host()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host["CollectionTime"] == nil || host["Host"] == nil || host["CPU"] == nil {
+		t.Fatalf("host = %v", host)
+	}
+	if errs, _ := host["Errors"].([]any); len(errs) != 0 && runtime.GOOS == "linux" {
+		t.Fatalf("errors collecting host facts on linux: %v", errs)
+	}
+	mem, _ := host["Memory"].(map[string]any)
+	if total, _ := mem["total"].(float64); runtime.GOOS == "linux" && total <= 0 {
+		t.Fatalf("memory = %v", mem)
 	}
 }
