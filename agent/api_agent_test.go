@@ -764,3 +764,32 @@ func TestAPIAgent_Host(t *testing.T) {
 		t.Fatalf("memory = %v", mem)
 	}
 }
+
+// /debug/pprof/* answers Go's profiles with enable_debug, and does not exist
+// without it (ACLs off).
+func TestAPIAgent_DebugPprof(t *testing.T) {
+	t.Parallel()
+	cfg := agenttest.Config(t)
+	cfg.EnableDebug = true
+	a := agenttest.Start(t, cfg)
+	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	heap, err := c.Debug().Heap()
+	if err != nil || len(heap) == 0 {
+		t.Fatalf("heap: %d bytes, %v", len(heap), err)
+	}
+	gr, err := c.Debug().Goroutine()
+	if err != nil || len(gr) == 0 {
+		t.Fatalf("goroutine: %d bytes, %v", len(gr), err)
+	}
+	if res := httpString(t, a, "GET", "/debug/pprof/profile?seconds=100000", ""); res.code != 400 {
+		t.Fatalf("unbounded profile: %d %s", res.code, res.body)
+	}
+
+	off, _ := startAPI(t)
+	if res := httpString(t, off, "GET", "/debug/pprof/heap", ""); res.code != 404 {
+		t.Fatalf("heap without enable_debug: %d", res.code)
+	}
+}

@@ -156,6 +156,7 @@ func TestDenyingAuthorizer(t *testing.T) {
 		{"PUT", "/v1/agent/check/update/node-check", `{"Status":"critical","Output":"x"}`, 403, "", false},
 		{"GET", "/v1/agent/health/service/id/web-1", "", 403, "", false},
 		{"GET", "/v1/agent/host", "", 403, "", false},
+		{"GET", "/debug/pprof/heap", "", 403, "", false},
 		{"GET", "/v1/agent/health/service/name/" + serviceName, "", 403, "", false},
 		// catalog and health
 		{"PUT", "/v1/catalog/register", `{"Node":"node-2","Address":"10.0.0.2"}`, 403, "", false},
