@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/hashicorp/serf/coordinate"
 
 	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/test/wait"
@@ -654,5 +655,30 @@ func TestAPICatalog_CheckTypeAndSessionChecks(t *testing.T) {
 	info, _, err := c.Session().Info(id, nil)
 	if err != nil || info == nil || info.Checks != nil || !reflect.DeepEqual(info.NodeChecks, []string{"alive"}) {
 		t.Fatalf("session = %+v, %v", info, err)
+	}
+}
+
+// PUT /v1/coordinate/update sets a node's coordinate, which
+// /v1/coordinate/node/<node> then answers; a coordinate of the wrong
+// dimensionality is refused.
+func TestAPICoordinate_Update(t *testing.T) {
+	t.Parallel()
+	a, c := startAPI(t)
+	if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: "foo", Address: "1.1.1.1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	coord := coordinate.NewCoordinate(coordinate.DefaultConfig())
+	coord.Height = 0.5
+	entry := &api.CoordinateEntry{Node: "foo", Coord: coord}
+	if _, err := c.Coordinate().Update(entry, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := c.Coordinate().Node("foo", nil)
+	if err != nil || len(got) != 1 || !reflect.DeepEqual(got[0].Coord, coord) {
+		t.Fatalf("coordinate of foo = %+v, %v", got, err)
+	}
+	res := httpString(t, a, "PUT", "/v1/coordinate/update", `{"Node":"foo","Coord":{"Vec":[1,2],"Error":1,"Height":0.1}}`)
+	if res.code != 400 {
+		t.Fatalf("two-dimensional coordinate: %d %s", res.code, res.body)
 	}
 }
