@@ -3,6 +3,7 @@ package agent_test
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -791,5 +792,28 @@ func TestAPIAgent_DebugPprof(t *testing.T) {
 	off, _ := startAPI(t)
 	if res := httpString(t, off, "GET", "/debug/pprof/heap", ""); res.code != 404 {
 		t.Fatalf("heap without enable_debug: %d", res.code)
+	}
+}
+
+// A service's socket path and locality (Consul 1.16 fields) are kept by the
+// agent and reach the catalog.
+func TestAPIAgent_ServiceSocketPathAndLocality(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	loc := &api.Locality{Region: "us-west-1", Zone: "us-west-1a"}
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "foo1", Name: "foo", Tags: []string{"bar"},
+		SocketPath: "/tmp/foo.sock", Locality: loc}); err != nil {
+		t.Fatal(err)
+	}
+	svcs, err := c.Agent().Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := svcs["foo1"]; s == nil || s.SocketPath != "/tmp/foo.sock" || !reflect.DeepEqual(s.Locality, loc) || s.Address != "" {
+		t.Fatalf("agent service = %+v", s)
+	}
+	cs, _, err := c.Catalog().Service("foo", "bar", nil)
+	if err != nil || len(cs) != 1 || !reflect.DeepEqual(cs[0].ServiceLocality, loc) {
+		t.Fatalf("catalog service = %+v, %v", cs, err)
 	}
 }

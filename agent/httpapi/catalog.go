@@ -29,8 +29,10 @@ type catalogService struct {
 	ServiceMeta              map[string]string
 	ServicePort              int
 	ServiceEnableTagOverride bool
-	ServiceProxy             map[string]any `json:",omitempty"`
-	ServiceConnect           map[string]any `json:",omitempty"`
+	ServiceProxy             map[string]any    `json:",omitempty"`
+	ServiceConnect           map[string]any    `json:",omitempty"`
+	ServiceSocketPath        string            `json:",omitempty"`
+	ServiceLocality          *catalog.Locality `json:",omitempty" bexpr:"-"`
 	CreateIndex              uint64
 	ModifyIndex              uint64
 }
@@ -238,7 +240,8 @@ func toCatalogService(in *catalog.CheckServiceNode) *catalogService {
 		ServiceID: s.ID, ServiceName: s.Service, ServiceTags: nonNil(s.Tags), ServiceAddress: s.Address,
 		ServiceTaggedAddresses: s.TaggedAddresses, ServiceWeights: s.Weights, ServiceMeta: s.Meta,
 		ServicePort: s.Port, ServiceEnableTagOverride: s.EnableTagOverride, ServiceProxy: s.Proxy,
-		ServiceConnect: s.Connect, CreateIndex: s.CreateIndex, ModifyIndex: s.ModifyIndex,
+		ServiceConnect: s.Connect, ServiceSocketPath: s.SocketPath, ServiceLocality: s.Locality,
+		CreateIndex: s.CreateIndex, ModifyIndex: s.ModifyIndex,
 	}
 }
 

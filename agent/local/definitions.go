@@ -26,7 +26,10 @@ func (l *State) AddServiceDefinitionReplacing(def *config.ServiceDefinition, fro
 		Kind: def.Kind, ID: def.ID, Service: def.Name, Tags: def.Tags, Meta: def.Meta, Port: def.Port,
 		Address: def.Address, EnableTagOverride: def.EnableTagOverride,
 		Weights: catalog.Weights{Passing: def.Weights.Passing, Warning: def.Weights.Warning},
-		Proxy:   def.Proxy, Connect: def.Connect, Datacenter: l.node.Datacenter,
+		Proxy:   def.Proxy, Connect: def.Connect, Datacenter: l.node.Datacenter, SocketPath: def.SocketPath,
+	}
+	if def.Locality != nil {
+		svc.Locality = &catalog.Locality{Region: def.Locality.Region, Zone: def.Locality.Zone}
 	}
 	if svc.ID == "" {
 		svc.ID = svc.Service

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"time"
 
@@ -380,7 +381,8 @@ func serviceEqual(a, b *catalog.Service) bool {
 	return a.ID == b.ID && a.Service == b.Service && a.Port == b.Port && a.Address == b.Address &&
 		a.Kind == b.Kind && a.EnableTagOverride == b.EnableTagOverride &&
 		strings.Join(a.Tags, "\x00") == strings.Join(b.Tags, "\x00") && mapsEqual(a.Meta, b.Meta) &&
-		a.Weights == b.Weights
+		a.Weights == b.Weights && a.SocketPath == b.SocketPath && reflect.DeepEqual(a.Locality, b.Locality) &&
+		reflect.DeepEqual(a.TaggedAddresses, b.TaggedAddresses)
 }
 
 func mapsEqual(a, b map[string]string) bool {
