@@ -682,3 +682,25 @@ func TestAPICoordinate_Update(t *testing.T) {
 		t.Fatalf("two-dimensional coordinate: %d %s", res.code, res.body)
 	}
 }
+
+// A snapshot save answers the metadata the client checks (index, known
+// leader); an unknown ?dc= is refused.
+func TestAPISnapshot_SaveMeta(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	if _, err := c.KV().Put(&api.KVPair{Key: "k", Value: []byte("v")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	snap, qm, err := c.Snapshot().Save(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap.Close()
+	if qm.LastIndex == 0 || !qm.KnownLeader || qm.RequestTime == 0 {
+		t.Fatalf("snapshot meta %+v", qm)
+	}
+	if _, _, err := c.Snapshot().Save(&api.QueryOptions{Datacenter: "nope"}); err == nil ||
+		!strings.Contains(err.Error(), "No path to datacenter") {
+		t.Fatalf("snapshot of an unknown dc: %v", err)
+	}
+}
