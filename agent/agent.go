@@ -70,6 +70,9 @@ type Agent struct {
 	leaveCh    chan struct{}
 	// closeOnceLeave guards closing leaveCh.
 	closeOnceLeave sync.Once
+	// gossipLeaveOnce makes the graceful gossip leave happen once, from
+	// /v1/agent/leave or from Shutdown.
+	gossipLeaveOnce sync.Once
 	// leaving is set when the agent should leave the pool gracefully on
 	// shutdown.
 	leaveMu   sync.Mutex

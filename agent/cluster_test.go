@@ -391,3 +391,21 @@ func TestForceLeaveOwnUnknownAndPrune(t *testing.T) {
 		t.Fatalf("pruned %s still listed", pruned)
 	}
 }
+
+// /v1/agent/leave answers once the agent has left the gossip pool: the
+// server lists it as left at once, as the official client's test expects.
+func TestAgentLeaveIsSeenWhenItAnswers(t *testing.T) {
+	srvs, cls := startCluster(t, 1, 1)
+	if err := cls[0].api.Agent().Leave(); err != nil && !strings.Contains(err.Error(), "EOF") {
+		t.Fatal(err)
+	}
+	members, err := srvs[0].api.Agent().Members(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if m.Name == cls[0].cfg.NodeName && m.Status != 3 /* serf StatusLeft */ {
+			t.Fatalf("client right after its leave: status %d", m.Status)
+		}
+	}
+}

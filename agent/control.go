@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"time"
 
 	"github.com/tribune-mesh/tribune/agent/httpapi"
 	"github.com/tribune-mesh/tribune/gossip"
@@ -53,11 +54,26 @@ func (a *Agent) members() []httpapi.Member {
 	return out
 }
 
-// requestLeave asks the process running the agent to shut it down after
-// leaving the cluster gracefully.
+// requestLeave leaves the gossip pool gracefully (bounded), so that the
+// other members see this one as left when the call returns, as Consul's
+// /v1/agent/leave does, and then asks the process running the agent to shut
+// it down.
 func (a *Agent) requestLeave() {
 	a.SetLeaveOnShutdown()
+	a.leaveGossip()
 	a.closeOnceLeave.Do(func() { close(a.leaveCh) })
+}
+
+// leaveGossip leaves the gossip pool gracefully, once.
+func (a *Agent) leaveGossip() {
+	a.gossipLeaveOnce.Do(func() {
+		if a.gossip == nil {
+			return
+		}
+		if err := a.gossip.Leave(5 * time.Second); err != nil {
+			a.logger.Warn("leave", "error", err)
+		}
+	})
 }
 
 // SetLeaveOnShutdown makes Shutdown leave the gossip pool gracefully first, so

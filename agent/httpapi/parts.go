@@ -51,8 +51,9 @@ type Control interface {
 	// Members lists the LAN gossip members (this agent alone when gossip
 	// is off).
 	Members() []Member
-	// Leave asks the process to leave the cluster gracefully and stop; it
-	// does not block.
+	// Leave leaves the gossip pool gracefully (bounded in time), so the
+	// other members see this one as left when it returns, then asks the
+	// process to stop; it does not wait for the stop.
 	Leave()
 	// Reload loads the configuration files again.
 	Reload() error
