@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -249,8 +250,7 @@ func (a *Agent) startHTTP() error {
 		Gossip: a.gossip, Events: a.events, Control: apiControl{a: a},
 	})
 	for _, host := range addrs {
-		addr := net.JoinHostPort(host, strconv.Itoa(a.cfg.Ports.HTTP))
-		ln, err := net.Listen("tcp", addr)
+		ln, addr, err := listenHTTP(host, a.cfg.Ports.HTTP)
 		if err != nil {
 			a.stopHTTP(context.Background())
 			return fmt.Errorf("HTTP listener on %s: %w", addr, err)
@@ -276,6 +276,21 @@ func (a *Agent) startHTTP() error {
 		a.logger.Info("HTTP API listening", "addr", ln.Addr().String())
 	}
 	return nil
+}
+
+// listenHTTP listens on host:port, or on the Unix socket of a
+// "unix:///path" address (a stale socket left at path is removed first).
+func listenHTTP(host string, port int) (net.Listener, string, error) {
+	if path, ok := strings.CutPrefix(host, "unix://"); ok {
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			_ = os.Remove(path)
+		}
+		ln, err := net.Listen("unix", path)
+		return ln, host, err
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	ln, err := net.Listen("tcp", addr)
+	return ln, addr, err
 }
 
 func (a *Agent) stopHTTP(ctx context.Context) {
