@@ -37,15 +37,18 @@ const Version = "0.1.0"
 
 // Agent is one running agent.
 type Agent struct {
-	cfg     *config.Config
-	logger  hclog.Logger
-	server  *server.Server
-	client  *server.Client
-	gossip  *gossip.Pool
-	backend httpapi.Backend
-	acls    acl.Resolver
-	local   *local.State
-	dns     *dnsService
+	cfg    *config.Config
+	logger hclog.Logger
+	// intercept is the logger the process gave, when /v1/agent/monitor
+	// can tap it; nil otherwise.
+	intercept hclog.InterceptLogger
+	server    *server.Server
+	client    *server.Client
+	gossip    *gossip.Pool
+	backend   httpapi.Backend
+	acls      acl.Resolver
+	local     *local.State
+	dns       *dnsService
 	// events keeps the last user events this agent accepted (http_event.go).
 	events *eventBuffer
 
@@ -107,6 +110,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 
 		events: newEventBuffer(),
 	}
+	a.intercept, _ = logger.(hclog.InterceptLogger)
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	started := false
 	defer func() {

@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -815,5 +816,43 @@ func TestAPIAgent_ServiceSocketPathAndLocality(t *testing.T) {
 	cs, _, err := c.Catalog().Service("foo", "bar", nil)
 	if err != nil || len(cs) != 1 || !reflect.DeepEqual(cs[0].ServiceLocality, loc) {
 		t.Fatalf("catalog service = %+v, %v", cs, err)
+	}
+}
+
+// /v1/agent/monitor streams the agent's log lines, as text or JSON.
+func TestAPIAgent_Monitor(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	for _, asJSON := range []bool{false, true} {
+		stop := make(chan struct{})
+		var lines chan string
+		var err error
+		if asJSON {
+			lines, err = c.Agent().MonitorJSON("debug", stop, nil)
+		} else {
+			lines, err = c.Agent().Monitor("debug", stop, nil)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{Name: "redis"}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case line := <-lines:
+			var obj map[string]any
+			if asJSON && json.Unmarshal([]byte(line), &obj) != nil {
+				t.Fatalf("not a JSON line: %q", line)
+			}
+			if !asJSON && !strings.Contains(line, "[DEBUG]") && !strings.Contains(line, "[INFO]") {
+				t.Fatalf("text line %q", line)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no log line (json %v)", asJSON)
+		}
+		close(stop)
+	}
+	if _, err := c.Agent().Monitor("loud", nil, nil); err == nil {
+		t.Fatal("unknown log level accepted")
 	}
 }

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -43,6 +44,9 @@ func (c *control) Self() httpapi.Member      { return httpapi.Member{Name: nodeN
 func (c *control) Members() []httpapi.Member { return []httpapi.Member{{Name: nodeName}} }
 func (c *control) Leave()                    { c.mu.Lock(); c.leaves++; c.mu.Unlock() }
 func (c *control) Reload() error             { c.mu.Lock(); c.reloads++; c.mu.Unlock(); return nil }
+func (c *control) Monitor(string, bool) (<-chan []byte, func(), error) {
+	return nil, nil, errors.New("no logs here")
+}
 func (c *control) Stats() map[string]map[string]string {
 	return map[string]map[string]string{"agent": {"services": "1"}}
 }
@@ -156,6 +160,7 @@ func TestDenyingAuthorizer(t *testing.T) {
 		{"PUT", "/v1/agent/check/update/node-check", `{"Status":"critical","Output":"x"}`, 403, "", false},
 		{"GET", "/v1/agent/health/service/id/web-1", "", 403, "", false},
 		{"GET", "/v1/agent/host", "", 403, "", false},
+		{"GET", "/v1/agent/monitor?loglevel=debug", "", 403, "", false},
 		{"GET", "/debug/pprof/heap", "", 403, "", false},
 		{"GET", "/v1/agent/health/service/name/" + serviceName, "", 403, "", false},
 		// catalog and health

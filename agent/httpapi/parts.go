@@ -57,6 +57,11 @@ type Control interface {
 	Leave()
 	// Reload loads the configuration files again.
 	Reload() error
+	// Monitor streams the agent's log lines at level and above (JSON
+	// objects when json is set) on the returned channel until stop is
+	// called; lines a slow reader cannot take are dropped, never waited
+	// for.
+	Monitor(level string, json bool) (lines <-chan []byte, stop func(), err error)
 	// Stats is the agent's runtime state by subsystem (agent, build,
 	// consul, raft, runtime, serf_lan), each a map of names to values as
 	// `consul info` prints them.

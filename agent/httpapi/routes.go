@@ -78,6 +78,7 @@ func (h *Handler) registerRoutes() {
 	h.handle("/v1/agent/check/fail/", methodsPut, h.agentCheckTTL(catalog.HealthCritical))
 	h.handle("/v1/agent/check/update/", methodsPut, h.agentCheckUpdate)
 	h.handle("/v1/agent/host", methodsGet, h.agentHost)
+	h.handle("/v1/agent/monitor", methodsGet, h.agentMonitor)
 	h.handle("/debug/pprof/", methodsGet, h.debugPprof)
 	h.handle("/v1/agent/health/service/id/", methodsGet, h.agentHealthServiceByID)
 	h.handle("/v1/agent/health/service/name/", methodsGet, h.agentHealthServiceByName)

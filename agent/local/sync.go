@@ -347,6 +347,11 @@ func (l *State) syncChanges(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("sync registration: %w", err)
 		}
+		if req.Service != nil {
+			l.logger.Debug("synced service", "service", req.Service.ID)
+		} else {
+			l.logger.Debug("synced node info")
+		}
 		l.mu.Lock()
 		if i == 0 && req.Service == nil {
 			l.nodeInSync = true
