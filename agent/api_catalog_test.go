@@ -704,3 +704,29 @@ func TestAPISnapshot_SaveMeta(t *testing.T) {
 		t.Fatalf("snapshot of an unknown dc: %v", err)
 	}
 }
+
+// /v1/operator/usage counts services and instances as Consul does.
+func TestAPIOperator_Usage(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	reg := func(svc *api.AgentService) {
+		t.Helper()
+		if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: "foobar", Address: "192.168.10.10", Service: svc}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg(&api.AgentService{ID: "redis1", Service: "redis", Port: 8000})
+	reg(&api.AgentService{ID: "redis2", Service: "redis", Port: 8001})
+	reg(&api.AgentService{Kind: api.ServiceKindConnectProxy, ID: "proxy1", Service: "proxy", Port: 9000,
+		Proxy: &api.AgentServiceConnectProxyConfig{DestinationServiceName: "foo"}})
+	reg(&api.AgentService{ID: "web-native", Service: "web", Port: 8002, Connect: &api.AgentServiceConnect{Native: true}})
+	usage, _, err := c.Operator().Usage(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, ok := usage.Usage["dc1"]
+	if !ok || u.Services != 4 || u.ServiceInstances != 5 || u.BillableServiceInstances != 3 || u.Nodes != 2 ||
+		u.ConnectServiceInstances["connect-proxy"] != 1 || u.ConnectServiceInstances["connect-native"] != 1 {
+		t.Fatalf("usage = %+v", usage.Usage)
+	}
+}

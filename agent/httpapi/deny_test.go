@@ -210,6 +210,7 @@ func TestDenyingAuthorizer(t *testing.T) {
 		{"GET", "/v1/operator/autopilot/health", "", 403, "", false},
 		{"POST", "/v1/operator/raft/transfer-leader", "", 403, "", false},
 		{"GET", "/v1/operator/autopilot/state", "", 403, "", false},
+		{"GET", "/v1/operator/usage", "", 403, "", false},
 		{"GET", "/v1/operator/autopilot/configuration", "", 403, "", false},
 		{"PUT", "/v1/operator/autopilot/configuration", `{"CleanupDeadServers":false}`, 403, "", false},
 		{"GET", "/v1/operator/keyring", "", 403, "", false},

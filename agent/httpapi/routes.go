@@ -34,6 +34,7 @@ func (h *Handler) registerRoutes() {
 	h.handle("/v1/operator/raft/peer", []string{http.MethodDelete}, h.operator(server.OpRemovePeer, true))
 	h.handle("/v1/operator/keyring", []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete}, h.keyring)
 	h.handle("/v1/operator/autopilot/health", methodsGet, h.operator(server.OpAutopilotHealth, false))
+	h.handle("/v1/operator/usage", methodsGet, h.operatorUsage)
 	h.handle("/v1/operator/autopilot/configuration", methodsGetPut, h.autopilotConfiguration)
 	h.handle("/v1/operator/autopilot/state", methodsGet, h.operator(server.OpAutopilotState, false))
 	h.handle("/v1/operator/raft/transfer-leader", []string{http.MethodPost}, h.operator(server.OpTransferLeader, true))
