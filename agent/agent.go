@@ -204,6 +204,8 @@ func (a *Agent) newLocalState() *local.State {
 		CheckOutputMaxSize:      a.cfg.CheckOutputMaxSize,
 		EnableScriptChecks:      a.cfg.EnableScriptChecks,
 		EnableLocalScriptChecks: a.cfg.EnableLocalScriptChecks,
+		SidecarMinPort:          a.cfg.Ports.SidecarMinPort,
+		SidecarMaxPort:          a.cfg.Ports.SidecarMaxPort,
 	})
 }
 

@@ -856,3 +856,53 @@ func TestAPIAgent_Monitor(t *testing.T) {
 		t.Fatal("unknown log level accepted")
 	}
 }
+
+// connect.sidecar_service registers the sidecar proxy as a service of its
+// own with Consul's defaults, and deregistering the parent removes it.
+func TestAPIAgent_SidecarService(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	ag := c.Agent()
+	if err := ag.ServiceRegister(&api.AgentServiceRegistration{Name: "foo", Port: 8000, Tags: []string{"t"},
+		Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{}}}); err != nil {
+		t.Fatal(err)
+	}
+	svcs, err := ag.Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := svcs["foo-sidecar-proxy"]
+	if svcs["foo"] == nil || sc == nil {
+		t.Fatalf("services = %v", svcs)
+	}
+	if sc.Kind != api.ServiceKindConnectProxy || sc.Service != "foo-sidecar-proxy" || sc.Port < 21000 || sc.Port > 21255 ||
+		sc.Proxy == nil || sc.Proxy.DestinationServiceID != "foo" || sc.Proxy.LocalServicePort != 8000 ||
+		!reflect.DeepEqual(sc.Tags, []string{"t"}) {
+		t.Fatalf("sidecar = %+v (proxy %+v)", sc, sc.Proxy)
+	}
+	if svcs["foo"].Connect != nil && svcs["foo"].Connect.SidecarService != nil {
+		t.Fatalf("parent keeps its sidecar_service: %+v", svcs["foo"].Connect)
+	}
+	checks, err := ag.Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, ch := range checks {
+		if ch.ServiceID == "foo-sidecar-proxy" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("sidecar checks: %d of %v", n, checks)
+	}
+	if cs, _, err := c.Catalog().Service("foo-sidecar-proxy", "", nil); err != nil || len(cs) != 1 {
+		t.Fatalf("sidecar in the catalog: %+v %v", cs, err)
+	}
+	if err := ag.ServiceDeregister("foo"); err != nil {
+		t.Fatal(err)
+	}
+	if svcs, err := ag.Services(); err != nil || len(svcs) != 0 {
+		t.Fatalf("services after deregistering the parent: %v %v", svcs, err)
+	}
+}

@@ -2,6 +2,10 @@ package local
 
 import (
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/tribune-mesh/tribune/agent/checks"
 	"github.com/tribune-mesh/tribune/agent/config"
@@ -49,6 +53,10 @@ func (l *State) AddServiceDefinitionReplacing(def *config.ServiceDefinition, fro
 			svc.TaggedAddresses[k] = catalog.ServiceAddress{Address: v.Address, Port: v.Port}
 		}
 	}
+	sidecarRaw, hasSidecar := takeSidecar(svc.Connect)
+	if len(svc.Connect) == 0 {
+		svc.Connect = nil
+	}
 	defs := def.Checks
 	if def.Check != nil {
 		defs = append([]config.CheckDefinition{*def.Check}, defs...)
@@ -87,11 +95,127 @@ func (l *State) AddServiceDefinitionReplacing(def *config.ServiceDefinition, fro
 		}
 		l.mu.Unlock()
 	}
+	var sidecar *config.ServiceDefinition
+	if hasSidecar {
+		sd, err := l.sidecarDefinition(svc, sidecarRaw)
+		if err != nil {
+			return err
+		}
+		sidecar = sd
+	}
 	l.AddService(svc, checks)
 	for _, id := range stale {
 		l.RemoveCheck(id)
 	}
+	if sidecar != nil {
+		return l.AddServiceDefinitionReplacing(sidecar, fromConfig, replaceChecks)
+	}
 	return nil
+}
+
+// sidecarSuffix ends the ID and name of a sidecar registered through its
+// service's connect.sidecar_service.
+const sidecarSuffix = "-sidecar-proxy"
+
+// takeSidecar removes connect.sidecar_service (any spelling) from a
+// service's connect block and returns it: the sidecar is registered as a
+// service of its own, not kept on its parent.
+func takeSidecar(connect map[string]any) (map[string]any, bool) {
+	for k, v := range connect {
+		if strings.ReplaceAll(strings.ToLower(k), "_", "") != "sidecarservice" {
+			continue
+		}
+		delete(connect, k)
+		m, ok := v.(map[string]any)
+		if v == nil {
+			return nil, false
+		}
+		if !ok {
+			m = map[string]any{}
+		}
+		return m, true
+	}
+	return nil, false
+}
+
+// sidecarDefinition is the connect-proxy service a parent's
+// connect.sidecar_service asks for, with Consul's defaults for what it
+// leaves out: ID and name "<parent>-sidecar-proxy", the parent's tags and
+// meta, a free port of the sidecar range, a proxy to the parent on
+// 127.0.0.1, and two checks (the proxy's port listening, and an alias of the
+// parent's health).
+func (l *State) sidecarDefinition(parent *catalog.Service, raw map[string]any) (*config.ServiceDefinition, error) {
+	sd, err := config.DecodeServiceDefinition(raw)
+	if err != nil {
+		return nil, invalid("Invalid sidecar_service of %q: %v", parent.ID, err)
+	}
+	sd.Kind = "connect-proxy"
+	if sd.ID == "" {
+		sd.ID = parent.ID + sidecarSuffix
+	}
+	if sd.Name == "" {
+		sd.Name = parent.Service + sidecarSuffix
+	}
+	if sd.Tags == nil {
+		sd.Tags = append([]string(nil), parent.Tags...)
+	}
+	if sd.Meta == nil && len(parent.Meta) > 0 {
+		sd.Meta = map[string]string{}
+		for k, v := range parent.Meta {
+			sd.Meta[k] = v
+		}
+	}
+	if sd.Port == 0 {
+		port, err := l.sidecarPort(sd.ID)
+		if err != nil {
+			return nil, err
+		}
+		sd.Port = port
+	}
+	if sd.Proxy == nil {
+		sd.Proxy = map[string]any{}
+	}
+	setDefault := func(k string, v any) {
+		if _, ok := sd.Proxy[k]; !ok {
+			sd.Proxy[k] = v
+		}
+	}
+	setDefault("DestinationServiceName", parent.Service)
+	setDefault("DestinationServiceID", parent.ID)
+	setDefault("LocalServiceAddress", "127.0.0.1")
+	setDefault("LocalServicePort", parent.Port)
+	if sd.Check == nil && len(sd.Checks) == 0 {
+		addr := sd.Address
+		if addr == "" {
+			addr = "127.0.0.1"
+		}
+		sd.Checks = []config.CheckDefinition{
+			{Name: "Connect Sidecar Listening", TCP: net.JoinHostPort(addr, strconv.Itoa(sd.Port)), Interval: 10 * time.Second},
+			{Name: "Connect Sidecar Aliasing " + parent.ID, AliasService: parent.ID},
+		}
+	}
+	sd.Connect = nil
+	return sd, nil
+}
+
+// sidecarPort picks the lowest port of the sidecar range no other local
+// service uses; a sidecar registered again keeps its port.
+func (l *State) sidecarPort(id string) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if old := l.services[id]; old != nil && old.svc.Port != 0 {
+		return old.svc.Port, nil
+	}
+	used := map[int]bool{}
+	for _, s := range l.services {
+		used[s.svc.Port] = true
+	}
+	for p := l.sidecarMin; p <= l.sidecarMax; p++ {
+		if !used[p] {
+			return p, nil
+		}
+	}
+	return 0, invalid("No free port left in the sidecar range %d-%d", l.sidecarMin, l.sidecarMax)
 }
 
 // CheckFromDefinition turns a check definition into a local check: a TTL

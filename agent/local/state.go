@@ -87,6 +87,11 @@ type Config struct {
 	// Rand returns a uniformly random number in [0, 1), for the full-sync
 	// jitter; nil means math/rand.
 	Rand func() float64
+	// SidecarMinPort and SidecarMaxPort are the range sidecar proxies
+	// registered through connect.sidecar_service take a port from when
+	// they name none (ports.sidecar_min_port/max_port); zero means
+	// Consul's 21000-21255.
+	SidecarMinPort, SidecarMaxPort int
 }
 
 // Check is a check the agent owns, with what it needs to run. Callers build
@@ -131,6 +136,8 @@ type State struct {
 	scripts   bool
 	// localScripts permits script checks from configuration files.
 	localScripts bool
+	// sidecarMin and sidecarMax bound the ports given to sidecars.
+	sidecarMin, sidecarMax int
 
 	mu         sync.Mutex
 	services   map[string]*service
@@ -174,6 +181,9 @@ func New(cfg Config) *State {
 	if cfg.Rand == nil {
 		cfg.Rand = randFloat
 	}
+	if cfg.SidecarMinPort <= 0 || cfg.SidecarMaxPort < cfg.SidecarMinPort {
+		cfg.SidecarMinPort, cfg.SidecarMaxPort = 21000, 21255
+	}
 	limit := cfg.CheckOutputMaxSize
 	if limit <= 0 {
 		limit = checks.DefaultOutputMaxSize
@@ -188,6 +198,8 @@ func New(cfg Config) *State {
 		outputMax:    limit,
 		scripts:      cfg.EnableScriptChecks,
 		localScripts: cfg.EnableLocalScriptChecks,
+		sidecarMin:   cfg.SidecarMinPort,
+		sidecarMax:   cfg.SidecarMaxPort,
 		checkOpt: checks.Options{
 			EnableScriptChecks: true, // gated when the check was defined
 			OutputMaxSize:      limit,
@@ -266,10 +278,19 @@ func (l *State) RemoveService(id string) bool {
 			}
 		}
 	}
+	sidecar := ""
+	if sc := l.services[id+sidecarSuffix]; ok && sc != nil && sc.svc.Kind == "connect-proxy" &&
+		sc.svc.Proxy["DestinationServiceID"] == id {
+		sidecar = sc.svc.ID
+	}
 	l.mu.Unlock()
 	l.stopPending()
 	if ok {
 		l.trigger()
+	}
+	if sidecar != "" {
+		// A sidecar registered with its service goes with it.
+		l.RemoveService(sidecar)
 	}
 	return ok
 }
