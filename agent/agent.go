@@ -26,6 +26,7 @@ import (
 	"github.com/tribune-mesh/tribune/agent/config"
 	"github.com/tribune-mesh/tribune/agent/httpapi"
 	"github.com/tribune-mesh/tribune/agent/local"
+	"github.com/tribune-mesh/tribune/agent/viewcache"
 	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/server"
@@ -64,6 +65,9 @@ type Agent struct {
 	httpMu    sync.Mutex
 	httpSrvs  []*http.Server
 	httpAddrs []net.Addr
+	// httpViews answers the API's ?cached reads; closed with the HTTP
+	// servers.
+	httpViews *viewcache.Cache
 
 	// ctx is the parent of every request's context; cancelled on
 	// Shutdown so that blocked queries return.
@@ -251,9 +255,13 @@ func (a *Agent) startHTTP() error {
 	if len(addrs) == 0 {
 		addrs = []string{"127.0.0.1"}
 	}
+	views := viewcache.New(a.backend, viewcache.Config{Logger: a.logger.Named("http.viewcache")})
+	a.httpMu.Lock()
+	a.httpViews = views
+	a.httpMu.Unlock()
 	handler := httpapi.New(httpapi.Parts{
 		Config: a.cfg, Version: Version, ACL: a.acls, Backend: a.backend, Local: a.local,
-		Gossip: a.gossip, Events: a.events, Control: apiControl{a: a},
+		Gossip: a.gossip, Events: a.events, Control: apiControl{a: a}, Cache: views,
 	})
 	for _, host := range addrs {
 		ln, addr, err := listenHTTP(host, a.cfg.Ports.HTTP)
@@ -301,13 +309,16 @@ func listenHTTP(host string, port int) (net.Listener, string, error) {
 
 func (a *Agent) stopHTTP(ctx context.Context) {
 	a.httpMu.Lock()
-	srvs := a.httpSrvs
-	a.httpSrvs = nil
+	srvs, views := a.httpSrvs, a.httpViews
+	a.httpSrvs, a.httpViews = nil, nil
 	a.httpMu.Unlock()
 	for _, s := range srvs {
 		if err := s.Shutdown(ctx); err != nil {
 			_ = s.Close()
 		}
+	}
+	if views != nil {
+		views.Close()
 	}
 }
 

@@ -730,3 +730,37 @@ func TestAPIOperator_Usage(t *testing.T) {
 		t.Fatalf("usage = %+v", usage.Usage)
 	}
 }
+
+// ?cached reads answer from a view the agent keeps fresh with blocking
+// queries: the first is a MISS, the next a HIT of age 0, and a change in
+// the catalog reaches the view.
+func TestAPICatalog_CachedReads(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	q := &api.QueryOptions{UseCache: true}
+	first, meta, err := c.Catalog().Service("consul", "", q)
+	if err != nil || len(first) != 1 || meta.CacheHit || meta.LastIndex == 0 {
+		t.Fatalf("first cached read: %+v %+v %v", first, meta, err)
+	}
+	_, meta, err = c.Catalog().Service("consul", "", q)
+	if err != nil || !meta.CacheHit || meta.CacheAge != 0 {
+		t.Fatalf("second cached read: %+v %v", meta, err)
+	}
+	if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: "n2", Address: "10.0.0.2",
+		Service: &api.AgentService{ID: "consul", Service: "consul", Port: 8300}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, func() error {
+		svcs, meta, err := c.Catalog().Service("consul", "", q)
+		if err != nil {
+			return err
+		}
+		if !meta.CacheHit || len(svcs) != 2 {
+			return fmt.Errorf("cached read after the change: %d instances, hit %v", len(svcs), meta.CacheHit)
+		}
+		return nil
+	})
+	if hs, meta, err := c.Health().Service("consul", "", false, q); err != nil || len(hs) != 2 || meta.CacheHit {
+		t.Fatalf("first cached health read: %d %+v %v", len(hs), meta, err)
+	}
+}

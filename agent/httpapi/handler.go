@@ -84,7 +84,7 @@ type Handler struct {
 func New(p Parts) *Handler {
 	h := &Handler{exact: map[string]*route{}, agent: &parts{
 		cfg: p.Config, version: p.Version, acls: p.ACL, backend: p.Backend, local: p.Local,
-		gossip: p.Gossip, events: p.Events, control: p.Control,
+		gossip: p.Gossip, events: p.Events, control: p.Control, cache: p.Cache,
 	}}
 	h.registerRoutes()
 	return h
@@ -306,12 +306,40 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, req *catalog.Read
 	if req.NodeMeta, err = parseNodeMeta(r); err != nil {
 		return nil, err
 	}
+	if _, cached := r.URL.Query()["cached"]; cached && h.agent.cache != nil && cacheable(req) {
+		hit := h.agent.cache.Has(req)
+		resp, err := h.agent.cache.Get(r.Context(), req)
+		if err != nil {
+			return nil, err
+		}
+		setMeta(w, resp.Meta)
+		if hit {
+			// Views are kept fresh by blocking queries: no age.
+			w.Header().Set("X-Cache", "HIT")
+			w.Header().Set("Age", "0")
+		} else {
+			w.Header().Set("X-Cache", "MISS")
+		}
+		return resp, nil
+	}
 	resp, err := h.agent.backend.Read(r.Context(), req)
 	if err != nil {
 		return nil, err
 	}
 	setMeta(w, resp.Meta)
 	return resp, nil
+}
+
+// cacheable reports whether a read may be answered from the agent's views
+// (?cached): the reads Consul's agent cache serves, not consistent ones,
+// and not node-meta filtered ones (views do not key on node meta).
+func cacheable(req *catalog.ReadRequest) bool {
+	switch req.Op {
+	case catalog.ReadServices, catalog.ReadServiceInstances, catalog.ReadHealthService:
+	default:
+		return false
+	}
+	return !req.Options.RequireConsistent && len(req.NodeMeta) == 0
 }
 
 func setMeta(w http.ResponseWriter, m catalog.QueryMeta) {

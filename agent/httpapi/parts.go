@@ -36,6 +36,16 @@ type Backend interface {
 	Operator(ctx context.Context, req *server.OperatorRequest) (json.RawMessage, error)
 }
 
+// ViewCache answers catalog reads from views the agent keeps fresh with
+// blocking queries (agent/viewcache), for ?cached reads.
+type ViewCache interface {
+	// Get answers req from its view, starting the view when there is
+	// none; with Options.MinQueryIndex it blocks as a blocking query.
+	Get(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error)
+	// Has reports whether req's view already holds a result.
+	Has(req *catalog.ReadRequest) bool
+}
+
 // EventLog holds the user events this agent accepted.
 type EventLog interface {
 	// List returns the events named name (every event when name is empty),
@@ -104,6 +114,8 @@ type Parts struct {
 	Events EventLog
 	// Control serves /v1/agent/self, members, leave and reload.
 	Control Control
+	// Cache serves ?cached reads; nil answers them from the servers.
+	Cache ViewCache
 }
 
 // parts is Parts as the handlers read them.
@@ -116,6 +128,7 @@ type parts struct {
 	gossip  *gossip.Pool
 	events  EventLog
 	control Control
+	cache   ViewCache
 }
 
 func (p *parts) status(ctx context.Context) (string, []string, error) { return p.backend.Status(ctx) }
