@@ -26,7 +26,6 @@ import (
 	"github.com/tribune-mesh/tribune/agent/config"
 	"github.com/tribune-mesh/tribune/agent/httpapi"
 	"github.com/tribune-mesh/tribune/agent/local"
-	"github.com/tribune-mesh/tribune/agent/viewcache"
 	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/server"
@@ -67,7 +66,7 @@ type Agent struct {
 	httpAddrs []net.Addr
 	// httpViews answers the API's ?cached reads; closed with the HTTP
 	// servers.
-	httpViews *viewcache.Cache
+	httpViews *lazyViews
 
 	// ctx is the parent of every request's context; cancelled on
 	// Shutdown so that blocked queries return.
@@ -255,7 +254,7 @@ func (a *Agent) startHTTP() error {
 	if len(addrs) == 0 {
 		addrs = []string{"127.0.0.1"}
 	}
-	views := viewcache.New(a.backend, viewcache.Config{Logger: a.logger.Named("http.viewcache")})
+	views := &lazyViews{reader: a.backend, logger: a.logger.Named("http.viewcache")}
 	a.httpMu.Lock()
 	a.httpViews = views
 	a.httpMu.Unlock()
@@ -318,7 +317,7 @@ func (a *Agent) stopHTTP(ctx context.Context) {
 		}
 	}
 	if views != nil {
-		views.Close()
+		views.close()
 	}
 }
 
