@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,15 +43,18 @@ const Version = "0.1.0"
 
 // Agent is one running agent.
 type Agent struct {
-	cfg     *config.Config
-	logger  hclog.Logger
-	server  *server.Server
-	client  *server.Client
-	gossip  *gossip.Pool
-	backend httpapi.Backend
-	acls    acl.Resolver
-	local   *local.State
-	dns     *dnsService
+	cfg    *config.Config
+	logger hclog.Logger
+	// intercept is the logger the process gave, when /v1/agent/monitor
+	// can tap it; nil otherwise.
+	intercept hclog.InterceptLogger
+	server    *server.Server
+	client    *server.Client
+	gossip    *gossip.Pool
+	backend   httpapi.Backend
+	acls      acl.Resolver
+	local     *local.State
+	dns       *dnsService
 	// events keeps the last user events this agent accepted (http_event.go).
 	events *eventBuffer
 	// caConfig is connect.ca_config; leaves the Connect leaf certificates.
@@ -70,6 +74,9 @@ type Agent struct {
 	httpMu    sync.Mutex
 	httpSrvs  []*http.Server
 	httpAddrs []net.Addr
+	// httpViews answers the API's ?cached reads; closed with the HTTP
+	// servers.
+	httpViews *lazyViews
 
 	// ctx is the parent of every request's context; cancelled on
 	// Shutdown so that blocked queries return.
@@ -88,6 +95,9 @@ type Agent struct {
 	leaveCh    chan struct{}
 	// closeOnceLeave guards closing leaveCh.
 	closeOnceLeave sync.Once
+	// gossipLeaveOnce makes the graceful gossip leave happen once, from
+	// /v1/agent/leave or from Shutdown.
+	gossipLeaveOnce sync.Once
 	// leaving is set when the agent should leave the pool gracefully on
 	// shutdown.
 	leaveMu   sync.Mutex
@@ -130,6 +140,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 
 		events: newEventBuffer(),
 	}
+	a.intercept, _ = logger.(hclog.InterceptLogger)
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.httpErrorLog = a.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 	started := false
@@ -236,7 +247,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 func (a *Agent) newLocalState() *local.State {
 	node := local.Node{
 		ID: a.cfg.NodeID, Name: a.cfg.NodeName, Datacenter: a.cfg.Datacenter, Address: a.advertiseHost(),
-		Meta: a.cfg.NodeMeta, TaggedAddresses: a.taggedAddresses(),
+		Meta: a.nodeMeta(), TaggedAddresses: a.taggedAddresses(),
 	}
 	if a.cfg.Server {
 		node.LeaderService = server.ServerServiceName
@@ -250,6 +261,8 @@ func (a *Agent) newLocalState() *local.State {
 		CheckOutputMaxSize:      a.cfg.CheckOutputMaxSize,
 		EnableScriptChecks:      a.cfg.EnableScriptChecks,
 		EnableLocalScriptChecks: a.cfg.EnableLocalScriptChecks,
+		SidecarMinPort:          a.cfg.Ports.SidecarMinPort,
+		SidecarMaxPort:          a.cfg.Ports.SidecarMaxPort,
 	})
 }
 
@@ -295,21 +308,24 @@ func (a *Agent) startHTTP() error {
 	if len(addrs) == 0 {
 		addrs = []string{"127.0.0.1"}
 	}
-	handler, err := a.httpHandler()
+	views := &lazyViews{reader: a.backend, logger: a.logger.Named("http.viewcache")}
+	a.httpMu.Lock()
+	a.httpViews = views
+	a.httpMu.Unlock()
+	handler, err := a.httpHandler(views)
 	if err != nil {
 		return err
 	}
 	limits := a.cfg.Limits
 	for _, host := range addrs {
-		addr := net.JoinHostPort(host, strconv.Itoa(a.cfg.Ports.HTTP))
-		tcpLn, err := net.Listen("tcp", addr)
+		rawLn, addr, err := listenHTTP(host, a.cfg.Ports.HTTP)
 		if err != nil {
 			a.stopHTTP(context.Background())
 			return fmt.Errorf("HTTP listener on %s: %w", addr, err)
 		}
 		// One source holds at most http_max_conns_per_client
 		// connections; one more is answered 429 and closed.
-		ln := httpguard.LimitListener(tcpLn, limits.HTTPMaxConnsPerClient, httpguard.Refuse429)
+		ln := httpguard.LimitListener(rawLn, limits.HTTPMaxConnsPerClient, httpguard.Refuse429)
 		srv := &http.Server{
 			Handler:           handler,
 			ReadHeaderTimeout: limits.HTTPReadHeaderTimeout,
@@ -340,7 +356,7 @@ func (a *Agent) startHTTP() error {
 // headers, writes only from allow_write_http_from, no cross-site browser
 // writes, unknown datacenters refused, ?filter= bounded, and a deadline on
 // reading request bodies.
-func (a *Agent) httpHandler() (http.Handler, error) {
+func (a *Agent) httpHandler(views *lazyViews) (http.Handler, error) {
 	allow, err := httpguard.ParsePrefixes(a.cfg.HTTP.AllowWriteHTTPFrom)
 	if err != nil {
 		return nil, fmt.Errorf("http_config: %w", err)
@@ -348,7 +364,7 @@ func (a *Agent) httpHandler() (http.Handler, error) {
 	api := httpapi.New(httpapi.Parts{
 		Config: a.cfg, Version: Version, ACL: a.acls, Backend: a.backend, Local: a.local,
 		Gossip: a.gossip, Events: a.events, Control: apiControl{a: a}, Metrics: a.telemetry,
-		CA: a.connectCA(), Leaves: a.leaves,
+		CA: a.connectCA(), Leaves: a.leaves, Cache: views,
 	})
 	guard := httpguard.New(httpguard.Config{
 		Datacenter:      a.cfg.Datacenter,
@@ -359,15 +375,33 @@ func (a *Agent) httpHandler() (http.Handler, error) {
 	return guard.Wrap(httpguard.BodyTimeout(api, a.cfg.Limits.HTTPReadTimeout)), nil
 }
 
+// listenHTTP listens on host:port, or on the Unix socket of a
+// "unix:///path" address (a stale socket left at path is removed first).
+func listenHTTP(host string, port int) (net.Listener, string, error) {
+	if path, ok := strings.CutPrefix(host, "unix://"); ok {
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			_ = os.Remove(path)
+		}
+		ln, err := net.Listen("unix", path)
+		return ln, host, err
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	ln, err := net.Listen("tcp", addr)
+	return ln, addr, err
+}
+
 func (a *Agent) stopHTTP(ctx context.Context) {
 	a.httpMu.Lock()
-	srvs := a.httpSrvs
-	a.httpSrvs = nil
+	srvs, views := a.httpSrvs, a.httpViews
+	a.httpSrvs, a.httpViews = nil, nil
 	a.httpMu.Unlock()
 	for _, s := range srvs {
 		if err := s.Shutdown(ctx); err != nil {
 			_ = s.Close()
 		}
+	}
+	if views != nil {
+		views.close()
 	}
 }
 

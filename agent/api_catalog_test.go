@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/hashicorp/serf/coordinate"
 
+	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
 
@@ -445,5 +447,320 @@ func TestAPIHealth_BlockingOnCheck(t *testing.T) {
 	}
 	if ids := serviceIDs(r.val); len(ids) != 2 {
 		t.Fatalf("passing web after the check passed = %v, want web1 and web2", ids)
+	}
+}
+
+// The agent's node carries its tagged addresses and the meta every agent
+// adds (network segment, version) beside node_meta, and ?node-meta= filters
+// the catalog and health reads the official client sends it on.
+func TestAPICatalog_NodeMetaAndTaggedAddresses(t *testing.T) {
+	t.Parallel()
+	cfg := agenttest.Config(t)
+	cfg.NodeMeta = map[string]string{"somekey": "somevalue"}
+	a := agenttest.Start(t, cfg)
+	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{Name: "web", Check: &api.AgentServiceCheck{TTL: "15s"}}); err != nil {
+		t.Fatal(err)
+	}
+	match := &api.QueryOptions{NodeMeta: map[string]string{"somekey": "somevalue"}}
+	nope := &api.QueryOptions{NodeMeta: map[string]string{"nope": "nope"}}
+	wait.For(t, 10*time.Second, func() error {
+		nodes, _, err := c.Catalog().Nodes(match)
+		if err != nil {
+			return err
+		}
+		if len(nodes) != 1 {
+			return fmt.Errorf("nodes with somekey=somevalue: %+v", nodes)
+		}
+		n := nodes[0]
+		for _, k := range []string{"lan", "lan_ipv4", "wan", "wan_ipv4"} {
+			if n.TaggedAddresses[k] != "127.0.0.1" {
+				return fmt.Errorf("tagged addresses %v lack %s", n.TaggedAddresses, k)
+			}
+		}
+		if v, ok := n.Meta["consul-network-segment"]; !ok || v != "" || n.Meta["consul-version"] == "" || n.Meta["somekey"] != "somevalue" {
+			return fmt.Errorf("node meta %v", n.Meta)
+		}
+		return nil
+	})
+	if nodes, _, err := c.Catalog().Nodes(nope); err != nil || len(nodes) != 0 {
+		t.Fatalf("nodes with nope=nope: %+v %v", nodes, err)
+	}
+	if svcs, _, err := c.Catalog().Services(match); err != nil || len(svcs) != 2 { // web and consul
+		t.Fatalf("services on matching nodes: %+v %v", svcs, err)
+	}
+	if svcs, _, err := c.Catalog().Services(nope); err != nil || len(svcs) != 0 {
+		t.Fatalf("services on nope=nope nodes: %+v %v", svcs, err)
+	}
+	if s, _, err := c.Catalog().Service("web", "", nope); err != nil || len(s) != 0 {
+		t.Fatalf("web on nope=nope nodes: %+v %v", s, err)
+	}
+	if s, _, err := c.Health().Service("web", "", false, match); err != nil || len(s) != 1 {
+		t.Fatalf("web health on matching nodes: %+v %v", s, err)
+	}
+	if cs, _, err := c.Health().Checks("web", nope); err != nil || len(cs) != 0 {
+		t.Fatalf("web checks on nope=nope nodes: %+v %v", cs, err)
+	}
+	if cs, _, err := c.Health().State(api.HealthAny, match); err != nil || len(cs) != 2 { // serfHealth and web's
+		t.Fatalf("checks on matching nodes: %+v %v", cs, err)
+	}
+	node, _, err := c.Catalog().Node(selfNode(t, c), &api.QueryOptions{Filter: `Service == "web"`})
+	if err != nil || node == nil || len(node.Services) != 1 || node.Services["web"] == nil {
+		t.Fatalf("catalog node filtered to web: %+v %v", node, err)
+	}
+	res := httpString(t, a, "GET", "/v1/catalog/nodes?node-meta=:x", "")
+	if res.code != 400 {
+		t.Fatalf("node-meta without a key: %d %s", res.code, res.body)
+	}
+}
+
+// Answers the official client's own tests check word for word: an unknown
+// ?dc= on /v1/status, leader transfer and peer removal on a single server,
+// and ?filter= on /v1/catalog/services selecting instances.
+func TestAPI_StatusOperatorAndServicesFilter(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	wrong := &api.QueryOptions{Datacenter: "wrong_dc1"}
+	if _, err := c.Status().LeaderWithQueryOptions(wrong); err == nil || !strings.Contains(err.Error(), "No path to datacenter") {
+		t.Fatalf("leader of a wrong dc: %v", err)
+	}
+	if _, err := c.Status().PeersWithQueryOptions(wrong); err == nil || !strings.Contains(err.Error(), "No path to datacenter") {
+		t.Fatalf("peers of a wrong dc: %v", err)
+	}
+	tr, err := c.Operator().RaftLeaderTransfer("", nil)
+	if err == nil || !strings.Contains(err.Error(), "cannot find peer") || tr != nil {
+		t.Fatalf("leader transfer on a single server: %+v %v", tr, err)
+	}
+	err = c.Operator().RaftRemovePeerByAddress("nope", nil)
+	if err == nil || !strings.Contains(err.Error(), `address "nope" was not found in the Raft configuration`) {
+		t.Fatalf("remove unknown peer: %v", err)
+	}
+
+	for _, reg := range []*api.AgentServiceRegistration{
+		{ID: "foo-1", Name: "foo", Tags: []string{"b"}},
+		{ID: "bar-1", Name: "bar", Tags: []string{"a", "b"}},
+		{ID: "bar-2", Name: "bar", Tags: []string{"c"}},
+	} {
+		if err := c.Agent().ServiceRegister(reg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svcs, meta, err := c.Catalog().Services(&api.QueryOptions{Filter: "b in ServiceTags and a in ServiceTags"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(svcs) != 1 || !reflect.DeepEqual(svcs["bar"], []string{"a", "b"}) || meta.LastIndex == 0 {
+		t.Fatalf("filtered services = %v (index %d)", svcs, meta.LastIndex)
+	}
+	if _, _, err := c.Catalog().Services(&api.QueryOptions{Filter: "ServiceTags =="}); err == nil ||
+		!strings.Contains(err.Error(), "400") {
+		t.Fatalf("bad filter: %v", err)
+	}
+}
+
+// Autopilot configuration is stored through Raft: GET shows the server's
+// defaults until a PUT, ?cas= compares ModifyIndex; autopilot state lists
+// this server by its ID.
+func TestAPIOperator_AutopilotConfigurationAndState(t *testing.T) {
+	t.Parallel()
+	a, c := startAPI(t)
+	op := c.Operator()
+	conf, err := op.AutopilotGetConfiguration(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !conf.CleanupDeadServers || conf.ServerStabilizationTime == nil || conf.ServerStabilizationTime.Duration() <= 0 {
+		t.Fatalf("default configuration %+v", conf)
+	}
+	if ok, err := op.AutopilotCASConfiguration(&api.AutopilotConfiguration{ModifyIndex: conf.ModifyIndex - 1}, nil); err != nil || ok {
+		t.Fatalf("CAS with a stale index = %v, %v", ok, err)
+	}
+	if ok, err := op.AutopilotCASConfiguration(&api.AutopilotConfiguration{CleanupDeadServers: false,
+		ModifyIndex: conf.ModifyIndex}, nil); err != nil || !ok {
+		t.Fatalf("CAS with the current index = %v, %v", ok, err)
+	}
+	conf2, err := op.AutopilotGetConfiguration(nil)
+	if err != nil || conf2.CleanupDeadServers || conf2.ModifyIndex == 0 {
+		t.Fatalf("after CAS: %+v %v", conf2, err)
+	}
+	if ok, err := op.AutopilotCASConfiguration(&api.AutopilotConfiguration{CleanupDeadServers: true,
+		ModifyIndex: conf.ModifyIndex}, nil); err != nil || ok {
+		t.Fatalf("second CAS with the old index = %v, %v", ok, err)
+	}
+	if err := op.AutopilotSetConfiguration(&api.AutopilotConfiguration{CleanupDeadServers: true,
+		LastContactThreshold: api.NewReadableDuration(time.Second)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	conf3, err := op.AutopilotGetConfiguration(nil)
+	if err != nil || !conf3.CleanupDeadServers || conf3.LastContactThreshold.Duration() != time.Second {
+		t.Fatalf("after set: %+v %v", conf3, err)
+	}
+	res := httpString(t, a, "PUT", "/v1/operator/autopilot/configuration", `{"LastContactThreshold":"soon"}`)
+	if res.code != 400 {
+		t.Fatalf("bad duration: %d %s", res.code, res.body)
+	}
+
+	self, err := c.Agent().Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := self["Config"]["NodeID"].(string)
+	name, _ := self["Config"]["NodeName"].(string)
+	wait.For(t, 10*time.Second, func() error {
+		st, err := op.AutopilotState(nil)
+		if err != nil {
+			return err
+		}
+		srv, ok := st.Servers[id]
+		if !ok || !srv.Healthy || srv.Name != name || st.Leader != id || srv.Status != api.AutopilotServerLeader {
+			return fmt.Errorf("autopilot state %+v", st)
+		}
+		return nil
+	})
+}
+
+// A check registered through the catalog without a type gets the type of
+// the probe its definition names, and a session answers its node checks in
+// NodeChecks only (the deprecated Checks list is an input).
+func TestAPICatalog_CheckTypeAndSessionChecks(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	_, err := c.Catalog().Register(&api.CatalogRegistration{Node: "foo", Address: "2.2.2.2", Checks: api.HealthChecks{
+		{CheckID: "tcp", Status: api.HealthCritical, Definition: api.HealthCheckDefinition{TCP: "1.1.1.1:80"}},
+		{CheckID: "udp", Status: api.HealthPassing, Type: "udp", Definition: api.HealthCheckDefinition{UDP: "1.1.1.1:53"}},
+		{CheckID: "alive", Status: api.HealthPassing},
+		{Name: "named-only", Status: api.HealthPassing},
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks, _, err := c.Health().Node("foo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]string{}
+	for _, ch := range checks {
+		types[ch.CheckID] = ch.Type
+	}
+	if !reflect.DeepEqual(types, map[string]string{"tcp": "tcp", "udp": "udp", "alive": "", "named-only": ""}) {
+		t.Fatalf("check types = %v", types)
+	}
+	id, _, err := c.Session().Create(&api.SessionEntry{Node: "foo", NodeChecks: []string{"alive"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _, err := c.Session().Info(id, nil)
+	if err != nil || info == nil || info.Checks != nil || !reflect.DeepEqual(info.NodeChecks, []string{"alive"}) {
+		t.Fatalf("session = %+v, %v", info, err)
+	}
+}
+
+// PUT /v1/coordinate/update sets a node's coordinate, which
+// /v1/coordinate/node/<node> then answers; a coordinate of the wrong
+// dimensionality is refused.
+func TestAPICoordinate_Update(t *testing.T) {
+	t.Parallel()
+	a, c := startAPI(t)
+	if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: "foo", Address: "1.1.1.1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	coord := coordinate.NewCoordinate(coordinate.DefaultConfig())
+	coord.Height = 0.5
+	entry := &api.CoordinateEntry{Node: "foo", Coord: coord}
+	if _, err := c.Coordinate().Update(entry, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := c.Coordinate().Node("foo", nil)
+	if err != nil || len(got) != 1 || !reflect.DeepEqual(got[0].Coord, coord) {
+		t.Fatalf("coordinate of foo = %+v, %v", got, err)
+	}
+	res := httpString(t, a, "PUT", "/v1/coordinate/update", `{"Node":"foo","Coord":{"Vec":[1,2],"Error":1,"Height":0.1}}`)
+	if res.code != 400 {
+		t.Fatalf("two-dimensional coordinate: %d %s", res.code, res.body)
+	}
+}
+
+// A snapshot save answers the metadata the client checks (index, known
+// leader); an unknown ?dc= is refused.
+func TestAPISnapshot_SaveMeta(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	if _, err := c.KV().Put(&api.KVPair{Key: "k", Value: []byte("v")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	snap, qm, err := c.Snapshot().Save(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap.Close()
+	if qm.LastIndex == 0 || !qm.KnownLeader || qm.RequestTime == 0 {
+		t.Fatalf("snapshot meta %+v", qm)
+	}
+	if _, _, err := c.Snapshot().Save(&api.QueryOptions{Datacenter: "nope"}); err == nil ||
+		!strings.Contains(err.Error(), "No path to datacenter") {
+		t.Fatalf("snapshot of an unknown dc: %v", err)
+	}
+}
+
+// /v1/operator/usage counts services and instances as Consul does.
+func TestAPIOperator_Usage(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	reg := func(svc *api.AgentService) {
+		t.Helper()
+		if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: "foobar", Address: "192.168.10.10", Service: svc}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg(&api.AgentService{ID: "redis1", Service: "redis", Port: 8000})
+	reg(&api.AgentService{ID: "redis2", Service: "redis", Port: 8001})
+	reg(&api.AgentService{Kind: api.ServiceKindConnectProxy, ID: "proxy1", Service: "proxy", Port: 9000,
+		Proxy: &api.AgentServiceConnectProxyConfig{DestinationServiceName: "foo"}})
+	reg(&api.AgentService{ID: "web-native", Service: "web", Port: 8002, Connect: &api.AgentServiceConnect{Native: true}})
+	usage, _, err := c.Operator().Usage(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, ok := usage.Usage["dc1"]
+	if !ok || u.Services != 4 || u.ServiceInstances != 5 || u.BillableServiceInstances != 3 || u.Nodes != 2 ||
+		u.ConnectServiceInstances["connect-proxy"] != 1 || u.ConnectServiceInstances["connect-native"] != 1 {
+		t.Fatalf("usage = %+v", usage.Usage)
+	}
+}
+
+// ?cached reads answer from a view the agent keeps fresh with blocking
+// queries: the first is a MISS, the next a HIT of age 0, and a change in
+// the catalog reaches the view.
+func TestAPICatalog_CachedReads(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	q := &api.QueryOptions{UseCache: true}
+	first, meta, err := c.Catalog().Service("consul", "", q)
+	if err != nil || len(first) != 1 || meta.CacheHit || meta.LastIndex == 0 {
+		t.Fatalf("first cached read: %+v %+v %v", first, meta, err)
+	}
+	_, meta, err = c.Catalog().Service("consul", "", q)
+	if err != nil || !meta.CacheHit || meta.CacheAge != 0 {
+		t.Fatalf("second cached read: %+v %v", meta, err)
+	}
+	if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: "n2", Address: "10.0.0.2",
+		Service: &api.AgentService{ID: "consul", Service: "consul", Port: 8300}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, func() error {
+		svcs, meta, err := c.Catalog().Service("consul", "", q)
+		if err != nil {
+			return err
+		}
+		if !meta.CacheHit || len(svcs) != 2 {
+			return fmt.Errorf("cached read after the change: %d instances, hit %v", len(svcs), meta.CacheHit)
+		}
+		return nil
+	})
+	if hs, meta, err := c.Health().Service("consul", "", false, q); err != nil || len(hs) != 2 || meta.CacheHit {
+		t.Fatalf("first cached health read: %d %+v %v", len(hs), meta, err)
 	}
 }

@@ -3,11 +3,15 @@ package agent_test
 import (
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/agent/agenttest"
 )
 
 func TestAPIHTTP_BadInput(t *testing.T) {
@@ -122,5 +126,34 @@ func TestAPIHTTP_PrettyAndHeaders(t *testing.T) {
 	w := httpString(t, a, "PUT", "/v1/kv/p", "2")
 	if w.code != 200 || strings.TrimSpace(w.body) != "true" {
 		t.Fatalf("PUT = %d %q", w.code, w.body)
+	}
+}
+
+// addresses.http = "unix:///path" serves the API on a Unix socket, which the
+// official client reaches with a unix:// address.
+func TestAPIHTTP_UnixSocket(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp("", "tribune-sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "http.sock")
+	cfg := agenttest.Config(t)
+	cfg.Addresses.HTTP = []string{"unix://" + sock}
+	a := agenttest.Start(t, cfg)
+	if a.HTTPAddr() != sock {
+		t.Fatalf("HTTPAddr() = %q, want %q", a.HTTPAddr(), sock)
+	}
+	c, err := api.NewClient(&api.Config{Address: "unix://" + sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := c.Agent().Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if self["Config"]["NodeName"] != cfg.NodeName {
+		t.Fatalf("self over the socket: %v", self["Config"])
 	}
 }

@@ -116,9 +116,7 @@ func (a *Agent) stopGossip(leave bool) {
 		return
 	}
 	if leave {
-		if err := a.gossip.Leave(5 * time.Second); err != nil {
-			a.logger.Warn("leave", "error", err)
-		}
+		a.leaveGossip()
 	}
 	if err := a.gossip.Shutdown(); err != nil {
 		a.logger.Warn("stop gossip", "error", err)

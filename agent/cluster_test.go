@@ -337,3 +337,75 @@ func TestNetworkCoordinatesAndNear(t *testing.T) {
 		t.Fatalf("coordinate of a deregistered node: %v", coords)
 	}
 }
+
+// Force-leave as the official client sends it: the agent's own name and an
+// unknown name answer 200 with nothing to do (as Consul does); a failed
+// client is marked left, and with ?prune it is gone from the member list.
+func TestForceLeaveOwnUnknownAndPrune(t *testing.T) {
+	srvs, cls := startCluster(t, 1, 2)
+	c := srvs[0].api
+	if err := c.Agent().ForceLeave(srvs[0].cfg.NodeName); err != nil {
+		t.Fatalf("force-leave of the agent's own name: %v", err)
+	}
+	if err := c.Agent().ForceLeaveOptions("no-such-node", api.ForceLeaveOpts{Prune: true}, nil); err != nil {
+		t.Fatalf("force-leave of an unknown name: %v", err)
+	}
+	memberStatus := func(name string) (int, bool) {
+		members, err := c.Agent().Members(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range members {
+			if m.Name == name {
+				return m.Status, true
+			}
+		}
+		return 0, false
+	}
+	if st, ok := memberStatus(srvs[0].cfg.NodeName); !ok || st != 1 {
+		t.Fatalf("the server after force-leaving itself: status %d, present %v", st, ok)
+	}
+	for _, cl := range cls {
+		cl.stop(t)
+	}
+	for _, cl := range cls {
+		name := cl.cfg.NodeName
+		wait.For(t, 30*time.Second, func() error {
+			if st, _ := memberStatus(name); st == 1 {
+				return fmt.Errorf("%s still alive", name)
+			}
+			return nil
+		})
+	}
+	left, pruned := cls[0].cfg.NodeName, cls[1].cfg.NodeName
+	if err := c.Agent().ForceLeave(left); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Agent().ForceLeavePrune(pruned); err != nil {
+		t.Fatal(err)
+	}
+	if st, ok := memberStatus(left); !ok || st != 3 /* serf StatusLeft */ {
+		t.Fatalf("force-left %s: status %d, present %v", left, st, ok)
+	}
+	if _, ok := memberStatus(pruned); ok {
+		t.Fatalf("pruned %s still listed", pruned)
+	}
+}
+
+// /v1/agent/leave answers once the agent has left the gossip pool: the
+// server lists it as left at once, as the official client's test expects.
+func TestAgentLeaveIsSeenWhenItAnswers(t *testing.T) {
+	srvs, cls := startCluster(t, 1, 1)
+	if err := cls[0].api.Agent().Leave(); err != nil && !strings.Contains(err.Error(), "EOF") {
+		t.Fatal(err)
+	}
+	members, err := srvs[0].api.Agent().Members(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if m.Name == cls[0].cfg.NodeName && m.Status != 3 /* serf StatusLeft */ {
+			t.Fatalf("client right after its leave: status %d", m.Status)
+		}
+	}
+}

@@ -2,8 +2,12 @@ package agent
 
 import (
 	"fmt"
+	"runtime"
+	"strconv"
+	"time"
 
 	"github.com/tribune-mesh/tribune/agent/httpapi"
+	"github.com/tribune-mesh/tribune/gossip"
 )
 
 // apiControl is the agent as its HTTP API controls it.
@@ -50,11 +54,26 @@ func (a *Agent) members() []httpapi.Member {
 	return out
 }
 
-// requestLeave asks the process running the agent to shut it down after
-// leaving the cluster gracefully.
+// requestLeave leaves the gossip pool gracefully (bounded), so that the
+// other members see this one as left when the call returns, as Consul's
+// /v1/agent/leave does, and then asks the process running the agent to shut
+// it down.
 func (a *Agent) requestLeave() {
 	a.SetLeaveOnShutdown()
+	a.leaveGossip()
 	a.closeOnceLeave.Do(func() { close(a.leaveCh) })
+}
+
+// leaveGossip leaves the gossip pool gracefully, once.
+func (a *Agent) leaveGossip() {
+	a.gossipLeaveOnce.Do(func() {
+		if a.gossip == nil {
+			return
+		}
+		if err := a.gossip.Leave(5 * time.Second); err != nil {
+			a.logger.Warn("leave", "error", err)
+		}
+	})
 }
 
 // SetLeaveOnShutdown makes Shutdown leave the gossip pool gracefully first, so
@@ -63,4 +82,68 @@ func (a *Agent) SetLeaveOnShutdown() {
 	a.leaveMu.Lock()
 	a.leaving = true
 	a.leaveMu.Unlock()
+}
+
+// Stats implements httpapi.Control: the agent's state by subsystem, as
+// `consul info` prints it.
+func (c apiControl) Stats() map[string]map[string]string { return c.a.stats() }
+
+// stats gathers the agent's runtime state under Consul's section and key
+// names (agent, build, consul, raft, runtime, serf_lan).
+func (a *Agent) stats() map[string]map[string]string {
+	itoa := strconv.Itoa
+	btoa := strconv.FormatBool
+	var ttls, monitors int
+	checks := a.local.Checks()
+	for _, c := range checks {
+		switch c.Type {
+		case "ttl":
+			ttls++
+		case "script":
+			monitors++
+		}
+	}
+	out := map[string]map[string]string{
+		"agent": {
+			"checks": itoa(len(checks)), "check_ttls": itoa(ttls), "check_monitors": itoa(monitors),
+			"services": itoa(len(a.local.Services())),
+		},
+		"build": {"prerelease": "", "revision": "", "version": Version, "version_metadata": ""},
+		"runtime": {
+			"arch": runtime.GOARCH, "os": runtime.GOOS, "version": runtime.Version(),
+			"cpu_count": itoa(runtime.NumCPU()), "max_procs": itoa(runtime.GOMAXPROCS(0)),
+			"goroutines": itoa(runtime.NumGoroutine()),
+		},
+	}
+	aclMode := "disabled"
+	if a.cfg.ACL.Enabled {
+		aclMode = "enabled"
+	}
+	consul := map[string]string{"server": btoa(a.cfg.Server), "acl": aclMode, "known_datacenters": "1"}
+	if a.server != nil {
+		consul["bootstrap"] = btoa(a.cfg.Bootstrap || a.cfg.DevMode)
+		consul["leader"] = btoa(a.server.IsLeader())
+		consul["leader_addr"] = a.server.Leader()
+		out["raft"] = a.server.Raft().Stats()
+	} else {
+		consul["known_servers"] = itoa(len(a.serverAddrs()))
+	}
+	out["consul"] = consul
+	if a.gossip != nil {
+		var failed, left int
+		members := a.gossip.Members()
+		for _, m := range members {
+			switch m.Status {
+			case gossip.StatusFailed:
+				failed++
+			case gossip.StatusLeft:
+				left++
+			}
+		}
+		out["serf_lan"] = map[string]string{
+			"members": itoa(len(members)), "failed": itoa(failed), "left": itoa(left),
+			"encrypted": btoa(a.gossip.Keyring() != nil), "health_score": "0",
+		}
+	}
+	return out
 }

@@ -18,6 +18,24 @@ func (a *Agent) taggedAddresses() map[string]string {
 	return map[string]string{"lan": h, "lan_ipv4": h, "wan": h, "wan_ipv4": h}
 }
 
+// Node meta keys every agent sets on its own node, as Consul's do: the
+// network segment (always the default, "", in Tribune) and the version.
+const (
+	metaSegmentKey = "consul-network-segment"
+	metaVersionKey = "consul-version"
+)
+
+// nodeMeta is node_meta with the keys every agent adds.
+func (a *Agent) nodeMeta() map[string]string {
+	out := make(map[string]string, len(a.cfg.NodeMeta)+2)
+	for k, v := range a.cfg.NodeMeta {
+		out[k] = v
+	}
+	out[metaSegmentKey] = ""
+	out[metaVersionKey] = Version
+	return out
+}
+
 // loadConfigDefinitions registers the services and checks of the config files.
 func (a *Agent) loadConfigDefinitions() error {
 	for i := range a.cfg.Services {

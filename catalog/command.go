@@ -19,6 +19,13 @@ const (
 	CmdCoordinate CommandType = 6
 	// CmdPreparedQuery carries a PreparedQueryRequest.
 	CmdPreparedQuery CommandType = 7
+
+	// Operator state uses 40-49.
+
+	// CmdAutopilotConfig carries an AutopilotConfigRequest; the FSM
+	// answers a KVResult: OK when it was stored, not OK for a failed CAS,
+	// or Err.
+	CmdAutopilotConfig CommandType = 40
 )
 
 // Bounds a command must respect to be proposed (ValidateCommand). They are
@@ -62,6 +69,8 @@ type Command struct {
 	// Connect (types 30-39).
 	CA          *CARequest
 	ConfigEntry *ConfigEntryRequest
+	// Operator state (types 40-49).
+	Autopilot *AutopilotConfigRequest
 }
 
 // Encode returns the log entry for a command: its type byte and its JSON body.
@@ -114,6 +123,9 @@ func DecodeCommand(data []byte) (*Command, error) {
 	case CmdConfigEntry:
 		cmd.ConfigEntry = new(ConfigEntryRequest)
 		target = cmd.ConfigEntry
+	case CmdAutopilotConfig:
+		cmd.Autopilot = new(AutopilotConfigRequest)
+		target = cmd.Autopilot
 	default:
 		if target = cmd.decodeACLTarget(); target != nil {
 			break

@@ -13,7 +13,8 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// KVResult is the FSM's response to a CmdKV entry.
+// KVResult is the FSM's response to a CmdKV entry (and to a
+// CmdAutopilotConfig one).
 type KVResult struct {
 	OK  bool
 	Err error
@@ -129,6 +130,9 @@ func (f *FSM) applyCommand(idx uint64, cmd *Command) any {
 		return f.store.CoordinateUpdates(idx, cmd.Coordinates)
 	case CmdPreparedQuery:
 		return f.store.PreparedQueryApply(idx, cmd.PreparedQuery)
+	case CmdAutopilotConfig:
+		ok, err := f.store.AutopilotConfigSet(idx, cmd.Autopilot)
+		return KVResult{OK: ok, Err: err}
 	case CmdSession:
 		return f.store.SessionApply(idx, cmd.Session)
 	case CmdCA:
@@ -163,6 +167,8 @@ type snapshotRecord struct {
 	CC *CAConfiguration `json:",omitempty"`
 	CR *CARoot          `json:",omitempty"`
 	CE *ConfigEntry     `json:",omitempty"`
+	// Operator state.
+	A *autopilotRow `json:",omitempty"`
 }
 
 // snapshotMagic starts every snapshot so that a foreign file is refused.
@@ -197,7 +203,8 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 	}
 	tables := []string{tableIndex, tableNodes, tableServices, tableChecks, tableKVs, tableSessions, tableSessChks, tableCoords, tablePreparedQueries,
 		tableACLPolicies, tableACLRoles, tableACLTokens,
-		tableCAConfig, tableCARoots, tableConfigEntries}
+		tableCAConfig, tableCARoots, tableConfigEntries,
+		tableAutopilot}
 	for _, t := range tables {
 		it, err := txn.Get(t, "id")
 		if err != nil {
@@ -236,6 +243,8 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 				rec.CR = v
 			case *ConfigEntry:
 				rec.CE = v
+			case *autopilotRow:
+				rec.A = v
 			}
 			if err := enc.Encode(&rec); err != nil {
 				return fmt.Errorf("write snapshot record: %w", err)
@@ -327,6 +336,8 @@ func (s *Store) Restore(r io.Reader) error {
 			row = rec.CR
 		case rec.T == tableConfigEntries && rec.CE != nil && rec.CE.Kind != "" && rec.CE.Name != "":
 			row = rec.CE
+		case rec.T == tableAutopilot && rec.A != nil && rec.A.Config != nil:
+			row = rec.A
 		default:
 			return fmt.Errorf("%w: bad record for table %q", ErrBadSnapshot, rec.T)
 		}

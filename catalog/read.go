@@ -43,10 +43,14 @@ type ReadRequest struct {
 	Separator string   // kv.keys
 	Name      string   // service name, node name, check state or session ID
 	Tags      []string // service tag filter
-	Options   QueryOptions
 	// ACLPolicyID and ACLRoleID filter acl.tokens and acl.roles.
 	ACLPolicyID string `json:",omitempty"`
 	ACLRoleID   string `json:",omitempty"`
+	// NodeMeta keeps only results on nodes carrying every one of these
+	// meta pairs (?node-meta=key:value): for nodes, services, service
+	// instances and checks.
+	NodeMeta map[string]string `json:",omitempty"`
+	Options  QueryOptions
 }
 
 // ReadResponse carries the result of a read; only the field of the
@@ -146,6 +150,11 @@ func (s *Store) Execute(ws memdb.WatchSet, req *ReadRequest) (uint64, *ReadRespo
 	}
 	if err != nil {
 		return 0, nil, err
+	}
+	if len(req.NodeMeta) > 0 {
+		if err := s.filterNodeMeta(ws, req, out); err != nil {
+			return 0, nil, err
+		}
 	}
 	if idx == 0 {
 		// Consul never answers index 0: a client blocking on 0 would spin.

@@ -88,6 +88,7 @@ func schema() *memdb.DBSchema {
 			}}},
 			"session": {Name: "session", Indexer: &memdb.StringFieldIndex{Field: "Session"}},
 		}},
+		tableAutopilot: autopilotTableSchema(),
 	}}
 	for name, t := range connectTables() {
 		db.Tables[name] = t

@@ -57,7 +57,17 @@ type Service struct {
 	Proxy             map[string]any `json:",omitempty"`
 	Connect           map[string]any `json:",omitempty"`
 	Datacenter        string         `json:",omitempty"`
+	// SocketPath is a Unix socket the instance listens on.
+	SocketPath string `json:",omitempty"`
+	// Locality is the region and zone the instance runs in.
+	Locality *Locality `json:",omitempty" bexpr:"-"`
 	RaftIndex
+}
+
+// Locality is where a service instance runs (Consul 1.16).
+type Locality struct {
+	Region string `json:",omitempty"`
+	Zone   string `json:",omitempty"`
 }
 
 // ServiceAddress is an address and port a service is reachable at.

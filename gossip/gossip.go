@@ -429,6 +429,22 @@ func (p *Pool) RemoveFailed(name string) bool {
 	return ev != nil
 }
 
+// Prune forgets a member that is not alive entirely (force-leave with
+// ?prune): after RemoveFailed has marked it left, it is dropped from the
+// member list rather than kept as left until reaped. It reports whether a
+// member was dropped; an alive or unknown member is left alone.
+func (p *Pool) Prune(name string) bool {
+	p.RemoveFailed(name)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m, ok := p.members[name]
+	if !ok || m.Status != StatusLeft {
+		return false
+	}
+	delete(p.members, name)
+	return true
+}
+
 // Leave tells the pool this member is leaving and waits for the message to
 // spread (bounded by timeout).
 func (p *Pool) Leave(timeout time.Duration) error {

@@ -188,7 +188,8 @@ func (s *Server) reconcileAll(ctx context.Context) {
 // the Raft configuration, as long as at least min_quorum (and never fewer
 // than three) voters remain, so the cluster keeps its fault tolerance.
 func (s *Server) cleanupDeadServers(members map[string]gossip.Member) {
-	if !s.config.CleanupDeadServers {
+	cleanup, stabilization, minQuorum := s.autopilotSettings()
+	if !cleanup {
 		return
 	}
 	f := s.raft.GetConfiguration()
@@ -210,11 +211,11 @@ func (s *Server) cleanupDeadServers(members map[string]gossip.Member) {
 		if !ok || m.Status != gossip.StatusFailed {
 			continue
 		}
-		if since := s.failed.since(m.Name); !since.IsZero() && s.clock.Since(since) > s.config.ServerStabilizationTime {
+		if since := s.failed.since(m.Name); !since.IsZero() && s.clock.Since(since) > stabilization {
 			dead = append(dead, srv)
 		}
 	}
-	floor := max(3, s.config.MinQuorum)
+	floor := max(3, minQuorum)
 	for _, srv := range dead {
 		if voters-1 < floor {
 			return
@@ -284,6 +285,11 @@ func (s *Server) ensureSerfHealth(ctx context.Context, m gossip.Member, status, 
 		if node.ID != "" {
 			req.ID = node.ID
 		}
+	} else {
+		// The agent may register its node (with its meta and tagged
+		// addresses) between this read and the apply: create the node
+		// only if it is still missing then, rather than overwrite it.
+		req.SkipNodeUpdate = true
 	}
 	return s.applyErr(ctx, catalog.CmdRegister, req)
 }
@@ -380,7 +386,7 @@ func (s *Server) RemovePeer(idOrAddr string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: no raft peer %q", catalog.ErrInvalidRequest, idOrAddr)
+	return fmt.Errorf("%w: id or address %q was not found in the Raft configuration", catalog.ErrInvalidRequest, idOrAddr)
 }
 
 // failedMembers remembers since when each failed member has been failed,

@@ -57,7 +57,46 @@ const (
 	OpRaftConfiguration = "raft-configuration"
 	OpRemovePeer        = "remove-peer"
 	OpAutopilotHealth   = "autopilot-health"
+	// OpTransferLeader hands leadership to another voter: the one whose
+	// Raft ID is Arg, or any up-to-date one when Arg is empty.
+	OpTransferLeader = "transfer-leader"
+	// OpAutopilotState is /v1/operator/autopilot/state.
+	OpAutopilotState = "autopilot-state"
 )
+
+// AutopilotServerState is one server in /v1/operator/autopilot/state.
+type AutopilotServerState struct {
+	ID          string
+	Name        string
+	Address     string
+	NodeStatus  string
+	Version     string
+	LastContact string
+	LastTerm    uint64
+	LastIndex   uint64
+	Healthy     bool
+	StableSince time.Time
+	ReadReplica bool
+	// Status is "leader", "voter" or "non-voter".
+	Status   string
+	Meta     map[string]string
+	NodeType string
+}
+
+// AutopilotState is /v1/operator/autopilot/state: the servers by Raft ID.
+type AutopilotState struct {
+	Healthy                    bool
+	FailureTolerance           int
+	OptimisticFailureTolerance int
+	Servers                    map[string]AutopilotServerState
+	Leader                     string
+	Voters                     []string
+}
+
+// TransferLeaderResult is /v1/operator/raft/transfer-leader's answer.
+type TransferLeaderResult struct {
+	Success bool
+}
 
 // OperatorRequest is an operator call; Arg is the peer for remove-peer.
 type OperatorRequest struct {
@@ -97,6 +136,23 @@ func (s *Server) Operator(ctx context.Context, req *OperatorRequest) (json.RawMe
 			return nil, err
 		}
 		out = true
+	case OpTransferLeader:
+		if err := s.transferLeader(ctx, req.Arg); err != nil {
+			return nil, err
+		}
+		out = TransferLeaderResult{Success: true}
+	case OpAutopilotGetConfig:
+		c, err := s.autopilotConfig()
+		if err != nil {
+			return nil, err
+		}
+		out = c
+	case OpAutopilotState:
+		st, err := s.autopilotState()
+		if err != nil {
+			return nil, err
+		}
+		out = st
 	case OpAutopilotHealth:
 		h, err := s.autopilotHealth()
 		if err != nil {
@@ -125,6 +181,42 @@ func (c *Client) Operator(ctx context.Context, req *OperatorRequest) (json.RawMe
 		return nil, err
 	}
 	return resp.Result, nil
+}
+
+// transferLeader hands leadership away from this server, to the voter with
+// Raft ID id when it is set. Raft refuses when there is no other voter
+// ("cannot find peer").
+func (s *Server) transferLeader(ctx context.Context, id string) error {
+	var f raft.Future
+	if id == "" {
+		f = s.raft.LeadershipTransfer()
+	} else {
+		cfg, err := s.raftConfiguration()
+		if err != nil {
+			return err
+		}
+		var addr string
+		for _, srv := range cfg.Servers {
+			if srv.ID == id {
+				addr = srv.Address
+			}
+		}
+		if addr == "" {
+			return fmt.Errorf("%w: id %q was not found in the Raft configuration", catalog.ErrInvalidRequest, id)
+		}
+		f = s.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("transfer leadership: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("transfer leadership: %w", ctx.Err())
+	}
 }
 
 // nodeNames maps Raft IDs to gossip member names.
@@ -192,5 +284,32 @@ func (s *Server) autopilotHealth() (*AutopilotHealth, error) {
 		out.Servers = append(out.Servers, h)
 	}
 	out.FailureTolerance = max(healthyVoters-(voters/2+1), 0)
+	return out, nil
+}
+
+// autopilotState is autopilotHealth keyed by server ID, with each server's
+// role, as /v1/operator/autopilot/state shows it.
+func (s *Server) autopilotState() (*AutopilotState, error) {
+	h, err := s.autopilotHealth()
+	if err != nil {
+		return nil, err
+	}
+	out := &AutopilotState{Healthy: h.Healthy, FailureTolerance: h.FailureTolerance,
+		OptimisticFailureTolerance: h.FailureTolerance, Servers: map[string]AutopilotServerState{}, Voters: []string{}}
+	for _, srv := range h.Servers {
+		status, nodeType := "non-voter", "read-replica"
+		if srv.Voter {
+			status, nodeType = "voter", "voter"
+			out.Voters = append(out.Voters, srv.ID)
+		}
+		if srv.Leader {
+			status = "leader"
+			out.Leader = srv.ID
+		}
+		out.Servers[srv.ID] = AutopilotServerState{ID: srv.ID, Name: srv.Name, Address: srv.Address,
+			NodeStatus: srv.SerfStatus, Version: srv.Version, LastContact: srv.LastContact, LastTerm: srv.LastTerm,
+			LastIndex: srv.LastIndex, Healthy: srv.Healthy, StableSince: srv.StableSince, ReadReplica: !srv.Voter,
+			Status: status, Meta: map[string]string{}, NodeType: nodeType}
+	}
 	return out, nil
 }

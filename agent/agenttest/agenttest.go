@@ -70,7 +70,7 @@ func Start(t testing.TB, cfg *config.Config) *agent.Agent {
 		cfg = Config(t)
 	}
 	tw := &testWriter{t: t}
-	logger := hclog.New(&hclog.LoggerOptions{Name: cfg.NodeName, Level: testLogLevel(), Output: tw})
+	logger := hclog.NewInterceptLogger(&hclog.LoggerOptions{Name: cfg.NodeName, Level: testLogLevel(), Output: tw})
 	a, err := agent.New(cfg, logger)
 	if err != nil {
 		t.Fatalf("start agent: %v", err)
@@ -150,7 +150,7 @@ func ClusterConfig(t testing.TB, name string, server bool, expect int, joinAddr 
 func StartNoWait(t testing.TB, cfg *config.Config) *agent.Agent {
 	t.Helper()
 	tw := &testWriter{t: t}
-	logger := hclog.New(&hclog.LoggerOptions{Name: cfg.NodeName, Level: testLogLevel(), Output: tw})
+	logger := hclog.NewInterceptLogger(&hclog.LoggerOptions{Name: cfg.NodeName, Level: testLogLevel(), Output: tw})
 	a, err := agent.New(cfg, logger)
 	if err != nil {
 		t.Fatalf("start agent %s: %v", cfg.NodeName, err)

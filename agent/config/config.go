@@ -163,6 +163,8 @@ type Config struct {
 
 	// DisableUpdateCheck is disable_update_check.
 	DisableUpdateCheck bool
+	// EnableDebug is enable_debug: serve /debug/pprof/* on the HTTP API.
+	EnableDebug bool
 	// ServerName is server_name, the TLS server name.
 	ServerName string
 

@@ -750,3 +750,20 @@ func FuzzLoadHCL(f *testing.F) {
 		_ = a.apply(c, m)
 	})
 }
+
+// An empty (or blank) config file sets nothing, as Consul reads it: tools
+// create the file before they fill it in and reload.
+func TestLoadEmptyFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"empty.json", "blank.json", "empty.hcl"} {
+		content := ""
+		if name == "blank.json" {
+			content = " \n\t\n"
+		}
+		p := writeFile(t, dir, name, content)
+		c, _ := mustLoad(t, "-dev", "-config-file", p)
+		if c.Datacenter != "dc1" || !reflect.DeepEqual(c.ConfigFiles, []string{p}) {
+			t.Errorf("%s: datacenter=%q files=%q", name, c.Datacenter, c.ConfigFiles)
+		}
+	}
+}

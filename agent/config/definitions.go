@@ -45,6 +45,19 @@ type ServiceDefinition struct {
 	Connect map[string]interface{} `json:"Connect,omitempty"`
 	// Proxy is the proxy block of a connect-proxy, kept as decoded.
 	Proxy map[string]interface{} `json:"Proxy,omitempty"`
+	// SocketPath is socket_path: a Unix socket the service listens on,
+	// instead of an address and port.
+	SocketPath string `json:"SocketPath,omitempty"`
+	// Locality is locality: the region and zone the instance runs in.
+	Locality *Locality `json:"Locality,omitempty"`
+}
+
+// Locality is where a service instance runs.
+type Locality struct {
+	// Region is the region.
+	Region string `json:"Region,omitempty"`
+	// Zone is the zone within the region.
+	Zone string `json:"Zone,omitempty"`
 }
 
 // ServiceAddress is one of a service's tagged addresses.
@@ -304,7 +317,7 @@ func defRawMap(dst *map[string]interface{}) defField {
 
 // ignoredServiceKeys are API fields Tribune accepts and does not model.
 func ignoredServiceKeys() map[string]bool {
-	return map[string]bool{"namespace": true, "partition": true, "socketpath": true, "locality": true, "peername": true}
+	return map[string]bool{"namespace": true, "partition": true, "peername": true}
 }
 
 // ignoredCheckKeys are API fields Tribune accepts and does not model.
@@ -334,6 +347,26 @@ func decodeService(path string, v interface{}, allowNanos bool, unknown func(str
 			m, err := decodeTaggedAddresses(p, v, nanos, unknown)
 			s.TaggedAddresses = m
 			return err
+		},
+		"socketpath": defString(&s.SocketPath),
+		"locality": func(p string, v interface{}, nanos bool, unknown func(string)) error {
+			if v == nil {
+				s.Locality = nil
+				return nil
+			}
+			objs, err := objectList(p, v)
+			if err != nil {
+				return err
+			}
+			var l Locality
+			fields := map[string]defField{"region": defString(&l.Region), "zone": defString(&l.Zone)}
+			for _, m := range objs {
+				if err := decodeDef(p, m, fields, nil, nanos, unknown); err != nil {
+					return err
+				}
+			}
+			s.Locality = &l
+			return nil
 		},
 		"weights": func(p string, v interface{}, nanos bool, unknown func(string)) error {
 			w, err := decodeWeights(p, v, nanos, unknown)

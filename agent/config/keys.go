@@ -428,6 +428,7 @@ func configFields(c *Config) map[string]field {
 		}),
 
 		"disable_update_check": boolField(&c.DisableUpdateCheck),
+		"enable_debug":         boolField(&c.EnableDebug),
 		"server_name":          stringField(&c.ServerName),
 
 		"services": servicesField(&c.Services),

@@ -277,7 +277,7 @@ func parseSource(name, format string, data []byte) (map[string]interface{}, erro
 }
 
 // parseJSON decodes one JSON object, keeping numbers exact, and reports
-// syntax errors by line and column.
+// syntax errors by line and column. An empty file is an empty object.
 func parseJSON(data []byte) (map[string]interface{}, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -289,7 +289,9 @@ func parseJSON(data []byte) (map[string]interface{}, error) {
 			line, col := lineCol(data, se.Offset)
 			return nil, fmt.Errorf("line %d, column %d: %w", line, col, err)
 		case errors.Is(err, io.EOF):
-			return nil, errors.New("empty file: expected a JSON object")
+			// An empty file sets nothing, as Consul reads it (tools
+			// create the file first and fill it in before a reload).
+			return map[string]interface{}{}, nil
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			line, col := lineCol(data, int64(len(data)))
 			return nil, fmt.Errorf("line %d, column %d: unexpected end of input", line, col)

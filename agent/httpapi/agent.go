@@ -1,8 +1,15 @@
 package httpapi
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/config"
@@ -37,10 +44,33 @@ func (h *Handler) agentServiceRegister(w http.ResponseWriter, r *http.Request) (
 	if authz.ServiceWrite(def.Name) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	if err := h.agent.local.AddServiceDefinition(def, false); err != nil {
+	rv, replace := r.URL.Query()["replace-existing-checks"]
+	if replace && len(rv) > 0 && rv[0] != "" {
+		on, err := strconv.ParseBool(rv[0])
+		if err != nil {
+			return nil, badRequest("Invalid value for replace-existing-checks: %q", rv[0])
+		}
+		replace = on
+	}
+	if err := h.agent.local.AddServiceDefinitionReplacing(def, false, replace); err != nil {
 		return nil, err
 	}
+	h.waitSync(r)
 	return nil, nil
+}
+
+// syncWait bounds how long a registration waits for the catalog to show it.
+const syncWait = 2 * time.Second
+
+// waitSync waits, at most syncWait, until the local changes made so far
+// have reached the catalog, so that a client reading the catalog right after
+// a registration sees it (the official client's tests do). When the servers
+// do not answer in time the change stays queued for anti-entropy and the
+// request still succeeds, as the agent owns the registration either way.
+func (h *Handler) waitSync(r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), syncWait)
+	defer cancel()
+	_ = h.agent.local.WaitSync(ctx)
 }
 
 func (h *Handler) agentServiceDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -57,6 +87,7 @@ func (h *Handler) agentServiceDeregister(w http.ResponseWriter, r *http.Request)
 		return nil, errPermissionDenied
 	}
 	h.agent.local.RemoveService(id)
+	h.waitSync(r)
 	return nil, nil
 }
 
@@ -83,20 +114,78 @@ func (h *Handler) agentServices(w http.ResponseWriter, r *http.Request) (any, er
 	return out, nil
 }
 
+// Hash-based blocking on the agent's own state, which has no Raft index.
+const (
+	// defaultHashWait and maxHashWait bound a ?hash= wait as Consul's
+	// blocking queries are bounded.
+	defaultHashWait = 5 * time.Minute
+	maxHashWait     = 10 * time.Minute
+)
+
+// contentHash is the X-Consul-ContentHash of a value: a hash of its JSON.
+func contentHash(v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("hash response: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8]), nil
+}
+
+// agentServiceJSON is /v1/agent/service/<id>'s answer: the service with the
+// hash a watch blocks on (the client's agent_service watch reads it from the
+// body, not the header).
+type agentServiceJSON struct {
+	*catalog.Service
+	ContentHash string
+}
+
+// agentService serves GET /v1/agent/service/<id>, blocking with ?hash= (and
+// ?wait=) until the service's definition hashes differently, as Consul does
+// for agent-local state. X-Consul-ContentHash carries the hash.
 func (h *Handler) agentService(w http.ResponseWriter, r *http.Request) (any, error) {
 	id := strings.TrimPrefix(r.URL.Path, "/v1/agent/service/")
 	authz, err := h.authorize(r)
 	if err != nil {
 		return nil, err
 	}
-	s := h.agent.local.Service(id)
-	if s == nil {
-		return nil, notFound("unknown service ID: %s", id)
+	q := r.URL.Query()
+	wait := defaultHashWait
+	if v := q.Get("wait"); v != "" {
+		if wait, err = parseWait(v); err != nil {
+			return nil, badRequest("Invalid wait time: %q", v)
+		}
+		wait = min(wait, maxHashWait)
 	}
-	if authz.ServiceRead(s.Service) != acl.Allow {
-		return nil, errPermissionDenied
+	want := q.Get("hash")
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		changed := h.agent.local.Changed()
+		s := h.agent.local.Service(id)
+		if s == nil {
+			return nil, notFound("unknown service ID: %s", id)
+		}
+		if authz.ServiceRead(s.Service) != acl.Allow {
+			return nil, errPermissionDenied
+		}
+		sum, err := contentHash(s)
+		if err != nil {
+			return nil, err
+		}
+		if want == "" || sum != want {
+			w.Header().Set("X-Consul-ContentHash", sum)
+			return agentServiceJSON{Service: s, ContentHash: sum}, nil
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			w.Header().Set("X-Consul-ContentHash", sum)
+			return agentServiceJSON{Service: s, ContentHash: sum}, nil
+		case <-r.Context().Done():
+			return nil, fmt.Errorf("wait for service %s: %w", id, r.Context().Err())
+		}
 	}
-	return s, nil
 }
 
 func (h *Handler) agentChecks(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -146,7 +235,11 @@ func (h *Handler) agentCheckRegister(w http.ResponseWriter, r *http.Request) (an
 	if err != nil {
 		return nil, err
 	}
-	return nil, h.agent.local.AddCheck(c)
+	if err := h.agent.local.AddCheck(c); err != nil {
+		return nil, err
+	}
+	h.waitSync(r)
+	return nil, nil
 }
 
 func (h *Handler) agentCheckDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -161,6 +254,7 @@ func (h *Handler) agentCheckDeregister(w http.ResponseWriter, r *http.Request) (
 	if !h.agent.local.RemoveCheck(id) {
 		return nil, notFound("Unknown check ID %q. Ensure that the check ID is passed, not the check name.", id)
 	}
+	h.waitSync(r)
 	return nil, nil
 }
 
@@ -207,28 +301,6 @@ func (h *Handler) agentCheckUpdate(w http.ResponseWriter, r *http.Request) (any,
 	return nil, h.agent.local.UpdateCheck(id, body.Status, body.Output)
 }
 
-func (h *Handler) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) {
-	authz, err := h.authorize(r)
-	if err != nil {
-		return nil, err
-	}
-	if authz.AgentRead(h.agent.cfg.NodeName) != acl.Allow {
-		return nil, errPermissionDenied
-	}
-	cfg := h.agent.cfg
-	return map[string]any{
-		"Config": map[string]any{
-			"Datacenter": cfg.Datacenter, "PrimaryDatacenter": cfg.PrimaryDatacenter, "NodeName": cfg.NodeName,
-			"NodeID": cfg.NodeID, "Server": cfg.Server, "Revision": "", "Version": h.agent.version, "BuildDate": "",
-		},
-		"DebugConfig": map[string]any{},
-		"Member":      h.agent.selfMember(),
-		"Meta":        cfg.NodeMeta,
-		"Stats":       map[string]any{},
-		"xDS":         map[string]any{},
-	}, nil
-}
-
 func (h *Handler) agentMembers(w http.ResponseWriter, r *http.Request) (any, error) {
 	return h.agent.members(), nil
 }
@@ -263,8 +335,16 @@ func (h *Handler) agentJoin(w http.ResponseWriter, r *http.Request) (any, error)
 	return nil, nil
 }
 
+// agentForceLeave serves PUT /v1/agent/force-leave/<node>[?prune][&wan]: a
+// failed member is marked left (and with ?prune dropped from the member
+// list). As Consul answers, a name that is alive (this agent's own, say) or
+// unknown is not an error: there is nothing to remove and the answer is 200.
+// Tribune has no WAN pool on this agent, so ?wan finds nothing to remove.
 func (h *Handler) agentForceLeave(w http.ResponseWriter, r *http.Request) (any, error) {
 	node := strings.TrimPrefix(r.URL.Path, "/v1/agent/force-leave/")
+	if node == "" {
+		return nil, badRequest("Missing node name")
+	}
 	authz, err := h.authorize(r)
 	if err != nil {
 		return nil, err
@@ -272,8 +352,14 @@ func (h *Handler) agentForceLeave(w http.ResponseWriter, r *http.Request) (any, 
 	if authz.OperatorWrite() != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	if h.agent.gossip == nil || !h.agent.gossip.RemoveFailed(node) {
-		return nil, notFound("agent: No node found with name '%s'", node)
+	q := r.URL.Query()
+	if _, wan := q["wan"]; wan || h.agent.gossip == nil {
+		return nil, nil
+	}
+	if _, prune := q["prune"]; prune {
+		h.agent.gossip.Prune(node)
+	} else {
+		h.agent.gossip.RemoveFailed(node)
 	}
 	return nil, nil
 }

@@ -30,8 +30,10 @@ type catalogService struct {
 	ServiceMeta              map[string]string
 	ServicePort              int
 	ServiceEnableTagOverride bool
-	ServiceProxy             map[string]any `json:",omitempty"`
-	ServiceConnect           map[string]any `json:",omitempty"`
+	ServiceProxy             map[string]any    `json:",omitempty"`
+	ServiceConnect           map[string]any    `json:",omitempty"`
+	ServiceSocketPath        string            `json:",omitempty"`
+	ServiceLocality          *catalog.Locality `json:",omitempty" bexpr:"-"`
 	CreateIndex              uint64
 	ModifyIndex              uint64
 }
@@ -69,10 +71,41 @@ func (h *Handler) catalogRegister(w http.ResponseWriter, r *http.Request) (any, 
 	if req.Datacenter == "" {
 		req.Datacenter = h.agent.cfg.Datacenter
 	}
+	setCheckType(req.Check)
+	for _, c := range req.Checks {
+		setCheckType(c)
+	}
 	if _, err := h.apply(r.Context(), catalog.CmdRegister, &req); err != nil {
 		return nil, err
 	}
 	return true, nil
+}
+
+// setCheckType names the type of a check registered through the catalog
+// without one from the probe its definition describes, as Consul shows it,
+// and gives a check with only a name that name as its ID.
+func setCheckType(c *catalog.HealthCheck) {
+	if c == nil {
+		return
+	}
+	if c.CheckID == "" {
+		// As Consul does, a check given only a name is known by it.
+		c.CheckID = c.Name
+	}
+	if c.Type != "" {
+		return
+	}
+	d := c.Definition
+	switch {
+	case d.HTTP != "":
+		c.Type = "http"
+	case d.TCP != "":
+		c.Type = "tcp"
+	case d.UDP != "":
+		c.Type = "udp"
+	case d.GRPC != "":
+		c.Type = "grpc"
+	}
 }
 
 func (h *Handler) catalogDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -178,7 +211,11 @@ func (h *Handler) matchingInstances(r *http.Request, authz acl.Authorizer, name 
 		return nil, err
 	}
 	opts.MinQueryIndex, opts.MaxQueryTime, opts.Filter = 0, 0, ""
-	resp, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadServiceInstances, Name: name, Options: opts})
+	meta, err := parseNodeMeta(r)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadServiceInstances, Name: name, NodeMeta: meta, Options: opts})
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +242,8 @@ func catalogServiceOf(in *catalog.CheckServiceNode) *catalogService {
 		ServiceID: s.ID, ServiceName: s.Service, ServiceTags: nonNil(s.Tags), ServiceAddress: s.Address,
 		ServiceTaggedAddresses: s.TaggedAddresses, ServiceWeights: s.Weights, ServiceMeta: s.Meta,
 		ServicePort: s.Port, ServiceEnableTagOverride: s.EnableTagOverride, ServiceProxy: s.Proxy,
-		ServiceConnect: s.Connect, CreateIndex: s.CreateIndex, ModifyIndex: s.ModifyIndex,
+		ServiceConnect: s.Connect, ServiceSocketPath: s.SocketPath, ServiceLocality: s.Locality,
+		CreateIndex: s.CreateIndex, ModifyIndex: s.ModifyIndex,
 	}
 }
 
@@ -254,8 +292,12 @@ func (h *Handler) catalogNode(w http.ResponseWriter, r *http.Request) (any, erro
 		// official client turns into a nil node rather than an error.
 		return json.RawMessage("null"), nil
 	}
+	svcs, err := filter(r.URL.Query().Get("filter"), ns.Services)
+	if err != nil {
+		return nil, err
+	}
 	out := &catalogNode{Node: ns.Node, Services: map[string]*catalog.Service{}}
-	for _, s := range ns.Services {
+	for _, s := range svcs {
 		out.Services[s.ID] = s
 	}
 	return out, nil
@@ -381,12 +423,27 @@ func (h *Handler) healthService(w http.ResponseWriter, r *http.Request) (any, er
 
 // ---- status ----
 
+// checkDC refuses a ?dc= naming another datacenter, as Consul answers when
+// it has no route to it.
+func (h *Handler) checkDC(r *http.Request) error {
+	if dc := r.URL.Query().Get("dc"); dc != "" && dc != h.agent.cfg.Datacenter {
+		return &httpError{code: http.StatusInternalServerError, msg: "No path to datacenter"}
+	}
+	return nil
+}
+
 func (h *Handler) statusLeader(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := h.checkDC(r); err != nil {
+		return nil, err
+	}
 	leader, _, err := h.agent.status(r.Context())
 	return leader, err
 }
 
 func (h *Handler) statusPeers(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := h.checkDC(r); err != nil {
+		return nil, err
+	}
 	_, peers, err := h.agent.status(r.Context())
 	if err != nil {
 		return nil, err

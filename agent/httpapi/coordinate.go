@@ -119,3 +119,37 @@ func sortNear[T any](n *nearSorter, items []T, node func(T) string) {
 	}
 	sort.SliceStable(items, func(i, j int) bool { return n.distance(node(items[i])) < n.distance(node(items[j])) })
 }
+
+// coordinateUpdate serves PUT /v1/coordinate/update: set a node's network
+// coordinate (node:write on it). A coordinate of another dimensionality, or
+// with NaN or infinite components, is refused.
+func (h *Handler) coordinateUpdate(w http.ResponseWriter, r *http.Request) (any, error) {
+	var entry catalog.CoordinateEntry
+	if err := decodeBody(r, &entry); err != nil {
+		return nil, err
+	}
+	if entry.Node == "" {
+		return nil, badRequest("Missing node name")
+	}
+	if entry.Coord == nil {
+		return nil, badRequest("Missing coordinate")
+	}
+	ref := coordinate.NewCoordinate(coordinate.DefaultConfig())
+	if !entry.Coord.IsValid() || !entry.Coord.IsCompatibleWith(ref) {
+		return nil, badRequest("Invalid coordinate: want %d finite dimensions", len(ref.Vec))
+	}
+	if err := h.checkWriteDC(r); err != nil {
+		return nil, err
+	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if authz.NodeWrite(entry.Node) != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	if _, err := h.apply(r.Context(), catalog.CmdCoordinate, []*catalog.CoordinateEntry{&entry}); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -43,6 +44,12 @@ func (c *control) Self() httpapi.Member      { return httpapi.Member{Name: nodeN
 func (c *control) Members() []httpapi.Member { return []httpapi.Member{{Name: nodeName}} }
 func (c *control) Leave()                    { c.mu.Lock(); c.leaves++; c.mu.Unlock() }
 func (c *control) Reload() error             { c.mu.Lock(); c.reloads++; c.mu.Unlock(); return nil }
+func (c *control) Monitor(string, bool) (<-chan []byte, func(), error) {
+	return nil, nil, errors.New("no logs here")
+}
+func (c *control) Stats() map[string]map[string]string {
+	return map[string]map[string]string{"agent": {"services": "1"}}
+}
 
 func (c *control) acted() int {
 	c.mu.Lock()
@@ -153,6 +160,11 @@ func TestDenyingAuthorizer(t *testing.T) {
 		{"PUT", "/v1/agent/check/warn/node-check", "", 403, "", false},
 		{"PUT", "/v1/agent/check/fail/node-check", "", 403, "", false},
 		{"PUT", "/v1/agent/check/update/node-check", `{"Status":"critical","Output":"x"}`, 403, "", false},
+		{"GET", "/v1/agent/health/service/id/web-1", "", 403, "", false},
+		{"GET", "/v1/agent/host", "", 403, "", false},
+		{"GET", "/v1/agent/monitor?loglevel=debug", "", 403, "", false},
+		{"GET", "/debug/pprof/heap", "", 403, "", false},
+		{"GET", "/v1/agent/health/service/name/" + serviceName, "", 403, "", false},
 		// catalog and health
 		{"PUT", "/v1/catalog/register", `{"Node":"node-2","Address":"10.0.0.2"}`, 403, "", false},
 		{"PUT", "/v1/catalog/deregister", `{"Node":"node-1"}`, 403, "", false},
@@ -167,6 +179,7 @@ func TestDenyingAuthorizer(t *testing.T) {
 		{"GET", "/v1/health/service/" + serviceName, "", 403, "", false},
 		{"GET", "/v1/coordinate/nodes", "", 200, "[]", false},
 		{"GET", "/v1/coordinate/node/node-1", "", 404, "", false}, // filtered away, so not found
+		{"PUT", "/v1/coordinate/update", `{"Node":"node-1","Coord":{"Vec":[0,0,0,0,0,0,0,0],"Error":1.5,"Adjustment":0,"Height":0.00001}}`, 403, "", false},
 		// KV and transactions
 		{"GET", "/v1/kv/secret", "", 403, "", false},
 		{"GET", "/v1/kv/?recurse", "", 403, "", false},
@@ -197,6 +210,11 @@ func TestDenyingAuthorizer(t *testing.T) {
 		{"GET", "/v1/operator/raft/configuration", "", 403, "", false},
 		{"DELETE", "/v1/operator/raft/peer?id=x", "", 403, "", false},
 		{"GET", "/v1/operator/autopilot/health", "", 403, "", false},
+		{"POST", "/v1/operator/raft/transfer-leader", "", 403, "", false},
+		{"GET", "/v1/operator/autopilot/state", "", 403, "", false},
+		{"GET", "/v1/operator/usage", "", 403, "", false},
+		{"GET", "/v1/operator/autopilot/configuration", "", 403, "", false},
+		{"PUT", "/v1/operator/autopilot/configuration", `{"CleanupDeadServers":false}`, 403, "", false},
 		{"GET", "/v1/operator/keyring", "", 403, "", false},
 		{"POST", "/v1/operator/keyring", `{"Key":"x"}`, 403, "", false},
 		{"PUT", "/v1/operator/keyring", `{"Key":"x"}`, 403, "", false},

@@ -102,7 +102,7 @@ func New(p Parts) *Handler {
 	h := &Handler{exact: map[string]*route{}, agent: &parts{
 		cfg: p.Config, version: p.Version, acls: p.ACL, backend: p.Backend, local: p.Local,
 		gossip: p.Gossip, events: p.Events, control: p.Control, metrics: p.Metrics,
-		ca: p.CA, leaves: p.Leaves,
+		ca: p.CA, leaves: p.Leaves, cache: p.Cache,
 	}}
 	h.registerRoutes()
 	return h
@@ -285,6 +285,30 @@ func (h *Handler) parseQueryOptions(r *http.Request) (catalog.QueryOptions, erro
 	return opts, nil
 }
 
+// maxNodeMetaFilters bounds the ?node-meta= pairs of one request.
+const maxNodeMetaFilters = 64
+
+// parseNodeMeta reads the ?node-meta=key:value filters (every pair must
+// match; a pair without a colon asks for an empty value), nil when none.
+func parseNodeMeta(r *http.Request) (map[string]string, error) {
+	raw := r.URL.Query()["node-meta"]
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	if len(raw) > maxNodeMetaFilters {
+		return nil, badRequest("Too many node-meta filters: %d, at most %d", len(raw), maxNodeMetaFilters)
+	}
+	out := make(map[string]string, len(raw))
+	for _, kv := range raw {
+		k, v, _ := strings.Cut(kv, ":")
+		if k == "" {
+			return nil, badRequest("Invalid node-meta filter %q: want key:value", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
 // maxWait is the longest wait= a blocking query is given, as in Consul;
 // longer ones are capped.
 const maxWait = 10 * time.Minute
@@ -317,12 +341,43 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, req *catalog.Read
 		return nil, err
 	}
 	req.Options = opts
+	if req.NodeMeta, err = parseNodeMeta(r); err != nil {
+		return nil, err
+	}
+	if _, cached := r.URL.Query()["cached"]; cached && h.agent.cache != nil && cacheable(req) {
+		hit := h.agent.cache.Has(req)
+		resp, err := h.agent.cache.Get(r.Context(), req)
+		if err != nil {
+			return nil, err
+		}
+		setMeta(w, resp.Meta)
+		if hit {
+			// Views are kept fresh by blocking queries: no age.
+			w.Header().Set("X-Cache", "HIT")
+			w.Header().Set("Age", "0")
+		} else {
+			w.Header().Set("X-Cache", "MISS")
+		}
+		return resp, nil
+	}
 	resp, err := h.agent.backend.Read(r.Context(), req)
 	if err != nil {
 		return nil, err
 	}
 	setMeta(w, resp.Meta)
 	return resp, nil
+}
+
+// cacheable reports whether a read may be answered from the agent's views
+// (?cached): the reads Consul's agent cache serves, not consistent ones,
+// and not node-meta filtered ones (views do not key on node meta).
+func cacheable(req *catalog.ReadRequest) bool {
+	switch req.Op {
+	case catalog.ReadServices, catalog.ReadServiceInstances, catalog.ReadHealthService:
+	default:
+		return false
+	}
+	return !req.Options.RequireConsistent && len(req.NodeMeta) == 0
 }
 
 func setMeta(w http.ResponseWriter, m catalog.QueryMeta) {

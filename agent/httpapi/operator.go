@@ -3,8 +3,10 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 
 	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/server"
 )
 
@@ -33,6 +35,9 @@ func (h *Handler) operator(op string, write bool) handlerFunc {
 				return nil, badRequest("Must specify either ?id with the server's ID or ?address with IP:port of peer to remove")
 			}
 		}
+		if op == server.OpTransferLeader {
+			req.Arg = r.URL.Query().Get("id")
+		}
 		res, err := h.agent.backend.Operator(r.Context(), req)
 		if err != nil {
 			return nil, err
@@ -48,4 +53,61 @@ func (h *Handler) operator(op string, write bool) handlerFunc {
 		}
 		return json.RawMessage(res), nil
 	}
+}
+
+// autopilotConfiguration serves /v1/operator/autopilot/configuration: GET
+// the effective configuration (operator:read), PUT a new one through Raft
+// (operator:write), with ?cas=<ModifyIndex> only if it is unchanged since;
+// a PUT answers true or false as Consul does.
+func (h *Handler) autopilotConfiguration(w http.ResponseWriter, r *http.Request) (any, error) {
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	if r.Method == http.MethodGet {
+		if authz.OperatorRead() != acl.Allow {
+			return nil, errPermissionDenied
+		}
+		if err := h.checkDC(r); err != nil {
+			return nil, err
+		}
+		res, err := h.agent.backend.Operator(r.Context(), &server.OperatorRequest{Op: server.OpAutopilotGetConfig})
+		if err != nil {
+			return nil, err
+		}
+		return json.RawMessage(res), nil
+	}
+	if authz.OperatorWrite() != acl.Allow {
+		return nil, errPermissionDenied
+	}
+	var req catalog.AutopilotConfigRequest
+	if err := decodeBody(r, &req.Config); err != nil {
+		return nil, err
+	}
+	if v := r.URL.Query().Get("cas"); v != "" {
+		idx, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return nil, badRequest("Error parsing cas value: %v", err)
+		}
+		req.CAS, req.Config.ModifyIndex = true, idx
+	}
+	// A duration left out (null) is zero, shown as "0s" as Consul does;
+	// the servers then keep their own stabilization time.
+	for _, d := range []*string{&req.Config.LastContactThreshold, &req.Config.ServerStabilizationTime} {
+		if *d == "" {
+			*d = "0s"
+		}
+	}
+	if err := req.Config.Validate(); err != nil {
+		return nil, badRequest("Invalid autopilot configuration: %v", err)
+	}
+	res, err := h.apply(r.Context(), catalog.CmdAutopilotConfig, &req)
+	if err != nil {
+		return nil, err
+	}
+	kv, _ := res.(catalog.KVResult)
+	if kv.Err != nil {
+		return nil, kv.Err
+	}
+	return kv.OK, nil
 }

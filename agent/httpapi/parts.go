@@ -37,6 +37,16 @@ type Backend interface {
 	Operator(ctx context.Context, req *server.OperatorRequest) (json.RawMessage, error)
 }
 
+// ViewCache answers catalog reads from views the agent keeps fresh with
+// blocking queries (agent/viewcache), for ?cached reads.
+type ViewCache interface {
+	// Get answers req from its view, starting the view when there is
+	// none; with Options.MinQueryIndex it blocks as a blocking query.
+	Get(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error)
+	// Has reports whether req's view already holds a result.
+	Has(req *catalog.ReadRequest) bool
+}
+
 // EventLog holds the user events this agent accepted.
 type EventLog interface {
 	// List returns the events named name (every event when name is empty),
@@ -52,11 +62,21 @@ type Control interface {
 	// Members lists the LAN gossip members (this agent alone when gossip
 	// is off).
 	Members() []Member
-	// Leave asks the process to leave the cluster gracefully and stop; it
-	// does not block.
+	// Leave leaves the gossip pool gracefully (bounded in time), so the
+	// other members see this one as left when it returns, then asks the
+	// process to stop; it does not wait for the stop.
 	Leave()
 	// Reload loads the configuration files again.
 	Reload() error
+	// Monitor streams the agent's log lines at level and above (JSON
+	// objects when json is set) on the returned channel until stop is
+	// called; lines a slow reader cannot take are dropped, never waited
+	// for.
+	Monitor(level string, json bool) (lines <-chan []byte, stop func(), err error)
+	// Stats is the agent's runtime state by subsystem (agent, build,
+	// consul, raft, runtime, serf_lan), each a map of names to values as
+	// `consul info` prints them.
+	Stats() map[string]map[string]string
 }
 
 // Member is an agent as /v1/agent/members shows it.
@@ -102,6 +122,8 @@ type Parts struct {
 	// leaf certificate cache. Both nil when Connect is off.
 	CA     ConnectCA
 	Leaves LeafCerts
+	// Cache serves ?cached reads; nil answers them from the servers.
+	Cache ViewCache
 }
 
 // parts is Parts as the handlers read them.
@@ -117,12 +139,14 @@ type parts struct {
 	metrics http.Handler
 	ca      ConnectCA
 	leaves  LeafCerts
+	cache   ViewCache
 }
 
 func (p *parts) status(ctx context.Context) (string, []string, error) { return p.backend.Status(ctx) }
 func (p *parts) selfMember() Member                                   { return p.control.Self() }
 func (p *parts) members() []Member                                    { return p.control.Members() }
 func (p *parts) requestLeave()                                        { p.control.Leave() }
+func (p *parts) stats() map[string]map[string]string                  { return p.control.Stats() }
 
 // Reload loads the configuration again.
 func (p *parts) Reload() error { return p.control.Reload() }

@@ -29,10 +29,15 @@ func (h *Handler) registerRoutes() {
 	h.handle("/v1/coordinate/nodes", methodsGet, h.coordinateNodes)
 	h.handle("/v1/coordinate/node/", methodsGet, h.coordinateNode)
 	h.handle("/v1/coordinate/datacenters", methodsGet, h.coordinateDatacenters)
+	h.handle("/v1/coordinate/update", methodsPut, h.coordinateUpdate)
 	h.handle("/v1/operator/raft/configuration", methodsGet, h.operator(server.OpRaftConfiguration, false))
 	h.handle("/v1/operator/raft/peer", []string{http.MethodDelete}, h.operator(server.OpRemovePeer, true))
 	h.handle("/v1/operator/keyring", []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete}, h.keyring)
 	h.handle("/v1/operator/autopilot/health", methodsGet, h.operator(server.OpAutopilotHealth, false))
+	h.handle("/v1/operator/usage", methodsGet, h.operatorUsage)
+	h.handle("/v1/operator/autopilot/configuration", methodsGetPut, h.autopilotConfiguration)
+	h.handle("/v1/operator/autopilot/state", methodsGet, h.operator(server.OpAutopilotState, false))
+	h.handle("/v1/operator/raft/transfer-leader", []string{http.MethodPost}, h.operator(server.OpTransferLeader, true))
 
 	h.handle("/v1/catalog/register", methodsPut, h.catalogRegister)
 	h.handle("/v1/catalog/deregister", methodsPut, h.catalogDeregister)
@@ -77,4 +82,9 @@ func (h *Handler) registerRoutes() {
 
 	h.registerACLRoutes()
 	h.registerConnectRoutes()
+	h.handle("/v1/agent/host", methodsGet, h.agentHost)
+	h.handle("/v1/agent/monitor", methodsGet, h.agentMonitor)
+	h.handle("/debug/pprof/", methodsGet, h.debugPprof)
+	h.handle("/v1/agent/health/service/id/", methodsGet, h.agentHealthServiceByID)
+	h.handle("/v1/agent/health/service/name/", methodsGet, h.agentHealthServiceByName)
 }

@@ -45,21 +45,16 @@ type sessionCreateBody struct {
 
 // sessionJSON is a session as the HTTP API returns it (Consul's
 // SessionEntry): LockDelay in nanoseconds, TTL as given. The deprecated
-// Checks list repeats NodeChecks unless serfHealth is the only one, as
-// Consul 1.7+ documents.
+// Checks list is an input only: node checks are answered in NodeChecks, as
+// Consul 1.16 answers (its own client's tests compare Checks with nil).
 type sessionJSON struct {
 	*catalog.Session
-	Checks []string `json:",omitempty"`
 }
 
 func toSessionJSON(in []*catalog.Session) []sessionJSON {
 	out := make([]sessionJSON, 0, len(in))
 	for _, s := range in {
-		sj := sessionJSON{Session: s}
-		if !(len(s.NodeChecks) == 1 && s.NodeChecks[0] == catalog.SerfCheckID) {
-			sj.Checks = s.NodeChecks
-		}
-		out = append(out, sj)
+		out = append(out, sessionJSON{Session: s})
 	}
 	return out
 }

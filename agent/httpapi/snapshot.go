@@ -21,6 +21,9 @@ func (h *Handler) snapshot(w http.ResponseWriter, r *http.Request) (any, error) 
 	if authz.OperatorWrite() != acl.Allow {
 		return nil, errPermissionDenied
 	}
+	if err := h.checkDC(r); err != nil {
+		return nil, err
+	}
 	if r.Method == http.MethodPut {
 		// One restore at a time, refused before its upload is read: two
 		// uploads must not hold memory together.
@@ -62,6 +65,9 @@ func (h *Handler) snapshot(w http.ResponseWriter, r *http.Request) (any, error) 
 	if hdr, _, err := server.InspectSnapshot(data); err == nil {
 		w.Header().Set("X-Consul-Index", strconv.FormatUint(hdr.Index, 10))
 	}
+	// The leader took the snapshot, so a leader was known and in contact.
+	w.Header().Set("X-Consul-KnownLeader", "true")
+	w.Header().Set("X-Consul-LastContact", "0")
 	w.Header().Set("Content-Type", "application/octet-stream")
 	_, _ = w.Write(data)
 	return nil, nil

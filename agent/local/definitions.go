@@ -2,6 +2,10 @@ package local
 
 import (
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/tribune-mesh/tribune/agent/checks"
 	"github.com/tribune-mesh/tribune/agent/config"
@@ -12,6 +16,13 @@ import (
 // file when fromConfig, else from the API) with its checks. What cannot be
 // registered as given is an error wrapping ErrInvalid.
 func (l *State) AddServiceDefinition(def *config.ServiceDefinition, fromConfig bool) error {
+	return l.AddServiceDefinitionReplacing(def, fromConfig, false)
+}
+
+// AddServiceDefinitionReplacing is AddServiceDefinition that, when
+// replaceChecks is set (?replace-existing-checks), also removes the checks
+// the service had that the new definition does not name.
+func (l *State) AddServiceDefinitionReplacing(def *config.ServiceDefinition, fromConfig, replaceChecks bool) error {
 	if def.Name == "" {
 		return invalid("Missing service name")
 	}
@@ -19,7 +30,10 @@ func (l *State) AddServiceDefinition(def *config.ServiceDefinition, fromConfig b
 		Kind: def.Kind, ID: def.ID, Service: def.Name, Tags: def.Tags, Meta: def.Meta, Port: def.Port,
 		Address: def.Address, EnableTagOverride: def.EnableTagOverride,
 		Weights: catalog.Weights{Passing: def.Weights.Passing, Warning: def.Weights.Warning},
-		Proxy:   def.Proxy, Connect: def.Connect, Datacenter: l.node.Datacenter,
+		Proxy:   def.Proxy, Connect: def.Connect, Datacenter: l.node.Datacenter, SocketPath: def.SocketPath,
+	}
+	if def.Locality != nil {
+		svc.Locality = &catalog.Locality{Region: def.Locality.Region, Zone: def.Locality.Zone}
 	}
 	if svc.ID == "" {
 		svc.ID = svc.Service
@@ -38,6 +52,10 @@ func (l *State) AddServiceDefinition(def *config.ServiceDefinition, fromConfig b
 		for k, v := range def.TaggedAddresses {
 			svc.TaggedAddresses[k] = catalog.ServiceAddress{Address: v.Address, Port: v.Port}
 		}
+	}
+	sidecarRaw, hasSidecar := takeSidecar(svc.Connect)
+	if len(svc.Connect) == 0 {
+		svc.Connect = nil
 	}
 	defs := def.Checks
 	if def.Check != nil {
@@ -63,8 +81,141 @@ func (l *State) AddServiceDefinition(def *config.ServiceDefinition, fromConfig b
 		c.Health.ServiceTags = svc.Tags
 		checks = append(checks, c)
 	}
+	var stale []string
+	if replaceChecks {
+		keep := map[string]bool{}
+		for _, c := range checks {
+			keep[c.Health.CheckID] = true
+		}
+		l.mu.Lock()
+		for id, c := range l.checks {
+			if c.Health.ServiceID == svc.ID && !keep[id] {
+				stale = append(stale, id)
+			}
+		}
+		l.mu.Unlock()
+	}
+	var sidecar *config.ServiceDefinition
+	if hasSidecar {
+		sd, err := l.sidecarDefinition(svc, sidecarRaw)
+		if err != nil {
+			return err
+		}
+		sidecar = sd
+	}
 	l.AddService(svc, checks)
+	for _, id := range stale {
+		l.RemoveCheck(id)
+	}
+	if sidecar != nil {
+		return l.AddServiceDefinitionReplacing(sidecar, fromConfig, replaceChecks)
+	}
 	return nil
+}
+
+// sidecarSuffix ends the ID and name of a sidecar registered through its
+// service's connect.sidecar_service.
+const sidecarSuffix = "-sidecar-proxy"
+
+// takeSidecar removes connect.sidecar_service (any spelling) from a
+// service's connect block and returns it: the sidecar is registered as a
+// service of its own, not kept on its parent.
+func takeSidecar(connect map[string]any) (map[string]any, bool) {
+	for k, v := range connect {
+		if strings.ReplaceAll(strings.ToLower(k), "_", "") != "sidecarservice" {
+			continue
+		}
+		delete(connect, k)
+		m, ok := v.(map[string]any)
+		if v == nil {
+			return nil, false
+		}
+		if !ok {
+			m = map[string]any{}
+		}
+		return m, true
+	}
+	return nil, false
+}
+
+// sidecarDefinition is the connect-proxy service a parent's
+// connect.sidecar_service asks for, with Consul's defaults for what it
+// leaves out: ID and name "<parent>-sidecar-proxy", the parent's tags and
+// meta, a free port of the sidecar range, a proxy to the parent on
+// 127.0.0.1, and two checks (the proxy's port listening, and an alias of the
+// parent's health).
+func (l *State) sidecarDefinition(parent *catalog.Service, raw map[string]any) (*config.ServiceDefinition, error) {
+	sd, err := config.DecodeServiceDefinition(raw)
+	if err != nil {
+		return nil, invalid("Invalid sidecar_service of %q: %v", parent.ID, err)
+	}
+	sd.Kind = "connect-proxy"
+	if sd.ID == "" {
+		sd.ID = parent.ID + sidecarSuffix
+	}
+	if sd.Name == "" {
+		sd.Name = parent.Service + sidecarSuffix
+	}
+	if sd.Tags == nil {
+		sd.Tags = append([]string(nil), parent.Tags...)
+	}
+	if sd.Meta == nil && len(parent.Meta) > 0 {
+		sd.Meta = map[string]string{}
+		for k, v := range parent.Meta {
+			sd.Meta[k] = v
+		}
+	}
+	if sd.Port == 0 {
+		port, err := l.sidecarPort(sd.ID)
+		if err != nil {
+			return nil, err
+		}
+		sd.Port = port
+	}
+	if sd.Proxy == nil {
+		sd.Proxy = map[string]any{}
+	}
+	setDefault := func(k string, v any) {
+		if _, ok := sd.Proxy[k]; !ok {
+			sd.Proxy[k] = v
+		}
+	}
+	setDefault("DestinationServiceName", parent.Service)
+	setDefault("DestinationServiceID", parent.ID)
+	setDefault("LocalServiceAddress", "127.0.0.1")
+	setDefault("LocalServicePort", parent.Port)
+	if sd.Check == nil && len(sd.Checks) == 0 {
+		addr := sd.Address
+		if addr == "" {
+			addr = "127.0.0.1"
+		}
+		sd.Checks = []config.CheckDefinition{
+			{Name: "Connect Sidecar Listening", TCP: net.JoinHostPort(addr, strconv.Itoa(sd.Port)), Interval: 10 * time.Second},
+			{Name: "Connect Sidecar Aliasing " + parent.ID, AliasService: parent.ID},
+		}
+	}
+	sd.Connect = nil
+	return sd, nil
+}
+
+// sidecarPort picks the lowest port of the sidecar range no other local
+// service uses; a sidecar registered again keeps its port.
+func (l *State) sidecarPort(id string) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if old := l.services[id]; old != nil && old.svc.Port != 0 {
+		return old.svc.Port, nil
+	}
+	used := map[int]bool{}
+	for _, s := range l.services {
+		used[s.svc.Port] = true
+	}
+	for p := l.sidecarMin; p <= l.sidecarMax; p++ {
+		if !used[p] {
+			return p, nil
+		}
+	}
+	return 0, invalid("No free port left in the sidecar range %d-%d", l.sidecarMin, l.sidecarMax)
 }
 
 // CheckFromDefinition turns a check definition into a local check: a TTL
@@ -84,7 +235,7 @@ func (l *State) CheckFromDefinition(d *config.CheckDefinition, serviceID string,
 		serviceID = d.ServiceID
 	}
 	if d.DockerContainerID != "" {
-		return nil, invalid("Check %q: Docker checks are not supported", d.ID)
+		return l.dockerCheck(d, serviceID, fromConfig)
 	}
 	if d.TTL < 0 {
 		return nil, invalid("Check %q: TTL must be positive", d.ID)
@@ -150,4 +301,31 @@ func (l *State) CheckFromDefinition(d *config.CheckDefinition, serviceID string,
 		lc.Probe = &p
 	}
 	return lc, nil
+}
+
+// dockerUnavailable is the output of every Docker check: Tribune does not
+// talk to a Docker daemon.
+const dockerUnavailable = "Docker checks are not run by this agent: no Docker client"
+
+// dockerCheck registers a Docker check as Consul does on a machine without
+// Docker: the definition is accepted under the same rules (scripts enabled,
+// an interval) and shown with type "docker", and the check is critical with
+// an output that says why, since its script never runs.
+func (l *State) dockerCheck(d *config.CheckDefinition, serviceID string, fromConfig bool) (*Check, error) {
+	if !l.scripts && !(fromConfig && l.localScripts) {
+		return nil, invalid("Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true")
+	}
+	if len(d.ScriptArgs) == 0 {
+		return nil, invalid("Check %q: a Docker check needs args", d.ID)
+	}
+	if d.Interval <= 0 {
+		return nil, invalid("Check %q: Interval must be > 0 for a Docker check", d.ID)
+	}
+	hc := &catalog.HealthCheck{
+		Node: l.node.Name, CheckID: d.ID, Name: d.Name, Status: catalog.HealthCritical, Notes: d.Notes,
+		Output: dockerUnavailable, ServiceID: serviceID, Type: "docker", ServiceTags: []string{},
+		Interval: d.Interval.String(),
+	}
+	hc.Definition.Interval = hc.Interval
+	return &Check{Health: hc, DeregisterAfter: d.DeregisterCriticalServiceAfter}, nil
 }

@@ -87,6 +87,11 @@ type Config struct {
 	// Rand returns a uniformly random number in [0, 1), for the full-sync
 	// jitter; nil means math/rand.
 	Rand func() float64
+	// SidecarMinPort and SidecarMaxPort are the range sidecar proxies
+	// registered through connect.sidecar_service take a port from when
+	// they name none (ports.sidecar_min_port/max_port); zero means
+	// Consul's 21000-21255.
+	SidecarMinPort, SidecarMaxPort int
 }
 
 // Check is a check the agent owns, with what it needs to run. Callers build
@@ -131,6 +136,8 @@ type State struct {
 	scripts   bool
 	// localScripts permits script checks from configuration files.
 	localScripts bool
+	// sidecarMin and sidecarMax bound the ports given to sidecars.
+	sidecarMin, sidecarMax int
 
 	mu         sync.Mutex
 	services   map[string]*service
@@ -146,6 +153,18 @@ type State struct {
 	toStop []*checks.Check
 
 	triggerCh chan struct{}
+
+	// syncMu guards the change generations that WaitSync waits on.
+	syncMu sync.Mutex
+	// changeGen counts the changes that asked for a sync; syncedGen is the
+	// highest generation a successful sync has covered; syncedCh is closed
+	// (and replaced) whenever syncedGen grows.
+	changeGen, syncedGen uint64
+	syncedCh             chan struct{}
+	// changeCh is closed (and replaced) at every local change.
+	changeCh chan struct{}
+	// running is true while Run syncs; WaitSync does not wait without it.
+	running bool
 }
 
 // New returns an empty State. It syncs nothing until Run is called.
@@ -162,6 +181,9 @@ func New(cfg Config) *State {
 	if cfg.Rand == nil {
 		cfg.Rand = randFloat
 	}
+	if cfg.SidecarMinPort <= 0 || cfg.SidecarMaxPort < cfg.SidecarMinPort {
+		cfg.SidecarMinPort, cfg.SidecarMaxPort = 21000, 21255
+	}
 	limit := cfg.CheckOutputMaxSize
 	if limit <= 0 {
 		limit = checks.DefaultOutputMaxSize
@@ -176,6 +198,8 @@ func New(cfg Config) *State {
 		outputMax:    limit,
 		scripts:      cfg.EnableScriptChecks,
 		localScripts: cfg.EnableLocalScriptChecks,
+		sidecarMin:   cfg.SidecarMinPort,
+		sidecarMax:   cfg.SidecarMaxPort,
 		checkOpt: checks.Options{
 			EnableScriptChecks: true, // gated when the check was defined
 			OutputMaxSize:      limit,
@@ -187,15 +211,31 @@ func New(cfg Config) *State {
 		removedServices: map[string]bool{},
 		removedChecks:   map[string]bool{},
 		triggerCh:       make(chan struct{}, 1),
+		syncedCh:        make(chan struct{}),
+		changeCh:        make(chan struct{}),
 	}
 }
 
 // trigger asks for a sync soon; it never blocks.
 func (l *State) trigger() {
+	l.syncMu.Lock()
+	l.changeGen++
+	close(l.changeCh)
+	l.changeCh = make(chan struct{})
+	l.syncMu.Unlock()
 	select {
 	case l.triggerCh <- struct{}{}:
 	default:
 	}
+}
+
+// Changed returns a channel closed at the next change of a local service
+// or check (registration, removal, status or output), for readers that
+// block on the agent's own state.
+func (l *State) Changed() <-chan struct{} {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	return l.changeCh
 }
 
 // AddService adds or replaces a local service and its checks.
@@ -238,10 +278,19 @@ func (l *State) RemoveService(id string) bool {
 			}
 		}
 	}
+	sidecar := ""
+	if sc := l.services[id+sidecarSuffix]; ok && sc != nil && sc.svc.Kind == "connect-proxy" &&
+		sc.svc.Proxy["DestinationServiceID"] == id {
+		sidecar = sc.svc.ID
+	}
 	l.mu.Unlock()
 	l.stopPending()
 	if ok {
 		l.trigger()
+	}
+	if sidecar != "" {
+		// A sidecar registered with its service goes with it.
+		l.RemoveService(sidecar)
 	}
 	return ok
 }

@@ -389,3 +389,64 @@ func TestFailedSyncIsRetried(t *testing.T) {
 		return nil
 	})
 }
+
+// WaitSync returns once the change made before it is in the catalog, times
+// out while the servers refuse writes, and does not wait without Run.
+func TestWaitSyncReturnsOnceTheCatalogHasTheChange(t *testing.T) {
+	fc := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	be := &flaky{Backend: inmem.New(fc)}
+	h := &harness{t: t, clock: fc, backend: be.Backend}
+	h.state = local.New(local.Config{Node: local.Node{Name: node, Address: "10.0.0.1"}, Backend: be, Clock: fc})
+
+	idle, cancelIdle := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelIdle()
+	h.state.AddService(webService("web-0"), nil)
+	if err := h.state.WaitSync(idle); !errors.Is(err, local.ErrNotSyncing) {
+		t.Fatalf("WaitSync without Run = %v, want ErrNotSyncing", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.state.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	waitCtx, waitCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer waitCancel()
+	if err := fc.WaitForPending(waitCtx, 2); err != nil {
+		t.Fatalf("first full sync not done: %v", err)
+	}
+
+	h.state.AddService(webService("web-1"), nil)
+	if err := h.state.WaitSync(waitCtx); err != nil {
+		t.Fatalf("WaitSync: %v", err)
+	}
+	// No waiting here: WaitSync promised the catalog has it.
+	if !h.catalogHasService("web-1") {
+		t.Fatal("WaitSync returned before the catalog had web-1")
+	}
+
+	be.down.Store(true)
+	h.state.AddService(webService("web-2"), nil)
+	short, cancelShort := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancelShort()
+	if err := h.state.WaitSync(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitSync while the servers refuse writes = %v, want deadline exceeded", err)
+	}
+	be.down.Store(false)
+	// The failed sync retries after its pause on the fake clock.
+	if err := fc.WaitForPending(waitCtx, 3); err != nil {
+		t.Fatalf("retry not armed: %v", err)
+	}
+	fc.Advance(time.Second)
+	if err := h.state.WaitSync(waitCtx); err != nil {
+		t.Fatalf("WaitSync after the servers came back: %v", err)
+	}
+	if !h.catalogHasService("web-2") {
+		t.Fatal("WaitSync returned before the catalog had web-2")
+	}
+}

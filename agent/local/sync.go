@@ -2,9 +2,11 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"time"
 
@@ -58,6 +60,8 @@ func randFloat() float64 { return rand.Float64() }
 // change. It then stops every check runner and TTL timer.
 func (l *State) Run(ctx context.Context) {
 	defer l.StopChecks()
+	l.setRunning(true)
+	defer l.setRunning(false)
 	full := l.clock.NewTimer(0)
 	defer full.Stop()
 	reap := l.clock.NewTicker(reapEvery)
@@ -70,10 +74,16 @@ func (l *State) Run(ctx context.Context) {
 		case now := <-reap.C():
 			l.reapCritical(now)
 		case <-full.C():
-			err = l.syncFull(ctx)
+			gen := l.generation()
+			if err = l.syncFull(ctx); err == nil {
+				l.synced(gen)
+			}
 			full.Reset(FullSyncInterval(l.members(), l.rand()))
 		case <-l.triggerCh:
-			err = l.syncChanges(ctx)
+			gen := l.generation()
+			if err = l.syncChanges(ctx); err == nil {
+				l.synced(gen)
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -86,6 +96,68 @@ func (l *State) Run(ctx context.Context) {
 			case <-l.clock.After(retryWait):
 			}
 			l.trigger()
+		}
+	}
+}
+
+// ErrNotSyncing is WaitSync's answer when Run is not running.
+var ErrNotSyncing = errors.New("anti-entropy is not running")
+
+// generation returns the count of changes made so far: a sync that starts
+// after reading it covers all of them.
+func (l *State) generation() uint64 {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	return l.changeGen
+}
+
+func (l *State) setRunning(on bool) {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	l.running = on
+	if !on {
+		// Wake waiters: nothing will sync any more.
+		close(l.syncedCh)
+		l.syncedCh = make(chan struct{})
+	}
+}
+
+// synced records that a successful sync covered the changes up to gen and
+// wakes WaitSync callers.
+func (l *State) synced(gen uint64) {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	if gen <= l.syncedGen {
+		return
+	}
+	l.syncedGen = gen
+	close(l.syncedCh)
+	l.syncedCh = make(chan struct{})
+}
+
+// WaitSync blocks until every local change made before the call has reached
+// the catalog through a successful sync of Run, or ctx ends (its error is
+// returned then), or Run is not running (ErrNotSyncing). It lets the HTTP API answer a registration once the
+// catalog shows it; a sync that fails is still retried by Run after ctx
+// ends.
+func (l *State) WaitSync(ctx context.Context) error {
+	l.syncMu.Lock()
+	want := l.changeGen
+	l.syncMu.Unlock()
+	for {
+		l.syncMu.Lock()
+		done, running, ch := l.syncedGen >= want, l.running, l.syncedCh
+		l.syncMu.Unlock()
+		if done {
+			return nil
+		}
+		if !running {
+			return ErrNotSyncing
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for anti-entropy sync: %w", ctx.Err())
+		case <-ch:
 		}
 	}
 }
@@ -110,7 +182,8 @@ func (l *State) syncFull(ctx context.Context) error {
 		l.nodeInSync = false
 	} else {
 		n := resp.NodeServices.Node
-		l.nodeInSync = n.Address == l.node.Address && mapsEqual(n.Meta, l.node.Meta)
+		l.nodeInSync = n.Address == l.node.Address && mapsEqual(n.Meta, l.node.Meta) &&
+			mapsEqual(n.TaggedAddresses, l.node.TaggedAddresses)
 		remoteSvcs = resp.NodeServices.Services
 	}
 	remote := map[string]*catalog.Service{}
@@ -274,6 +347,11 @@ func (l *State) syncChanges(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("sync registration: %w", err)
 		}
+		if req.Service != nil {
+			l.logger.Debug("synced service", "service", req.Service.ID)
+		} else {
+			l.logger.Debug("synced node info")
+		}
 		l.mu.Lock()
 		if i == 0 && req.Service == nil {
 			l.nodeInSync = true
@@ -308,7 +386,8 @@ func serviceEqual(a, b *catalog.Service) bool {
 	return a.ID == b.ID && a.Service == b.Service && a.Port == b.Port && a.Address == b.Address &&
 		a.Kind == b.Kind && a.EnableTagOverride == b.EnableTagOverride &&
 		strings.Join(a.Tags, "\x00") == strings.Join(b.Tags, "\x00") && mapsEqual(a.Meta, b.Meta) &&
-		a.Weights == b.Weights
+		a.Weights == b.Weights && a.SocketPath == b.SocketPath && reflect.DeepEqual(a.Locality, b.Locality) &&
+		reflect.DeepEqual(a.TaggedAddresses, b.TaggedAddresses)
 }
 
 func mapsEqual(a, b map[string]string) bool {

@@ -267,6 +267,15 @@ func (c *Cache) Get(ctx context.Context, req *catalog.ReadRequest) (*catalog.Rea
 	}
 }
 
+// Has reports whether the view of req already holds a result, so that a Get
+// of it answers from memory (an HTTP ?cached read reports a HIT).
+func (c *Cache) Has(req *catalog.ReadRequest) bool {
+	c.mu.RLock()
+	v := c.views[keyOf(req)]
+	c.mu.RUnlock()
+	return v != nil && v.state.Load().resp != nil
+}
+
 // viewFor returns the view of req, starting it when there is none.
 func (c *Cache) viewFor(req *catalog.ReadRequest) (*view, error) {
 	k := keyOf(req)

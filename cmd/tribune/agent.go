@@ -33,7 +33,8 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	if level == hclog.NoLevel {
 		level = hclog.Info
 	}
-	logger := hclog.New(&hclog.LoggerOptions{Name: "tribune", Level: level, Output: stdout, JSONFormat: cfg.LogJSON})
+	// An intercept logger lets /v1/agent/monitor stream the agent's logs.
+	logger := hclog.NewInterceptLogger(&hclog.LoggerOptions{Name: "tribune", Level: level, Output: stdout, JSONFormat: cfg.LogJSON})
 	for _, w := range warnings {
 		logger.Warn(w)
 	}

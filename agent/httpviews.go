@@ -1,0 +1,59 @@
+package agent
+
+import (
+	"context"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tribune-mesh/tribune/agent/viewcache"
+	"github.com/tribune-mesh/tribune/catalog"
+)
+
+// lazyViews is the view cache behind the HTTP API's ?cached reads, started
+// on the first such read so that an agent nobody asks for cached reads runs
+// no view goroutines. It implements httpapi.ViewCache.
+type lazyViews struct {
+	reader viewcache.Reader
+	logger hclog.Logger
+
+	mu     sync.Mutex
+	cache  *viewcache.Cache
+	closed bool
+}
+
+// get returns the cache, starting it; nil after close.
+func (l *lazyViews) get(start bool) *viewcache.Cache {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cache == nil && start && !l.closed {
+		l.cache = viewcache.New(l.reader, viewcache.Config{Logger: l.logger})
+	}
+	return l.cache
+}
+
+// Get implements httpapi.ViewCache.
+func (l *lazyViews) Get(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
+	c := l.get(true)
+	if c == nil {
+		return nil, viewcache.ErrClosed
+	}
+	return c.Get(ctx, req)
+}
+
+// Has implements httpapi.ViewCache.
+func (l *lazyViews) Has(req *catalog.ReadRequest) bool {
+	c := l.get(false)
+	return c != nil && c.Has(req)
+}
+
+// close stops the cache's views, if it was started, and refuses new reads.
+func (l *lazyViews) close() {
+	l.mu.Lock()
+	c := l.cache
+	l.cache, l.closed = nil, true
+	l.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
