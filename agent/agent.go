@@ -124,6 +124,9 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 	// Peers and clients can provoke WARN and ERROR lines (junk gossip
 	// packets, bad connections to the server port, TLS handshakes): a line
 	// repeated from one source passes once per window, then a count.
+	// The monitor endpoint taps the logger the process gave, before the
+	// throttle, so that it streams every line.
+	intercept, _ := logger.(hclog.InterceptLogger)
 	throttled := logthrottle.New(logger, logthrottle.DefaultConfig())
 	logger = throttled
 	a := &Agent{
@@ -140,7 +143,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 
 		events: newEventBuffer(),
 	}
-	a.intercept, _ = logger.(hclog.InterceptLogger)
+	a.intercept = intercept
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.httpErrorLog = a.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 	started := false

@@ -555,7 +555,9 @@ func (e *eventDelegate) NotifyJoin(n *memberlist.Node) {
 func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
 	m := e.p.memberFrom(n, StatusFailed)
 	typ := EventFailed
-	if m.Tags[leavingTag] == "1" {
+	// A member that announced its own death (memberlist's StateLeft) left,
+	// even when its "leaving" tag lost the race with the leave itself.
+	if m.Tags[leavingTag] == "1" || n.State == memberlist.StateLeft {
 		m.Status, typ = StatusLeft, EventLeave
 	}
 	delete(m.Tags, leavingTag)

@@ -442,10 +442,15 @@ func TestRunStaticPods(t *testing.T) {
 		hostPaths: map[string]map[string]string{"/etc/tribune": {}, "/var/lib/tribune": {}}}
 	headless := fmt.Sprintf("%s.%s.svc", serverName, ds.Namespace)
 	var servers []*pod
+	// Every control-plane host name resolves before any pod's arguments
+	// are resolved (a name left unresolved would go to the real DNS).
 	for i := 1; i <= 3; i++ {
 		host, ip := fmt.Sprintf("cp-%d", i), fmt.Sprintf("%s.%d", block, 30+i)
 		c.dns[host+".example.internal"] = []string{ip}
 		c.dns[headless] = append(c.dns[headless], ip)
+	}
+	for i := 1; i <= 3; i++ {
+		host, ip := fmt.Sprintf("cp-%d", i), fmt.Sprintf("%s.%d", block, 30+i)
 		etc := t.TempDir()
 		staticHostFiles(t, etc, secrets[gossipKey]["key"])
 		c.hostPaths["/etc/tribune"][host] = etc
