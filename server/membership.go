@@ -24,10 +24,25 @@ const DefaultReconcileInterval = 5 * time.Second
 func (s *Server) memberLoop() {
 	defer s.wg.Done()
 	events := s.config.Gossip.Events()
+	// bootstrap_expect is retried every second as well as on gossip
+	// events: a peer that could not be asked yet (its RPC not served yet)
+	// would otherwise stall bootstrapping until the next membership change.
+	var retry <-chan time.Time
+	if s.config.BootstrapExpect > 0 {
+		t := s.clock.NewTicker(time.Second)
+		defer t.Stop()
+		retry = t.C()
+	}
 	for {
 		select {
 		case <-s.shutdownCh:
 			return
+		case <-retry:
+			if s.bootstrapped.Load() || s.raft.LastIndex() > 0 {
+				retry = nil
+				continue
+			}
+			s.maybeBootstrap()
 		case ev := <-events:
 			if s.config.BootstrapExpect > 0 && ev.Member.IsServer() {
 				s.maybeBootstrap()
