@@ -298,3 +298,22 @@ func TestACLAgentTokenPersisted(t *testing.T) {
 		return err
 	})
 }
+
+// TestACLsDoNotHoldUpTheCA: with ACLs on, the leader's token reaper runs for
+// the whole leadership; the CA must still be initialised beside it (a merge
+// once ran them one after the other and the CA never came).
+func TestACLsDoNotHoldUpTheCA(t *testing.T) {
+	a := agenttest.Start(t, aclConfig(agenttest.Config(t)))
+	root := tokenClient(t, a, rootSecret)
+	waitManagement(t, root)
+	wait.For(t, 15*time.Second, func() error {
+		roots, _, err := root.Agent().ConnectCARoots(nil)
+		if err != nil {
+			return err
+		}
+		if len(roots.Roots) == 0 || roots.ActiveRootID == "" {
+			return fmt.Errorf("no CA roots yet: %+v", roots)
+		}
+		return nil
+	})
+}

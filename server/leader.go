@@ -51,12 +51,15 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		defer wg.Done()
 		s.sessionTTL.run(ctx)
 	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.aclLeader(ctx)
-		s.leaderConnect(ctx)
-	}()
+	// Each leader routine runs on its own: the ACL token reaper runs
+	// until leadership ends, and must not hold up the CA.
+	for _, routine := range []func(context.Context){s.aclLeader, s.leaderConnect} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			routine(ctx)
+		}()
+	}
 	s.reconcileLoop(ctx)
 	wg.Wait()
 }
