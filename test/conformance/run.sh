@@ -21,7 +21,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 api_version=${CONFORMANCE_API_VERSION:-v1.25.1}
 work=$(mktemp -d)
-trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+# The client's harness does not stop an agent whose own setup wait failed:
+# kill whatever still runs from this run's binary when the run ends.
+trap 'pkill -KILL -f "$work/bin/consul" 2>/dev/null; chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 
 cd "$root"
 mkdir -p "$work/bin"
