@@ -407,9 +407,14 @@ func TestCloseStopsEverything(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := viewGoroutines() - base; n != 6 {
-		t.Fatalf("goroutines = %d, want 5 loops and the janitor", n)
-	}
+	// The loops and the janitor start on their own goroutines: wait for
+	// them to show up rather than count at once.
+	wait.For(t, 5*time.Second, func() error {
+		if n := viewGoroutines() - base; n != 6 {
+			return fmt.Errorf("goroutines = %d, want 5 loops and the janitor", n)
+		}
+		return nil
+	})
 	c.Close()
 	c.Close()
 	if n := viewGoroutines() - base; n != 0 {
