@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hashicorp/go-uuid"
 	"log"
 	"net"
 	"net/http"
@@ -281,13 +282,13 @@ func (a *Agent) lanMembers() int {
 // it the first time, so a restarted agent keeps its identity.
 func loadOrCreateNodeID(cfg *config.Config) (string, error) {
 	if cfg.DataDir == "" {
-		return newUUID()
+		return uuid.GenerateUUID()
 	}
 	path := cfg.DataDir + "/node-id"
 	if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
 		return string(b), nil
 	}
-	id, err := newUUID()
+	id, err := uuid.GenerateUUID()
 	if err != nil {
 		return "", err
 	}

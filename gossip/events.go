@@ -1,10 +1,10 @@
 package gossip
 
 import (
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/hashicorp/go-uuid"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -213,9 +213,9 @@ func (p *Pool) FireUserEvent(ev UserEvent) (UserEvent, error) {
 		return UserEvent{}, fmt.Errorf("%w: name and payload are %d bytes, the limit is %d",
 			ErrUserEventTooLarge, n, UserEventSizeLimit)
 	}
-	id, err := newEventID()
+	id, err := uuid.GenerateUUID()
 	if err != nil {
-		return UserEvent{}, err
+		return UserEvent{}, fmt.Errorf("generate event ID: %w", err)
 	}
 	ev.ID = id
 	ev.Version = userEventVersion
@@ -272,15 +272,4 @@ func (p *Pool) deliverUserEvent(ev UserEvent) {
 	default:
 		p.logger.Warn("user event dropped: the agent is not keeping up", "name", ev.Name, "id", ev.ID)
 	}
-}
-
-// newEventID returns a random RFC 4122 version 4 UUID.
-func newEventID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("generate event ID: %w", err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/hashicorp/go-uuid"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -110,11 +111,11 @@ func (h *Handler) aclBootstrap(w http.ResponseWriter, r *http.Request) (any, err
 	if !h.agent.cfg.ACL.Enabled {
 		return nil, errACLDisabled
 	}
-	accessor, err := newUUID()
+	accessor, err := uuid.GenerateUUID()
 	if err != nil {
 		return nil, err
 	}
-	secret, err := newUUID()
+	secret, err := uuid.GenerateUUID()
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +243,7 @@ func (h *Handler) writeToken(w http.ResponseWriter, r *http.Request, body *token
 		}
 		for _, id := range []*string{&tok.AccessorID, &tok.SecretID} {
 			if *id == "" {
-				if *id, err = newUUID(); err != nil {
+				if *id, err = uuid.GenerateUUID(); err != nil {
 					return nil, err
 				}
 			} else if !isUUID(*id) {
@@ -459,7 +460,7 @@ func (h *Handler) aclPolicyCreate(w http.ResponseWriter, r *http.Request) (any, 
 	if body.ID != "" {
 		return nil, badRequest("Cannot specify an ID when creating a policy")
 	}
-	id, err := newUUID()
+	id, err := uuid.GenerateUUID()
 	if err != nil {
 		return nil, err
 	}
@@ -588,7 +589,7 @@ func (h *Handler) aclRoleCreate(w http.ResponseWriter, r *http.Request) (any, er
 	if body.ID != "" {
 		return nil, badRequest("Cannot specify an ID when creating a role")
 	}
-	id, err := newUUID()
+	id, err := uuid.GenerateUUID()
 	if err != nil {
 		return nil, err
 	}

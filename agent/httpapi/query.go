@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"github.com/hashicorp/go-uuid"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -98,7 +99,7 @@ func (h *Handler) queryCreate(w http.ResponseWriter, r *http.Request) (any, erro
 	if err := q.Validate(); err != nil {
 		return nil, err
 	}
-	id, err := newUUID()
+	id, err := uuid.GenerateUUID()
 	if err != nil {
 		return nil, err
 	}

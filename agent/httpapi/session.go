@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/hashicorp/go-uuid"
 	"io"
 	"net/http"
 	"regexp"
@@ -88,7 +89,7 @@ func (h *Handler) sessionCreate(w http.ResponseWriter, r *http.Request) (any, er
 	if authz.SessionWrite(sess.Node) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	id, err := newUUID()
+	id, err := uuid.GenerateUUID()
 	if err != nil {
 		return nil, err
 	}
