@@ -49,11 +49,7 @@ func (a *Agent) setupACLs() error {
 	if !a.cfg.ACL.Enabled {
 		return nil
 	}
-	toks, err := a.loadAgentTokens()
-	if err != nil {
-		return err
-	}
-	a.tokens = toks
+	toks := a.tokens
 	r := acl.NewCachingResolver(acl.ResolverConfig{
 		Source:     aclSource{read: a.backend.Read},
 		Datacenter: a.cfg.Datacenter,
@@ -71,6 +67,35 @@ func (a *Agent) setupACLs() error {
 	})
 	a.acls = r
 	return nil
+}
+
+// loadTokens loads the agent's own tokens (ACLs enabled), before the
+// server or the client that sends them exists.
+func (a *Agent) loadTokens() error {
+	if !a.cfg.ACL.Enabled {
+		return nil
+	}
+	toks, err := a.loadAgentTokens()
+	if err != nil {
+		return err
+	}
+	a.tokens = toks
+	return nil
+}
+
+// agentToken is the token of the agent's own requests to the servers
+// (anti-entropy, node registration, its views): acl.tokens.agent, else
+// acl.tokens.default, as Consul uses them; "" is the anonymous token.
+func (a *Agent) agentToken() string {
+	if a.tokens == nil {
+		return ""
+	}
+	a.tokens.mu.Lock()
+	defer a.tokens.mu.Unlock()
+	if a.tokens.cur.Agent != "" {
+		return a.tokens.cur.Agent
+	}
+	return a.tokens.cur.Default
 }
 
 // runACLs starts the token cache's watch, owned by the agent's wait group.

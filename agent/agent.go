@@ -184,6 +184,9 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a.caConfig, a.clusterID = caConfig, clusterID
+	if err := a.loadTokens(); err != nil {
+		return nil, err
+	}
 	if err := a.startGossip(); err != nil {
 		return nil, err
 	}
@@ -196,7 +199,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.server = srv
 		a.backend = srv
 	} else {
-		a.client = server.NewClient(server.ClientConfig{Servers: a.serverAddrs, HoldTimeout: cfg.RPCHoldTimeout})
+		a.client = server.NewClient(server.ClientConfig{Servers: a.serverAddrs, HoldTimeout: cfg.RPCHoldTimeout, Token: a.agentToken})
 		a.backend = a.client
 	}
 	if err := a.setupACLs(); err != nil {

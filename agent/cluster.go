@@ -50,7 +50,8 @@ func (a *Agent) serverConfig(logger hclog.Logger) *server.Config {
 	}
 	scfg.MinQuorum = cfg.Autopilot.MinQuorum
 	scfg.Gossip = a.gossip
-	scfg.ACL = server.ACLConfig{Enabled: cfg.ACL.Enabled, InitialManagement: cfg.ACL.Tokens.InitialManagement}
+	scfg.ACL = server.ACLConfig{Enabled: cfg.ACL.Enabled, InitialManagement: cfg.ACL.Tokens.InitialManagement,
+		DefaultPolicy: cfg.ACL.DefaultPolicy, EnableKeyListPolicy: cfg.ACL.EnableKeyListPolicy, AgentToken: a.agentToken}
 	scfg.Logger = logger
 	scfg.ConnectEnabled = cfg.Connect.Enabled
 	scfg.CAConfig = a.caConfig

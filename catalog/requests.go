@@ -22,6 +22,9 @@ type QueryMeta struct {
 	Index       uint64
 	LastContact time.Duration
 	KnownLeader bool
+	// ResultsFilteredByACLs is set when rows the caller's token may not
+	// read were dropped (X-Consul-Results-Filtered-By-ACLs).
+	ResultsFilteredByACLs bool `json:",omitempty"`
 }
 
 // WriteOptions are the parameters of a write.

@@ -19,6 +19,15 @@ type ACLConfig struct {
 	// a management token the leader creates (by bootstrapping when ACLs
 	// were not bootstrapped yet).
 	InitialManagement string
+	// DefaultPolicy ("allow" or "deny") and EnableKeyListPolicy are
+	// acl.default_policy and acl.enable_key_list_policy: the server checks
+	// every RPC's token with them.
+	DefaultPolicy       string
+	EnableKeyListPolicy bool
+	// AgentToken returns the token of the server's in-process callers
+	// (its agent: acl.tokens.agent) for the calls it forwards to the
+	// leader without a token of their own; nil forwards them without one.
+	AgentToken func() string
 }
 
 // kindACLBootstrapped carries catalog.ErrACLBootstrapped across the RPC.

@@ -29,6 +29,9 @@ type ClientConfig struct {
 	Dial DialFunc
 	// Clock paces the retries; nil means clock.New().
 	Clock clock.Clock
+	// Token returns the ACL token of a request whose context carries
+	// none (WithToken): the agent's own, acl.tokens.agent. Nil sends none.
+	Token func() string
 }
 
 // Client is a client agent's way to the servers: it sends every read and
@@ -50,7 +53,9 @@ func NewClient(cfg ClientConfig) *Client {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.New()
 	}
-	return &Client{cfg: cfg, pool: newConnPool(cfg.Dial)}
+	c := &Client{cfg: cfg, pool: newConnPool(cfg.Dial)}
+	c.pool.token = cfg.Token
+	return c
 }
 
 // Close closes every connection.

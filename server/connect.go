@@ -64,15 +64,23 @@ func serverUnary[Req any, Resp any](call func(*Server, context.Context, *Req) (*
 		if err := dec(in); err != nil {
 			return nil, err
 		}
-		return call(srv.(*Server), ctx, in)
+		return call(srv.(*Server), withIncomingToken(ctx), in)
 	}
 }
 
 func (s *Server) rpcCASetConfig(ctx context.Context, req *CASetConfigRequest) (*ConnectResponse, error) {
+	if err := s.authorizeWith(ctx, func(c checker) error { return c.need(c.authz.OperatorWrite(), "operator:write", "") }); err != nil {
+		return &ConnectResponse{Error: toWire(err)}, nil
+	}
 	return &ConnectResponse{Error: toWire(s.CASetConfig(ctx, req))}, nil
 }
 
 func (s *Server) rpcSignLeaf(ctx context.Context, req *SignLeafRequest) (*SignLeafResponse, error) {
+	if err := s.authorizeWith(ctx, func(c checker) error {
+		return c.need(c.authz.ServiceWrite(req.Service), "service:write", req.Service)
+	}); err != nil {
+		return &SignLeafResponse{Error: toWire(err)}, nil
+	}
 	resp, err := s.SignLeaf(ctx, req)
 	if err != nil {
 		return &SignLeafResponse{Error: toWire(err)}, nil

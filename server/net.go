@@ -88,6 +88,9 @@ func (sentTracker) HandleConn(context.Context, stats.ConnStats) {}
 // connPool keeps one gRPC connection per server address.
 type connPool struct {
 	dial DialFunc
+	// token is the ACL token of a call whose context has none (WithToken):
+	// the agent's own; nil sends none.
+	token func() string
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -144,6 +147,7 @@ func (p *connPool) call(ctx context.Context, addr, method string, req, resp any)
 		v.Elem().Set(reflect.Zero(v.Elem().Type()))
 	}
 	sent := new(atomic.Bool)
+	ctx = withOutgoingToken(ctx, p.token)
 	if err := c.Invoke(context.WithValue(ctx, sentKey{}, sent), "/tribune.Server/"+method, req, resp); err != nil {
 		if !sent.Load() {
 			return fmt.Errorf("rpc %s to %s: %w: %w", method, addr, errNotSent, err)

@@ -170,6 +170,9 @@ func (s *Server) Operator(ctx context.Context, req *OperatorRequest) (json.RawMe
 }
 
 func (s *Server) rpcOperator(ctx context.Context, req *OperatorRequest) (*OperatorResponse, error) {
+	if err := s.authorizeOperator(ctx, req.Op); err != nil {
+		return &OperatorResponse{Error: toWire(err)}, nil
+	}
 	res, err := s.Operator(ctx, req)
 	return &OperatorResponse{Result: res, Error: toWire(err)}, nil
 }

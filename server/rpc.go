@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 
+	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
 )
 
@@ -282,6 +283,9 @@ var kindErrors = map[string]error{
 
 	kindACLBootstrapped: catalog.ErrACLBootstrapped,
 	kindNoConnect:       ErrConnectDisabled,
+
+	kindPermissionDenied: acl.ErrPermissionDenied,
+	kindACLNotFound:      acl.ErrNotFound,
 }
 
 func toWire(err error) *WireError {
@@ -422,7 +426,7 @@ func unary[Req any, Resp any](call func(rpcHandler, context.Context, *Req) (*Res
 		if err := dec(in); err != nil {
 			return nil, err
 		}
-		return call(srv.(rpcHandler), ctx, in)
+		return call(srv.(rpcHandler), withIncomingToken(ctx), in)
 	}
 }
 
@@ -442,6 +446,10 @@ var rpcServiceDesc = grpc.ServiceDesc{
 }
 
 func (s *Server) rpcApply(ctx context.Context, req *ApplyRequest) (*ApplyResponse, error) {
+	if err := s.authorizeApply(ctx, req.Data); err != nil {
+		countRPC(false, err)
+		return &ApplyResponse{Error: toWire(err), Leader: s.Leader()}, nil
+	}
 	res, err := s.ApplyRaw(ctx, req.Data)
 	countRPC(false, responseErr(res, err))
 	if err != nil {
@@ -453,10 +461,15 @@ func (s *Server) rpcApply(ctx context.Context, req *ApplyRequest) (*ApplyRespons
 }
 
 func (s *Server) rpcRead(ctx context.Context, req *catalog.ReadRequest) (*ReadResponseWire, error) {
+	authz, err := s.authorizeRead(ctx, req)
+	if err != nil {
+		return &ReadResponseWire{Error: toWire(err), Leader: s.Leader()}, nil
+	}
 	resp, err := s.Read(ctx, req)
 	if err != nil {
 		return &ReadResponseWire{Error: toWire(err), Leader: s.Leader()}, nil
 	}
+	filterRead(authz, resp)
 	return &ReadResponseWire{Resp: resp, Leader: s.Leader()}, nil
 }
 

@@ -26,6 +26,7 @@ import (
 	"go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 
+	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/connect"
@@ -195,6 +196,10 @@ type Server struct {
 	readIndexRounds atomic.Uint64
 	readIndexReads  atomic.Uint64
 
+	// acls resolves the tokens of RPCs from the local store (aclcheck.go);
+	// nil with ACLs off.
+	acls *acl.CachingResolver
+
 	// sessionTTL expires sessions whose TTL ran out; it runs on the leader.
 	sessionTTL *sessionTimers
 
@@ -266,6 +271,8 @@ func New(cfg *Config) (*Server, error) {
 		}
 	}
 	s.sessionTTL = newSessionTimers(s)
+	s.pool.token = cfg.ACL.AgentToken
+	s.startACLResolver()
 	if err := s.setupRaft(); err != nil {
 		s.closeAll()
 		close(s.shutdownCh)

@@ -383,6 +383,14 @@ func (s *Server) SessionRenew(ctx context.Context, id string) (*catalog.Session,
 }
 
 func (s *Server) rpcSessionRenew(ctx context.Context, req *SessionRenewRequest) (*SessionRenewResponse, error) {
+	if err := s.authorizeWith(ctx, func(c checker) error {
+		if node := s.sessionNode(req.ID); node != "" {
+			return c.need(c.authz.SessionWrite(node), "session:write", node)
+		}
+		return nil
+	}); err != nil {
+		return &SessionRenewResponse{Error: toWire(err)}, nil
+	}
 	sess, err := s.SessionRenew(ctx, req.ID)
 	if err != nil {
 		return &SessionRenewResponse{Error: toWire(err)}, nil

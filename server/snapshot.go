@@ -374,11 +374,17 @@ type SnapshotWire struct {
 }
 
 func (s *Server) rpcSnapshotSave(ctx context.Context, _ *SnapshotWire) (*SnapshotWire, error) {
+	if err := s.authorizeWith(ctx, needACLWrite); err != nil {
+		return &SnapshotWire{Error: toWire(err)}, nil
+	}
 	data, err := s.SaveSnapshot(ctx)
 	return &SnapshotWire{Data: data, Error: toWire(err)}, nil
 }
 
 func (s *Server) rpcSnapshotRestore(ctx context.Context, in *SnapshotWire) (*SnapshotWire, error) {
+	if err := s.authorizeWith(ctx, needACLWrite); err != nil {
+		return &SnapshotWire{Error: toWire(err)}, nil
+	}
 	return &SnapshotWire{Error: toWire(s.RestoreSnapshot(ctx, in.Data))}, nil
 }
 

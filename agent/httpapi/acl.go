@@ -13,6 +13,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/server"
 )
 
 // registerACLRoutes lists the /v1/acl endpoints.
@@ -130,6 +131,8 @@ func (h *Handler) aclBootstrap(w http.ResponseWriter, r *http.Request) (any, err
 		}
 		return nil, err
 	}
+	// The caller had no token: it reads the new one with the new one.
+	r = r.WithContext(server.WithToken(r.Context(), secret))
 	return h.readToken(w, r, catalog.ReadACLToken, accessor, true)
 }
 

@@ -166,6 +166,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	defer metrics.MeasureSinceWithLabels(apiHTTPMetric, time.Now(),
 		[]metrics.Label{{Name: "method", Value: req.Method}, {Name: "path", Value: rt.path}})
 	req, denial := withDenialRecord(req)
+	// The servers check the caller's token, not the agent's: every call
+	// the request makes carries it (the default token when it has none).
+	req = req.WithContext(server.WithToken(req.Context(), h.rpcToken(req)))
 	out, err := rt.fn(w, req)
 	if err != nil {
 		writeError(w, denial.explain(err))
@@ -230,6 +233,15 @@ func token(r *http.Request) string {
 		return strings.TrimSpace(strings.TrimPrefix(a, "Bearer "))
 	}
 	return r.URL.Query().Get("token")
+}
+
+// rpcToken is the token the servers see for a request: its own, else the
+// agent's default token ("" is the anonymous token).
+func (h *Handler) rpcToken(r *http.Request) string {
+	if t := token(r); t != "" {
+		return t
+	}
+	return h.defaultToken()
 }
 
 // authorize resolves the request's token into an Authorizer. The
