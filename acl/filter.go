@@ -66,8 +66,8 @@ func ConfigEntryAllowed(a Authorizer, kind, name string, write bool) Decision {
 // check of a service needs service:read on the service and node:read on
 // its node; KV entries and keys need key:read; sessions session:read on
 // their node; coordinates node:read; prepared queries query:read on their
-// name (an unnamed query only with acl:write), their Token hidden without
-// acl:write; config entries the right of their kind. ACL tables are not
+// name, their Token hidden without acl:write; config entries the right of
+// their kind. ACL tables are not
 // filtered: reading them needs acl:read as a whole.
 func FilterRead(a Authorizer, resp *catalog.ReadResponse) bool {
 	if resp == nil {
@@ -114,10 +114,10 @@ func FilterRead(a Authorizer, resp *catalog.ReadResponse) bool {
 	if len(resp.PreparedQueries) > 0 {
 		management := ACLWrite(a) == Allow
 		resp.PreparedQueries, dropped = keep(resp.PreparedQueries, dropped, func(q *catalog.PreparedQuery) bool {
-			if q.Name == "" {
-				return management
-			}
-			return QueryRead(a, q.Name) == Allow
+			// An unnamed query is found by its ID only: knowing the
+			// ID is the right to read it (listing is another matter,
+			// see the callers).
+			return q.Name == "" || QueryRead(a, q.Name) == Allow
 		})
 		if !management {
 			out := make([]*catalog.PreparedQuery, len(resp.PreparedQueries))

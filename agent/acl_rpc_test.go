@@ -84,3 +84,79 @@ func TestServerPortRefusesWriteWithoutToken(t *testing.T) {
 		t.Fatalf("write through the client agent with the management token: %v", err)
 	}
 }
+
+// List reads drop what the token may not read, through a client agent (the
+// servers filter the RPC) and a server agent alike, and say so with
+// X-Consul-Results-Filtered-By-ACLs when the request carried a token;
+// ?filter= applies first, so rows it would drop anyway do not count.
+func TestListsFilteredByACLs(t *testing.T) {
+	srvs, client := startACLCluster(t)
+	root := client.api
+	for _, r := range []*api.CatalogRegistration{
+		{Node: "n1", Address: "10.1.0.1", Service: &api.AgentService{ID: "web1", Service: "web"}},
+		{Node: "n2", Address: "10.1.0.2", Service: &api.AgentService{ID: "db1", Service: "db"}},
+	} {
+		if _, err := root.Catalog().Register(r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range []string{"app/a", "app/secret/x"} {
+		if _, err := root.KV().Put(&api.KVPair{Key: k, Value: []byte("v")}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secret := policyToken(t, root, "web-reader", `service "web" { policy = "read" }
+node "n1" { policy = "read" }
+key_prefix "app/" { policy = "read" }
+key_prefix "app/secret/" { policy = "deny" }`)
+	for _, n := range []*node{client, srvs[1]} {
+		web := tokenClient(t, n.agent, secret)
+		wait.For(t, 10*time.Second, func() error {
+			svcs, meta, err := web.Catalog().Services(nil)
+			if err != nil {
+				return err
+			}
+			if len(svcs) != 1 || svcs["web"] == nil || !meta.ResultsFilteredByACLs {
+				return fmt.Errorf("%s: services %v filtered=%v", n.cfg.NodeName, svcs, meta.ResultsFilteredByACLs)
+			}
+			return nil
+		})
+		nodes, meta, err := web.Catalog().Nodes(&api.QueryOptions{WaitIndex: 1, WaitTime: time.Second})
+		if err != nil || len(nodes) != 1 || nodes[0].Node != "n1" || !meta.ResultsFilteredByACLs {
+			t.Fatalf("%s: blocking nodes = %v filtered=%v %v", n.cfg.NodeName, nodes, meta.ResultsFilteredByACLs, err)
+		}
+		nodes, meta, err = web.Catalog().Nodes(&api.QueryOptions{Filter: `Node == "n1"`})
+		if err != nil || len(nodes) != 1 || meta.ResultsFilteredByACLs {
+			t.Fatalf("%s: filtered nodes = %v filtered=%v %v", n.cfg.NodeName, nodes, meta.ResultsFilteredByACLs, err)
+		}
+		checks, meta, err := web.Health().Checks("db", nil)
+		if err != nil || len(checks) != 0 {
+			t.Fatalf("%s: checks of db = %v %v", n.cfg.NodeName, checks, err)
+		}
+		keys, meta, err := web.KV().Keys("app/", "", nil)
+		if err != nil || len(keys) != 1 || keys[0] != "app/a" || !meta.ResultsFilteredByACLs {
+			t.Fatalf("%s: keys = %v filtered=%v %v", n.cfg.NodeName, keys, meta.ResultsFilteredByACLs, err)
+		}
+		// Without a token nothing says that rows were dropped.
+		anon := tokenClient(t, n.agent, "")
+		nodes, meta, err = anon.Catalog().Nodes(nil)
+		if err != nil || len(nodes) != 0 || meta.ResultsFilteredByACLs {
+			t.Fatalf("%s: anonymous nodes = %v filtered=%v %v", n.cfg.NodeName, nodes, meta.ResultsFilteredByACLs, err)
+		}
+	}
+}
+
+// policyToken creates a policy with rules and a token of it, and returns
+// the token's secret.
+func policyToken(t *testing.T, root *api.Client, name, rules string) string {
+	t.Helper()
+	pol, _, err := root.ACL().PolicyCreate(&api.ACLPolicy{Name: name, Rules: rules}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := root.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.SecretID
+}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 
+	"github.com/hashicorp/go-bexpr"
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/grpc/metadata"
 
@@ -471,12 +474,23 @@ func callerSecret(ctx context.Context) string {
 
 // filterRead drops what authz may not see from a read's result and says so
 // in its meta; tokens read without acl:write have their secrets hidden.
-func filterRead(authz acl.Authorizer, resp *catalog.ReadResponse) {
+func filterRead(authz acl.Authorizer, req *catalog.ReadRequest, resp *catalog.ReadResponse) {
 	if authz == nil || resp == nil {
 		return
 	}
+	before := matchingRows(req, resp)
 	if acl.FilterRead(authz, resp) {
-		resp.Meta.ResultsFilteredByACLs = true
+		// ?filter= applies before the ACL filter: the rows dropped
+		// count only when the filter would have kept them.
+		resp.Meta.ResultsFilteredByACLs = before < 0 || matchingRows(req, resp) < before
+	}
+	if req.Op == catalog.ReadPreparedQueries && acl.ACLWrite(authz) != acl.Allow {
+		// Unnamed queries are listed to management tokens only.
+		n := len(resp.PreparedQueries)
+		resp.PreparedQueries = slices.DeleteFunc(slices.Clone(resp.PreparedQueries), func(q *catalog.PreparedQuery) bool { return q.Name == "" })
+		if len(resp.PreparedQueries) < n {
+			resp.Meta.ResultsFilteredByACLs = true
+		}
 	}
 	if len(resp.ACLTokens) > 0 && acl.ACLWrite(authz) != acl.Allow {
 		out := make([]*catalog.ACLToken, len(resp.ACLTokens))
@@ -525,3 +539,42 @@ func (s *Server) authorizeWith(ctx context.Context, check func(checker) error) e
 // needACLWrite is the check of snapshot save and restore: a snapshot holds
 // and replaces everything, ACLs included.
 func needACLWrite(c checker) error { return c.need(acl.ACLWrite(c.authz), "acl:write", "") }
+
+// matchingRows counts the rows of a read's result that its ?filter=
+// expression selects, for the reads whose rows the HTTP API filters in
+// the same shape; -1 when there is no filter or it cannot tell.
+func matchingRows(req *catalog.ReadRequest, resp *catalog.ReadResponse) int {
+	if req.Options.Filter == "" {
+		return -1
+	}
+	var rows any
+	switch req.Op {
+	case catalog.ReadNodes:
+		rows = resp.Nodes
+	case catalog.ReadHealthService:
+		rows = resp.Instances
+	case catalog.ReadNodeChecks, catalog.ReadServiceChecks, catalog.ReadChecksInState:
+		rows = resp.Checks
+	case catalog.ReadCoordinates:
+		rows = resp.Coordinates
+	case catalog.ReadNode:
+		if resp.NodeServices == nil {
+			return 0
+		}
+		rows = resp.NodeServices.Services
+	default:
+		return -1
+	}
+	ev, err := bexpr.CreateFilter(req.Options.Filter)
+	if err != nil {
+		return -1
+	}
+	out, err := ev.Execute(rows)
+	if err != nil {
+		return -1
+	}
+	if v := reflect.ValueOf(out); v.Kind() == reflect.Slice {
+		return v.Len()
+	}
+	return 0
+}

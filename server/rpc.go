@@ -469,7 +469,7 @@ func (s *Server) rpcRead(ctx context.Context, req *catalog.ReadRequest) (*ReadRe
 	if err != nil {
 		return &ReadResponseWire{Error: toWire(err), Leader: s.Leader()}, nil
 	}
-	filterRead(authz, resp)
+	filterRead(authz, req, resp)
 	return &ReadResponseWire{Resp: resp, Leader: s.Leader()}, nil
 }
 

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -97,16 +99,11 @@ func (h *Handler) agentServices(w http.ResponseWriter, r *http.Request) (any, er
 		return nil, err
 	}
 	svcs := h.agent.local.Services()
-	list := make([]*catalog.Service, 0, len(svcs))
-	for _, s := range svcs {
-		if authz.ServiceRead(s.Service) == acl.Allow {
-			list = append(list, s)
-		}
-	}
-	list, err = filter(r.URL.Query().Get("filter"), list)
+	list, err := filter(r.URL.Query().Get("filter"), slices.Collect(maps.Values(svcs)))
 	if err != nil {
 		return nil, err
 	}
+	list = aclKeep(w, r, list, func(s *catalog.Service) bool { return authz.ServiceRead(s.Service) == acl.Allow })
 	out := make(map[string]*catalog.Service, len(list))
 	for _, s := range list {
 		out[s.ID] = s
@@ -194,20 +191,16 @@ func (h *Handler) agentChecks(w http.ResponseWriter, r *http.Request) (any, erro
 		return nil, err
 	}
 	checks := h.agent.local.Checks()
-	list := make([]*catalog.HealthCheck, 0, len(checks))
-	for _, c := range checks {
-		if c.ServiceName != "" && authz.ServiceRead(c.ServiceName) != acl.Allow {
-			continue
-		}
-		if c.ServiceName == "" && authz.NodeRead(c.Node) != acl.Allow {
-			continue
-		}
-		list = append(list, c)
-	}
-	list, err = filter(r.URL.Query().Get("filter"), list)
+	list, err := filter(r.URL.Query().Get("filter"), slices.Collect(maps.Values(checks)))
 	if err != nil {
 		return nil, err
 	}
+	list = aclKeep(w, r, list, func(c *catalog.HealthCheck) bool {
+		if c.ServiceName != "" {
+			return authz.ServiceRead(c.ServiceName) == acl.Allow
+		}
+		return authz.NodeRead(c.Node) == acl.Allow
+	})
 	out := make(map[string]*catalog.HealthCheck, len(list))
 	for _, c := range list {
 		out[c.CheckID] = c

@@ -142,14 +142,13 @@ func (h *Handler) catalogNodes(w http.ResponseWriter, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	out := []*catalog.Node{}
-	for _, n := range resp.Nodes {
-		if authz.NodeRead(n.Node) == acl.Allow {
-			out = append(out, n)
-		}
+	out, err := filter(r.URL.Query().Get("filter"), resp.Nodes)
+	if err != nil {
+		return nil, err
 	}
+	out = aclKeep(w, r, out, func(n *catalog.Node) bool { return authz.NodeRead(n.Node) == acl.Allow })
 	sortNear(h.nearSorter(r.Context(), r), out, func(n *catalog.Node) string { return n.Node })
-	return filter(r.URL.Query().Get("filter"), out)
+	return out, nil
 }
 
 func (h *Handler) catalogServices(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -172,6 +171,13 @@ func (h *Handler) catalogServices(w http.ResponseWriter, r *http.Request) (any, 
 	out := map[string][]string{}
 	for name, tags := range resp.Services {
 		if authz.ServiceRead(name) != acl.Allow {
+			// ?filter= runs first: the service counts as filtered by
+			// ACLs only when the filter would have listed it.
+			if ev == nil {
+				markFiltered(w, r)
+			} else if matched, err := h.matchingInstances(r, acl.AllowAll(), name, resp.Meta.Index, ev); err == nil && len(matched) > 0 {
+				markFiltered(w, r)
+			}
 			continue
 		}
 		if ev == nil {
@@ -263,15 +269,17 @@ func (h *Handler) catalogService(w http.ResponseWriter, r *http.Request) (any, e
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*catalogService, 0, len(resp.Instances))
+	all := make([]*catalogService, 0, len(resp.Instances))
 	for _, in := range resp.Instances {
-		if authz.NodeRead(in.Node.Node) != acl.Allow {
-			continue
-		}
-		out = append(out, catalogServiceOf(in))
+		all = append(all, catalogServiceOf(in))
 	}
+	out, err := filter(r.URL.Query().Get("filter"), all)
+	if err != nil {
+		return nil, err
+	}
+	out = aclKeep(w, r, out, func(c *catalogService) bool { return authz.NodeRead(c.Node) == acl.Allow })
 	sortNear(h.nearSorter(r.Context(), r), out, func(c *catalogService) string { return c.Node })
-	return filter(r.URL.Query().Get("filter"), out)
+	return out, nil
 }
 
 func nonNil(s []string) []string {
@@ -292,7 +300,7 @@ func (h *Handler) catalogNode(w http.ResponseWriter, r *http.Request) (any, erro
 		// official client turns into a nil node rather than an error.
 		return json.RawMessage("null"), nil
 	}
-	svcs, err := filter(r.URL.Query().Get("filter"), ns.Services)
+	svcs, err := h.nodeServicesVisible(w, r, ns.Services)
 	if err != nil {
 		return nil, err
 	}
@@ -313,11 +321,25 @@ func (h *Handler) catalogNodeServices(w http.ResponseWriter, r *http.Request) (a
 		// As Consul: 200 with a null node and no services.
 		return &catalog.NodeServices{Services: []*catalog.Service{}}, nil
 	}
-	svcs, err := filter(r.URL.Query().Get("filter"), ns.Services)
+	svcs, err := h.nodeServicesVisible(w, r, ns.Services)
 	if err != nil {
 		return nil, err
 	}
 	return &catalog.NodeServices{Node: ns.Node, Services: svcs}, nil
+}
+
+// nodeServicesVisible applies ?filter= to a node's services, then keeps
+// those the token may read.
+func (h *Handler) nodeServicesVisible(w http.ResponseWriter, r *http.Request, svcs []*catalog.Service) ([]*catalog.Service, error) {
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	svcs, err = filter(r.URL.Query().Get("filter"), svcs)
+	if err != nil {
+		return nil, err
+	}
+	return aclKeep(w, r, svcs, func(s *catalog.Service) bool { return authz.ServiceRead(s.Service) == acl.Allow }), nil
 }
 
 // nodeServices reads a node with its services; nil when there is no such
@@ -340,13 +362,7 @@ func (h *Handler) nodeServices(w http.ResponseWriter, r *http.Request, name stri
 	if resp.NodeServices == nil {
 		return nil, nil
 	}
-	ns := &catalog.NodeServices{Node: resp.NodeServices.Node, Services: []*catalog.Service{}}
-	for _, s := range resp.NodeServices.Services {
-		if authz.ServiceRead(s.Service) == acl.Allow {
-			ns.Services = append(ns.Services, s)
-		}
-	}
-	return ns, nil
+	return resp.NodeServices, nil
 }
 
 // ---- health ----
@@ -371,19 +387,19 @@ func (h *Handler) healthChecks(w http.ResponseWriter, r *http.Request, op catalo
 	if err != nil {
 		return nil, err
 	}
-	out := []*catalog.HealthCheck{}
+	all := make([]*catalog.HealthCheck, 0, len(resp.Checks))
 	for _, c := range resp.Checks {
-		if authz.NodeRead(c.Node) != acl.Allow {
-			continue
-		}
-		if c.ServiceName != "" && authz.ServiceRead(c.ServiceName) != acl.Allow {
-			continue
-		}
 		c := *c
 		c.ServiceTags = nonNil(c.ServiceTags)
-		out = append(out, &c)
+		all = append(all, &c)
 	}
-	return filter(r.URL.Query().Get("filter"), out)
+	out, err := filter(r.URL.Query().Get("filter"), all)
+	if err != nil {
+		return nil, err
+	}
+	return aclKeep(w, r, out, func(c *catalog.HealthCheck) bool {
+		return authz.NodeRead(c.Node) == acl.Allow && (c.ServiceName == "" || authz.ServiceRead(c.ServiceName) == acl.Allow)
+	}), nil
 }
 
 func (h *Handler) healthService(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -404,21 +420,23 @@ func (h *Handler) healthService(w http.ResponseWriter, r *http.Request) (any, er
 		return nil, err
 	}
 	_, passing := q["passing"]
-	out := make([]*catalog.CheckServiceNode, 0, len(resp.Instances))
+	all := make([]*catalog.CheckServiceNode, 0, len(resp.Instances))
 	for _, in := range resp.Instances {
-		if authz.NodeRead(in.Node.Node) != acl.Allow {
-			continue
-		}
 		if passing && catalog.AggregatedStatus(in.Checks) != catalog.HealthPassing {
 			continue
 		}
 		if in.Checks == nil {
 			in.Checks = []*catalog.HealthCheck{}
 		}
-		out = append(out, in)
+		all = append(all, in)
 	}
+	out, err := filter(q.Get("filter"), all)
+	if err != nil {
+		return nil, err
+	}
+	out = aclKeep(w, r, out, func(in *catalog.CheckServiceNode) bool { return authz.NodeRead(in.Node.Node) == acl.Allow })
 	sortNear(h.nearSorter(r.Context(), r), out, func(c *catalog.CheckServiceNode) string { return c.Node.Node })
-	return filter(q.Get("filter"), out)
+	return out, nil
 }
 
 // ---- status ----

@@ -299,10 +299,8 @@ func (h *Handler) configEntry(w http.ResponseWriter, r *http.Request) (any, erro
 			return nil, err
 		}
 		out := []json.RawMessage{}
-		for _, e := range resp.ConfigEntries {
-			if !authorizeEntry(authz, e.Kind, e.Name, false) {
-				continue
-			}
+		visible := aclKeep(w, r, resp.ConfigEntries, func(e *catalog.ConfigEntry) bool { return authorizeEntry(authz, e.Kind, e.Name, false) })
+		for _, e := range visible {
 			j, err := entryJSON(e)
 			if err != nil {
 				return nil, err

@@ -23,21 +23,15 @@ func (h *Handler) coordinates(w http.ResponseWriter, r *http.Request) ([]*catalo
 	if err != nil {
 		return nil, err
 	}
-	out := []*catalog.CoordinateEntry{}
-	for _, c := range resp.Coordinates {
-		if authz.NodeRead(c.Node) == acl.Allow {
-			out = append(out, c)
-		}
-	}
-	return out, nil
-}
-
-func (h *Handler) coordinateNodes(w http.ResponseWriter, r *http.Request) (any, error) {
-	out, err := h.coordinates(w, r)
+	out, err := filter(r.URL.Query().Get("filter"), resp.Coordinates)
 	if err != nil {
 		return nil, err
 	}
-	return filter(r.URL.Query().Get("filter"), out)
+	return aclKeep(w, r, out, func(c *catalog.CoordinateEntry) bool { return authz.NodeRead(c.Node) == acl.Allow }), nil
+}
+
+func (h *Handler) coordinateNodes(w http.ResponseWriter, r *http.Request) (any, error) {
+	return h.coordinates(w, r)
 }
 
 func (h *Handler) coordinateNode(w http.ResponseWriter, r *http.Request) (any, error) {

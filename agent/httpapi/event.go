@@ -72,6 +72,10 @@ func (h *Handler) eventList(w http.ResponseWriter, r *http.Request) (any, error)
 	if err != nil {
 		return nil, err
 	}
+	authz, err := h.authorize(r)
+	if err != nil {
+		return nil, err
+	}
 	name := r.URL.Query().Get("name")
 	var timeout <-chan time.Time
 	if opts.MinQueryIndex > 0 {
@@ -92,13 +96,18 @@ func (h *Handler) eventList(w http.ResponseWriter, r *http.Request) (any, error)
 		if n := len(events); n > 0 {
 			idx = eventIndex(events[n-1].ID)
 		}
+		// Events the token may not read (event:read on the name)
+		// are dropped; the index still moves with them.
+		visible := func() []*gossip.UserEvent {
+			return aclKeep(w, r, events, func(e *gossip.UserEvent) bool { return acl.EventRead(authz, e.Name) == acl.Allow })
+		}
 		if opts.MinQueryIndex == 0 || idx != opts.MinQueryIndex {
-			return eventListResult(w, idx, events), nil
+			return eventListResult(w, idx, visible()), nil
 		}
 		select {
 		case <-changed:
 		case <-timeout:
-			return eventListResult(w, idx, events), nil
+			return eventListResult(w, idx, visible()), nil
 		case <-r.Context().Done():
 			return nil, r.Context().Err()
 		}

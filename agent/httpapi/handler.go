@@ -377,6 +377,9 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, req *catalog.Read
 		return nil, err
 	}
 	setMeta(w, resp.Meta)
+	if resp.Meta.ResultsFilteredByACLs {
+		markFiltered(w, r)
+	}
 	return resp, nil
 }
 

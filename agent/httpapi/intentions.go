@@ -232,8 +232,9 @@ func (h *Handler) intentionExact(w http.ResponseWriter, r *http.Request) (any, e
 	return true, nil
 }
 
-// allIntentions lists every intention the request's token may read, in
-// precedence order, with the read's metadata set on w.
+// allIntentions lists every intention the request's token may read (every
+// one with a nil authz), in precedence order, with the read's metadata set
+// on w.
 func (h *Handler) allIntentions(w http.ResponseWriter, r *http.Request, authz acl.Authorizer) ([]intentionJSON, error) {
 	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadConfigEntries, Key: kindServiceIntentions})
 	if err != nil {
@@ -242,7 +243,8 @@ func (h *Handler) allIntentions(w http.ResponseWriter, r *http.Request, authz ac
 	var ixns []*catalog.Intention
 	byIxn := map[*catalog.Intention]intentionJSON{}
 	for _, e := range resp.ConfigEntries {
-		if authz.ServiceRead(e.Name) != acl.Allow {
+		if authz != nil && authz.ServiceRead(e.Name) != acl.Allow {
+			markFiltered(w, r)
 			continue
 		}
 		_, sources, err := intentionsOf(e)
@@ -272,11 +274,16 @@ func (h *Handler) intentionList(w http.ResponseWriter, r *http.Request) (any, er
 		return nil, err
 	}
 	if r.Method == http.MethodGet {
-		list, err := h.allIntentions(w, r, authz)
+		// ?filter= first, then the ACL filter.
+		list, err := h.allIntentions(w, r, nil)
 		if err != nil {
 			return nil, err
 		}
-		return filter(r.URL.Query().Get("filter"), list)
+		list, err = filter(r.URL.Query().Get("filter"), list)
+		if err != nil {
+			return nil, err
+		}
+		return aclKeep(w, r, list, func(ixn intentionJSON) bool { return authz.ServiceRead(ixn.DestinationName) == acl.Allow }), nil
 	}
 	// POST: the legacy create, which names the intention by a new ID.
 	var body intentionJSON

@@ -72,12 +72,7 @@ func (h *Handler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Author
 		if err != nil {
 			return nil, err
 		}
-		var out []string
-		for _, k := range resp.Keys {
-			if authz.KeyRead(k) == acl.Allow {
-				out = append(out, k)
-			}
-		}
+		out := aclKeep(w, r, resp.Keys, func(k string) bool { return authz.KeyRead(k) == acl.Allow })
 		if len(out) == 0 {
 			w.WriteHeader(http.StatusNotFound)
 			return nil, nil
@@ -91,12 +86,7 @@ func (h *Handler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Author
 		if err != nil {
 			return nil, err
 		}
-		var out []*catalog.KVEntry
-		for _, e := range resp.KVs {
-			if authz.KeyRead(e.Key) == acl.Allow {
-				out = append(out, e)
-			}
-		}
+		out := aclKeep(w, r, resp.KVs, func(e *catalog.KVEntry) bool { return authz.KeyRead(e.Key) == acl.Allow })
 		if len(out) == 0 {
 			w.WriteHeader(http.StatusNotFound)
 			return nil, nil

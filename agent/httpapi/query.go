@@ -12,6 +12,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/server"
 )
 
 // Prepared queries (/v1/query), as Consul documents them. The agent draws
@@ -186,8 +187,16 @@ func (h *Handler) queryList(w http.ResponseWriter, r *http.Request) (any, error)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*catalog.PreparedQuery, 0, len(resp.PreparedQueries))
-	for _, q := range resp.PreparedQueries {
+	// A named query needs query:read on its name; an unnamed one is
+	// listed to management tokens only, as Consul does.
+	visible := aclKeep(w, r, resp.PreparedQueries, func(q *catalog.PreparedQuery) bool {
+		if q.Name == "" {
+			return acl.ACLWrite(authz) == acl.Allow
+		}
+		return acl.QueryRead(authz, q.Name) == acl.Allow
+	})
+	out := make([]*catalog.PreparedQuery, 0, len(visible))
+	for _, q := range visible {
 		out = append(out, redactQuery(authz, q))
 	}
 	return out, nil
@@ -282,9 +291,12 @@ func (h *Handler) queryExecute(w http.ResponseWriter, r *http.Request, idOrName 
 	if q == nil {
 		return nil, notFound("Query not found")
 	}
-	// A query with a token of its own runs with it, whoever asks.
+	// A query with a token of its own runs with it, whoever asks. The
+	// servers hide that token from callers without acl:write: such a
+	// caller's execution runs with its own token.
 	var authz acl.Authorizer
-	if q.Token != "" {
+	if q.Token != "" && q.Token != hiddenSecret {
+		ctx = server.WithToken(ctx, q.Token)
 		authz, err = h.resolve(r.Context(), q.Token)
 	} else {
 		authz, err = h.authorize(r)
@@ -313,7 +325,7 @@ func (h *Handler) queryExecute(w http.ResponseWriter, r *http.Request, idOrName 
 		nodes = append(nodes, &c)
 	}
 	if filtered {
-		w.Header().Set("X-Consul-Results-Filtered-By-ACLs", "true")
+		markFiltered(w, r)
 	}
 	rand.Shuffle(len(nodes), func(i, j int) { nodes[i], nodes[j] = nodes[j], nodes[i] })
 	if near := h.queryNear(ctx, r, q.Service.Near); near != "" {

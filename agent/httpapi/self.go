@@ -23,6 +23,13 @@ func (h *Handler) agentSelf(w http.ResponseWriter, r *http.Request) (any, error)
 		return nil, errPermissionDenied
 	}
 	cfg := h.agent.cfg
+	// The UI and clients learn the default policy here, as from Consul:
+	// with ACLs off, everything is allowed.
+	policy := "allow"
+	if cfg.ACL.Enabled && cfg.ACL.DefaultPolicy == "deny" {
+		policy = "deny"
+	}
+	w.Header().Set("X-Consul-Default-ACL-Policy", policy)
 	self := h.agent.selfMember()
 	meta := cfg.NodeMeta
 	if meta == nil {

@@ -346,11 +346,6 @@ func (h *Handler) sessionRead(w http.ResponseWriter, r *http.Request, op catalog
 	if err != nil {
 		return nil, err
 	}
-	visible := make([]*catalog.Session, 0, len(resp.Sessions))
-	for _, s := range resp.Sessions {
-		if authz.SessionRead(s.Node) == acl.Allow {
-			visible = append(visible, s)
-		}
-	}
+	visible := aclKeep(w, r, resp.Sessions, func(s *catalog.Session) bool { return authz.SessionRead(s.Node) == acl.Allow })
 	return toSessionJSON(visible), nil
 }
