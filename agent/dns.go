@@ -109,7 +109,6 @@ func (a *Agent) startDNS() error {
 			Token:            cfg.ACL.Tokens.Default,
 		},
 	}
-	token := cfg.ACL.Tokens.Default
 	ctx, cancel := context.WithCancel(a.ctx)
 	h, err := dnsserver.New(dnsserver.Config{
 		Domain:                      cfg.Domain,
@@ -133,9 +132,12 @@ func (a *Agent) startDNS() error {
 		Recursors:        cfg.Recursors,
 		RecursorTimeout:  cfg.DNS.RecursorTimeout,
 		RecursorStrategy: cfg.DNS.RecursorStrategy,
-		Authorize:        func() (acl.Authorizer, error) { return a.acls.Resolve(token) },
-		Context:          ctx,
-		Logger:           a.logger.Named("dns"),
+		// DNS answers with the agent's default token (acl.tokens.default,
+		// as /v1/agent/token/default last set it), else the anonymous
+		// token's rights: "" resolves to exactly that.
+		Authorize: func() (acl.Authorizer, error) { return a.acls.Resolve("") },
+		Context:   ctx,
+		Logger:    a.logger.Named("dns"),
 		// Prepared queries (<query>.query.<domain>): agent/query_dns.go.
 		PreparedQuery: src.preparedQuery,
 	}, src)

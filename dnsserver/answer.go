@@ -251,6 +251,11 @@ func (h *Handler) admit(l lookup, authz acl.Authorizer, in *catalog.CheckService
 			return false
 		}
 	}
+	if l.kind == kindQuery && authz.ServiceRead(in.Service.Service) != acl.Allow {
+		// A prepared query names no service in the question: each
+		// instance's service is checked instead.
+		return false
+	}
 	return authz.NodeRead(in.Node.Node) == acl.Allow
 }
 
