@@ -7,6 +7,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/server"
 )
 
 // aclWatchWait is the server-side wait of the token cache's blocking query,
@@ -96,6 +97,49 @@ func (a *Agent) agentToken() string {
 		return a.tokens.cur.Agent
 	}
 	return a.tokens.cur.Default
+}
+
+// syncToken describes the agent's token for anti-entropy's refusal log
+// line: its setting and its Authorizer (local.SyncToken).
+func (a *Agent) syncToken() (string, acl.Authorizer, error) {
+	a.tokens.mu.Lock()
+	setting, secret := "acl.tokens.agent", a.tokens.cur.Agent
+	if secret == "" {
+		setting, secret = "acl.tokens.default", a.tokens.cur.Default
+	}
+	a.tokens.mu.Unlock()
+	if secret == "" {
+		setting, secret = "anonymous", catalog.ACLAnonymousTokenSecret
+	}
+	authz, err := a.acls.Resolve(secret)
+	return setting, authz, err
+}
+
+// agentTokenBackend gives the calls of the agent's own routines (here
+// anti-entropy) the agent's token when they carry none.
+type agentTokenBackend struct {
+	inner interface {
+		Apply(ctx context.Context, t catalog.CommandType, body any) (any, error)
+		Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error)
+	}
+	token func() string
+}
+
+func (b agentTokenBackend) withToken(ctx context.Context) context.Context {
+	if _, ok := server.TokenFrom(ctx); ok {
+		return ctx
+	}
+	return server.WithToken(ctx, b.token())
+}
+
+// Apply implements local.Backend.
+func (b agentTokenBackend) Apply(ctx context.Context, t catalog.CommandType, body any) (any, error) {
+	return b.inner.Apply(b.withToken(ctx), t, body)
+}
+
+// Read implements local.Backend.
+func (b agentTokenBackend) Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
+	return b.inner.Read(b.withToken(ctx), req)
 }
 
 // runACLs starts the token cache's watch, owned by the agent's wait group.

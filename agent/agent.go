@@ -259,9 +259,16 @@ func (a *Agent) newLocalState() *local.State {
 	if a.cfg.Server {
 		node.LeaderService = server.ServerServiceName
 	}
+	var syncToken local.SyncToken
+	if a.cfg.ACL.Enabled {
+		syncToken = a.syncToken
+	}
 	return local.New(local.Config{
-		Node:                    node,
-		Backend:                 a.backend,
+		Node: node,
+		// Anti-entropy writes with the agent's own token, on a server
+		// agent too (its server checks in-process calls that carry one).
+		Backend:                 agentTokenBackend{inner: a.backend, token: a.agentToken},
+		SyncToken:               syncToken,
 		Clock:                   clock.New(),
 		Logger:                  a.logger,
 		Members:                 a.lanMembers,

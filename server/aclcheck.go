@@ -25,9 +25,11 @@ import (
 // rides in the context: WithToken on the calling side, the RPC wrapper on
 // the serving side; connPool.call turns it into metadata.
 //
-// Calls made in-process (an agent's HTTP API on its own server, the leader's
-// own routines) are not checked here: the API authorized them already, and
-// the server's routines are the server. What arrives on the port is.
+// Every RPC is checked: the serving side always puts the caller's token
+// (or "" for none, the anonymous token) in the context. A call made
+// in-process is checked the same way when its context carries a token: an
+// agent's HTTP API and anti-entropy on its own server pass theirs. The
+// server's own routines (the leader's loops) pass none and are not checked.
 
 // tokenMetadataKey is the gRPC metadata key of the caller's ACL token.
 const tokenMetadataKey = "x-consul-token"
@@ -196,14 +198,14 @@ func (s *Server) rpcAuthorizer(ctx context.Context) (acl.Authorizer, error) {
 	return a, nil
 }
 
-// authorizeApply checks an encoded command against the RPC's token.
-func (s *Server) authorizeApply(ctx context.Context, buf []byte) error {
+// authorizeCommand checks a decoded command against the token of ctx; a
+// context without one is the server's own.
+func (s *Server) authorizeCommand(ctx context.Context, cmd *catalog.Command) error {
 	if s.acls == nil {
 		return nil
 	}
-	cmd, err := catalog.ValidateCommand(buf)
-	if err != nil {
-		return fmt.Errorf("apply: %w", err)
+	if _, ok := TokenFrom(ctx); !ok {
+		return nil
 	}
 	authz, err := s.rpcAuthorizer(ctx)
 	if err != nil {
@@ -418,12 +420,17 @@ func (s *Server) checkPreparedQuery(c checker, r *catalog.PreparedQueryRequest) 
 	return nil
 }
 
-// authorizeRead checks a read against the RPC's token before it runs.
+// authorizeRead checks a read against the token of ctx before it runs (a
+// context without one is the server's own); the Authorizer it returns
+// filters the result (nil: nothing to filter).
 // Reads of one named thing are answered, filtered (FilterRead), like
 // lists; the ACL tables need acl:read, except what any holder of a secret
 // may learn: its own token, the ACL index and the bootstrap state.
 func (s *Server) authorizeRead(ctx context.Context, req *catalog.ReadRequest) (acl.Authorizer, error) {
 	if s.acls == nil {
+		return nil, nil
+	}
+	if _, ok := TokenFrom(ctx); !ok {
 		return nil, nil
 	}
 	switch req.Op {

@@ -446,10 +446,6 @@ var rpcServiceDesc = grpc.ServiceDesc{
 }
 
 func (s *Server) rpcApply(ctx context.Context, req *ApplyRequest) (*ApplyResponse, error) {
-	if err := s.authorizeApply(ctx, req.Data); err != nil {
-		countRPC(false, err)
-		return &ApplyResponse{Error: toWire(err), Leader: s.Leader()}, nil
-	}
 	res, err := s.ApplyRaw(ctx, req.Data)
 	countRPC(false, responseErr(res, err))
 	if err != nil {
@@ -461,15 +457,10 @@ func (s *Server) rpcApply(ctx context.Context, req *ApplyRequest) (*ApplyRespons
 }
 
 func (s *Server) rpcRead(ctx context.Context, req *catalog.ReadRequest) (*ReadResponseWire, error) {
-	authz, err := s.authorizeRead(ctx, req)
-	if err != nil {
-		return &ReadResponseWire{Error: toWire(err), Leader: s.Leader()}, nil
-	}
 	resp, err := s.Read(ctx, req)
 	if err != nil {
 		return &ReadResponseWire{Error: toWire(err), Leader: s.Leader()}, nil
 	}
-	filterRead(authz, req, resp)
 	return &ReadResponseWire{Resp: resp, Leader: s.Leader()}, nil
 }
 

@@ -491,6 +491,9 @@ func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apply: %w", err)
 	}
+	if err := s.authorizeCommand(ctx, cmd); err != nil {
+		return nil, err
+	}
 	deadline := s.clock.Now().Add(s.config.HoldTimeout)
 	// gRPC deadlines are in real time.
 	rpcDeadline := time.Now().Add(s.config.HoldTimeout)
@@ -552,6 +555,20 @@ func (s *Server) applyLocal(ctx context.Context, buf []byte, cmd *catalog.Comman
 // MinQueryIndex is set until the result's index passes it or the wait ends.
 func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (resp *catalog.ReadResponse, err error) {
 	defer func() { countRPC(req.Options.MinQueryIndex > 0, err) }()
+	// A read made with a token (WithToken; every RPC) is checked and its
+	// result filtered for it (aclcheck.go).
+	authz, err := s.authorizeRead(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	resp, err = s.read(ctx, req)
+	if err == nil {
+		filterRead(authz, req, resp)
+	}
+	return resp, err
+}
+
+func (s *Server) read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
 	opts := &req.Options
 	needLeader := !opts.AllowStale || opts.RequireConsistent
 	if !needLeader && opts.MaxStaleDuration > 0 && !s.IsLeader() {

@@ -92,6 +92,9 @@ type Config struct {
 	// they name none (ports.sidecar_min_port/max_port); zero means
 	// Consul's 21000-21255.
 	SidecarMinPort, SidecarMaxPort int
+	// SyncToken, with ACLs on, describes the token the Backend's writes
+	// carry, to explain a sync the servers refuse (aclblock.go).
+	SyncToken SyncToken
 }
 
 // Check is a check the agent owns, with what it needs to run. Callers build
@@ -123,13 +126,15 @@ type service struct {
 
 // State holds the agent's own services and checks. Safe for concurrent use.
 type State struct {
-	node     Node
-	backend  Backend
-	clock    clock.Clock
-	logger   hclog.Logger
-	members  func() int
-	rand     func() float64
-	checkOpt checks.Options
+	node    Node
+	backend Backend
+	clock   clock.Clock
+	logger  hclog.Logger
+	// syncToken is Config.SyncToken (nil: ACLs off).
+	syncToken SyncToken
+	members   func() int
+	rand      func() float64
+	checkOpt  checks.Options
 	// outputMax bounds the output stored for a check without a limit of
 	// its own.
 	outputMax int
@@ -193,6 +198,7 @@ func New(cfg Config) *State {
 		backend:      cfg.Backend,
 		clock:        cfg.Clock,
 		logger:       cfg.Logger,
+		syncToken:    cfg.SyncToken,
 		members:      cfg.Members,
 		rand:         cfg.Rand,
 		outputMax:    limit,

@@ -89,7 +89,11 @@ func (l *State) Run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			l.logger.Warn("anti-entropy sync failed, retrying", "error", err, "in", retryWait)
+			if aclRefused(err) {
+				l.logACLRefusal(err)
+			} else {
+				l.logger.Warn("anti-entropy sync failed, retrying", "error", err, "in", retryWait)
+			}
 			select {
 			case <-ctx.Done():
 				return
