@@ -160,3 +160,25 @@ func policyToken(t *testing.T, root *api.Client, name, rules string) string {
 	}
 	return tok.SecretID
 }
+
+// A client agent has its leaf certificates signed with the token that
+// asked for them (service:write on the service), not with its own: the
+// agent here has no token of its own, which default_policy deny refuses.
+func TestLeafSignedWithCallersToken(t *testing.T) {
+	_, client := startACLCluster(t)
+	secret := policyToken(t, client.api, "web-writer", `service "web" { policy = "write" }`)
+	web := tokenClient(t, client.agent, secret)
+	wait.For(t, 30*time.Second, func() error {
+		leaf, _, err := web.Agent().ConnectCALeaf("web", nil)
+		if err != nil {
+			return err
+		}
+		if leaf.Service != "web" || leaf.CertPEM == "" {
+			return fmt.Errorf("leaf %+v", leaf)
+		}
+		return nil
+	})
+	if _, _, err := tokenClient(t, client.agent, "").Agent().ConnectCALeaf("web", nil); statusOf(err) != http.StatusForbidden {
+		t.Fatalf("leaf without token: %v", err)
+	}
+}

@@ -98,6 +98,11 @@ type entry struct {
 	err  error
 	// ch is closed when leaf or err changes.
 	ch chan struct{}
+	// token is the ACL token of the last Get that carried one
+	// (server.WithToken): the servers sign with its service:write, also
+	// for renewals, as Consul signs with the requester's token.
+	token    string
+	hasToken bool
 }
 
 // Manager holds the leaf certificates of an agent's services.
@@ -171,6 +176,9 @@ func (m *Manager) Get(ctx context.Context, service string, minIndex uint64, wait
 		}
 		m.wg.Add(1)
 		go m.run(service, e)
+	}
+	if tok, ok := server.TokenFrom(ctx); ok {
+		e.token, e.hasToken = tok, true
 	}
 	m.mu.Unlock()
 
@@ -275,7 +283,7 @@ func (m *Manager) run(service string, e *entry) {
 				return
 			}
 		}
-		leaf, err := m.sign(service, r)
+		leaf, err := m.sign(service, e, r)
 		m.mu.Lock()
 		if err != nil {
 			e.err = err
@@ -333,7 +341,7 @@ func (m *Manager) waitRenewal(leaf *Leaf, rootsCh <-chan struct{}) bool {
 }
 
 // sign makes a key and CSR for service and has a server sign it.
-func (m *Manager) sign(service string, r *roots) (*Leaf, error) {
+func (m *Manager) sign(service string, e *entry, r *roots) (*Leaf, error) {
 	id := connect.ServiceID(r.trustDomain, m.cfg.Datacenter, service)
 	csr, keyPEM, err := connect.NewLeafCSR(id, r.keyType, r.keyBits)
 	if err != nil {
@@ -341,6 +349,11 @@ func (m *Manager) sign(service string, r *roots) (*Leaf, error) {
 	}
 	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
 	defer cancel()
+	m.mu.Lock()
+	if e.hasToken {
+		ctx = server.WithToken(ctx, e.token)
+	}
+	m.mu.Unlock()
 	resp, err := m.cfg.Signer.SignLeaf(ctx, &server.SignLeafRequest{Service: service, CSR: csr})
 	if err != nil {
 		return nil, fmt.Errorf("sign leaf for %q: %w", service, err)
