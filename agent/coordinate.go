@@ -2,9 +2,12 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"time"
 
+	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/server"
 )
 
 // coordinateInterval is how often the agent sends its network coordinate to
@@ -31,10 +34,16 @@ func (a *Agent) syncCoordinates(stop <-chan struct{}) {
 		if c == nil || !c.IsValid() {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
+		// The update needs node:write on this node: the agent's token's.
+		ctx, cancel := context.WithTimeout(server.WithToken(a.ctx, a.agentToken()), 10*time.Second)
 		_, err := a.backend.Apply(ctx, catalog.CmdCoordinate, []*catalog.CoordinateEntry{{Node: a.cfg.NodeName, Coord: c}})
 		cancel()
-		if err != nil && a.ctx.Err() == nil {
+		switch {
+		case err == nil || a.ctx.Err() != nil:
+		case errors.Is(err, acl.ErrPermissionDenied) || errors.Is(err, acl.ErrNotFound):
+			// Throttled by the agent's logger: once per window.
+			a.logger.Warn("coordinate update blocked by ACLs: set acl.tokens.agent to a token with node:write on this node", "error", err)
+		default:
 			a.logger.Debug("coordinate update failed", "error", err)
 		}
 	}
