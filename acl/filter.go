@@ -112,25 +112,13 @@ func FilterRead(a Authorizer, resp *catalog.ReadResponse) bool {
 	resp.Sessions, dropped = keep(resp.Sessions, dropped, func(s *catalog.Session) bool { return a.SessionRead(s.Node) == Allow })
 	resp.Coordinates, dropped = keep(resp.Coordinates, dropped, func(c *catalog.CoordinateEntry) bool { return a.NodeRead(c.Node) == Allow })
 	if len(resp.PreparedQueries) > 0 {
-		management := ACLWrite(a) == Allow
 		resp.PreparedQueries, dropped = keep(resp.PreparedQueries, dropped, func(q *catalog.PreparedQuery) bool {
 			// An unnamed query is found by its ID only: knowing the
 			// ID is the right to read it (listing is another matter,
 			// see the callers).
 			return q.Name == "" || QueryRead(a, q.Name) == Allow
 		})
-		if !management {
-			out := make([]*catalog.PreparedQuery, len(resp.PreparedQueries))
-			for i, q := range resp.PreparedQueries {
-				out[i] = q
-				if q.Token != "" {
-					c := *q
-					c.Token = redactedToken
-					out[i] = &c
-				}
-			}
-			resp.PreparedQueries = out
-		}
+		resp.PreparedQueries = RedactQueryTokens(a, resp.PreparedQueries)
 	}
 	resp.ConfigEntries, dropped = keep(resp.ConfigEntries, dropped, func(e *catalog.ConfigEntry) bool {
 		return ConfigEntryAllowed(a, e.Kind, e.Name, false) == Allow
@@ -138,9 +126,27 @@ func FilterRead(a Authorizer, resp *catalog.ReadResponse) bool {
 	return dropped
 }
 
-// redactedToken replaces a prepared query's token for readers without
+// RedactedToken replaces a prepared query's token for readers without
 // acl:write, as Consul does.
-const redactedToken = "<hidden>"
+const RedactedToken = "<hidden>"
+
+// RedactQueryTokens returns qs with their tokens hidden unless a has
+// acl:write; qs is not modified.
+func RedactQueryTokens(a Authorizer, qs []*catalog.PreparedQuery) []*catalog.PreparedQuery {
+	if len(qs) == 0 || ACLWrite(a) == Allow {
+		return qs
+	}
+	out := make([]*catalog.PreparedQuery, len(qs))
+	for i, q := range qs {
+		out[i] = q
+		if q.Token != "" {
+			c := *q
+			c.Token = RedactedToken
+			out[i] = &c
+		}
+	}
+	return out
+}
 
 // keep returns the elements of in that ok accepts and whether any was
 // dropped (or dropped already was). in is never modified (a result may be

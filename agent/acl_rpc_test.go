@@ -182,3 +182,44 @@ func TestLeafSignedWithCallersToken(t *testing.T) {
 		t.Fatalf("leaf without token: %v", err)
 	}
 }
+
+// A prepared query with a token of its own runs with that token whoever
+// executes it, through a client agent as through a server agent, and the
+// token never reaches the caller; a query without one runs with the
+// caller's token.
+func TestPreparedQueryRunsWithItsToken(t *testing.T) {
+	srvs, client := startACLCluster(t)
+	root := client.api
+	if _, err := root.Catalog().Register(&api.CatalogRegistration{Node: "n2", Address: "10.1.0.2",
+		Service: &api.AgentService{ID: "db1", Service: "db"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	qtok := policyToken(t, root, "db-reader", `service "db" { policy = "read" }
+node_prefix "" { policy = "read" }`)
+	if _, _, err := root.PreparedQuery().Create(&api.PreparedQueryDefinition{Name: "db-own", Token: qtok, Service: api.ServiceQuery{Service: "db"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := root.PreparedQuery().Create(&api.PreparedQueryDefinition{Name: "db-caller", Service: api.ServiceQuery{Service: "db"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*node{client, srvs[2]} {
+		anon := tokenClient(t, n.agent, "")
+		res, _, err := anon.PreparedQuery().Execute("db-own", nil)
+		if err != nil || len(res.Nodes) != 1 || res.Nodes[0].Node.Node != "n2" {
+			t.Fatalf("%s: anonymous execution of a query with a token: %+v %v", n.cfg.NodeName, res, err)
+		}
+		res, _, err = anon.PreparedQuery().Execute("db-caller", nil)
+		if err != nil || len(res.Nodes) != 0 {
+			t.Fatalf("%s: anonymous execution of a query without a token: %+v %v", n.cfg.NodeName, res, err)
+		}
+	}
+	qs, _, err := tokenClient(t, client.agent, qtok).PreparedQuery().List(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range qs {
+		if q.Token == qtok {
+			t.Fatalf("query token shown to a token without acl:write: %+v", q)
+		}
+	}
+}

@@ -50,7 +50,11 @@ type ReadRequest struct {
 	// meta pairs (?node-meta=key:value): for nodes, services, service
 	// instances and checks.
 	NodeMeta map[string]string `json:",omitempty"`
-	Options  QueryOptions
+	// PreparedQueryID, on a health.service read, says that the read
+	// executes that prepared query: with ACLs, the query's own token
+	// (when it has one) filters the result on the servers.
+	PreparedQueryID string `json:",omitempty"`
+	Options         QueryOptions
 }
 
 // ReadResponse carries the result of a read; only the field of the

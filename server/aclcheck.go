@@ -433,6 +433,14 @@ func (s *Server) authorizeRead(ctx context.Context, req *catalog.ReadRequest) (a
 	if _, ok := TokenFrom(ctx); !ok {
 		return nil, nil
 	}
+	if req.PreparedQueryID != "" && req.Op == catalog.ReadHealthService {
+		// The read executes a prepared query: a query with a token of
+		// its own runs with it, whoever asks, without the token ever
+		// leaving the servers.
+		if _, q, err := s.store.PreparedQueryGet(nil, req.PreparedQueryID); err == nil && q != nil && q.Token != "" {
+			ctx = WithToken(ctx, q.Token)
+		}
+	}
 	switch req.Op {
 	case catalog.ReadACLResolve, catalog.ReadACLIndex, catalog.ReadACLBootstrap:
 		// Resolving a secret needs the secret itself.
@@ -483,6 +491,12 @@ func callerSecret(ctx context.Context) string {
 // in its meta; tokens read without acl:write have their secrets hidden.
 func filterRead(authz acl.Authorizer, req *catalog.ReadRequest, resp *catalog.ReadResponse) {
 	if authz == nil || resp == nil {
+		return
+	}
+	if req.Op == catalog.ReadPreparedQueryResolve {
+		// Executing a query needs no right on the query itself, as in
+		// Consul: its results are filtered (see PreparedQueryID).
+		resp.PreparedQueries = acl.RedactQueryTokens(authz, resp.PreparedQueries)
 		return
 	}
 	before := matchingRows(req, resp)

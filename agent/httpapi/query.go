@@ -292,23 +292,30 @@ func (h *Handler) queryExecute(w http.ResponseWriter, r *http.Request, idOrName 
 		return nil, notFound("Query not found")
 	}
 	// A query with a token of its own runs with it, whoever asks. The
-	// servers hide that token from callers without acl:write: such a
-	// caller's execution runs with its own token.
+	// servers hide that token from callers without acl:write and filter
+	// the execution's read with it themselves (PreparedQueryID).
 	var authz acl.Authorizer
-	if q.Token != "" && q.Token != hiddenSecret {
+	switch q.Token {
+	case "":
+		authz, err = h.authorize(r)
+	case acl.RedactedToken:
+		authz = acl.AllowAll()
+	default:
 		ctx = server.WithToken(ctx, q.Token)
 		authz, err = h.resolve(r.Context(), q.Token)
-	} else {
-		authz, err = h.authorize(r)
 	}
 	if err != nil {
 		return nil, err
 	}
-	resp, err := h.agent.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: q.Service.Service, Options: opts})
+	resp, err := h.agent.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: q.Service.Service,
+		PreparedQueryID: q.ID, Options: opts})
 	if err != nil {
 		return nil, err
 	}
 	setMeta(w, resp.Meta)
+	if resp.Meta.ResultsFilteredByACLs {
+		markFiltered(w, r)
+	}
 
 	selected := catalog.SelectInstances(&q.Service, resp.Instances)
 	nodes := make([]*catalog.CheckServiceNode, 0, len(selected))
