@@ -436,8 +436,12 @@ func (s *Server) authorizeRead(ctx context.Context, req *catalog.ReadRequest) (a
 	if req.PreparedQueryID != "" && req.Op == catalog.ReadHealthService {
 		// The read executes a prepared query: a query with a token of
 		// its own runs with it, whoever asks, without the token ever
-		// leaving the servers.
-		if _, q, err := s.store.PreparedQueryGet(nil, req.PreparedQueryID); err == nil && q != nil && q.Token != "" {
+		// leaving the servers. Only for the query's own service: the
+		// token must not read anything else. A template's service
+		// depends on the name it was executed as, which the read does
+		// not carry: a template runs with the caller's token.
+		_, q, err := s.store.PreparedQueryGet(nil, req.PreparedQueryID)
+		if err == nil && q != nil && q.Token != "" && q.Template.Type == "" && q.Service.Service == req.Name {
 			ctx = WithToken(ctx, q.Token)
 		}
 	}

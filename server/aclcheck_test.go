@@ -106,3 +106,30 @@ func BenchmarkACLCheck(b *testing.B) {
 		}
 	})
 }
+
+// A read that executes a prepared query is filtered with the query's
+// token only for the query's own service.
+func TestPreparedQueryTokenOnlyForItsService(t *testing.T) {
+	s, secret := aclTestServer(t)
+	mctx := WithToken(context.Background(), checkMgmt)
+	for _, c := range []struct {
+		t    catalog.CommandType
+		body any
+	}{
+		{catalog.CmdRegister, &catalog.RegisterRequest{Node: "n1", Address: "10.0.0.1", Service: &catalog.Service{ID: "db1", Service: "db"}}},
+		{catalog.CmdRegister, &catalog.RegisterRequest{Node: "n1", Address: "10.0.0.1", Service: &catalog.Service{ID: "vault1", Service: "vault"}}},
+		{catalog.CmdPreparedQuery, &catalog.PreparedQueryRequest{Op: catalog.PreparedQueryCreate,
+			Query: catalog.PreparedQuery{ID: "q1", Name: "dbq", Token: checkMgmt, Service: catalog.ServiceQuery{Service: "db"}}}},
+	} {
+		if res, err := s.Apply(mctx, c.t, c.body); err != nil || res != nil {
+			t.Fatalf("apply %d: %v %v", c.t, res, err)
+		}
+	}
+	ctx := WithToken(context.Background(), secret)
+	for svc, want := range map[string]int{"db": 1, "vault": 0} {
+		resp, err := s.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: svc, PreparedQueryID: "q1"})
+		if err != nil || len(resp.Instances) != want {
+			t.Fatalf("%s as query q1: %+v %v, want %d instances", svc, resp, err, want)
+		}
+	}
+}
