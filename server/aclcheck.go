@@ -114,7 +114,7 @@ func (c checker) need(dec acl.Decision, perm, resource string) error {
 	return &permissionDeniedError{accessor: acl.AccessorOf(c.authz), perm: perm, resource: resource}
 }
 
-// aclResolver is the server's token resolver: tokens, policies and roles
+// startACLResolver starts the server's token resolver: tokens, policies and roles
 // come from its own state store (no RPC), cached until the ACL tables change.
 func (s *Server) startACLResolver() {
 	if !s.config.ACL.Enabled {
