@@ -66,6 +66,12 @@ type Command struct {
 	ACLPolicy *ACLPolicy
 	ACLRole   *ACLRole
 	ACLDelete *ACLDeleteRequest
+	// ACLBootstrap is the body of a CmdACLBootstrap; ACLToken points
+	// into it.
+	ACLBootstrap *ACLBootstrapRequest
+	// ACLAuthMethod and ACLBindingRule: types 27 and 28.
+	ACLAuthMethod  *ACLAuthMethodRequest
+	ACLBindingRule *ACLBindingRuleRequest
 	// Connect (types 30-39).
 	CA          *CARequest
 	ConfigEntry *ConfigEntryRequest
@@ -146,6 +152,8 @@ func (c *Command) checkShape() error {
 	switch c.Type {
 	case CmdCA, CmdConfigEntry:
 		return c.checkConnectShape()
+	case CmdACLAuthMethod, CmdACLBindingRule:
+		return c.checkLoginShape()
 	case CmdRegister:
 		for i, chk := range c.Register.Checks {
 			if chk == nil {
@@ -232,6 +240,8 @@ func (c *Command) checkLimits() error {
 		}
 	case CmdACLTokenSet, CmdACLTokenDelete, CmdACLPolicySet, CmdACLPolicyDelete, CmdACLRoleSet, CmdACLRoleDelete, CmdACLBootstrap:
 		return c.checkACLLimits()
+	case CmdACLAuthMethod, CmdACLBindingRule:
+		return c.checkLoginLimits()
 	}
 	return nil
 }

@@ -4,12 +4,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/hashicorp/go-uuid"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/go-uuid"
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
@@ -28,6 +32,7 @@ func (h *Handler) registerACLRoutes() {
 	h.handle("/v1/acl/role/", methodsGetPutDel, h.aclRole)
 	h.handle("/v1/acl/roles", methodsGet, h.aclRoleList)
 	h.handle("/v1/agent/token/", methodsPut, h.agentToken)
+	h.registerACLLoginRoutes()
 }
 
 // tokenSetter is the part of Control that changes the agent's own tokens;
@@ -72,12 +77,32 @@ func (h *Handler) defaultToken() string {
 	return h.agent.cfg.ACL.Tokens.Default
 }
 
+// errACLNotBootstrapped answers an unknown token before ACLs were
+// bootstrapped, in Consul's words.
+var errACLNotBootstrapped = &httpError{code: http.StatusForbidden,
+	msg: "ACL system must be bootstrapped before making any requests that require authorization: " + acl.ErrNotFound.Error()}
+
+// notFoundError is the 403 for a token that does not exist: it says so,
+// and says that ACLs are not bootstrapped yet when that is why.
+func (h *Handler) notFoundError(r *http.Request) error {
+	resp, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadACLBootstrap,
+		Options: catalog.QueryOptions{AllowStale: true}})
+	if err == nil && resp.ACLBootstrapIndex == 0 {
+		return errACLNotBootstrapped
+	}
+	return errACLNotFound
+}
+
 // hiddenSecret replaces a SecretID shown to a token without acl:write.
 const hiddenSecret = "<hidden>"
 
 var (
 	errACLDisabled = &httpError{code: http.StatusUnauthorized, msg: "ACL support disabled"}
 	errACLNotFound = &httpError{code: http.StatusForbidden, msg: acl.ErrNotFound.Error()}
+	// errACLObjectNotFound answers a read of a missing role, policy (by
+	// name), auth method or binding rule: 404, which the official client
+	// turns into a nil result.
+	errACLObjectNotFound = &httpError{code: http.StatusNotFound, msg: acl.ErrNotFound.Error()}
 	// aclNamePattern is what Consul accepts as a policy or role name.
 	aclNamePattern = regexp.MustCompile(`^[A-Za-z0-9\-_]{1,128}$`)
 	// serviceIdentityPattern is what Consul accepts as a service
@@ -124,13 +149,57 @@ func (h *Handler) aclBootstrap(w http.ResponseWriter, r *http.Request) (any, err
 		Policies:   []catalog.ACLLink{{ID: catalog.ACLGlobalManagementPolicyID}},
 		CreateTime: time.Now().UTC(),
 	}
-	if _, err := h.apply(r.Context(), catalog.CmdACLBootstrap, tok); err != nil {
+	req := &catalog.ACLBootstrapRequest{ACLToken: *tok}
+	resetFile, reset, err := h.bootstrapReset()
+	if err != nil {
+		return nil, err
+	}
+	req.ResetIndex = reset
+	if _, err := h.apply(r.Context(), catalog.CmdACLBootstrap, req); err != nil {
 		if errors.Is(err, catalog.ErrACLBootstrapped) {
 			return nil, &httpError{code: http.StatusForbidden, msg: "Permission denied: " + err.Error()}
 		}
 		return nil, err
 	}
+	if resetFile != "" {
+		// The reset is spent: the next bootstrap index differs.
+		_ = os.Remove(resetFile)
+	}
 	return h.readToken(w, r, catalog.ReadACLToken, accessor, true)
+}
+
+// aclBootstrapResetFile is the file in a server's data_dir where an
+// operator writes the reset index a refused bootstrap named, to allow one
+// more bootstrap, as with Consul.
+const aclBootstrapResetFile = "acl-bootstrap-reset"
+
+// bootstrapReset reads the reset index from the bootstrap reset file of a
+// server agent's data_dir. It returns the file's path and the index, or ""
+// and 0 when there is no such file (or the agent is no server: a client
+// agent's disk is not trusted to reset a cluster's ACLs).
+func (h *Handler) bootstrapReset() (string, uint64, error) {
+	cfg := h.agent.cfg
+	if !cfg.Server || cfg.DataDir == "" {
+		return "", 0, nil
+	}
+	path := filepath.Join(cfg.DataDir, aclBootstrapResetFile)
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", 0, nil
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 64))
+	if err != nil {
+		return "", 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	idx, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return "", 0, badRequest("Invalid reset index in %s: %q", aclBootstrapResetFile, strings.TrimSpace(string(b)))
+	}
+	return path, idx, nil
 }
 
 // ---- tokens ----
@@ -407,15 +476,24 @@ func (h *Handler) aclTokenList(w http.ResponseWriter, r *http.Request) (any, err
 		return nil, err
 	}
 	q := r.URL.Query()
+	n := 0
+	for _, f := range []string{"policy", "role", "authmethod", "servicename"} {
+		if q.Get(f) != "" {
+			n++
+		}
+	}
+	if n > 1 {
+		return nil, badRequest("Invalid token list filter: can only filter by one of policy, role, authmethod or servicename")
+	}
 	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadACLTokens, ACLPolicyID: q.Get("policy"), ACLRoleID: q.Get("role")})
 	if err != nil {
 		return nil, err
 	}
 	show := acl.ACLWrite(authz) == acl.Allow
-	method := q.Get("authmethod")
+	method, svc := q.Get("authmethod"), q.Get("servicename")
 	out := make([]*catalog.ACLToken, 0, len(resp.ACLTokens))
 	for _, t := range resp.ACLTokens {
-		if method != "" && t.AuthMethod != method {
+		if method != "" && t.AuthMethod != method || svc != "" && !hasServiceIdentity(t, svc) {
 			continue
 		}
 		c := *t
@@ -425,6 +503,17 @@ func (h *Handler) aclTokenList(w http.ResponseWriter, r *http.Request) (any, err
 		out = append(out, &c)
 	}
 	return filter(q.Get("filter"), out)
+}
+
+// hasServiceIdentity reports whether a token carries the service identity
+// of svc.
+func hasServiceIdentity(t *catalog.ACLToken, svc string) bool {
+	for _, si := range t.ServiceIdentities {
+		if si.ServiceName == svc {
+			return true
+		}
+	}
+	return false
 }
 
 // ---- policies ----
@@ -493,6 +582,9 @@ func (h *Handler) readPolicy(w http.ResponseWriter, r *http.Request, op catalog.
 		return nil, err
 	}
 	if len(resp.ACLPolicies) == 0 {
+		if op == catalog.ReadACLPolicyByName {
+			return nil, errACLObjectNotFound
+		}
 		return nil, errACLNotFound
 	}
 	return resp.ACLPolicies[0], nil
@@ -621,7 +713,7 @@ func (h *Handler) readRole(w http.ResponseWriter, r *http.Request, op catalog.Re
 		return nil, err
 	}
 	if len(resp.ACLRoles) == 0 {
-		return nil, errACLNotFound
+		return nil, errACLObjectNotFound
 	}
 	return resp.ACLRoles[0], nil
 }
