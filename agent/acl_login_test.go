@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tribune-mesh/tribune/agent/agenttest"
+	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // jwtKey is a test signing key and its public half in PEM.
@@ -182,9 +184,13 @@ func TestACLLoginWithJWTAuthMethod(t *testing.T) {
 	if got, _, _ := acls.TokenRead(tok.AccessorID, nil); got != nil {
 		t.Fatalf("token after logout: %+v", got)
 	}
-	if _, _, err := user.KV().Get("app/x", nil); statusOf(err) != http.StatusForbidden {
-		t.Fatalf("read after logout: %v", err)
-	}
+	// The agent's token cache learns of the delete within a second.
+	wait.For(t, 5*time.Second, func() error {
+		if _, _, err := user.KV().Get("app/x", nil); statusOf(err) != http.StatusForbidden {
+			return fmt.Errorf("read after logout: %v", err)
+		}
+		return nil
+	})
 
 	// A kubernetes method is stored, but its logins are refused.
 	if _, _, err := acls.AuthMethodCreate(&api.ACLAuthMethod{Name: "kube", Type: "kubernetes", Config: map[string]any{

@@ -13,8 +13,8 @@ import (
 
 // aclCommands are the "acl" verbs, merged into commands().
 func aclCommands() map[string]command {
-	return map[string]command{
-		"acl":               {"Interact with Tribune's ACLs", groupCommand("acl", "Manages ACL tokens and policies.")},
+	out := map[string]command{
+		"acl":               {"Interact with Tribune's ACLs", groupCommand("acl", "Manages ACL tokens, policies, roles, auth methods and binding rules.")},
 		"acl bootstrap":     {"Bootstrap ACLs: create the first management token", runACLBootstrap},
 		"acl token":         {"Manage ACL tokens", groupCommand("acl token", "Creates, reads, lists and deletes ACL tokens.")},
 		"acl token create":  {"Create an ACL token", runACLTokenCreate},
@@ -27,6 +27,12 @@ func aclCommands() map[string]command {
 		"acl policy list":   {"List ACL policies", runACLPolicyList},
 		"acl policy delete": {"Delete an ACL policy", runACLPolicyDelete},
 	}
+	for _, more := range []map[string]command{aclRoleCommands(), aclAuthMethodCommands(), loginCommands()} {
+		for k, v := range more {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // listValue is a repeatable string flag.
@@ -178,14 +184,7 @@ func runACLTokenCreate(args []string, stdout, stderr io.Writer) int {
 	for _, n := range roleNames {
 		tok.Roles = append(tok.Roles, &api.ACLTokenRoleLink{Name: n})
 	}
-	for _, s := range services {
-		name, dcs, _ := strings.Cut(s, ":")
-		si := &api.ACLServiceIdentity{ServiceName: name}
-		if dcs != "" {
-			si.Datacenters = strings.Split(dcs, ",")
-		}
-		tok.ServiceIdentities = append(tok.ServiceIdentities, si)
-	}
+	tok.ServiceIdentities = serviceIdentities(services)
 	out, _, err := client.ACL().TokenCreate(tok, nil)
 	if err != nil {
 		return c.fail("create new token", err)
