@@ -1,6 +1,7 @@
 package acl
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -80,4 +81,63 @@ func Login(method *catalog.ACLAuthMethod, rules []*catalog.ACLBindingRule, beare
 		return nil, fmt.Errorf("%w: no binding rule of auth method %q matches", ErrLoginRefused, method.Name)
 	}
 	return b, nil
+}
+
+// LoginTokenRequest is what BuildLoginToken makes a token from.
+type LoginTokenRequest struct {
+	Method   *catalog.ACLAuthMethod
+	Bindings *Bindings
+	// RoleID and PolicyID find a role or policy by name: "" when there is
+	// none.
+	RoleID, PolicyID func(name string) (string, error)
+	Meta             map[string]string
+	Now              time.Time
+	// AccessorID and SecretID are the new token's.
+	AccessorID, SecretID string
+}
+
+// BuildLoginToken returns the token a login's bindings grant. Roles and
+// policies a rule names but that do not exist are skipped, as Consul does;
+// a login left with nothing is refused (ErrLoginRefused). The token is
+// global when the method says so, local otherwise, and expires after the
+// method's MaxTokenTTL.
+func BuildLoginToken(req *LoginTokenRequest) (*catalog.ACLToken, error) {
+	m, b := req.Method, req.Bindings
+	tok := &catalog.ACLToken{AccessorID: req.AccessorID, SecretID: req.SecretID, AuthMethod: m.Name,
+		ServiceIdentities: b.ServiceIdentities, NodeIdentities: b.NodeIdentities,
+		Local: m.TokenLocality != "global", CreateTime: req.Now.UTC(), Description: "token created via login"}
+	if len(req.Meta) > 0 {
+		enc, err := json.Marshal(req.Meta) // sorted keys
+		if err != nil {
+			return nil, fmt.Errorf("login meta: %w", err)
+		}
+		tok.Description += ": " + string(enc)
+	}
+	for _, l := range []struct {
+		names []string
+		find  func(string) (string, error)
+		dst   *[]catalog.ACLLink
+	}{{b.Roles, req.RoleID, &tok.Roles}, {b.Policies, req.PolicyID, &tok.Policies}} {
+		for _, name := range l.names {
+			id, err := l.find(name)
+			if err != nil {
+				return nil, err
+			}
+			if id != "" {
+				*l.dst = append(*l.dst, catalog.ACLLink{ID: id})
+			}
+		}
+	}
+	n := len(tok.Roles) + len(tok.Policies) + len(tok.ServiceIdentities) + len(tok.NodeIdentities)
+	switch {
+	case n == 0:
+		return nil, fmt.Errorf("%w: the binding rules name no existing role or policy", ErrLoginRefused)
+	case n > catalog.MaxACLLinks:
+		return nil, fmt.Errorf("%w: the binding rules grant %d links, max %d", ErrLoginRefused, n, catalog.MaxACLLinks)
+	}
+	if m.MaxTokenTTL > 0 {
+		exp := tok.CreateTime.Add(m.MaxTokenTTL)
+		tok.ExpirationTime, tok.ExpirationTTL = &exp, m.MaxTokenTTL
+	}
+	return tok, nil
 }

@@ -223,3 +223,41 @@ func TestACLLoginWithJWTAuthMethod(t *testing.T) {
 		t.Fatalf("read deleted method: %+v, %v", m, err)
 	}
 }
+
+// TestACLLoginThroughClientAgent logs in and out through a client agent:
+// the leader verifies the bearer token, and its refusals cross the RPC.
+func TestACLLoginThroughClientAgent(t *testing.T) {
+	srv, _, client := aclCluster(t)
+	key, pub := jwtKey(t)
+	acls := srv.ACL()
+	if _, _, err := acls.AuthMethodCreate(&api.ACLAuthMethod{Name: "k8s", Type: "jwt", Config: map[string]any{
+		"JWTValidationPubKeys": []string{pub}, "BoundIssuer": k8sIssuer,
+		"ClaimMappings": map[string]string{"/kubernetes.io/serviceaccount/name": "sa"}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := acls.BindingRuleCreate(&api.ACLBindingRule{AuthMethod: "k8s", BindType: api.BindingRuleBindTypeService, BindName: "${value.sa}"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	anon := tokenClient(t, client, "")
+	tok, _, err := anon.ACL().Login(&api.ACLLoginParams{AuthMethod: "k8s", BearerToken: k8sJWT(t, key, k8sIssuer, "x", "default", "api")}, nil)
+	if err != nil || len(tok.ServiceIdentities) != 1 || tok.ServiceIdentities[0].ServiceName != "api" || !tok.Local {
+		t.Fatalf("login through the client agent: %+v, %v", tok, err)
+	}
+	other, _ := jwtKey(t)
+	_, _, err = anon.ACL().Login(&api.ACLLoginParams{AuthMethod: "k8s", BearerToken: k8sJWT(t, other, k8sIssuer, "x", "default", "api")}, nil)
+	if statusOf(err) != http.StatusForbidden || !strings.Contains(err.Error(), "Permission denied: no validation key verifies") {
+		t.Fatalf("bad signature through the client agent: %v", err)
+	}
+	if _, _, err := anon.ACL().Login(&api.ACLLoginParams{AuthMethod: "nope", BearerToken: "x"}, nil); statusOf(err) != http.StatusForbidden {
+		t.Fatalf("unknown method through the client agent: %v", err)
+	}
+	if _, err := tokenClient(t, client, rootSecret).ACL().Logout(nil); statusOf(err) != http.StatusForbidden {
+		t.Fatalf("logout of a non-login token: %v", err)
+	}
+	if _, err := tokenClient(t, client, tok.SecretID).ACL().Logout(nil); err != nil {
+		t.Fatalf("logout through the client agent: %v", err)
+	}
+	if got, _, _ := acls.TokenRead(tok.AccessorID, nil); got != nil {
+		t.Fatalf("token after logout: %+v", got)
+	}
+}

@@ -215,6 +215,9 @@ func (c *Command) decodeACLTarget() any {
 	case CmdACLBindingRule:
 		c.ACLBindingRule = new(ACLBindingRuleRequest)
 		return c.ACLBindingRule
+	case CmdACLLogin:
+		c.ACLLogin = new(ACLLoginRequest)
+		return c.ACLLogin
 	case CmdACLPolicySet:
 		c.ACLPolicy = new(ACLPolicy)
 		return c.ACLPolicy
@@ -239,6 +242,10 @@ func (s *Store) applyACL(idx uint64, cmd *Command) (any, bool) {
 		return s.ACLAuthMethodApply(idx, cmd.ACLAuthMethod), true
 	case CmdACLBindingRule:
 		return s.ACLBindingRuleApply(idx, cmd.ACLBindingRule), true
+	case CmdACLLogin:
+		// The leader turns a login into the write it amounts to before
+		// proposing; one in the log was proposed by something else.
+		return invalidf("a login request is resolved by the leader, never applied"), true
 	case CmdACLTokenDelete:
 		return s.ACLTokenDelete(idx, cmd.ACLDelete.ID), true
 	case CmdACLPolicySet:

@@ -25,7 +25,42 @@ const (
 	// CmdACLBindingRule sets or deletes a binding rule (body:
 	// ACLBindingRuleRequest).
 	CmdACLBindingRule CommandType = 28
+	// CmdACLLogin asks the leader for a login or a logout (body:
+	// ACLLoginRequest). The leader verifies it against its own state and
+	// proposes the CmdACLTokenSet or CmdACLTokenDelete it amounts to, so
+	// that a bearer token or a secret never reaches the log; the FSM
+	// refuses a CmdACLLogin entry.
+	CmdACLLogin CommandType = 29
 )
+
+// Operations of CmdACLLogin.
+const (
+	ACLLoginOp  = "login"
+	ACLLogoutOp = "logout"
+)
+
+// Bounds of a login request.
+const (
+	// MaxLoginBearerSize bounds a bearer token.
+	MaxLoginBearerSize = 16 << 10
+	// MaxLoginMeta bounds the meta pairs of a login.
+	MaxLoginMeta = 64
+	// MaxLoginMetaSize bounds a meta key or value.
+	MaxLoginMetaSize = 512
+)
+
+// ACLLoginRequest is a login through AuthMethod with BearerToken, creating
+// a token with AccessorID and SecretID (chosen by the caller, UUIDs) and
+// Meta in its description; or a logout, deleting the login token whose
+// secret is SecretID.
+type ACLLoginRequest struct {
+	Op          string
+	AuthMethod  string            `json:",omitempty"`
+	BearerToken string            `json:",omitempty"`
+	Meta        map[string]string `json:",omitempty"`
+	AccessorID  string            `json:",omitempty"`
+	SecretID    string
+}
 
 // Operations of CmdACLAuthMethod and CmdACLBindingRule.
 const (
@@ -63,9 +98,6 @@ const (
 	// ReadACLBindingRules lists binding rules, those of the auth method
 	// named Name when it is set.
 	ReadACLBindingRules ReadOp = "acl.bindingrules"
-	// ReadACLLogin reads the auth method named Name with its binding
-	// rules: what a login needs, in one round trip.
-	ReadACLLogin ReadOp = "acl.login"
 )
 
 func addACLLoginTables(tables map[string]*memdb.TableSchema) {
@@ -97,6 +129,16 @@ func (c *Command) checkLoginShape() error {
 		case r.Op != ACLOpSet && r.Op != ACLOpDelete:
 			return fmt.Errorf("unknown binding rule operation %q", r.Op)
 		}
+	case c.ACLLogin != nil:
+		r := c.ACLLogin
+		switch {
+		case r.Op != ACLLoginOp && r.Op != ACLLogoutOp:
+			return fmt.Errorf("unknown login operation %q", r.Op)
+		case r.SecretID == "":
+			return fmt.Errorf("login request without a SecretID")
+		case r.Op == ACLLoginOp && (r.AuthMethod == "" || r.BearerToken == "" || r.AccessorID == ""):
+			return fmt.Errorf("login request needs an AuthMethod, a BearerToken and an AccessorID")
+		}
 	}
 	return nil
 }
@@ -118,6 +160,20 @@ func (c *Command) checkLoginLimits() error {
 				return fmt.Errorf("auth method config is %d bytes, max %d", len(b), MaxAuthMethodConfigSize)
 			}
 		}
+	case c.ACLLogin != nil:
+		r := c.ACLLogin
+		if len(r.BearerToken) > MaxLoginBearerSize {
+			return fmt.Errorf("bearer token is %d bytes, max %d", len(r.BearerToken), MaxLoginBearerSize)
+		}
+		if len(r.Meta) > MaxLoginMeta {
+			return fmt.Errorf("%d meta pairs, max %d", len(r.Meta), MaxLoginMeta)
+		}
+		for k, v := range r.Meta {
+			if len(k) > MaxLoginMetaSize || len(v) > MaxLoginMetaSize {
+				return fmt.Errorf("meta keys and values are at most %d bytes", MaxLoginMetaSize)
+			}
+		}
+		texts = append(texts, r.AuthMethod, r.AccessorID, r.SecretID)
 	case c.ACLBindingRule != nil:
 		r := c.ACLBindingRule
 		texts = append(texts, r.ID)
@@ -332,15 +388,11 @@ func (s *Store) ACLBindingRuleList(ws memdb.WatchSet, method string) (uint64, []
 // executeACLLogin runs the reads of this file; ok is false for other ops.
 func (s *Store) executeACLLogin(ws memdb.WatchSet, req *ReadRequest, out *ReadResponse) (idx uint64, ok bool, err error) {
 	switch req.Op {
-	case ReadACLAuthMethod, ReadACLLogin:
+	case ReadACLAuthMethod:
 		var m *ACLAuthMethod
 		idx, m, err = s.ACLAuthMethodGet(ws, req.Name)
-		if m == nil || err != nil {
-			return idx, true, err
-		}
-		out.ACLAuthMethods = []*ACLAuthMethod{m}
-		if req.Op == ReadACLLogin {
-			_, out.ACLBindingRules, err = s.ACLBindingRuleList(ws, m.Name)
+		if m != nil {
+			out.ACLAuthMethods = []*ACLAuthMethod{m}
 		}
 	case ReadACLAuthMethods:
 		idx, out.ACLAuthMethods, err = s.ACLAuthMethodList(ws)

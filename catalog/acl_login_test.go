@@ -39,9 +39,13 @@ func TestACLAuthMethodsBindingRulesAndLoginTokens(t *testing.T) {
 	mustApply(t, f, 8, catalog.CmdACLAuthMethod, &catalog.ACLAuthMethodRequest{Op: catalog.ACLOpSet,
 		Method: &catalog.ACLAuthMethod{Name: "k8s", Type: "jwt", Description: "updated"}})
 
-	idx, resp, err := s.Execute(nil, &catalog.ReadRequest{Op: catalog.ReadACLLogin, Name: "k8s"})
-	if err != nil || idx != 8 || len(resp.ACLAuthMethods) != 1 || len(resp.ACLBindingRules) != 1 || resp.ACLBindingRules[0].ID != "r1" {
-		t.Fatalf("login read at %d: %+v, %v", idx, resp, err)
+	idx, resp, err := s.Execute(nil, &catalog.ReadRequest{Op: catalog.ReadACLAuthMethod, Name: "k8s"})
+	if err != nil || idx != 8 || len(resp.ACLAuthMethods) != 1 {
+		t.Fatalf("method read at %d: %+v, %v", idx, resp, err)
+	}
+	_, rresp, err := s.Execute(nil, &catalog.ReadRequest{Op: catalog.ReadACLBindingRules, Name: "k8s"})
+	if err != nil || len(rresp.ACLBindingRules) != 1 || rresp.ACLBindingRules[0].ID != "r1" {
+		t.Fatalf("rules of k8s: %+v, %v", rresp, err)
 	}
 	if m := resp.ACLAuthMethods[0]; m.CreateIndex != 1 || m.ModifyIndex != 8 || m.Description != "updated" {
 		t.Fatalf("updated method = %+v", m)
@@ -96,6 +100,18 @@ func TestACLAuthMethodsBindingRulesAndLoginTokens(t *testing.T) {
 		buf, _ := catalog.Encode(catalog.CmdACLAuthMethod, body)
 		if _, err := catalog.ValidateCommand(buf); !errors.Is(err, catalog.ErrBadCommand) {
 			t.Fatalf("%+v: %v", body, err)
+		}
+	}
+	// A login request decodes but is never applied: the leader turns it
+	// into a token write before proposing.
+	login := &catalog.ACLLoginRequest{Op: catalog.ACLLoginOp, AuthMethod: "other", BearerToken: "x.y.z", AccessorID: "a", SecretID: "s"}
+	if err, _ := applyCmd(t, f, 11, catalog.CmdACLLogin, login).(error); !errors.Is(err, catalog.ErrInvalidRequest) {
+		t.Fatalf("login entry applied: %v", err)
+	}
+	for _, bad := range []*catalog.ACLLoginRequest{{Op: catalog.ACLLoginOp, SecretID: "s"}, {Op: "x", SecretID: "s"}, {Op: catalog.ACLLogoutOp}} {
+		b, _ := catalog.Encode(catalog.CmdACLLogin, bad)
+		if _, err := catalog.ValidateCommand(b); !errors.Is(err, catalog.ErrBadCommand) {
+			t.Fatalf("login request %+v: %v", bad, err)
 		}
 	}
 	buf2, _ := catalog.Encode(catalog.CmdACLBindingRule, &catalog.ACLBindingRuleRequest{Op: catalog.ACLOpSet})

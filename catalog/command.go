@@ -72,6 +72,8 @@ type Command struct {
 	// ACLAuthMethod and ACLBindingRule: types 27 and 28.
 	ACLAuthMethod  *ACLAuthMethodRequest
 	ACLBindingRule *ACLBindingRuleRequest
+	// ACLLogin: type 29, never applied (see CmdACLLogin).
+	ACLLogin *ACLLoginRequest
 	// Connect (types 30-39).
 	CA          *CARequest
 	ConfigEntry *ConfigEntryRequest
@@ -152,7 +154,7 @@ func (c *Command) checkShape() error {
 	switch c.Type {
 	case CmdCA, CmdConfigEntry:
 		return c.checkConnectShape()
-	case CmdACLAuthMethod, CmdACLBindingRule:
+	case CmdACLAuthMethod, CmdACLBindingRule, CmdACLLogin:
 		return c.checkLoginShape()
 	case CmdRegister:
 		for i, chk := range c.Register.Checks {
@@ -240,7 +242,7 @@ func (c *Command) checkLimits() error {
 		}
 	case CmdACLTokenSet, CmdACLTokenDelete, CmdACLPolicySet, CmdACLPolicyDelete, CmdACLRoleSet, CmdACLRoleDelete, CmdACLBootstrap:
 		return c.checkACLLimits()
-	case CmdACLAuthMethod, CmdACLBindingRule:
+	case CmdACLAuthMethod, CmdACLBindingRule, CmdACLLogin:
 		return c.checkLoginLimits()
 	}
 	return nil

@@ -133,6 +133,7 @@ func seedCommands(t testing.TB) [][]byte {
 	enc(catalog.CmdACLBindingRule, &catalog.ACLBindingRuleRequest{Op: catalog.ACLOpSet, Rule: &catalog.ACLBindingRule{ID: "b1", AuthMethod: "m", BindType: "service", BindName: "web"}})
 	enc(catalog.CmdACLTokenSet, &catalog.ACLToken{AccessorID: "l1", SecretID: "ls1", AuthMethod: "m"})
 	enc(catalog.CmdACLBootstrap, &catalog.ACLBootstrapRequest{ACLToken: catalog.ACLToken{AccessorID: "m2", SecretID: "root2"}, ResetIndex: 3})
+	enc(catalog.CmdACLLogin, &catalog.ACLLoginRequest{Op: catalog.ACLLoginOp, AuthMethod: "m", BearerToken: "a.b.c", AccessorID: "l2", SecretID: "ls2"})
 	enc(catalog.CmdACLBindingRule, &catalog.ACLBindingRuleRequest{Op: catalog.ACLOpDelete, ID: "b1"})
 	enc(catalog.CmdACLAuthMethod, &catalog.ACLAuthMethodRequest{Op: catalog.ACLOpDelete, Name: "m"})
 	enc(catalog.CmdCA, &catalog.CARequest{Op: catalog.CAOpSetClusterID, ClusterID: "c1"})

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 
+	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
 )
 
@@ -282,6 +283,9 @@ var kindErrors = map[string]error{
 
 	kindACLBootstrapped: catalog.ErrACLBootstrapped,
 	kindNoConnect:       ErrConnectDisabled,
+
+	kindLoginRefused:     acl.ErrLoginRefused,
+	kindLoginUnsupported: acl.ErrLoginUnsupported,
 }
 
 func toWire(err error) *WireError {

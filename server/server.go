@@ -522,6 +522,13 @@ func (s *Server) applyLocal(ctx context.Context, buf []byte, cmd *catalog.Comman
 	if s.lockDelayed(cmd) {
 		return catalog.KVResult{OK: false}, nil
 	}
+	if cmd.Type == catalog.CmdACLLogin {
+		// Only the leader decides a login, and proposes what it amounts to.
+		var err error
+		if buf, err = s.resolveLogin(cmd.ACLLogin); err != nil {
+			return nil, fmt.Errorf("apply: %w", err)
+		}
+	}
 	timeout := deadline.Sub(s.clock.Now())
 	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
 		timeout = time.Until(d)

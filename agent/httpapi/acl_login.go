@@ -3,7 +3,6 @@ package httpapi
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -292,14 +291,9 @@ type loginBody struct {
 	Meta        map[string]string
 }
 
-// Bounds of a login request's meta.
-const (
-	maxLoginMeta    = 64
-	maxLoginMetaLen = 512
-)
-
 // aclLogin trades a bearer token for an ACL token made from the auth
-// method's binding rules. It needs no ACL token of its own.
+// method's binding rules. It needs no ACL token of its own: the leader
+// verifies the bearer token against its own state (catalog.CmdACLLogin).
 func (h *Handler) aclLogin(w http.ResponseWriter, r *http.Request) (any, error) {
 	if !h.agent.cfg.ACL.Enabled {
 		return nil, errACLDisabled
@@ -313,90 +307,54 @@ func (h *Handler) aclLogin(w http.ResponseWriter, r *http.Request) (any, error) 
 		return nil, badRequest("Invalid login request: AuthMethod must be set")
 	case body.BearerToken == "":
 		return nil, badRequest("Invalid login request: BearerToken must be set")
-	case len(body.BearerToken) > acl.MaxJWTBytes:
-		return nil, badRequest("Invalid login request: BearerToken longer than %d bytes", acl.MaxJWTBytes)
-	case len(body.Meta) > maxLoginMeta:
-		return nil, badRequest("Invalid login request: more than %d Meta pairs", maxLoginMeta)
+	case len(body.BearerToken) > catalog.MaxLoginBearerSize:
+		return nil, badRequest("Invalid login request: BearerToken longer than %d bytes", catalog.MaxLoginBearerSize)
+	case len(body.Meta) > catalog.MaxLoginMeta:
+		return nil, badRequest("Invalid login request: more than %d Meta pairs", catalog.MaxLoginMeta)
 	}
 	for k, v := range body.Meta {
-		if len(k) > maxLoginMetaLen || len(v) > maxLoginMetaLen {
-			return nil, badRequest("Invalid login request: Meta keys and values are at most %d bytes", maxLoginMetaLen)
+		if len(k) > catalog.MaxLoginMetaSize || len(v) > catalog.MaxLoginMetaSize {
+			return nil, badRequest("Invalid login request: Meta keys and values are at most %d bytes", catalog.MaxLoginMetaSize)
 		}
 	}
-	resp, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadACLLogin, Name: body.AuthMethod})
-	if err != nil {
+	req := &catalog.ACLLoginRequest{Op: catalog.ACLLoginOp, AuthMethod: body.AuthMethod, BearerToken: body.BearerToken, Meta: body.Meta}
+	var err error
+	if req.AccessorID, err = uuid.GenerateUUID(); err != nil {
 		return nil, err
 	}
-	if len(resp.ACLAuthMethods) == 0 {
-		return nil, errACLNotFound
-	}
-	method := resp.ACLAuthMethods[0]
-	now := time.Now()
-	b, err := acl.Login(method, resp.ACLBindingRules, body.BearerToken, now, h.agent.cfg.Datacenter)
-	switch {
-	case errors.Is(err, acl.ErrLoginRefused):
-		return nil, &httpError{code: http.StatusForbidden, msg: err.Error()}
-	case errors.Is(err, acl.ErrLoginUnsupported):
-		return nil, badRequest("%v", err)
-	case err != nil:
-		return nil, fmt.Errorf("login: %w", err)
-	}
-	tok, err := h.loginToken(r, method, b, body.Meta, now)
-	if err != nil {
+	if req.SecretID, err = uuid.GenerateUUID(); err != nil {
 		return nil, err
 	}
-	if _, err := h.apply(r.Context(), catalog.CmdACLTokenSet, tok); err != nil {
+	if err := h.applyLogin(r, req); err != nil {
 		return nil, err
 	}
-	return h.readToken(w, r, catalog.ReadACLToken, tok.AccessorID, true)
+	return h.readToken(w, r, catalog.ReadACLToken, req.AccessorID, true)
 }
 
-// loginToken builds the token a login's bindings grant. Roles and policies
-// a rule names but that do not exist are skipped, as Consul does; a login
-// left with nothing is refused.
-func (h *Handler) loginToken(r *http.Request, m *catalog.ACLAuthMethod, b *acl.Bindings, meta map[string]string, now time.Time) (*catalog.ACLToken, error) {
-	tok := &catalog.ACLToken{AuthMethod: m.Name, ServiceIdentities: b.ServiceIdentities, NodeIdentities: b.NodeIdentities,
-		Local: m.TokenLocality != "global", CreateTime: now.UTC(), Description: "token created via login"}
-	if len(meta) > 0 {
-		enc, _ := json.Marshal(meta) // encoding/json sorts map keys
-		tok.Description += ": " + string(enc)
+// applyLogin sends a login or logout to the leader and maps its refusals:
+// 403 for a bearer token or token that does not qualify, 400 for a method
+// whose logins Tribune cannot verify.
+func (h *Handler) applyLogin(r *http.Request, req *catalog.ACLLoginRequest) error {
+	_, err := h.apply(r.Context(), catalog.CmdACLLogin, req)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, acl.ErrLoginRefused):
+		return &httpError{code: http.StatusForbidden, msg: fromPrefix(err.Error(), acl.ErrLoginRefused.Error())}
+	case errors.Is(err, acl.ErrLoginUnsupported):
+		return badRequest("%s", fromPrefix(err.Error(), acl.ErrLoginUnsupported.Error()))
 	}
-	for _, name := range b.Roles {
-		resp, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadACLRoleByName, Name: name})
-		if err != nil {
-			return nil, err
-		}
-		if len(resp.ACLRoles) > 0 {
-			tok.Roles = append(tok.Roles, catalog.ACLLink{ID: resp.ACLRoles[0].ID})
-		}
+	return err
+}
+
+// fromPrefix returns s from the first occurrence of prefix on (all of s
+// when prefix is absent): the message without the wrapping of the layers
+// it crossed.
+func fromPrefix(s, prefix string) string {
+	if i := strings.Index(s, prefix); i > 0 {
+		return s[i:]
 	}
-	for _, name := range b.Policies {
-		resp, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadACLPolicyByName, Name: name})
-		if err != nil {
-			return nil, err
-		}
-		if len(resp.ACLPolicies) > 0 {
-			tok.Policies = append(tok.Policies, catalog.ACLLink{ID: resp.ACLPolicies[0].ID})
-		}
-	}
-	if len(tok.Roles)+len(tok.Policies)+len(tok.ServiceIdentities)+len(tok.NodeIdentities) == 0 {
-		return nil, &httpError{code: http.StatusForbidden, msg: acl.ErrLoginRefused.Error() + ": the binding rules name no existing role or policy"}
-	}
-	if n := len(tok.Roles) + len(tok.Policies) + len(tok.ServiceIdentities) + len(tok.NodeIdentities); n > catalog.MaxACLLinks {
-		return nil, &httpError{code: http.StatusForbidden, msg: fmt.Sprintf("%s: the binding rules grant %d links, max %d", acl.ErrLoginRefused, n, catalog.MaxACLLinks)}
-	}
-	if m.MaxTokenTTL > 0 {
-		exp := tok.CreateTime.Add(m.MaxTokenTTL)
-		tok.ExpirationTime, tok.ExpirationTTL = &exp, m.MaxTokenTTL
-	}
-	var err error
-	if tok.AccessorID, err = uuid.GenerateUUID(); err != nil {
-		return nil, err
-	}
-	if tok.SecretID, err = uuid.GenerateUUID(); err != nil {
-		return nil, err
-	}
-	return tok, nil
+	return s
 }
 
 // aclLogout deletes the request's token, which a login must have created.
@@ -406,20 +364,9 @@ func (h *Handler) aclLogout(w http.ResponseWriter, r *http.Request) (any, error)
 	}
 	secret := token(r)
 	if secret == "" || secret == catalog.ACLAnonymousTokenSecret {
-		return nil, &httpError{code: http.StatusForbidden, msg: acl.ErrNotFound.Error()}
-	}
-	resp, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadACLTokenSecret, Name: secret})
-	if err != nil {
-		return nil, err
-	}
-	if len(resp.ACLTokens) == 0 {
 		return nil, errACLNotFound
 	}
-	tok := resp.ACLTokens[0]
-	if tok.AuthMethod == "" {
-		return nil, &httpError{code: http.StatusForbidden, msg: "Permission denied: only tokens created by a login can log out"}
-	}
-	if _, err := h.apply(r.Context(), catalog.CmdACLTokenDelete, &catalog.ACLDeleteRequest{ID: tok.AccessorID}); err != nil {
+	if err := h.applyLogin(r, &catalog.ACLLoginRequest{Op: catalog.ACLLogoutOp, SecretID: secret}); err != nil {
 		return nil, err
 	}
 	return nil, nil
