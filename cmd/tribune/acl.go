@@ -27,7 +27,7 @@ func aclCommands() map[string]command {
 		"acl policy list":   {"List ACL policies", runACLPolicyList},
 		"acl policy delete": {"Delete an ACL policy", runACLPolicyDelete},
 	}
-	for _, more := range []map[string]command{aclRoleCommands(), aclAuthMethodCommands(), loginCommands()} {
+	for _, more := range []map[string]command{aclRoleCommands(), aclAuthMethodCommands(), aclUpdateCommands(), loginCommands()} {
 		for k, v := range more {
 			out[k] = v
 		}
@@ -76,6 +76,17 @@ func (c *aclCmd) start(args []string) (*api.Client, int, bool) {
 		return nil, 1, false
 	}
 	return client, 0, true
+}
+
+// startRequiring is start for a command whose flag must be given (v is its
+// value).
+func (c *aclCmd) startRequiring(args []string, flag string, v *string) (*api.Client, int, bool) {
+	client, code, ok := c.start(args)
+	if ok && *v == "" {
+		fmt.Fprintf(c.stderr, "Must specify the -%s parameter\n", flag)
+		return nil, 1, false
+	}
+	return client, code, ok
 }
 
 func (c *aclCmd) fail(what string, err error) int {
@@ -244,13 +255,9 @@ func runACLTokenList(args []string, stdout, stderr io.Writer) int {
 func runACLTokenDelete(args []string, stdout, stderr io.Writer) int {
 	c := newACLCmd("acl token delete", "acl token delete [options] -id <accessor>", "Deletes a token.", stdout, stderr)
 	id := c.fs.String("id", "", "The `AccessorID` of the token to delete.")
-	client, code, ok := c.start(args)
+	client, code, ok := c.startRequiring(args, "id", id)
 	if !ok {
 		return code
-	}
-	if *id == "" {
-		fmt.Fprintln(stderr, "Must specify the -id parameter")
-		return 1
 	}
 	if _, err := client.ACL().TokenDelete(*id, nil); err != nil {
 		return c.fail(fmt.Sprintf("delete token %s", *id), err)

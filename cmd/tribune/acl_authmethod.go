@@ -193,13 +193,9 @@ func runACLAuthMethodDelete(args []string, stdout, stderr io.Writer) int {
 	c := newACLCmd("acl auth-method delete", "acl auth-method delete [options] -name <name>",
 		"Deletes an auth method, its binding rules and the tokens its logins created.", stdout, stderr)
 	name := c.fs.String("name", "", "The auth method's `name`.")
-	client, code, ok := c.start(args)
+	client, code, ok := c.startRequiring(args, "name", name)
 	if !ok {
 		return code
-	}
-	if *name == "" {
-		fmt.Fprintln(stderr, "Must specify the -name parameter")
-		return 1
 	}
 	if _, err := client.ACL().AuthMethodDelete(*name, nil); err != nil {
 		return c.fail(fmt.Sprintf("delete auth method %s", *name), err)
@@ -341,13 +337,9 @@ func runACLBindingRuleList(args []string, stdout, stderr io.Writer) int {
 func runACLBindingRuleDelete(args []string, stdout, stderr io.Writer) int {
 	c := newACLCmd("acl binding-rule delete", "acl binding-rule delete [options] -id <id>", "Deletes a binding rule.", stdout, stderr)
 	id := c.fs.String("id", "", "The rule's `ID`.")
-	client, code, ok := c.start(args)
+	client, code, ok := c.startRequiring(args, "id", id)
 	if !ok {
 		return code
-	}
-	if *id == "" {
-		fmt.Fprintln(stderr, "Must specify the -id parameter")
-		return 1
 	}
 	if _, err := client.ACL().BindingRuleDelete(*id, nil); err != nil {
 		return c.fail(fmt.Sprintf("delete binding rule %s", *id), err)
