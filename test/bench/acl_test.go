@@ -150,8 +150,8 @@ func BenchmarkACLRevocation(b *testing.B) {
 
 // BenchmarkACLOverhead: two -dev agents in one run, one with ACLs off and
 // one with default_policy=deny and a token allowed on the benchmark's
-// keys; KV writes then reads with 16 clients on each, alternately, and the
-// ratio on/off of each.
+// keys; KV writes then reads with 16 clients on each, alternating in
+// slices, and the ratio on/off of each.
 func BenchmarkACLOverhead(b *testing.B) {
 	runOnce(b, func() {
 		d := benchDuration(b)
@@ -159,12 +159,20 @@ func BenchmarkACLOverhead(b *testing.B) {
 		on := startDev(b, kindTribune, "-config-file", aclConfigFile(b))
 		tok := aclToken(b, on.HTTPAddr(), "bench-kv", fmt.Sprintf(`key_prefix %q { policy = "write" }`, keyPrefix))
 		const clients = 16
-		w0 := kvWriteLoadAs(b, off.HTTPAddr(), "", clients, d, []*proc{off})
-		w1 := kvWriteLoadAs(b, on.HTTPAddr(), tok.SecretID, clients, d, []*proc{on})
+		// Off and on alternate in slices, so that a change of the
+		// machine's load during the run weighs on both alike.
+		const slices = 4
+		var w0, w1, r0, r1 loadResult
+		for i := 0; i < slices; i++ {
+			w0 = w0.add(kvWriteLoadAs(b, off.HTTPAddr(), "", clients, d/slices, []*proc{off}))
+			w1 = w1.add(kvWriteLoadAs(b, on.HTTPAddr(), tok.SecretID, clients, d/slices, []*proc{on}))
+		}
 		populateAs(b, off.HTTPAddr(), "")
 		populateAs(b, on.HTTPAddr(), tok.SecretID)
-		r0 := kvReadLoadAs(b, off.HTTPAddr(), "", readDefault, clients, d, []*proc{off})
-		r1 := kvReadLoadAs(b, on.HTTPAddr(), tok.SecretID, readDefault, clients, d, []*proc{on})
+		for i := 0; i < slices; i++ {
+			r0 = r0.add(kvReadLoadAs(b, off.HTTPAddr(), "", readDefault, clients, d/slices, []*proc{off}))
+			r1 = r1.add(kvReadLoadAs(b, on.HTTPAddr(), tok.SecretID, readDefault, clients, d/slices, []*proc{on}))
+		}
 		for _, r := range []loadResult{w1, r1} {
 			if r.errs > 0 {
 				b.Fatalf("requests with the token failed: %v", r)
@@ -177,4 +185,16 @@ func BenchmarkACLOverhead(b *testing.B) {
 		record(b, kindTribune, "acl overhead kv-write on/off", "ratio", w1.opsPerSec()/w0.opsPerSec(), "")
 		record(b, kindTribune, "acl overhead kv-read on/off", "ratio", r1.opsPerSec()/r0.opsPerSec(), "")
 	})
+}
+
+// add sums two runs of one workload: operations, errors and time; the
+// latency percentiles and CPU shares are those of the later run.
+func (r loadResult) add(o loadResult) loadResult {
+	o.ops += r.ops
+	o.errs += r.errs
+	o.elapsed += r.elapsed
+	if o.firstErr == nil {
+		o.firstErr = r.firstErr
+	}
+	return o
 }
