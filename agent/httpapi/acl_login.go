@@ -81,6 +81,9 @@ func (h *Handler) writeAuthMethod(w http.ResponseWriter, r *http.Request, name s
 		if old == nil {
 			return nil, notFound("Cannot find auth method %q", name)
 		}
+		if body.Type == "" {
+			body.Type = old.Type
+		}
 	}
 	if !aclNamePattern.MatchString(body.Name) {
 		return nil, badRequest("Invalid Auth Method: invalid Name %q: only alphanumeric characters, '-' and '_' are allowed, up to 128", body.Name)
