@@ -113,6 +113,9 @@ func (c *aclCmd) printToken(t *api.ACLToken) int {
 	fmt.Fprintf(w, "SecretID:         %s\n", t.SecretID)
 	fmt.Fprintf(w, "Description:      %s\n", t.Description)
 	fmt.Fprintf(w, "Local:            %t\n", t.Local)
+	if t.AuthMethod != "" {
+		fmt.Fprintf(w, "Auth Method:      %s\n", t.AuthMethod)
+	}
 	fmt.Fprintf(w, "Create Time:      %v\n", t.CreateTime)
 	if t.ExpirationTime != nil && !t.ExpirationTime.IsZero() {
 		fmt.Fprintf(w, "Expiration Time:  %v\n", *t.ExpirationTime)
@@ -133,6 +136,12 @@ func (c *aclCmd) printToken(t *api.ACLToken) int {
 		fmt.Fprintln(w, "Service Identities:")
 		for _, s := range t.ServiceIdentities {
 			fmt.Fprintf(w, "   %s (Datacenters: %s)\n", s.ServiceName, datacentersText(s.Datacenters))
+		}
+	}
+	if len(t.NodeIdentities) > 0 {
+		fmt.Fprintln(w, "Node Identities:")
+		for _, n := range t.NodeIdentities {
+			fmt.Fprintf(w, "   %s (Datacenter: %s)\n", n.NodeName, n.Datacenter)
 		}
 	}
 	return 0
@@ -247,7 +256,7 @@ func runACLTokenList(args []string, stdout, stderr io.Writer) int {
 		}
 		c.printToken(&api.ACLToken{AccessorID: t.AccessorID, SecretID: t.SecretID, Description: t.Description, Local: t.Local,
 			CreateTime: t.CreateTime, ExpirationTime: t.ExpirationTime, Policies: t.Policies, Roles: t.Roles,
-			ServiceIdentities: t.ServiceIdentities})
+			ServiceIdentities: t.ServiceIdentities, NodeIdentities: t.NodeIdentities, AuthMethod: t.AuthMethod})
 	}
 	return 0
 }

@@ -71,6 +71,7 @@ func TestACLCommands(t *testing.T) {
 	assertContains(t, "token update", r.stdout, "app writer 2")
 	assertContains(t, "token update keeps policies", r.stdout, " - app")
 	assertContains(t, "token update", r.stdout, "web (Datacenters: all)")
+	assertContains(t, "token update", r.stdout, "n1 (Datacenter: dc1)")
 	r = mustExec(t, runACLTokenClone, addr, tok, "-id="+created.AccessorID, "-description=copy")
 	assertContains(t, "token clone", r.stdout, "Description:      copy")
 	assertContains(t, "token clone", r.stdout, " - app")
