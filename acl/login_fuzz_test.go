@@ -6,6 +6,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/tribune-mesh/tribune/acl/acltest"
 	"github.com/tribune-mesh/tribune/catalog"
 )
 
@@ -14,8 +15,8 @@ import (
 // login path: it must refuse or accept, never panic, and an accepted login
 // always grants something.
 func FuzzLogin(f *testing.F) {
-	k, pub := testKey(&testing.T{})
-	good := signJWT(&testing.T{}, k, jwt.Claims{Issuer: "iss", Audience: jwt.Audience{"aud"}}, map[string]any{"sa": "web"})
+	k, pub := acltest.Key(f)
+	good := acltest.Sign(f, k, jwt.Claims{Issuer: "iss", Audience: jwt.Audience{"aud"}}, map[string]any{"sa": "web"})
 	cfg, _ := json.Marshal(map[string]any{"JWTValidationPubKeys": []string{pub}, "BoundIssuer": "iss",
 		"ClaimMappings": map[string]string{"sa": "sa"}})
 	f.Add(good, string(cfg))

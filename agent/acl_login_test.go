@@ -2,55 +2,31 @@ package agent_test
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tribune-mesh/tribune/acl/acltest"
 	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 // jwtKey is a test signing key and its public half in PEM.
-func jwtKey(t *testing.T) (*ecdsa.PrivateKey, string) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
-}
+func jwtKey(t *testing.T) (*ecdsa.PrivateKey, string) { return acltest.Key(t) }
 
 // k8sJWT signs a token shaped like a Kubernetes projected service-account
 // token.
 func k8sJWT(t *testing.T, k *ecdsa.PrivateKey, issuer, audience, namespace, sa string) string {
 	t.Helper()
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now()
 	std := jwt.Claims{Issuer: issuer, Audience: jwt.Audience{audience}, Subject: "system:serviceaccount:" + namespace + ":" + sa,
 		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(time.Hour))}
-	extra := map[string]any{"kubernetes.io": map[string]any{"namespace": namespace, "serviceaccount": map[string]any{"name": sa}}}
-	s, err := jwt.Signed(sig).Claims(std).Claims(extra).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return acltest.Sign(t, k, std, map[string]any{"kubernetes.io": map[string]any{"namespace": namespace, "serviceaccount": map[string]any{"name": sa}}})
 }
 
 const k8sIssuer = "https://kubernetes.default.svc"

@@ -1,7 +1,13 @@
 package server
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
@@ -80,4 +86,51 @@ func (s *Server) resolveLogin(req *catalog.ACLLoginRequest) ([]byte, error) {
 		return nil, fmt.Errorf("login token: %w", err)
 	}
 	return buf, nil
+}
+
+// aclBootstrapResetFile is the file in the leader's data_dir where an
+// operator writes the reset index a refused bootstrap named, to allow one
+// more bootstrap, as with Consul.
+const aclBootstrapResetFile = "acl-bootstrap-reset"
+
+// withBootstrapReset returns the bootstrap command to propose: its
+// ResetIndex is always the one in the leader's reset file (0 when there is
+// none), never the caller's, so that only someone who can write the
+// leader's data_dir can reset. A reset file whose index matches is
+// removed: the bootstrap it allows moves the index on.
+func (s *Server) withBootstrapReset(req *catalog.ACLBootstrapRequest) ([]byte, error) {
+	out := *req
+	out.ResetIndex = 0
+	if s.config.DataDir != "" {
+		path := filepath.Join(s.config.DataDir, aclBootstrapResetFile)
+		b, err := readSmallFile(path, 64)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		default:
+			idx, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%w: the reset index in %s is not a number: %q", catalog.ErrInvalidRequest, path, strings.TrimSpace(string(b)))
+			}
+			out.ResetIndex = idx
+			if idx == s.store.ACLBootstrapIndex(nil) {
+				if err := os.Remove(path); err != nil {
+					s.logger.Warn("remove the spent ACL bootstrap reset file", "path", path, "error", err)
+				}
+				s.logger.Info("ACL bootstrap reset", "reset_index", idx)
+			}
+		}
+	}
+	return catalog.Encode(catalog.CmdACLBootstrap, &out)
+}
+
+// readSmallFile reads at most max bytes of a file.
+func readSmallFile(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, max))
 }

@@ -522,10 +522,17 @@ func (s *Server) applyLocal(ctx context.Context, buf []byte, cmd *catalog.Comman
 	if s.lockDelayed(cmd) {
 		return catalog.KVResult{OK: false}, nil
 	}
-	if cmd.Type == catalog.CmdACLLogin {
-		// Only the leader decides a login, and proposes what it amounts to.
+	// Only the leader decides a login and a bootstrap reset, and proposes
+	// what they amount to (server/acl_login.go).
+	switch cmd.Type {
+	case catalog.CmdACLLogin:
 		var err error
 		if buf, err = s.resolveLogin(cmd.ACLLogin); err != nil {
+			return nil, fmt.Errorf("apply: %w", err)
+		}
+	case catalog.CmdACLBootstrap:
+		var err error
+		if buf, err = s.withBootstrapReset(cmd.ACLBootstrap); err != nil {
 			return nil, fmt.Errorf("apply: %w", err)
 		}
 	}

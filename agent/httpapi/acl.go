@@ -4,10 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -140,66 +137,35 @@ func (h *Handler) aclBootstrap(w http.ResponseWriter, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	secret, err := uuid.GenerateUUID()
-	if err != nil {
-		return nil, err
+	// An operator may choose the SecretID, as with Consul.
+	var body struct{ BootstrapSecret string }
+	if r.ContentLength != 0 {
+		if err := decodeBody(r, &body); err != nil {
+			return nil, err
+		}
+	}
+	secret := body.BootstrapSecret
+	switch {
+	case secret == "":
+		if secret, err = uuid.GenerateUUID(); err != nil {
+			return nil, err
+		}
+	case !isUUID(secret):
+		return nil, badRequest("Invalid BootstrapSecret: it must be a UUID")
 	}
 	tok := &catalog.ACLToken{
 		AccessorID: accessor, SecretID: secret, Description: "Bootstrap Token (Global Management)",
 		Policies:   []catalog.ACLLink{{ID: catalog.ACLGlobalManagementPolicyID}},
 		CreateTime: time.Now().UTC(),
 	}
-	req := &catalog.ACLBootstrapRequest{ACLToken: *tok}
-	resetFile, reset, err := h.bootstrapReset()
-	if err != nil {
-		return nil, err
-	}
-	req.ResetIndex = reset
-	if _, err := h.apply(r.Context(), catalog.CmdACLBootstrap, req); err != nil {
+	// The leader sets the reset index from its own data_dir.
+	if _, err := h.apply(r.Context(), catalog.CmdACLBootstrap, &catalog.ACLBootstrapRequest{ACLToken: *tok}); err != nil {
 		if errors.Is(err, catalog.ErrACLBootstrapped) {
 			return nil, &httpError{code: http.StatusForbidden, msg: "Permission denied: " + err.Error()}
 		}
 		return nil, err
 	}
-	if resetFile != "" {
-		// The reset is spent: the next bootstrap index differs.
-		_ = os.Remove(resetFile)
-	}
 	return h.readToken(w, r, catalog.ReadACLToken, accessor, true)
-}
-
-// aclBootstrapResetFile is the file in a server's data_dir where an
-// operator writes the reset index a refused bootstrap named, to allow one
-// more bootstrap, as with Consul.
-const aclBootstrapResetFile = "acl-bootstrap-reset"
-
-// bootstrapReset reads the reset index from the bootstrap reset file of a
-// server agent's data_dir. It returns the file's path and the index, or ""
-// and 0 when there is no such file (or the agent is no server: a client
-// agent's disk is not trusted to reset a cluster's ACLs).
-func (h *Handler) bootstrapReset() (string, uint64, error) {
-	cfg := h.agent.cfg
-	if !cfg.Server || cfg.DataDir == "" {
-		return "", 0, nil
-	}
-	path := filepath.Join(cfg.DataDir, aclBootstrapResetFile)
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return "", 0, nil
-	}
-	if err != nil {
-		return "", 0, fmt.Errorf("read %s: %w", path, err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, 64))
-	if err != nil {
-		return "", 0, fmt.Errorf("read %s: %w", path, err)
-	}
-	idx, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		return "", 0, badRequest("Invalid reset index in %s: %q", aclBootstrapResetFile, strings.TrimSpace(string(b)))
-	}
-	return path, idx, nil
 }
 
 // ---- tokens ----

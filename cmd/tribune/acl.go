@@ -164,12 +164,39 @@ func (c *aclCmd) printPolicy(p *api.ACLPolicy) int {
 }
 
 func runACLBootstrap(args []string, stdout, stderr io.Writer) int {
-	c := newACLCmd("acl bootstrap", "acl bootstrap [options]", "Creates the first management token. Allowed once.", stdout, stderr)
-	client, code, ok := c.start(args)
+	c := newACLCmd("acl bootstrap", "acl bootstrap [options] [FILE]",
+		"Creates the first management token. Allowed once (see the acl-bootstrap-reset file to\nallow one more). With FILE (or - for stdin), its SecretID is the UUID the file holds.", stdout, stderr)
+	var secret string
+	if code, ok := parseFlags(c.fs, args); !ok {
+		return code
+	}
+	switch c.fs.NArg() {
+	case 0:
+	case 1:
+		src := c.fs.Arg(0)
+		if src != "-" {
+			src = "@" + src
+		}
+		text, err := readRules(src)
+		if err != nil {
+			return c.fail("read the secret", err)
+		}
+		secret = strings.TrimSpace(text)
+	default:
+		fmt.Fprintf(stderr, "Too many arguments (expected 0 or 1, got %d)\n", c.fs.NArg())
+		return 1
+	}
+	client, code, ok := c.start(nil)
 	if !ok {
 		return code
 	}
-	t, _, err := client.ACL().Bootstrap()
+	var t *api.ACLToken
+	var err error
+	if secret != "" {
+		t, _, err = client.ACL().BootstrapWithToken(secret)
+	} else {
+		t, _, err = client.ACL().Bootstrap()
+	}
 	if err != nil {
 		return c.fail("bootstrap ACLs", err)
 	}

@@ -1,21 +1,16 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/tribune-mesh/tribune/acl/acltest"
 	"github.com/tribune-mesh/tribune/agent/agenttest"
 )
 
@@ -36,14 +31,16 @@ func TestACLRoleAuthMethodLoginCommands(t *testing.T) {
 		return p
 	}
 
+	// Bootstrap with an operator-chosen SecretID read from a file.
+	const chosen = "0e5a1c2b-0000-4000-8000-0000000b0075"
 	var r result
 	waitFor(t, 10*time.Second, func() (bool, string) {
-		r = runCmd(runACLBootstrap, addr, "-format=json")
+		r = runCmd(runACLBootstrap, addr, "-format=json", file("secret", chosen+"\n"))
 		return r.code == 0, r.String()
 	})
 	var boot struct{ SecretID string }
-	if err := json.Unmarshal([]byte(r.stdout), &boot); err != nil {
-		t.Fatal(err)
+	if err := json.Unmarshal([]byte(r.stdout), &boot); err != nil || boot.SecretID != chosen {
+		t.Fatalf("bootstrap with a chosen secret: %v %v", r, err)
 	}
 	// The management token from the environment, for every command below
 	// that gives none.
@@ -67,12 +64,7 @@ func TestACLRoleAuthMethodLoginCommands(t *testing.T) {
 		t.Fatalf("malformed node identity: %v", r)
 	}
 
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	pub := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	key, pub := acltest.Key(t)
 	cfg, _ := json.Marshal(map[string]any{"JWTValidationPubKeys": []string{pub}, "BoundIssuer": "https://issuer",
 		"ClaimMappings": map[string]string{"ns": "ns"}})
 	r = mustExec(t, runACLAuthMethodCreate, addr, "-type=jwt", "-name=k8s", "-max-token-ttl=1h", "-token-locality=global",
@@ -97,12 +89,8 @@ func TestACLRoleAuthMethodLoginCommands(t *testing.T) {
 	mustExec(t, runACLBindingRuleRead, addr, "-id="+rule.ID)
 
 	// Login needs no token; the sink file gets the secret.
-	sig, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, nil)
-	jwtText, err := jwt.Signed(sig).Claims(jwt.Claims{Issuer: "https://issuer", Expiry: jwt.NewNumericDate(time.Now().Add(time.Hour))}).
-		Claims(map[string]any{"ns": "default"}).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
+	jwtText := acltest.Sign(t, key, jwt.Claims{Issuer: "https://issuer", Expiry: jwt.NewNumericDate(time.Now().Add(time.Hour))},
+		map[string]any{"ns": "default"})
 	sink := filepath.Join(dir, "token")
 	t.Setenv("CONSUL_HTTP_TOKEN", "")
 	mustExec(t, runLogin, addr, "-method=k8s", "-bearer-token-file="+file("jwt", jwtText+"\n"), "-token-sink-file="+sink, "-meta=pod=web-1")
