@@ -165,7 +165,7 @@ func (h *Handler) aclBootstrap(w http.ResponseWriter, r *http.Request) (any, err
 		}
 		return nil, err
 	}
-	return h.readToken(w, r, catalog.ReadACLToken, accessor, true)
+	return h.readOwnToken(w, r, secret)
 }
 
 // ---- tokens ----

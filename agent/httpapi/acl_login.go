@@ -331,7 +331,16 @@ func (h *Handler) aclLogin(w http.ResponseWriter, r *http.Request) (any, error) 
 	if err := h.applyLogin(r, req); err != nil {
 		return nil, err
 	}
-	return h.readToken(w, r, catalog.ReadACLToken, req.AccessorID, true)
+	return h.readOwnToken(w, r, req.SecretID)
+}
+
+// readOwnToken answers the token whose secret is secret, read with that
+// token itself (as /v1/acl/token/self is): the caller of a login or a
+// bootstrap may hold no token that could read it.
+func (h *Handler) readOwnToken(w http.ResponseWriter, r *http.Request, secret string) (any, error) {
+	own := r.Clone(r.Context())
+	own.Header.Set("X-Consul-Token", secret)
+	return h.readToken(w, own, catalog.ReadACLTokenSecret, secret, true)
 }
 
 // applyLogin sends a login or logout to the leader and maps its refusals:
