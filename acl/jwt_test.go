@@ -2,10 +2,6 @@ package acl
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"strings"
 	"testing"
@@ -13,32 +9,16 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/tribune-mesh/tribune/acl/acltest"
 	"github.com/tribune-mesh/tribune/catalog"
 )
 
 var jwtNow = time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 
-func testKey(t *testing.T) (*ecdsa.PrivateKey, string) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	return k, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
-}
+func testKey(t *testing.T) (*ecdsa.PrivateKey, string) { return acltest.Key(t) }
 
 func signJWT(t *testing.T, k *ecdsa.PrivateKey, std jwt.Claims, extra map[string]any) string {
-	t.Helper()
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := jwt.Signed(sig).Claims(std).Claims(extra).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return acltest.Sign(t, k, std, extra)
 }
 
 func k8sValidator(t *testing.T, pub string) *JWTValidator {

@@ -356,3 +356,7 @@ query_prefix "" { policy = "write" }
 service_prefix "" { policy = "write" intentions = "write" }
 session_prefix "" { policy = "write" }
 `
+
+// GlobalReadOnlyRules is the text of the built-in global-read-only policy:
+// read on everything.
+var GlobalReadOnlyRules = strings.ReplaceAll(GlobalManagementRules, `"write"`, `"read"`)

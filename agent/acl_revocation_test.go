@@ -34,7 +34,7 @@ func aclCluster(t testing.TB) (srv, cli *api.Client, client *agent.Agent) {
 // and secret.
 func readerToken(t testing.TB, srv *api.Client) (string, string) {
 	t.Helper()
-	if _, _, err := srv.ACL().PolicyReadByName("app-read", nil); err != nil {
+	if p, _, err := srv.ACL().PolicyReadByName("app-read", nil); err != nil || p == nil {
 		if _, _, err := srv.ACL().PolicyCreate(&api.ACLPolicy{Name: "app-read", Rules: `key_prefix "app/" { policy = "read" }`}, nil); err != nil {
 			t.Fatalf("policy: %v", err)
 		}

@@ -87,7 +87,7 @@ func TestACLAPIWithOfficialClient(t *testing.T) {
 		t.Fatalf("policy update: %+v, %v", p, err)
 	}
 	pols, _, err := acls.PolicyList(nil)
-	if err != nil || len(pols) != 2 {
+	if err != nil || len(pols) != 3 { // with the two built-ins
 		t.Fatalf("policy list: %d, %v", len(pols), err)
 	}
 
@@ -194,7 +194,7 @@ func TestACLAPIWithOfficialClient(t *testing.T) {
 		names = append(names, p.Name)
 	}
 	sort.Strings(names)
-	if strings.Join(names, ",") != "global-management" {
+	if strings.Join(names, ",") != "builtin/global-read-only,global-management" {
 		t.Fatalf("policies after delete: %v", names)
 	}
 }

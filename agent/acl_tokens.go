@@ -21,6 +21,8 @@ type persistedTokens struct {
 	AgentRecovery string `json:"agent_recovery,omitempty"`
 	Default       string `json:"default,omitempty"`
 	Replication   string `json:"replication,omitempty"`
+	// ConfigFileRegistration is config_file_service_registration.
+	ConfigFileRegistration string `json:"config_file_service_registration,omitempty"`
 }
 
 // errUnknownTokenKind is returned for a token kind the agent does not have.
@@ -40,6 +42,7 @@ func (a *Agent) loadAgentTokens() (*agentTokens, error) {
 	t := &agentTokens{cur: persistedTokens{
 		Agent: a.cfg.ACL.Tokens.Agent, AgentRecovery: a.cfg.ACL.Tokens.AgentRecovery,
 		Default: a.cfg.ACL.Tokens.Default, Replication: a.cfg.ACL.Tokens.Replication,
+		ConfigFileRegistration: a.cfg.ACL.Tokens.ConfigFileRegistration,
 	}}
 	if !a.cfg.ACL.EnableTokenPersistence || a.cfg.DataDir == "" {
 		return t, nil
@@ -65,6 +68,7 @@ func (a *Agent) loadAgentTokens() (*agentTokens, error) {
 	}{
 		{&t.cur.Agent, saved.Agent}, {&t.cur.AgentRecovery, saved.AgentRecovery},
 		{&t.cur.Default, saved.Default}, {&t.cur.Replication, saved.Replication},
+		{&t.cur.ConfigFileRegistration, saved.ConfigFileRegistration},
 	} {
 		if p.v != "" {
 			*p.dst = p.v
@@ -88,6 +92,8 @@ func (t *agentTokens) set(kind, secret string, saved func(persistedTokens)) erro
 		next.AgentRecovery = secret
 	case "replication", "acl_replication_token":
 		next.Replication = secret
+	case "config_file_service_registration":
+		next.ConfigFileRegistration = secret
 	default:
 		return fmt.Errorf("%w %q", errUnknownTokenKind, kind)
 	}

@@ -151,6 +151,7 @@ func addACLTables(tables map[string]*memdb.TableSchema) {
 		"name":     {Name: "name", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Name", Lowercase: true}},
 		"policies": {Name: "policies", AllowMissing: true, Indexer: aclLinkIndexer{field: "Policies"}},
 	}}
+	addACLLoginTables(tables)
 }
 
 // checkACLLimits bounds an ACL command before it is proposed.
@@ -201,9 +202,22 @@ func (c *Command) checkACLLimits() error {
 // a type that is not an ACL command.
 func (c *Command) decodeACLTarget() any {
 	switch c.Type {
-	case CmdACLTokenSet, CmdACLBootstrap:
+	case CmdACLTokenSet:
 		c.ACLToken = new(ACLToken)
 		return c.ACLToken
+	case CmdACLBootstrap:
+		c.ACLBootstrap = new(ACLBootstrapRequest)
+		c.ACLToken = &c.ACLBootstrap.ACLToken
+		return c.ACLBootstrap
+	case CmdACLAuthMethod:
+		c.ACLAuthMethod = new(ACLAuthMethodRequest)
+		return c.ACLAuthMethod
+	case CmdACLBindingRule:
+		c.ACLBindingRule = new(ACLBindingRuleRequest)
+		return c.ACLBindingRule
+	case CmdACLLogin:
+		c.ACLLogin = new(ACLLoginRequest)
+		return c.ACLLogin
 	case CmdACLPolicySet:
 		c.ACLPolicy = new(ACLPolicy)
 		return c.ACLPolicy
@@ -223,7 +237,15 @@ func (s *Store) applyACL(idx uint64, cmd *Command) (any, bool) {
 	case CmdACLTokenSet:
 		return s.ACLTokenSet(idx, cmd.ACLToken), true
 	case CmdACLBootstrap:
-		return s.ACLBootstrap(idx, cmd.ACLToken), true
+		return s.ACLBootstrap(idx, cmd.ACLToken, cmd.ACLBootstrap.ResetIndex), true
+	case CmdACLAuthMethod:
+		return s.ACLAuthMethodApply(idx, cmd.ACLAuthMethod), true
+	case CmdACLBindingRule:
+		return s.ACLBindingRuleApply(idx, cmd.ACLBindingRule), true
+	case CmdACLLogin:
+		// The leader turns a login into the write it amounts to before
+		// proposing; one in the log was proposed by something else.
+		return invalidf("a login request is resolved by the leader, never applied"), true
 	case CmdACLTokenDelete:
 		return s.ACLTokenDelete(idx, cmd.ACLDelete.ID), true
 	case CmdACLPolicySet:
@@ -257,12 +279,22 @@ func (s *Store) ACLTokenSet(idx uint64, t *ACLToken) error {
 	return nil
 }
 
+// ACLBootstrapRequest is the body of CmdACLBootstrap: the management token
+// to create and, to bootstrap once more, the reset index an operator wrote
+// to the acl-bootstrap-reset file (0 for none). Entries written before the
+// reset existed hold a bare ACLToken, which decodes the same.
+type ACLBootstrapRequest struct {
+	ACLToken
+	ResetIndex uint64 `json:",omitempty"`
+}
+
 // ACLBootstrap creates the first management token at idx, or returns an
-// error wrapping ErrACLBootstrapped when ACLs were bootstrapped already.
-func (s *Store) ACLBootstrap(idx uint64, t *ACLToken) error {
+// error wrapping ErrACLBootstrapped when ACLs were bootstrapped already and
+// reset is not the index of that bootstrap (which the error names).
+func (s *Store) ACLBootstrap(idx uint64, t *ACLToken, reset uint64) error {
 	txn := s.mem().Txn(true)
 	defer txn.Abort()
-	if done := maxIndex(txn, aclBootstrapKey); done != 0 {
+	if done := maxIndex(txn, aclBootstrapKey); done != 0 && done != reset {
 		return fmt.Errorf("%w (reset index: %d)", ErrACLBootstrapped, done)
 	}
 	if err := aclTokenSetTxn(txn, idx, t); err != nil {
@@ -299,6 +331,17 @@ func aclTokenSetTxn(txn *memdb.Txn, idx uint64, in *ACLToken) error {
 			return invalidf("Invalid Token: SecretID is already in use")
 		}
 		t.CreateIndex = idx
+	}
+	if t.AuthMethod != "" && raw == nil {
+		// A login racing the deletion of its method must not leave a
+		// token behind that nothing deletes.
+		m, err := txn.First(tableACLAuthMethods, "id", t.AuthMethod)
+		if err != nil {
+			return fmt.Errorf("auth method lookup: %w", err)
+		}
+		if m == nil {
+			return invalidf("auth method %q not found", t.AuthMethod)
+		}
 	}
 	if t.Policies, err = resolveLinks(txn, tableACLPolicies, "policy", t.Policies); err != nil {
 		return err
@@ -409,6 +452,9 @@ func (s *Store) ACLPolicySet(idx uint64, in *ACLPolicy) error {
 		if old.ID == ACLGlobalManagementPolicyID && (old.Rules != p.Rules || len(p.Datacenters) > 0) {
 			return invalidf("Changing the Rules or Datacenters of the builtin global-management policy is not permitted")
 		}
+		if old.ID == ACLGlobalReadOnlyPolicyID && (old.Rules != p.Rules || old.Name != p.Name || len(p.Datacenters) > 0) {
+			return invalidf("Changing the Name, Rules or Datacenters of the builtin global-read-only policy is not permitted")
+		}
 		p.CreateIndex = old.CreateIndex
 	} else {
 		p.CreateIndex = idx
@@ -437,6 +483,9 @@ func (s *Store) ACLPolicySet(idx uint64, in *ACLPolicy) error {
 func (s *Store) ACLPolicyDelete(idx uint64, id string) error {
 	if id == ACLGlobalManagementPolicyID {
 		return invalidf("Delete of the builtin global-management policy is not permitted")
+	}
+	if id == ACLGlobalReadOnlyPolicyID {
+		return invalidf("Delete of the builtin global-read-only policy is not permitted")
 	}
 	return s.aclDelete(idx, tableACLPolicies, id)
 }
@@ -746,7 +795,10 @@ func (s *Store) executeACL(ws memdb.WatchSet, req *ReadRequest, out *ReadRespons
 		out.ACLBootstrapIndex = s.ACLBootstrapIndex(ws)
 		idx = max(out.ACLBootstrapIndex, aclIndex(s.mem().Txn(false), ws))
 	default:
-		return 0, fmt.Errorf("%w: unknown read %q", ErrInvalidRequest, req.Op)
+		var ok bool
+		if idx, ok, err = s.executeACLLogin(ws, req, out); !ok {
+			return 0, fmt.Errorf("%w: unknown read %q", ErrInvalidRequest, req.Op)
+		}
 	}
 	return idx, err
 }

@@ -9,6 +9,11 @@ const (
 	ACLGlobalManagementPolicyID = "00000000-0000-0000-0000-000000000001"
 	// ACLGlobalManagementPolicyName is its name.
 	ACLGlobalManagementPolicyName = "global-management"
+	// ACLGlobalReadOnlyPolicyID is the built-in policy that grants read
+	// on everything.
+	ACLGlobalReadOnlyPolicyID = "00000000-0000-0000-0000-000000000002"
+	// ACLGlobalReadOnlyPolicyName is its name.
+	ACLGlobalReadOnlyPolicyName = "builtin/global-read-only"
 	// ACLAnonymousTokenID is the AccessorID of the anonymous token, used for
 	// requests that carry no token.
 	ACLAnonymousTokenID = "00000000-0000-0000-0000-000000000002"

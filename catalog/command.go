@@ -66,6 +66,14 @@ type Command struct {
 	ACLPolicy *ACLPolicy
 	ACLRole   *ACLRole
 	ACLDelete *ACLDeleteRequest
+	// ACLBootstrap is the body of a CmdACLBootstrap; ACLToken points
+	// into it.
+	ACLBootstrap *ACLBootstrapRequest
+	// ACLAuthMethod and ACLBindingRule: types 27 and 28.
+	ACLAuthMethod  *ACLAuthMethodRequest
+	ACLBindingRule *ACLBindingRuleRequest
+	// ACLLogin: type 29, never applied (see CmdACLLogin).
+	ACLLogin *ACLLoginRequest
 	// Connect (types 30-39).
 	CA          *CARequest
 	ConfigEntry *ConfigEntryRequest
@@ -146,6 +154,8 @@ func (c *Command) checkShape() error {
 	switch c.Type {
 	case CmdCA, CmdConfigEntry:
 		return c.checkConnectShape()
+	case CmdACLAuthMethod, CmdACLBindingRule, CmdACLLogin:
+		return c.checkLoginShape()
 	case CmdRegister:
 		for i, chk := range c.Register.Checks {
 			if chk == nil {
@@ -232,6 +242,8 @@ func (c *Command) checkLimits() error {
 		}
 	case CmdACLTokenSet, CmdACLTokenDelete, CmdACLPolicySet, CmdACLPolicyDelete, CmdACLRoleSet, CmdACLRoleDelete, CmdACLBootstrap:
 		return c.checkACLLimits()
+	case CmdACLAuthMethod, CmdACLBindingRule, CmdACLLogin:
+		return c.checkLoginLimits()
 	}
 	return nil
 }

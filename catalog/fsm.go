@@ -160,9 +160,11 @@ type snapshotRecord struct {
 	Q *PreparedQuery   `json:",omitempty"`
 	I *indexEntry      `json:",omitempty"`
 	// ACL rows.
-	AT *ACLToken  `json:",omitempty"`
-	AP *ACLPolicy `json:",omitempty"`
-	AR *ACLRole   `json:",omitempty"`
+	AT *ACLToken       `json:",omitempty"`
+	AP *ACLPolicy      `json:",omitempty"`
+	AR *ACLRole        `json:",omitempty"`
+	AM *ACLAuthMethod  `json:",omitempty"`
+	AB *ACLBindingRule `json:",omitempty"`
 	// Connect.
 	CC *CAConfiguration `json:",omitempty"`
 	CR *CARoot          `json:",omitempty"`
@@ -202,7 +204,7 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 		return fmt.Errorf("write snapshot header: %w", err)
 	}
 	tables := []string{tableIndex, tableNodes, tableServices, tableChecks, tableKVs, tableSessions, tableSessChks, tableCoords, tablePreparedQueries,
-		tableACLPolicies, tableACLRoles, tableACLTokens,
+		tableACLPolicies, tableACLRoles, tableACLAuthMethods, tableACLBindingRules, tableACLTokens,
 		tableCAConfig, tableCARoots, tableConfigEntries,
 		tableAutopilot}
 	for _, t := range tables {
@@ -237,6 +239,10 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 				rec.AP = v
 			case *ACLRole:
 				rec.AR = v
+			case *ACLAuthMethod:
+				rec.AM = v
+			case *ACLBindingRule:
+				rec.AB = v
 			case *CAConfiguration:
 				rec.CC = v
 			case *CARoot:
@@ -330,6 +336,10 @@ func (s *Store) Restore(r io.Reader) error {
 			row = rec.AP
 		case rec.T == tableACLRoles && rec.AR != nil:
 			row = rec.AR
+		case rec.T == tableACLAuthMethods && rec.AM != nil && rec.AM.Name != "":
+			row = rec.AM
+		case rec.T == tableACLBindingRules && rec.AB != nil && rec.AB.ID != "":
+			row = rec.AB
 		case rec.T == tableCAConfig && rec.CC != nil:
 			row = rec.CC
 		case rec.T == tableCARoots && rec.CR != nil && rec.CR.ID != "":

@@ -129,6 +129,13 @@ func seedCommands(t testing.TB) [][]byte {
 	enc(catalog.CmdACLTokenDelete, &catalog.ACLDeleteRequest{ID: "a1"})
 	enc(catalog.CmdACLPolicyDelete, &catalog.ACLDeleteRequest{ID: "p1"})
 	enc(catalog.CmdACLRoleDelete, &catalog.ACLDeleteRequest{ID: "r1"})
+	enc(catalog.CmdACLAuthMethod, &catalog.ACLAuthMethodRequest{Op: catalog.ACLOpSet, Method: &catalog.ACLAuthMethod{Name: "m", Type: "jwt", Config: map[string]any{"BoundIssuer": "i"}}})
+	enc(catalog.CmdACLBindingRule, &catalog.ACLBindingRuleRequest{Op: catalog.ACLOpSet, Rule: &catalog.ACLBindingRule{ID: "b1", AuthMethod: "m", BindType: "service", BindName: "web"}})
+	enc(catalog.CmdACLTokenSet, &catalog.ACLToken{AccessorID: "l1", SecretID: "ls1", AuthMethod: "m"})
+	enc(catalog.CmdACLBootstrap, &catalog.ACLBootstrapRequest{ACLToken: catalog.ACLToken{AccessorID: "m2", SecretID: "root2"}, ResetIndex: 3})
+	enc(catalog.CmdACLLogin, &catalog.ACLLoginRequest{Op: catalog.ACLLoginOp, AuthMethod: "m", BearerToken: "a.b.c", AccessorID: "l2", SecretID: "ls2"})
+	enc(catalog.CmdACLBindingRule, &catalog.ACLBindingRuleRequest{Op: catalog.ACLOpDelete, ID: "b1"})
+	enc(catalog.CmdACLAuthMethod, &catalog.ACLAuthMethodRequest{Op: catalog.ACLOpDelete, Name: "m"})
 	enc(catalog.CmdCA, &catalog.CARequest{Op: catalog.CAOpSetClusterID, ClusterID: "c1"})
 	enc(catalog.CmdCA, &catalog.CARequest{Op: catalog.CAOpSetRoots, Config: &catalog.CAConfiguration{Provider: "consul"},
 		Roots: []*catalog.CARoot{{ID: "r1", Active: true, PrivateKey: "k"}}})

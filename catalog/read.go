@@ -81,6 +81,9 @@ type ReadResponse struct {
 	ACLPolicies       []*ACLPolicy `json:",omitempty"`
 	ACLRoles          []*ACLRole   `json:",omitempty"`
 	ACLBootstrapIndex uint64       `json:",omitempty"`
+	// Auth methods and binding rules.
+	ACLAuthMethods  []*ACLAuthMethod  `json:",omitempty"`
+	ACLBindingRules []*ACLBindingRule `json:",omitempty"`
 	// Connect: CA roots (never with private keys), CA configuration,
 	// config entries.
 	CARoots       []*CARoot        `json:",omitempty"`

@@ -114,7 +114,7 @@ func watchIndex(txn *memdb.Txn, ws memdb.WatchSet, key string) uint64 {
 func (s *Store) LastIndex() uint64 {
 	txn := s.mem().Txn(false)
 	return maxIndex(txn, tableNodes, tableServices, tableChecks, tableKVs, tableSessions,
-		tableACLTokens, tableACLPolicies, tableACLRoles,
+		tableACLTokens, tableACLPolicies, tableACLRoles, tableACLAuthMethods, tableACLBindingRules,
 		tableCAConfig, tableCARoots, tableConfigEntries)
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 
+	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
 )
 
@@ -78,6 +79,18 @@ func (s *Server) aclInitBuiltins(ctx context.Context) error {
 			Description: "Builtin Policy that grants unlimited access",
 		}
 		if err := apply(catalog.CmdACLPolicySet, pol, "global-management policy"); err != nil {
+			return err
+		}
+	}
+	if _, p, err := st.ACLPolicyGet(nil, catalog.ACLGlobalReadOnlyPolicyID, false); err != nil {
+		return err
+	} else if p == nil {
+		pol := &catalog.ACLPolicy{
+			ID: catalog.ACLGlobalReadOnlyPolicyID, Name: catalog.ACLGlobalReadOnlyPolicyName,
+			Description: "Builtin Policy that grants unlimited read-only access to all components",
+			Rules:       acl.GlobalReadOnlyRules,
+		}
+		if err := apply(catalog.CmdACLPolicySet, pol, "global-read-only policy"); err != nil {
 			return err
 		}
 	}

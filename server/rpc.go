@@ -286,6 +286,8 @@ var kindErrors = map[string]error{
 
 	kindPermissionDenied: acl.ErrPermissionDenied,
 	kindACLNotFound:      acl.ErrNotFound,
+	kindLoginRefused:     acl.ErrLoginRefused,
+	kindLoginUnsupported: acl.ErrLoginUnsupported,
 }
 
 func toWire(err error) *WireError {

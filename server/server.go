@@ -532,6 +532,20 @@ func (s *Server) applyLocal(ctx context.Context, buf []byte, cmd *catalog.Comman
 	if s.lockDelayed(cmd) {
 		return catalog.KVResult{OK: false}, nil
 	}
+	// Only the leader decides a login and a bootstrap reset, and proposes
+	// what they amount to (server/acl_login.go).
+	switch cmd.Type {
+	case catalog.CmdACLLogin:
+		var err error
+		if buf, err = s.resolveLogin(cmd.ACLLogin); err != nil {
+			return nil, fmt.Errorf("apply: %w", err)
+		}
+	case catalog.CmdACLBootstrap:
+		var err error
+		if buf, err = s.withBootstrapReset(cmd.ACLBootstrap); err != nil {
+			return nil, fmt.Errorf("apply: %w", err)
+		}
+	}
 	timeout := deadline.Sub(s.clock.Now())
 	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
 		timeout = time.Until(d)

@@ -45,6 +45,7 @@ func validateACLTokens(c *Config) error {
 		{"acl.tokens.agent_recovery", c.ACL.Tokens.AgentRecovery},
 		{"acl.tokens.default", c.ACL.Tokens.Default},
 		{"acl.tokens.replication", c.ACL.Tokens.Replication},
+		{"acl.tokens.config_file_service_registration", c.ACL.Tokens.ConfigFileRegistration},
 	} {
 		switch {
 		case t.v == "":

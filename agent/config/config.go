@@ -362,6 +362,9 @@ type ACLTokens struct {
 	Default string
 	// Replication is replication.
 	Replication string
+	// ConfigFileRegistration is config_file_service_registration: the
+	// token of services and checks defined in config files.
+	ConfigFileRegistration string
 }
 
 // Connect is the connect block.

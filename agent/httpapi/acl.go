@@ -4,16 +4,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/hashicorp/go-uuid"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-uuid"
+
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
-	"github.com/tribune-mesh/tribune/server"
 )
 
 // registerACLRoutes lists the /v1/acl endpoints.
@@ -29,6 +29,7 @@ func (h *Handler) registerACLRoutes() {
 	h.handle("/v1/acl/role/", methodsGetPutDel, h.aclRole)
 	h.handle("/v1/acl/roles", methodsGet, h.aclRoleList)
 	h.handle("/v1/agent/token/", methodsPut, h.agentToken)
+	h.registerACLLoginRoutes()
 }
 
 // tokenSetter is the part of Control that changes the agent's own tokens;
@@ -73,12 +74,32 @@ func (h *Handler) defaultToken() string {
 	return h.agent.cfg.ACL.Tokens.Default
 }
 
+// errACLNotBootstrapped answers an unknown token before ACLs were
+// bootstrapped, in Consul's words.
+var errACLNotBootstrapped = &httpError{code: http.StatusForbidden,
+	msg: "ACL system must be bootstrapped before making any requests that require authorization: " + acl.ErrNotFound.Error()}
+
+// notFoundError is the 403 for a token that does not exist: it says so,
+// and says that ACLs are not bootstrapped yet when that is why.
+func (h *Handler) notFoundError(r *http.Request) error {
+	resp, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadACLBootstrap,
+		Options: catalog.QueryOptions{AllowStale: true}})
+	if err == nil && resp.ACLBootstrapIndex == 0 {
+		return errACLNotBootstrapped
+	}
+	return errACLNotFound
+}
+
 // hiddenSecret replaces a SecretID shown to a token without acl:write.
 const hiddenSecret = "<hidden>"
 
 var (
 	errACLDisabled = &httpError{code: http.StatusUnauthorized, msg: "ACL support disabled"}
 	errACLNotFound = &httpError{code: http.StatusForbidden, msg: acl.ErrNotFound.Error()}
+	// errACLObjectNotFound answers a read of a missing role, policy (by
+	// name), auth method or binding rule: 404, which the official client
+	// turns into a nil result.
+	errACLObjectNotFound = &httpError{code: http.StatusNotFound, msg: acl.ErrNotFound.Error()}
 	// aclNamePattern is what Consul accepts as a policy or role name.
 	aclNamePattern = regexp.MustCompile(`^[A-Za-z0-9\-_]{1,128}$`)
 	// serviceIdentityPattern is what Consul accepts as a service
@@ -116,24 +137,35 @@ func (h *Handler) aclBootstrap(w http.ResponseWriter, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	secret, err := uuid.GenerateUUID()
-	if err != nil {
-		return nil, err
+	// An operator may choose the SecretID, as with Consul.
+	var body struct{ BootstrapSecret string }
+	if r.ContentLength != 0 {
+		if err := decodeBody(r, &body); err != nil {
+			return nil, err
+		}
+	}
+	secret := body.BootstrapSecret
+	switch {
+	case secret == "":
+		if secret, err = uuid.GenerateUUID(); err != nil {
+			return nil, err
+		}
+	case !isUUID(secret):
+		return nil, badRequest("Invalid BootstrapSecret: it must be a UUID")
 	}
 	tok := &catalog.ACLToken{
 		AccessorID: accessor, SecretID: secret, Description: "Bootstrap Token (Global Management)",
 		Policies:   []catalog.ACLLink{{ID: catalog.ACLGlobalManagementPolicyID}},
 		CreateTime: time.Now().UTC(),
 	}
-	if _, err := h.apply(r.Context(), catalog.CmdACLBootstrap, tok); err != nil {
+	// The leader sets the reset index from its own data_dir.
+	if _, err := h.apply(r.Context(), catalog.CmdACLBootstrap, &catalog.ACLBootstrapRequest{ACLToken: *tok}); err != nil {
 		if errors.Is(err, catalog.ErrACLBootstrapped) {
 			return nil, &httpError{code: http.StatusForbidden, msg: "Permission denied: " + err.Error()}
 		}
 		return nil, err
 	}
-	// The caller had no token: it reads the new one with the new one.
-	r = r.WithContext(server.WithToken(r.Context(), secret))
-	return h.readToken(w, r, catalog.ReadACLToken, accessor, true)
+	return h.readOwnToken(w, r, secret)
 }
 
 // ---- tokens ----
@@ -410,15 +442,24 @@ func (h *Handler) aclTokenList(w http.ResponseWriter, r *http.Request) (any, err
 		return nil, err
 	}
 	q := r.URL.Query()
+	n := 0
+	for _, f := range []string{"policy", "role", "authmethod", "servicename"} {
+		if q.Get(f) != "" {
+			n++
+		}
+	}
+	if n > 1 {
+		return nil, badRequest("Invalid token list filter: can only filter by one of policy, role, authmethod or servicename")
+	}
 	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadACLTokens, ACLPolicyID: q.Get("policy"), ACLRoleID: q.Get("role")})
 	if err != nil {
 		return nil, err
 	}
 	show := acl.ACLWrite(authz) == acl.Allow
-	method := q.Get("authmethod")
+	method, svc := q.Get("authmethod"), q.Get("servicename")
 	out := make([]*catalog.ACLToken, 0, len(resp.ACLTokens))
 	for _, t := range resp.ACLTokens {
-		if method != "" && t.AuthMethod != method {
+		if method != "" && t.AuthMethod != method || svc != "" && !hasServiceIdentity(t, svc) {
 			continue
 		}
 		c := *t
@@ -428,6 +469,17 @@ func (h *Handler) aclTokenList(w http.ResponseWriter, r *http.Request) (any, err
 		out = append(out, &c)
 	}
 	return filter(q.Get("filter"), out)
+}
+
+// hasServiceIdentity reports whether a token carries the service identity
+// of svc.
+func hasServiceIdentity(t *catalog.ACLToken, svc string) bool {
+	for _, si := range t.ServiceIdentities {
+		if si.ServiceName == svc {
+			return true
+		}
+	}
+	return false
 }
 
 // ---- policies ----
@@ -496,6 +548,9 @@ func (h *Handler) readPolicy(w http.ResponseWriter, r *http.Request, op catalog.
 		return nil, err
 	}
 	if len(resp.ACLPolicies) == 0 {
+		if op == catalog.ReadACLPolicyByName {
+			return nil, errACLObjectNotFound
+		}
 		return nil, errACLNotFound
 	}
 	return resp.ACLPolicies[0], nil
@@ -624,7 +679,7 @@ func (h *Handler) readRole(w http.ResponseWriter, r *http.Request, op catalog.Re
 		return nil, err
 	}
 	if len(resp.ACLRoles) == 0 {
-		return nil, errACLNotFound
+		return nil, errACLObjectNotFound
 	}
 	return resp.ACLRoles[0], nil
 }

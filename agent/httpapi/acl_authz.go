@@ -58,12 +58,20 @@ func (d *denialRecord) explain(err error) error {
 		return err
 	}
 	who := "provided token"
-	if d.accessor != "" {
+	switch d.accessor {
+	case "":
+	case catalog.ACLAnonymousTokenID:
+		who = "anonymous token"
+	default:
 		who = fmt.Sprintf("token with AccessorID '%s'", d.accessor)
 	}
 	msg := fmt.Sprintf("%s: %s lacks permission '%s'", acl.ErrPermissionDenied, who, d.perm)
 	if !d.scalar && strings.Contains(d.target, d.resource) {
 		msg += fmt.Sprintf(" on %q", d.resource)
+	}
+	if d.accessor == catalog.ACLAnonymousTokenID {
+		// Consul's hint: the caller may not know it sent no token.
+		msg += ". The anonymous token is used implicitly when a request does not specify a token."
 	}
 	return &httpError{code: http.StatusForbidden, msg: msg}
 }

@@ -229,6 +229,12 @@ func TestDenyingAuthorizer(t *testing.T) {
 		{"PUT", "/v1/acl/role", `{"Name":"r"}`, 403, "", false},
 		{"DELETE", "/v1/acl/role/x", "", 403, "", false},
 		{"GET", "/v1/acl/roles", "", 403, "", false},
+		{"PUT", "/v1/acl/auth-method", `{"Name":"m","Type":"jwt"}`, 403, "", false},
+		{"DELETE", "/v1/acl/auth-method/x", "", 403, "", false},
+		{"GET", "/v1/acl/auth-methods", "", 403, "", false},
+		{"PUT", "/v1/acl/binding-rule", `{"AuthMethod":"m","BindType":"service","BindName":"x"}`, 403, "", false},
+		{"DELETE", "/v1/acl/binding-rule/x", "", 403, "", false},
+		{"GET", "/v1/acl/binding-rules", "", 403, "", false},
 		{"PUT", "/v1/agent/token/default", `{"Token":"x"}`, 403, "", false},
 		// connect: CA, leaves, config entries, intentions
 		{"GET", "/v1/connect/ca/configuration", "", 403, "", false},
@@ -252,7 +258,10 @@ func TestDenyingAuthorizer(t *testing.T) {
 	open := map[string]bool{
 		"/v1/status/leader": true, "/v1/status/peers": true, "/v1/catalog/datacenters": true,
 		"/v1/agent/members": true, "/v1/event/list": true, "/v1/coordinate/datacenters": true,
-		"/v1/acl/bootstrap":    true,
+		"/v1/acl/bootstrap": true,
+		// A login is authorized by its bearer token, a logout by the
+		// login token it deletes; replication status is public.
+		"/v1/acl/login": true, "/v1/acl/logout": true, "/v1/acl/replication": true,
 		"/v1/connect/ca/roots": true, "/v1/agent/connect/ca/roots": true,
 	}
 	patterns := httpapi.RoutePatterns(newFixture(t, acl.DenyAll()).api)

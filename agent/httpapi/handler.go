@@ -250,7 +250,7 @@ func (h *Handler) rpcToken(r *http.Request) string {
 func (h *Handler) authorize(r *http.Request) (acl.Authorizer, error) {
 	authz, err := h.resolve(r.Context(), token(r))
 	if errors.Is(err, acl.ErrNotFound) {
-		return nil, errACLNotFound
+		return nil, h.notFoundError(r)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("resolve token: %w", err)

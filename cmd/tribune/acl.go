@@ -13,8 +13,8 @@ import (
 
 // aclCommands are the "acl" verbs, merged into commands().
 func aclCommands() map[string]command {
-	return map[string]command{
-		"acl":               {"Interact with Tribune's ACLs", groupCommand("acl", "Manages ACL tokens and policies.")},
+	out := map[string]command{
+		"acl":               {"Interact with Tribune's ACLs", groupCommand("acl", "Manages ACL tokens, policies, roles, auth methods and binding rules.")},
 		"acl bootstrap":     {"Bootstrap ACLs: create the first management token", runACLBootstrap},
 		"acl token":         {"Manage ACL tokens", groupCommand("acl token", "Creates, reads, lists and deletes ACL tokens.")},
 		"acl token create":  {"Create an ACL token", runACLTokenCreate},
@@ -27,6 +27,12 @@ func aclCommands() map[string]command {
 		"acl policy list":   {"List ACL policies", runACLPolicyList},
 		"acl policy delete": {"Delete an ACL policy", runACLPolicyDelete},
 	}
+	for _, more := range []map[string]command{aclRoleCommands(), aclAuthMethodCommands(), aclUpdateCommands(), loginCommands()} {
+		for k, v := range more {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // listValue is a repeatable string flag.
@@ -72,6 +78,17 @@ func (c *aclCmd) start(args []string) (*api.Client, int, bool) {
 	return client, 0, true
 }
 
+// startRequiring is start for a command whose flag must be given (v is its
+// value).
+func (c *aclCmd) startRequiring(args []string, flag string, v *string) (*api.Client, int, bool) {
+	client, code, ok := c.start(args)
+	if ok && *v == "" {
+		fmt.Fprintf(c.stderr, "Must specify the -%s parameter\n", flag)
+		return nil, 1, false
+	}
+	return client, code, ok
+}
+
 func (c *aclCmd) fail(what string, err error) int {
 	fmt.Fprintf(c.stderr, "Failed to %s: %v\n", what, err)
 	return 1
@@ -96,6 +113,9 @@ func (c *aclCmd) printToken(t *api.ACLToken) int {
 	fmt.Fprintf(w, "SecretID:         %s\n", t.SecretID)
 	fmt.Fprintf(w, "Description:      %s\n", t.Description)
 	fmt.Fprintf(w, "Local:            %t\n", t.Local)
+	if t.AuthMethod != "" {
+		fmt.Fprintf(w, "Auth Method:      %s\n", t.AuthMethod)
+	}
 	fmt.Fprintf(w, "Create Time:      %v\n", t.CreateTime)
 	if t.ExpirationTime != nil && !t.ExpirationTime.IsZero() {
 		fmt.Fprintf(w, "Expiration Time:  %v\n", *t.ExpirationTime)
@@ -118,6 +138,12 @@ func (c *aclCmd) printToken(t *api.ACLToken) int {
 			fmt.Fprintf(w, "   %s (Datacenters: %s)\n", s.ServiceName, datacentersText(s.Datacenters))
 		}
 	}
+	if len(t.NodeIdentities) > 0 {
+		fmt.Fprintln(w, "Node Identities:")
+		for _, n := range t.NodeIdentities {
+			fmt.Fprintf(w, "   %s (Datacenter: %s)\n", n.NodeName, n.Datacenter)
+		}
+	}
 	return 0
 }
 
@@ -138,12 +164,39 @@ func (c *aclCmd) printPolicy(p *api.ACLPolicy) int {
 }
 
 func runACLBootstrap(args []string, stdout, stderr io.Writer) int {
-	c := newACLCmd("acl bootstrap", "acl bootstrap [options]", "Creates the first management token. Allowed once.", stdout, stderr)
-	client, code, ok := c.start(args)
+	c := newACLCmd("acl bootstrap", "acl bootstrap [options] [FILE]",
+		"Creates the first management token. Allowed once (see the acl-bootstrap-reset file to\nallow one more). With FILE (or - for stdin), its SecretID is the UUID the file holds.", stdout, stderr)
+	var secret string
+	if code, ok := parseFlags(c.fs, args); !ok {
+		return code
+	}
+	switch c.fs.NArg() {
+	case 0:
+	case 1:
+		src := c.fs.Arg(0)
+		if src != "-" {
+			src = "@" + src
+		}
+		text, err := readRules(src)
+		if err != nil {
+			return c.fail("read the secret", err)
+		}
+		secret = strings.TrimSpace(text)
+	default:
+		fmt.Fprintf(stderr, "Too many arguments (expected 0 or 1, got %d)\n", c.fs.NArg())
+		return 1
+	}
+	client, code, ok := c.start(nil)
 	if !ok {
 		return code
 	}
-	t, _, err := client.ACL().Bootstrap()
+	var t *api.ACLToken
+	var err error
+	if secret != "" {
+		t, _, err = client.ACL().BootstrapWithToken(secret)
+	} else {
+		t, _, err = client.ACL().Bootstrap()
+	}
 	if err != nil {
 		return c.fail("bootstrap ACLs", err)
 	}
@@ -178,14 +231,7 @@ func runACLTokenCreate(args []string, stdout, stderr io.Writer) int {
 	for _, n := range roleNames {
 		tok.Roles = append(tok.Roles, &api.ACLTokenRoleLink{Name: n})
 	}
-	for _, s := range services {
-		name, dcs, _ := strings.Cut(s, ":")
-		si := &api.ACLServiceIdentity{ServiceName: name}
-		if dcs != "" {
-			si.Datacenters = strings.Split(dcs, ",")
-		}
-		tok.ServiceIdentities = append(tok.ServiceIdentities, si)
-	}
+	tok.ServiceIdentities = serviceIdentities(services)
 	out, _, err := client.ACL().TokenCreate(tok, nil)
 	if err != nil {
 		return c.fail("create new token", err)
@@ -237,7 +283,7 @@ func runACLTokenList(args []string, stdout, stderr io.Writer) int {
 		}
 		c.printToken(&api.ACLToken{AccessorID: t.AccessorID, SecretID: t.SecretID, Description: t.Description, Local: t.Local,
 			CreateTime: t.CreateTime, ExpirationTime: t.ExpirationTime, Policies: t.Policies, Roles: t.Roles,
-			ServiceIdentities: t.ServiceIdentities})
+			ServiceIdentities: t.ServiceIdentities, NodeIdentities: t.NodeIdentities, AuthMethod: t.AuthMethod})
 	}
 	return 0
 }
@@ -245,13 +291,9 @@ func runACLTokenList(args []string, stdout, stderr io.Writer) int {
 func runACLTokenDelete(args []string, stdout, stderr io.Writer) int {
 	c := newACLCmd("acl token delete", "acl token delete [options] -id <accessor>", "Deletes a token.", stdout, stderr)
 	id := c.fs.String("id", "", "The `AccessorID` of the token to delete.")
-	client, code, ok := c.start(args)
+	client, code, ok := c.startRequiring(args, "id", id)
 	if !ok {
 		return code
-	}
-	if *id == "" {
-		fmt.Fprintln(stderr, "Must specify the -id parameter")
-		return 1
 	}
 	if _, err := client.ACL().TokenDelete(*id, nil); err != nil {
 		return c.fail(fmt.Sprintf("delete token %s", *id), err)

@@ -66,6 +66,18 @@ func TestACLCommands(t *testing.T) {
 	if r := runCmd(kvPutCommand(strings.NewReader("")), addr, "-token="+created.SecretID, "other", "1"); r.code == 0 || !strings.Contains(r.stderr, "Permission denied") {
 		t.Fatalf("write outside the policy: %v", r)
 	}
+	// Update, clone and policy update.
+	r = mustExec(t, runACLTokenUpdate, addr, tok, "-id="+created.AccessorID, "-description=app writer 2", "-service-identity=web", "-node-identity=n1:dc1")
+	assertContains(t, "token update", r.stdout, "app writer 2")
+	assertContains(t, "token update keeps policies", r.stdout, " - app")
+	assertContains(t, "token update", r.stdout, "web (Datacenters: all)")
+	assertContains(t, "token update", r.stdout, "n1 (Datacenter: dc1)")
+	r = mustExec(t, runACLTokenClone, addr, tok, "-id="+created.AccessorID, "-description=copy")
+	assertContains(t, "token clone", r.stdout, "Description:      copy")
+	assertContains(t, "token clone", r.stdout, " - app")
+	r = mustExec(t, runACLPolicyUpdate, addr, tok, "-name=app", "-description=all app keys")
+	assertContains(t, "policy update", r.stdout, "all app keys")
+	assertContains(t, "policy update keeps rules", r.stdout, `key_prefix "app/"`)
 	mustExec(t, runACLTokenDelete, addr, tok, "-id="+created.AccessorID)
 	waitFor(t, time.Second, func() (bool, string) {
 		r := runCmd(kvPutCommand(strings.NewReader("")), addr, "-token="+created.SecretID, "app/x", "2")

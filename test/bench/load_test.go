@@ -52,6 +52,12 @@ var benchValue = func() []byte {
 // connection.
 func newAPIClient(tb testing.TB, addr string) *api.Client {
 	tb.Helper()
+	return newTokenClient(tb, addr, "")
+}
+
+// newTokenClient is newAPIClient sending an ACL token with every request.
+func newTokenClient(tb testing.TB, addr, token string) *api.Client {
+	tb.Helper()
 	tr := &http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -59,7 +65,7 @@ func newAPIClient(tb testing.TB, addr string) *api.Client {
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	c, err := api.NewClient(&api.Config{Address: addr, Scheme: "http", Transport: tr})
+	c, err := api.NewClient(&api.Config{Address: addr, Scheme: "http", Transport: tr, Token: token})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -227,8 +233,13 @@ func runLoad(clients int, d time.Duration, agents []*proc, newOp func(worker int
 
 // kvWriteLoad PUTs a 100-byte value to random keys of the key space.
 func kvWriteLoad(tb testing.TB, addr string, clients int, d time.Duration, agents []*proc) loadResult {
+	return kvWriteLoadAs(tb, addr, "", clients, d, agents)
+}
+
+// kvWriteLoadAs is kvWriteLoad with an ACL token.
+func kvWriteLoadAs(tb testing.TB, addr, token string, clients int, d time.Duration, agents []*proc) loadResult {
 	return runLoad(clients, d, agents, func(int) func(*rand.Rand) error {
-		kv := newAPIClient(tb, addr).KV()
+		kv := newTokenClient(tb, addr, token).KV()
 		return func(r *rand.Rand) error {
 			_, err := kv.Put(&api.KVPair{Key: benchKey(r.IntN(keySpace)), Value: benchValue}, nil)
 			return err
@@ -257,8 +268,13 @@ func (m readMode) options() *api.QueryOptions {
 
 // kvReadLoad GETs random keys of the (populated) key space.
 func kvReadLoad(tb testing.TB, addr string, mode readMode, clients int, d time.Duration, agents []*proc) loadResult {
+	return kvReadLoadAs(tb, addr, "", mode, clients, d, agents)
+}
+
+// kvReadLoadAs is kvReadLoad with an ACL token.
+func kvReadLoadAs(tb testing.TB, addr, token string, mode readMode, clients int, d time.Duration, agents []*proc) loadResult {
 	return runLoad(clients, d, agents, func(int) func(*rand.Rand) error {
-		kv := newAPIClient(tb, addr).KV()
+		kv := newTokenClient(tb, addr, token).KV()
 		q := mode.options()
 		return func(r *rand.Rand) error {
 			p, _, err := kv.Get(benchKey(r.IntN(keySpace)), q)
@@ -273,6 +289,12 @@ func kvReadLoad(tb testing.TB, addr string, mode readMode, clients int, d time.D
 // populate writes every key of the key space once.
 func populate(tb testing.TB, addr string) {
 	tb.Helper()
+	populateAs(tb, addr, "")
+}
+
+// populateAs is populate with an ACL token.
+func populateAs(tb testing.TB, addr, token string) {
+	tb.Helper()
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
@@ -280,7 +302,7 @@ func populate(tb testing.TB, addr string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			kv := newAPIClient(tb, addr).KV()
+			kv := newTokenClient(tb, addr, token).KV()
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= keySpace {

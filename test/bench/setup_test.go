@@ -84,7 +84,7 @@ func getCluster(b *testing.B) *cluster {
 	bin := tribuneBin(b)
 	clusterOnce.Do(func() {
 		start := time.Now()
-		theCluster, clusterErr = startCluster(b, bin)
+		theCluster, clusterErr = startCluster(b, bin, "")
 		if clusterErr == nil {
 			fmt.Printf("bench: cluster of 3 servers + 1 client ready in %s\n", time.Since(start).Round(time.Millisecond))
 		}
@@ -95,7 +95,10 @@ func getCluster(b *testing.B) *cluster {
 	return theCluster
 }
 
-func startCluster(tb testing.TB, bin string) (*cluster, error) {
+// startCluster starts three servers and a client agent; prefix names
+// their processes and data directories (so that two clusters can run in
+// one benchmark run), extra is added to every agent's arguments.
+func startCluster(tb testing.TB, bin, prefix string, extra ...string) (*cluster, error) {
 	var sp [3]ports
 	for i := range sp {
 		sp[i] = newPorts(tb)
@@ -113,17 +116,17 @@ func startCluster(tb testing.TB, bin string) (*cluster, error) {
 	for i := range sp {
 		name := fmt.Sprintf("s%d", i+1)
 		args := []string{"agent", "-server", "-bootstrap-expect=3", "-node", name,
-			"-bind", "127.0.0.1", "-client", "127.0.0.1", "-data-dir", filepath.Join(workDir, name+"-data")}
+			"-bind", "127.0.0.1", "-client", "127.0.0.1", "-data-dir", filepath.Join(workDir, prefix+name+"-data")}
 		args = append(args, sp[i].flags()...)
 		args = append(args, join(i)...)
-		c.servers = append(c.servers, newProc(name, bin, sp[i], args))
+		c.servers = append(c.servers, newProc(prefix+name, bin, sp[i], append(args, extra...)))
 	}
 	cp := newPorts(tb)
 	args := []string{"agent", "-node", "c1", "-bind", "127.0.0.1", "-client", "127.0.0.1",
-		"-data-dir", filepath.Join(workDir, "c1-data")}
+		"-data-dir", filepath.Join(workDir, prefix+"c1-data")}
 	args = append(args, cp.flags()...)
 	args = append(args, join(-1)...)
-	c.client = newProc("c1", bin, cp, args)
+	c.client = newProc(prefix+"c1", bin, cp, append(args, extra...))
 
 	for _, p := range c.all() {
 		p.Supervise = true
