@@ -1,0 +1,124 @@
+package agent_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/agent/agenttest"
+	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/tlsconfig"
+	"github.com/tribune-mesh/tribune/tlsconfig/tlstest"
+)
+
+// withTLS gives cfg the PKI's server certificate on every protocol and
+// the HTTPS port; verifyIncoming requires client certificates.
+func withTLS(t *testing.T, cfg *config.Config, p *tlstest.PKI, verifyIncoming bool) {
+	t.Helper()
+	proto := tlsconfig.Settings{CAFile: p.CAFile, CertFile: p.Server.Cert, KeyFile: p.Server.Key, VerifyIncoming: verifyIncoming}
+	cfg.TLS.Defaults, cfg.TLS.HTTPS, cfg.TLS.GRPC = proto, proto, proto
+	cfg.TLS.InternalRPC = proto
+	cfg.Ports.HTTPS = agenttest.FreePorts(t, 1)[0]
+}
+
+func TestHTTPSWithClientCertificates(t *testing.T) {
+	p := tlstest.NewPKI(t, "dc1")
+	cfg := agenttest.Config(t)
+	withTLS(t, cfg, p, true)
+	a := agenttest.Start(t, cfg)
+	if a.HTTPSAddr() == "" {
+		t.Fatal("no HTTPS listener")
+	}
+
+	// The official client with a client certificate reads and writes.
+	c, err := api.NewClient(&api.Config{Address: a.HTTPSAddr(), Scheme: "https",
+		TLSConfig: api.TLSConfig{CAFile: p.CAFile, CertFile: p.CLI.Cert, KeyFile: p.CLI.Key}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.KV().Put(&api.KVPair{Key: "k", Value: []byte("v")}, nil); err != nil {
+		t.Fatalf("put over HTTPS: %v", err)
+	}
+	kv, _, err := c.KV().Get("k", nil)
+	if err != nil || kv == nil || string(kv.Value) != "v" {
+		t.Fatalf("get over HTTPS: %v %v", kv, err)
+	}
+
+	// Without a client certificate the handshake is refused.
+	noCert, _ := api.NewClient(&api.Config{Address: a.HTTPSAddr(), Scheme: "https", TLSConfig: api.TLSConfig{CAFile: p.CAFile}})
+	if _, _, err := noCert.KV().Get("k", nil); err == nil {
+		t.Fatal("a client without a certificate was served with verify_incoming")
+	}
+
+	// A client that does not trust the CA refuses the server.
+	plain, _ := api.NewClient(&api.Config{Address: a.HTTPSAddr(), Scheme: "https"})
+	if _, _, err := plain.KV().Get("k", nil); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("a client without the CA: %v", err)
+	}
+
+	// HTTP keeps working on its own port.
+	httpc, _ := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if _, _, err := httpc.KV().Get("k", nil); err != nil {
+		t.Fatalf("plain HTTP: %v", err)
+	}
+}
+
+func TestHTTPSPlaintextClientGetsAnAnswer(t *testing.T) {
+	p := tlstest.NewPKI(t, "dc1")
+	cfg := agenttest.Config(t)
+	withTLS(t, cfg, p, false)
+	cfg.Ports.HTTP = -1
+	cfg.Limits.HTTPReadHeaderTimeout = 2 * time.Second
+	a := agenttest.Start(t, cfg)
+	if a.HTTPAddr() != "" {
+		t.Fatalf("HTTP listener %s with ports.http = -1", a.HTTPAddr())
+	}
+
+	// A plaintext request gets a clear 400, not a hang.
+	conn, err := net.DialTimeout("tcp", a.HTTPSAddr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte("GET /v1/kv/k HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(line, "400") {
+		t.Fatalf("plaintext request: %q %v", line, err)
+	}
+
+	// A client that connects and says nothing is dropped after the
+	// handshake timeout.
+	idle, err := net.DialTimeout("tcp", a.HTTPSAddr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	_ = idle.SetDeadline(time.Now().Add(20 * time.Second))
+	start := time.Now()
+	if _, err := idle.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read data from an idle TLS connection")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the server kept a silent connection open for %s", time.Since(start))
+	}
+
+	// Without client-certificate verification, a TLS client with only
+	// the CA is served.
+	c, _ := api.NewClient(&api.Config{Address: a.HTTPSAddr(), Scheme: "https", TLSConfig: api.TLSConfig{CAFile: p.CAFile}})
+	if _, _, err := c.KV().Get("k", nil); err != nil {
+		t.Fatalf("TLS without a client certificate: %v", err)
+	}
+	// TLS 1.1 is below the minimum.
+	old, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", a.HTTPSAddr(), &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS11})
+	if err == nil {
+		old.Close()
+		t.Fatal("TLS 1.1 accepted")
+	}
+}
