@@ -205,7 +205,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.server = srv
 		a.backend = srv
 	} else {
-		a.client = server.NewClient(server.ClientConfig{Servers: a.serverAddrs, HoldTimeout: cfg.RPCHoldTimeout})
+		a.client = server.NewClient(a.clientConfig())
 		a.backend = a.client
 	}
 	if err := a.setupACLs(); err != nil {

@@ -55,6 +55,7 @@ func (a *Agent) serverConfig(logger hclog.Logger) *server.Config {
 	scfg.ConnectEnabled = cfg.Connect.Enabled
 	scfg.CAConfig = a.caConfig
 	scfg.ClusterID = a.clusterID
+	scfg.TLS, scfg.TLSOutgoing = a.tls.rpc, cfg.RPCUsesTLS()
 	return scfg
 }
 

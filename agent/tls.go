@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/server"
 	"github.com/tribune-mesh/tribune/tlsconfig"
 )
 
@@ -41,4 +42,14 @@ func newAgentTLS(cfg *config.Config) (*agentTLS, error) {
 		*p.dst = c
 	}
 	return out, nil
+}
+
+// clientConfig is the configuration of a client agent's way to the
+// servers: inside TLS when the agent dials with TLS.
+func (a *Agent) clientConfig() server.ClientConfig {
+	cc := server.ClientConfig{Servers: a.serverAddrs, HoldTimeout: a.cfg.RPCHoldTimeout, Logger: a.logger.Named("rpc")}
+	if a.cfg.RPCUsesTLS() {
+		cc.TLS = a.tls.rpc
+	}
+	return cc
 }

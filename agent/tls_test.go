@@ -3,6 +3,7 @@ package agent_test
 import (
 	"bufio"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/test/wait"
 	"github.com/tribune-mesh/tribune/tlsconfig"
 	"github.com/tribune-mesh/tribune/tlsconfig/tlstest"
 )
@@ -120,5 +122,62 @@ func TestHTTPSPlaintextClientGetsAnAnswer(t *testing.T) {
 	if err == nil {
 		old.Close()
 		t.Fatal("TLS 1.1 accepted")
+	}
+}
+
+// rpcTLS gives cfg the PKI's server (or client) certificate for the server
+// port with verify_incoming, verify_outgoing and verify_server_hostname.
+func rpcTLS(p *tlstest.PKI) func(*config.Config) {
+	return func(c *config.Config) {
+		pair := p.Client
+		if c.Server {
+			pair = p.Server
+		}
+		c.TLS.InternalRPC = tlsconfig.Settings{CAFile: p.CAFile, CertFile: pair.Cert, KeyFile: pair.Key,
+			VerifyIncoming: true, VerifyOutgoing: true, VerifyServerHostname: true}
+	}
+}
+
+func TestClusterOverTLS(t *testing.T) {
+	p := tlstest.NewPKI(t, "dc1")
+	// Raft between the servers and the client's RPC go through TLS: the
+	// servers refuse plaintext, so a cluster that forms and serves a
+	// write through the client proves it.
+	srvs, cls := startClusterWith(t, 3, 1, rpcTLS(p))
+	if _, err := cls[0].api.KV().Put(&api.KVPair{Key: "tls", Value: []byte("on")}, nil); err != nil {
+		t.Fatalf("write through the client: %v", err)
+	}
+	for _, s := range srvs {
+		kv, _, err := s.api.KV().Get("tls", &api.QueryOptions{AllowStale: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kv == nil {
+			// Followers may lag a moment.
+			wait.For(t, 10*time.Second, func() error {
+				kv, _, err = s.api.KV().Get("tls", &api.QueryOptions{AllowStale: true})
+				if err == nil && kv == nil {
+					err = fmt.Errorf("not replicated yet")
+				}
+				return err
+			})
+		}
+	}
+
+	// A client agent without TLS is refused by the servers.
+	join := agenttest.SerfAddr(srvs[0].cfg)
+	plainCfg := agenttest.ClusterConfig(t, "plain", false, 0, join)
+	plainCfg.RPCHoldTimeout = 2 * time.Second
+	plain := agenttest.StartNoWait(t, plainCfg)
+	c := apiClient(t, plain)
+	wait.For(t, 20*time.Second, func() error {
+		members, err := c.Agent().Members(false)
+		if err != nil || len(members) < 5 {
+			return fmt.Errorf("members %d %v", len(members), err)
+		}
+		return nil
+	})
+	if _, err := c.KV().Put(&api.KVPair{Key: "plain", Value: []byte("x")}, nil); err == nil {
+		t.Fatal("a plaintext client agent wrote to servers that require TLS")
 	}
 }

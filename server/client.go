@@ -8,11 +8,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/clock"
+	"github.com/tribune-mesh/tribune/tlsconfig"
 )
 
 // ErrNoServers is returned by a Client that knows no server.
@@ -29,6 +31,11 @@ type ClientConfig struct {
 	Dial DialFunc
 	// Clock paces the retries; nil means clock.New().
 	Clock clock.Clock
+	// TLS, when set, is tls.internal_rpc: every connection to a server is
+	// made inside TLS (verify_outgoing, auto_encrypt). Logger gets a line
+	// per failed handshake.
+	TLS    *tlsconfig.Configurator
+	Logger hclog.Logger
 }
 
 // Client is a client agent's way to the servers: it sends every read and
@@ -50,7 +57,11 @@ func NewClient(cfg ClientConfig) *Client {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.New()
 	}
-	return &Client{cfg: cfg, pool: newConnPool(cfg.Dial)}
+	pool := newConnPool(cfg.Dial)
+	if cfg.TLS != nil {
+		pool.tls = portTLS{conf: cfg.TLS, logger: cfg.Logger}
+	}
+	return &Client{cfg: cfg, pool: pool}
 }
 
 // Close closes every connection.

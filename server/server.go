@@ -31,6 +31,7 @@ import (
 	"github.com/tribune-mesh/tribune/connect"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/listen"
+	"github.com/tribune-mesh/tribune/tlsconfig"
 )
 
 // Errors callers branch on.
@@ -139,6 +140,13 @@ type Config struct {
 	// ClusterID is the cluster ID the first leader stores; empty makes
 	// it a random UUID.
 	ClusterID string
+	// TLS is tls.internal_rpc: with a certificate the server port accepts
+	// TLS connections, and with VerifyIncoming it accepts only those.
+	// nil: plaintext only.
+	TLS *tlsconfig.Configurator
+	// TLSOutgoing makes the server dial other servers (Raft and the RPC)
+	// inside TLS, with TLS's certificate and checks.
+	TLSOutgoing bool
 }
 
 // DefaultConfig returns the defaults of a server.
@@ -258,6 +266,9 @@ func New(cfg *Config) (*Server, error) {
 		shutdownCh:  make(chan struct{}),
 		rpcConns:    newConnLimiter(cfg.RPCMaxConnsPerClient),
 	}
+	if cfg.TLSOutgoing && cfg.TLS != nil {
+		s.pool.tls = portTLS{conf: cfg.TLS, logger: s.logger.Named("rpc")}
+	}
 	s.fsm = newNotifyFSM(catalog.NewFSM(s.store, s.logger.Named("fsm")))
 	s.fsm.onRestored = func() {
 		// A snapshot from the leader holds everything up to its index.
@@ -361,7 +372,7 @@ func (s *Server) setupRaft() error {
 	if dial == nil {
 		dial = dialTCP
 	}
-	raftL := &raftLayer{chanListener: newChanListener(ln.Addr()), advertise: advertise, dial: dial}
+	raftL := &raftLayer{chanListener: newChanListener(ln.Addr()), advertise: advertise, dial: dial, tls: s.pool.tls}
 	rpcL := newChanListener(ln.Addr())
 	s.closers = append(s.closers, ln.Close, raftL.Close, rpcL.Close)
 	s.wg.Add(1)

@@ -173,6 +173,9 @@ func (c *Configurator) Reload(s Settings) error {
 	return nil
 }
 
+// Settings returns the settings of the last successful (re)load.
+func (c *Configurator) Settings() Settings { return c.get().settings }
+
 func (c *Configurator) get() *loaded {
 	c.mu.RLock()
 	defer c.mu.RUnlock()

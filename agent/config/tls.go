@@ -205,8 +205,11 @@ func validateTLS(c *Config) error {
 }
 
 // RPCUsesTLS reports whether this agent dials the server port with TLS:
-// with verify_outgoing, verify_server_hostname or auto_encrypt.
+// with verify_outgoing, verify_server_hostname or auto_encrypt, and on a
+// server that requires TLS itself (verify_incoming with a certificate),
+// since its peers require it as well.
 func (c *Config) RPCUsesTLS() bool {
 	r := c.TLS.InternalRPC
-	return r.VerifyOutgoing || r.VerifyServerHostname || (c.AutoEncrypt.TLS && !c.Server)
+	return r.VerifyOutgoing || r.VerifyServerHostname || (c.AutoEncrypt.TLS && !c.Server) ||
+		(c.Server && r.VerifyIncoming && r.Enabled())
 }
