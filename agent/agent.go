@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/config"
@@ -79,6 +80,10 @@ type Agent struct {
 	httpAddrs []net.Addr
 	// httpsAddrs are the HTTPS listeners' addresses.
 	httpsAddrs []net.Addr
+	// grpcTLS serves ports.grpc_tls (grpclisten.go); grpcTLSAddrs are
+	// its listeners' addresses.
+	grpcTLS      *grpc.Server
+	grpcTLSAddrs []net.Addr
 	// httpViews answers the API's ?cached reads; closed with the HTTP
 	// servers.
 	httpViews *lazyViews
@@ -227,7 +232,14 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.stopCore()
 		return nil, err
 	}
+	if err := a.startGRPCTLS(); err != nil {
+		a.stopDNS()
+		a.stopHTTP(context.Background())
+		a.stopCore()
+		return nil, err
+	}
 	if err := a.startJoins(); err != nil {
+		a.stopGRPCTLS()
 		a.stopDNS()
 		a.stopHTTP(context.Background())
 		a.stopCore()
@@ -518,6 +530,7 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 		close(a.shutdownCh)
 		a.cancel()
 		a.stopHTTP(ctx)
+		a.stopGRPCTLS()
 		a.stopDNS()
 		a.wg.Wait()
 		a.leaves.Close()

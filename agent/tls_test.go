@@ -2,14 +2,21 @@ package agent_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/agent/config"
@@ -179,5 +186,54 @@ func TestClusterOverTLS(t *testing.T) {
 	})
 	if _, err := c.KV().Put(&api.KVPair{Key: "plain", Value: []byte("x")}, nil); err == nil {
 		t.Fatal("a plaintext client agent wrote to servers that require TLS")
+	}
+}
+
+func TestGRPCTLSHealth(t *testing.T) {
+	p := tlstest.NewPKI(t, "dc1")
+	cfg := agenttest.Config(t)
+	withTLS(t, cfg, p, true)
+	cfg.Ports.GRPCTLS = agenttest.FreePorts(t, 1)[0]
+	a := agenttest.Start(t, cfg)
+	if a.GRPCTLSAddr() == "" {
+		t.Fatal("no gRPC TLS listener")
+	}
+	check := func(creds credentials.TransportCredentials) error {
+		conn, err := grpc.NewClient("passthrough:///"+a.GRPCTLSAddr(), grpc.WithTransportCredentials(creds))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		if resp.Status != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("status %v", resp.Status)
+		}
+		return nil
+	}
+	pem, err := os.ReadFile(p.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	cert, err := tls.LoadX509KeyPair(p.CLI.Cert, p.CLI.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := check(credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "localhost"})); err != nil {
+		t.Fatalf("health over TLS with a client certificate: %v", err)
+	}
+	// verify_incoming: no client certificate, no service; plaintext
+	// neither.
+	if err := check(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "localhost"})); err == nil {
+		t.Fatal("served a client without a certificate")
+	}
+	if err := check(insecure.NewCredentials()); err == nil {
+		t.Fatal("served a plaintext client")
 	}
 }
