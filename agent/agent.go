@@ -119,6 +119,9 @@ type Agent struct {
 	tokens *agentTokens
 	// tls holds the TLS configurators of the tls block (agent/tls.go).
 	tls *agentTLS
+	// autoCertReady is closed once the agent has its certificate
+	// (auto_encrypt; at once without it).
+	autoCertReady chan struct{}
 }
 
 // New creates and starts an agent from a loaded configuration.
@@ -246,10 +249,15 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a.runACLs()
+	a.startAutoEncrypt()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		a.local.Run(a.ctx)
+		// With auto_encrypt, the servers take nothing before the
+		// agent has its certificate.
+		if a.waitAutoCert() {
+			a.local.Run(a.ctx)
+		}
 	}()
 	if a.gossip != nil {
 		a.wg.Add(1)

@@ -56,6 +56,7 @@ func (a *Agent) serverConfig(logger hclog.Logger) *server.Config {
 	scfg.CAConfig = a.caConfig
 	scfg.ClusterID = a.clusterID
 	scfg.TLS, scfg.TLSOutgoing = a.tls.rpc, cfg.RPCUsesTLS()
+	scfg.AutoEncryptAllowTLS = cfg.AutoEncrypt.AllowTLS
 	return scfg
 }
 

@@ -29,7 +29,7 @@ func (a *Agent) mountGRPC(g *grpc.Server) {
 // TLS port: tls.grpc's certificate, and with its verify_incoming a client
 // certificate signed by its CA is required. nil when tls.grpc has none.
 func (a *Agent) GRPCTLSCredentials() credentials.TransportCredentials {
-	if a.tls == nil || a.tls.grpc == nil || !a.tls.grpc.Settings().Enabled() {
+	if a.tls == nil || a.tls.grpc == nil || !(a.tls.grpc.Settings().Enabled() || a.tls.grpc.Settings().AutoCert) {
 		return nil
 	}
 	return credentials.NewTLS(a.tls.grpc.IncomingConfig())

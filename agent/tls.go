@@ -23,14 +23,20 @@ type agentTLS struct {
 // stanza names neither a certificate nor a CA gets no configurator.
 func newAgentTLS(cfg *config.Config) (*agentTLS, error) {
 	out := &agentTLS{}
+	// A client agent with auto_encrypt gets its certificate from the
+	// servers (autoencrypt.go) for RPC, HTTPS and, with use_auto_cert,
+	// gRPC.
+	auto := cfg.AutoEncrypt.TLS && !cfg.Server
+	rpc, https, grpc := cfg.TLS.InternalRPC, cfg.TLS.HTTPS, cfg.TLS.GRPC
+	rpc.AutoCert, https.AutoCert, grpc.AutoCert = auto, auto, auto && cfg.TLS.GRPCUseAutoCert
 	for _, p := range []struct {
 		name string
 		s    tlsconfig.Settings
 		dst  **tlsconfig.Configurator
 	}{
-		{"tls.internal_rpc", cfg.TLS.InternalRPC, &out.rpc},
-		{"tls.https", cfg.TLS.HTTPS, &out.https},
-		{"tls.grpc", cfg.TLS.GRPC, &out.grpc},
+		{"tls.internal_rpc", rpc, &out.rpc},
+		{"tls.https", https, &out.https},
+		{"tls.grpc", grpc, &out.grpc},
 	} {
 		if !p.s.Enabled() && p.s.CAFile == "" && p.s.CAPath == "" {
 			continue

@@ -237,3 +237,50 @@ func TestGRPCTLSHealth(t *testing.T) {
 		t.Fatal("served a plaintext client")
 	}
 }
+
+func TestAutoEncryptClientGetsItsCertificate(t *testing.T) {
+	p := tlstest.NewPKI(t, "dc1")
+	var httpsPort int
+	srvs, cls := startClusterWith(t, 3, 1, func(c *config.Config) {
+		if c.Server {
+			rpcTLS(p)(c)
+			c.AutoEncrypt.AllowTLS = true
+			c.Connect.Enabled = true
+			return
+		}
+		// The client has the CA and nothing else.
+		c.TLS.InternalRPC = tlsconfig.Settings{CAFile: p.CAFile, VerifyOutgoing: true, VerifyServerHostname: true}
+		c.TLS.HTTPS = tlsconfig.Settings{CAFile: p.CAFile}
+		c.AutoEncrypt.TLS = true
+		c.AutoEncrypt.DNSSAN = []string{"client.example"}
+		httpsPort = agenttest.FreePorts(t, 1)[0]
+		c.Ports.HTTPS = httpsPort
+	})
+	if _, err := cls[0].api.KV().Put(&api.KVPair{Key: "auto", Value: []byte("encrypt")}, nil); err != nil {
+		t.Fatalf("write through the auto_encrypt client: %v", err)
+	}
+	kv, _, err := srvs[0].api.KV().Get("auto", &api.QueryOptions{RequireConsistent: true})
+	if err != nil || kv == nil || string(kv.Value) != "encrypt" {
+		t.Fatalf("read on a server: %v %v", kv, err)
+	}
+
+	// The client serves HTTPS with the certificate the servers signed:
+	// the Connect CA's, for the agent's SPIFFE ID.
+	roots, _, err := srvs[0].api.Connect().CARoots(nil)
+	if err != nil || len(roots.Roots) == 0 {
+		t.Fatalf("CA roots: %v %v", roots, err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(roots.Roots[0].RootCertPEM))
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", fmt.Sprintf("127.0.0.1:%d", httpsPort),
+		&tls.Config{RootCAs: pool, ServerName: "client.example"})
+	if err != nil {
+		t.Fatalf("HTTPS with the Connect CA: %v", err)
+	}
+	defer conn.Close()
+	leaf := conn.ConnectionState().PeerCertificates[0]
+	want := fmt.Sprintf("spiffe://%s/agent/client/dc/dc1/id/c1", roots.TrustDomain)
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != want {
+		t.Fatalf("agent certificate URIs %v, want %s", leaf.URIs, want)
+	}
+}

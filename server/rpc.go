@@ -133,6 +133,10 @@ func (s *Server) routeConn(c net.Conn, raftL, rpcL *chanListener) {
 	_ = c.SetDeadline(time.Now().Add(s.config.RPCHandshakeTimeout))
 	kind, pc, ok := readKind(c)
 	secure := false
+	if ok && kind == connTLSInsecure {
+		s.routeInsecure(pc)
+		return
+	}
 	if ok && kind == connTLS {
 		var tc net.Conn
 		if tc, ok = s.acceptTLS(pc); !ok {
@@ -499,7 +503,7 @@ func (s *Server) newRPCServer() *grpc.Server {
 	g := grpc.NewServer(grpc.ForceServerCodec(jsonCodec{}), grpc.MaxRecvMsgSize(maxRPCMessage), grpc.MaxSendMsgSize(maxRPCMessage),
 		grpc.ConnectionTimeout(s.config.RPCHandshakeTimeout))
 	desc := rpcServiceDesc
-	desc.Methods = append(append([]grpc.MethodDesc(nil), rpcServiceDesc.Methods...), connectMethods...)
+	desc.Methods = append(append(append([]grpc.MethodDesc(nil), rpcServiceDesc.Methods...), connectMethods...), autoEncryptMethods...)
 	g.RegisterService(&desc, s)
 	return g
 }

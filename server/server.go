@@ -147,6 +147,9 @@ type Config struct {
 	// TLSOutgoing makes the server dial other servers (Raft and the RPC)
 	// inside TLS, with TLS's certificate and checks.
 	TLSOutgoing bool
+	// AutoEncryptAllowTLS (auto_encrypt.allow_tls) makes the server sign
+	// client agents' certificates with the Connect CA and accept them.
+	AutoEncryptAllowTLS bool
 }
 
 // DefaultConfig returns the defaults of a server.
@@ -192,6 +195,8 @@ type Server struct {
 	grpc        *grpc.Server
 	pool        *connPool
 	closers     []func() error
+	// autoEncrypt serves auto_encrypt.allow_tls; nil when it is off.
+	autoEncrypt *autoEncrypt
 	// rpcConns counts the server port's connections per source IP.
 	rpcConns *connLimiter
 	// restoreMu lets one snapshot restore run at a time.
@@ -375,6 +380,7 @@ func (s *Server) setupRaft() error {
 	raftL := &raftLayer{chanListener: newChanListener(ln.Addr()), advertise: advertise, dial: dial, tls: s.pool.tls}
 	rpcL := newChanListener(ln.Addr())
 	s.closers = append(s.closers, ln.Close, raftL.Close, rpcL.Close)
+	s.autoEncrypt = s.newAutoEncrypt(ln.Addr())
 	s.wg.Add(1)
 	go s.serveMux(ln, raftL.chanListener, rpcL)
 	// The RPC is served only once Raft exists (below): a peer's Status
@@ -418,6 +424,7 @@ func (s *Server) setupRaft() error {
 		defer s.wg.Done()
 		_ = s.grpc.Serve(rpcL)
 	}()
+	s.serveAutoEncrypt()
 	return nil
 }
 

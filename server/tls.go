@@ -23,6 +23,8 @@ type portTLS struct {
 	conf *tlsconfig.Configurator
 	// logger gets one line per failed handshake, saying why.
 	logger hclog.Logger
+	// first is the connection's first byte; 0 means connTLS.
+	first byte
 }
 
 // wrap sends connTLS on c and does the client handshake, bounded by ctx.
@@ -32,7 +34,11 @@ func (p portTLS) wrap(ctx context.Context, c net.Conn, addr string) (net.Conn, e
 	if p.conf == nil {
 		return c, nil
 	}
-	if _, err := c.Write([]byte{connTLS}); err != nil {
+	first := p.first
+	if first == 0 {
+		first = connTLS
+	}
+	if _, err := c.Write([]byte{first}); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("server port handshake: %w", err)
 	}
@@ -61,6 +67,7 @@ func (s *Server) acceptTLS(c net.Conn) (net.Conn, bool) {
 		c.Close()
 		return nil, false
 	}
+	s.trustConnectRoots()
 	tc := tls.Server(c, s.config.TLS.IncomingConfig())
 	ctx, cancel := context.WithTimeout(context.Background(), s.config.RPCHandshakeTimeout)
 	defer cancel()

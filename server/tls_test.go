@@ -160,3 +160,15 @@ func TestServerPortWithoutVerifyIncomingTakesBoth(t *testing.T) {
 	}
 	logs.WaitFor(t, 10*time.Second, "tls.internal_rpc has no cert_file")
 }
+
+func TestServerPortRefusesAutoEncryptWhenNotAllowed(t *testing.T) {
+	p := tlstest.NewPKI(t, "dc1")
+	h, logs := tlsHarness(t, p, p.Server, true)
+	sec := portTLS{conf: configurator(t, tlsconfig.Settings{CAFile: p.CAFile, VerifyOutgoing: true}), first: connTLSInsecure}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if c, err := dialPort(ctx, dialTCP, sec, h.addr, connRPC); err == nil {
+		c.Close()
+	}
+	logs.WaitFor(t, 10*time.Second, "auto_encrypt.allow_tls is off")
+}

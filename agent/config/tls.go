@@ -165,10 +165,8 @@ func validateTLS(c *Config) error {
 		p   tlsconfig.Settings
 	}{{"tls.defaults", c.TLS.Defaults}, {"tls.internal_rpc", c.TLS.InternalRPC}, {"tls.https", c.TLS.HTTPS}, {"tls.grpc", c.TLS.GRPC}} {
 		s := p.p
-		if auto && !s.Enabled() {
-			// The certificate comes from the servers at start.
-			s.CertFile, s.KeyFile = "auto_encrypt", "auto_encrypt"
-		}
+		// With auto_encrypt the certificate comes from the servers.
+		s.AutoCert = auto
 		if err := s.Validate(); err != nil {
 			errs = append(errs, fieldErr(p.key, err.Error()))
 		}
