@@ -25,6 +25,8 @@ type PKI struct {
 	// CAFile is the CA certificate; CACert and CAKey its PEM text.
 	CAFile        string
 	CACert, CAKey string
+	// CAPath is a directory holding the CA certificate alone.
+	CAPath string
 	// Server is a server certificate for server.<dc>.consul (and
 	// localhost, 127.0.0.1); Client a client certificate; CLI a CLI one.
 	Server, Client, CLI Pair
@@ -46,6 +48,11 @@ func NewPKI(t testing.TB, dc string) *PKI {
 		t.Fatal(err)
 	}
 	p.CAFile = p.write(t, "ca.pem", p.CACert)
+	p.CAPath = filepath.Join(p.Dir, "ca")
+	if err := os.Mkdir(p.CAPath, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	p.write(t, "ca/ca.pem", p.CACert)
 	otherCA, otherKey, err := tlsconfig.GenerateCA(tlsconfig.CAOptions{})
 	if err != nil {
 		t.Fatal(err)
