@@ -52,6 +52,12 @@ var benchValue = func() []byte {
 // connection.
 func newAPIClient(tb testing.TB, addr string) *api.Client {
 	tb.Helper()
+	return newAPIClientTLS(tb, addr, nil)
+}
+
+// newAPIClientTLS is newAPIClient over HTTPS with tlsc when it is set.
+func newAPIClientTLS(tb testing.TB, addr string, tlsc *api.TLSConfig) *api.Client {
+	tb.Helper()
 	tr := &http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -59,7 +65,11 @@ func newAPIClient(tb testing.TB, addr string) *api.Client {
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	c, err := api.NewClient(&api.Config{Address: addr, Scheme: "http", Transport: tr})
+	cfg := &api.Config{Address: addr, Scheme: "http", Transport: tr}
+	if tlsc != nil {
+		cfg.Scheme, cfg.TLSConfig = "https", *tlsc
+	}
+	c, err := api.NewClient(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -227,8 +237,14 @@ func runLoad(clients int, d time.Duration, agents []*proc, newOp func(worker int
 
 // kvWriteLoad PUTs a 100-byte value to random keys of the key space.
 func kvWriteLoad(tb testing.TB, addr string, clients int, d time.Duration, agents []*proc) loadResult {
+	return kvWriteLoadWith(func() *api.Client { return newAPIClient(tb, addr) }, clients, d, agents)
+}
+
+// kvWriteLoadWith is kvWriteLoad with each worker's client made by
+// newClient (HTTPS, a token).
+func kvWriteLoadWith(newClient func() *api.Client, clients int, d time.Duration, agents []*proc) loadResult {
 	return runLoad(clients, d, agents, func(int) func(*rand.Rand) error {
-		kv := newAPIClient(tb, addr).KV()
+		kv := newClient().KV()
 		return func(r *rand.Rand) error {
 			_, err := kv.Put(&api.KVPair{Key: benchKey(r.IntN(keySpace)), Value: benchValue}, nil)
 			return err
