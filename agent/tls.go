@@ -23,12 +23,7 @@ type agentTLS struct {
 // stanza names neither a certificate nor a CA gets no configurator.
 func newAgentTLS(cfg *config.Config) (*agentTLS, error) {
 	out := &agentTLS{}
-	// A client agent with auto_encrypt gets its certificate from the
-	// servers (autoencrypt.go) for RPC, HTTPS and, with use_auto_cert,
-	// gRPC.
-	auto := cfg.AutoEncrypt.TLS && !cfg.Server
-	rpc, https, grpc := cfg.TLS.InternalRPC, cfg.TLS.HTTPS, cfg.TLS.GRPC
-	rpc.AutoCert, https.AutoCert, grpc.AutoCert = auto, auto, auto && cfg.TLS.GRPCUseAutoCert
+	rpc, https, grpc := tlsSettings(cfg)
 	for _, p := range []struct {
 		name string
 		s    tlsconfig.Settings
@@ -48,6 +43,47 @@ func newAgentTLS(cfg *config.Config) (*agentTLS, error) {
 		*p.dst = c
 	}
 	return out, nil
+}
+
+// tlsSettings returns the settings of the RPC, HTTPS and gRPC protocols. A
+// client agent with auto_encrypt gets its certificate from the servers
+// (autoencrypt.go) for RPC, HTTPS and, with use_auto_cert, gRPC.
+func tlsSettings(cfg *config.Config) (rpc, https, grpc tlsconfig.Settings) {
+	auto := cfg.AutoEncrypt.TLS && !cfg.Server
+	rpc, https, grpc = cfg.TLS.InternalRPC, cfg.TLS.HTTPS, cfg.TLS.GRPC
+	rpc.AutoCert, https.AutoCert, grpc.AutoCert = auto, auto, auto && cfg.TLS.GRPCUseAutoCert
+	return rpc, https, grpc
+}
+
+// reloadTLS reads the certificates and settings of cfg again for every
+// protocol that has TLS; later handshakes use them. A protocol without TLS
+// at start needs a restart to get it. On error nothing changes.
+func (a *Agent) reloadTLS(cfg *config.Config) error {
+	rpc, https, grpc := tlsSettings(cfg)
+	type step struct {
+		name string
+		c    *tlsconfig.Configurator
+		s    tlsconfig.Settings
+	}
+	var steps []step
+	for _, st := range []step{{"tls.internal_rpc", a.tls.rpc, rpc}, {"tls.https", a.tls.https, https}, {"tls.grpc", a.tls.grpc, grpc}} {
+		switch {
+		case st.c != nil:
+			// Check every file before swapping any.
+			if _, err := tlsconfig.New(st.s, cfg.Datacenter, cfg.Domain); err != nil {
+				return fmt.Errorf("%s: %w", st.name, err)
+			}
+			steps = append(steps, st)
+		case st.s.Enabled() || st.s.CAFile != "" || st.s.CAPath != "":
+			a.logger.Warn("reload: TLS for " + st.name + " was off at start; it needs a restart")
+		}
+	}
+	for _, st := range steps {
+		if err := st.c.Reload(st.s); err != nil {
+			return fmt.Errorf("%s: %w", st.name, err)
+		}
+	}
+	return nil
 }
 
 // clientConfig is the configuration of a client agent's way to the

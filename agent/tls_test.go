@@ -284,3 +284,41 @@ func TestAutoEncryptClientGetsItsCertificate(t *testing.T) {
 		t.Fatalf("agent certificate URIs %v, want %s", leaf.URIs, want)
 	}
 }
+
+func TestReloadSwapsTLSCertificates(t *testing.T) {
+	p := tlstest.NewPKI(t, "dc1")
+	cfg := agenttest.Config(t)
+	withTLS(t, cfg, p, false)
+	a := agenttest.Start(t, cfg)
+	served := func() string {
+		t.Helper()
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", a.HTTPSAddr(), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if got := served(); got != "server.dc1.consul" {
+		t.Fatalf("served %q", got)
+	}
+	next := *cfg
+	next.TLS.HTTPS.CertFile, next.TLS.HTTPS.KeyFile = p.WrongDC.Cert, p.WrongDC.Key
+	a.SetReloader(func() (*config.Config, []string, error) { n := next; return &n, nil, nil })
+	if err := a.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := served(); got != "server.other.consul" {
+		t.Fatalf("after reload served %q", got)
+	}
+	// A reload naming a missing file fails and changes nothing.
+	bad := next
+	bad.TLS.InternalRPC.CertFile = "/nonexistent.pem"
+	a.SetReloader(func() (*config.Config, []string, error) { n := bad; return &n, nil, nil })
+	if err := a.Reload(); err == nil || !strings.Contains(err.Error(), "tls.internal_rpc") {
+		t.Fatalf("reload with a missing certificate: %v", err)
+	}
+	if got := served(); got != "server.other.consul" {
+		t.Fatalf("after a failed reload served %q", got)
+	}
+}
