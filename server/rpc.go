@@ -151,6 +151,10 @@ func (s *Server) routeConn(c net.Conn, raftL, rpcL *chanListener) {
 	}
 	_ = c.SetDeadline(time.Time{})
 	switch {
+	case kind == connRaft && secure && !s.peerIsServer(pc):
+		s.logger.Warn("refusing Raft connection: its certificate does not name "+s.config.TLS.ServerName()+
+			" (tls.internal_rpc.verify_server_hostname); only servers speak Raft", "remote", c.RemoteAddr())
+		c.Close()
 	case (kind == connRaft || kind == connRPC) && !secure && s.tlsRequired():
 		s.logger.Warn("refusing plaintext connection on server port: tls.internal_rpc.verify_incoming requires TLS",
 			"remote", c.RemoteAddr(), "type", kind)

@@ -78,3 +78,23 @@ func (s *Server) acceptTLS(c net.Conn) (net.Conn, bool) {
 	}
 	return tc, true
 }
+
+// peerIsServer reports whether a TLS connection may speak Raft: with
+// verify_server_hostname its client certificate must be a server's
+// (server.<dc>.<domain>), so that a client agent's certificate cannot
+// join the Raft group. Without that setting every verified peer may.
+func (s *Server) peerIsServer(c net.Conn) bool {
+	if s.config.TLS == nil || !s.config.TLS.Settings().VerifyServerHostname {
+		return true
+	}
+	pc, ok := c.(*prefixConn)
+	if !ok {
+		return false
+	}
+	tc, ok := pc.Conn.(*tls.Conn)
+	if !ok {
+		return false
+	}
+	certs := tc.ConnectionState().PeerCertificates
+	return len(certs) > 0 && certs[0].VerifyHostname(s.config.TLS.ServerName()) == nil
+}

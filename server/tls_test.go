@@ -172,3 +172,30 @@ func TestServerPortRefusesAutoEncryptWhenNotAllowed(t *testing.T) {
 	}
 	logs.WaitFor(t, 10*time.Second, "auto_encrypt.allow_tls is off")
 }
+
+func TestRaftOverTLSNeedsAServerCertificate(t *testing.T) {
+	p := tlstest.NewPKI(t, "dc1")
+	logs := &logbuf.Buffer{}
+	conf := configurator(t, tlsconfig.Settings{CAFile: p.CAFile, CertFile: p.Server.Cert, KeyFile: p.Server.Key,
+		VerifyIncoming: true, VerifyOutgoing: true, VerifyServerHostname: true})
+	h := newMuxHarnessConfig(t, 0, &Config{RPCHandshakeTimeout: 5 * time.Second, TLS: conf}, 0, hclog.New(&hclog.LoggerOptions{Output: logs}))
+	// A client agent's certificate may speak the RPC, not Raft.
+	if _, _, err := dialTLS(t, h, p, p.Client, connRPC, "x"); err != nil {
+		t.Fatal(err)
+	}
+	accept(t, h.rpcL)
+	c, _, err := dialTLS(t, h, p, p.Client, connRaft, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("Raft with a client certificate was served")
+	}
+	logs.WaitFor(t, 10*time.Second, "refusing Raft connection", "server.dc1.consul")
+	// A server's certificate may.
+	if _, _, err := dialTLS(t, h, p, p.Server, connRaft, "x"); err != nil {
+		t.Fatal(err)
+	}
+	accept(t, h.raftL)
+}

@@ -247,6 +247,10 @@ func (c *Configurator) HasCertificate() bool { return c.get().cert != nil }
 // CAPEMs returns the configured CA certificates, in PEM.
 func (c *Configurator) CAPEMs() []string { return append([]string(nil), c.get().caPEMs...) }
 
+// ServerName returns the name a server's certificate must carry with
+// VerifyServerHostname: server.<datacenter>.<domain>.
+func (c *Configurator) ServerName() string { return c.serverName }
+
 // Settings returns the settings of the last successful (re)load.
 func (c *Configurator) Settings() Settings { return c.get().settings }
 
