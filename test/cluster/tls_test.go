@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -87,5 +89,55 @@ func TestACLAndTLSEverywhere(t *testing.T) {
 		if a.Contains("TLS handshake with server failed") {
 			t.Errorf("%s: an RPC handshake failed:\n%s", a.Name, a.Tail(2000))
 		}
+	}
+}
+
+// TestAutoEncryptClients runs 3 servers with auto_encrypt.allow_tls and a
+// client agent that has only the CA file (auto_encrypt.tls, as the
+// consul-k8s DaemonSet runs it): the client gets its certificate from the
+// servers, joins over TLS and serves a KV write and read over HTTPS with
+// that certificate.
+func TestAutoEncryptClients(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	p := tlstest.NewPKI(t, "dc1")
+	httpsPort := procs.FreePorts(t, 1)[0]
+	c := procs.StartCluster(t, procs.Options{Servers: 3, Clients: 1, AgentArgs: func(name string, server bool) []string {
+		if server {
+			return []string{"-hcl", "auto_encrypt { allow_tls = true }", "-hcl", "connect { enabled = true }", "-hcl", fmt.Sprintf(`tls {
+  defaults { ca_file = %q, cert_file = %q, key_file = %q, verify_incoming = true, verify_outgoing = true }
+  internal_rpc { verify_server_hostname = true }
+}`, p.CAFile, p.Server.Cert, p.Server.Key)}
+		}
+		return []string{"-https-port", strconv.Itoa(httpsPort), "-hcl", "auto_encrypt { tls = true }", "-hcl", fmt.Sprintf(`tls {
+  defaults { ca_file = %q, verify_outgoing = true }
+  internal_rpc { verify_server_hostname = true }
+}`, p.CAFile)}
+	}})
+	// The client's HTTPS certificate is the Connect CA's: trust its roots.
+	roots, _, err := c.Servers[0].Client(t).Connect().CARoots(nil)
+	if err != nil || len(roots.Roots) == 0 {
+		t.Fatalf("CA roots: %v %v", roots, err)
+	}
+	caFile := filepath.Join(t.TempDir(), "connect-ca.pem")
+	if err := os.WriteFile(caFile, []byte(roots.Roots[0].RootCertPEM), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := api.NewClient(&api.Config{Address: fmt.Sprintf("127.0.0.1:%d", httpsPort), Scheme: "https",
+		TLSConfig: api.TLSConfig{CAFile: caFile}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 60*time.Second, "a write through the auto_encrypt client over HTTPS", func() error {
+		_, err := cl.KV().Put(&api.KVPair{Key: "auto", Value: []byte("encrypt")}, nil)
+		return err
+	})
+	kv, _, err := cl.KV().Get("auto", &api.QueryOptions{RequireConsistent: true})
+	if err != nil || kv == nil || string(kv.Value) != "encrypt" {
+		t.Fatalf("read back: %v %v", kv, err)
+	}
+	if !c.Clients[0].Contains("agent certificate obtained from the servers") {
+		t.Errorf("client log:\n%s", c.Clients[0].Tail(2000))
 	}
 }
