@@ -10,6 +10,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"github.com/hashicorp/go-uuid"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/config"
@@ -36,6 +38,7 @@ import (
 	"github.com/tribune-mesh/tribune/logthrottle"
 	"github.com/tribune-mesh/tribune/server"
 	"github.com/tribune-mesh/tribune/telemetry"
+	"github.com/tribune-mesh/tribune/tlsconfig"
 )
 
 // Version is Tribune's version, reported by `tribune version` and
@@ -75,6 +78,12 @@ type Agent struct {
 	httpMu    sync.Mutex
 	httpSrvs  []*http.Server
 	httpAddrs []net.Addr
+	// httpsAddrs are the HTTPS listeners' addresses.
+	httpsAddrs []net.Addr
+	// grpcTLS serves ports.grpc_tls (grpclisten.go); grpcTLSAddrs are
+	// its listeners' addresses.
+	grpcTLS      *grpc.Server
+	grpcTLSAddrs []net.Addr
 	// httpViews answers the API's ?cached reads; closed with the HTTP
 	// servers.
 	httpViews *lazyViews
@@ -108,6 +117,11 @@ type Agent struct {
 
 	// tokens are the agent's own ACL tokens (nil with ACLs disabled).
 	tokens *agentTokens
+	// tls holds the TLS configurators of the tls block (agent/tls.go).
+	tls *agentTLS
+	// autoCertReady is closed once the agent has its certificate
+	// (auto_encrypt; at once without it).
+	autoCertReady chan struct{}
 }
 
 // New creates and starts an agent from a loaded configuration.
@@ -187,6 +201,9 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 	if err := a.loadTokens(); err != nil {
 		return nil, err
 	}
+	if a.tls, err = newAgentTLS(cfg); err != nil {
+		return nil, err
+	}
 	if err := a.startGossip(); err != nil {
 		return nil, err
 	}
@@ -199,7 +216,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.server = srv
 		a.backend = srv
 	} else {
-		a.client = server.NewClient(server.ClientConfig{Servers: a.serverAddrs, HoldTimeout: cfg.RPCHoldTimeout, Token: a.agentToken})
+		a.client = server.NewClient(a.clientConfig())
 		a.backend = a.client
 	}
 	if err := a.setupACLs(); err != nil {
@@ -221,17 +238,29 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.stopCore()
 		return nil, err
 	}
+	if err := a.startGRPCTLS(); err != nil {
+		a.stopDNS()
+		a.stopHTTP(context.Background())
+		a.stopCore()
+		return nil, err
+	}
 	if err := a.startJoins(); err != nil {
+		a.stopGRPCTLS()
 		a.stopDNS()
 		a.stopHTTP(context.Background())
 		a.stopCore()
 		return nil, err
 	}
 	a.runACLs()
+	a.startAutoEncrypt()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		a.local.Run(a.ctx)
+		// With auto_encrypt, the servers take nothing before the
+		// agent has its certificate.
+		if a.waitAutoCert() {
+			a.local.Run(a.ctx)
+		}
 	}()
 	if a.gossip != nil {
 		a.wg.Add(1)
@@ -312,15 +341,9 @@ func loadOrCreateNodeID(cfg *config.Config) (string, error) {
 }
 
 func (a *Agent) startHTTP() error {
-	if a.cfg.Ports.HTTP < 0 {
+	httpsOn := a.cfg.Ports.HTTPS > 0 && a.tls.https != nil
+	if a.cfg.Ports.HTTP < 0 && !httpsOn {
 		return nil
-	}
-	addrs := a.cfg.Addresses.HTTP
-	if len(addrs) == 0 {
-		addrs = a.cfg.ClientAddrs
-	}
-	if len(addrs) == 0 {
-		addrs = []string{"127.0.0.1"}
 	}
 	views := &lazyViews{reader: a.backend, logger: a.logger.Named("http.viewcache")}
 	a.httpMu.Lock()
@@ -330,39 +353,92 @@ func (a *Agent) startHTTP() error {
 	if err != nil {
 		return err
 	}
-	limits := a.cfg.Limits
-	for _, host := range addrs {
-		rawLn, addr, err := listenHTTP(host, a.cfg.Ports.HTTP)
-		if err != nil {
-			a.stopHTTP(context.Background())
-			return fmt.Errorf("HTTP listener on %s: %w", addr, err)
-		}
-		// One source holds at most http_max_conns_per_client
-		// connections; one more is answered 429 and closed.
-		ln := httpguard.LimitListener(rawLn, limits.HTTPMaxConnsPerClient, httpguard.Refuse429)
-		srv := &http.Server{
-			Handler:           handler,
-			ReadHeaderTimeout: limits.HTTPReadHeaderTimeout,
-			// The body's deadline is httpguard.BodyTimeout's: a
-			// ReadTimeout here would cancel blocking queries.
-			IdleTimeout:    limits.HTTPIdleTimeout,
-			MaxHeaderBytes: 1 << 20,
-			BaseContext:    func(net.Listener) context.Context { return a.ctx },
-			ErrorLog:       a.httpErrorLog,
-		}
-		a.httpMu.Lock()
-		a.httpSrvs = append(a.httpSrvs, srv)
-		a.httpAddrs = append(a.httpAddrs, ln.Addr())
-		a.httpMu.Unlock()
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				a.logger.Error("HTTP server stopped", "addr", ln.Addr(), "error", err)
-			}
-		}()
-		a.logger.Info("HTTP API listening", "addr", ln.Addr().String())
+	type iface struct {
+		hosts []string
+		port  int
+		tlsc  *tlsconfig.Configurator
 	}
+	var ifaces []iface
+	if a.cfg.Ports.HTTP >= 0 {
+		ifaces = append(ifaces, iface{orDefaultHosts(a.cfg.Addresses.HTTP, a.cfg.ClientAddrs), a.cfg.Ports.HTTP, nil})
+	}
+	if httpsOn {
+		ifaces = append(ifaces, iface{orDefaultHosts(a.cfg.Addresses.HTTPS, a.cfg.ClientAddrs), a.cfg.Ports.HTTPS, a.tls.https})
+	}
+	for _, i := range ifaces {
+		for _, host := range i.hosts {
+			if err := a.serveHTTP(handler, host, i.port, i.tlsc); err != nil {
+				a.stopHTTP(context.Background())
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// orDefaultHosts returns the interface's own addresses, else client_addr,
+// else 127.0.0.1.
+func orDefaultHosts(own, client []string) []string {
+	if len(own) > 0 {
+		return own
+	}
+	if len(client) > 0 {
+		return client
+	}
+	return []string{"127.0.0.1"}
+}
+
+// serveHTTP serves the API on host:port, over TLS when tlsc is set.
+func (a *Agent) serveHTTP(handler http.Handler, host string, port int, tlsc *tlsconfig.Configurator) error {
+	limits := a.cfg.Limits
+	kind := "HTTP"
+	if tlsc != nil {
+		kind = "HTTPS"
+	}
+	rawLn, addr, err := listenHTTP(host, port)
+	if err != nil {
+		return fmt.Errorf("%s listener on %s: %w", kind, addr, err)
+	}
+	// One source holds at most http_max_conns_per_client connections;
+	// one more is answered 429 and closed (on HTTPS, closed: a
+	// plaintext answer would be noise to a TLS client).
+	refuse := httpguard.Refuse429
+	if tlsc != nil {
+		refuse = func(net.Conn) {}
+	}
+	ln := httpguard.LimitListener(rawLn, limits.HTTPMaxConnsPerClient, refuse)
+	if tlsc != nil {
+		// net/http bounds the handshake by ReadHeaderTimeout, and answers
+		// a plaintext request with 400 "Client sent an HTTP request to
+		// an HTTPS server".
+		ln = tls.NewListener(ln, tlsc.IncomingConfig())
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: limits.HTTPReadHeaderTimeout,
+		// The body's deadline is httpguard.BodyTimeout's: a
+		// ReadTimeout here would cancel blocking queries.
+		IdleTimeout:    limits.HTTPIdleTimeout,
+		MaxHeaderBytes: 1 << 20,
+		BaseContext:    func(net.Listener) context.Context { return a.ctx },
+		ErrorLog:       a.httpErrorLog,
+	}
+	a.httpMu.Lock()
+	a.httpSrvs = append(a.httpSrvs, srv)
+	if tlsc != nil {
+		a.httpsAddrs = append(a.httpsAddrs, ln.Addr())
+	} else {
+		a.httpAddrs = append(a.httpAddrs, ln.Addr())
+	}
+	a.httpMu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.logger.Error(kind+" server stopped", "addr", ln.Addr(), "error", err)
+		}
+	}()
+	a.logger.Info(kind+" API listening", "addr", ln.Addr().String())
 	return nil
 }
 
@@ -429,6 +505,17 @@ func (a *Agent) HTTPAddr() string {
 	return a.httpAddrs[0].String()
 }
 
+// HTTPSAddr returns the address of the first HTTPS listener ("host:port"),
+// empty when HTTPS is off.
+func (a *Agent) HTTPSAddr() string {
+	a.httpMu.Lock()
+	defer a.httpMu.Unlock()
+	if len(a.httpsAddrs) == 0 {
+		return ""
+	}
+	return a.httpsAddrs[0].String()
+}
+
 // Server returns the agent's server, nil on a client agent.
 func (a *Agent) Server() *server.Server { return a.server }
 
@@ -461,6 +548,7 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 		close(a.shutdownCh)
 		a.cancel()
 		a.stopHTTP(ctx)
+		a.stopGRPCTLS()
 		a.stopDNS()
 		a.wg.Wait()
 		a.leaves.Close()

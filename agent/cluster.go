@@ -56,6 +56,8 @@ func (a *Agent) serverConfig(logger hclog.Logger) *server.Config {
 	scfg.ConnectEnabled = cfg.Connect.Enabled
 	scfg.CAConfig = a.caConfig
 	scfg.ClusterID = a.clusterID
+	scfg.TLS, scfg.TLSOutgoing = a.tls.rpc, cfg.RPCUsesTLS()
+	scfg.AutoEncryptAllowTLS = cfg.AutoEncrypt.AllowTLS
 	return scfg
 }
 

@@ -41,17 +41,29 @@ func (n *node) stop(t *testing.T) {
 // joining the first server, and waits for a leader and every member.
 func startCluster(t *testing.T, servers, clients int) (srvs, cls []*node) {
 	t.Helper()
+	return startClusterWith(t, servers, clients, nil)
+}
+
+// startClusterWith is startCluster with each configuration passed through
+// modify (when not nil) before its agent starts.
+func startClusterWith(t *testing.T, servers, clients int, modify func(*config.Config)) (srvs, cls []*node) {
+	t.Helper()
+	if modify == nil {
+		modify = func(*config.Config) {}
+	}
 	var join string
 	for i := 0; i < servers; i++ {
 		c := agenttest.ClusterConfig(t, fmt.Sprintf("s%d", i+1), true, servers, join)
 		if join == "" {
 			join = agenttest.SerfAddr(c)
 		}
+		modify(c)
 		a := agenttest.StartNoWait(t, c)
 		srvs = append(srvs, &node{cfg: c, agent: a, api: apiClient(t, a)})
 	}
 	for i := 0; i < clients; i++ {
 		c := agenttest.ClusterConfig(t, fmt.Sprintf("c%d", i+1), false, 0, join)
+		modify(c)
 		a := agenttest.StartNoWait(t, c)
 		cls = append(cls, &node{cfg: c, agent: a, api: apiClient(t, a)})
 	}

@@ -21,7 +21,8 @@ func (a *Agent) SetReloader(r Reloader) {
 // Reload loads the configuration again and applies what can change without
 // a restart: the services and checks defined in configuration files. A
 // service or check that left the files is deregistered; new and changed ones
-// are registered. Other changed settings need a restart and are logged.
+// are registered. TLS certificates and settings are read again (tls.go).
+// Other changed settings need a restart and are logged.
 func (a *Agent) Reload() error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
@@ -37,6 +38,9 @@ func (a *Agent) Reload() error {
 	}
 	if cfg.NodeName != a.cfg.NodeName || cfg.Datacenter != a.cfg.Datacenter || cfg.Server != a.cfg.Server {
 		a.logger.Warn("reload: node_name, datacenter and server need a restart; keeping the running values")
+	}
+	if err := a.reloadTLS(cfg); err != nil {
+		return fmt.Errorf("reload: %w", err)
 	}
 	keepSvc := map[string]bool{}
 	for i := range cfg.Services {

@@ -320,6 +320,11 @@ func NewLeafCSR(id ID, keyType string, bits int) (csrPEM, keyPEM string, err err
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), keyPEM, nil
 }
 
+// AgentCSRTrustDomain is the trust domain an agent's CSR names when the
+// agent cannot know the real one yet (auto_encrypt at start); SignLeaf
+// signs such a CSR for the real trust domain.
+const AgentCSRTrustDomain = "dummy.trustdomain"
+
 // MaxCSRBytes bounds a CSR read from the network.
 const MaxCSRBytes = 16 << 10
 
@@ -360,6 +365,11 @@ func SignLeaf(root *catalog.CARoot, csrPEM string, want ID, ttl time.Duration, n
 	got, err := ParseID(csr.URIs[0].String())
 	if err != nil {
 		return nil, err
+	}
+	if got.Kind == KindAgent && got.TrustDomain == AgentCSRTrustDomain {
+		// An agent asking through auto_encrypt does not know the trust
+		// domain yet.
+		got.TrustDomain = want.TrustDomain
 	}
 	if got != want {
 		return nil, fmt.Errorf("%w: %s, want %s", ErrCSRMismatch, got, want)

@@ -8,11 +8,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/clock"
+	"github.com/tribune-mesh/tribune/tlsconfig"
 )
 
 // ErrNoServers is returned by a Client that knows no server.
@@ -32,6 +34,11 @@ type ClientConfig struct {
 	// Token returns the ACL token of a request whose context carries
 	// none (WithToken): the agent's own, acl.tokens.agent. Nil sends none.
 	Token func() string
+	// TLS, when set, is tls.internal_rpc: every connection to a server is
+	// made inside TLS (verify_outgoing, auto_encrypt). Logger gets a line
+	// per failed handshake.
+	TLS    *tlsconfig.Configurator
+	Logger hclog.Logger
 }
 
 // Client is a client agent's way to the servers: it sends every read and
@@ -53,9 +60,12 @@ func NewClient(cfg ClientConfig) *Client {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.New()
 	}
-	c := &Client{cfg: cfg, pool: newConnPool(cfg.Dial)}
-	c.pool.token = cfg.Token
-	return c
+	pool := newConnPool(cfg.Dial)
+	pool.token = cfg.Token
+	if cfg.TLS != nil {
+		pool.tls = portTLS{conf: cfg.TLS, logger: cfg.Logger}
+	}
+	return &Client{cfg: cfg, pool: pool}
 }
 
 // Close closes every connection.

@@ -307,11 +307,19 @@ func (s *Server) caSetConfigLocked(ctx context.Context, req *CASetConfigRequest)
 // SignLeaf signs a service's CSR with the active root. It runs on the
 // leader, so that a leaf asked for after a rotation is of the new root.
 func (s *Server) SignLeaf(ctx context.Context, req *SignLeafRequest) (*SignLeafResponse, error) {
-	var resp SignLeafResponse
-	err := s.onLeader(ctx, "ConnectSignLeaf", req, &resp, func() error {
-		out, err := s.signLeafLocal(req)
+	return leaderCall(s, ctx, "ConnectSignLeaf", req, func(r *SignLeafResponse) **WireError { return &r.Error },
+		func() (*SignLeafResponse, error) { return s.signLeafLocal(req) })
+}
+
+// leaderCall runs local on the leader, or sends method to it (onLeader),
+// and returns the answer or the error it carries; wireErr points at the
+// answer's error field.
+func leaderCall[R any](s *Server, ctx context.Context, method string, req any, wireErr func(*R) **WireError, local func() (*R, error)) (*R, error) {
+	var resp R
+	err := s.onLeader(ctx, method, req, &resp, func() error {
+		out, err := local()
 		if err != nil {
-			resp.Error = toWire(err)
+			*wireErr(&resp) = toWire(err)
 			return nil
 		}
 		resp = *out
@@ -320,7 +328,7 @@ func (s *Server) SignLeaf(ctx context.Context, req *SignLeafRequest) (*SignLeafR
 	if err != nil {
 		return nil, err
 	}
-	if err := fromWire(resp.Error); err != nil {
+	if err := fromWire(*wireErr(&resp)); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -27,10 +27,14 @@ func dialTCP(ctx context.Context, addr string) (net.Conn, error) {
 	return d.DialContext(ctx, "tcp", addr)
 }
 
-// dialPort opens a connection of kind (connRaft, connRPC) to a server port.
-func dialPort(ctx context.Context, dial DialFunc, addr string, kind byte) (net.Conn, error) {
+// dialPort opens a connection of kind (connRaft, connRPC) to a server port,
+// inside TLS when sec says so.
+func dialPort(ctx context.Context, dial DialFunc, sec portTLS, addr string, kind byte) (net.Conn, error) {
 	c, err := dial(ctx, addr)
 	if err != nil {
+		return nil, err
+	}
+	if c, err = sec.wrap(ctx, c, addr); err != nil {
 		return nil, err
 	}
 	if _, err := c.Write([]byte{kind}); err != nil {
@@ -45,6 +49,7 @@ type raftLayer struct {
 	*chanListener
 	advertise net.Addr
 	dial      DialFunc
+	tls       portTLS
 }
 
 func (r *raftLayer) Addr() net.Addr { return r.advertise }
@@ -53,7 +58,7 @@ func (r *raftLayer) Addr() net.Addr { return r.advertise }
 func (r *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return dialPort(ctx, r.dial, string(address), connRaft)
+	return dialPort(ctx, r.dial, r.tls, string(address), connRaft)
 }
 
 // errNotSent marks an RPC that failed before its request left this
@@ -91,6 +96,9 @@ type connPool struct {
 	// token is the ACL token of a call whose context has none (WithToken):
 	// the agent's own; nil sends none.
 	token func() string
+	// tls says whether connections are made inside TLS; set before the
+	// first call.
+	tls portTLS
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -111,7 +119,7 @@ func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
 		return c, nil
 	}
 	dialer := func(ctx context.Context, a string) (net.Conn, error) {
-		return dialPort(ctx, p.dial, a, connRPC)
+		return dialPort(ctx, p.dial, p.tls, a, connRPC)
 	}
 	c, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),

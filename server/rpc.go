@@ -127,30 +127,63 @@ func (s *Server) serveMux(ln net.Listener, raftL, rpcL *chanListener) {
 }
 
 // routeConn reads a connection's type byte and the first bytes of its
-// protocol within the handshake timeout and hands it to Raft or the RPC.
+// protocol within the handshake timeout and hands it to Raft or the RPC. A
+// TLS connection (connTLS) is unwrapped first and routed by the type byte
+// inside; with verify_incoming, plaintext Raft and RPC are refused.
 func (s *Server) routeConn(c net.Conn, raftL, rpcL *chanListener) {
-	_ = c.SetReadDeadline(time.Now().Add(s.config.RPCHandshakeTimeout))
+	_ = c.SetDeadline(time.Now().Add(s.config.RPCHandshakeTimeout))
+	kind, pc, ok := readKind(c)
+	secure := false
+	if ok && kind == connTLSInsecure {
+		s.routeInsecure(pc)
+		return
+	}
+	if ok && kind == connTLS {
+		var tc net.Conn
+		if tc, ok = s.acceptTLS(pc); !ok {
+			return
+		}
+		kind, pc, ok = readKind(tc)
+		secure = true
+	}
+	if !ok {
+		c.Close()
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	switch {
+	case kind == connRaft && secure && !s.peerIsServer(pc):
+		s.logger.Warn("refusing Raft connection: its certificate does not name "+s.config.TLS.ServerName()+
+			" (tls.internal_rpc.verify_server_hostname); only servers speak Raft", "remote", c.RemoteAddr())
+		c.Close()
+	case (kind == connRaft || kind == connRPC) && !secure && s.tlsRequired():
+		s.logger.Warn("refusing plaintext connection on server port: tls.internal_rpc.verify_incoming requires TLS",
+			"remote", c.RemoteAddr(), "type", kind)
+		c.Close()
+	case kind == connRaft:
+		raftL.push(pc)
+	case kind == connRPC:
+		rpcL.push(pc)
+	default:
+		s.logger.Warn("unknown connection type on server port", "byte", kind, "remote", c.RemoteAddr(), "tls", secure)
+		c.Close()
+	}
+}
+
+// readKind reads a connection's type byte and at least one more byte; it
+// returns the type and the connection with the bytes after the type still
+// to read.
+func readKind(c net.Conn) (byte, net.Conn, bool) {
 	var buf [64]byte
 	n := 0
 	for n < 2 {
 		m, err := c.Read(buf[n:])
 		n += m
 		if err != nil && n < 2 {
-			c.Close()
-			return
+			return 0, nil, false
 		}
 	}
-	_ = c.SetReadDeadline(time.Time{})
-	pc := &prefixConn{Conn: c, prefix: append([]byte(nil), buf[1:n]...)}
-	switch buf[0] {
-	case connRaft:
-		raftL.push(pc)
-	case connRPC:
-		rpcL.push(pc)
-	default:
-		s.logger.Warn("unknown connection type on server port", "byte", buf[0], "remote", c.RemoteAddr())
-		c.Close()
-	}
+	return buf[0], &prefixConn{Conn: c, prefix: append([]byte(nil), buf[1:n]...)}, true
 }
 
 // prefixConn is a connection whose first bytes were already read.
@@ -480,7 +513,7 @@ func (s *Server) newRPCServer() *grpc.Server {
 	g := grpc.NewServer(grpc.ForceServerCodec(jsonCodec{}), grpc.MaxRecvMsgSize(maxRPCMessage), grpc.MaxSendMsgSize(maxRPCMessage),
 		grpc.ConnectionTimeout(s.config.RPCHandshakeTimeout))
 	desc := rpcServiceDesc
-	desc.Methods = append(append([]grpc.MethodDesc(nil), rpcServiceDesc.Methods...), connectMethods...)
+	desc.Methods = append(append(append([]grpc.MethodDesc(nil), rpcServiceDesc.Methods...), connectMethods...), autoEncryptMethods...)
 	g.RegisterService(&desc, s)
 	return g
 }

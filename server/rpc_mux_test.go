@@ -40,13 +40,20 @@ type muxHarness struct {
 
 func newMuxHarness(t *testing.T, failures int32, handshake time.Duration, maxConns int) *muxHarness {
 	t.Helper()
+	return newMuxHarnessConfig(t, failures, &Config{RPCHandshakeTimeout: handshake}, maxConns, hclog.NewNullLogger())
+}
+
+// newMuxHarnessConfig is newMuxHarness with a server configuration and a
+// logger of the test's choice.
+func newMuxHarnessConfig(t *testing.T, failures int32, cfg *Config, maxConns int, logger hclog.Logger) *muxHarness {
+	t.Helper()
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	inner := &emfileListener{Listener: tcp}
 	inner.failures.Store(failures)
-	s := &Server{config: &Config{RPCHandshakeTimeout: handshake}, logger: hclog.NewNullLogger(),
+	s := &Server{config: cfg, logger: logger,
 		shutdownCh: make(chan struct{}), rpcConns: newConnLimiter(maxConns)}
 	ln := listen.Retry(inner, nil, nil)
 	h := &muxHarness{s: s, addr: tcp.Addr().String(), raftL: newChanListener(tcp.Addr()), rpcL: newChanListener(tcp.Addr())}

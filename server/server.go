@@ -32,6 +32,7 @@ import (
 	"github.com/tribune-mesh/tribune/connect"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/listen"
+	"github.com/tribune-mesh/tribune/tlsconfig"
 )
 
 // Errors callers branch on.
@@ -140,6 +141,16 @@ type Config struct {
 	// ClusterID is the cluster ID the first leader stores; empty makes
 	// it a random UUID.
 	ClusterID string
+	// TLS is tls.internal_rpc: with a certificate the server port accepts
+	// TLS connections, and with VerifyIncoming it accepts only those.
+	// nil: plaintext only.
+	TLS *tlsconfig.Configurator
+	// TLSOutgoing makes the server dial other servers (Raft and the RPC)
+	// inside TLS, with TLS's certificate and checks.
+	TLSOutgoing bool
+	// AutoEncryptAllowTLS (auto_encrypt.allow_tls) makes the server sign
+	// client agents' certificates with the Connect CA and accept them.
+	AutoEncryptAllowTLS bool
 }
 
 // DefaultConfig returns the defaults of a server.
@@ -185,6 +196,8 @@ type Server struct {
 	grpc        *grpc.Server
 	pool        *connPool
 	closers     []func() error
+	// autoEncrypt serves auto_encrypt.allow_tls; nil when it is off.
+	autoEncrypt *autoEncrypt
 	// rpcConns counts the server port's connections per source IP.
 	rpcConns *connLimiter
 	// restoreMu lets one snapshot restore run at a time.
@@ -262,6 +275,9 @@ func New(cfg *Config) (*Server, error) {
 		started:     cfg.Clock.Now(),
 		shutdownCh:  make(chan struct{}),
 		rpcConns:    newConnLimiter(cfg.RPCMaxConnsPerClient),
+	}
+	if cfg.TLSOutgoing && cfg.TLS != nil {
+		s.pool.tls = portTLS{conf: cfg.TLS, logger: s.logger.Named("rpc")}
 	}
 	s.fsm = newNotifyFSM(catalog.NewFSM(s.store, s.logger.Named("fsm")))
 	s.fsm.onRestored = func() {
@@ -368,9 +384,10 @@ func (s *Server) setupRaft() error {
 	if dial == nil {
 		dial = dialTCP
 	}
-	raftL := &raftLayer{chanListener: newChanListener(ln.Addr()), advertise: advertise, dial: dial}
+	raftL := &raftLayer{chanListener: newChanListener(ln.Addr()), advertise: advertise, dial: dial, tls: s.pool.tls}
 	rpcL := newChanListener(ln.Addr())
 	s.closers = append(s.closers, ln.Close, raftL.Close, rpcL.Close)
+	s.autoEncrypt = s.newAutoEncrypt(ln.Addr())
 	s.wg.Add(1)
 	go s.serveMux(ln, raftL.chanListener, rpcL)
 	// The RPC is served only once Raft exists (below): a peer's Status
@@ -414,6 +431,7 @@ func (s *Server) setupRaft() error {
 		defer s.wg.Done()
 		_ = s.grpc.Serve(rpcL)
 	}()
+	s.serveAutoEncrypt()
 	return nil
 }
 

@@ -44,6 +44,11 @@ type Settings struct {
 	// CipherSuites are the allowed suites by their IANA names, comma
 	// separated; empty means Go's defaults. Ignored for TLS 1.3.
 	CipherSuites string
+	// AutoCert says the certificate comes at run time (auto_encrypt on a
+	// client agent, through SetAutoCertificate) rather than from files:
+	// VerifyIncoming is then valid without CertFile and KeyFile. It is
+	// not a configuration key.
+	AutoCert bool
 }
 
 // Enabled reports whether the settings name a certificate: only then can a
@@ -65,7 +70,7 @@ func (s Settings) Validate() error {
 	if (s.VerifyIncoming || s.VerifyOutgoing || s.VerifyServerHostname) && s.CAFile == "" && s.CAPath == "" {
 		return errors.New("verify_incoming, verify_outgoing and verify_server_hostname need ca_file or ca_path")
 	}
-	if s.VerifyIncoming && !s.Enabled() {
+	if s.VerifyIncoming && !s.Enabled() && !s.AutoCert {
 		return errors.New("verify_incoming needs cert_file and key_file")
 	}
 	return nil
@@ -112,13 +117,19 @@ func ParseCipherSuites(list string) ([]uint16, error) {
 	return out, nil
 }
 
-// loaded is what a Configurator read from disk at its last (re)load.
+// loaded is what a Configurator read from disk at its last (re)load, with
+// what was set at run time (SetAutoCertificate, SetExtraClientCAs) applied.
 type loaded struct {
 	settings Settings
 	cert     *tls.Certificate
 	pool     *x509.CertPool
-	min      uint16
-	suites   []uint16
+	// clientPool verifies client certificates: pool plus the extra
+	// client CAs.
+	clientPool *x509.CertPool
+	// caPEMs are the CA files' certificates, in PEM.
+	caPEMs []string
+	min    uint16
+	suites []uint16
 }
 
 // Configurator hands out tls.Configs built from one protocol's Settings. It
@@ -128,6 +139,13 @@ type Configurator struct {
 
 	mu  sync.RWMutex
 	cur *loaded
+	// fileCert is the certificate the files name (nil: none); autoCert
+	// the one set at run time, used when there is no file certificate.
+	fileCert *tls.Certificate
+	autoCert *tls.Certificate
+	// extraClientCAs are PEM CAs trusted for client certificates on top
+	// of the configured ones.
+	extraClientCAs []string
 }
 
 // New reads the files the settings name. datacenter and domain give the name
@@ -155,23 +173,86 @@ func (c *Configurator) Reload(s Settings) error {
 	l := &loaded{settings: s}
 	l.min, _ = ParseMinVersion(s.MinVersion)
 	l.suites, _ = ParseCipherSuites(s.CipherSuites)
+	var fileCert *tls.Certificate
 	if s.Enabled() {
 		cert, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile)
 		if err != nil {
 			return fmt.Errorf("load cert_file %s and key_file %s: %w", s.CertFile, s.KeyFile, err)
 		}
-		l.cert = &cert
+		fileCert = &cert
 	}
-	pool, err := loadCAs(s.CAFile, s.CAPath)
+	pems, err := loadCAs(s.CAFile, s.CAPath)
 	if err != nil {
 		return err
 	}
-	l.pool = pool
+	l.caPEMs = pems
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fileCert = fileCert
 	c.cur = l
-	c.mu.Unlock()
+	c.rebuildLocked()
 	return nil
 }
+
+// rebuildLocked recomputes the current certificate and pools from the
+// files' and the run-time parts. c.mu is held.
+func (c *Configurator) rebuildLocked() {
+	l := *c.cur
+	l.cert = c.fileCert
+	if l.cert == nil {
+		l.cert = c.autoCert
+	}
+	l.pool, l.clientPool = nil, nil
+	if len(l.caPEMs) > 0 {
+		l.pool = x509.NewCertPool()
+		for _, p := range l.caPEMs {
+			l.pool.AppendCertsFromPEM([]byte(p))
+		}
+	}
+	if len(c.extraClientCAs) > 0 {
+		l.clientPool = x509.NewCertPool()
+		for _, p := range append(append([]string(nil), l.caPEMs...), c.extraClientCAs...) {
+			l.clientPool.AppendCertsFromPEM([]byte(p))
+		}
+	} else {
+		l.clientPool = l.pool
+	}
+	c.cur = &l
+}
+
+// SetAutoCertificate installs a certificate obtained at run time
+// (auto_encrypt); it is used while the settings name no certificate file.
+// Later handshakes use it.
+func (c *Configurator) SetAutoCertificate(cert tls.Certificate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.autoCert = &cert
+	c.rebuildLocked()
+}
+
+// SetExtraClientCAs makes client certificates signed by the given PEM CAs
+// (the Connect CA's roots, for auto_encrypt.allow_tls) acceptable as well
+// as those of the configured CA. It replaces the previous extra CAs.
+func (c *Configurator) SetExtraClientCAs(pems []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.extraClientCAs = append([]string(nil), pems...)
+	c.rebuildLocked()
+}
+
+// HasCertificate reports whether a certificate is in use (from the files
+// or set at run time).
+func (c *Configurator) HasCertificate() bool { return c.get().cert != nil }
+
+// CAPEMs returns the configured CA certificates, in PEM.
+func (c *Configurator) CAPEMs() []string { return append([]string(nil), c.get().caPEMs...) }
+
+// ServerName returns the name a server's certificate must carry with
+// VerifyServerHostname: server.<datacenter>.<domain>.
+func (c *Configurator) ServerName() string { return c.serverName }
+
+// Settings returns the settings of the last successful (re)load.
+func (c *Configurator) Settings() Settings { return c.get().settings }
 
 func (c *Configurator) get() *loaded {
 	c.mu.RLock()
@@ -180,20 +261,21 @@ func (c *Configurator) get() *loaded {
 }
 
 // loadCAs reads the CA certificates of a file and of every .pem/.crt file of
-// a directory. It returns nil when neither is set.
-func loadCAs(file, dir string) (*x509.CertPool, error) {
+// a directory, one PEM text per file. It returns nil when neither is set.
+func loadCAs(file, dir string) ([]string, error) {
 	if file == "" && dir == "" {
 		return nil, nil
 	}
-	pool := x509.NewCertPool()
+	var pems []string
 	add := func(path string) error {
 		pem, err := os.ReadFile(path)
 		if err != nil {
 			return fmt.Errorf("read CA %s: %w", path, err)
 		}
-		if !pool.AppendCertsFromPEM(pem) {
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
 			return fmt.Errorf("CA %s holds no PEM certificate", path)
 		}
+		pems = append(pems, string(pem))
 		return nil
 	}
 	if file != "" {
@@ -221,7 +303,7 @@ func loadCAs(file, dir string) (*x509.CertPool, error) {
 			return nil, fmt.Errorf("ca_path %s holds no .pem or .crt file", dir)
 		}
 	}
-	return pool, nil
+	return pems, nil
 }
 
 // IncomingConfig returns the tls.Config of a listener: this agent's
@@ -239,13 +321,13 @@ func (c *Configurator) IncomingConfig() *tls.Config {
 				Certificates: []tls.Certificate{*l.cert},
 				MinVersion:   l.min,
 				CipherSuites: l.suites,
-				ClientCAs:    l.pool,
+				ClientCAs:    l.clientPool,
 				ClientAuth:   tls.NoClientCert,
 				NextProtos:   []string{"h2", "http/1.1"},
 			}
 			if l.settings.VerifyIncoming {
 				cfg.ClientAuth = tls.RequireAndVerifyClientCert
-			} else if l.pool != nil {
+			} else if l.clientPool != nil {
 				cfg.ClientAuth = tls.VerifyClientCertIfGiven
 			}
 			return cfg, nil
@@ -264,14 +346,13 @@ func (c *Configurator) OutgoingRPCConfig() *tls.Config {
 		CipherSuites: l.suites,
 		RootCAs:      l.pool,
 	}
-	if l.cert != nil {
-		cert := *l.cert
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			if cur := c.get(); cur.cert != nil {
-				return cur.cert, nil
-			}
-			return &cert, nil
+	// The current certificate at each handshake: a reloaded file or one
+	// set by auto_encrypt applies at once. None yet: none is sent.
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		if cur := c.get(); cur.cert != nil {
+			return cur.cert, nil
 		}
+		return &tls.Certificate{}, nil
 	}
 	switch {
 	case l.settings.VerifyServerHostname:

@@ -167,6 +167,10 @@ type Config struct {
 	EnableDebug bool
 	// ServerName is server_name, the TLS server name.
 	ServerName string
+	// TLS is the tls block (and the legacy top-level TLS keys).
+	TLS TLS
+	// AutoEncrypt is auto_encrypt.
+	AutoEncrypt AutoEncrypt
 
 	// Services are the services, service definitions, in source order.
 	Services []ServiceDefinition

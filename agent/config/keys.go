@@ -443,5 +443,6 @@ func configFields(c *Config) map[string]field {
 func (a *applier) apply(c *Config, m map[string]interface{}) error {
 	fields := configFields(c)
 	addLegacyACLFields(c, fields)
+	addTLSFields(c, fields)
 	return a.section("", m, fields)
 }

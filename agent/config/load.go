@@ -173,6 +173,7 @@ func finish(c *Config, set map[string]bool, hostname func() (string, error), ifa
 	if c.AdvertiseAddrWAN == "" {
 		c.AdvertiseAddrWAN = c.AdvertiseAddrLAN
 	}
+	finishTLS(c, set)
 	if !set["leave_on_terminate"] {
 		c.LeaveOnTerminate = !c.Server
 	}

@@ -328,6 +328,7 @@ func (c *Config) Validate() error {
 	add(checkPort("ports.sidecar_max_port", c.Ports.SidecarMaxPort, false))
 	add(checkPort("ports.expose_min_port", c.Ports.ExposeMinPort, false))
 	add(checkPort("ports.expose_max_port", c.Ports.ExposeMaxPort, false))
+	add(validateTLS(c))
 	if c.Ports.SidecarMinPort > c.Ports.SidecarMaxPort {
 		addf("ports.sidecar_min_port", "must not exceed ports.sidecar_max_port (%d), got %d", c.Ports.SidecarMaxPort, c.Ports.SidecarMinPort)
 	}

@@ -52,11 +52,22 @@ var benchValue = func() []byte {
 // connection.
 func newAPIClient(tb testing.TB, addr string) *api.Client {
 	tb.Helper()
-	return newTokenClient(tb, addr, "")
+	return newClientWith(tb, addr, "", nil)
 }
 
 // newTokenClient is newAPIClient sending an ACL token with every request.
 func newTokenClient(tb testing.TB, addr, token string) *api.Client {
+	return newClientWith(tb, addr, token, nil)
+}
+
+// newAPIClientTLS is newAPIClient over HTTPS with tlsc when it is set.
+func newAPIClientTLS(tb testing.TB, addr string, tlsc *api.TLSConfig) *api.Client {
+	return newClientWith(tb, addr, "", tlsc)
+}
+
+// newClientWith is newAPIClient with an ACL token (when not "") and over
+// HTTPS with tlsc (when set).
+func newClientWith(tb testing.TB, addr, token string, tlsc *api.TLSConfig) *api.Client {
 	tb.Helper()
 	tr := &http.Transport{
 		Proxy:               nil,
@@ -65,7 +76,11 @@ func newTokenClient(tb testing.TB, addr, token string) *api.Client {
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	c, err := api.NewClient(&api.Config{Address: addr, Scheme: "http", Transport: tr, Token: token})
+	cfg := &api.Config{Address: addr, Scheme: "http", Transport: tr, Token: token}
+	if tlsc != nil {
+		cfg.Scheme, cfg.TLSConfig = "https", *tlsc
+	}
+	c, err := api.NewClient(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -233,13 +248,19 @@ func runLoad(clients int, d time.Duration, agents []*proc, newOp func(worker int
 
 // kvWriteLoad PUTs a 100-byte value to random keys of the key space.
 func kvWriteLoad(tb testing.TB, addr string, clients int, d time.Duration, agents []*proc) loadResult {
-	return kvWriteLoadAs(tb, addr, "", clients, d, agents)
+	return kvWriteLoadWith(func() *api.Client { return newAPIClient(tb, addr) }, clients, d, agents)
 }
 
 // kvWriteLoadAs is kvWriteLoad with an ACL token.
 func kvWriteLoadAs(tb testing.TB, addr, token string, clients int, d time.Duration, agents []*proc) loadResult {
+	return kvWriteLoadWith(func() *api.Client { return newTokenClient(tb, addr, token) }, clients, d, agents)
+}
+
+// kvWriteLoadWith is kvWriteLoad with each worker's client made by
+// newClient (HTTPS, a token).
+func kvWriteLoadWith(newClient func() *api.Client, clients int, d time.Duration, agents []*proc) loadResult {
 	return runLoad(clients, d, agents, func(int) func(*rand.Rand) error {
-		kv := newTokenClient(tb, addr, token).KV()
+		kv := newClient().KV()
 		return func(r *rand.Rand) error {
 			_, err := kv.Put(&api.KVPair{Key: benchKey(r.IntN(keySpace)), Value: benchValue}, nil)
 			return err

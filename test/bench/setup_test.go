@@ -99,6 +99,16 @@ func getCluster(b *testing.B) *cluster {
 // their processes and data directories (so that two clusters can run in
 // one benchmark run), extra is added to every agent's arguments.
 func startCluster(tb testing.TB, bin, prefix string, extra ...string) (*cluster, error) {
+	return startClusterSpec(tb, bin, prefix, func(string, bool) []string { return extra })
+}
+
+// startClusterSpec starts 3 servers and a client whose names and data
+// directories start with prefix; extra, when set, adds arguments to each
+// agent's command line.
+func startClusterSpec(tb testing.TB, bin, prefix string, extra func(name string, server bool) []string) (*cluster, error) {
+	if extra == nil {
+		extra = func(string, bool) []string { return nil }
+	}
 	var sp [3]ports
 	for i := range sp {
 		sp[i] = newPorts(tb)
@@ -114,19 +124,21 @@ func startCluster(tb testing.TB, bin, prefix string, extra ...string) (*cluster,
 	}
 	c := &cluster{}
 	for i := range sp {
-		name := fmt.Sprintf("s%d", i+1)
+		name := fmt.Sprintf("%ss%d", prefix, i+1)
 		args := []string{"agent", "-server", "-bootstrap-expect=3", "-node", name,
-			"-bind", "127.0.0.1", "-client", "127.0.0.1", "-data-dir", filepath.Join(workDir, prefix+name+"-data")}
+			"-bind", "127.0.0.1", "-client", "127.0.0.1", "-data-dir", filepath.Join(workDir, name+"-data")}
 		args = append(args, sp[i].flags()...)
 		args = append(args, join(i)...)
-		c.servers = append(c.servers, newProc(prefix+name, bin, sp[i], append(args, extra...)))
+		args = append(args, extra(name, true)...)
+		c.servers = append(c.servers, newProc(name, bin, sp[i], args))
 	}
 	cp := newPorts(tb)
-	args := []string{"agent", "-node", "c1", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+	args := []string{"agent", "-node", prefix + "c1", "-bind", "127.0.0.1", "-client", "127.0.0.1",
 		"-data-dir", filepath.Join(workDir, prefix+"c1-data")}
 	args = append(args, cp.flags()...)
 	args = append(args, join(-1)...)
-	c.client = newProc(prefix+"c1", bin, cp, append(args, extra...))
+	args = append(args, extra(prefix+"c1", false)...)
+	c.client = newProc(prefix+"c1", bin, cp, args)
 
 	for _, p := range c.all() {
 		p.Supervise = true

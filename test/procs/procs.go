@@ -140,6 +140,10 @@ type Options struct {
 	Servers, Clients int
 	// ExtraArgs are appended to every agent's command line.
 	ExtraArgs []string
+	// AgentArgs, when set, gives arguments appended to one agent's
+	// command line after ExtraArgs (certificates that differ between
+	// servers and clients, ports of its own).
+	AgentArgs func(name string, server bool) []string
 }
 
 // StartCluster starts servers with bootstrap_expect and clients, all
@@ -167,6 +171,9 @@ func StartCluster(t testing.TB, opts Options) *Cluster {
 			a.Args = append(a.Args, "-server", "-bootstrap-expect", strconv.Itoa(opts.Servers))
 		}
 		a.Args = append(a.Args, opts.ExtraArgs...)
+		if opts.AgentArgs != nil {
+			a.Args = append(a.Args, opts.AgentArgs(name, server)...)
+		}
 		return a
 	}
 	for i := 0; i < opts.Servers; i++ {
