@@ -84,6 +84,17 @@ type route struct {
 	// endpoint's family as Consul names it ("/v1/kv/" -> "v1_kv_"), never
 	// the raw path, so that the label set stays bounded.
 	path string
+	// labels holds the api.http metric's labels of each method, made
+	// once: a request allocates none.
+	labels map[string][]metrics.Label
+}
+
+// metricLabels returns the api.http labels of a request to r.
+func (r *route) metricLabels(method string) []metrics.Label {
+	if l, ok := r.labels[method]; ok {
+		return l
+	}
+	return []metrics.Label{{Name: "method", Value: method}, {Name: "path", Value: r.path}}
 }
 
 // Handler is the agent's HTTP API: an http.Handler for every /v1 endpoint.
@@ -112,6 +123,10 @@ func New(p Parts) *Handler {
 // ends in '/'.
 func (h *Handler) handle(pattern string, methods []string, fn handlerFunc) {
 	r := &route{pattern: pattern, methods: methods, fn: fn, path: strings.ReplaceAll(strings.TrimPrefix(pattern, "/"), "/", "_")}
+	r.labels = map[string][]metrics.Label{}
+	for _, m := range append([]string{http.MethodHead}, methods...) {
+		r.labels[m] = []metrics.Label{{Name: "method", Value: m}, {Name: "path", Value: r.path}}
+	}
 	if strings.HasSuffix(pattern, "/") {
 		r.prefix = true
 		h.prefix = append(h.prefix, r)
@@ -163,8 +178,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	for k, v := range h.agent.cfg.HTTP.ResponseHeaders {
 		w.Header().Set(k, v)
 	}
-	defer metrics.MeasureSinceWithLabels(apiHTTPMetric, time.Now(),
-		[]metrics.Label{{Name: "method", Value: req.Method}, {Name: "path", Value: rt.path}})
+	defer metrics.MeasureSinceWithLabels(apiHTTPMetric, time.Now(), rt.metricLabels(req.Method))
 	req, denial := withDenialRecord(req)
 	out, err := rt.fn(w, req)
 	if err != nil {
@@ -177,21 +191,41 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	writeJSON(w, req, out)
 }
 
+// jsonBufs recycles the buffers answers are encoded into.
+var jsonBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledJSON bounds the buffers put back in jsonBufs, so that one huge
+// answer does not stay pinned in memory.
+const maxPooledJSON = 64 << 10
+
 func writeJSON(w http.ResponseWriter, req *http.Request, out any) {
-	var buf []byte
-	var err error
-	if _, ok := req.URL.Query()["pretty"]; ok {
-		buf, err = json.MarshalIndent(out, "", "    ")
-		buf = append(buf, '\n')
-	} else {
-		buf, err = json.Marshal(out)
+	buf := jsonBufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= maxPooledJSON {
+			jsonBufs.Put(buf)
+		}
+	}()
+	enc := json.NewEncoder(buf)
+	pretty := false
+	if strings.Contains(req.URL.RawQuery, "pretty") {
+		_, pretty = req.URL.Query()["pretty"]
 	}
-	if err != nil {
+	if pretty {
+		enc.SetIndent("", "    ")
+	}
+	if err := enc.Encode(out); err != nil {
 		http.Error(w, fmt.Sprintf("encode response: %v", err), http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(buf)
+	b := buf.Bytes()
+	if !pretty {
+		// json.Marshal's bytes: Encode ends with a newline, which only
+		// ?pretty answers carry.
+		b = b[:len(b)-1]
+	}
+	w.Header()["Content-Type"] = headerJSON
+	_, _ = w.Write(b)
 }
 
 // writeError maps err to its status. Errors from the state store that a
@@ -382,10 +416,29 @@ func cacheable(req *catalog.ReadRequest) bool {
 
 func setMeta(w http.ResponseWriter, m catalog.QueryMeta) {
 	hd := w.Header()
-	hd.Set("X-Consul-Index", strconv.FormatUint(max(m.Index, 1), 10))
-	hd.Set("X-Consul-KnownLeader", strconv.FormatBool(m.KnownLeader))
-	hd.Set("X-Consul-LastContact", strconv.FormatInt(m.LastContact.Milliseconds(), 10))
+	// The keys are in canonical form (what Header.Set would make of
+	// X-Consul-KnownLeader), so they are stored as they are; the constant
+	// values are shared: net/http only reads them.
+	hd["X-Consul-Index"] = []string{strconv.FormatUint(max(m.Index, 1), 10)}
+	if m.KnownLeader {
+		hd["X-Consul-Knownleader"] = headerTrue
+	} else {
+		hd["X-Consul-Knownleader"] = headerFalse
+	}
+	if m.LastContact >= 0 && m.LastContact < time.Millisecond {
+		hd["X-Consul-Lastcontact"] = headerZero
+	} else {
+		hd["X-Consul-Lastcontact"] = []string{strconv.FormatInt(m.LastContact.Milliseconds(), 10)}
+	}
 }
+
+// Shared header values (see setMeta and writeJSON).
+var (
+	headerTrue  = []string{"true"}
+	headerFalse = []string{"false"}
+	headerZero  = []string{"0"}
+	headerJSON  = []string{"application/json"}
+)
 
 // apply commits a command and returns the FSM's response, turning an error
 // response into an error.
