@@ -28,14 +28,23 @@ type memSink struct {
 
 // memInterval is the data of one interval. Its maps are keyed by the
 // flattened name with its labels (";name=value" each), as InmemSink's are.
+// Counters and samples, the request path's metrics, are found under the
+// read lock and updated under their own lock: thousands of requests woken
+// together do not queue on one mutex.
 type memInterval struct {
 	start time.Time
 
-	mu       sync.Mutex
+	mu       sync.RWMutex
 	gauges   map[string]*metrics.GaugeValue
 	points   map[string][]float32
-	counters map[string]*metrics.SampledValue
-	samples  map[string]*metrics.SampledValue
+	counters map[string]*aggregate
+	samples  map[string]*aggregate
+}
+
+// aggregate is one counter or sample of an interval.
+type aggregate struct {
+	mu sync.Mutex
+	sv metrics.SampledValue
 }
 
 func newMemSink(interval, retain time.Duration) *memSink {
@@ -70,8 +79,8 @@ func (s *memSink) current() *memInterval {
 		start:    start,
 		gauges:   map[string]*metrics.GaugeValue{},
 		points:   map[string][]float32{},
-		counters: map[string]*metrics.SampledValue{},
-		samples:  map[string]*metrics.SampledValue{},
+		counters: map[string]*aggregate{},
+		samples:  map[string]*aggregate{},
 	}
 	s.intervals = append(s.intervals, cur)
 	if over := len(s.intervals) - s.maxIntervals; over > 0 {
@@ -147,7 +156,7 @@ func (s *memSink) IncrCounter(key []string, val float32) { s.IncrCounterWithLabe
 
 // IncrCounterWithLabels implements metrics.MetricSink.
 func (s *memSink) IncrCounterWithLabels(key []string, val float32, labels []metrics.Label) {
-	s.ingest(func(i *memInterval) map[string]*metrics.SampledValue { return i.counters }, key, val, labels)
+	s.ingest(func(i *memInterval) map[string]*aggregate { return i.counters }, key, val, labels)
 }
 
 // AddSample implements metrics.MetricSink.
@@ -155,22 +164,28 @@ func (s *memSink) AddSample(key []string, val float32) { s.AddSampleWithLabels(k
 
 // AddSampleWithLabels implements metrics.MetricSink.
 func (s *memSink) AddSampleWithLabels(key []string, val float32, labels []metrics.Label) {
-	s.ingest(func(i *memInterval) map[string]*metrics.SampledValue { return i.samples }, key, val, labels)
+	s.ingest(func(i *memInterval) map[string]*aggregate { return i.samples }, key, val, labels)
 }
 
-func (s *memSink) ingest(table func(*memInterval) map[string]*metrics.SampledValue, key []string, val float32, labels []metrics.Label) {
+func (s *memSink) ingest(table func(*memInterval) map[string]*aggregate, key []string, val float32, labels []metrics.Label) {
 	var stack [nameBufSize]byte
 	b, n := appendName(stack[:0], key, labels)
 	intv := s.current()
-	intv.mu.Lock()
-	defer intv.mu.Unlock()
-	m := table(intv)
-	sv := m[string(b)]
-	if sv == nil {
-		sv = &metrics.SampledValue{Name: string(b[:n]), AggregateSample: &metrics.AggregateSample{}, Labels: labels}
-		m[string(b)] = sv
+	intv.mu.RLock()
+	a := table(intv)[string(b)]
+	intv.mu.RUnlock()
+	if a == nil {
+		intv.mu.Lock()
+		m := table(intv)
+		if a = m[string(b)]; a == nil {
+			a = &aggregate{sv: metrics.SampledValue{Name: string(b[:n]), AggregateSample: &metrics.AggregateSample{}, Labels: labels}}
+			m[string(b)] = a
+		}
+		intv.mu.Unlock()
 	}
-	sv.Ingest(float64(val), s.rateDenom)
+	a.mu.Lock()
+	a.sv.Ingest(float64(val), s.rateDenom)
+	a.mu.Unlock()
 }
 
 // summary is what GET /v1/agent/metrics answers: the last complete interval,
@@ -190,8 +205,8 @@ func (s *memSink) summary() (metrics.MetricsSummary, error) {
 	}
 	s.mu.RUnlock()
 
-	intv.mu.Lock()
-	defer intv.mu.Unlock()
+	intv.mu.RLock()
+	defer intv.mu.RUnlock()
 	out := metrics.MetricsSummary{
 		Timestamp: intv.start.Round(time.Second).UTC().String(),
 		Gauges:    make([]metrics.GaugeValue, 0, len(intv.gauges)),
@@ -224,10 +239,13 @@ func displayLabels(labels []metrics.Label) map[string]string {
 
 // sampledValues copies an interval's aggregates, sorted by their key; the
 // interval's lock is held.
-func sampledValues(src map[string]*metrics.SampledValue) []metrics.SampledValue {
+func sampledValues(src map[string]*aggregate) []metrics.SampledValue {
 	out := make([]metrics.SampledValue, 0, len(src))
-	for hash, sv := range src {
+	for hash, a := range src {
+		a.mu.Lock()
+		sv := &a.sv
 		agg := *sv.AggregateSample
+		a.mu.Unlock()
 		out = append(out, metrics.SampledValue{
 			Name:            sv.Name,
 			Hash:            hash,

@@ -77,3 +77,36 @@ func BenchmarkSink(b *testing.B) {
 		})
 	}
 }
+
+// TestMemSinkConcurrentUse: metrics recorded from many goroutines while the
+// summary is read are all counted (run with -race).
+func TestMemSinkConcurrentUse(t *testing.T) {
+	s := newMemSink(time.Hour, 2*time.Hour)
+	labels := []metrics.Label{{Name: "method", Value: "GET"}}
+	done := make(chan struct{})
+	for g := 0; g < 8; g++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := 0; i < 500; i++ {
+				s.IncrCounterWithLabels([]string{"rpc", "request"}, 1, labels)
+				s.AddSample([]string{"api", "http"}, 1)
+				s.SetGauge([]string{"g"}, float32(i))
+			}
+		}()
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := s.summary(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for g := 0; g < 8; g++ {
+		<-done
+	}
+	sum, err := s.summary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Counters) != 1 || sum.Counters[0].Count != 4000 || len(sum.Samples) != 1 || sum.Samples[0].Count != 4000 {
+		t.Fatalf("counters %+v samples %+v", sum.Counters, sum.Samples)
+	}
+}
