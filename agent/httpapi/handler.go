@@ -378,21 +378,13 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, req *catalog.Read
 	if req.NodeMeta, err = parseNodeMeta(r); err != nil {
 		return nil, err
 	}
-	if _, cached := r.URL.Query()["cached"]; cached && h.agent.cache != nil && cacheable(req) {
-		hit := h.agent.cache.Has(req)
-		resp, err := h.agent.cache.Get(r.Context(), req)
-		if err != nil {
-			return nil, err
+	if _, cached := r.URL.Query()["cached"]; cached {
+		if req.Options.RequireConsistent {
+			return nil, badRequest("Cannot specify ?cached with ?consistent")
 		}
-		setMeta(w, resp.Meta)
-		if hit {
-			// Views are kept fresh by blocking queries: no age.
-			w.Header().Set("X-Cache", "HIT")
-			w.Header().Set("Age", "0")
-		} else {
-			w.Header().Set("X-Cache", "MISS")
+		if h.agent.cache != nil && cacheable(req) {
+			return h.cachedRead(w, r, req)
 		}
-		return resp, nil
 	}
 	resp, err := h.agent.backend.Read(r.Context(), req)
 	if err != nil {
@@ -400,6 +392,81 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, req *catalog.Read
 	}
 	setMeta(w, resp.Meta)
 	return resp, nil
+}
+
+// cachedRead answers a ?cached read from the agent's view of it, the way
+// Consul's background-refresh caching does: X-Cache says HIT when the view
+// already held a result, Age how old that result is (0 while the view's
+// blocking queries succeed, the time since they began to fail otherwise).
+// A Cache-Control max-age=N the result is older than sends the read to the
+// servers; when they fail, stale-if-error=M still lets a result up to M
+// old through (Age then tells the client so), else the servers' error is
+// the answer.
+func (h *Handler) cachedRead(w http.ResponseWriter, r *http.Request, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
+	cc, err := parseCacheControl(r.Header.Values("Cache-Control"))
+	if err != nil {
+		return nil, err
+	}
+	hit := h.agent.cache.Has(req)
+	resp, err := h.agent.cache.Get(r.Context(), req)
+	if err != nil {
+		return nil, err
+	}
+	age, _ := h.agent.cache.Age(req)
+	if cc.maxAge >= 0 && age > cc.maxAge {
+		fresh, ferr := h.agent.backend.Read(r.Context(), req)
+		switch {
+		case ferr == nil:
+			resp, hit, age = fresh, false, 0
+		case cc.staleIfError < 0 || age > cc.staleIfError:
+			return nil, ferr
+		}
+	}
+	setMeta(w, resp.Meta)
+	hd := w.Header()
+	if hit {
+		hd["X-Cache"] = []string{"HIT"}
+	} else {
+		hd["X-Cache"] = []string{"MISS"}
+	}
+	hd["Age"] = []string{strconv.FormatInt(int64(age/time.Second), 10)}
+	return resp, nil
+}
+
+// cacheControl is what a ?cached read's Cache-Control header asks for;
+// -1 for a directive that is absent.
+type cacheControl struct {
+	maxAge, staleIfError time.Duration
+}
+
+// parseCacheControl reads the max-age, must-revalidate (max-age=0) and
+// stale-if-error directives; others are ignored, as HTTP caches do.
+func parseCacheControl(values []string) (cacheControl, error) {
+	cc := cacheControl{maxAge: -1, staleIfError: -1}
+	for _, v := range values {
+		for _, d := range strings.Split(v, ",") {
+			name, arg, _ := strings.Cut(strings.TrimSpace(d), "=")
+			name = strings.ToLower(name)
+			var dst *time.Duration
+			switch name {
+			case "max-age":
+				dst = &cc.maxAge
+			case "stale-if-error":
+				dst = &cc.staleIfError
+			case "must-revalidate":
+				cc.maxAge = 0
+				continue
+			default:
+				continue
+			}
+			n, err := strconv.ParseUint(strings.Trim(arg, `"`), 10, 32)
+			if err != nil {
+				return cc, badRequest("Invalid Cache-Control %s: %q", name, arg)
+			}
+			*dst = time.Duration(n) * time.Second
+		}
+	}
+	return cc, nil
 }
 
 // cacheable reports whether a read may be answered from the agent's views
