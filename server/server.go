@@ -275,6 +275,10 @@ func New(cfg *Config) (*Server, error) {
 	s.wg.Add(2)
 	go s.verifyLoop()
 	go s.monitorLeadership()
+	if cfg.SnapshotThreshold > 0 {
+		s.wg.Add(1)
+		go s.snapshotTrigger()
+	}
 	if cfg.Gossip != nil {
 		s.wg.Add(1)
 		go s.memberLoop()
