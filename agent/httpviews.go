@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -45,6 +46,15 @@ func (l *lazyViews) Get(ctx context.Context, req *catalog.ReadRequest) (*catalog
 func (l *lazyViews) Has(req *catalog.ReadRequest) bool {
 	c := l.get(false)
 	return c != nil && c.Has(req)
+}
+
+// Age implements httpapi.ViewCache.
+func (l *lazyViews) Age(req *catalog.ReadRequest) (time.Duration, bool) {
+	c := l.get(false)
+	if c == nil {
+		return 0, false
+	}
+	return c.Age(req)
 }
 
 // close stops the cache's views, if it was started, and refuses new reads.

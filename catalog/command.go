@@ -81,8 +81,20 @@ type Command struct {
 	Autopilot *AutopilotConfigRequest
 }
 
-// Encode returns the log entry for a command: its type byte and its JSON body.
+// Encode returns the log entry for a command: its type byte and its body,
+// binary for the types that have a binary form (command_binary.go), JSON
+// for the others.
 func Encode(t CommandType, body any) ([]byte, error) {
+	if b, ok := encodeBinary(t, body); ok {
+		return b, nil
+	}
+	return EncodeJSON(t, body)
+}
+
+// EncodeJSON returns the log entry for a command with a JSON body, the
+// format of every entry before the binary one (tests write old logs with
+// it).
+func EncodeJSON(t CommandType, body any) ([]byte, error) {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return nil, fmt.Errorf("encode command %d: %w", t, err)
@@ -140,7 +152,11 @@ func DecodeCommand(data []byte) (*Command, error) {
 		}
 		return nil, fmt.Errorf("%w: unknown command type %d", ErrBadCommand, data[0])
 	}
-	if err := json.Unmarshal(body, target); err != nil {
+	if len(body) > 0 && body[0] == binaryFormat {
+		if err := cmd.decodeBinary(body[1:]); err != nil {
+			return nil, fmt.Errorf("%w: type %d: %v", ErrBadCommand, cmd.Type, err)
+		}
+	} else if err := json.Unmarshal(body, target); err != nil {
 		return nil, fmt.Errorf("%w: type %d: %v", ErrBadCommand, cmd.Type, err)
 	}
 	if err := cmd.checkShape(); err != nil {

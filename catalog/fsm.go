@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-memdb"
@@ -32,6 +34,36 @@ type FSM struct {
 	logger hclog.Logger
 	// skipped counts entries that could not be decoded.
 	skipped atomic.Uint64
+	// decoded holds the commands the leader already decoded and validated
+	// before proposing them (Prepared), keyed by the address of their
+	// encoded bytes: hashicorp/raft hands the leader's FSM the very slice
+	// given to raft.Apply, so the leader never decodes a command twice.
+	// Followers, and a leader replaying its log, find nothing and decode.
+	decoded sync.Map // *byte -> *Command
+}
+
+// Prepared records that data decodes to cmd, so that Apply uses cmd instead
+// of decoding data again; cmd must be DecodeCommand(data) (ValidateCommand's
+// result) and must not change afterwards. The returned func forgets it: call
+// it once the proposal of data has finished, whatever its outcome.
+func (f *FSM) Prepared(data []byte, cmd *Command) (forget func()) {
+	if len(data) == 0 || cmd == nil {
+		return func() {}
+	}
+	key := unsafe.SliceData(data)
+	f.decoded.Store(key, cmd)
+	return func() { f.decoded.Delete(key) }
+}
+
+// decode returns the command of a log entry: the one Prepared recorded for
+// these very bytes, else DecodeCommand's.
+func (f *FSM) decode(data []byte) (*Command, error) {
+	if len(data) > 0 {
+		if v, ok := f.decoded.Load(unsafe.SliceData(data)); ok {
+			return v.(*Command), nil
+		}
+	}
+	return DecodeCommand(data)
 }
 
 // NewFSM returns an FSM over store. logger may be nil (discard).
@@ -56,7 +88,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand || len(l.Data) == 0 {
 		return nil
 	}
-	cmd, err := DecodeCommand(l.Data)
+	cmd, err := f.decode(l.Data)
 	if err != nil {
 		return f.skip(l, err)
 	}
@@ -78,41 +110,46 @@ func (f *FSM) skip(l *raft.Log, err error) error {
 // command runs in a transaction of its own.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
+	// Every entry is decoded once; kv[i] is entry i's KV write, if any.
+	cmds := make([]*Command, len(logs))
+	errs := make([]error, len(logs))
+	kv := make([]*KVRequest, len(logs))
+	for i, l := range logs {
+		if l.Type != raft.LogCommand || len(l.Data) == 0 {
+			continue
+		}
+		cmds[i], errs[i] = f.decode(l.Data)
+		if errs[i] == nil && cmds[i].Type == CmdKV {
+			kv[i] = cmds[i].KV
+		}
+	}
 	for i := 0; i < len(logs); {
 		j := i
-		var reqs []*KVRequest
-		for j < len(logs) {
-			req, ok := decodeKV(logs[j])
-			if !ok {
-				break
-			}
-			reqs = append(reqs, req)
+		for j < len(logs) && kv[j] != nil {
 			j++
 		}
-		if len(reqs) < 2 {
-			out[i] = f.Apply(logs[i])
+		if j-i < 2 {
+			out[i] = f.applyDecoded(logs[i], cmds[i], errs[i])
 			i++
 			continue
 		}
-		res := f.store.kvApplyBatch(logs[i:j], reqs)
-		for k := range res {
-			out[i+k] = res[k]
-		}
+		res := f.store.kvApplyBatch(logs[i:j], kv[i:j])
+		copy(out[i:j], res)
 		i = j
 	}
 	return out
 }
 
-// decodeKV returns the KV write an entry carries, if it is a valid one.
-func decodeKV(l *raft.Log) (*KVRequest, bool) {
-	if l.Type != raft.LogCommand || len(l.Data) == 0 || CommandType(l.Data[0]) != CmdKV {
-		return nil, false
-	}
-	cmd, err := DecodeCommand(l.Data)
+// applyDecoded applies one entry that ApplyBatch decoded (cmd nil and err
+// nil: not a command).
+func (f *FSM) applyDecoded(l *raft.Log, cmd *Command, err error) any {
 	if err != nil {
-		return nil, false
+		return f.skip(l, err)
 	}
-	return cmd.KV, true
+	if cmd == nil {
+		return nil
+	}
+	return f.applyCommand(l.Index, cmd)
 }
 
 func (f *FSM) applyCommand(idx uint64, cmd *Command) any {

@@ -67,3 +67,45 @@ func TestApplyBatchMatchesSequentialApply(t *testing.T) {
 		t.Fatal("batched state differs from sequential state")
 	}
 }
+
+// TestPreparedCommandIsNotDecodedAgain: the FSM applies the command the
+// leader recorded for an entry's bytes (Prepared) instead of decoding them,
+// and decodes them again once it is forgotten.
+func TestPreparedCommandIsNotDecodedAgain(t *testing.T) {
+	data, err := catalog.Encode(catalog.CmdKV, &catalog.KVRequest{Op: catalog.KVSet, Entry: catalog.KVEntry{Key: "k", Value: []byte("encoded")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := catalog.ValidateCommand(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A recorded command that differs from its bytes shows which one the
+	// FSM applied.
+	cmd.KV.Entry.Value = []byte("prepared")
+	store := catalog.NewStore(nil)
+	fsm := catalog.NewFSM(store, nil)
+	value := func() string {
+		t.Helper()
+		_, e, err := store.KVGet(nil, "k")
+		if err != nil || e == nil {
+			t.Fatalf("get: %v %v", e, err)
+		}
+		return string(e.Value)
+	}
+	forget := fsm.Prepared(data, cmd)
+	fsm.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data})
+	if got := value(); got != "prepared" {
+		t.Fatalf("single apply: value %q, want the prepared command's", got)
+	}
+	fsm.ApplyBatch([]*raft.Log{{Index: 2, Type: raft.LogCommand, Data: data}, {Index: 3, Type: raft.LogCommand, Data: data[:len(data):len(data)]}})
+	if got := value(); got != "prepared" {
+		t.Fatalf("batch apply: value %q, want the prepared command's", got)
+	}
+	forget()
+	fsm.Apply(&raft.Log{Index: 4, Type: raft.LogCommand, Data: append([]byte(nil), data...)})
+	fsm.Apply(&raft.Log{Index: 5, Type: raft.LogCommand, Data: data})
+	if got := value(); got != "encoded" {
+		t.Fatalf("after forget: value %q, want the decoded bytes'", got)
+	}
+}

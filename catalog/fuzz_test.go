@@ -104,6 +104,10 @@ func seedCommands(t testing.TB) [][]byte {
 			t.Fatal(err)
 		}
 		out = append(out, data)
+		// Logs written before the binary format hold JSON bodies.
+		if old, err := catalog.EncodeJSON(ct, body); err == nil && !bytes.Equal(old, data) {
+			out = append(out, old)
+		}
 	}
 	enc(catalog.CmdRegister, &catalog.RegisterRequest{Node: "n9", Address: "10.0.0.9",
 		Service: &catalog.Service{ID: "api1", Service: "api", Tags: []string{"v1"}, Port: 8080},
@@ -114,6 +118,8 @@ func seedCommands(t testing.TB) [][]byte {
 	enc(catalog.CmdKV, &catalog.KVRequest{Op: catalog.KVUnlock, Entry: catalog.KVEntry{Key: "service/leader", Session: "sess-1"}})
 	enc(catalog.CmdTxn, []catalog.TxnOp{kvOp(catalog.KVSet, "t/1", "x"), kvOp(catalog.KVGetTree, "config/", ""),
 		{Node: &catalog.TxnNodeOp{Verb: catalog.TxnSet, Node: catalog.Node{Node: "n7", Address: "10.0.0.7"}}},
+		{Session: &catalog.TxnSessionOp{Verb: catalog.TxnDelete, Session: catalog.Session{ID: "sess-2"}}}})
+	enc(catalog.CmdTxn, []catalog.TxnOp{kvOp(catalog.KVSet, "t/\xff", "x"), kvOp(catalog.KVCheckIndex, "t/1", ""),
 		{Session: &catalog.TxnSessionOp{Verb: catalog.TxnDelete, Session: catalog.Session{ID: "sess-2"}}}})
 	enc(catalog.CmdSession, &catalog.SessionRequest{Op: catalog.SessionCreate, Session: catalog.Session{ID: "s9", Node: "n1", TTL: "10s"}})
 	enc(catalog.CmdSession, &catalog.SessionRequest{Op: catalog.SessionDestroy, Session: catalog.Session{ID: "sess-1"}})

@@ -188,10 +188,14 @@ type notifyFSM struct {
 	mu         sync.Mutex
 	ch         chan struct{}
 	last       atomic.Uint64
+	// snapAt and snapCh drive the threshold snapshots
+	// (snapshot_trigger.go).
+	snapAt atomic.Uint64
+	snapCh chan struct{}
 }
 
 func newNotifyFSM(inner *catalog.FSM) *notifyFSM {
-	return &notifyFSM{inner: inner, ch: make(chan struct{})}
+	return &notifyFSM{inner: inner, ch: make(chan struct{}), snapCh: make(chan struct{}, 1)}
 }
 
 func (f *notifyFSM) changed() <-chan struct{} {
@@ -202,6 +206,7 @@ func (f *notifyFSM) changed() <-chan struct{} {
 
 func (f *notifyFSM) notify(idx uint64) {
 	f.last.Store(idx)
+	f.checkSnapshot(idx)
 	f.mu.Lock()
 	close(f.ch)
 	f.ch = make(chan struct{})

@@ -9,6 +9,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	// segmentio/encoding/json decodes what encoding/json writes, ~3x
+	// faster (BenchmarkReadResponseCodec). Its encoder differs (it
+	// writes time.Duration as "5s"), so encoding stays with encoding/json.
+	sjson "github.com/segmentio/encoding/json"
 	"google.golang.org/grpc"
 
 	"github.com/tribune-mesh/tribune/acl"
@@ -46,7 +50,7 @@ func (jsonCodec) Unmarshal(data []byte, v any) error {
 		a.Data = append([]byte(nil), data[1:]...)
 		return nil
 	}
-	return json.Unmarshal(data, v)
+	return sjson.Unmarshal(data, v)
 }
 
 func (jsonCodec) Name() string { return "json" }

@@ -298,6 +298,10 @@ func New(cfg *Config) (*Server, error) {
 	s.wg.Add(2)
 	go s.verifyLoop()
 	go s.monitorLeadership()
+	if cfg.SnapshotThreshold > 0 {
+		s.wg.Add(1)
+		go s.snapshotTrigger()
+	}
 	if cfg.Gossip != nil {
 		s.wg.Add(1)
 		go s.memberLoop()
@@ -569,6 +573,8 @@ func (s *Server) applyLocal(ctx context.Context, buf []byte, cmd *catalog.Comman
 		timeout = time.Until(d)
 	}
 	start := time.Now()
+	// The FSM applies cmd as decoded here instead of decoding buf again.
+	defer s.fsm.inner.Prepared(buf, cmd)()
 	f := s.raft.Apply(buf, max(timeout, time.Millisecond))
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrEnqueueTimeout) {

@@ -42,7 +42,7 @@ type Config struct {
 
 // Telemetry owns the sinks and serves them.
 type Telemetry struct {
-	inm      *metrics.InmemSink
+	inm      *memSink
 	registry *prometheus.Registry // nil without Prometheus
 	metrics  *metrics.Metrics
 
@@ -66,7 +66,7 @@ func New(cfg Config) (*Telemetry, error) {
 	if cfg.Retain <= 0 {
 		cfg.Retain = time.Minute
 	}
-	t := &Telemetry{inm: metrics.NewInmemSink(cfg.Interval, cfg.Retain)}
+	t := &Telemetry{inm: newMemSink(cfg.Interval, cfg.Retain)}
 	sinks := metrics.FanoutSink{t.inm}
 	if cfg.PrometheusRetentionTime > 0 {
 		t.registry = prometheus.NewRegistry()
@@ -135,7 +135,7 @@ func (t *Telemetry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}).ServeHTTP(w, r)
 		return
 	}
-	summary, err := t.inm.DisplayMetrics(w, r)
+	summary, err := t.inm.summary()
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -32,17 +33,17 @@ type denialRecord struct {
 	perm     string
 	resource string
 	scalar   bool
-	// target is the request's path and query: a resource the 403 names
-	// must appear in it, so that a refusal never reveals a name the
-	// sender did not already know (a service's name behind its ID).
-	target string
+	// url is the request's: a resource the 403 names must appear in its
+	// path and query, so that a refusal never reveals a name the sender
+	// did not already know (a service's name behind its ID).
+	url *url.URL
 }
 
 type denialKey struct{}
 
 // withDenialRecord gives a request a fresh record.
 func withDenialRecord(r *http.Request) (*http.Request, *denialRecord) {
-	d := &denialRecord{target: r.URL.Path + "?" + r.URL.RawQuery}
+	d := &denialRecord{url: r.URL}
 	return r.WithContext(context.WithValue(r.Context(), denialKey{}, d)), d
 }
 
@@ -66,7 +67,7 @@ func (d *denialRecord) explain(err error) error {
 		who = fmt.Sprintf("token with AccessorID '%s'", d.accessor)
 	}
 	msg := fmt.Sprintf("%s: %s lacks permission '%s'", acl.ErrPermissionDenied, who, d.perm)
-	if !d.scalar && strings.Contains(d.target, d.resource) {
+	if !d.scalar && strings.Contains(d.url.Path+"?"+d.url.RawQuery, d.resource) {
 		msg += fmt.Sprintf(" on %q", d.resource)
 	}
 	if d.accessor == catalog.ACLAnonymousTokenID {

@@ -84,6 +84,17 @@ type route struct {
 	// endpoint's family as Consul names it ("/v1/kv/" -> "v1_kv_"), never
 	// the raw path, so that the label set stays bounded.
 	path string
+	// labels holds the api.http metric's labels of each method, made
+	// once: a request allocates none.
+	labels map[string][]metrics.Label
+}
+
+// metricLabels returns the api.http labels of a request to r.
+func (r *route) metricLabels(method string) []metrics.Label {
+	if l, ok := r.labels[method]; ok {
+		return l
+	}
+	return []metrics.Label{{Name: "method", Value: method}, {Name: "path", Value: r.path}}
 }
 
 // Handler is the agent's HTTP API: an http.Handler for every /v1 endpoint.
@@ -112,6 +123,10 @@ func New(p Parts) *Handler {
 // ends in '/'.
 func (h *Handler) handle(pattern string, methods []string, fn handlerFunc) {
 	r := &route{pattern: pattern, methods: methods, fn: fn, path: strings.ReplaceAll(strings.TrimPrefix(pattern, "/"), "/", "_")}
+	r.labels = map[string][]metrics.Label{}
+	for _, m := range append([]string{http.MethodHead}, methods...) {
+		r.labels[m] = []metrics.Label{{Name: "method", Value: m}, {Name: "path", Value: r.path}}
+	}
 	if strings.HasSuffix(pattern, "/") {
 		r.prefix = true
 		h.prefix = append(h.prefix, r)
@@ -163,8 +178,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	for k, v := range h.agent.cfg.HTTP.ResponseHeaders {
 		w.Header().Set(k, v)
 	}
-	defer metrics.MeasureSinceWithLabels(apiHTTPMetric, time.Now(),
-		[]metrics.Label{{Name: "method", Value: req.Method}, {Name: "path", Value: rt.path}})
+	defer metrics.MeasureSinceWithLabels(apiHTTPMetric, time.Now(), rt.metricLabels(req.Method))
 	req, denial := withDenialRecord(req)
 	// The servers check the caller's token, not the agent's: every call
 	// the request makes carries it (the default token when it has none).
@@ -180,21 +194,41 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	writeJSON(w, req, out)
 }
 
+// jsonBufs recycles the buffers answers are encoded into.
+var jsonBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledJSON bounds the buffers put back in jsonBufs, so that one huge
+// answer does not stay pinned in memory.
+const maxPooledJSON = 64 << 10
+
 func writeJSON(w http.ResponseWriter, req *http.Request, out any) {
-	var buf []byte
-	var err error
-	if _, ok := req.URL.Query()["pretty"]; ok {
-		buf, err = json.MarshalIndent(out, "", "    ")
-		buf = append(buf, '\n')
-	} else {
-		buf, err = json.Marshal(out)
+	buf := jsonBufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= maxPooledJSON {
+			jsonBufs.Put(buf)
+		}
+	}()
+	enc := json.NewEncoder(buf)
+	pretty := false
+	if strings.Contains(req.URL.RawQuery, "pretty") {
+		_, pretty = req.URL.Query()["pretty"]
 	}
-	if err != nil {
+	if pretty {
+		enc.SetIndent("", "    ")
+	}
+	if err := enc.Encode(out); err != nil {
 		http.Error(w, fmt.Sprintf("encode response: %v", err), http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(buf)
+	b := buf.Bytes()
+	if !pretty {
+		// json.Marshal's bytes: Encode ends with a newline, which only
+		// ?pretty answers carry.
+		b = b[:len(b)-1]
+	}
+	w.Header()["Content-Type"] = headerJSON
+	_, _ = w.Write(b)
 }
 
 // writeError maps err to its status. Errors from the state store that a
@@ -356,21 +390,13 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, req *catalog.Read
 	if req.NodeMeta, err = parseNodeMeta(r); err != nil {
 		return nil, err
 	}
-	if _, cached := r.URL.Query()["cached"]; cached && h.agent.cache != nil && cacheable(req) {
-		hit := h.agent.cache.Has(req)
-		resp, err := h.agent.cache.Get(r.Context(), req)
-		if err != nil {
-			return nil, err
+	if _, cached := r.URL.Query()["cached"]; cached {
+		if req.Options.RequireConsistent {
+			return nil, badRequest("Cannot specify ?cached with ?consistent")
 		}
-		setMeta(w, resp.Meta)
-		if hit {
-			// Views are kept fresh by blocking queries: no age.
-			w.Header().Set("X-Cache", "HIT")
-			w.Header().Set("Age", "0")
-		} else {
-			w.Header().Set("X-Cache", "MISS")
+		if h.agent.cache != nil && cacheable(req) {
+			return h.cachedRead(w, r, req)
 		}
-		return resp, nil
 	}
 	resp, err := h.agent.backend.Read(r.Context(), req)
 	if err != nil {
@@ -381,6 +407,81 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, req *catalog.Read
 		markFiltered(w, r)
 	}
 	return resp, nil
+}
+
+// cachedRead answers a ?cached read from the agent's view of it, the way
+// Consul's background-refresh caching does: X-Cache says HIT when the view
+// already held a result, Age how old that result is (0 while the view's
+// blocking queries succeed, the time since they began to fail otherwise).
+// A Cache-Control max-age=N the result is older than sends the read to the
+// servers; when they fail, stale-if-error=M still lets a result up to M
+// old through (Age then tells the client so), else the servers' error is
+// the answer.
+func (h *Handler) cachedRead(w http.ResponseWriter, r *http.Request, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
+	cc, err := parseCacheControl(r.Header.Values("Cache-Control"))
+	if err != nil {
+		return nil, err
+	}
+	hit := h.agent.cache.Has(req)
+	resp, err := h.agent.cache.Get(r.Context(), req)
+	if err != nil {
+		return nil, err
+	}
+	age, _ := h.agent.cache.Age(req)
+	if cc.maxAge >= 0 && age > cc.maxAge {
+		fresh, ferr := h.agent.backend.Read(r.Context(), req)
+		switch {
+		case ferr == nil:
+			resp, hit, age = fresh, false, 0
+		case cc.staleIfError < 0 || age > cc.staleIfError:
+			return nil, ferr
+		}
+	}
+	setMeta(w, resp.Meta)
+	hd := w.Header()
+	if hit {
+		hd["X-Cache"] = []string{"HIT"}
+	} else {
+		hd["X-Cache"] = []string{"MISS"}
+	}
+	hd["Age"] = []string{strconv.FormatInt(int64(age/time.Second), 10)}
+	return resp, nil
+}
+
+// cacheControl is what a ?cached read's Cache-Control header asks for;
+// -1 for a directive that is absent.
+type cacheControl struct {
+	maxAge, staleIfError time.Duration
+}
+
+// parseCacheControl reads the max-age, must-revalidate (max-age=0) and
+// stale-if-error directives; others are ignored, as HTTP caches do.
+func parseCacheControl(values []string) (cacheControl, error) {
+	cc := cacheControl{maxAge: -1, staleIfError: -1}
+	for _, v := range values {
+		for _, d := range strings.Split(v, ",") {
+			name, arg, _ := strings.Cut(strings.TrimSpace(d), "=")
+			name = strings.ToLower(name)
+			var dst *time.Duration
+			switch name {
+			case "max-age":
+				dst = &cc.maxAge
+			case "stale-if-error":
+				dst = &cc.staleIfError
+			case "must-revalidate":
+				cc.maxAge = 0
+				continue
+			default:
+				continue
+			}
+			n, err := strconv.ParseUint(strings.Trim(arg, `"`), 10, 32)
+			if err != nil {
+				return cc, badRequest("Invalid Cache-Control %s: %q", name, arg)
+			}
+			*dst = time.Duration(n) * time.Second
+		}
+	}
+	return cc, nil
 }
 
 // cacheable reports whether a read may be answered from the agent's views
@@ -397,10 +498,29 @@ func cacheable(req *catalog.ReadRequest) bool {
 
 func setMeta(w http.ResponseWriter, m catalog.QueryMeta) {
 	hd := w.Header()
-	hd.Set("X-Consul-Index", strconv.FormatUint(max(m.Index, 1), 10))
-	hd.Set("X-Consul-KnownLeader", strconv.FormatBool(m.KnownLeader))
-	hd.Set("X-Consul-LastContact", strconv.FormatInt(m.LastContact.Milliseconds(), 10))
+	// The keys are in canonical form (what Header.Set would make of
+	// X-Consul-KnownLeader), so they are stored as they are; the constant
+	// values are shared: net/http only reads them.
+	hd["X-Consul-Index"] = []string{strconv.FormatUint(max(m.Index, 1), 10)}
+	if m.KnownLeader {
+		hd["X-Consul-Knownleader"] = headerTrue
+	} else {
+		hd["X-Consul-Knownleader"] = headerFalse
+	}
+	if m.LastContact >= 0 && m.LastContact < time.Millisecond {
+		hd["X-Consul-Lastcontact"] = headerZero
+	} else {
+		hd["X-Consul-Lastcontact"] = []string{strconv.FormatInt(m.LastContact.Milliseconds(), 10)}
+	}
 }
+
+// Shared header values (see setMeta and writeJSON).
+var (
+	headerTrue  = []string{"true"}
+	headerFalse = []string{"false"}
+	headerZero  = []string{"0"}
+	headerJSON  = []string{"application/json"}
+)
 
 // apply commits a command and returns the FSM's response, turning an error
 // response into an error.

@@ -125,7 +125,7 @@ func (h *Handler) kvPut(w http.ResponseWriter, r *http.Request, authz acl.Author
 	if r.ContentLength > int64(limit) {
 		return nil, tooLarge("Request body(%d bytes) too large, max size: %d bytes. See %s.", r.ContentLength, limit, "limits.kv_max_value_size")
 	}
-	val, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
+	val, err := readValue(r, limit)
 	if err != nil {
 		return nil, badRequest("read value: %v", err)
 	}
@@ -164,6 +164,20 @@ func (h *Handler) kvPut(w http.ResponseWriter, r *http.Request, authz acl.Author
 		return nil, kr.Err
 	}
 	return kr.OK, nil
+}
+
+// readValue reads a KV value of at most limit+1 bytes (one more tells the
+// caller it is too large): in one allocation of its size when the request
+// says it (Content-Length), else growing as io.ReadAll does.
+func readValue(r *http.Request, limit int) ([]byte, error) {
+	if n := r.ContentLength; n > 0 && n <= int64(limit) {
+		val := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, val); err != nil {
+			return nil, err
+		}
+		return val, nil
+	}
+	return io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 }
 
 func (h *Handler) kvDelete(w http.ResponseWriter, r *http.Request, authz acl.Authorizer, key string) (any, error) {

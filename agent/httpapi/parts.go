@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/config"
@@ -45,6 +46,9 @@ type ViewCache interface {
 	Get(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error)
 	// Has reports whether req's view already holds a result.
 	Has(req *catalog.ReadRequest) bool
+	// Age returns how old req's view's result is (zero while its
+	// blocking queries succeed); false when it has none.
+	Age(req *catalog.ReadRequest) (time.Duration, bool)
 }
 
 // EventLog holds the user events this agent accepted.

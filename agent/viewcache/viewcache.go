@@ -276,6 +276,27 @@ func (c *Cache) Has(req *catalog.ReadRequest) bool {
 	return v != nil && v.state.Load().resp != nil
 }
 
+// Age returns how old the result a Get of req would answer is: zero while
+// its view's blocking queries succeed (the result is as fresh as the
+// servers'), else the time since they began to fail. ok is false when req
+// has no view with a result.
+func (c *Cache) Age(req *catalog.ReadRequest) (age time.Duration, ok bool) {
+	c.mu.RLock()
+	v := c.views[keyOf(req)]
+	c.mu.RUnlock()
+	if v == nil {
+		return 0, false
+	}
+	st := v.state.Load()
+	if st.resp == nil {
+		return 0, false
+	}
+	if st.errSince.IsZero() {
+		return 0, true
+	}
+	return max(c.cfg.Clock.Now().Sub(st.errSince), 0), true
+}
+
 // viewFor returns the view of req, starting it when there is none.
 func (c *Cache) viewFor(req *catalog.ReadRequest) (*view, error) {
 	k := keyOf(req)

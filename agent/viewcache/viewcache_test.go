@@ -283,6 +283,13 @@ func TestStaleIfErrorIsBounded(t *testing.T) {
 		return nil
 	})
 
+	if age, ok := c.Age(healthReq("api")); !ok || age != 0 {
+		t.Fatalf("age of a view kept fresh = %v %v, want 0 true", age, ok)
+	}
+	if _, ok := c.Age(healthReq("other")); ok {
+		t.Fatal("a read without a view has an age")
+	}
+
 	e.reader.setBroken(true)
 	// The loop sees the failure and backs off; Get still serves the last
 	// good result.
@@ -296,6 +303,9 @@ func TestStaleIfErrorIsBounded(t *testing.T) {
 	resp, err := c.Get(ctx, healthReq("api"))
 	if err != nil || len(resp.Instances) != 1 {
 		t.Fatalf("within the window: resp=%v err=%v, want the last result", resp, err)
+	}
+	if age, ok := c.Age(healthReq("api")); !ok || age < 30*time.Second || age > 35*time.Second {
+		t.Fatalf("age while failing = %v %v, want about 30s", age, ok)
 	}
 
 	clk.Advance(31 * time.Second)

@@ -26,6 +26,7 @@
 //	BENCH_DURATION  length of each throughput run (default 10s)
 //	BENCH_WATCHERS  comma-separated blocked-watcher counts (default 5000)
 //	BENCH_FAILOVERS number of leader kills (default 5)
+//	BENCH_RAFTDB_WRITES writes of BenchmarkRaftDB (default 100000)
 //	BENCH_KEEP=1    keep the temporary directory with the agents' logs
 //	BENCH_TRIBUNE   use this tribune binary instead of building one
 package bench
