@@ -167,6 +167,9 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// Std returns the duration as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
 // String formats the duration as Go does.
 func (d Duration) String() string { return time.Duration(d).String() }
 

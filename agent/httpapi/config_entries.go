@@ -31,6 +31,7 @@ func (h *Handler) registerConfigRoutes() {
 	h.handle("/v1/config", methodsPut, h.configApply)
 	h.handle("/v1/config/", []string{http.MethodGet, http.MethodDelete}, h.configEntry)
 	h.registerIntentionRoutes()
+	h.registerDiscoveryChainRoutes()
 }
 
 // entryFields are the fields of an entry that are not its body.

@@ -2,11 +2,10 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"strings"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/discoverychain"
 )
 
 // entrySet is every stored config entry by kind and name, with a proposed
@@ -36,32 +35,13 @@ func (h *Handler) proposedEntries(ctx context.Context, proposed *catalog.ConfigE
 	return set, nil
 }
 
-// protocol is a service's protocol: its service-defaults, else the global
-// proxy-defaults, else tcp.
-func (s entrySet) protocol(service string) string {
-	if e := s[kindServiceDefaults][service]; e != nil {
-		var v struct{ Protocol string }
-		if json.Unmarshal(e.Body, &v) == nil && v.Protocol != "" {
-			return strings.ToLower(v.Protocol)
-		}
-	}
-	if e := s[kindProxyDefaults]["global"]; e != nil {
-		var v struct{ Config map[string]any }
-		if json.Unmarshal(e.Body, &v) == nil {
-			if p, ok := v.Config["protocol"].(string); ok && p != "" {
-				return strings.ToLower(p)
-			}
-		}
-	}
-	return "tcp"
-}
-
 // checkGraph refuses a write that would leave the entries inconsistent:
-// routing or splitting on a service whose protocol is not L7, an ingress
-// listener whose protocol does not match its services'.
+// a discovery chain that no longer compiles (routing or splitting on a
+// service whose protocol is not L7, a missing subset, a redirect loop), an
+// ingress listener whose protocol does not match its services'.
 func (h *Handler) checkGraph(ctx context.Context, e *catalog.ConfigEntry, deleted bool) error {
 	switch e.Kind {
-	case catalog.KindServiceRouter, catalog.KindServiceSplitter, catalog.KindIngressGateway,
+	case catalog.KindServiceRouter, catalog.KindServiceSplitter, catalog.KindServiceResolver, catalog.KindIngressGateway,
 		kindServiceDefaults, kindProxyDefaults:
 	default:
 		return nil
@@ -70,11 +50,19 @@ func (h *Handler) checkGraph(ctx context.Context, e *catalog.ConfigEntry, delete
 	if err != nil {
 		return err
 	}
-	for _, kind := range []string{catalog.KindServiceRouter, catalog.KindServiceSplitter} {
-		for name := range set[kind] {
-			if p := set.protocol(name); !catalog.IsHTTPProtocol(p) {
-				return badRequest("discovery chain %q uses a protocol %q that does not permit advanced routing or splitting behavior", name, p)
-			}
+	var list []*catalog.ConfigEntry
+	for _, byName := range set {
+		for _, e := range byName {
+			list = append(list, e)
+		}
+	}
+	entries, err := discoverychain.FromConfigEntries(list)
+	if err != nil {
+		return badRequest("%v", err)
+	}
+	for _, svc := range entries.ChainServices() {
+		if _, err := discoverychain.Compile(entries, svc, h.agent.cfg.Datacenter); err != nil {
+			return badRequest("%v", err)
 		}
 	}
 	for gw, ig := range set[catalog.KindIngressGateway] {
@@ -83,7 +71,7 @@ func (h *Handler) checkGraph(ctx context.Context, e *catalog.ConfigEntry, delete
 			return fmt.Errorf("ingress-gateway %q: %w", gw, err)
 		}
 		for svc, lp := range services {
-			if p := set.protocol(svc); catalog.IsHTTPProtocol(lp) && p != lp {
+			if p := entries.Protocol(svc); catalog.IsHTTPProtocol(lp) && p != lp {
 				return badRequest("service %q has protocol %q, which does not match defined listener protocol %q", svc, p, lp)
 			}
 		}

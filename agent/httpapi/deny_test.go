@@ -237,6 +237,8 @@ func TestDenyingAuthorizer(t *testing.T) {
 		{"PUT", "/v1/config", `{"Kind":"service-defaults","Name":"` + serviceName + `"}`, 403, "", false},
 		{"GET", "/v1/config/service-defaults/" + serviceName, "", 403, "", false},
 		{"GET", "/v1/config/service-defaults", "", 200, "[]", false},
+		{"GET", "/v1/discovery-chain/" + serviceName, "", 403, "", false},
+		{"PUT", "/v1/config", `{"Kind":"service-resolver","Name":"` + serviceName + `"}`, 403, "", false},
 		{"DELETE", "/v1/config/service-defaults/" + serviceName, "", 403, "", false},
 		{"GET", "/v1/connect/intentions/exact?source=a&destination=" + serviceName, "", 403, "", false},
 		{"PUT", "/v1/connect/intentions/exact?source=a&destination=" + serviceName, `{"Action":"allow"}`, 403, "", false},
