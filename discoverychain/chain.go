@@ -176,6 +176,10 @@ type Chain struct {
 	StartNode         string            `json:",omitempty"`
 	Nodes             map[string]*Node  `json:",omitempty"`
 	Targets           map[string]*Target
+	// AutoVirtualIPs and ManualVirtualIPs are the service's virtual IPs;
+	// the compiler leaves them to the caller, who reads them.
+	AutoVirtualIPs   []string `json:",omitempty"`
+	ManualVirtualIPs []string `json:",omitempty"`
 }
 
 // Node is one node of the graph.

@@ -330,11 +330,13 @@ type ApplyRequest struct {
 type ApplyResponse struct {
 	// Leader is the leader's address as the answering server knows it, so
 	// that a client agent can send its next request there directly.
-	Leader  string               `json:",omitempty"`
-	Error   *WireError           `json:",omitempty"`
-	Result  *WireError           `json:",omitempty"` // an FSM error result
-	KV      *kvWire              `json:",omitempty"`
-	Txn     *catalog.TxnResponse `json:",omitempty"`
+	Leader string               `json:",omitempty"`
+	Error  *WireError           `json:",omitempty"`
+	Result *WireError           `json:",omitempty"` // an FSM error result
+	KV     *kvWire              `json:",omitempty"`
+	Txn    *catalog.TxnResponse `json:",omitempty"`
+	// VIP answers a manual virtual IP assignment.
+	VIP     *catalog.VirtualIPResult `json:",omitempty"`
 	Applied bool
 }
 
@@ -353,6 +355,12 @@ func encodeApplyResult(res any) *ApplyResponse {
 		out.KV = &kvWire{OK: v.OK, Error: toWire(v.Err)}
 	case catalog.TxnResponse:
 		out.Txn = &v
+	case catalog.VirtualIPResult:
+		if v.Err != nil {
+			out.Result = toWire(v.Err)
+		} else {
+			out.VIP = &v
+		}
 	}
 	return out
 }
@@ -368,6 +376,8 @@ func decodeApplyResult(r *ApplyResponse) (any, error) {
 		return catalog.KVResult{OK: r.KV.OK, Err: fromWire(r.KV.Error)}, nil
 	case r.Txn != nil:
 		return *r.Txn, nil
+	case r.VIP != nil:
+		return *r.VIP, nil
 	}
 	return nil, nil
 }

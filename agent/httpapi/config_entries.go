@@ -32,6 +32,7 @@ func (h *Handler) registerConfigRoutes() {
 	h.handle("/v1/config/", []string{http.MethodGet, http.MethodDelete}, h.configEntry)
 	h.registerIntentionRoutes()
 	h.registerDiscoveryChainRoutes()
+	h.registerVirtualIPRoutes()
 }
 
 // entryFields are the fields of an entry that are not its body.

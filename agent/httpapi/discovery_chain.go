@@ -79,5 +79,12 @@ func (h *Handler) discoveryChain(w http.ResponseWriter, r *http.Request) (any, e
 	if err != nil {
 		return nil, err
 	}
+	vip, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadServiceVirtualIP, Name: service})
+	if err != nil {
+		return nil, err
+	}
+	if v := vip.VirtualIP; v != nil {
+		chain.AutoVirtualIPs, chain.ManualVirtualIPs = []string{v.IP()}, v.ManualIPs
+	}
 	return map[string]any{"Chain": chain}, nil
 }
