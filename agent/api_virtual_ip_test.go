@@ -59,7 +59,9 @@ func TestAPIServiceVirtualIP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var raw struct{ Chain struct{ AutoVirtualIPs, ManualVirtualIPs []string } }
+	var raw struct {
+		Chain struct{ AutoVirtualIPs, ManualVirtualIPs []string }
+	}
 	res := httpString(t, a, http.MethodGet, "/v1/discovery-chain/one", "")
 	if err := json.Unmarshal([]byte(res.body), &raw); err != nil || len(raw.Chain.AutoVirtualIPs) != 1 || len(raw.Chain.ManualVirtualIPs) != 4 || chain.Chain.ServiceName != "one" {
 		t.Errorf("chain of one = %s (%v)", res.body, err)

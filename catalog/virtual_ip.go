@@ -3,7 +3,9 @@ package catalog
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 
@@ -228,7 +230,7 @@ func (s *Store) AssignManualVirtualIPs(idx uint64, req *VirtualIPRequest) Virtua
 		want[ip] = true
 	}
 	var from []string
-	for _, ip := range sortedKeys(want) {
+	for _, ip := range slices.Sorted(maps.Keys(want)) {
 		other, err := txn.First(tableServiceVirtualIPs, "manual", ip)
 		if err != nil {
 			return VirtualIPResult{Err: fmt.Errorf("manual virtual IP lookup: %w", err)}
@@ -250,7 +252,7 @@ func (s *Store) AssignManualVirtualIPs(idx uint64, req *VirtualIPRequest) Virtua
 		if err := txn.Insert(tableServiceVirtualIPs, &o); err != nil {
 			return VirtualIPResult{Err: fmt.Errorf("update virtual IP: %w", err)}
 		}
-		if !contains(from, o.Service) {
+		if !slices.Contains(from, o.Service) {
 			from = append(from, o.Service)
 		}
 	}
@@ -265,24 +267,6 @@ func (s *Store) AssignManualVirtualIPs(idx uint64, req *VirtualIPRequest) Virtua
 	txn.Commit()
 	sort.Strings(from)
 	return VirtualIPResult{Found: true, UnassignedFrom: from}
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // ServiceVirtualIPOf returns the virtual IPs of a service, nil when it
