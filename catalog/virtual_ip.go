@@ -42,6 +42,10 @@ type ServiceVirtualIP struct {
 	// Offset is the automatic address's offset in 240.0.0.0/4.
 	Offset    uint64
 	ManualIPs []string `json:",omitempty"`
+	// Instances counts the proxy and native instances that put the
+	// service in the mesh; the address is released when none is left and
+	// no discovery chain entry names the service.
+	Instances int `json:",omitempty"`
 	RaftIndex
 }
 
@@ -134,6 +138,9 @@ func freeVirtualIPTxn(txn *memdb.Txn, idx uint64, service string) error {
 	if err != nil || raw == nil {
 		return err
 	}
+	if raw.(*ServiceVirtualIP).Instances > 0 {
+		return nil
+	}
 	for _, kind := range []string{KindServiceResolver, KindServiceRouter, KindServiceSplitter} {
 		e, err := txn.First(tableConfigEntries, "id", kind, service)
 		if err != nil {
@@ -143,19 +150,37 @@ func freeVirtualIPTxn(txn *memdb.Txn, idx uint64, service string) error {
 			return nil
 		}
 	}
-	it, err := txn.Get(tableServices, "id")
-	if err != nil {
-		return fmt.Errorf("services: %w", err)
-	}
-	for r := it.Next(); r != nil; r = it.Next() {
-		if name, ok := meshServiceName(r.(*serviceRow).Svc); ok && strings.EqualFold(name, service) {
-			return nil
-		}
-	}
 	if err := txn.Delete(tableServiceVirtualIPs, raw); err != nil {
 		return fmt.Errorf("delete virtual IP: %w", err)
 	}
 	return setIndex(txn, tableServiceVirtualIPs, idx)
+}
+
+// countInstanceTxn adds delta to the mesh instances of service, giving it
+// a virtual IP with the first and releasing it after the last.
+func countInstanceTxn(txn *memdb.Txn, idx uint64, service string, delta int) error {
+	if delta > 0 {
+		if err := assignVirtualIPTxn(txn, idx, service); err != nil {
+			return err
+		}
+	}
+	raw, err := txn.First(tableServiceVirtualIPs, "id", service)
+	if err != nil || raw == nil {
+		return err
+	}
+	row := *raw.(*ServiceVirtualIP)
+	row.Instances = max(0, row.Instances+delta)
+	row.ModifyIndex = idx
+	if err := txn.Insert(tableServiceVirtualIPs, &row); err != nil {
+		return fmt.Errorf("update virtual IP: %w", err)
+	}
+	if err := setIndex(txn, tableServiceVirtualIPs, idx); err != nil {
+		return err
+	}
+	if row.Instances == 0 {
+		return freeVirtualIPTxn(txn, idx, service)
+	}
+	return nil
 }
 
 // meshServiceName is the service an instance puts in the mesh: the
@@ -187,15 +212,18 @@ func meshServiceName(svc *Service) (string, bool) {
 // serviceVirtualIPHookTxn keeps virtual IPs in step with a registration
 // (svc set) or a deregistration (old set) of a service instance.
 func serviceVirtualIPHookTxn(txn *memdb.Txn, idx uint64, old, svc *Service) error {
-	if name, ok := meshServiceName(svc); ok {
-		if err := assignVirtualIPTxn(txn, idx, name); err != nil {
+	oldName, wasMesh := meshServiceName(old)
+	newName, isMesh := meshServiceName(svc)
+	if wasMesh && isMesh && strings.EqualFold(oldName, newName) {
+		return nil
+	}
+	if isMesh {
+		if err := countInstanceTxn(txn, idx, newName, 1); err != nil {
 			return err
 		}
 	}
-	if name, ok := meshServiceName(old); ok {
-		if cur, still := meshServiceName(svc); !still || cur != name {
-			return freeVirtualIPTxn(txn, idx, name)
-		}
+	if wasMesh {
+		return countInstanceTxn(txn, idx, oldName, -1)
 	}
 	return nil
 }

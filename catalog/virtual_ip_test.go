@@ -64,6 +64,29 @@ func TestVirtualIPs(t *testing.T) {
 		t.Fatalf("cache: %+v", v)
 	}
 
+	// Re-registering a proxy with a changed port counts it once; moving it
+	// to another destination moves the count.
+	p := proxyFor("cache-proxy", "cache")
+	p.Port = 21001
+	register(t, s, 10, &catalog.RegisterRequest{Node: "n1", Address: "10.0.0.1", Service: p})
+	p2 := proxyFor("cache-proxy", "db")
+	register(t, s, 11, &catalog.RegisterRequest{Node: "n1", Address: "10.0.0.1", Service: p2})
+	if v := vipOf(t, s, "cache"); v != nil {
+		t.Fatalf("cache after its proxy moved to db: %+v", v)
+	}
+	if v := vipOf(t, s, "db"); v == nil || v.Instances != 1 || v.IP() != "240.0.0.3" {
+		t.Fatalf("db with a proxy and a resolver: %+v", v)
+	}
+	// The resolver keeps db's address once the proxy leaves; deleting it
+	// then releases the address.
+	if err := s.Deregister(12, &catalog.DeregisterRequest{Node: "n1", ServiceID: "cache-proxy"}); err != nil {
+		t.Fatal(err)
+	}
+	if v := vipOf(t, s, "db"); v == nil {
+		t.Fatal("db lost its address while its resolver exists")
+	}
+	register(t, s, 13, &catalog.RegisterRequest{Node: "n1", Address: "10.0.0.1", Service: proxyFor("db-proxy", "db")})
+
 	// Snapshots carry the addresses.
 	var buf bytes.Buffer
 	if err := s.Dump(&buf); err != nil {
@@ -75,6 +98,16 @@ func TestVirtualIPs(t *testing.T) {
 	}
 	if v := vipOf(t, s2, "db"); v == nil || v.IP() != "240.0.0.3" {
 		t.Fatalf("restored db: %+v", v)
+	}
+	if err := s.Deregister(14, &catalog.DeregisterRequest{Node: "n1", ServiceID: "db-proxy"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.ConfigEntryApply(15, &catalog.ConfigEntryRequest{Op: catalog.ConfigEntryDelete,
+		Entry: catalog.ConfigEntry{Kind: catalog.KindServiceResolver, Name: "db"}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if v := vipOf(t, s, "db"); v != nil {
+		t.Fatalf("db after its resolver and proxies left: %+v", v)
 	}
 }
 
