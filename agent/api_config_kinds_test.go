@@ -276,3 +276,61 @@ func TestAPIConfigEntryKindValidation(t *testing.T) {
 		t.Errorf("web to tcp under a router = %d %s", res.code, res.body)
 	}
 }
+
+// TestAPIConfigEntryCASAndList plays the CAS, list and delete steps of
+// the client's ingress, exported-services and inline-certificate tests.
+func TestAPIConfigEntryCASAndList(t *testing.T) {
+	t.Parallel()
+	_, c := startAPI(t)
+	ce := c.ConfigEntries()
+	ig := &api.IngressGatewayConfigEntry{Kind: api.IngressGateway, Name: "foo", Meta: map[string]string{"foo": "bar"}}
+	if _, _, err := ce.Set(ig, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := ce.Get(api.IngressGateway, "foo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if written, _, err := ce.CAS(ig, 0, nil); err != nil || written {
+		t.Fatalf("CAS 0 on an existing entry = %v %v", written, err)
+	}
+	if written, _, err := ce.CAS(ig, got.GetModifyIndex(), nil); err != nil || !written {
+		t.Fatalf("CAS at the current index = %v %v", written, err)
+	}
+
+	exp := &api.ExportedServicesConfigEntry{Name: "default", Meta: map[string]string{"gir": "zim"}}
+	if _, _, err := ce.Set(exp, nil); err != nil {
+		t.Fatal(err)
+	}
+	if list, _, err := ce.List(api.ExportedServices, nil); err != nil || len(list) != 1 {
+		t.Fatalf("list exported-services = %v %v", list, err)
+	}
+	if _, err := ce.Delete(api.ExportedServices, "default", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ce.Get(api.ExportedServices, "default", nil); err == nil {
+		t.Fatal("exported-services still there after delete")
+	}
+	if _, _, err := ce.Get(api.MeshConfig, "default", nil); err == nil {
+		t.Fatal("a mesh entry named default exists")
+	}
+
+	certPEM, keyPEM := selfSignedPEM(t)
+	cert := &api.InlineCertificateConfigEntry{Kind: api.InlineCertificate, Name: "cert1", Meta: map[string]string{"foo": "bar"},
+		Certificate: certPEM, PrivateKey: keyPEM}
+	if _, _, err := ce.Set(cert, nil); err != nil {
+		t.Fatal(err)
+	}
+	read, _, err := ce.Get(api.InlineCertificate, "cert1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert.Meta["bar"] = "baz"
+	if written, _, err := ce.CAS(cert, read.GetModifyIndex(), nil); err != nil || !written {
+		t.Fatalf("CAS cert = %v %v", written, err)
+	}
+	list, _, err := ce.List(api.InlineCertificate, nil)
+	if err != nil || len(list) != 1 || list[0].(*api.InlineCertificateConfigEntry).Meta["bar"] != "baz" {
+		t.Fatalf("list certs = %v %v", list, err)
+	}
+}

@@ -202,7 +202,8 @@ func entryJSON(e *catalog.ConfigEntry) (json.RawMessage, error) {
 
 // authorizeEntry checks the right to read or write an entry: the service
 // for the kinds named after a service (defaults, intentions, the discovery
-// chain, gateways read), operator for the global kinds.
+// chain, gateways read), operator for the global kinds (and for reading
+// certificates, JWT providers, exports and routes).
 func authorizeEntry(authz acl.Authorizer, kind, name string, write bool) bool {
 	switch kind {
 	case catalog.KindIngressGateway, catalog.KindTerminatingGateway, catalog.KindAPIGateway, catalog.KindBoundAPIGateway:
@@ -215,6 +216,14 @@ func authorizeEntry(authz acl.Authorizer, kind, name string, write bool) bool {
 			return authz.ServiceWrite(name) == acl.Allow
 		}
 		return authz.ServiceRead(name) == acl.Allow
+	case catalog.KindInlineCertificate, catalog.KindJWTProvider, catalog.KindExportedServices,
+		catalog.KindHTTPRoute, catalog.KindTCPRoute:
+		// Private keys and the mesh's shape: reading needs operator:read
+		// (Consul's mesh:read).
+		if write {
+			return authz.OperatorWrite() == acl.Allow
+		}
+		return authz.OperatorRead() == acl.Allow
 	}
 	if write {
 		return authz.OperatorWrite() == acl.Allow

@@ -238,6 +238,8 @@ func TestDenyingAuthorizer(t *testing.T) {
 		{"GET", "/v1/config/service-defaults/" + serviceName, "", 403, "", false},
 		{"GET", "/v1/config/service-defaults", "", 200, "[]", false},
 		{"GET", "/v1/discovery-chain/" + serviceName, "", 403, "", false},
+		{"GET", "/v1/config/inline-certificate/" + serviceName, "", 403, "", false},
+		{"GET", "/v1/config/inline-certificate", "", 200, "[]", false},
 		{"PUT", "/v1/internal/service-virtual-ip", `{"Service":"` + serviceName + `","ManualVIPs":["1.1.1.1"]}`, 403, "", false},
 		{"PUT", "/v1/config", `{"Kind":"service-resolver","Name":"` + serviceName + `"}`, 403, "", false},
 		{"DELETE", "/v1/config/service-defaults/" + serviceName, "", 403, "", false},
