@@ -84,6 +84,7 @@ func (c *intentionCmd) lookup(client *api.Client) (*api.Intention, error) {
 	if c.fs.NArg() == 2 {
 		ixn, _, err = client.Connect().IntentionGetExact(c.fs.Arg(0), c.fs.Arg(1), c.hf.queryOptions())
 	} else {
+		//lint:ignore SA1019 Consul's CLI still takes a legacy intention ID.
 		ixn, _, err = client.Connect().IntentionGet(c.fs.Arg(0), c.hf.queryOptions())
 	}
 	if err == nil && ixn == nil {
@@ -214,6 +215,7 @@ func runIntentionDelete(args []string, stdout, stderr io.Writer) int {
 	if c.fs.NArg() == 2 {
 		_, err = client.Connect().IntentionDeleteExact(c.fs.Arg(0), c.fs.Arg(1), nil)
 	} else {
+		//lint:ignore SA1019 Consul's CLI still takes a legacy intention ID.
 		_, err = client.Connect().IntentionDelete(c.fs.Arg(0), nil)
 	}
 	if err != nil {
