@@ -334,3 +334,23 @@ func TestAPIConfigEntryCASAndList(t *testing.T) {
 		t.Fatalf("list certs = %v %v", list, err)
 	}
 }
+
+// TestAPIConfigEntrySnakeCase: an entry written with snake_case keys is
+// served in Consul's CamelCase.
+func TestAPIConfigEntrySnakeCase(t *testing.T) {
+	t.Parallel()
+	a, c := startAPI(t)
+	body := `{"kind":"service-resolver","name":"web","default_subset":"v1","connect_timeout":"15s",
+		"subsets":{"v1":{"filter":"Service.Meta.version == v1","only_passing":true}},"meta":{"owner_team":"a"}}`
+	if r := httpString(t, a, http.MethodPut, "/v1/config", body); r.code != http.StatusOK {
+		t.Fatalf("PUT = %d %s", r.code, r.body)
+	}
+	got, _, err := c.ConfigEntries().Get(api.ServiceResolver, "web", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := got.(*api.ServiceResolverConfigEntry)
+	if r.DefaultSubset != "v1" || r.ConnectTimeout != 15*time.Second || !r.Subsets["v1"].OnlyPassing || r.Meta["owner_team"] != "a" {
+		t.Errorf("read back %+v", r)
+	}
+}

@@ -258,6 +258,9 @@ func (h *Handler) configApply(w http.ResponseWriter, r *http.Request) (any, erro
 	case kind == catalog.KindExportedServices && name == "":
 		name = "default"
 	}
+	if body, err = catalog.TranslateEntryKeys(body); err != nil {
+		return nil, badRequest("Request decode failed: %v", err)
+	}
 	if body, err = validateEntry(kind, name, body); err != nil {
 		return nil, badRequest("Invalid config entry: %v", err)
 	}
