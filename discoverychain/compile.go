@@ -211,7 +211,9 @@ type resolved struct {
 }
 
 // resolve follows resolver redirects from service/subset in dc and picks
-// the default subset.
+// the default subset. A redirect to the service itself (another
+// datacenter or peer) is applied once: the same resolver would redirect
+// again.
 func (c *compiler) resolve(service, subset, dc, peer string) (resolved, error) {
 	for i := 0; ; i++ {
 		if i > maxRedirects {
@@ -219,47 +221,39 @@ func (c *compiler) resolve(service, subset, dc, peer string) (resolved, error) {
 		}
 		r := c.e.Resolvers[service]
 		if r == nil || r.Redirect == nil || peer != "" {
-			if r != nil && subset == "" {
-				subset = r.DefaultSubset
-			}
-			if subset != "" && peer == "" {
-				if r == nil || r.Subsets == nil {
-					return resolved{}, invalid("service %q does not have a subset named %q", service, subset)
-				}
-				if _, ok := r.Subsets[subset]; !ok {
-					return resolved{}, invalid("service %q does not have a subset named %q", service, subset)
-				}
-			}
-			return resolved{service: service, subset: subset, dc: dc, peer: peer, resolver: r}, nil
+			return c.settle(service, subset, dc, peer, r)
 		}
 		rd := r.Redirect
-		next := service
-		if rd.Service != "" {
-			next = rd.Service
-		}
-		if rd.Service != "" && rd.Service != service {
-			subset = rd.ServiceSubset
-		} else if rd.ServiceSubset != "" {
-			subset = rd.ServiceSubset
-		}
 		if rd.Datacenter != "" {
 			dc = rd.Datacenter
 		}
 		if rd.Peer != "" {
 			peer = rd.Peer
 		}
-		if next == service && rd.ServiceSubset == "" && rd.Datacenter == "" && rd.Peer == "" {
-			// A redirect to itself changes nothing.
-			return c.resolveNoRedirect(service, subset, dc, peer, r)
+		if rd.Service == "" || rd.Service == service {
+			if rd.ServiceSubset != "" {
+				subset = rd.ServiceSubset
+			}
+			return c.settle(service, subset, dc, peer, r)
 		}
-		service = next
+		service, subset = rd.Service, rd.ServiceSubset
 		c.services[service] = true
 	}
 }
 
-func (c *compiler) resolveNoRedirect(service, subset, dc, peer string, r *catalog.ServiceResolverEntry) (resolved, error) {
-	if subset == "" {
+// settle picks the default subset of a resolved destination and checks
+// that its subset exists.
+func (c *compiler) settle(service, subset, dc, peer string, r *catalog.ServiceResolverEntry) (resolved, error) {
+	if r != nil && subset == "" {
 		subset = r.DefaultSubset
+	}
+	if subset != "" && peer == "" {
+		if r == nil {
+			return resolved{}, invalid("service %q does not have a subset named %q", service, subset)
+		}
+		if _, ok := r.Subsets[subset]; !ok {
+			return resolved{}, invalid("service %q does not have a subset named %q", service, subset)
+		}
 	}
 	return resolved{service: service, subset: subset, dc: dc, peer: peer, resolver: r}, nil
 }

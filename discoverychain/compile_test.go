@@ -68,6 +68,8 @@ func TestCompileGolden(t *testing.T) {
 		{name: "redirect", req: Request{Service: "old", Datacenter: "dc1"}, entries: `[
 			{"Kind":"service-resolver","Name":"old","Redirect":{"Service":"new","Datacenter":"dc2"}},
 			{"Kind":"service-resolver","Name":"new","DefaultSubset":"v2","Subsets":{"v2":{"Filter":"Service.Meta.v == 2"}}}]`},
+		{name: "redirect-self-dc", req: Request{Service: "web", Datacenter: "dc1"},
+			entries: `[{"Kind":"service-resolver","Name":"web","Redirect":{"Datacenter":"dc2"},"ConnectTimeout":"3s"}]`},
 		{name: "router-splitter", req: Request{Service: "web", Datacenter: "dc1"}, entries: `[
 			{"Kind":"proxy-defaults","Name":"global","Config":{"protocol":"http"}},
 			{"Kind":"service-router","Name":"web","Routes":[
