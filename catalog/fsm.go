@@ -166,9 +166,10 @@ type snapshotRecord struct {
 	AP *ACLPolicy `json:",omitempty"`
 	AR *ACLRole   `json:",omitempty"`
 	// Connect.
-	CC *CAConfiguration  `json:",omitempty"`
-	CR *CARoot           `json:",omitempty"`
-	CE *ConfigEntry      `json:",omitempty"`
+	CC *CAConfiguration `json:",omitempty"`
+	CR *CARoot          `json:",omitempty"`
+	CE *ConfigEntry     `json:",omitempty"`
+	// Service virtual IPs.
 	VI *ServiceVirtualIP `json:",omitempty"`
 	// Operator state.
 	A *autopilotRow `json:",omitempty"`

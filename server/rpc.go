@@ -330,14 +330,15 @@ type ApplyRequest struct {
 type ApplyResponse struct {
 	// Leader is the leader's address as the answering server knows it, so
 	// that a client agent can send its next request there directly.
-	Leader string               `json:",omitempty"`
-	Error  *WireError           `json:",omitempty"`
-	Result *WireError           `json:",omitempty"` // an FSM error result
-	KV     *kvWire              `json:",omitempty"`
-	Txn    *catalog.TxnResponse `json:",omitempty"`
-	// VIP answers a manual virtual IP assignment.
-	VIP     *catalog.VirtualIPResult `json:",omitempty"`
+	Leader  string               `json:",omitempty"`
+	Error   *WireError           `json:",omitempty"`
+	Result  *WireError           `json:",omitempty"` // an FSM error result
+	KV      *kvWire              `json:",omitempty"`
+	Txn     *catalog.TxnResponse `json:",omitempty"`
 	Applied bool
+
+	// VIP answers a manual virtual IP assignment.
+	VIP *catalog.VirtualIPResult `json:",omitempty"`
 }
 
 type kvWire struct {
