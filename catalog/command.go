@@ -77,6 +77,7 @@ type Command struct {
 	// Connect (types 30-39).
 	CA          *CARequest
 	ConfigEntry *ConfigEntryRequest
+	VirtualIP   *VirtualIPRequest
 	// Operator state (types 40-49).
 	Autopilot *AutopilotConfigRequest
 }
@@ -146,6 +147,9 @@ func DecodeCommand(data []byte) (*Command, error) {
 	case CmdAutopilotConfig:
 		cmd.Autopilot = new(AutopilotConfigRequest)
 		target = cmd.Autopilot
+	case CmdServiceVirtualIP:
+		cmd.VirtualIP = new(VirtualIPRequest)
+		target = cmd.VirtualIP
 	default:
 		if target = cmd.decodeACLTarget(); target != nil {
 			break
@@ -218,6 +222,8 @@ func (c *Command) checkLimits() error {
 	switch c.Type {
 	case CmdCA, CmdConfigEntry:
 		return c.checkConnectLimits()
+	case CmdServiceVirtualIP:
+		return c.VirtualIP.Validate()
 	case CmdRegister:
 		if len(c.Register.Checks) > MaxBatchItems {
 			return fmt.Errorf("%d checks, max %d", len(c.Register.Checks), MaxBatchItems)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
@@ -351,6 +352,10 @@ func (s *Store) ConfigEntryApply(idx uint64, req *ConfigEntryRequest) KVResult {
 	if err := setIndex(txn, tableConfigEntries, idx); err != nil {
 		return KVResult{Err: err}
 	}
+	deleted := req.Op == ConfigEntryDelete || req.Op == ConfigEntryDeleteCAS
+	if err := configEntryVirtualIPHookTxn(txn, idx, strings.ToLower(e.Kind), e.Name, deleted); err != nil {
+		return KVResult{Err: err}
+	}
 	txn.Commit()
 	return KVResult{OK: true}
 }
@@ -429,6 +434,8 @@ func (s *Store) executeConnect(ws memdb.WatchSet, req *ReadRequest, out *ReadRes
 		}
 	case ReadConfigEntries:
 		idx, out.ConfigEntries, err = s.ConfigEntries(ws, req.Key)
+	case ReadServiceVirtualIP:
+		idx, out.VirtualIP, err = s.ServiceVirtualIPOf(ws, req.Name)
 	default:
 		return 0, false, nil
 	}

@@ -176,6 +176,8 @@ func (f *FSM) applyCommand(idx uint64, cmd *Command) any {
 		return f.store.CAApply(idx, cmd.CA)
 	case CmdConfigEntry:
 		return f.store.ConfigEntryApply(idx, cmd.ConfigEntry)
+	case CmdServiceVirtualIP:
+		return f.store.AssignManualVirtualIPs(idx, cmd.VirtualIP)
 	}
 	if res, ok := f.store.applyACL(idx, cmd); ok {
 		return res
@@ -206,6 +208,8 @@ type snapshotRecord struct {
 	CC *CAConfiguration `json:",omitempty"`
 	CR *CARoot          `json:",omitempty"`
 	CE *ConfigEntry     `json:",omitempty"`
+	// Service virtual IPs.
+	VI *ServiceVirtualIP `json:",omitempty"`
 	// Operator state.
 	A *autopilotRow `json:",omitempty"`
 }
@@ -242,7 +246,7 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 	}
 	tables := []string{tableIndex, tableNodes, tableServices, tableChecks, tableKVs, tableSessions, tableSessChks, tableCoords, tablePreparedQueries,
 		tableACLPolicies, tableACLRoles, tableACLAuthMethods, tableACLBindingRules, tableACLTokens,
-		tableCAConfig, tableCARoots, tableConfigEntries,
+		tableCAConfig, tableCARoots, tableConfigEntries, tableServiceVirtualIPs,
 		tableAutopilot}
 	for _, t := range tables {
 		it, err := txn.Get(t, "id")
@@ -286,6 +290,8 @@ func WriteSnapshot(txn *memdb.Txn, w io.Writer) error {
 				rec.CR = v
 			case *ConfigEntry:
 				rec.CE = v
+			case *ServiceVirtualIP:
+				rec.VI = v
 			case *autopilotRow:
 				rec.A = v
 			}
@@ -383,6 +389,8 @@ func (s *Store) Restore(r io.Reader) error {
 			row = rec.CR
 		case rec.T == tableConfigEntries && rec.CE != nil && rec.CE.Kind != "" && rec.CE.Name != "":
 			row = rec.CE
+		case rec.T == tableServiceVirtualIPs && rec.VI != nil && rec.VI.Service != "" && rec.VI.Offset > 0:
+			row = rec.VI
 		case rec.T == tableAutopilot && rec.A != nil && rec.A.Config != nil:
 			row = rec.A
 		default:

@@ -148,6 +148,9 @@ func seedCommands(t testing.TB) [][]byte {
 	enc(catalog.CmdConfigEntry, &catalog.ConfigEntryRequest{Op: catalog.ConfigEntryUpsert,
 		Entry: catalog.ConfigEntry{Kind: "service-intentions", Name: "db", Body: []byte(`{"Sources":[{"Name":"web","Action":"deny"}]}`)}})
 	enc(catalog.CmdConfigEntry, &catalog.ConfigEntryRequest{Op: catalog.ConfigEntryDeleteCAS, Entry: catalog.ConfigEntry{Kind: "mesh", Name: "mesh"}})
+	enc(catalog.CmdConfigEntry, &catalog.ConfigEntryRequest{Op: catalog.ConfigEntryUpsert,
+		Entry: catalog.ConfigEntry{Kind: "service-resolver", Name: "db", Body: []byte(`{}`)}})
+	enc(catalog.CmdServiceVirtualIP, &catalog.VirtualIPRequest{Service: "db", ManualVIPs: []string{"10.1.1.1"}})
 	out = append(out,
 		nil, []byte{0}, []byte{200, '{', '}'}, []byte{byte(catalog.CmdKV)}, []byte{byte(catalog.CmdKV), '['},
 		[]byte{byte(catalog.CmdRegister), 'n', 'u', 'l', 'l'},
@@ -155,6 +158,7 @@ func seedCommands(t testing.TB) [][]byte {
 		append([]byte{byte(catalog.CmdTxn)}, `[{},{"KV":null}]`...),
 		append([]byte{byte(catalog.CmdCA)}, `{"Op":"set-roots","Roots":[null]}`...),
 		append([]byte{byte(catalog.CmdConfigEntry)}, `null`...),
+		append([]byte{byte(catalog.CmdServiceVirtualIP)}, `null`...),
 		[]byte("garbage"))
 	return out
 }

@@ -89,6 +89,8 @@ type ReadResponse struct {
 	CARoots       []*CARoot        `json:",omitempty"`
 	CAConfig      *CAConfiguration `json:",omitempty"`
 	ConfigEntries []*ConfigEntry   `json:",omitempty"`
+	// VirtualIP answers ReadServiceVirtualIP.
+	VirtualIP *ServiceVirtualIP `json:",omitempty"`
 }
 
 // Execute runs req against the store, adding what it read to ws, and returns

@@ -93,6 +93,9 @@ func schema() *memdb.DBSchema {
 	for name, t := range connectTables() {
 		db.Tables[name] = t
 	}
+	for name, t := range virtualIPTables() {
+		db.Tables[name] = t
+	}
 	return db
 }
 

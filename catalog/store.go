@@ -115,7 +115,7 @@ func (s *Store) LastIndex() uint64 {
 	txn := s.mem().Txn(false)
 	return maxIndex(txn, tableNodes, tableServices, tableChecks, tableKVs, tableSessions,
 		tableACLTokens, tableACLPolicies, tableACLRoles, tableACLAuthMethods, tableACLBindingRules,
-		tableCAConfig, tableCARoots, tableConfigEntries)
+		tableCAConfig, tableCARoots, tableConfigEntries, tableServiceVirtualIPs)
 }
 
 // ---- catalog writes ----
@@ -278,6 +278,13 @@ func ensureServiceTxn(txn *memdb.Txn, idx uint64, node string, svc *Service) err
 	row := &serviceRow{Node: node, ID: sv.ID, Name: sv.Service, Svc: &sv}
 	if err := txn.Insert(tableServices, row); err != nil {
 		return fmt.Errorf("insert service: %w", err)
+	}
+	var oldSvc *Service
+	if existing != nil {
+		oldSvc = existing.(*serviceRow).Svc
+	}
+	if err := serviceVirtualIPHookTxn(txn, idx, oldSvc, &sv); err != nil {
+		return err
 	}
 	for _, k := range []string{tableServices, serviceIndexKey(sv.Service), nodeIndexKey(node)} {
 		if err := setIndex(txn, k, idx); err != nil {
@@ -461,6 +468,9 @@ func (s *Store) deleteServiceTxn(txn *memdb.Txn, idx uint64, node, id string) er
 	}
 	if err := txn.Delete(tableServices, row); err != nil {
 		return fmt.Errorf("delete service: %w", err)
+	}
+	if err := serviceVirtualIPHookTxn(txn, idx, row.Svc, nil); err != nil {
+		return err
 	}
 	for _, k := range []string{tableServices, serviceIndexKey(row.Name), nodeIndexKey(node)} {
 		if err := setIndex(txn, k, idx); err != nil {

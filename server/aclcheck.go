@@ -279,7 +279,8 @@ func (s *Server) checkCommand(c checker, cmd *catalog.Command) error {
 	case catalog.CmdConfigEntry:
 		e := cmd.ConfigEntry.Entry
 		return c.need(acl.ConfigEntryAllowed(a, e.Kind, e.Name, true), configEntryPerm(e.Kind), e.Name)
-	case catalog.CmdCA, catalog.CmdAutopilotConfig:
+	case catalog.CmdCA, catalog.CmdAutopilotConfig, catalog.CmdServiceVirtualIP:
+		// Manual virtual IPs may take addresses from other services.
 		return c.need(a.OperatorWrite(), "operator:write", "")
 	}
 	return c.need(acl.ACLWrite(a), "acl:write", "")

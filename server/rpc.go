@@ -379,6 +379,9 @@ type ApplyResponse struct {
 	KV      *kvWire              `json:",omitempty"`
 	Txn     *catalog.TxnResponse `json:",omitempty"`
 	Applied bool
+
+	// VIP answers a manual virtual IP assignment.
+	VIP *catalog.VirtualIPResult `json:",omitempty"`
 }
 
 type kvWire struct {
@@ -396,6 +399,12 @@ func encodeApplyResult(res any) *ApplyResponse {
 		out.KV = &kvWire{OK: v.OK, Error: toWire(v.Err)}
 	case catalog.TxnResponse:
 		out.Txn = &v
+	case catalog.VirtualIPResult:
+		if v.Err != nil {
+			out.Result = toWire(v.Err)
+		} else {
+			out.VIP = &v
+		}
 	}
 	return out
 }
@@ -411,6 +420,8 @@ func decodeApplyResult(r *ApplyResponse) (any, error) {
 		return catalog.KVResult{OK: r.KV.OK, Err: fromWire(r.KV.Error)}, nil
 	case r.Txn != nil:
 		return *r.Txn, nil
+	case r.VIP != nil:
+		return *r.VIP, nil
 	}
 	return nil, nil
 }

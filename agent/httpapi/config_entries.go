@@ -15,12 +15,13 @@ import (
 	"github.com/tribune-mesh/tribune/connect"
 )
 
-// Config entry kinds this API accepts.
+// Config entry kinds this API checks itself; the others are checked by
+// catalog.NormalizeConfigEntry.
 const (
-	kindServiceDefaults   = "service-defaults"
-	kindProxyDefaults     = "proxy-defaults"
-	kindServiceIntentions = "service-intentions"
-	kindMesh              = "mesh"
+	kindServiceDefaults   = catalog.KindServiceDefaults
+	kindProxyDefaults     = catalog.KindProxyDefaults
+	kindServiceIntentions = catalog.KindServiceIntentions
+	kindMesh              = catalog.KindMesh
 )
 
 // maxIntentionSources bounds the sources of one service-intentions entry.
@@ -30,6 +31,8 @@ func (h *Handler) registerConfigRoutes() {
 	h.handle("/v1/config", methodsPut, h.configApply)
 	h.handle("/v1/config/", []string{http.MethodGet, http.MethodDelete}, h.configEntry)
 	h.registerIntentionRoutes()
+	h.registerDiscoveryChainRoutes()
+	h.registerVirtualIPRoutes()
 }
 
 // entryFields are the fields of an entry that are not its body.
@@ -50,14 +53,24 @@ type intentionSource struct {
 	LegacyUpdateTime *time.Time        `json:",omitempty"`
 }
 
-// validateEntry checks an entry's body for its kind.
-func validateEntry(kind, name string, body []byte) error {
+// validateEntry checks an entry's body for its kind and returns the body
+// to store.
+func validateEntry(kind, name string, body []byte) ([]byte, error) {
 	if name == "" {
-		return errors.New("config entry missing Name")
+		return nil, errors.New("config entry missing Name")
 	}
 	if len(name) > 256 {
-		return errors.New("config entry Name longer than 256 bytes")
+		return nil, errors.New("config entry Name longer than 256 bytes")
 	}
+	switch kind {
+	case kindProxyDefaults, kindMesh, kindServiceDefaults, kindServiceIntentions:
+		return body, validateOwnEntry(kind, name, body)
+	}
+	return catalog.NormalizeConfigEntry(kind, name, body)
+}
+
+// validateOwnEntry checks the kinds whose rules live here.
+func validateOwnEntry(kind, name string, body []byte) error {
 	switch kind {
 	case kindProxyDefaults:
 		if name != "global" {
@@ -188,15 +201,29 @@ func entryJSON(e *catalog.ConfigEntry) (json.RawMessage, error) {
 }
 
 // authorizeEntry checks the right to read or write an entry: the service
-// for service-defaults and service-intentions, operator for the global
-// kinds.
+// for the kinds named after a service (defaults, intentions, the discovery
+// chain, gateways read), operator for the global kinds (and for reading
+// certificates, JWT providers, exports and routes).
 func authorizeEntry(authz acl.Authorizer, kind, name string, write bool) bool {
 	switch kind {
-	case kindServiceDefaults, kindServiceIntentions:
+	case catalog.KindIngressGateway, catalog.KindTerminatingGateway, catalog.KindAPIGateway, catalog.KindBoundAPIGateway:
+		if write {
+			return authz.OperatorWrite() == acl.Allow
+		}
+		return authz.ServiceRead(name) == acl.Allow
+	case kindServiceDefaults, kindServiceIntentions, catalog.KindServiceResolver, catalog.KindServiceSplitter, catalog.KindServiceRouter:
 		if write {
 			return authz.ServiceWrite(name) == acl.Allow
 		}
 		return authz.ServiceRead(name) == acl.Allow
+	case catalog.KindInlineCertificate, catalog.KindJWTProvider, catalog.KindExportedServices,
+		catalog.KindHTTPRoute, catalog.KindTCPRoute:
+		// Private keys and the mesh's shape: reading needs operator:read
+		// (Consul's mesh:read).
+		if write {
+			return authz.OperatorWrite() == acl.Allow
+		}
+		return authz.OperatorRead() == acl.Allow
 	}
 	if write {
 		return authz.OperatorWrite() == acl.Allow
@@ -205,11 +232,7 @@ func authorizeEntry(authz acl.Authorizer, kind, name string, write bool) bool {
 }
 
 func knownKind(kind string) bool {
-	switch kind {
-	case kindServiceDefaults, kindProxyDefaults, kindServiceIntentions, kindMesh:
-		return true
-	}
-	return false
+	return catalog.KnownConfigKind(kind)
 }
 
 func (h *Handler) configApply(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -228,17 +251,26 @@ func (h *Handler) configApply(w http.ResponseWriter, r *http.Request) (any, erro
 	if !knownKind(kind) {
 		return nil, badRequest("invalid config entry kind: %q", kind)
 	}
-	if kind == kindMesh && name == "" {
+	switch {
+	case kind == kindMesh && name == "":
 		// The mesh entry has one name, which clients leave out.
 		name = "mesh"
+	case kind == catalog.KindExportedServices && name == "":
+		name = "default"
 	}
-	if err := validateEntry(kind, name, body); err != nil {
+	if body, err = catalog.TranslateEntryKeys(body); err != nil {
+		return nil, badRequest("Request decode failed: %v", err)
+	}
+	if body, err = validateEntry(kind, name, body); err != nil {
 		return nil, badRequest("Invalid config entry: %v", err)
 	}
 	if !authorizeEntry(authz, kind, name, true) {
 		return nil, errPermissionDenied
 	}
 	req := &catalog.ConfigEntryRequest{Op: catalog.ConfigEntryUpsert, Entry: catalog.ConfigEntry{Kind: kind, Name: name, Body: body}}
+	if err := h.checkGraph(r.Context(), &req.Entry, false); err != nil {
+		return nil, err
+	}
 	if v := r.URL.Query().Get("cas"); v != "" {
 		idx, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
@@ -280,6 +312,9 @@ func (h *Handler) configEntry(w http.ResponseWriter, r *http.Request) (any, erro
 			return nil, errPermissionDenied
 		}
 		req := &catalog.ConfigEntryRequest{Op: catalog.ConfigEntryDelete, Entry: catalog.ConfigEntry{Kind: kind, Name: name}}
+		if err := h.checkGraph(r.Context(), &req.Entry, true); err != nil {
+			return nil, err
+		}
 		if v := r.URL.Query().Get("cas"); v != "" {
 			idx, err := strconv.ParseUint(v, 10, 64)
 			if err != nil {

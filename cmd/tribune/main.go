@@ -64,6 +64,12 @@ func commands() map[string]command {
 	for k, v := range aclCommands() {
 		cmds[k] = v
 	}
+	for k, v := range configCommands() {
+		cmds[k] = v
+	}
+	for k, v := range intentionCommands() {
+		cmds[k] = v
+	}
 	return cmds
 }
 
