@@ -56,6 +56,8 @@ type Agent struct {
 	acls      acl.Resolver
 	local     *local.State
 	dns       *dnsService
+	// xds serves ADS to the local sidecars on ports.grpc (xdsserve.go).
+	xds *xdsService
 	// events keeps the last user events this agent accepted (http_event.go).
 	events *eventBuffer
 	// caConfig is connect.ca_config; leaves the Connect leaf certificates.
@@ -218,7 +220,14 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.stopCore()
 		return nil, err
 	}
+	if err := a.startXDS(); err != nil {
+		a.stopDNS()
+		a.stopHTTP(context.Background())
+		a.stopCore()
+		return nil, err
+	}
 	if err := a.startJoins(); err != nil {
+		a.stopXDS()
 		a.stopDNS()
 		a.stopHTTP(context.Background())
 		a.stopCore()
@@ -452,6 +461,7 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 		a.cancel()
 		a.stopHTTP(ctx)
 		a.stopDNS()
+		a.stopXDS()
 		a.wg.Wait()
 		a.leaves.Close()
 		err = a.stopCore()
