@@ -296,26 +296,6 @@ func TestXDSDeltaSidecar(t *testing.T) {
 	})
 }
 
-// A stream naming no local proxy is refused.
-func TestXDSUnknownNode(t *testing.T) {
-	t.Parallel()
-	a := agenttest.Start(t, nil)
-	x := newDeltaClient(t, a, "nobody", "")
-	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
-	select {
-	case err := <-x.errc:
-		if grpcstatus.Code(err) != codes.NotFound {
-			t.Fatalf("stream of an unknown node ended with %v", err)
-		}
-	case r := <-x.recv:
-		t.Fatalf("unknown node got %v", r)
-	case <-time.After(20 * time.Second):
-		t.Fatal("stream of an unknown node not ended")
-	}
-}
-
-func nodeOf(id string) *core.Node { return &core.Node{Id: id} }
-
 // With ACLs on, a stream needs a token with service:write on the proxied
 // service (x-consul-token metadata); deleting the token ends the stream.
 func TestXDSStreamTokens(t *testing.T) {
@@ -372,3 +352,5 @@ func TestXDSStreamTokens(t *testing.T) {
 		}
 	}
 }
+
+func nodeOf(id string) *core.Node { return &core.Node{Id: id} }

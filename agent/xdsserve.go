@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/httpapi"
@@ -46,9 +47,9 @@ const (
 // service, the CA roots) and its leaf certificate, and pushed on change.
 // Proxies of one token share the views.
 type xdsService struct {
-	a     *Agent
-	srv   *xds.Server
-	grpc  *grpc.Server
+	a    *Agent
+	srv  *xds.Server
+	grpc *grpc.Server
 	// views are started with the first proxy, so an agent without
 	// proxies runs no view goroutines for xDS.
 	views *lazyViews
@@ -67,6 +68,8 @@ type xdsService struct {
 type proxyWatch struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	// proxyless is set for a proxyless gRPC client (xdsproxyless.go).
+	proxyless *proxylessNames
 }
 
 // startXDS starts the xDS server when ports.grpc is on.
@@ -84,6 +87,7 @@ func (a *Agent) startXDS() error {
 	x.srv = xds.NewServerWithHooks(x.ctx, a.logger.Named("xds"), xds.Hooks{
 		NodeConnected:    x.nodeConnected,
 		NodeDisconnected: x.nodeDisconnected,
+		ListenersNamed:   x.listenersNamed,
 	})
 	x.grpc = grpc.NewServer(
 		grpc.MaxConcurrentStreams(xdsMaxStreams),
@@ -287,24 +291,28 @@ func (x *xdsService) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServ
 	}
 }
 
-// errNotProxy is the answer to a stream naming no proxy of this agent.
-func errNotProxy(node string) error {
-	return status.Errorf(codes.NotFound, "%q is not a connect-proxy service registered on this agent", node)
+// isProxy reports whether node is a connect-proxy registered on this agent;
+// any other node is a proxyless gRPC client.
+func (x *xdsService) isProxy(node string) (*catalog.Service, bool) {
+	svc := x.a.local.Service(node)
+	return svc, svc != nil && svc.Kind == catalog.ServiceKindConnectProxy && svc.Proxy != nil
 }
 
-// authorize checks that node is a proxy registered on this agent and that
-// token grants service:write on the service it proxies.
+// authorize checks that token grants service:write on the service node
+// proxies when node is a proxy registered on this agent, and that it is a
+// valid token for a proxyless client (which is served only the services
+// its token may read).
 func (x *xdsService) authorize(token, node string) error {
-	svc := x.a.local.Service(node)
-	if svc == nil || svc.Kind != catalog.ServiceKindConnectProxy || svc.Proxy == nil {
-		return errNotProxy(node)
-	}
+	svc, proxy := x.isProxy(node)
 	authz, err := x.a.acls.Resolve(token)
 	if err != nil {
 		if errors.Is(err, acl.ErrNotFound) {
 			return status.Error(codes.Unauthenticated, "ACL not found")
 		}
 		return status.Errorf(codes.Unavailable, "resolve token: %v", err)
+	}
+	if !proxy {
+		return nil
 	}
 	if authz.ServiceWrite(svc.Proxy.DestinationServiceName) != acl.Allow {
 		return status.Errorf(codes.PermissionDenied, "Permission denied: token lacks service:write on %q", svc.Proxy.DestinationServiceName)
@@ -355,10 +363,7 @@ func (x *xdsService) recheckTokens(r *acl.CachingResolver) {
 
 // nodeConnected starts the proxy's loop on its first stream.
 func (x *xdsService) nodeConnected(ctx context.Context, node string) error {
-	svc := x.a.local.Service(node)
-	if svc == nil || svc.Kind != catalog.ServiceKindConnectProxy {
-		return errNotProxy(node)
-	}
+	_, proxy := x.isProxy(node)
 	token, _ := ctx.Value(tokenKey{}).(string)
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -367,10 +372,15 @@ func (x *xdsService) nodeConnected(ctx context.Context, node string) error {
 	}
 	wctx, cancel := context.WithCancel(x.ctx)
 	w := &proxyWatch{cancel: cancel, done: make(chan struct{})}
+	read := func(ctx context.Context) (*proxyInputs, error) { return x.readProxy(ctx, node, token) }
+	if !proxy {
+		w.proxyless = newProxylessNames()
+		read = func(ctx context.Context) (*proxyInputs, error) { return x.readProxyless(ctx, node, token, w.proxyless) }
+	}
 	x.proxies[node] = w
 	go func() {
 		defer close(w.done)
-		x.runProxy(wctx, node, token)
+		x.runProxy(wctx, node, read)
 	}()
 	return nil
 }
@@ -402,13 +412,20 @@ func (x *xdsService) nodeDisconnected(node string) {
 
 // runProxy rebuilds the proxy's snapshot whenever one of its inputs
 // changes, until ctx ends.
-func (x *xdsService) runProxy(ctx context.Context, node, token string) {
+func (x *xdsService) runProxy(ctx context.Context, node string, read func(context.Context) (*proxyInputs, error)) {
 	logger := x.a.logger.Named("xds").With("proxy", node)
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		in, err := x.readProxy(ctx, node, token)
-		if err == nil && in.proxy != nil {
+		in, err := read(ctx)
+		switch {
+		case err != nil:
+		case in.proxy != nil:
 			_, err = x.srv.Update(ctx, in.proxy)
+		case in.proxyless != nil:
+			var snap *cachev3.Snapshot
+			if snap, err = xds.BuildProxyless(in.proxyless); err == nil {
+				err = x.srv.SetSnapshot(ctx, node, snap)
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -432,6 +449,8 @@ func (x *xdsService) runProxy(ctx context.Context, node, token string) {
 // it to change.
 type proxyInputs struct {
 	proxy *xds.Proxy
+	// proxyless is set instead of proxy for a proxyless client.
+	proxyless *xds.Proxyless
 	// waits each block until their input changes or ctx ends.
 	waits []func(ctx context.Context)
 }

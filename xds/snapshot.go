@@ -192,12 +192,9 @@ func Build(p *Proxy) (*cachev3.Snapshot, error) {
 		clusters = append(clusters, &cluster.Cluster{
 			Name:                 name,
 			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_EDS},
-			EdsClusterConfig: &cluster.Cluster_EdsClusterConfig{EdsConfig: &core.ConfigSource{
-				ResourceApiVersion:    core.ApiVersion_V3,
-				ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}},
-			}},
-			ConnectTimeout:  durationpb.New(timeout),
-			TransportSocket: ts,
+			EdsClusterConfig:     &cluster.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
+			ConnectTimeout:       durationpb.New(timeout),
+			TransportSocket:      ts,
 		})
 		endpoints = append(endpoints, loadAssignment(name, u.Endpoints))
 		l, err := tcpListener(fmt.Sprintf("%s:%s:%d", u.DestinationName, orDefault(u.LocalBindAddress, "127.0.0.1"), u.LocalBindPort),
@@ -233,17 +230,9 @@ func Build(p *Proxy) (*cachev3.Snapshot, error) {
 	}
 	listeners = append(listeners, pub)
 
-	version, err := versionOf(clusters, endpoints, listeners)
+	snap, err := newSnapshot(clusters, endpoints, listeners, nil)
 	if err != nil {
 		return nil, err
-	}
-	snap, err := cachev3.NewSnapshot(version, map[resource.Type][]types.Resource{
-		resource.ClusterType:  clusters,
-		resource.EndpointType: endpoints,
-		resource.ListenerType: listeners,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("xds: snapshot: %w", err)
 	}
 	if err := snap.Consistent(); err != nil {
 		return nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
@@ -378,6 +367,37 @@ func sourcePrincipal(trustDomain, source string) *rbacconfig.Principal {
 		}}}
 	}
 	return &rbacconfig.Principal{Identifier: &rbacconfig.Principal_Authenticated_{Authenticated: &rbacconfig.Principal_Authenticated{PrincipalName: m}}}
+}
+
+// adsSource is "over the ADS stream", the config source of every resource
+// that references another.
+func adsSource() *core.ConfigSource {
+	return &core.ConfigSource{
+		ResourceApiVersion:    core.ApiVersion_V3,
+		ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}},
+	}
+}
+
+// newSnapshot returns a snapshot of the resources, versioned by their
+// content.
+func newSnapshot(clusters, endpoints, listeners, routes []types.Resource) (*cachev3.Snapshot, error) {
+	version, err := versionOf(clusters, endpoints, listeners, routes)
+	if err != nil {
+		return nil, err
+	}
+	res := map[resource.Type][]types.Resource{
+		resource.ClusterType:  clusters,
+		resource.EndpointType: endpoints,
+		resource.ListenerType: listeners,
+	}
+	if len(routes) > 0 {
+		res[resource.RouteType] = routes
+	}
+	snap, err := cachev3.NewSnapshot(version, res)
+	if err != nil {
+		return nil, fmt.Errorf("xds: snapshot: %w", err)
+	}
+	return snap, nil
 }
 
 // versionOf hashes the resources' deterministic encoding.

@@ -325,3 +325,37 @@ func TestADSPushAckNack(t *testing.T) {
 		t.Fatalf("after NACK: stats %+v, acked %s", s.Stats(), s.Acked(p.ID, resource.ClusterType))
 	}
 }
+
+// A proxyless client's snapshot: per service an API listener whose RDS
+// route leads to an EDS cluster with weighted localities; every resource
+// validates and the references close.
+func TestBuildProxyless(t *testing.T) {
+	snap, err := BuildProxyless(&Proxyless{ID: "c", Datacenter: "dc1", TrustDomain: td, Services: []ProxylessService{
+		{Name: "greeter", Endpoints: []Endpoint{{Address: "10.0.0.1", Port: 50051, Healthy: true}, {Address: "10.0.0.2", Port: 50051}}},
+		{Name: "billing"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+		rs := snap.GetResources(typ)
+		if len(rs) != 2 {
+			t.Fatalf("%d resources of %s, want 2", len(rs), typ)
+		}
+		for name, r := range rs {
+			if err := r.(interface{ ValidateAll() error }).ValidateAll(); err != nil {
+				t.Errorf("%s %s invalid: %v", typ, name, err)
+			}
+		}
+	}
+	cla := snap.GetResources(resource.EndpointType)[ClusterName("greeter", "dc1", td)].(*endpoint.ClusterLoadAssignment)
+	if l := cla.GetEndpoints()[0]; len(l.GetLbEndpoints()) != 1 || l.GetLoadBalancingWeight().GetValue() != 1 {
+		t.Fatalf("greeter endpoints = %v", cla)
+	}
+	if snap.GetResources(resource.ListenerType)["greeter"].(*listener.Listener).GetApiListener() == nil {
+		t.Fatal("greeter listener is not an API listener")
+	}
+	if _, err := BuildProxyless(&Proxyless{ID: "c", Datacenter: "dc1", TrustDomain: td, Services: []ProxylessService{{}}}); err == nil {
+		t.Fatal("a service without a name was accepted")
+	}
+}
