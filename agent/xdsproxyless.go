@@ -87,20 +87,13 @@ func (x *xdsService) listenersNamed(node string, names []string, replace bool, r
 // from: the CA's trust domain (for cluster names) and the health of each
 // service it named that its token may read.
 func (x *xdsService) readProxyless(ctx context.Context, node, token string, names *proxylessNames) (*proxyInputs, error) {
-	in := &proxyInputs{}
 	list, changed := names.current()
-	in.waits = append(in.waits, func(ctx context.Context) {
-		select {
-		case <-changed:
-		case <-ctx.Done():
-		}
-	})
+	in := &proxyInputs{names: changed}
 	opts := catalog.QueryOptions{Token: token}
-	roots, wait, err := x.view(ctx, &catalog.ReadRequest{Op: catalog.ReadCARoots, Options: opts})
+	roots, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadCARoots, Options: opts})
 	if err != nil {
 		return nil, fmt.Errorf("CA roots: %w", err)
 	}
-	in.waits = append(in.waits, wait)
 	if roots.CAConfig == nil || roots.CAConfig.ClusterID == "" {
 		return in, nil // the CA is not initialised yet: wait for it
 	}
@@ -113,11 +106,10 @@ func (x *xdsService) readProxyless(ctx context.Context, node, token string, name
 		if authz.ServiceRead(name) != acl.Allow {
 			continue
 		}
-		resp, wait, err := x.view(ctx, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: name, Options: opts})
+		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: name, Options: opts})
 		if err != nil {
 			return nil, fmt.Errorf("instances of %s: %w", name, err)
 		}
-		in.waits = append(in.waits, wait)
 		p.Services = append(p.Services, xds.ProxylessService{Name: name, Endpoints: meshEndpoints(resp.Instances)})
 	}
 	in.proxyless = p

@@ -61,7 +61,15 @@ type xdsService struct {
 	mu      sync.Mutex
 	proxies map[string]*proxyWatch
 	streams map[*xdsStream]struct{}
-	addrs   []net.Addr
+	// subs are the shared watches of the views proxies read.
+	subs  map[string]*viewSub
+	addrs []net.Addr
+
+	// ixnMu guards ixns: the intentions decoded from each view result
+	// (results are shared and immutable), so that the proxies of a
+	// change decode them once.
+	ixnMu sync.Mutex
+	ixns  map[*catalog.ReadResponse][]*catalog.Intention
 }
 
 // proxyWatch is the loop that keeps one proxy's snapshot current.
@@ -82,6 +90,8 @@ func (a *Agent) startXDS() error {
 		views:   &lazyViews{reader: a.backend, logger: a.logger.Named("xds.viewcache")},
 		proxies: map[string]*proxyWatch{},
 		streams: map[*xdsStream]struct{}{},
+		subs:    map[string]*viewSub{},
+		ixns:    map[*catalog.ReadResponse][]*catalog.Intention{},
 	}
 	x.ctx, x.cancel = context.WithCancel(a.ctx)
 	x.srv = xds.NewServerWithHooks(x.ctx, a.logger.Named("xds"), xds.Hooks{
@@ -92,6 +102,11 @@ func (a *Agent) startXDS() error {
 	x.grpc = grpc.NewServer(
 		grpc.MaxConcurrentStreams(xdsMaxStreams),
 		grpc.MaxRecvMsgSize(xdsMaxRecvBytes),
+		// One connection per proxy: small read buffers (requests are
+		// small) and write buffers released between writes keep the
+		// memory per proxy down.
+		grpc.ReadBufferSize(8<<10),
+		grpc.SharedWriteBuffer(true),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.StreamInterceptor(x.intercept),
 		grpc.WaitForHandlers(true),
@@ -414,6 +429,8 @@ func (x *xdsService) nodeDisconnected(node string) {
 // changes, until ctx ends.
 func (x *xdsService) runProxy(ctx context.Context, node string, read func(context.Context) (*proxyInputs, error)) {
 	logger := x.a.logger.Named("xds").With("proxy", node)
+	ps := &proxyState{dirty: make(chan struct{}, 1)}
+	defer x.setDeps(ps, nil)
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		in, err := read(ctx)
@@ -441,7 +458,8 @@ func (x *xdsService) runProxy(ctx context.Context, node string, read func(contex
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		in.waitChange(ctx)
+		x.setDeps(ps, in.deps)
+		in.waitChange(ctx, ps)
 	}
 }
 
@@ -451,64 +469,41 @@ type proxyInputs struct {
 	proxy *xds.Proxy
 	// proxyless is set instead of proxy for a proxyless client.
 	proxyless *xds.Proxyless
-	// waits each block until their input changes or ctx ends.
-	waits []func(ctx context.Context)
+	// deps are the views read, at the index read (xdsfanout.go).
+	deps []viewDep
+	// changed and names are closed at the next change of the local
+	// services and of a proxyless client's names (nil: never).
+	changed, names <-chan struct{}
+	// leafWait, when set, blocks until the leaf changes or ctx ends.
+	leafWait func(ctx context.Context)
 }
 
 // waitChange returns when one input changed or ctx ended.
-func (in *proxyInputs) waitChange(ctx context.Context) {
+func (in *proxyInputs) waitChange(ctx context.Context, ps *proxyState) {
 	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, w := range in.waits {
-		wg.Add(1)
+	leafDone := make(chan struct{})
+	if in.leafWait != nil {
 		go func() {
-			defer wg.Done()
-			w(wctx)
-			cancel()
+			defer close(leafDone)
+			in.leafWait(wctx)
 		}()
 	}
-	wg.Wait()
-}
-
-// view reads req from the agent's views and returns a wait for its next
-// change.
-func (x *xdsService) view(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, func(context.Context), error) {
-	resp, err := x.views.Get(ctx, req)
-	if err != nil {
-		return nil, nil, err
+	select {
+	case <-ps.dirty:
+	case <-in.changed:
+	case <-in.names:
+	case <-leafDone:
+	case <-ctx.Done():
 	}
-	idx := resp.Meta.Index
-	wait := func(ctx context.Context) {
-		for ctx.Err() == nil {
-			next := *req
-			next.Options.MinQueryIndex, next.Options.MaxQueryTime = idx, xdsReadWait
-			r, err := x.views.Get(ctx, &next)
-			if err != nil {
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Second):
-				}
-				return
-			}
-			if r.Meta.Index != idx {
-				return
-			}
-		}
+	cancel()
+	if in.leafWait != nil {
+		<-leafDone
 	}
-	return resp, wait, nil
 }
 
 // readProxy reads everything the proxy's configuration is built from.
 func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyInputs, error) {
-	in := &proxyInputs{}
-	changed := x.a.local.Changed()
-	in.waits = append(in.waits, func(ctx context.Context) {
-		select {
-		case <-changed:
-		case <-ctx.Done():
-		}
-	})
+	in := &proxyInputs{changed: x.a.local.Changed()}
 	svc := x.a.local.Service(node)
 	if svc == nil || svc.Kind != catalog.ServiceKindConnectProxy || svc.Proxy == nil {
 		// Deregistered: the proxy keeps what it has until it goes.
@@ -516,11 +511,10 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 	}
 	opts := catalog.QueryOptions{Token: token}
 	target := svc.Proxy.DestinationServiceName
-	roots, wait, err := x.view(ctx, &catalog.ReadRequest{Op: catalog.ReadCARoots, Options: opts})
+	roots, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadCARoots, Options: opts})
 	if err != nil {
 		return nil, fmt.Errorf("CA roots: %w", err)
 	}
-	in.waits = append(in.waits, wait)
 	if roots.CAConfig == nil || roots.CAConfig.ClusterID == "" || len(roots.CARoots) == 0 {
 		return in, nil // the CA is not initialised yet: wait for it
 	}
@@ -528,22 +522,21 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 	if err != nil {
 		return nil, fmt.Errorf("leaf certificate of %s: %w", target, err)
 	}
-	in.waits = append(in.waits, func(ctx context.Context) {
+	in.leafWait = func(ctx context.Context) {
 		for ctx.Err() == nil {
 			l, err := x.a.leaves.Get(ctx, target, leaf.ModifyIndex, xdsReadWait)
 			if err != nil || l.ModifyIndex != leaf.ModifyIndex {
 				return
 			}
 		}
-	})
+	}
 	var ixns []*catalog.Intention
 	for _, name := range []string{target, catalog.IntentionWildcard} {
-		resp, wait, err := x.view(ctx, &catalog.ReadRequest{Op: catalog.ReadConfigEntry, Key: httpapi.KindServiceIntentions, Name: name, Options: opts})
+		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadConfigEntry, Key: httpapi.KindServiceIntentions, Name: name, Options: opts})
 		if err != nil {
 			return nil, fmt.Errorf("intentions of %s: %w", name, err)
 		}
-		in.waits = append(in.waits, wait)
-		got, err := httpapi.EntryIntentions(resp.ConfigEntries...)
+		got, err := x.intentionsOf(resp)
 		if err != nil {
 			return nil, err
 		}
@@ -568,11 +561,10 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 		if u.Datacenter != "" && u.Datacenter != x.a.cfg.Datacenter {
 			continue // other datacenters: federation's, not served yet
 		}
-		resp, wait, err := x.view(ctx, &catalog.ReadRequest{Op: catalog.ReadHealthConnect, Name: u.DestinationName, Options: opts})
+		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadHealthConnect, Name: u.DestinationName, Options: opts})
 		if err != nil {
 			return nil, fmt.Errorf("instances of upstream %s: %w", u.DestinationName, err)
 		}
-		in.waits = append(in.waits, wait)
 		up := xds.Upstream{DestinationName: u.DestinationName, LocalBindAddress: u.LocalBindAddress, LocalBindPort: u.LocalBindPort}
 		if ms, ok := u.Config["connect_timeout_ms"].(float64); ok && ms > 0 {
 			up.ConnectTimeout = time.Duration(ms) * time.Millisecond
@@ -582,6 +574,32 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 	}
 	in.proxy = p
 	return in, nil
+}
+
+// maxDecodedIntentions bounds the decoded-intentions cache; past it, the
+// cache starts over.
+const maxDecodedIntentions = 4096
+
+// intentionsOf returns the intentions of a service-intentions view result,
+// decoded once per result.
+func (x *xdsService) intentionsOf(resp *catalog.ReadResponse) ([]*catalog.Intention, error) {
+	x.ixnMu.Lock()
+	got, ok := x.ixns[resp]
+	x.ixnMu.Unlock()
+	if ok {
+		return got, nil
+	}
+	got, err := httpapi.EntryIntentions(resp.ConfigEntries...)
+	if err != nil {
+		return nil, err
+	}
+	x.ixnMu.Lock()
+	if len(x.ixns) >= maxDecodedIntentions {
+		clear(x.ixns)
+	}
+	x.ixns[resp] = got
+	x.ixnMu.Unlock()
+	return got, nil
 }
 
 // meshEndpoints are the instances of a health read as xDS endpoints: the

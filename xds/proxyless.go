@@ -60,13 +60,16 @@ func BuildProxyless(p *Proxyless) (*cachev3.Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xds: router: %w", err)
 	}
-	var clusters, endpoints, listeners, routes []types.Resource
+	b := newBuilder(nil)
+	put := func(typ resource.Type, r types.Resource) {
+		b.add(typ, "", func() (types.Resource, error) { return r, nil })
+	}
 	for _, s := range svcs {
 		if s.Name == "" {
 			return nil, errors.New("xds: proxyless service without a name")
 		}
 		name := ClusterName(s.Name, p.Datacenter, p.TrustDomain)
-		clusters = append(clusters, &cluster.Cluster{
+		put(resource.ClusterType, &cluster.Cluster{
 			Name:                 name,
 			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_EDS},
 			EdsClusterConfig:     &cluster.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
@@ -79,10 +82,10 @@ func BuildProxyless(p *Proxyless) (*cachev3.Snapshot, error) {
 			l.Locality = &core.Locality{}
 			l.LoadBalancingWeight = wrapperspb.UInt32(1)
 		}
-		endpoints = append(endpoints, cla)
+		put(resource.EndpointType, cla)
 		// L4 only: one route to the service's cluster. The discovery
 		// chain's L7 routes (splits, retries, timeouts) go here.
-		routes = append(routes, &route.RouteConfiguration{
+		put(resource.RouteType, &route.RouteConfiguration{
 			Name: s.Name,
 			VirtualHosts: []*route.VirtualHost{{
 				Name:    s.Name,
@@ -104,9 +107,9 @@ func BuildProxyless(p *Proxyless) (*cachev3.Snapshot, error) {
 		if err != nil {
 			return nil, fmt.Errorf("xds: http connection manager: %w", err)
 		}
-		listeners = append(listeners, &listener.Listener{Name: s.Name, ApiListener: &listener.ApiListener{ApiListener: m}})
+		put(resource.ListenerType, &listener.Listener{Name: s.Name, ApiListener: &listener.ApiListener{ApiListener: m}})
 	}
-	snap, err := newSnapshot(clusters, endpoints, listeners, routes)
+	snap, err := b.snapshot()
 	if err != nil {
 		return nil, err
 	}

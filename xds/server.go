@@ -26,6 +26,8 @@ type Server struct {
 	cache  cachev3.SnapshotCache
 	ads    serverv3.Server
 	hooks  Hooks
+	// memo shares built resources between the proxies' builds.
+	memo *Memo
 
 	mu      sync.Mutex
 	streams map[int64]*streamState
@@ -83,6 +85,7 @@ func NewServerWithHooks(ctx context.Context, logger hclog.Logger, hooks Hooks) *
 	s := &Server{
 		logger:  logger,
 		hooks:   hooks,
+		memo:    NewMemo(),
 		streams: map[int64]*streamState{},
 		nodes:   map[string]int{},
 		acked:   map[string]map[string]string{},
@@ -111,7 +114,7 @@ func (s *Server) Register(g *grpc.Server) {
 // Update builds the proxy's snapshot and hands it to its streams. It returns
 // the snapshot's version.
 func (s *Server) Update(ctx context.Context, p *Proxy) (string, error) {
-	snap, err := Build(p)
+	snap, err := BuildMemo(p, s.memo)
 	if err != nil {
 		return "", err
 	}

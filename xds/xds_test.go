@@ -16,6 +16,7 @@ import (
 	rbacconfig "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbac "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -357,5 +358,68 @@ func TestBuildProxyless(t *testing.T) {
 	}
 	if _, err := BuildProxyless(&Proxyless{ID: "c", Datacenter: "dc1", TrustDomain: td, Services: []ProxylessService{{}}}); err == nil {
 		t.Fatal("a service without a name was accepted")
+	}
+}
+
+// BuildMemo reuses what did not change (a proxy whose endpoints changed
+// keeps its clusters and listeners, the same objects), and the version map
+// it fills in is the one go-control-plane would compute.
+func TestBuildMemo(t *testing.T) {
+	m := NewMemo()
+	p := testProxy(t)
+	a, err := BuildMemo(p, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := Build(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.GetVersion(resource.ClusterType) != plain.GetVersion(resource.ClusterType) {
+		t.Fatal("a memoized build differs from a plain one")
+	}
+	again, _ := BuildMemo(p, m)
+	if again.GetVersion(resource.ClusterType) != a.GetVersion(resource.ClusterType) {
+		t.Fatal("an unchanged proxy got a new version")
+	}
+	p.Upstreams[0].Endpoints = append(p.Upstreams[0].Endpoints, Endpoint{Address: "10.0.0.9", Port: 21000, Healthy: true})
+	b, err := BuildMemo(p, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.GetVersion(resource.ClusterType) == a.GetVersion(resource.ClusterType) {
+		t.Fatal("a new endpoint did not change the version")
+	}
+	for _, typ := range []string{resource.ClusterType, resource.ListenerType} {
+		for name, r := range b.GetResources(typ) {
+			if a.GetResources(typ)[name] != r {
+				t.Errorf("%s %s was rebuilt for an endpoint change", typ, name)
+			}
+		}
+	}
+	db := ClusterName("db", "dc1", td)
+	if b.GetResources(resource.EndpointType)[db] == a.GetResources(resource.EndpointType)[db] {
+		t.Error("db's endpoints were not rebuilt")
+	}
+	if err := b.Consistent(); err != nil {
+		t.Fatalf("memoized snapshot inconsistent: %v", err)
+	}
+	if err := consistent(b); err != nil {
+		t.Fatalf("cheap check refuses a consistent snapshot: %v", err)
+	}
+	broken, _ := Build(p)
+	delete(broken.Resources[types.Endpoint].Items, db)
+	if consistent(broken) == nil || broken.Consistent() == nil {
+		t.Fatal("a snapshot missing endpoints passed a check")
+	}
+	computed, _ := Build(p)
+	computed.VersionMap = nil
+	if err := computed.ConstructVersionMap(); err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType} {
+		if fmt.Sprint(computed.GetVersionMap(typ)) != fmt.Sprint(b.GetVersionMap(typ)) {
+			t.Errorf("%s version map = %v, want %v", typ, b.GetVersionMap(typ), computed.GetVersionMap(typ))
+		}
 	}
 }

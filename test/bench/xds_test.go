@@ -3,7 +3,10 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
@@ -193,7 +196,16 @@ func BenchmarkXDS1000Proxies(b *testing.B) {
 	rounds := xdsEnvInt("BENCH_XDS_ROUNDS", 3)
 	const services, instances, upstreams = 200, 3, 5
 	runOnce(b, func() {
-		p, pp := startDevPorts(b, kindTribune)
+		var extra []string
+		profile := os.Getenv("BENCH_XDS_PPROF") // a file for the agent's CPU profile of the rounds
+		if profile != "" {
+			cfgPath := filepath.Join(workDir, "xds-debug.json")
+			if err := os.WriteFile(cfgPath, []byte(`{"enable_debug": true}`), 0o600); err != nil {
+				b.Fatal(err)
+			}
+			extra = append(extra, "-config-file", cfgPath)
+		}
+		p, pp := startDevPorts(b, kindTribune, extra...)
 		c := newAPIClient(b, p.HTTPAddr())
 		wait := time.Now()
 		for {
@@ -267,29 +279,65 @@ func BenchmarkXDS1000Proxies(b *testing.B) {
 			fmt.Sprintf("before streams=%.1fMiB", float64(rssBefore)/1024))
 		record(b, kindTribune, fmt.Sprintf("xds agent-rss-per-proxy proxies=%d", proxies), "KiB", float64(rssAfter-rssBefore)/float64(proxies), "")
 
-		var edsP50, edsP99, edsMax, rbacP50, rbacP99, rbacMax []float64
+		profDone := make(chan struct{})
+		if profile != "" {
+			go func() {
+				defer close(profDone)
+				resp, err := http.Get("http://" + p.HTTPAddr() + "/debug/pprof/profile?seconds=" + strconv.Itoa(rounds*3))
+				if err != nil {
+					fmt.Printf("bench: profile: %v\n", err)
+					return
+				}
+				defer resp.Body.Close()
+				f, err := os.Create(profile)
+				if err == nil {
+					_, _ = io.Copy(f, resp.Body)
+					f.Close()
+				}
+			}()
+		} else {
+			close(profDone)
+		}
+		defer func() { <-profDone }()
+		var edsP50, edsP99, edsMax, rbacP50, rbacP99, rbacMax, edsCPU, rbacCPU []float64
+		// agentCPU is the agent's CPU time in ms since the last call: a
+		// figure the other loads of a shared machine do not inflate.
+		lastTicks, _ := cpuTicks(p.Pid())
+		agentCPU := func() float64 {
+			t, _ := cpuTicks(p.Pid())
+			d := t - lastTicks
+			lastTicks = t
+			return float64(d) * 10 // 100 ticks a second
+		}
 		for r := range rounds {
 			status := api.HealthCritical
 			if r%2 == 1 {
 				status = api.HealthPassing
 			}
+			agentCPU()
 			t0 := time.Now()
 			if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: "node-0-1", Address: "10.0.1.1", SkipNodeUpdate: true,
 				Check: &api.AgentCheck{Node: "node-0-1", CheckID: "proxy", Name: "proxy", Status: status, ServiceID: "svc-0-sidecar-proxy"}}, nil); err != nil {
 				b.Fatal(err)
 			}
+			written := time.Since(t0)
 			d := waitAcks(b, streams, resource.EndpointType, t0, 60*time.Second)
+			fmt.Printf("bench: xds round %d: catalog write %.1fms, first EDS ACK %.1fms, last %.1fms\n", r, ms(written), pct(d, 0), pct(d, 1))
 			edsP50, edsP99, edsMax = append(edsP50, pct(d, 0.5)), append(edsP99, pct(d, 0.99)), append(edsMax, pct(d, 1))
 			quiet(streams, 500*time.Millisecond, 30*time.Second)
+			edsCPU = append(edsCPU, agentCPU())
 
 			t0 = time.Now()
 			if _, _, err := c.ConfigEntries().Set(&api.ServiceIntentionsConfigEntry{Kind: api.ServiceIntentions, Name: "*",
 				Sources: []*api.SourceIntention{{Name: fmt.Sprintf("banned-%d", r), Action: api.IntentionActionDeny}}}, nil); err != nil {
 				b.Fatal(err)
 			}
+			written = time.Since(t0)
 			d = waitAcks(b, streams, resource.ListenerType, t0, 60*time.Second)
+			fmt.Printf("bench: xds round %d: intention write %.1fms, first LDS ACK %.1fms, last %.1fms\n", r, ms(written), pct(d, 0), pct(d, 1))
 			rbacP50, rbacP99, rbacMax = append(rbacP50, pct(d, 0.5)), append(rbacP99, pct(d, 0.99)), append(rbacMax, pct(d, 1))
 			quiet(streams, 500*time.Millisecond, 30*time.Second)
+			rbacCPU = append(rbacCPU, agentCPU())
 		}
 		for _, f := range []struct {
 			name string
@@ -297,6 +345,7 @@ func BenchmarkXDS1000Proxies(b *testing.B) {
 		}{
 			{"eds-ack p50", edsP50}, {"eds-ack p99", edsP99}, {"eds-ack max", edsMax},
 			{"rbac-ack p50", rbacP50}, {"rbac-ack p99", rbacP99}, {"rbac-ack max", rbacMax},
+			{"eds-change agent-cpu", edsCPU}, {"rbac-change agent-cpu", rbacCPU},
 		} {
 			record(b, kindTribune, fmt.Sprintf("xds %s proxies=%d", f.name, proxies), "ms", median(f.vals), fmt.Sprintf("rounds=%v", f.vals))
 		}
