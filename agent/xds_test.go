@@ -354,3 +354,101 @@ func TestXDSStreamTokens(t *testing.T) {
 }
 
 func nodeOf(id string) *core.Node { return &core.Node{Id: id} }
+
+// State of the world, as grpc-go and older Envoys speak it: a NACKed
+// version is not sent again (the proxy keeps the version it ACKed); the
+// next response carries the next change.
+func TestXDSSotWNack(t *testing.T) {
+	t.Parallel()
+	a, c := meshAgentWith(t, agenttest.Config(t), "")
+	const node = "web-sidecar-proxy"
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(dialXDS(t, a)).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := make(chan *discovery.DiscoveryResponse, 16)
+	go func() {
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				close(recv)
+				return
+			}
+			recv <- r
+		}
+	}()
+	next := func() *discovery.DiscoveryResponse {
+		t.Helper()
+		select {
+		case r, ok := <-recv:
+			if !ok {
+				t.Fatal("stream ended")
+			}
+			return r
+		case <-time.After(20 * time.Second):
+			t.Fatal("no response within 20s")
+		}
+		return nil
+	}
+	send := func(req *discovery.DiscoveryRequest) {
+		t.Helper()
+		req.Node = nodeOf(node)
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setDB2 := func(status string) {
+		t.Helper()
+		if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: "n2", Address: "10.0.0.2", SkipNodeUpdate: true,
+			Check: &api.AgentCheck{Node: "n2", CheckID: "db-proxy", Name: "proxy", Status: status, ServiceID: "db-sidecar-proxy"}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(&discovery.DiscoveryRequest{TypeUrl: resource.ClusterType})
+	cds := next()
+	send(&discovery.DiscoveryRequest{TypeUrl: resource.ClusterType, VersionInfo: cds.GetVersionInfo(), ResponseNonce: cds.GetNonce()})
+	var db string
+	for _, res := range cds.GetResources() {
+		var cl cluster.Cluster
+		if err := res.UnmarshalTo(&cl); err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(cl.GetName(), "db.") {
+			db = cl.GetName()
+		}
+	}
+	send(&discovery.DiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNames: []string{db}})
+	v1 := next()
+	send(&discovery.DiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNames: []string{db}, VersionInfo: v1.GetVersionInfo(), ResponseNonce: v1.GetNonce()})
+	srv := a.XDSServer()
+	wait.For(t, 10*time.Second, func() error {
+		if v := srv.Acked(node, resource.EndpointType); v != v1.GetVersionInfo() {
+			return fmt.Errorf("EDS acked %q, want %q", v, v1.GetVersionInfo())
+		}
+		return nil
+	})
+	setDB2(api.HealthCritical)
+	v2 := next()
+	if v2.GetTypeUrl() != resource.EndpointType || v2.GetVersionInfo() == v1.GetVersionInfo() {
+		t.Fatalf("after a change got %s %s", v2.GetTypeUrl(), v2.GetVersionInfo())
+	}
+	// NACK v2: Envoy names the version it still runs.
+	send(&discovery.DiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNames: []string{db}, VersionInfo: v1.GetVersionInfo(),
+		ResponseNonce: v2.GetNonce(), ErrorDetail: &status.Status{Code: int32(codes.InvalidArgument), Message: "sotw: rejected"}})
+	wait.For(t, 10*time.Second, func() error {
+		if srv.LastNack(node, resource.EndpointType) != "sotw: rejected" {
+			return fmt.Errorf("NACK not recorded")
+		}
+		return nil
+	})
+	if v := srv.Acked(node, resource.EndpointType); v != v1.GetVersionInfo() {
+		t.Fatalf("after a NACK EDS acked %q, want %q", v, v1.GetVersionInfo())
+	}
+	setDB2(api.HealthPassing)
+	v3 := next()
+	if v3.GetVersionInfo() == v2.GetVersionInfo() {
+		t.Fatalf("the NACKed version %s was sent again", v2.GetVersionInfo())
+	}
+}

@@ -119,7 +119,9 @@ func (b *builder) snapshot() (*cachev3.Snapshot, error) {
 	if b.err != nil {
 		return nil, b.err
 	}
-	h := sha256.New()
+	// Each type is versioned by its own resources, so that a state of the
+	// world client is sent only the types that changed.
+	typeVersions := map[resource.Type]string{}
 	versionMap := map[string]map[string]string{}
 	for _, typ := range []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
 		names := make([]string, 0, len(b.hashes[typ]))
@@ -127,9 +129,11 @@ func (b *builder) snapshot() (*cachev3.Snapshot, error) {
 			names = append(names, n)
 		}
 		sort.Strings(names)
+		h := sha256.New()
 		for _, n := range names {
-			h.Write([]byte(typ + "\x00" + n + "\x00" + b.hashes[typ][n] + "\x00"))
+			h.Write([]byte(n + "\x00" + b.hashes[typ][n] + "\x00"))
 		}
+		typeVersions[typ] = hex.EncodeToString(h.Sum(nil))[:16]
 	}
 	// Every type has a map, as ConstructVersionMap would make it.
 	for i := range types.UnknownType {
@@ -150,9 +154,15 @@ func (b *builder) snapshot() (*cachev3.Snapshot, error) {
 	if rs, ok := b.resources[resource.RouteType]; ok {
 		res[resource.RouteType] = rs
 	}
-	snap, err := cachev3.NewSnapshot(hex.EncodeToString(h.Sum(nil))[:16], res)
+	snap, err := cachev3.NewSnapshot("", res)
 	if err != nil {
 		return nil, fmt.Errorf("xds: snapshot: %w", err)
+	}
+	for typ, v := range typeVersions {
+		rt := cachev3.GetResponseType(typ)
+		if rt != types.UnknownType {
+			snap.Resources[rt].Version = v
+		}
 	}
 	snap.VersionMap = versionMap
 	return snap, nil

@@ -112,16 +112,16 @@ func (s *Server) Register(g *grpc.Server) {
 }
 
 // Update builds the proxy's snapshot and hands it to its streams. It returns
-// the snapshot's version.
-func (s *Server) Update(ctx context.Context, p *Proxy) (string, error) {
+// the snapshot (each type has its own version: GetVersion).
+func (s *Server) Update(ctx context.Context, p *Proxy) (*cachev3.Snapshot, error) {
 	snap, err := BuildMemo(p, s.memo)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if err := s.SetSnapshot(ctx, p.ID, snap); err != nil {
-		return "", err
+		return nil, err
 	}
-	return snap.GetVersion(clusterTypeURL), nil
+	return snap, nil
 }
 
 // SetSnapshot hands a built snapshot to the node's streams.
@@ -142,7 +142,6 @@ func (s *Server) Remove(nodeID string) {
 }
 
 const (
-	clusterTypeURL  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 	listenerTypeURL = "type.googleapis.com/envoy.config.listener.v3.Listener"
 )
 

@@ -215,6 +215,9 @@ func BuildMemo(p *Proxy, m *Memo) (*cachev3.Snapshot, error) {
 		b.add(resource.EndpointType, "eds|"+name+"|"+endpointsKey(u.Endpoints), func() (types.Resource, error) {
 			return loadAssignment(name, u.Endpoints), nil
 		})
+		// L4 only. The seam for L7 upstreams (protocol http/grpc): the
+		// discovery chain's routes replace this tcp_proxy with an
+		// HttpConnectionManager over RDS, as BuildProxyless does.
 		bind := orDefault(u.LocalBindAddress, "127.0.0.1")
 		lname := fmt.Sprintf("%s:%s:%d", u.DestinationName, bind, u.LocalBindPort)
 		b.add(resource.ListenerType, "out|"+lname+"|"+name, func() (types.Resource, error) {

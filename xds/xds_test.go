@@ -105,15 +105,18 @@ func TestBuildSnapshot(t *testing.T) {
 	// Same input, same version; an endpoint change, a new version.
 	again, _ := Build(testProxy(t))
 	_ = again
-	v1 := snap.GetVersion(resource.ClusterType)
+	v1 := snap.GetVersion(resource.EndpointType)
 	snap2, _ := Build(p)
-	if snap2.GetVersion(resource.ClusterType) != v1 {
+	if snap2.GetVersion(resource.EndpointType) != v1 {
 		t.Fatal("identical proxy got a new version")
 	}
 	p.Upstreams[0].Endpoints[1].Healthy = true
 	snap3, _ := Build(p)
-	if snap3.GetVersion(resource.ClusterType) == v1 {
+	if snap3.GetVersion(resource.EndpointType) == v1 {
 		t.Fatal("endpoint change kept the version")
+	}
+	if snap3.GetVersion(resource.ClusterType) != snap.GetVersion(resource.ClusterType) {
+		t.Fatal("endpoint change changed the clusters' version")
 	}
 }
 
@@ -287,10 +290,11 @@ func TestADSPushAckNack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	p := testProxy(t)
-	v1, err := s.Update(ctx, p)
+	snap1, err := s.Update(ctx, p)
 	if err != nil {
 		t.Fatal(err)
 	}
+	v1 := snap1.GetVersion(resource.ClusterType)
 	c := dialADS(t, ctx, addr, p.ID)
 	if err := c.subscribe(resource.ClusterType); err != nil {
 		t.Fatal(err)
@@ -307,10 +311,11 @@ func TestADSPushAckNack(t *testing.T) {
 	}
 	// A catalog change: a new version is pushed without a new request.
 	p.Upstreams = append(p.Upstreams, Upstream{DestinationName: "search", LocalBindPort: 9193})
-	v2, err := s.Update(ctx, p)
-	if err != nil || v2 == v1 {
-		t.Fatalf("update: %v, version %s", err, v2)
+	snap2, err := s.Update(ctx, p)
+	if err != nil || snap2.GetVersion(resource.ClusterType) == v1 {
+		t.Fatalf("update: %v", err)
 	}
+	v2 := snap2.GetVersion(resource.ClusterType)
 	// The client rejects it: counted and logged, the ACKed version stays.
 	resp, err = c.recvAndAnswer(true)
 	if err != nil || resp.VersionInfo != v2 || len(resp.Resources) != 4 {
@@ -387,7 +392,7 @@ func TestBuildMemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.GetVersion(resource.ClusterType) == a.GetVersion(resource.ClusterType) {
+	if b.GetVersion(resource.EndpointType) == a.GetVersion(resource.EndpointType) {
 		t.Fatal("a new endpoint did not change the version")
 	}
 	for _, typ := range []string{resource.ClusterType, resource.ListenerType} {

@@ -197,7 +197,9 @@ func BenchmarkXDS1000Proxies(b *testing.B) {
 	const services, instances, upstreams = 200, 3, 5
 	runOnce(b, func() {
 		var extra []string
-		profile := os.Getenv("BENCH_XDS_PPROF") // a file for the agent's CPU profile of the rounds
+		// Files for the agent's CPU profile of the rounds and its heap
+		// profile once every proxy has its configuration.
+		profile := os.Getenv("BENCH_XDS_PPROF")
 		if profile != "" {
 			cfgPath := filepath.Join(workDir, "xds-debug.json")
 			if err := os.WriteFile(cfgPath, []byte(`{"enable_debug": true}`), 0o600); err != nil {
@@ -275,6 +277,15 @@ func BenchmarkXDS1000Proxies(b *testing.B) {
 		record(b, kindTribune, fmt.Sprintf("xds initial-config proxies=%d all", proxies), "ms", ms(initial[len(initial)-1]), "")
 		quiet(streams, time.Second, 30*time.Second)
 		rssAfter, _ := procStatusKiB(p.Pid(), "VmRSS")
+		if heap := os.Getenv("BENCH_XDS_HEAP"); heap != "" && profile != "" {
+			if resp, err := http.Get("http://" + p.HTTPAddr() + "/debug/pprof/heap"); err == nil {
+				if f, err := os.Create(heap); err == nil {
+					_, _ = io.Copy(f, resp.Body)
+					f.Close()
+				}
+				resp.Body.Close()
+			}
+		}
 		record(b, kindTribune, fmt.Sprintf("xds agent-rss proxies=%d", proxies), "MiB", float64(rssAfter)/1024,
 			fmt.Sprintf("before streams=%.1fMiB", float64(rssBefore)/1024))
 		record(b, kindTribune, fmt.Sprintf("xds agent-rss-per-proxy proxies=%d", proxies), "KiB", float64(rssAfter-rssBefore)/float64(proxies), "")
