@@ -14,6 +14,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 )
 
 // Memo keeps built resources and their hashes by the inputs they were built
@@ -113,6 +114,24 @@ func (b *builder) add(typ resource.Type, key string, build func() (types.Resourc
 	b.hashes[typ][cachev3.GetResourceName(e.res)] = e.hash
 }
 
+// shared returns the part (a piece of resources, never modified) built by
+// build from inputs identified by key, from the memo when it has it.
+func (b *builder) shared(key string, build func() (proto.Message, error)) (proto.Message, error) {
+	if b.memo != nil {
+		if e, ok := b.memo.lookup("part\x00" + key); ok {
+			return e.res, nil
+		}
+	}
+	m, err := build()
+	if err != nil {
+		return nil, err
+	}
+	if b.memo != nil {
+		b.memo.store("part\x00"+key, memoEntry{res: m})
+	}
+	return m, nil
+}
+
 // snapshot returns the snapshot of what was added, versioned by the hashes
 // of its resources, with its delta version map filled in.
 func (b *builder) snapshot() (*cachev3.Snapshot, error) {
@@ -135,12 +154,8 @@ func (b *builder) snapshot() (*cachev3.Snapshot, error) {
 		}
 		typeVersions[typ] = hex.EncodeToString(h.Sum(nil))[:16]
 	}
-	// Every type has a map, as ConstructVersionMap would make it.
-	for i := range types.UnknownType {
-		typ, err := cachev3.GetResponseTypeURL(i)
-		if err != nil {
-			return nil, fmt.Errorf("xds: snapshot: %w", err)
-		}
+	// The types a proxy gets have a map (the others read as empty).
+	for _, typ := range []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
 		versionMap[typ] = b.hashes[typ]
 		if versionMap[typ] == nil {
 			versionMap[typ] = map[string]string{}

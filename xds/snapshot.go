@@ -227,16 +227,20 @@ func BuildMemo(p *Proxy, m *Memo) (*cachev3.Snapshot, error) {
 
 	pubName := fmt.Sprintf("public_listener:%s:%d", p.PublicAddress, p.PublicPort)
 	b.add(resource.ListenerType, "pub|"+pubName+"|"+certs+"|"+p.Service+"|"+p.TrustDomain+"|"+strconv.FormatBool(p.DefaultAllow)+"|"+intentionsKey(p), func() (types.Resource, error) {
-		c := commonTLS()
-		ts, err := transportSocket(&tlsv3.DownstreamTlsContext{
-			RequireClientCertificate: wrapperspb.Bool(true),
-			CommonTlsContext: &tlsv3.CommonTlsContext{
-				TlsCertificates: c.TlsCertificates,
-				TlsParams:       c.TlsParams,
-				ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-					TrustedCa: inline(roots),
-				}},
-			},
+		// The TLS context changes only with the certificates: an
+		// intention change reuses it.
+		ts, err := b.shared("down|"+certs, func() (proto.Message, error) {
+			c := commonTLS()
+			return transportSocket(&tlsv3.DownstreamTlsContext{
+				RequireClientCertificate: wrapperspb.Bool(true),
+				CommonTlsContext: &tlsv3.CommonTlsContext{
+					TlsCertificates: c.TlsCertificates,
+					TlsParams:       c.TlsParams,
+					ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+						TrustedCa: inline(roots),
+					}},
+				},
+			})
 		})
 		if err != nil {
 			return nil, err
@@ -245,7 +249,7 @@ func BuildMemo(p *Proxy, m *Memo) (*cachev3.Snapshot, error) {
 		if err != nil {
 			return nil, err
 		}
-		return tcpListener(pubName, p.PublicAddress, p.PublicPort, "public_listener", LocalAppCluster, ts, authz)
+		return tcpListener(pubName, p.PublicAddress, p.PublicPort, "public_listener", LocalAppCluster, ts.(*core.TransportSocket), authz)
 	})
 	snap, err := b.snapshot()
 	if err != nil {
