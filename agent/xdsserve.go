@@ -474,30 +474,19 @@ type proxyInputs struct {
 	// changed and names are closed at the next change of the local
 	// services and of a proxyless client's names (nil: never).
 	changed, names <-chan struct{}
-	// leafWait, when set, blocks until the leaf changes or ctx ends.
-	leafWait func(ctx context.Context)
+	// leaf is closed when the proxy's leaf certificate changes (nil:
+	// never).
+	leaf <-chan struct{}
 }
 
 // waitChange returns when one input changed or ctx ended.
 func (in *proxyInputs) waitChange(ctx context.Context, ps *proxyState) {
-	wctx, cancel := context.WithCancel(ctx)
-	leafDone := make(chan struct{})
-	if in.leafWait != nil {
-		go func() {
-			defer close(leafDone)
-			in.leafWait(wctx)
-		}()
-	}
 	select {
 	case <-ps.dirty:
 	case <-in.changed:
 	case <-in.names:
-	case <-leafDone:
+	case <-in.leaf:
 	case <-ctx.Done():
-	}
-	cancel()
-	if in.leafWait != nil {
-		<-leafDone
 	}
 }
 
@@ -522,14 +511,7 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 	if err != nil {
 		return nil, fmt.Errorf("leaf certificate of %s: %w", target, err)
 	}
-	in.leafWait = func(ctx context.Context) {
-		for ctx.Err() == nil {
-			l, err := x.a.leaves.Get(ctx, target, leaf.ModifyIndex, xdsReadWait)
-			if err != nil || l.ModifyIndex != leaf.ModifyIndex {
-				return
-			}
-		}
-	}
+	in.leaf = x.a.leaves.Changed(target, leaf.ModifyIndex)
 	var ixns []*catalog.Intention
 	for _, name := range []string{target, catalog.IntentionWildcard} {
 		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadConfigEntry, Key: httpapi.KindServiceIntentions, Name: name, Options: opts})

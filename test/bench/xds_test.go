@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -277,6 +279,15 @@ func BenchmarkXDS1000Proxies(b *testing.B) {
 		record(b, kindTribune, fmt.Sprintf("xds initial-config proxies=%d all", proxies), "ms", ms(initial[len(initial)-1]), "")
 		quiet(streams, time.Second, 30*time.Second)
 		rssAfter, _ := procStatusKiB(p.Pid(), "VmRSS")
+		if profile != "" {
+			if resp, err := http.Get("http://" + p.HTTPAddr() + "/debug/pprof/goroutine?debug=1"); err == nil {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				first, _ := bufio.NewReader(bytes.NewReader(body)).ReadString('\n')
+				fmt.Printf("bench: xds agent %s", first)
+				_ = os.WriteFile(profile+".goroutines", body, 0o644)
+			}
+		}
 		if heap := os.Getenv("BENCH_XDS_HEAP"); heap != "" && profile != "" {
 			if resp, err := http.Get("http://" + p.HTTPAddr() + "/debug/pprof/heap"); err == nil {
 				if f, err := os.Create(heap); err == nil {
