@@ -3,7 +3,7 @@ GO ?= go
 PKGS ?= ./...
 BIN ?= bin/tribune
 
-.PHONY: run build test test-race bench bench-dns fuzz lint fmt vet staticcheck clean conformance
+.PHONY: run build test test-race bench bench-dns bench-xds fuzz lint fmt vet staticcheck clean conformance
 
 run:
 	$(GO) run ./cmd/tribune agent -dev
@@ -79,3 +79,10 @@ jepsen:
 # service-intentions (see test/conformance/run.sh).
 conformance:
 	bash test/conformance/run.sh
+
+# xDS benchmark: 1,000 sidecars (delta ADS streams from the benchmark
+# process) on one dev agent, 5 upstreams each, 200 services x 3 instances:
+# initial config, catalog change -> EDS ACKs, intention change -> RBAC ACKs
+# (p50/p99/max), agent RSS per proxy. BENCH_XDS_PROXIES, BENCH_XDS_ROUNDS.
+bench-xds:
+	$(GO) test -run '^$$' -bench 'XDS1000Proxies' -benchtime 1x -count 1 -timeout 20m ./test/bench/

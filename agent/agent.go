@@ -59,6 +59,8 @@ type Agent struct {
 	acls      acl.Resolver
 	local     *local.State
 	dns       *dnsService
+	// xds serves ADS to the local sidecars on ports.grpc (xdsserve.go).
+	xds *xdsService
 	// events keeps the last user events this agent accepted (http_event.go).
 	events *eventBuffer
 	// caConfig is connect.ca_config; leaves the Connect leaf certificates.
@@ -238,7 +240,15 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.stopCore()
 		return nil, err
 	}
+	if err := a.startXDS(); err != nil {
+		a.stopDNS()
+		a.stopHTTP(context.Background())
+		a.stopCore()
+		return nil, err
+	}
+	// After xDS: the gRPC TLS port serves it too.
 	if err := a.startGRPCTLS(); err != nil {
+		a.stopXDS()
 		a.stopDNS()
 		a.stopHTTP(context.Background())
 		a.stopCore()
@@ -246,6 +256,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 	}
 	if err := a.startJoins(); err != nil {
 		a.stopGRPCTLS()
+		a.stopXDS()
 		a.stopDNS()
 		a.stopHTTP(context.Background())
 		a.stopCore()
@@ -550,6 +561,7 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 		a.stopHTTP(ctx)
 		a.stopGRPCTLS()
 		a.stopDNS()
+		a.stopXDS()
 		a.wg.Wait()
 		a.leaves.Close()
 		err = a.stopCore()

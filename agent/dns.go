@@ -140,6 +140,8 @@ func (a *Agent) startDNS() error {
 		Logger:    a.logger.Named("dns"),
 		// Prepared queries (<query>.query.<domain>): agent/query_dns.go.
 		PreparedQuery: src.preparedQuery,
+		// Mesh instances (<service>.connect.<domain>).
+		ConnectLookup: src.connectLookup,
 	}, src)
 	if err != nil {
 		cancel()
@@ -216,9 +218,21 @@ func (s *dnsSource) ServiceHealth(ctx context.Context, dc, service string) ([]*c
 		return nil, err
 	}
 	service = strings.ToLower(service)
-	list, err := s.get(ctx, catalog.ReadServices, "")
+	if ok, err := s.known(ctx, service); !ok || err != nil {
+		return nil, err
+	}
+	resp, err := s.get(ctx, catalog.ReadHealthService, service)
 	if err != nil {
 		return nil, err
+	}
+	return resp.Instances, nil
+}
+
+// known reports whether the lower-cased service is in the list of services.
+func (s *dnsSource) known(ctx context.Context, service string) (bool, error) {
+	list, err := s.get(ctx, catalog.ReadServices, "")
+	if err != nil {
+		return false, err
 	}
 	idx := s.services.Load()
 	if idx == nil || idx.from != list {
@@ -230,10 +244,21 @@ func (s *dnsSource) ServiceHealth(ctx context.Context, dc, service string) ([]*c
 		}
 		s.services.Store(idx)
 	}
-	if !idx.names[service] {
-		return nil, nil
+	return idx.names[service], nil
+}
+
+// connectLookup answers <service>.connect.<domain>: the service's proxies
+// and Connect-native instances, from a view. Only a service of the catalog
+// starts one (a proxy's destination is a registered service).
+func (s *dnsSource) connectLookup(ctx context.Context, dc, service string) ([]*catalog.CheckServiceNode, error) {
+	if err := s.checkDC(dc); err != nil {
+		return nil, err
 	}
-	resp, err := s.get(ctx, catalog.ReadHealthService, service)
+	service = strings.ToLower(service)
+	if ok, err := s.known(ctx, service); !ok || err != nil {
+		return nil, err
+	}
+	resp, err := s.get(ctx, catalog.ReadHealthConnect, service)
 	if err != nil {
 		return nil, err
 	}

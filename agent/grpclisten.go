@@ -23,6 +23,21 @@ func (a *Agent) mountGRPC(g *grpc.Server) {
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, hs)
+	if a.xds != nil {
+		// ADS over TLS: the same server as the plaintext port, its
+		// streams checked by the same interceptor (grpcTLSOptions).
+		a.xds.srv.Register(g)
+	}
+}
+
+// grpcTLSOptions are the options of the gRPC TLS server beyond its
+// credentials: those of xDS when it runs (stream limits, the token
+// interceptor).
+func (a *Agent) grpcTLSOptions() []grpc.ServerOption {
+	if a.xds == nil {
+		return nil
+	}
+	return a.xds.serverOptions()
 }
 
 // GRPCTLSCredentials returns the server-side TLS credentials of the gRPC
@@ -71,7 +86,7 @@ func (a *Agent) startGRPCTLS() error {
 	if timeout <= 0 {
 		timeout = defaultGRPCHandshakeTimeout
 	}
-	g := grpc.NewServer(grpc.Creds(creds), grpc.ConnectionTimeout(timeout))
+	g := grpc.NewServer(append(a.grpcTLSOptions(), grpc.Creds(creds), grpc.ConnectionTimeout(timeout))...)
 	a.mountGRPC(g)
 	a.httpMu.Lock()
 	a.grpcTLS = g

@@ -114,7 +114,8 @@ func populate(t testing.TB, fsm *catalog.FSM) *applier {
 		Service: &catalog.Service{ID: "web1", Service: "web", Tags: []string{"a", "b"}, Port: 80,
 			Meta:            map[string]string{"v": "1"},
 			TaggedAddresses: map[string]catalog.ServiceAddress{"lan": {Address: "10.0.0.1", Port: 80}},
-			Proxy:           map[string]any{"upstreams": []any{"db"}, "port": 21000.0}},
+			Proxy: &catalog.ConnectProxyConfig{Upstreams: []catalog.Upstream{{DestinationName: "db", LocalBindPort: 9191}},
+				Config: map[string]any{"port": 21000.0}}},
 		Checks: []*catalog.HealthCheck{
 			{CheckID: catalog.SerfCheckID, Name: "Serf", Status: catalog.HealthPassing},
 			{CheckID: "web-http", Name: "http", Status: catalog.HealthPassing, ServiceID: "web1", Interval: "10s",
@@ -441,7 +442,8 @@ func TestFSMSnapshotRestore(t *testing.T) {
 	}
 	_, csns, _ := dst.CheckServiceNodes(ws(), "web", []string{"b"})
 	if len(csns) != 1 || csns[0].Node.Meta["rack"] != "r1" || len(csns[0].Checks) != 2 ||
-		csns[0].Service.TaggedAddresses["lan"].Port != 80 || csns[0].Service.Proxy["port"] != 21000.0 {
+		csns[0].Service.TaggedAddresses["lan"].Port != 80 || csns[0].Service.Proxy.Config["port"] != 21000.0 ||
+		csns[0].Service.Proxy.Upstreams[0].LocalBindPort != 9191 {
 		t.Fatalf("web after restore = %+v", csns)
 	}
 	_, svcs, _ := dst.Services(ws())

@@ -44,7 +44,7 @@ func (s *Store) filterNodeMeta(ws memdb.WatchSet, req *ReadRequest, out *ReadRes
 			}
 		}
 		out.Nodes = kept
-	case ReadServiceInstances, ReadHealthService:
+	case ReadServiceInstances, ReadHealthService, ReadConnectInstances, ReadHealthConnect:
 		kept := out.Instances[:0:0]
 		for _, in := range out.Instances {
 			if in.Node != nil && matching[in.Node.Node] {

@@ -20,6 +20,10 @@ const (
 	ReadServices         ReadOp = "catalog.services"
 	ReadServiceInstances ReadOp = "catalog.service"
 	ReadHealthService    ReadOp = "health.service"
+	// ReadConnectInstances and ReadHealthConnect read the mesh instances
+	// (proxies and Connect-native instances) of service Name.
+	ReadConnectInstances ReadOp = "catalog.connect"
+	ReadHealthConnect    ReadOp = "health.connect"
 	ReadNodeChecks       ReadOp = "health.node"
 	ReadServiceChecks    ReadOp = "health.checks"
 	ReadChecksInState    ReadOp = "health.state"
@@ -123,6 +127,8 @@ func (s *Store) Execute(ws memdb.WatchSet, req *ReadRequest) (uint64, *ReadRespo
 		idx, out.Instances, err = s.ServiceInstances(ws, req.Name, req.Tags)
 	case ReadHealthService:
 		idx, out.Instances, err = s.CheckServiceNodes(ws, req.Name, req.Tags)
+	case ReadConnectInstances, ReadHealthConnect:
+		idx, out.Instances, err = s.ConnectServiceNodes(ws, req.Name, req.Tags, req.Op == ReadHealthConnect)
 	case ReadNodeChecks:
 		idx, out.Checks, err = s.NodeChecks(ws, req.Name)
 	case ReadServiceChecks:

@@ -50,6 +50,7 @@ func schema() *memdb.DBSchema {
 			}}},
 			"node":    {Name: "node", Indexer: lower("Node")},
 			"service": {Name: "service", AllowMissing: true, Indexer: lower("Name")},
+			"connect": {Name: "connect", AllowMissing: true, Indexer: lower("Connect")},
 		}},
 		tableChecks: {Name: tableChecks, Indexes: map[string]*memdb.IndexSchema{
 			"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{

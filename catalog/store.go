@@ -241,6 +241,9 @@ func ensureServiceTxn(txn *memdb.Txn, idx uint64, node string, svc *Service) err
 	if svc.Service == "" {
 		return fmt.Errorf("%w: missing service name", ErrInvalidRequest)
 	}
+	if err := svc.validateConnect(); err != nil {
+		return err
+	}
 	if !nodeExists(txn, node) {
 		return ErrMissingNode
 	}
@@ -275,7 +278,7 @@ func ensureServiceTxn(txn *memdb.Txn, idx uint64, node string, svc *Service) err
 		sv.CreateIndex = idx
 	}
 	sv.ModifyIndex = idx
-	row := &serviceRow{Node: node, ID: sv.ID, Name: sv.Service, Svc: &sv}
+	row := &serviceRow{Node: node, ID: sv.ID, Name: sv.Service, Connect: sv.ConnectTarget(), Svc: &sv}
 	if err := txn.Insert(tableServices, row); err != nil {
 		return fmt.Errorf("insert service: %w", err)
 	}
@@ -291,7 +294,21 @@ func ensureServiceTxn(txn *memdb.Txn, idx uint64, node string, svc *Service) err
 			return err
 		}
 	}
-	return nil
+	if existing != nil {
+		if err := touchConnect(txn, idx, existing.(*serviceRow).Connect); err != nil {
+			return err
+		}
+	}
+	return touchConnect(txn, idx, row.Connect)
+}
+
+// touchConnect records a change to the mesh instances of target (none when
+// target is empty).
+func touchConnect(txn *memdb.Txn, idx uint64, target string) error {
+	if target == "" {
+		return nil
+	}
+	return setIndex(txn, connectIndexKey(target), idx)
 }
 
 func (s *Store) ensureCheckTxn(txn *memdb.Txn, idx uint64, c *HealthCheck) error {
@@ -477,7 +494,7 @@ func (s *Store) deleteServiceTxn(txn *memdb.Txn, idx uint64, node, id string) er
 			return err
 		}
 	}
-	return nil
+	return touchConnect(txn, idx, row.Connect)
 }
 
 func (s *Store) deleteCheckTxn(txn *memdb.Txn, idx uint64, node, id string) error {
@@ -598,19 +615,57 @@ func (s *Store) serviceNodes(ws memdb.WatchSet, service string, tags []string, w
 	}
 	var out []*CheckServiceNode
 	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if csn := instanceOf(txn, raw.(*serviceRow), tags, withChecks); csn != nil {
+			out = append(out, csn)
+		}
+	}
+	return idx, out, nil
+}
+
+// instanceOf is a service row with its node (and checks when withChecks),
+// nil when it lacks one of tags or its node is gone.
+func instanceOf(txn *memdb.Txn, row *serviceRow, tags []string, withChecks bool) *CheckServiceNode {
+	if !hasTags(row.Svc.Tags, tags) {
+		return nil
+	}
+	nraw, err := txn.First(tableNodes, "id", row.Node)
+	if err != nil || nraw == nil {
+		return nil
+	}
+	csn := &CheckServiceNode{Node: nraw.(*Node), Service: row.Svc}
+	if withChecks {
+		csn.Checks = nodeAndServiceChecks(txn, row.Node, row.ID)
+	}
+	return csn
+}
+
+// ConnectServiceNodes returns the instances that accept mesh traffic for a
+// service (its connect-proxies and its Connect-native instances) with their
+// nodes, and their checks when withChecks (/v1/catalog/connect and
+// /v1/health/connect). It watches the set of those instances and the view of
+// each one's own service, so a proxy's check changing wakes it.
+func (s *Store) ConnectServiceNodes(ws memdb.WatchSet, service string, tags []string, withChecks bool) (uint64, []*CheckServiceNode, error) {
+	txn := s.mem().Txn(false)
+	idx := watchIndex(txn, ws, connectIndexKey(service))
+	it, err := txn.Get(tableServices, "connect", service)
+	if err != nil {
+		return 0, nil, fmt.Errorf("connect instances: %w", err)
+	}
+	ws.Add(it.WatchCh())
+	var out []*CheckServiceNode
+	watched := map[string]bool{}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
 		row := raw.(*serviceRow)
-		if !hasTags(row.Svc.Tags, tags) {
-			continue
+		if !watched[strings.ToLower(row.Name)] {
+			watched[strings.ToLower(row.Name)] = true
+			idx = max(idx, watchIndex(txn, ws, serviceIndexKey(row.Name)))
 		}
-		nraw, err := txn.First(tableNodes, "id", row.Node)
-		if err != nil || nraw == nil {
-			continue
+		if csn := instanceOf(txn, row, tags, withChecks); csn != nil {
+			out = append(out, csn)
 		}
-		csn := &CheckServiceNode{Node: nraw.(*Node), Service: row.Svc}
-		if withChecks {
-			csn.Checks = nodeAndServiceChecks(txn, row.Node, row.ID)
-		}
-		out = append(out, csn)
+	}
+	if idx == 0 {
+		idx = maxIndex(txn, tableServices)
 	}
 	return idx, out, nil
 }

@@ -54,9 +54,11 @@ type Service struct {
 	TaggedAddresses   map[string]ServiceAddress `json:",omitempty"`
 	Weights           Weights
 	EnableTagOverride bool
-	Proxy             map[string]any `json:",omitempty"`
-	Connect           map[string]any `json:",omitempty"`
-	Datacenter        string         `json:",omitempty"`
+	// Proxy is the configuration of a connect-proxy.
+	Proxy *ConnectProxyConfig `json:",omitempty"`
+	// Connect marks a Connect-native instance.
+	Connect    *ServiceConnect `json:",omitempty"`
+	Datacenter string          `json:",omitempty"`
 	// SocketPath is a Unix socket the instance listens on.
 	SocketPath string `json:",omitempty"`
 	// Locality is the region and zone the instance runs in.
@@ -82,7 +84,10 @@ type serviceRow struct {
 	Node string
 	ID   string
 	Name string
-	Svc  *Service
+	// Connect is the service this instance carries mesh traffic for
+	// (Service.ConnectTarget), "" for none.
+	Connect string
+	Svc     *Service
 }
 
 // HealthCheck is a check on a node or on one of its services.

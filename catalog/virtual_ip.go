@@ -186,27 +186,8 @@ func countInstanceTxn(txn *memdb.Txn, idx uint64, service string, delta int) err
 // meshServiceName is the service an instance puts in the mesh: the
 // destination of a connect proxy, a connect-native service itself.
 func meshServiceName(svc *Service) (string, bool) {
-	if svc == nil {
-		return "", false
-	}
-	if svc.Kind == "connect-proxy" {
-		for k, v := range svc.Proxy {
-			if strings.EqualFold(k, "DestinationServiceName") {
-				if name, ok := v.(string); ok && name != "" {
-					return name, true
-				}
-			}
-		}
-		return "", false
-	}
-	for k, v := range svc.Connect {
-		if strings.EqualFold(k, "Native") {
-			if native, ok := v.(bool); ok && native {
-				return svc.Service, true
-			}
-		}
-	}
-	return "", false
+	name := svc.ConnectTarget()
+	return name, name != ""
 }
 
 // serviceVirtualIPHookTxn keeps virtual IPs in step with a registration

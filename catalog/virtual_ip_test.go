@@ -19,7 +19,7 @@ func vipOf(t *testing.T, s *catalog.Store, svc string) *catalog.ServiceVirtualIP
 
 func proxyFor(id, dest string) *catalog.Service {
 	return &catalog.Service{Kind: "connect-proxy", ID: id, Service: dest + "-sidecar-proxy", Port: 21000,
-		Proxy: map[string]any{"DestinationServiceName": dest}}
+		Proxy: &catalog.ConnectProxyConfig{DestinationServiceName: dest}}
 }
 
 // TestVirtualIPs: connect services and discovery chain entries get
@@ -34,7 +34,7 @@ func TestVirtualIPs(t *testing.T) {
 	}
 	register(t, s, 3, &catalog.RegisterRequest{Node: "n1", Address: "10.0.0.1", Service: proxyFor("web-proxy", "web")})
 	register(t, s, 4, &catalog.RegisterRequest{Node: "n1", Address: "10.0.0.1", Service: &catalog.Service{ID: "native", Service: "api",
-		Connect: map[string]any{"Native": true}}})
+		Connect: &catalog.ServiceConnect{Native: true}}})
 	if r := s.ConfigEntryApply(5, &catalog.ConfigEntryRequest{Op: catalog.ConfigEntryUpsert,
 		Entry: catalog.ConfigEntry{Kind: catalog.KindServiceResolver, Name: "db", Body: []byte(`{}`)}}); r.Err != nil {
 		t.Fatal(r.Err)

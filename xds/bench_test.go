@@ -60,11 +60,11 @@ func BenchmarkCatalogChangeTo1000Proxies(b *testing.B) {
 		var version string
 		for _, p := range ps {
 			p.Upstreams[0].Endpoints = append(p.Upstreams[0].Endpoints, Endpoint{Address: fmt.Sprintf("10.1.%d.%d", n/250, n%250), Port: 21000, Healthy: true})
-			v, err := s.Update(ctx, p)
+			snap, err := s.Update(ctx, p)
 			if err != nil {
 				b.Fatal(err)
 			}
-			version = v
+			version = snap.GetVersion(resource.EndpointType)
 		}
 		wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
 		if err := s.WaitAcked(wctx, resource.EndpointType, version, nodes); err != nil {

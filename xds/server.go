@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	metrics "github.com/armon/go-metrics"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -14,18 +15,26 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Server delivers proxies' snapshots over ADS (state of the world) and keeps
-// track of what each proxy acknowledged. NACKs are logged with the proxy, the
-// resource type and Envoy's message, and counted.
+// Server delivers proxies' snapshots over ADS, both state of the world
+// (grpc-go's proxyless client) and incremental (Envoy as Consul bootstraps
+// it), and keeps track of what each proxy acknowledged. NACKs are logged
+// with the proxy, the resource type and Envoy's message, counted, and never
+// answered by sending the rejected version again: the proxy keeps the last
+// version it accepted until the next change.
 type Server struct {
 	logger hclog.Logger
 	cache  cachev3.SnapshotCache
 	ads    serverv3.Server
+	hooks  Hooks
+	// memo shares built resources between the proxies' builds.
+	memo *Memo
 
 	mu      sync.Mutex
-	streams map[int64]string             // stream -> node id
+	streams map[int64]*streamState
+	nodes   map[string]int               // node id -> open streams naming it
 	acked   map[string]map[string]string // node id -> type URL -> acked version
-	changed chan struct{}                // closed and replaced on every ACK
+	nacked  map[string]map[string]string // node id -> type URL -> last NACK's message
+	changed chan struct{}                // closed and replaced on every ACK or NACK
 
 	nacks   atomic.Int64
 	acks    atomic.Int64
@@ -33,42 +42,94 @@ type Server struct {
 	current atomic.Int64
 }
 
+// streamState is what the server remembers of one stream.
+type streamState struct {
+	// ctx is the stream's context.
+	ctx  context.Context
+	node string
+	// nonces maps the nonce of a response not answered yet to the
+	// snapshot version it carried.
+	nonces map[string]string
+}
+
+// maxNonces bounds the nonces remembered per stream: a proxy answers
+// each response, so only the last few can still be acknowledged.
+const maxNonces = 64
+
+// Hooks let the server's owner follow which proxies are connected.
+type Hooks struct {
+	// NodeConnected is called when a stream first names a node (its first
+	// request), with the stream's context; an error ends the stream with
+	// that error. It must not block for long: it runs on the stream's
+	// goroutine.
+	NodeConnected func(ctx context.Context, nodeID string) error
+	// NodeDisconnected is called when the last stream naming a node ends.
+	NodeDisconnected func(nodeID string)
+	// ListenersNamed is called when a stream asks for listeners by name
+	// (a proxyless gRPC client names the services it dials): with the
+	// whole set (state of the world, replace) or the names added and
+	// removed (delta). Same constraints as NodeConnected.
+	ListenersNamed func(nodeID string, names []string, replace bool, removed []string)
+}
+
 // NewServer returns a Server whose streams end with ctx.
 func NewServer(ctx context.Context, logger hclog.Logger) *Server {
+	return NewServerWithHooks(ctx, logger, Hooks{})
+}
+
+// NewServerWithHooks is NewServer with connection hooks.
+func NewServerWithHooks(ctx context.Context, logger hclog.Logger, hooks Hooks) *Server {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
 	s := &Server{
 		logger:  logger,
-		streams: map[int64]string{},
+		hooks:   hooks,
+		memo:    NewMemo(),
+		streams: map[int64]*streamState{},
+		nodes:   map[string]int{},
 		acked:   map[string]map[string]string{},
+		nacked:  map[string]map[string]string{},
 		changed: make(chan struct{}),
 	}
 	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{logger.Named("cache")})
 	s.ads = serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{
-		StreamOpenFunc:    s.onOpen,
-		StreamClosedFunc:  s.onClosed,
-		StreamRequestFunc: s.onRequest,
+		StreamOpenFunc:          s.onOpen,
+		StreamClosedFunc:        s.onClosed,
+		DeltaStreamOpenFunc:     s.onOpen,
+		DeltaStreamClosedFunc:   s.onClosed,
+		StreamRequestFunc:       s.onRequest,
+		StreamResponseFunc:      s.onResponse,
+		StreamDeltaRequestFunc:  s.onDeltaRequest,
+		StreamDeltaResponseFunc: s.onDeltaResponse,
 	})
 	return s
 }
 
-// Register serves ADS on g.
+// Register serves ADS (state of the world and delta) on g.
 func (s *Server) Register(g *grpc.Server) {
 	discovery.RegisterAggregatedDiscoveryServiceServer(g, s.ads)
 }
 
 // Update builds the proxy's snapshot and hands it to its streams. It returns
-// the snapshot's version.
-func (s *Server) Update(ctx context.Context, p *Proxy) (string, error) {
-	snap, err := Build(p)
+// the snapshot (each type has its own version: GetVersion).
+func (s *Server) Update(ctx context.Context, p *Proxy) (*cachev3.Snapshot, error) {
+	snap, err := BuildMemo(p, s.memo)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	if err := s.cache.SetSnapshot(ctx, p.ID, snap); err != nil {
-		return "", fmt.Errorf("xds: set snapshot of %s: %w", p.ID, err)
+	if err := s.SetSnapshot(ctx, p.ID, snap); err != nil {
+		return nil, err
 	}
-	return snap.GetVersion(clusterTypeURL), nil
+	return snap, nil
+}
+
+// SetSnapshot hands a built snapshot to the node's streams.
+func (s *Server) SetSnapshot(ctx context.Context, nodeID string, snap *cachev3.Snapshot) error {
+	if err := s.cache.SetSnapshot(ctx, nodeID, snap); err != nil {
+		return fmt.Errorf("xds: set snapshot of %s: %w", nodeID, err)
+	}
+	return nil
 }
 
 // Remove forgets a deregistered proxy.
@@ -76,16 +137,27 @@ func (s *Server) Remove(nodeID string) {
 	s.cache.ClearSnapshot(nodeID)
 	s.mu.Lock()
 	delete(s.acked, nodeID)
+	delete(s.nacked, nodeID)
 	s.mu.Unlock()
 }
 
-const clusterTypeURL = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+const (
+	listenerTypeURL = "type.googleapis.com/envoy.config.listener.v3.Listener"
+)
 
 // Acked returns the version of typeURL the proxy last acknowledged.
 func (s *Server) Acked(nodeID, typeURL string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.acked[nodeID][typeURL]
+}
+
+// LastNack returns Envoy's message of the proxy's last NACK of typeURL
+// ("" when it never rejected one).
+func (s *Server) LastNack(nodeID, typeURL string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nacked[nodeID][typeURL]
 }
 
 // WaitAcked blocks until every node of nodes has acknowledged version of
@@ -126,52 +198,194 @@ func (s *Server) Stats() Stats {
 	return Stats{StreamsOpen: s.current.Load(), StreamsOpened: s.opened.Load(), Acks: s.acks.Load(), Nacks: s.nacks.Load()}
 }
 
-func (s *Server) onOpen(_ context.Context, id int64, _ string) error {
+func (s *Server) onOpen(ctx context.Context, id int64, _ string) error {
 	s.opened.Add(1)
-	s.current.Add(1)
+	metrics.SetGauge([]string{"xds", "streams"}, float32(s.current.Add(1)))
+	s.mu.Lock()
+	s.streams[id] = &streamState{ctx: ctx, nonces: map[string]string{}}
+	s.mu.Unlock()
 	return nil
 }
 
 func (s *Server) onClosed(id int64, _ *core.Node) {
-	s.current.Add(-1)
+	metrics.SetGauge([]string{"xds", "streams"}, float32(s.current.Add(-1)))
 	s.mu.Lock()
+	st := s.streams[id]
 	delete(s.streams, id)
+	gone := ""
+	if st != nil && st.node != "" {
+		s.nodes[st.node]--
+		if s.nodes[st.node] <= 0 {
+			delete(s.nodes, st.node)
+			gone = st.node
+		}
+	}
 	s.mu.Unlock()
+	if gone != "" && s.hooks.NodeDisconnected != nil {
+		s.hooks.NodeDisconnected(gone)
+	}
+}
+
+// nameNode records the node a stream's request names, the first time, and
+// calls NodeConnected. A stream may not change its node.
+func (s *Server) nameNode(id int64, node string) (*streamState, error) {
+	s.mu.Lock()
+	st := s.streams[id]
+	if st == nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("xds: unknown stream %d", id)
+	}
+	if st.node != "" || node == "" {
+		s.mu.Unlock()
+		if st.node != "" && node != "" && node != st.node {
+			return nil, fmt.Errorf("xds: stream of node %q named node %q", st.node, node)
+		}
+		return st, nil
+	}
+	if s.hooks.NodeConnected != nil {
+		s.mu.Unlock()
+		if err := s.hooks.NodeConnected(st.ctx, node); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+	}
+	st.node = node
+	s.nodes[node]++
+	s.mu.Unlock()
+	return st, nil
 }
 
 func (s *Server) onRequest(id int64, req *discovery.DiscoveryRequest) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	node := s.streams[id]
-	if n := req.GetNode().GetId(); n != "" {
-		node = n
-		s.streams[id] = n
+	st, err := s.nameNode(id, req.GetNode().GetId())
+	if err != nil {
+		return err
+	}
+	if req.GetTypeUrl() == listenerTypeURL && len(req.GetResourceNames()) > 0 && s.hooks.ListenersNamed != nil {
+		s.hooks.ListenersNamed(st.node, req.GetResourceNames(), true, nil)
 	}
 	if req.GetResponseNonce() == "" {
 		return nil // a subscription, not an answer to a push
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rejected, ok := st.answered(req.GetResponseNonce())
+	if !ok {
+		return nil // a stale nonce: the server ignores the request too
+	}
 	if e := req.GetErrorDetail(); e != nil {
-		s.nacks.Add(1)
-		s.logger.Warn("proxy rejected configuration (NACK)", "proxy", node, "type", req.GetTypeUrl(),
-			"version", req.GetVersionInfo(), "error", e.GetMessage())
+		s.nackLocked(st.node, req.GetTypeUrl(), rejected, e.GetMessage())
+		// The cache answers a request whose version differs from the
+		// snapshot's at once: with the rejected version named instead of
+		// the last accepted one, it waits for the next change rather than
+		// sending the same configuration again.
+		req.VersionInfo = rejected
 		return nil
 	}
+	s.ackLocked(st.node, req.GetTypeUrl(), req.GetVersionInfo())
+	return nil
+}
+
+func (s *Server) onResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
+	s.sent(id, resp.GetNonce(), resp.GetVersionInfo())
+}
+
+func (s *Server) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
+	st, err := s.nameNode(id, req.GetNode().GetId())
+	if err != nil {
+		return err
+	}
+	if req.GetTypeUrl() == listenerTypeURL && s.hooks.ListenersNamed != nil &&
+		(len(req.GetResourceNamesSubscribe()) > 0 || len(req.GetResourceNamesUnsubscribe()) > 0) {
+		s.hooks.ListenersNamed(st.node, req.GetResourceNamesSubscribe(), false, req.GetResourceNamesUnsubscribe())
+	}
+	if req.GetResponseNonce() == "" {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	version, ok := st.answered(req.GetResponseNonce())
+	if !ok {
+		return nil
+	}
+	if e := req.GetErrorDetail(); e != nil {
+		s.nackLocked(st.node, req.GetTypeUrl(), version, e.GetMessage())
+		return nil
+	}
+	s.ackLocked(st.node, req.GetTypeUrl(), version)
+	return nil
+}
+
+func (s *Server) onDeltaResponse(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
+	s.sent(id, resp.GetNonce(), resp.GetSystemVersionInfo())
+}
+
+// sent remembers the version a response of the stream carried, by nonce.
+func (s *Server) sent(id int64, nonce, version string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[id]
+	if st == nil {
+		return
+	}
+	if len(st.nonces) >= maxNonces {
+		clear(st.nonces)
+	}
+	st.nonces[nonce] = version
+}
+
+// answered returns the version of the response a request answers, and
+// forgets it.
+func (st *streamState) answered(nonce string) (string, bool) {
+	v, ok := st.nonces[nonce]
+	delete(st.nonces, nonce)
+	return v, ok
+}
+
+func (s *Server) ackLocked(node, typeURL, version string) {
 	s.acks.Add(1)
+	metrics.IncrCounter([]string{"xds", "ack"}, 1)
 	m := s.acked[node]
 	if m == nil {
 		m = map[string]string{}
 		s.acked[node] = m
 	}
-	m[req.GetTypeUrl()] = req.GetVersionInfo()
+	m[typeURL] = version
+	s.wakeLocked()
+}
+
+func (s *Server) nackLocked(node, typeURL, version, msg string) {
+	s.nacks.Add(1)
+	metrics.IncrCounter([]string{"xds", "nack"}, 1)
+	s.logger.Warn("proxy rejected configuration (NACK); it keeps the last version it accepted",
+		"proxy", node, "type", typeURL, "rejected_version", version, "accepted_version", s.acked[node][typeURL], "error", msg)
+	m := s.nacked[node]
+	if m == nil {
+		m = map[string]string{}
+		s.nacked[node] = m
+	}
+	m[typeURL] = msg
+	s.wakeLocked()
+}
+
+func (s *Server) wakeLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
-	return nil
 }
 
 // cacheLogger adapts hclog to go-control-plane's logger.
 type cacheLogger struct{ l hclog.Logger }
 
-func (c cacheLogger) Debugf(f string, a ...any) { c.l.Trace(fmt.Sprintf(f, a...)) }
-func (c cacheLogger) Infof(f string, a ...any)  { c.l.Debug(fmt.Sprintf(f, a...)) }
+func (c cacheLogger) Debugf(f string, a ...any) {
+	if c.l.IsTrace() {
+		c.l.Trace(fmt.Sprintf(f, a...))
+	}
+}
+
+func (c cacheLogger) Infof(f string, a ...any) {
+	if c.l.IsDebug() {
+		c.l.Debug(fmt.Sprintf(f, a...))
+	}
+}
+
 func (c cacheLogger) Warnf(f string, a ...any)  { c.l.Warn(fmt.Sprintf(f, a...)) }
 func (c cacheLogger) Errorf(f string, a ...any) { c.l.Error(fmt.Sprintf(f, a...)) }

@@ -9,14 +9,13 @@
 package xds
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -137,28 +136,43 @@ func orDefault(s, d string) string {
 // Build returns the proxy's snapshot: clusters, endpoints and listeners,
 // mutually consistent, versioned by a hash of their content (an unchanged
 // proxy gets the same version, so Envoy sees no update).
-func Build(p *Proxy) (*cachev3.Snapshot, error) {
+func Build(p *Proxy) (*cachev3.Snapshot, error) { return BuildMemo(p, nil) }
+
+// BuildMemo is Build reusing, through m, the resources (and their hashes)
+// built before from the same inputs: a proxy whose endpoints changed
+// rebuilds only its endpoints, and proxies sharing an upstream share its
+// endpoints and outbound listener. A nil m builds everything. The snapshot
+// carries its delta version map, so nothing is encoded twice.
+func BuildMemo(p *Proxy, m *Memo) (*cachev3.Snapshot, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	common := &tlsv3.CommonTlsContext{
-		TlsCertificates: []*tlsv3.TlsCertificate{{
-			CertificateChain: inline(p.LeafCert),
-			PrivateKey:       inline(p.LeafKey),
-		}},
-		TlsParams: &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
-	}
-	roots := ""
-	for _, r := range p.Roots {
-		roots += r
+	roots := strings.Join(p.Roots, "")
+	b := newBuilder(m)
+	// Inputs every TLS context depends on, by fingerprint.
+	certs := fingerprint(p.LeafCert, p.LeafKey, roots)
+	var common *tlsv3.CommonTlsContext
+	commonTLS := func() *tlsv3.CommonTlsContext {
+		if common == nil {
+			common = &tlsv3.CommonTlsContext{
+				TlsCertificates: []*tlsv3.TlsCertificate{{
+					CertificateChain: inline(p.LeafCert),
+					PrivateKey:       inline(p.LeafKey),
+				}},
+				TlsParams: &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+			}
+		}
+		return common
 	}
 
-	var clusters, endpoints, listeners []types.Resource
-	clusters = append(clusters, &cluster.Cluster{
-		Name:                 LocalAppCluster,
-		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
-		ConnectTimeout:       durationpb.New(5 * time.Second),
-		LoadAssignment:       loadAssignment(LocalAppCluster, []Endpoint{{Address: orDefault(p.LocalAppAddress, "127.0.0.1"), Port: p.LocalAppPort, Healthy: true}}),
+	appAddr := orDefault(p.LocalAppAddress, "127.0.0.1")
+	b.add(resource.ClusterType, fmt.Sprintf("app|%s|%d", appAddr, p.LocalAppPort), func() (types.Resource, error) {
+		return &cluster.Cluster{
+			Name:                 LocalAppCluster,
+			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
+			ConnectTimeout:       durationpb.New(5 * time.Second),
+			LoadAssignment:       loadAssignment(LocalAppCluster, []Endpoint{{Address: appAddr, Port: p.LocalAppPort, Healthy: true}}),
+		}, nil
 	})
 
 	ups := append([]Upstream(nil), p.Upstreams...)
@@ -166,89 +180,118 @@ func Build(p *Proxy) (*cachev3.Snapshot, error) {
 	for _, u := range ups {
 		dc := orDefault(u.Datacenter, p.Datacenter)
 		name := ClusterName(u.DestinationName, dc, p.TrustDomain)
-		spiffe := connect.ServiceID(p.TrustDomain, dc, u.DestinationName).String()
-		upTLS := &tlsv3.UpstreamTlsContext{
-			Sni: name,
-			CommonTlsContext: &tlsv3.CommonTlsContext{
-				TlsCertificates: common.TlsCertificates,
-				TlsParams:       common.TlsParams,
-				ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-					TrustedCa: inline(roots),
-					MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
-						SanType: tlsv3.SubjectAltNameMatcher_URI,
-						Matcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: spiffe}},
-					}},
-				}},
-			},
-		}
-		ts, err := transportSocket(upTLS)
-		if err != nil {
-			return nil, err
-		}
 		timeout := u.ConnectTimeout
 		if timeout <= 0 {
 			timeout = 5 * time.Second
 		}
-		clusters = append(clusters, &cluster.Cluster{
-			Name:                 name,
-			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_EDS},
-			EdsClusterConfig: &cluster.Cluster_EdsClusterConfig{EdsConfig: &core.ConfigSource{
-				ResourceApiVersion:    core.ApiVersion_V3,
-				ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}},
-			}},
-			ConnectTimeout:  durationpb.New(timeout),
-			TransportSocket: ts,
+		b.add(resource.ClusterType, "up|"+name+"|"+certs+"|"+u.DestinationName+"|"+timeout.String(), func() (types.Resource, error) {
+			spiffe := connect.ServiceID(p.TrustDomain, dc, u.DestinationName).String()
+			c := commonTLS()
+			ts, err := transportSocket(&tlsv3.UpstreamTlsContext{
+				Sni: name,
+				CommonTlsContext: &tlsv3.CommonTlsContext{
+					TlsCertificates: c.TlsCertificates,
+					TlsParams:       c.TlsParams,
+					ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+						TrustedCa: inline(roots),
+						MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+							SanType: tlsv3.SubjectAltNameMatcher_URI,
+							Matcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: spiffe}},
+						}},
+					}},
+				},
+			})
+			if err != nil {
+				return nil, err
+			}
+			return &cluster.Cluster{
+				Name:                 name,
+				ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_EDS},
+				EdsClusterConfig:     &cluster.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
+				ConnectTimeout:       durationpb.New(timeout),
+				TransportSocket:      ts,
+			}, nil
 		})
-		endpoints = append(endpoints, loadAssignment(name, u.Endpoints))
-		l, err := tcpListener(fmt.Sprintf("%s:%s:%d", u.DestinationName, orDefault(u.LocalBindAddress, "127.0.0.1"), u.LocalBindPort),
-			orDefault(u.LocalBindAddress, "127.0.0.1"), u.LocalBindPort, "upstream."+name, name, nil, nil)
+		b.add(resource.EndpointType, "eds|"+name+"|"+endpointsKey(u.Endpoints), func() (types.Resource, error) {
+			return loadAssignment(name, u.Endpoints), nil
+		})
+		// L4 only. The seam for L7 upstreams (protocol http/grpc): the
+		// discovery chain's routes replace this tcp_proxy with an
+		// HttpConnectionManager over RDS, as BuildProxyless does.
+		bind := orDefault(u.LocalBindAddress, "127.0.0.1")
+		lname := fmt.Sprintf("%s:%s:%d", u.DestinationName, bind, u.LocalBindPort)
+		b.add(resource.ListenerType, "out|"+lname+"|"+name, func() (types.Resource, error) {
+			return tcpListener(lname, bind, u.LocalBindPort, "upstream."+name, name, nil, nil)
+		})
+	}
+
+	pubName := fmt.Sprintf("public_listener:%s:%d", p.PublicAddress, p.PublicPort)
+	b.add(resource.ListenerType, "pub|"+pubName+"|"+certs+"|"+p.Service+"|"+p.TrustDomain+"|"+strconv.FormatBool(p.DefaultAllow)+"|"+intentionsKey(p), func() (types.Resource, error) {
+		// The TLS context changes only with the certificates: an
+		// intention change reuses it.
+		ts, err := b.shared("down|"+certs, func() (proto.Message, error) {
+			c := commonTLS()
+			return transportSocket(&tlsv3.DownstreamTlsContext{
+				RequireClientCertificate: wrapperspb.Bool(true),
+				CommonTlsContext: &tlsv3.CommonTlsContext{
+					TlsCertificates: c.TlsCertificates,
+					TlsParams:       c.TlsParams,
+					ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+						TrustedCa: inline(roots),
+					}},
+				},
+			})
+		})
 		if err != nil {
 			return nil, err
 		}
-		listeners = append(listeners, l)
-	}
-
-	downTLS := &tlsv3.DownstreamTlsContext{
-		RequireClientCertificate: wrapperspb.Bool(true),
-		CommonTlsContext: &tlsv3.CommonTlsContext{
-			TlsCertificates: common.TlsCertificates,
-			TlsParams:       common.TlsParams,
-			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa: inline(roots),
-			}},
-		},
-	}
-	ts, err := transportSocket(downTLS)
-	if err != nil {
-		return nil, err
-	}
-	authz, err := rbacFilter(p)
-	if err != nil {
-		return nil, err
-	}
-	pub, err := tcpListener(fmt.Sprintf("public_listener:%s:%d", p.PublicAddress, p.PublicPort), p.PublicAddress, p.PublicPort,
-		"public_listener", LocalAppCluster, ts, authz)
-	if err != nil {
-		return nil, err
-	}
-	listeners = append(listeners, pub)
-
-	version, err := versionOf(clusters, endpoints, listeners)
-	if err != nil {
-		return nil, err
-	}
-	snap, err := cachev3.NewSnapshot(version, map[resource.Type][]types.Resource{
-		resource.ClusterType:  clusters,
-		resource.EndpointType: endpoints,
-		resource.ListenerType: listeners,
+		authz, err := rbacFilter(p)
+		if err != nil {
+			return nil, err
+		}
+		return tcpListener(pubName, p.PublicAddress, p.PublicPort, "public_listener", LocalAppCluster, ts.(*core.TransportSocket), authz)
 	})
+	snap, err := b.snapshot()
 	if err != nil {
-		return nil, fmt.Errorf("xds: snapshot: %w", err)
+		return nil, err
 	}
-	if err := snap.Consistent(); err != nil {
+	// go-control-plane's full check decodes every listener again: builds
+	// through the memo (the servers') use the equivalent cheap one; tests
+	// check both agree (TestBuildMemo).
+	check := snap.Consistent
+	if m != nil {
+		check = func() error { return consistent(snap) }
+	}
+	if err := check(); err != nil {
 		return nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
 	}
 	return snap, nil
+}
+
+// endpointsKey identifies an endpoint list (what loadAssignment keeps of
+// it).
+func endpointsKey(eps []Endpoint) string {
+	var sb strings.Builder
+	for _, e := range eps {
+		if e.Healthy {
+			sb.WriteString(e.Address)
+			sb.WriteByte(':')
+			sb.WriteString(strconv.Itoa(e.Port))
+			sb.WriteByte(',')
+		}
+	}
+	return sb.String()
+}
+
+// intentionsKey identifies what rbacFilter reads of the proxy's intentions.
+func intentionsKey(p *Proxy) string {
+	var sb strings.Builder
+	for _, ixn := range p.Intentions {
+		if ixn != nil {
+			fmt.Fprintf(&sb, "%q>%q:%s:%d;", ixn.SourceName, ixn.DestinationName, ixn.Action, len(ixn.Permissions))
+		}
+	}
+	return fingerprint(sb.String())
 }
 
 func inline(s string) *core.DataSource {
@@ -380,19 +423,11 @@ func sourcePrincipal(trustDomain, source string) *rbacconfig.Principal {
 	return &rbacconfig.Principal{Identifier: &rbacconfig.Principal_Authenticated_{Authenticated: &rbacconfig.Principal_Authenticated{PrincipalName: m}}}
 }
 
-// versionOf hashes the resources' deterministic encoding.
-func versionOf(groups ...[]types.Resource) (string, error) {
-	h := sha256.New()
-	opts := proto.MarshalOptions{Deterministic: true}
-	for _, g := range groups {
-		for _, r := range g {
-			b, err := opts.Marshal(r)
-			if err != nil {
-				return "", fmt.Errorf("xds: version: %w", err)
-			}
-			h.Write(b)
-		}
-		h.Write([]byte{0})
+// adsSource is "over the ADS stream", the config source of every resource
+// that references another.
+func adsSource() *core.ConfigSource {
+	return &core.ConfigSource{
+		ResourceApiVersion:    core.ApiVersion_V3,
+		ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}},
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }

@@ -16,6 +16,7 @@ import (
 	rbacconfig "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbac "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -104,15 +105,18 @@ func TestBuildSnapshot(t *testing.T) {
 	// Same input, same version; an endpoint change, a new version.
 	again, _ := Build(testProxy(t))
 	_ = again
-	v1 := snap.GetVersion(resource.ClusterType)
+	v1 := snap.GetVersion(resource.EndpointType)
 	snap2, _ := Build(p)
-	if snap2.GetVersion(resource.ClusterType) != v1 {
+	if snap2.GetVersion(resource.EndpointType) != v1 {
 		t.Fatal("identical proxy got a new version")
 	}
 	p.Upstreams[0].Endpoints[1].Healthy = true
 	snap3, _ := Build(p)
-	if snap3.GetVersion(resource.ClusterType) == v1 {
+	if snap3.GetVersion(resource.EndpointType) == v1 {
 		t.Fatal("endpoint change kept the version")
+	}
+	if snap3.GetVersion(resource.ClusterType) != snap.GetVersion(resource.ClusterType) {
+		t.Fatal("endpoint change changed the clusters' version")
 	}
 }
 
@@ -286,10 +290,11 @@ func TestADSPushAckNack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	p := testProxy(t)
-	v1, err := s.Update(ctx, p)
+	snap1, err := s.Update(ctx, p)
 	if err != nil {
 		t.Fatal(err)
 	}
+	v1 := snap1.GetVersion(resource.ClusterType)
 	c := dialADS(t, ctx, addr, p.ID)
 	if err := c.subscribe(resource.ClusterType); err != nil {
 		t.Fatal(err)
@@ -306,10 +311,11 @@ func TestADSPushAckNack(t *testing.T) {
 	}
 	// A catalog change: a new version is pushed without a new request.
 	p.Upstreams = append(p.Upstreams, Upstream{DestinationName: "search", LocalBindPort: 9193})
-	v2, err := s.Update(ctx, p)
-	if err != nil || v2 == v1 {
-		t.Fatalf("update: %v, version %s", err, v2)
+	snap2, err := s.Update(ctx, p)
+	if err != nil || snap2.GetVersion(resource.ClusterType) == v1 {
+		t.Fatalf("update: %v", err)
 	}
+	v2 := snap2.GetVersion(resource.ClusterType)
 	// The client rejects it: counted and logged, the ACKed version stays.
 	resp, err = c.recvAndAnswer(true)
 	if err != nil || resp.VersionInfo != v2 || len(resp.Resources) != 4 {
@@ -323,5 +329,102 @@ func TestADSPushAckNack(t *testing.T) {
 	})
 	if s.Acked(p.ID, resource.ClusterType) != v1 {
 		t.Fatalf("after NACK: stats %+v, acked %s", s.Stats(), s.Acked(p.ID, resource.ClusterType))
+	}
+}
+
+// A proxyless client's snapshot: per service an API listener whose RDS
+// route leads to an EDS cluster with weighted localities; every resource
+// validates and the references close.
+func TestBuildProxyless(t *testing.T) {
+	snap, err := BuildProxyless(&Proxyless{ID: "c", Datacenter: "dc1", TrustDomain: td, Services: []ProxylessService{
+		{Name: "greeter", Endpoints: []Endpoint{{Address: "10.0.0.1", Port: 50051, Healthy: true}, {Address: "10.0.0.2", Port: 50051}}},
+		{Name: "billing"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+		rs := snap.GetResources(typ)
+		if len(rs) != 2 {
+			t.Fatalf("%d resources of %s, want 2", len(rs), typ)
+		}
+		for name, r := range rs {
+			if err := r.(interface{ ValidateAll() error }).ValidateAll(); err != nil {
+				t.Errorf("%s %s invalid: %v", typ, name, err)
+			}
+		}
+	}
+	cla := snap.GetResources(resource.EndpointType)[ClusterName("greeter", "dc1", td)].(*endpoint.ClusterLoadAssignment)
+	if l := cla.GetEndpoints()[0]; len(l.GetLbEndpoints()) != 1 || l.GetLoadBalancingWeight().GetValue() != 1 {
+		t.Fatalf("greeter endpoints = %v", cla)
+	}
+	if snap.GetResources(resource.ListenerType)["greeter"].(*listener.Listener).GetApiListener() == nil {
+		t.Fatal("greeter listener is not an API listener")
+	}
+	if _, err := BuildProxyless(&Proxyless{ID: "c", Datacenter: "dc1", TrustDomain: td, Services: []ProxylessService{{}}}); err == nil {
+		t.Fatal("a service without a name was accepted")
+	}
+}
+
+// BuildMemo reuses what did not change (a proxy whose endpoints changed
+// keeps its clusters and listeners, the same objects), and the version map
+// it fills in is the one go-control-plane would compute.
+func TestBuildMemo(t *testing.T) {
+	m := NewMemo()
+	p := testProxy(t)
+	a, err := BuildMemo(p, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := Build(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.GetVersion(resource.ClusterType) != plain.GetVersion(resource.ClusterType) {
+		t.Fatal("a memoized build differs from a plain one")
+	}
+	again, _ := BuildMemo(p, m)
+	if again.GetVersion(resource.ClusterType) != a.GetVersion(resource.ClusterType) {
+		t.Fatal("an unchanged proxy got a new version")
+	}
+	p.Upstreams[0].Endpoints = append(p.Upstreams[0].Endpoints, Endpoint{Address: "10.0.0.9", Port: 21000, Healthy: true})
+	b, err := BuildMemo(p, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.GetVersion(resource.EndpointType) == a.GetVersion(resource.EndpointType) {
+		t.Fatal("a new endpoint did not change the version")
+	}
+	for _, typ := range []string{resource.ClusterType, resource.ListenerType} {
+		for name, r := range b.GetResources(typ) {
+			if a.GetResources(typ)[name] != r {
+				t.Errorf("%s %s was rebuilt for an endpoint change", typ, name)
+			}
+		}
+	}
+	db := ClusterName("db", "dc1", td)
+	if b.GetResources(resource.EndpointType)[db] == a.GetResources(resource.EndpointType)[db] {
+		t.Error("db's endpoints were not rebuilt")
+	}
+	if err := b.Consistent(); err != nil {
+		t.Fatalf("memoized snapshot inconsistent: %v", err)
+	}
+	if err := consistent(b); err != nil {
+		t.Fatalf("cheap check refuses a consistent snapshot: %v", err)
+	}
+	broken, _ := Build(p)
+	delete(broken.Resources[types.Endpoint].Items, db)
+	if consistent(broken) == nil || broken.Consistent() == nil {
+		t.Fatal("a snapshot missing endpoints passed a check")
+	}
+	computed, _ := Build(p)
+	computed.VersionMap = nil
+	if err := computed.ConstructVersionMap(); err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType} {
+		if fmt.Sprint(computed.GetVersionMap(typ)) != fmt.Sprint(b.GetVersionMap(typ)) {
+			t.Errorf("%s version map = %v, want %v", typ, b.GetVersionMap(typ), computed.GetVersionMap(typ))
+		}
 	}
 }

@@ -30,12 +30,15 @@ type catalogService struct {
 	ServiceMeta              map[string]string
 	ServicePort              int
 	ServiceEnableTagOverride bool
-	ServiceProxy             map[string]any    `json:",omitempty"`
-	ServiceConnect           map[string]any    `json:",omitempty"`
-	ServiceSocketPath        string            `json:",omitempty"`
-	ServiceLocality          *catalog.Locality `json:",omitempty" bexpr:"-"`
-	CreateIndex              uint64
-	ModifyIndex              uint64
+	// ServiceProxy and ServiceConnect are values, as in Consul's
+	// ServiceNode: always present, so filters on their fields work on
+	// instances without them.
+	ServiceProxy      catalog.ConnectProxyConfig
+	ServiceConnect    catalog.ServiceConnect
+	ServiceSocketPath string            `json:",omitempty"`
+	ServiceLocality   *catalog.Locality `json:",omitempty" bexpr:"-"`
+	CreateIndex       uint64
+	ModifyIndex       uint64
 }
 
 // catalogNode is /v1/catalog/node/<node>: services keyed by ID.
@@ -242,19 +245,36 @@ func (h *Handler) matchingInstances(r *http.Request, authz acl.Authorizer, name 
 // catalogServiceOf is an instance as /v1/catalog/service/<name> shows it.
 func catalogServiceOf(in *catalog.CheckServiceNode) *catalogService {
 	n, s := in.Node, in.Service
-	return &catalogService{
+	out := &catalogService{
 		ID: n.ID, Node: n.Node, Address: n.Address, Datacenter: n.Datacenter,
 		TaggedAddresses: n.TaggedAddresses, NodeMeta: n.Meta, ServiceKind: s.Kind,
 		ServiceID: s.ID, ServiceName: s.Service, ServiceTags: nonNil(s.Tags), ServiceAddress: s.Address,
 		ServiceTaggedAddresses: s.TaggedAddresses, ServiceWeights: s.Weights, ServiceMeta: s.Meta,
-		ServicePort: s.Port, ServiceEnableTagOverride: s.EnableTagOverride, ServiceProxy: s.Proxy,
-		ServiceConnect: s.Connect, ServiceSocketPath: s.SocketPath, ServiceLocality: s.Locality,
+		ServicePort: s.Port, ServiceEnableTagOverride: s.EnableTagOverride,
+		ServiceSocketPath: s.SocketPath, ServiceLocality: s.Locality,
 		CreateIndex: s.CreateIndex, ModifyIndex: s.ModifyIndex,
 	}
+	if s.Proxy != nil {
+		out.ServiceProxy = *s.Proxy
+	}
+	if s.Connect != nil {
+		out.ServiceConnect = *s.Connect
+	}
+	return out
 }
 
 func (h *Handler) catalogService(w http.ResponseWriter, r *http.Request) (any, error) {
-	name := strings.TrimPrefix(r.URL.Path, "/v1/catalog/service/")
+	return h.catalogInstances(w, r, catalog.ReadServiceInstances, "/v1/catalog/service/")
+}
+
+// catalogConnect is /v1/catalog/connect/<service>: the service's proxies
+// and Connect-native instances.
+func (h *Handler) catalogConnect(w http.ResponseWriter, r *http.Request) (any, error) {
+	return h.catalogInstances(w, r, catalog.ReadConnectInstances, "/v1/catalog/connect/")
+}
+
+func (h *Handler) catalogInstances(w http.ResponseWriter, r *http.Request, op catalog.ReadOp, prefix string) (any, error) {
+	name := strings.TrimPrefix(r.URL.Path, prefix)
 	if name == "" {
 		return nil, badRequest("Missing service name")
 	}
@@ -265,7 +285,7 @@ func (h *Handler) catalogService(w http.ResponseWriter, r *http.Request) (any, e
 	if authz.ServiceRead(name) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadServiceInstances, Name: name, Tags: r.URL.Query()["tag"]})
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: op, Name: name, Tags: r.URL.Query()["tag"]})
 	if err != nil {
 		return nil, err
 	}
@@ -403,7 +423,17 @@ func (h *Handler) healthChecks(w http.ResponseWriter, r *http.Request, op catalo
 }
 
 func (h *Handler) healthService(w http.ResponseWriter, r *http.Request) (any, error) {
-	name := strings.TrimPrefix(r.URL.Path, "/v1/health/service/")
+	return h.healthInstances(w, r, catalog.ReadHealthService, "/v1/health/service/")
+}
+
+// healthConnect is /v1/health/connect/<service>: the service's proxies and
+// Connect-native instances, with their checks.
+func (h *Handler) healthConnect(w http.ResponseWriter, r *http.Request) (any, error) {
+	return h.healthInstances(w, r, catalog.ReadHealthConnect, "/v1/health/connect/")
+}
+
+func (h *Handler) healthInstances(w http.ResponseWriter, r *http.Request, op catalog.ReadOp, prefix string) (any, error) {
+	name := strings.TrimPrefix(r.URL.Path, prefix)
 	if name == "" {
 		return nil, badRequest("Missing service name")
 	}
@@ -415,7 +445,7 @@ func (h *Handler) healthService(w http.ResponseWriter, r *http.Request) (any, er
 		return nil, errPermissionDenied
 	}
 	q := r.URL.Query()
-	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: name, Tags: q["tag"]})
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: op, Name: name, Tags: q["tag"]})
 	if err != nil {
 		return nil, err
 	}

@@ -477,20 +477,35 @@ func (h *Handler) destinationIntentions(ctx context.Context, dst string) ([]*cat
 		if err != nil {
 			return nil, err
 		}
-		for _, e := range resp.ConfigEntries {
-			_, sources, err := intentionsOf(e)
-			if err != nil {
-				return nil, err
-			}
-			for _, s := range sources {
-				if s != nil {
-					out = append(out, s.intention(e.Name))
-				}
+		ixns, err := EntryIntentions(resp.ConfigEntries...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ixns...)
+	}
+	return out, nil
+}
+
+// EntryIntentions returns the intentions of service-intentions config
+// entries (the xDS layer builds its RBAC filters from them).
+func EntryIntentions(entries ...*catalog.ConfigEntry) ([]*catalog.Intention, error) {
+	var out []*catalog.Intention
+	for _, e := range entries {
+		_, sources, err := intentionsOf(e)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range sources {
+			if s != nil {
+				out = append(out, s.intention(e.Name))
 			}
 		}
 	}
 	return out, nil
 }
+
+// KindServiceIntentions is the config entry kind intentions are stored as.
+const KindServiceIntentions = kindServiceIntentions
 
 // defaultAllow is the decision when no intention matches: allow unless
 // ACLs are on with a deny default policy.

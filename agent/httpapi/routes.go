@@ -58,6 +58,8 @@ func (h *Handler) registerRoutes() {
 		return h.healthChecks(w, r, catalog.ReadChecksInState, "/v1/health/state/")
 	})
 	h.handle("/v1/health/service/", methodsGet, h.healthService)
+	h.handle("/v1/health/connect/", methodsGet, h.healthConnect)
+	h.handle("/v1/catalog/connect/", methodsGet, h.catalogConnect)
 
 	h.handle("/v1/agent/self", methodsGet, h.agentSelf)
 	h.handle("/v1/agent/metrics", methodsGet, h.agentMetrics)

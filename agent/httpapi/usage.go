@@ -59,7 +59,7 @@ func (h *Handler) operatorUsage(w http.ResponseWriter, r *http.Request) (any, er
 				u.ConnectServiceInstances[s.Kind]++
 				continue
 			}
-			if native, _ := s.Connect["Native"].(bool); native {
+			if s.Connect != nil && s.Connect.Native {
 				u.ConnectServiceInstances["connect-native"]++
 			}
 			if s.Service != "consul" {

@@ -214,6 +214,25 @@ func (m *Manager) Get(ctx context.Context, service string, minIndex uint64, wait
 	}
 }
 
+// Changed returns a channel closed when the service's leaf is no longer
+// the one of ModifyIndex modifyIndex (already closed when it is not), for
+// readers that select on several inputs; nil when the service has no leaf
+// entry (Get starts one).
+func (m *Manager) Changed(service string, modifyIndex uint64) <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.leaves[service]
+	if e == nil {
+		return nil
+	}
+	if e.leaf != nil && e.leaf.ModifyIndex != modifyIndex {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	return e.ch
+}
+
 // currentRoots returns the known roots and the channel closed when they
 // change.
 func (m *Manager) currentRoots() (*roots, <-chan struct{}) {

@@ -188,3 +188,29 @@ func TestGetErrors(t *testing.T) {
 		t.Fatalf("after Close: %v", err)
 	}
 }
+
+// Changed is open while the leaf is the one the caller holds, closed once
+// it is not, and nil for a service without a leaf.
+func TestChanged(t *testing.T) {
+	fake := clock.NewFake(time.Now())
+	srv := startServer(t, fake, time.Hour)
+	m := leafcert.New(leafcert.Config{Signer: srv, Reader: srv, Datacenter: "dc1", Clock: fake})
+	defer m.Close()
+	if m.Changed("a", 0) != nil {
+		t.Fatal("a channel for a service without a leaf")
+	}
+	leaf, err := m.Get(context.Background(), "a", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m.Changed("a", leaf.ModifyIndex):
+		t.Fatal("closed for the current leaf")
+	default:
+	}
+	select {
+	case <-m.Changed("a", leaf.ModifyIndex+1):
+	default:
+		t.Fatal("open for another leaf than the current one")
+	}
+}

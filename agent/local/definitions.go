@@ -1,6 +1,7 @@
 package local
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"strconv"
@@ -26,11 +27,24 @@ func (l *State) AddServiceDefinitionReplacing(def *config.ServiceDefinition, fro
 	if def.Name == "" {
 		return invalid("Missing service name")
 	}
+	proxy, err := catalog.DecodeProxyConfig(def.Proxy)
+	if err != nil {
+		return invalid("Invalid proxy of %q: %v", def.Name, err)
+	}
+	connectRaw := copyMap(def.Connect)
+	sidecarRaw, hasSidecar := takeSidecar(connectRaw)
+	conn, err := catalog.DecodeServiceConnect(connectRaw)
+	if err != nil {
+		return invalid("Invalid connect of %q: %v", def.Name, err)
+	}
 	svc := &catalog.Service{
 		Kind: def.Kind, ID: def.ID, Service: def.Name, Tags: def.Tags, Meta: def.Meta, Port: def.Port,
 		Address: def.Address, EnableTagOverride: def.EnableTagOverride,
 		Weights: catalog.Weights{Passing: def.Weights.Passing, Warning: def.Weights.Warning},
-		Proxy:   def.Proxy, Connect: def.Connect, Datacenter: l.node.Datacenter, SocketPath: def.SocketPath,
+		Proxy:   proxy, Connect: conn, Datacenter: l.node.Datacenter, SocketPath: def.SocketPath,
+	}
+	if svc.Kind == catalog.ServiceKindConnectProxy && (svc.Proxy == nil || svc.Proxy.DestinationServiceName == "") {
+		return invalid("Proxy.DestinationServiceName must be set for a connect-proxy %q", def.Name)
 	}
 	if def.Locality != nil {
 		svc.Locality = &catalog.Locality{Region: def.Locality.Region, Zone: def.Locality.Zone}
@@ -52,10 +66,6 @@ func (l *State) AddServiceDefinitionReplacing(def *config.ServiceDefinition, fro
 		for k, v := range def.TaggedAddresses {
 			svc.TaggedAddresses[k] = catalog.ServiceAddress{Address: v.Address, Port: v.Port}
 		}
-	}
-	sidecarRaw, hasSidecar := takeSidecar(svc.Connect)
-	if len(svc.Connect) == 0 {
-		svc.Connect = nil
 	}
 	defs := def.Checks
 	if def.Check != nil {
@@ -172,18 +182,30 @@ func (l *State) sidecarDefinition(parent *catalog.Service, raw map[string]any) (
 		}
 		sd.Port = port
 	}
-	if sd.Proxy == nil {
-		sd.Proxy = map[string]any{}
+	proxy, err := catalog.DecodeProxyConfig(sd.Proxy)
+	if err != nil {
+		return nil, invalid("Invalid sidecar_service of %q: %v", parent.ID, err)
 	}
-	setDefault := func(k string, v any) {
-		if _, ok := sd.Proxy[k]; !ok {
-			sd.Proxy[k] = v
-		}
+	if proxy == nil {
+		proxy = &catalog.ConnectProxyConfig{}
 	}
-	setDefault("DestinationServiceName", parent.Service)
-	setDefault("DestinationServiceID", parent.ID)
-	setDefault("LocalServiceAddress", "127.0.0.1")
-	setDefault("LocalServicePort", parent.Port)
+	if proxy.DestinationServiceName == "" {
+		proxy.DestinationServiceName = parent.Service
+	}
+	if proxy.DestinationServiceID == "" {
+		proxy.DestinationServiceID = parent.ID
+	}
+	if proxy.LocalServiceAddress == "" {
+		proxy.LocalServiceAddress = "127.0.0.1"
+	}
+	if proxy.LocalServicePort == 0 {
+		proxy.LocalServicePort = parent.Port
+	}
+	// The definition carries the proxy as a map: hand it the filled-in
+	// form (CamelCase keys, which DecodeProxyConfig reads back as is).
+	if sd.Proxy, err = toMap(proxy); err != nil {
+		return nil, invalid("Invalid sidecar_service of %q: %v", parent.ID, err)
+	}
 	if sd.Check == nil && len(sd.Checks) == 0 {
 		addr := sd.Address
 		if addr == "" {
@@ -196,6 +218,26 @@ func (l *State) sidecarDefinition(parent *catalog.Service, raw map[string]any) (
 	}
 	sd.Connect = nil
 	return sd, nil
+}
+
+func toMap(v any) (map[string]any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	return m, json.Unmarshal(b, &m)
+}
+
+func copyMap(m map[string]any) map[string]any {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }
 
 // sidecarPort picks the lowest port of the sidecar range no other local

@@ -286,7 +286,7 @@ func (l *State) RemoveService(id string) bool {
 	}
 	sidecar := ""
 	if sc := l.services[id+sidecarSuffix]; ok && sc != nil && sc.svc.Kind == "connect-proxy" &&
-		sc.svc.Proxy["DestinationServiceID"] == id {
+		sc.svc.Proxy != nil && sc.svc.Proxy.DestinationServiceID == id {
 		sidecar = sc.svc.ID
 	}
 	l.mu.Unlock()

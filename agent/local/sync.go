@@ -391,7 +391,8 @@ func serviceEqual(a, b *catalog.Service) bool {
 		a.Kind == b.Kind && a.EnableTagOverride == b.EnableTagOverride &&
 		strings.Join(a.Tags, "\x00") == strings.Join(b.Tags, "\x00") && mapsEqual(a.Meta, b.Meta) &&
 		a.Weights == b.Weights && a.SocketPath == b.SocketPath && reflect.DeepEqual(a.Locality, b.Locality) &&
-		reflect.DeepEqual(a.TaggedAddresses, b.TaggedAddresses)
+		reflect.DeepEqual(a.TaggedAddresses, b.TaggedAddresses) &&
+		reflect.DeepEqual(a.Proxy, b.Proxy) && reflect.DeepEqual(a.Connect, b.Connect)
 }
 
 func mapsEqual(a, b map[string]string) bool {

@@ -56,6 +56,9 @@ func commands() map[string]command {
 		"tls cert":        {"Manages agent certificates", groupCommand("tls cert", "Certificate tools.")},
 		"tls cert create": {"Creates an agent certificate signed by the CA", runTLSCertCreate},
 
+		"connect":       {"Interact with service mesh functionality", groupCommand("connect", "Service mesh tools.")},
+		"connect envoy": {"Runs or configures Envoy as a sidecar proxy", runConnectEnvoy},
+
 		"snapshot":         {"Saves, restores and inspects snapshots of the servers' state", groupCommand("snapshot", "Snapshot tools.")},
 		"snapshot save":    {"Saves a snapshot of the servers' state", runSnapshotSave},
 		"snapshot restore": {"Restores a snapshot into the servers", runSnapshotRestore},

@@ -42,6 +42,13 @@ var devSeq struct {
 // and kills it when the benchmark ends.
 func startDev(b *testing.B, kind string, extra ...string) *proc {
 	b.Helper()
+	p, _ := startDevPorts(b, kind, extra...)
+	return p
+}
+
+// startDevPorts is startDev that also returns the agent's ports.
+func startDevPorts(b *testing.B, kind string, extra ...string) (*proc, ports) {
+	b.Helper()
 	bin := consulPath
 	if kind == kindTribune {
 		bin = tribuneBin(b)
@@ -62,7 +69,7 @@ func startDev(b *testing.B, kind string, extra ...string) *proc {
 		p.Kill()
 		b.Fatal(err)
 	}
-	return p
+	return p, pp
 }
 
 // cluster is three tribune servers and one client agent.

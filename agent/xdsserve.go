@@ -1,0 +1,616 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+
+	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/agent/httpapi"
+	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/connect"
+	"github.com/tribune-mesh/tribune/xds"
+)
+
+// Limits of the xDS port.
+const (
+	// xdsMaxStreams bounds the concurrent streams of one connection.
+	xdsMaxStreams = 1024
+	// xdsMaxRecvBytes bounds one request (Envoy's are small).
+	xdsMaxRecvBytes = 4 << 20
+	// xdsReadWait is the wait of each blocking read behind a proxy's
+	// view; shorter than the view cache's idle TTL, so a view a proxy
+	// blocks on is never dropped under it.
+	xdsReadWait = time.Minute
+	// xdsACLPoll is how often the streams' tokens are checked again when
+	// the ACL index moved (a revoked token ends its streams).
+	xdsACLPoll = 250 * time.Millisecond
+)
+
+// xdsService serves ADS on ports.grpc to the sidecar proxies registered on
+// this agent: each stream names its proxy's service ID as node.id; the
+// proxy's configuration is built from views the agent keeps fresh with
+// blocking queries (its upstreams' mesh instances, the intentions of its
+// service, the CA roots) and its leaf certificate, and pushed on change.
+// Proxies of one token share the views.
+type xdsService struct {
+	a    *Agent
+	srv  *xds.Server
+	grpc *grpc.Server
+	// views are started with the first proxy, so an agent without
+	// proxies runs no view goroutines for xDS.
+	views *lazyViews
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	proxies map[string]*proxyWatch
+	streams map[*xdsStream]struct{}
+	// subs are the shared watches of the views proxies read.
+	subs  map[string]*viewSub
+	addrs []net.Addr
+
+	// ixnMu guards ixns: the intentions decoded from each view result
+	// (results are shared and immutable), so that the proxies of a
+	// change decode them once.
+	ixnMu sync.Mutex
+	ixns  map[*catalog.ReadResponse][]*catalog.Intention
+}
+
+// proxyWatch is the loop that keeps one proxy's snapshot current.
+type proxyWatch struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	// proxyless is set for a proxyless gRPC client (xdsproxyless.go).
+	proxyless *proxylessNames
+}
+
+// startXDS starts the xDS server when ports.grpc is on.
+func (a *Agent) startXDS() error {
+	if a.cfg.Ports.GRPC <= 0 {
+		return nil
+	}
+	x := &xdsService{
+		a:       a,
+		views:   &lazyViews{reader: a.backend, logger: a.logger.Named("xds.viewcache")},
+		proxies: map[string]*proxyWatch{},
+		streams: map[*xdsStream]struct{}{},
+		subs:    map[string]*viewSub{},
+		ixns:    map[*catalog.ReadResponse][]*catalog.Intention{},
+	}
+	x.ctx, x.cancel = context.WithCancel(a.ctx)
+	x.srv = xds.NewServerWithHooks(x.ctx, a.logger.Named("xds"), xds.Hooks{
+		NodeConnected:    x.nodeConnected,
+		NodeDisconnected: x.nodeDisconnected,
+		ListenersNamed:   x.listenersNamed,
+	})
+	x.grpc = grpc.NewServer(x.serverOptions()...)
+	x.srv.Register(x.grpc)
+	addrs := a.cfg.Addresses.GRPC
+	if len(addrs) == 0 {
+		addrs = a.cfg.ClientAddrs
+	}
+	if len(addrs) == 0 {
+		addrs = []string{"127.0.0.1"}
+	}
+	for _, host := range addrs {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(a.cfg.Ports.GRPC)))
+		if err != nil {
+			x.stop()
+			return fmt.Errorf("gRPC (xDS) listener on %s: %w", host, err)
+		}
+		x.serve(ln)
+	}
+	if x.a.acls != nil {
+		if r, ok := a.acls.(*acl.CachingResolver); ok {
+			x.wg.Add(1)
+			go func() {
+				defer x.wg.Done()
+				x.recheckTokens(r)
+			}()
+		}
+	}
+	a.xds = x
+	return nil
+}
+
+// serverOptions are the gRPC server options of every port that serves ADS.
+func (x *xdsService) serverOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(xdsMaxStreams),
+		grpc.MaxRecvMsgSize(xdsMaxRecvBytes),
+		// One connection per proxy: small read buffers (requests are
+		// small) and write buffers released between writes keep the
+		// memory per proxy down.
+		grpc.ReadBufferSize(8 << 10),
+		grpc.SharedWriteBuffer(true),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.StreamInterceptor(x.intercept),
+		grpc.WaitForHandlers(true),
+	}
+}
+
+// serve serves ADS on ln until the agent stops. It is the seam for the
+// grpc_tls port: a TLS listener (tls.NewListener with "h2" in NextProtos)
+// is served by the same server.
+func (x *xdsService) serve(ln net.Listener) {
+	x.mu.Lock()
+	x.addrs = append(x.addrs, ln.Addr())
+	x.mu.Unlock()
+	x.wg.Add(1)
+	go func() {
+		defer x.wg.Done()
+		if err := x.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			x.a.logger.Error("gRPC (xDS) server stopped", "addr", ln.Addr(), "error", err)
+		}
+	}()
+	x.a.logger.Info("gRPC (xDS) listening", "addr", ln.Addr().String())
+}
+
+// stop ends every stream and proxy loop and waits for them.
+func (x *xdsService) stop() {
+	x.cancel()
+	x.grpc.Stop()
+	x.mu.Lock()
+	watches := make([]*proxyWatch, 0, len(x.proxies))
+	for id, w := range x.proxies {
+		watches = append(watches, w)
+		delete(x.proxies, id)
+	}
+	x.mu.Unlock()
+	for _, w := range watches {
+		w.cancel()
+		<-w.done
+	}
+	x.wg.Wait()
+	x.views.close()
+}
+
+// stopXDS stops the xDS server; safe when it never started.
+func (a *Agent) stopXDS() {
+	if a.xds != nil {
+		a.xds.stop()
+		a.xds = nil
+	}
+}
+
+// XDSAddr returns the address of the first xDS (gRPC) listener, "" when
+// ports.grpc is off.
+func (a *Agent) XDSAddr() string {
+	if a.xds == nil {
+		return ""
+	}
+	a.xds.mu.Lock()
+	defer a.xds.mu.Unlock()
+	if len(a.xds.addrs) == 0 {
+		return ""
+	}
+	return a.xds.addrs[0].String()
+}
+
+// XDSServer returns the agent's ADS server (nil when ports.grpc is off), for
+// tests and the debug views: its ACK/NACK state and counters.
+func (a *Agent) XDSServer() *xds.Server {
+	if a.xds == nil {
+		return nil
+	}
+	return a.xds.srv
+}
+
+// ---- authorization of streams ----
+
+// tokenKey carries a stream's ACL token in its context.
+type tokenKey struct{}
+
+// xdsStream is an ADS stream whose first request is authorized before the
+// ADS server sees it, and that ends when its token stops granting
+// service:write on the proxied service.
+type xdsStream struct {
+	grpc.ServerStream
+	x      *xdsService
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	token  string
+
+	mu   sync.Mutex
+	node string // set once authorized
+}
+
+// Context is the stream's context, ended when its token is revoked.
+func (s *xdsStream) Context() context.Context { return s.ctx }
+
+// RecvMsg authorizes the node the first request names.
+func (s *xdsStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	var node string
+	switch r := m.(type) {
+	case *discovery.DiscoveryRequest:
+		node = r.GetNode().GetId()
+	case *discovery.DeltaDiscoveryRequest:
+		node = r.GetNode().GetId()
+	}
+	s.mu.Lock()
+	first := s.node == ""
+	s.mu.Unlock()
+	if !first || node == "" {
+		return nil
+	}
+	if err := s.x.authorize(s.token, node); err != nil {
+		// go-control-plane ends a stream whose receive fails without
+		// its error: the interceptor returns it.
+		s.cancel(err)
+		return err
+	}
+	s.mu.Lock()
+	s.node = node
+	s.mu.Unlock()
+	return nil
+}
+
+// intercept wraps every stream of the server in an xdsStream.
+func (x *xdsService) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	token := ""
+	if md, ok := metadata.FromIncomingContext(ss.Context()); ok {
+		if v := md.Get("x-consul-token"); len(v) > 0 {
+			token = v[0]
+		}
+	}
+	ctx, cancel := context.WithCancelCause(context.WithValue(ss.Context(), tokenKey{}, token))
+	s := &xdsStream{ServerStream: ss, x: x, ctx: ctx, cancel: cancel, token: token}
+	x.mu.Lock()
+	x.streams[s] = struct{}{}
+	x.mu.Unlock()
+	defer func() {
+		x.mu.Lock()
+		delete(x.streams, s)
+		x.mu.Unlock()
+		cancel(nil)
+	}()
+	// go-control-plane's streams end only when a receive fails, and a
+	// receive waits for the proxy: to end a stream whose token was
+	// revoked, the RPC returns while the handler, owned by the wait
+	// group, ends behind it (its receive fails once the RPC is over).
+	done := make(chan error, 1)
+	x.wg.Add(1)
+	go func() {
+		defer x.wg.Done()
+		done <- handler(srv, s)
+	}()
+	select {
+	case err := <-done:
+		if cause := context.Cause(ctx); cause != nil {
+			if _, ok := status.FromError(cause); ok {
+				return cause // refused
+			}
+		}
+		return err
+	case <-ctx.Done():
+		if cause := context.Cause(ctx); cause != nil {
+			if _, ok := status.FromError(cause); ok {
+				return cause // refused or revoked
+			}
+		}
+		return <-done // the client went away: the handler ends now
+	}
+}
+
+// isProxy reports whether node is a connect-proxy registered on this agent;
+// any other node is a proxyless gRPC client.
+func (x *xdsService) isProxy(node string) (*catalog.Service, bool) {
+	svc := x.a.local.Service(node)
+	return svc, svc != nil && svc.Kind == catalog.ServiceKindConnectProxy && svc.Proxy != nil
+}
+
+// authorize checks that token grants service:write on the service node
+// proxies when node is a proxy registered on this agent, and that it is a
+// valid token for a proxyless client (which is served only the services
+// its token may read).
+func (x *xdsService) authorize(token, node string) error {
+	svc, proxy := x.isProxy(node)
+	authz, err := x.a.acls.Resolve(token)
+	if err != nil {
+		if errors.Is(err, acl.ErrNotFound) {
+			return status.Error(codes.Unauthenticated, "ACL not found")
+		}
+		return status.Errorf(codes.Unavailable, "resolve token: %v", err)
+	}
+	if !proxy {
+		return nil
+	}
+	if authz.ServiceWrite(svc.Proxy.DestinationServiceName) != acl.Allow {
+		return status.Errorf(codes.PermissionDenied, "Permission denied: token lacks service:write on %q", svc.Proxy.DestinationServiceName)
+	}
+	return nil
+}
+
+// recheckTokens checks every authorized stream's token again whenever the
+// ACL index moves: a stream whose token was deleted or lost its policy
+// ends with PermissionDenied.
+func (x *xdsService) recheckTokens(r *acl.CachingResolver) {
+	t := time.NewTicker(xdsACLPoll)
+	defer t.Stop()
+	last := r.Index()
+	for {
+		select {
+		case <-x.ctx.Done():
+			return
+		case <-t.C:
+		}
+		idx := r.Index()
+		if idx == last {
+			continue
+		}
+		last = idx
+		x.mu.Lock()
+		streams := make([]*xdsStream, 0, len(x.streams))
+		for s := range x.streams {
+			streams = append(streams, s)
+		}
+		x.mu.Unlock()
+		for _, s := range streams {
+			s.mu.Lock()
+			node := s.node
+			s.mu.Unlock()
+			if node == "" {
+				continue
+			}
+			if err := x.authorize(s.token, node); err != nil && status.Code(err) != codes.Unavailable {
+				x.a.logger.Named("xds").Warn("ending a proxy's stream: its token no longer grants access", "proxy", node, "error", err)
+				s.cancel(status.Error(codes.PermissionDenied, status.Convert(err).Message()))
+			}
+		}
+	}
+}
+
+// ---- proxies' configuration ----
+
+// nodeConnected starts the proxy's loop on its first stream.
+func (x *xdsService) nodeConnected(ctx context.Context, node string) error {
+	_, proxy := x.isProxy(node)
+	token, _ := ctx.Value(tokenKey{}).(string)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.proxies[node] != nil || x.ctx.Err() != nil {
+		return nil
+	}
+	wctx, cancel := context.WithCancel(x.ctx)
+	w := &proxyWatch{cancel: cancel, done: make(chan struct{})}
+	read := func(ctx context.Context) (*proxyInputs, error) { return x.readProxy(ctx, node, token) }
+	if !proxy {
+		w.proxyless = newProxylessNames()
+		read = func(ctx context.Context) (*proxyInputs, error) { return x.readProxyless(ctx, node, token, w.proxyless) }
+	}
+	x.proxies[node] = w
+	go func() {
+		defer close(w.done)
+		x.runProxy(wctx, node, read)
+	}()
+	return nil
+}
+
+// nodeDisconnected stops the proxy's loop when its last stream ends.
+func (x *xdsService) nodeDisconnected(node string) {
+	x.mu.Lock()
+	w := x.proxies[node]
+	delete(x.proxies, node)
+	x.mu.Unlock()
+	if w == nil {
+		return
+	}
+	w.cancel()
+	// This runs on the closing stream's goroutine: wait for the loop
+	// elsewhere, then forget the snapshot unless the proxy came back.
+	x.wg.Add(1)
+	go func() {
+		defer x.wg.Done()
+		<-w.done
+		x.mu.Lock()
+		back := x.proxies[node] != nil
+		x.mu.Unlock()
+		if !back {
+			x.srv.Remove(node)
+		}
+	}()
+}
+
+// runProxy rebuilds the proxy's snapshot whenever one of its inputs
+// changes, until ctx ends.
+func (x *xdsService) runProxy(ctx context.Context, node string, read func(context.Context) (*proxyInputs, error)) {
+	logger := x.a.logger.Named("xds").With("proxy", node)
+	ps := &proxyState{dirty: make(chan struct{}, 1)}
+	defer x.setDeps(ps, nil)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		in, err := read(ctx)
+		switch {
+		case err != nil:
+		case in.proxy != nil:
+			_, err = x.srv.Update(ctx, in.proxy)
+		case in.proxyless != nil:
+			var snap *cachev3.Snapshot
+			if snap, err = xds.BuildProxyless(in.proxyless); err == nil {
+				err = x.srv.SetSnapshot(ctx, node, snap)
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			logger.Warn("cannot build the proxy's configuration; retrying", "error", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 10*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		x.setDeps(ps, in.deps)
+		in.waitChange(ctx, ps)
+	}
+}
+
+// proxyInputs is what one build of a proxy read, and how to wait for any of
+// it to change.
+type proxyInputs struct {
+	proxy *xds.Proxy
+	// proxyless is set instead of proxy for a proxyless client.
+	proxyless *xds.Proxyless
+	// deps are the views read, at the index read (xdsfanout.go).
+	deps []viewDep
+	// changed and names are closed at the next change of the local
+	// services and of a proxyless client's names (nil: never).
+	changed, names <-chan struct{}
+	// leaf is closed when the proxy's leaf certificate changes (nil:
+	// never).
+	leaf <-chan struct{}
+}
+
+// waitChange returns when one input changed or ctx ended.
+func (in *proxyInputs) waitChange(ctx context.Context, ps *proxyState) {
+	select {
+	case <-ps.dirty:
+	case <-in.changed:
+	case <-in.names:
+	case <-in.leaf:
+	case <-ctx.Done():
+	}
+}
+
+// readProxy reads everything the proxy's configuration is built from.
+func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyInputs, error) {
+	in := &proxyInputs{changed: x.a.local.Changed()}
+	svc := x.a.local.Service(node)
+	if svc == nil || svc.Kind != catalog.ServiceKindConnectProxy || svc.Proxy == nil {
+		// Deregistered: the proxy keeps what it has until it goes.
+		return in, nil
+	}
+	opts := catalog.QueryOptions{Token: token}
+	target := svc.Proxy.DestinationServiceName
+	roots, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadCARoots, Options: opts})
+	if err != nil {
+		return nil, fmt.Errorf("CA roots: %w", err)
+	}
+	if roots.CAConfig == nil || roots.CAConfig.ClusterID == "" || len(roots.CARoots) == 0 {
+		return in, nil // the CA is not initialised yet: wait for it
+	}
+	leaf, err := x.a.leaves.Get(ctx, target, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("leaf certificate of %s: %w", target, err)
+	}
+	in.leaf = x.a.leaves.Changed(target, leaf.ModifyIndex)
+	var ixns []*catalog.Intention
+	for _, name := range []string{target, catalog.IntentionWildcard} {
+		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadConfigEntry, Key: httpapi.KindServiceIntentions, Name: name, Options: opts})
+		if err != nil {
+			return nil, fmt.Errorf("intentions of %s: %w", name, err)
+		}
+		got, err := x.intentionsOf(resp)
+		if err != nil {
+			return nil, err
+		}
+		ixns = append(ixns, got...)
+	}
+	p := &xds.Proxy{
+		ID: node, Service: target, Datacenter: x.a.cfg.Datacenter,
+		TrustDomain:   connect.TrustDomain(roots.CAConfig.ClusterID),
+		PublicAddress: publicBindAddress(svc), PublicPort: svc.Port,
+		LocalAppAddress: svc.Proxy.LocalServiceAddress, LocalAppPort: svc.Proxy.LocalServicePort,
+		LeafCert: leaf.CertPEM, LeafKey: leaf.PrivateKeyPEM,
+		Intentions:   ixns,
+		DefaultAllow: !(x.a.cfg.ACL.Enabled && x.a.cfg.ACL.DefaultPolicy == "deny"),
+	}
+	for _, r := range roots.CARoots {
+		p.Roots = append(p.Roots, r.RootCert)
+	}
+	for _, u := range svc.Proxy.Upstreams {
+		if u.DestinationType == catalog.UpstreamDestTypePreparedQuery || u.LocalBindPort == 0 {
+			continue // prepared-query and socket upstreams: not served yet
+		}
+		if u.Datacenter != "" && u.Datacenter != x.a.cfg.Datacenter {
+			continue // other datacenters: federation's, not served yet
+		}
+		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadHealthConnect, Name: u.DestinationName, Options: opts})
+		if err != nil {
+			return nil, fmt.Errorf("instances of upstream %s: %w", u.DestinationName, err)
+		}
+		up := xds.Upstream{DestinationName: u.DestinationName, LocalBindAddress: u.LocalBindAddress, LocalBindPort: u.LocalBindPort}
+		if ms, ok := u.Config["connect_timeout_ms"].(float64); ok && ms > 0 {
+			up.ConnectTimeout = time.Duration(ms) * time.Millisecond
+		}
+		up.Endpoints = meshEndpoints(resp.Instances)
+		p.Upstreams = append(p.Upstreams, up)
+	}
+	in.proxy = p
+	return in, nil
+}
+
+// maxDecodedIntentions bounds the decoded-intentions cache; past it, the
+// cache starts over.
+const maxDecodedIntentions = 4096
+
+// intentionsOf returns the intentions of a service-intentions view result,
+// decoded once per result.
+func (x *xdsService) intentionsOf(resp *catalog.ReadResponse) ([]*catalog.Intention, error) {
+	x.ixnMu.Lock()
+	got, ok := x.ixns[resp]
+	x.ixnMu.Unlock()
+	if ok {
+		return got, nil
+	}
+	got, err := httpapi.EntryIntentions(resp.ConfigEntries...)
+	if err != nil {
+		return nil, err
+	}
+	x.ixnMu.Lock()
+	if len(x.ixns) >= maxDecodedIntentions {
+		clear(x.ixns)
+	}
+	x.ixns[resp] = got
+	x.ixnMu.Unlock()
+	return got, nil
+}
+
+// meshEndpoints are the instances of a health read as xDS endpoints: the
+// service's address (the node's when it has none), healthy unless a check
+// is critical or in maintenance.
+func meshEndpoints(instances []*catalog.CheckServiceNode) []xds.Endpoint {
+	out := make([]xds.Endpoint, 0, len(instances))
+	for _, in := range instances {
+		addr := in.Service.Address
+		if addr == "" && in.Node != nil {
+			addr = in.Node.Address
+		}
+		st := catalog.AggregatedStatus(in.Checks)
+		out = append(out, xds.Endpoint{Address: addr, Port: in.Service.Port,
+			Healthy: st == catalog.HealthPassing || st == catalog.HealthWarning})
+	}
+	return out
+}
+
+// publicBindAddress is where a sidecar accepts mTLS: Proxy.Config's
+// bind_address, else every address, as Consul binds it.
+func publicBindAddress(svc *catalog.Service) string {
+	if a, ok := svc.Proxy.Config["bind_address"].(string); ok && a != "" {
+		return a
+	}
+	return "0.0.0.0"
+}

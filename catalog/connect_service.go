@@ -1,0 +1,241 @@
+package catalog
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Service kinds, as Consul names them.
+const (
+	// ServiceKindTypical is an ordinary service (the empty kind).
+	ServiceKindTypical = ""
+	// ServiceKindConnectProxy is a sidecar proxy fronting one service.
+	ServiceKindConnectProxy = "connect-proxy"
+)
+
+// ConnectProxyConfig is the Proxy block of a connect-proxy service. Its JSON
+// form is Consul's AgentServiceConnectProxyConfig: what a client registers
+// is returned unchanged.
+type ConnectProxyConfig struct {
+	EnvoyExtensions        []map[string]any        `json:",omitempty" bexpr:"-"`
+	DestinationServiceName string                  `json:",omitempty"`
+	DestinationServiceID   string                  `json:",omitempty"`
+	LocalServiceAddress    string                  `json:",omitempty"`
+	LocalServicePort       int                     `json:",omitempty"`
+	LocalServiceSocketPath string                  `json:",omitempty"`
+	Mode                   string                  `json:",omitempty"`
+	TransparentProxy       *TransparentProxyConfig `json:",omitempty"`
+	// Config is opaque to the catalog (Envoy settings such as protocol or
+	// bind addresses); its keys are kept as written.
+	Config      map[string]any    `json:",omitempty" bexpr:"-"`
+	Upstreams   []Upstream        `json:",omitempty"`
+	MeshGateway MeshGatewayConfig `json:",omitempty"`
+	Expose      ExposeConfig      `json:",omitempty"`
+	AccessLogs  map[string]any    `json:",omitempty" bexpr:"-"`
+}
+
+// Upstream is a service a proxy's app reaches through a local listener.
+type Upstream struct {
+	DestinationType      string `json:",omitempty"`
+	DestinationPartition string `json:",omitempty"`
+	DestinationNamespace string `json:",omitempty"`
+	DestinationPeer      string `json:",omitempty"`
+	DestinationName      string
+	Datacenter           string            `json:",omitempty"`
+	LocalBindAddress     string            `json:",omitempty"`
+	LocalBindPort        int               `json:",omitempty"`
+	LocalBindSocketPath  string            `json:",omitempty"`
+	LocalBindSocketMode  string            `json:",omitempty"`
+	Config               map[string]any    `json:",omitempty" bexpr:"-"`
+	MeshGateway          MeshGatewayConfig `json:",omitempty"`
+	CentrallyConfigured  bool              `json:",omitempty" bexpr:"-"`
+}
+
+// Upstream destination types.
+const (
+	UpstreamDestTypeService       = "service"
+	UpstreamDestTypePreparedQuery = "prepared_query"
+)
+
+// MeshGatewayConfig says how a proxy reaches other datacenters.
+type MeshGatewayConfig struct {
+	Mode string `json:",omitempty"`
+}
+
+// TransparentProxyConfig configures transparent proxy mode.
+type TransparentProxyConfig struct {
+	OutboundListenerPort int  `json:",omitempty"`
+	DialedDirectly       bool `json:",omitempty"`
+}
+
+// ExposeConfig lists paths a proxy exposes without mTLS.
+type ExposeConfig struct {
+	Checks bool         `json:",omitempty"`
+	Paths  []ExposePath `json:",omitempty"`
+}
+
+// ExposePath is one exposed path.
+type ExposePath struct {
+	ListenerPort    int    `json:",omitempty"`
+	Path            string `json:",omitempty"`
+	LocalPathPort   int    `json:",omitempty"`
+	Protocol        string `json:",omitempty"`
+	ParsedFromCheck bool   `json:",omitempty"`
+}
+
+// ServiceConnect is the Connect block of a service as the catalog keeps it:
+// a sidecar_service is expanded by the agent and never stored.
+type ServiceConnect struct {
+	Native bool `json:",omitempty"`
+}
+
+// Limits on a proxy's configuration.
+const (
+	MaxProxyUpstreams   = 1024
+	MaxProxyExposePaths = 256
+)
+
+// ConnectTarget returns the service whose mesh traffic this instance
+// accepts: the destination of a connect-proxy, the service itself when it
+// is Connect-native, and "" otherwise.
+func (s *Service) ConnectTarget() string {
+	switch {
+	case s == nil:
+		return ""
+	case s.Kind == ServiceKindConnectProxy && s.Proxy != nil:
+		return s.Proxy.DestinationServiceName
+	case s.Connect != nil && s.Connect.Native:
+		return s.Service
+	}
+	return ""
+}
+
+// validateConnect checks the mesh fields of a service before it reaches
+// Raft.
+func (s *Service) validateConnect() error {
+	if s.Kind == ServiceKindConnectProxy {
+		if s.Proxy == nil || s.Proxy.DestinationServiceName == "" {
+			return fmt.Errorf("%w: Proxy.DestinationServiceName must be set for a connect-proxy", ErrInvalidRequest)
+		}
+		if s.Port == 0 && s.SocketPath == "" {
+			return fmt.Errorf("%w: Port must be set for a connect-proxy", ErrInvalidRequest)
+		}
+		if s.Connect != nil && s.Connect.Native {
+			return fmt.Errorf("%w: A connect-proxy cannot also be Connect Native", ErrInvalidRequest)
+		}
+	}
+	if s.Proxy == nil {
+		return nil
+	}
+	if n := len(s.Proxy.Upstreams); n > MaxProxyUpstreams {
+		return fmt.Errorf("%w: %d upstreams, more than %d", ErrInvalidRequest, n, MaxProxyUpstreams)
+	}
+	if n := len(s.Proxy.Expose.Paths); n > MaxProxyExposePaths {
+		return fmt.Errorf("%w: %d exposed paths, more than %d", ErrInvalidRequest, n, MaxProxyExposePaths)
+	}
+	binds := map[string]bool{}
+	for i, u := range s.Proxy.Upstreams {
+		if u.DestinationName == "" {
+			return fmt.Errorf("%w: upstream %d: DestinationName must be set", ErrInvalidRequest, i)
+		}
+		switch u.DestinationType {
+		case "", UpstreamDestTypeService, UpstreamDestTypePreparedQuery:
+		default:
+			return fmt.Errorf("%w: upstream %q: unknown DestinationType %q", ErrInvalidRequest, u.DestinationName, u.DestinationType)
+		}
+		if u.LocalBindPort < 0 || u.LocalBindPort > 65535 {
+			return fmt.Errorf("%w: upstream %q: LocalBindPort %d out of range", ErrInvalidRequest, u.DestinationName, u.LocalBindPort)
+		}
+		if u.LocalBindPort > 0 {
+			b := fmt.Sprintf("%s:%d", u.LocalBindAddress, u.LocalBindPort)
+			if binds[b] {
+				return fmt.Errorf("%w: upstreams bind %s twice", ErrInvalidRequest, b)
+			}
+			binds[b] = true
+		}
+	}
+	switch s.Proxy.Mode {
+	case "", "direct", "transparent":
+	default:
+		return fmt.Errorf("%w: unknown proxy Mode %q", ErrInvalidRequest, s.Proxy.Mode)
+	}
+	return nil
+}
+
+// DecodeProxyConfig turns a proxy block as a configuration file or an
+// agent registration writes it (snake_case or CamelCase keys) into a
+// ConnectProxyConfig. The opaque Config maps keep their keys as written.
+func DecodeProxyConfig(raw map[string]any) (*ConnectProxyConfig, error) {
+	if raw == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(canonicalKeys(raw))
+	if err != nil {
+		return nil, fmt.Errorf("%w: proxy: %v", ErrInvalidRequest, err)
+	}
+	var out ConnectProxyConfig
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("%w: proxy: %v", ErrInvalidRequest, err)
+	}
+	return &out, nil
+}
+
+// DecodeServiceConnect turns a connect block (without its sidecar_service,
+// which the agent takes out) into a ServiceConnect; nil when it says
+// nothing the catalog keeps.
+func DecodeServiceConnect(raw map[string]any) (*ServiceConnect, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	b, err := json.Marshal(canonicalKeys(raw))
+	if err != nil {
+		return nil, fmt.Errorf("%w: connect: %v", ErrInvalidRequest, err)
+	}
+	var out ServiceConnect
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("%w: connect: %v", ErrInvalidRequest, err)
+	}
+	if !out.Native {
+		return nil, nil
+	}
+	return &out, nil
+}
+
+// canonicalKeys drops the underscores of every key (encoding/json then
+// matches "destination_service_id" to DestinationServiceID, as it matches
+// names case-insensitively), except inside the opaque Config, Meta and
+// AccessLogs maps.
+func canonicalKeys(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, val := range t {
+			ck := strings.ReplaceAll(k, "_", "")
+			switch strings.ToLower(ck) {
+			case "config", "meta", "accesslogs", "envoyextensions":
+				out[ck] = val
+			default:
+				out[ck] = canonicalKeys(val)
+			}
+		}
+		return out
+	case []any:
+		out := make([]any, len(t))
+		for i, e := range t {
+			out[i] = canonicalKeys(e)
+		}
+		return out
+	case []map[string]any:
+		out := make([]any, len(t))
+		for i, e := range t {
+			out[i] = canonicalKeys(e)
+		}
+		return out
+	}
+	return v
+}
+
+// connectIndexKey is the index-table key tracking changes to the set of
+// mesh-capable instances (proxies and native instances) of a service.
+func connectIndexKey(name string) string { return "connect." + strings.ToLower(name) }

@@ -1,0 +1,225 @@
+package xds
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash/maphash"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// Memo keeps built resources and their hashes by the inputs they were built
+// from, for BuildMemo, shared by every proxy of a Server. Resources in it
+// are never modified. It forgets what no build used over two rotation
+// periods. Safe for concurrent use.
+type Memo struct {
+	mu        sync.Mutex
+	cur, prev map[string]memoEntry
+	rotated   time.Time
+}
+
+type memoEntry struct {
+	res  types.Resource
+	hash string
+}
+
+// memoRotateEvery is how often the memo drops what was not used.
+const memoRotateEvery = 2 * time.Minute
+
+// NewMemo returns an empty memo.
+func NewMemo() *Memo {
+	return &Memo{cur: map[string]memoEntry{}, prev: map[string]memoEntry{}, rotated: time.Now()}
+}
+
+// Len returns the number of resources held.
+func (m *Memo) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.cur) + len(m.prev)
+}
+
+func (m *Memo) lookup(key string) (memoEntry, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if time.Since(m.rotated) > memoRotateEvery {
+		m.prev, m.cur, m.rotated = m.cur, map[string]memoEntry{}, time.Now()
+	}
+	e, ok := m.cur[key]
+	if !ok {
+		if e, ok = m.prev[key]; ok {
+			m.cur[key] = e
+		}
+	}
+	return e, ok
+}
+
+func (m *Memo) store(key string, e memoEntry) {
+	m.mu.Lock()
+	m.cur[key] = e
+	m.mu.Unlock()
+}
+
+// builder collects one snapshot's resources with their hashes.
+type builder struct {
+	memo      *Memo
+	resources map[resource.Type][]types.Resource
+	hashes    map[resource.Type]map[string]string
+	err       error
+}
+
+func newBuilder(m *Memo) *builder {
+	return &builder{memo: m, resources: map[resource.Type][]types.Resource{}, hashes: map[resource.Type]map[string]string{}}
+}
+
+// add adds the resource built by build from inputs identified by key (the
+// memo's, when it has one).
+func (b *builder) add(typ resource.Type, key string, build func() (types.Resource, error)) {
+	if b.err != nil {
+		return
+	}
+	var e memoEntry
+	ok := false
+	if b.memo != nil {
+		e, ok = b.memo.lookup(typ + "\x00" + key)
+	}
+	if !ok {
+		r, err := build()
+		if err != nil {
+			b.err = err
+			return
+		}
+		raw, err := cachev3.MarshalResource(r)
+		if err != nil {
+			b.err = fmt.Errorf("xds: encode %s: %w", cachev3.GetResourceName(r), err)
+			return
+		}
+		e = memoEntry{res: r, hash: cachev3.HashResource(raw)}
+		if b.memo != nil {
+			b.memo.store(typ+"\x00"+key, e)
+		}
+	}
+	b.resources[typ] = append(b.resources[typ], e.res)
+	if b.hashes[typ] == nil {
+		b.hashes[typ] = map[string]string{}
+	}
+	b.hashes[typ][cachev3.GetResourceName(e.res)] = e.hash
+}
+
+// shared returns the part (a piece of resources, never modified) built by
+// build from inputs identified by key, from the memo when it has it.
+func (b *builder) shared(key string, build func() (proto.Message, error)) (proto.Message, error) {
+	if b.memo != nil {
+		if e, ok := b.memo.lookup("part\x00" + key); ok {
+			return e.res, nil
+		}
+	}
+	m, err := build()
+	if err != nil {
+		return nil, err
+	}
+	if b.memo != nil {
+		b.memo.store("part\x00"+key, memoEntry{res: m})
+	}
+	return m, nil
+}
+
+// snapshot returns the snapshot of what was added, versioned by the hashes
+// of its resources, with its delta version map filled in.
+func (b *builder) snapshot() (*cachev3.Snapshot, error) {
+	if b.err != nil {
+		return nil, b.err
+	}
+	// Each type is versioned by its own resources, so that a state of the
+	// world client is sent only the types that changed.
+	typeVersions := map[resource.Type]string{}
+	versionMap := map[string]map[string]string{}
+	for _, typ := range []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+		names := make([]string, 0, len(b.hashes[typ]))
+		for n := range b.hashes[typ] {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		h := sha256.New()
+		for _, n := range names {
+			h.Write([]byte(n + "\x00" + b.hashes[typ][n] + "\x00"))
+		}
+		typeVersions[typ] = hex.EncodeToString(h.Sum(nil))[:16]
+	}
+	// The types a proxy gets have a map (the others read as empty).
+	for _, typ := range []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+		versionMap[typ] = b.hashes[typ]
+		if versionMap[typ] == nil {
+			versionMap[typ] = map[string]string{}
+		}
+	}
+	res := map[resource.Type][]types.Resource{
+		resource.ClusterType:  b.resources[resource.ClusterType],
+		resource.EndpointType: b.resources[resource.EndpointType],
+		resource.ListenerType: b.resources[resource.ListenerType],
+	}
+	if rs, ok := b.resources[resource.RouteType]; ok {
+		res[resource.RouteType] = rs
+	}
+	snap, err := cachev3.NewSnapshot("", res)
+	if err != nil {
+		return nil, fmt.Errorf("xds: snapshot: %w", err)
+	}
+	for typ, v := range typeVersions {
+		rt := cachev3.GetResponseType(typ)
+		if rt != types.UnknownType {
+			snap.Resources[rt].Version = v
+		}
+	}
+	snap.VersionMap = versionMap
+	return snap, nil
+}
+
+// Seeds of fingerprint, random per process: keys built from what users
+// write cannot be made to collide.
+var fpSeed1, fpSeed2 = maphash.MakeSeed(), maphash.MakeSeed()
+
+// consistent checks what Snapshot.Consistent checks of a sidecar's
+// snapshot (no routes: every EDS cluster has its endpoints and there are no
+// others) without decoding the listeners again.
+func consistent(snap *cachev3.Snapshot) error {
+	eds := map[string]bool{}
+	for name, r := range snap.GetResources(resource.ClusterType) {
+		if c, ok := r.(*cluster.Cluster); ok && c.GetType() == cluster.Cluster_EDS {
+			eds[name] = true
+		}
+	}
+	cla := snap.GetResources(resource.EndpointType)
+	if len(cla) != len(eds) || len(snap.GetResources(resource.RouteType)) != 0 {
+		return fmt.Errorf("%d endpoint sets for %d EDS clusters", len(cla), len(eds))
+	}
+	for name := range cla {
+		if !eds[name] {
+			return fmt.Errorf("endpoints of %s, which is no EDS cluster", name)
+		}
+	}
+	return nil
+}
+
+// fingerprint identifies a list of strings (128 bits of two seeded hashes:
+// much cheaper than a cryptographic hash of certificates on every build).
+func fingerprint(parts ...string) string {
+	var h1, h2 maphash.Hash
+	h1.SetSeed(fpSeed1)
+	h2.SetSeed(fpSeed2)
+	for _, p := range parts {
+		h1.WriteString(p)
+		h1.WriteByte(0)
+		h2.WriteString(p)
+		h2.WriteByte(0)
+	}
+	return strconv.FormatUint(h1.Sum64(), 36) + "." + strconv.FormatUint(h2.Sum64(), 36)
+}
