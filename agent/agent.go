@@ -108,6 +108,9 @@ type Agent struct {
 
 	// tokens are the agent's own ACL tokens (nil with ACLs disabled).
 	tokens *agentTokens
+
+	// wan is the WAN gossip pool (servers only; nil otherwise).
+	wan *gossip.Pool
 }
 
 // New creates and starts an agent from a loaded configuration.
@@ -187,9 +190,14 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 	if err := a.startGossip(); err != nil {
 		return nil, err
 	}
+	if err := a.startWAN(); err != nil {
+		a.stopGossip(false)
+		return nil, err
+	}
 	if cfg.Server {
 		srv, err := server.New(a.serverConfig(logger))
 		if err != nil {
+			a.stopWAN(false)
 			a.stopGossip(false)
 			return nil, fmt.Errorf("start server: %w", err)
 		}
@@ -218,7 +226,11 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.stopCore()
 		return nil, err
 	}
-	if err := a.startJoins(); err != nil {
+	err = a.startJoins()
+	if err == nil {
+		err = a.startWANJoins()
+	}
+	if err != nil {
 		a.stopDNS()
 		a.stopHTTP(context.Background())
 		a.stopCore()
@@ -369,9 +381,11 @@ func (a *Agent) httpHandler(views *lazyViews) (http.Handler, error) {
 		Config: a.cfg, Version: Version, ACL: a.acls, Backend: a.backend, Local: a.local,
 		Gossip: a.gossip, Events: a.events, Control: apiControl{a: a}, Metrics: a.telemetry,
 		CA: a.connectCA(), Leaves: a.leaves, Cache: views,
+		WAN: a.wan, Federation: a.federationPart(),
 	})
 	guard := httpguard.New(httpguard.Config{
 		Datacenter:      a.cfg.Datacenter,
+		KnownDatacenter: a.knownDatacenter,
 		AllowWriteFrom:  allow,
 		AllowedOrigins:  a.cfg.HTTP.AllowedOrigins,
 		ResponseHeaders: a.cfg.HTTP.ResponseHeaders,

@@ -144,6 +144,7 @@ func (p *connPool) call(ctx context.Context, addr, method string, req, resp any)
 		v.Elem().Set(reflect.Zero(v.Elem().Type()))
 	}
 	sent := new(atomic.Bool)
+	ctx = outgoingDC(ctx)
 	if err := c.Invoke(context.WithValue(ctx, sentKey{}, sent), "/tribune.Server/"+method, req, resp); err != nil {
 		if !sent.Load() {
 			return fmt.Errorf("rpc %s to %s: %w: %w", method, addr, errNotSent, err)

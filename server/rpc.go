@@ -267,6 +267,7 @@ const (
 	kindSnapLarge = "snapshot_too_large"
 	kindRestoring = "restore_in_progress"
 	kindNoConnect = "connect_disabled"
+	kindNoPathDC  = "no_path_to_dc"
 )
 
 var kindErrors = map[string]error{
@@ -282,6 +283,7 @@ var kindErrors = map[string]error{
 
 	kindACLBootstrapped: catalog.ErrACLBootstrapped,
 	kindNoConnect:       ErrConnectDisabled,
+	kindNoPathDC:        ErrNoPathToDC,
 }
 
 func toWire(err error) *WireError {
@@ -414,6 +416,8 @@ type rpcHandler interface {
 	rpcSnapshotSave(ctx context.Context, req *SnapshotWire) (*SnapshotWire, error)
 	rpcSnapshotRestore(ctx context.Context, req *SnapshotWire) (*SnapshotWire, error)
 	rpcOperator(ctx context.Context, req *OperatorRequest) (*OperatorResponse, error)
+	rpcDatacenters(ctx context.Context, req *DatacentersRequest) (*DatacentersResponse, error)
+	rpcReplicationStatus(ctx context.Context, req *ReplicationStatusRequest) (*ReplicationStatus, error)
 }
 
 func unary[Req any, Resp any](call func(rpcHandler, context.Context, *Req) (*Resp, error)) func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
@@ -437,11 +441,14 @@ var rpcServiceDesc = grpc.ServiceDesc{
 		{MethodName: "SnapshotSave", Handler: unary(rpcHandler.rpcSnapshotSave)},
 		{MethodName: "SnapshotRestore", Handler: unary(rpcHandler.rpcSnapshotRestore)},
 		{MethodName: "Operator", Handler: unary(rpcHandler.rpcOperator)},
+		{MethodName: "Datacenters", Handler: unary(rpcHandler.rpcDatacenters)},
+		{MethodName: "ReplicationStatus", Handler: unary(rpcHandler.rpcReplicationStatus)},
 	},
 	Streams: []grpc.StreamDesc{},
 }
 
 func (s *Server) rpcApply(ctx context.Context, req *ApplyRequest) (*ApplyResponse, error) {
+	ctx = incomingDC(ctx)
 	res, err := s.ApplyRaw(ctx, req.Data)
 	countRPC(false, responseErr(res, err))
 	if err != nil {

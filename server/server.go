@@ -29,6 +29,7 @@ import (
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/connect"
+	"github.com/tribune-mesh/tribune/federation"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/listen"
 )
@@ -139,6 +140,22 @@ type Config struct {
 	// ClusterID is the cluster ID the first leader stores; empty makes
 	// it a random UUID.
 	ClusterID string
+
+	// Federation (federation.go, replication.go). WAN is the WAN pool of
+	// the servers of every datacenter; nil runs without federation.
+	WAN *gossip.Pool
+	// PrimaryDatacenter is the one writer of global state (ACL policies,
+	// roles, global tokens, config entries); empty means Datacenter.
+	PrimaryDatacenter string
+	// ACLTokenReplication replicates global tokens to a secondary
+	// (acl.enable_token_replication).
+	ACLTokenReplication bool
+	// ACLReplicationToken is the token replication reads the primary with
+	// (acl.tokens.replication).
+	ACLReplicationToken string
+	// ReplicationMinInterval bounds how often a replication loop asks the
+	// primary (its rate); 0 means DefaultReplicationMinInterval.
+	ReplicationMinInterval time.Duration
 }
 
 // DefaultConfig returns the defaults of a server.
@@ -203,6 +220,11 @@ type Server struct {
 	// failed remembers since when each failed member has been failed.
 	failed *failedMembers
 
+	// router knows the other datacenters (nil without a WAN pool);
+	// replication is the secondary leader's replication state.
+	router      *federation.Router
+	replication *replicationState
+
 	started time.Time
 	// commits tracks the commit indexes the leader announced that the
 	// FSM has yet to apply (staleness.go).
@@ -266,6 +288,7 @@ func New(cfg *Config) (*Server, error) {
 		}
 	}
 	s.sessionTTL = newSessionTimers(s)
+	s.setupFederation()
 	if err := s.setupRaft(); err != nil {
 		s.closeAll()
 		close(s.shutdownCh)
@@ -278,6 +301,10 @@ func New(cfg *Config) (*Server, error) {
 	if cfg.Gossip != nil {
 		s.wg.Add(1)
 		go s.memberLoop()
+	}
+	if cfg.WAN != nil {
+		s.wg.Add(1)
+		go s.wanLoop()
 	}
 	return s, nil
 }
@@ -484,6 +511,9 @@ func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apply: %w", err)
 	}
+	if dc := s.applyTarget(ctx, cmd); dc != "" {
+		return s.applyDC(ctx, dc, buf)
+	}
 	deadline := s.clock.Now().Add(s.config.HoldTimeout)
 	// gRPC deadlines are in real time.
 	rpcDeadline := time.Now().Add(s.config.HoldTimeout)
@@ -545,6 +575,9 @@ func (s *Server) applyLocal(ctx context.Context, buf []byte, cmd *catalog.Comman
 // MinQueryIndex is set until the result's index passes it or the wait ends.
 func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (resp *catalog.ReadResponse, err error) {
 	defer func() { countRPC(req.Options.MinQueryIndex > 0, err) }()
+	if s.remoteDC(req.Options.Datacenter) {
+		return s.readDC(ctx, req)
+	}
 	opts := &req.Options
 	needLeader := !opts.AllowStale || opts.RequireConsistent
 	if !needLeader && opts.MaxStaleDuration > 0 && !s.IsLeader() {

@@ -130,6 +130,9 @@ func (h *Handler) catalogDeregister(w http.ResponseWriter, r *http.Request) (any
 }
 
 func (h *Handler) catalogDatacenters(w http.ResponseWriter, r *http.Request) (any, error) {
+	if h.agent.fed != nil {
+		return h.agent.fed.Datacenters(r.Context())
+	}
 	return []string{h.agent.cfg.Datacenter}, nil
 }
 

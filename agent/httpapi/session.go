@@ -66,7 +66,7 @@ var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 // checkWriteDC refuses a write aimed at another datacenter: there is no
 // cross-datacenter forwarding yet.
 func (h *Handler) checkWriteDC(r *http.Request) error {
-	if dc := r.URL.Query().Get("dc"); dc != "" && dc != h.agent.cfg.Datacenter {
+	if h.remoteDC(r.URL.Query().Get("dc")) && h.agent.fed == nil {
 		return errNoPathToDC
 	}
 	return nil

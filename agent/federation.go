@@ -1,0 +1,100 @@
+package agent
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/tribune-mesh/tribune/agent/httpapi"
+	"github.com/tribune-mesh/tribune/federation"
+	"github.com/tribune-mesh/tribune/gossip"
+)
+
+// The WAN pool: servers (only servers) of every datacenter gossip on
+// ports.serf_wan as "<node>.<dc>", so that each server's router
+// (federation.Router) knows the other datacenters and their servers.
+
+// startWAN starts this server's WAN member; it joins nobody yet.
+func (a *Agent) startWAN() error {
+	cfg := a.cfg
+	if !cfg.Server || cfg.Ports.SerfWAN < 0 {
+		return nil
+	}
+	var keys [][]byte
+	if cfg.Encrypt != "" {
+		k, err := cfg.EncryptKey()
+		if err != nil {
+			return fmt.Errorf("encrypt: %w", err)
+		}
+		keys = [][]byte{k}
+	}
+	bind := cfg.BindAddr
+	if bind == "" {
+		bind = "0.0.0.0"
+	}
+	advertise := cfg.AdvertiseAddrWAN
+	if advertise == "" {
+		advertise = a.advertiseHost()
+	}
+	p, err := gossip.New(&gossip.Config{
+		NodeName: federation.MemberName(cfg.NodeName, cfg.Datacenter), BindAddr: bind, BindPort: cfg.Ports.SerfWAN,
+		AdvertiseAddr: advertise, AdvertisePort: cfg.Ports.SerfWAN,
+		Tags: a.gossipTags(), Keys: keys, WAN: true, Fast: cfg.DevMode || cfg.Performance.RaftMultiplier == 1,
+		ReconnectTimeout: cfg.ReconnectTimeoutWAN,
+		Logger:           a.logger.Named("wan"),
+	})
+	if err != nil {
+		return fmt.Errorf("WAN gossip: %w", err)
+	}
+	a.wan = p
+	return nil
+}
+
+// stopWAN leaves the WAN pool gracefully when leave is set, then stops it.
+func (a *Agent) stopWAN(leave bool) {
+	if a.wan == nil {
+		return
+	}
+	if leave {
+		if err := a.wan.Leave(5 * time.Second); err != nil {
+			a.logger.Warn("leave WAN", "error", err)
+		}
+	}
+	if err := a.wan.Shutdown(); err != nil {
+		a.logger.Warn("stop WAN gossip", "error", err)
+	}
+}
+
+// startWANJoins joins start_join_wan now (failing when none answers) and
+// retries retry_join_wan in the background.
+func (a *Agent) startWANJoins() error {
+	if a.wan == nil {
+		return nil
+	}
+	if len(a.cfg.StartJoinWAN) > 0 {
+		if _, err := a.wan.Join(a.cfg.StartJoinWAN); err != nil {
+			return fmt.Errorf("start_join_wan: %w", err)
+		}
+	}
+	a.retryJoin(a.wan, "the WAN", "retry_join_wan", a.cfg.RetryJoinWAN, a.cfg.RetryIntervalWAN, a.cfg.RetryMaxWAN)
+	return nil
+}
+
+// knownDatacenter reports whether a ?dc= may be served: a server knows the
+// datacenters of the WAN pool; a client agent lets its servers decide
+// (they answer "No path to datacenter" for an unknown one).
+func (a *Agent) knownDatacenter(dc string) bool {
+	if a.server == nil {
+		return true
+	}
+	r := a.server.Router()
+	return r != nil && r.Known(dc)
+}
+
+// federationPart is what the HTTP API lists datacenters through: the
+// server, or the client's servers.
+func (a *Agent) federationPart() httpapi.Federation {
+	if a.server != nil {
+		return a.server
+	}
+	return a.client
+}

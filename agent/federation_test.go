@@ -1,0 +1,286 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tribune-mesh/tribune/agent/agenttest"
+	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/test/wait"
+)
+
+// startDC starts a datacenter of servers and clients (names prefixed by the
+// datacenter) whose primary datacenter is primary, and waits for its leader
+// and members.
+func startDC(t *testing.T, dc, primary string, servers, clients int) (srvs, cls []*node) {
+	t.Helper()
+	var join string
+	for i := 0; i < servers+clients; i++ {
+		isServer := i < servers
+		name := fmt.Sprintf("%s-s%d", dc, i+1)
+		if !isServer {
+			name = fmt.Sprintf("%s-c%d", dc, i-servers+1)
+		}
+		c := agenttest.ClusterConfig(t, name, isServer, servers, join)
+		c.Datacenter, c.PrimaryDatacenter = dc, primary
+		if join == "" {
+			join = agenttest.SerfAddr(c)
+		}
+		a := agenttest.StartNoWait(t, c)
+		n := &node{cfg: c, agent: a, api: apiClient(t, a)}
+		if isServer {
+			srvs = append(srvs, n)
+		} else {
+			cls = append(cls, n)
+		}
+	}
+	wait.For(t, 30*time.Second, func() error {
+		for _, n := range append(append([]*node{}, srvs...), cls...) {
+			leader, err := n.api.Status().Leader()
+			if err != nil || leader == "" {
+				return fmt.Errorf("%s: no leader (%v)", n.cfg.NodeName, err)
+			}
+		}
+		peers, err := srvs[0].api.Status().Peers()
+		if err != nil || len(peers) != servers {
+			return fmt.Errorf("peers %v (%v)", peers, err)
+		}
+		return nil
+	})
+	return srvs, cls
+}
+
+// joinWAN joins a server to another's WAN pool through the HTTP API.
+func joinWAN(t *testing.T, from, to *node) {
+	t.Helper()
+	r := httpString(t, from.agent, http.MethodPut, fmt.Sprintf("/v1/agent/join/127.0.0.1:%d?wan=1", to.cfg.Ports.SerfWAN), "")
+	if r.code != http.StatusOK {
+		t.Fatalf("WAN join: %d %s", r.code, r.body)
+	}
+}
+
+func waitDatacenters(t *testing.T, n *node, want ...string) {
+	t.Helper()
+	wait.For(t, 20*time.Second, func() error {
+		got, err := n.api.Catalog().Datacenters()
+		if err != nil {
+			return err
+		}
+		if !reflect.DeepEqual(got, want) {
+			return fmt.Errorf("%s: datacenters %v, want %v", n.cfg.NodeName, got, want)
+		}
+		return nil
+	})
+}
+
+func TestWANPoolAndCrossDCRequests(t *testing.T) {
+	dc1, dc1c := startDC(t, "dc1", "dc1", 1, 1)
+	dc2, _ := startDC(t, "dc2", "dc1", 1, 0)
+	joinWAN(t, dc2[0], dc1[0])
+
+	// Every agent lists its own datacenter first; a client asks its
+	// servers.
+	waitDatacenters(t, dc1[0], "dc1", "dc2")
+	waitDatacenters(t, dc2[0], "dc2", "dc1")
+	waitDatacenters(t, dc1c[0], "dc1", "dc2")
+
+	members, err := dc1[0].api.Agent().Members(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range members {
+		names = append(names, m.Name)
+	}
+	if strings.Join(names, ",") != "dc1-s1.dc1,dc2-s1.dc2" {
+		t.Fatalf("WAN members %v", names)
+	}
+	if lan, _ := dc1c[0].api.Agent().Members(true); len(lan) != 0 {
+		t.Fatalf("a client agent listed WAN members: %v", lan)
+	}
+
+	// A write and a read for dc2 through dc1's client agent land in dc2
+	// only.
+	c := dc1c[0].api
+	if _, err := c.KV().Put(&api.KVPair{Key: "where", Value: []byte("dc2")}, &api.WriteOptions{Datacenter: "dc2"}); err != nil {
+		t.Fatalf("put ?dc=dc2: %v", err)
+	}
+	kv, _, err := dc2[0].api.KV().Get("where", nil)
+	if err != nil || kv == nil || string(kv.Value) != "dc2" {
+		t.Fatalf("dc2 local get: %+v %v", kv, err)
+	}
+	if kv, _, err := c.KV().Get("where", nil); err != nil || kv != nil {
+		t.Fatalf("dc1 holds a dc2 write: %+v %v", kv, err)
+	}
+	kv, _, err = c.KV().Get("where", &api.QueryOptions{Datacenter: "dc2"})
+	if err != nil || kv == nil || string(kv.Value) != "dc2" {
+		t.Fatalf("get ?dc=dc2 from dc1: %+v %v", kv, err)
+	}
+	nodes, _, err := c.Catalog().Nodes(&api.QueryOptions{Datacenter: "dc2"})
+	if err != nil || len(nodes) != 1 || nodes[0].Node != "dc2-s1" || nodes[0].Datacenter != "dc2" {
+		t.Fatalf("catalog nodes ?dc=dc2: %+v %v", nodes, err)
+	}
+	entries, _, err := c.Health().Service("consul", "", true, &api.QueryOptions{Datacenter: "dc2"})
+	if err != nil || len(entries) != 1 || entries[0].Node.Node != "dc2-s1" {
+		t.Fatalf("health ?dc=dc2: %+v %v", entries, err)
+	}
+	// A blocking query in dc2 wakes on a dc2 write.
+	_, meta, err := c.KV().Get("where", &api.QueryOptions{Datacenter: "dc2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := goBlock(func() (*api.KVPair, *api.QueryMeta, error) {
+		return c.KV().Get("where", &api.QueryOptions{Datacenter: "dc2", WaitIndex: meta.LastIndex, WaitTime: 20 * time.Second})
+	})
+	if _, err := dc2[0].api.KV().Put(&api.KVPair{Key: "where", Value: []byte("dc2-again")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if res := recvBlock(t, ch, 15*time.Second); res.err != nil || res.val == nil || string(res.val.Value) != "dc2-again" {
+		t.Fatalf("blocking get ?dc=dc2: %+v", res)
+	}
+
+	// An unknown datacenter has no path, from a server and from a client.
+	for _, n := range []*node{dc1[0], dc1c[0]} {
+		r := httpString(t, n.agent, http.MethodGet, "/v1/kv/where?dc=nowhere", "")
+		if r.code != http.StatusInternalServerError || !strings.Contains(r.body, "No path to datacenter") {
+			t.Fatalf("%s: ?dc=nowhere: %d %q", n.cfg.NodeName, r.code, r.body)
+		}
+		r = httpString(t, n.agent, http.MethodPut, "/v1/kv/where?dc=nowhere", "x")
+		if r.code != http.StatusInternalServerError || !strings.Contains(r.body, "No path to datacenter") {
+			t.Fatalf("%s: PUT ?dc=nowhere: %d %q", n.cfg.NodeName, r.code, r.body)
+		}
+	}
+
+	// WAN coordinates list both datacenters.
+	r := httpString(t, dc1[0].agent, http.MethodGet, "/v1/coordinate/datacenters", "")
+	if r.code != http.StatusOK || !strings.Contains(r.body, `"Datacenter":"dc2"`) {
+		t.Fatalf("coordinate datacenters: %d %s", r.code, r.body)
+	}
+}
+
+func TestCrossDCUnreachableIsAnErrorNotAHang(t *testing.T) {
+	dc1, _ := startDC(t, "dc1", "dc1", 1, 0)
+	dc2, _ := startDC(t, "dc2", "dc1", 1, 0)
+	joinWAN(t, dc2[0], dc1[0])
+	waitDatacenters(t, dc1[0], "dc1", "dc2")
+	dc2[0].stop(t)
+	start := time.Now()
+	r := httpString(t, dc1[0].agent, http.MethodGet, "/v1/kv/k?dc=dc2", "")
+	if r.code != http.StatusInternalServerError || time.Since(start) > 20*time.Second {
+		t.Fatalf("?dc= to a stopped datacenter: %d %q after %s", r.code, r.body, time.Since(start))
+	}
+	t.Logf("unreachable datacenter answered %d %q in %s", r.code, strings.TrimSpace(r.body), time.Since(start))
+}
+
+// policyIn reports the policy of that ID in a server's replica.
+func policyIn(t *testing.T, n *node, id string) *catalog.ACLPolicy {
+	t.Helper()
+	_, p, err := n.agent.Server().Store().ACLPolicyGet(nil, id, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestReplicationOneWriter(t *testing.T) {
+	dc1, _ := startDC(t, "dc1", "dc1", 1, 0)
+	dc2, _ := startDC(t, "dc2", "dc1", 3, 0)
+	ctx := context.Background()
+
+	// Before the WAN join, a global write in the secondary fails cleanly
+	// and is not applied there.
+	entry := &api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "web", Protocol: "http"}
+	if _, _, err := dc2[0].api.ConfigEntries().Set(entry, nil); err == nil {
+		t.Fatal("a config entry was written in the secondary without the primary")
+	}
+	if _, e, _ := dc2[0].agent.Server().Store().ConfigEntry(nil, api.ServiceDefaults, "web"); e != nil {
+		t.Fatalf("the secondary wrote global state itself: %+v", e)
+	}
+
+	joinWAN(t, dc2[0], dc1[0])
+	waitDatacenters(t, dc2[1], "dc2", "dc1")
+
+	// Written in the primary, replicated to every server of the secondary.
+	pol := &catalog.ACLPolicy{ID: "11111111-2222-3333-4444-555555555555", Name: "ops", Rules: `key_prefix "" { policy = "read" }`}
+	if _, err := dc1[0].agent.Server().Apply(ctx, catalog.CmdACLPolicySet, pol); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, func() error {
+		for _, n := range dc2 {
+			if p := policyIn(t, n, pol.ID); p == nil || p.Rules != pol.Rules {
+				return fmt.Errorf("%s: policy %+v", n.cfg.NodeName, p)
+			}
+		}
+		return nil
+	})
+
+	// Written through the secondary: forwarded to the primary, then
+	// replicated back.
+	if _, _, err := dc2[1].api.ConfigEntries().Set(entry, nil); err != nil {
+		t.Fatalf("config entry through the secondary: %v", err)
+	}
+	if _, e, _ := dc1[0].agent.Server().Store().ConfigEntry(nil, api.ServiceDefaults, "web"); e == nil {
+		t.Fatal("the write through the secondary did not reach the primary")
+	}
+	wait.For(t, 10*time.Second, func() error {
+		if _, e, _ := dc2[0].agent.Server().Store().ConfigEntry(nil, api.ServiceDefaults, "web"); e == nil {
+			return fmt.Errorf("config entry not replicated")
+		}
+		return nil
+	})
+
+	// Replication survives a leader change in the secondary.
+	var leader *node
+	for _, n := range dc2 {
+		if n.agent.Server().IsLeader() {
+			leader = n
+		}
+	}
+	if leader == nil {
+		t.Fatal("dc2 has no leader")
+	}
+	if err := leader.agent.Server().Raft().LeadershipTransfer().Error(); err != nil {
+		t.Fatalf("leadership transfer: %v", err)
+	}
+	wait.For(t, 10*time.Second, func() error {
+		for _, n := range dc2 {
+			if n != leader && n.agent.Server().IsLeader() {
+				return nil
+			}
+		}
+		return fmt.Errorf("no new leader in dc2")
+	})
+	pol2 := &catalog.ACLPolicy{ID: "11111111-2222-3333-4444-666666666666", Name: "ops2", Rules: `node_prefix "" { policy = "read" }`}
+	if _, err := dc1[0].agent.Server().Apply(ctx, catalog.CmdACLPolicySet, pol2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dc1[0].agent.Server().Apply(ctx, catalog.CmdACLPolicyDelete, &catalog.ACLDeleteRequest{ID: pol.ID}); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, func() error {
+		for _, n := range dc2 {
+			if p := policyIn(t, n, pol2.ID); p == nil {
+				return fmt.Errorf("%s: new policy not replicated after the leader change", n.cfg.NodeName)
+			}
+			if p := policyIn(t, n, pol.ID); p != nil {
+				return fmt.Errorf("%s: deleted policy still there", n.cfg.NodeName)
+			}
+		}
+		return nil
+	})
+	for _, n := range dc2 {
+		if n.agent.Server().IsLeader() {
+			st, _ := n.agent.Server().ReplicationStatus(context.Background())
+			if !st.Running || st.ReplicatedIndex == 0 || st.LastSuccess.IsZero() {
+				t.Fatalf("replication status %+v", st)
+			}
+		}
+	}
+}
