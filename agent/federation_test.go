@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/miekg/dns"
 
 	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/catalog"
@@ -155,6 +156,33 @@ func TestWANPoolAndCrossDCRequests(t *testing.T) {
 		r = httpString(t, n.agent, http.MethodPut, "/v1/kv/where?dc=nowhere", "x")
 		if r.code != http.StatusInternalServerError || !strings.Contains(r.body, "No path to datacenter") {
 			t.Fatalf("%s: PUT ?dc=nowhere: %d %q", n.cfg.NodeName, r.code, r.body)
+		}
+	}
+
+	// DNS names of another datacenter, answered by a client agent of dc1.
+	if _, err := dc2[0].api.Catalog().Register(&api.CatalogRegistration{Node: "web-node", Address: "10.2.0.1",
+		Service: &api.AgentService{Service: "web", Port: 80}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	d := &dnsAgent{a: dc1c[0].agent, api: c, addr: fmt.Sprintf("127.0.0.1:%d", dc1c[0].cfg.Ports.DNS)}
+	dnsWant(t, "web.service.dc2.consul", dnsAddrs(d.query(t, "udp", "web.service.dc2.consul", dns.TypeA).Answer), []string{"10.2.0.1"})
+	dnsWant(t, "web-node.node.dc2.consul", dnsAddrs(d.query(t, "udp", "web-node.node.dc2.consul", dns.TypeA).Answer), []string{"10.2.0.1"})
+	dnsWantRcode(t, d.query(t, "udp", "web.service.consul", dns.TypeA), dns.RcodeNameError)
+	dnsWantRcode(t, d.query(t, "udp", "web.service.nowhere.consul", dns.TypeA), dns.RcodeNameError)
+
+	// A prepared query without instances here fails over to dc2.
+	for i, fo := range []api.QueryFailoverOptions{{NearestN: 1}, {Datacenters: []string{"nowhere", "dc2"}}} {
+		id, _, err := c.PreparedQuery().Create(&api.PreparedQueryDefinition{Name: fmt.Sprintf("web-%d", i),
+			Service: api.ServiceQuery{Service: "web", Failover: fo}}, nil)
+		if err != nil {
+			t.Fatalf("create query: %v", err)
+		}
+		res, _, err := c.PreparedQuery().Execute(id, nil)
+		if err != nil {
+			t.Fatalf("execute: %v", err)
+		}
+		if res.Datacenter != "dc2" || res.Failovers != i+1 || len(res.Nodes) != 1 || res.Nodes[0].Node.Node != "web-node" {
+			t.Fatalf("failover %+v: answered from %s after %d failovers: %+v", fo, res.Datacenter, res.Failovers, res.Nodes)
 		}
 	}
 

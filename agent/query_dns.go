@@ -16,7 +16,8 @@ import (
 // The query's DNS.TTL is not applied yet: the hook returns instances only,
 // and the handler gives query answers the service TTL of the query name.
 func (s *dnsSource) preparedQuery(ctx context.Context, dc, name string) ([]*catalog.CheckServiceNode, error) {
-	if err := s.checkDC(dc); err != nil {
+	s, err := s.forDC(dc)
+	if err != nil {
 		return nil, err
 	}
 	list, err := s.get(ctx, catalog.ReadPreparedQueries, "")

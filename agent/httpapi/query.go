@@ -292,25 +292,33 @@ func (h *Handler) queryExecute(w http.ResponseWriter, r *http.Request, idOrName 
 	if err != nil {
 		return nil, err
 	}
-	resp, err := h.agent.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: q.Service.Service, Options: opts})
+	resp, nodes, filtered, err := h.queryInstances(ctx, q, opts, authz)
 	if err != nil {
 		return nil, err
 	}
 	setMeta(w, resp.Meta)
-
-	selected := catalog.SelectInstances(&q.Service, resp.Instances)
-	nodes := make([]*catalog.CheckServiceNode, 0, len(selected))
-	filtered := false
-	for _, in := range selected {
-		if authz.ServiceRead(in.Service.Service) != acl.Allow || authz.NodeRead(in.Node.Node) != acl.Allow {
-			filtered = true
-			continue
+	dc := opts.Datacenter
+	if dc == "" {
+		dc = h.agent.cfg.Datacenter
+	}
+	failovers := 0
+	if len(nodes) == 0 {
+		// No instance here: ask the query's failover datacenters in
+		// turn, the first with an instance answers.
+		for _, other := range h.failoverDatacenters(ctx, dc, q.Service.Failover) {
+			failovers++
+			fopts := opts
+			fopts.Datacenter = other
+			_, fnodes, ffiltered, err := h.queryInstances(ctx, q, fopts, authz)
+			if err != nil {
+				continue
+			}
+			filtered = filtered || ffiltered
+			if len(fnodes) > 0 {
+				nodes, dc = fnodes, other
+				break
+			}
 		}
-		c := *in
-		if c.Checks == nil {
-			c.Checks = []*catalog.HealthCheck{}
-		}
-		nodes = append(nodes, &c)
 	}
 	if filtered {
 		w.Header().Set("X-Consul-Results-Filtered-By-ACLs", "true")
@@ -329,9 +337,73 @@ func (h *Handler) queryExecute(w http.ResponseWriter, r *http.Request, idOrName 
 		Service:    q.Service.Service,
 		Nodes:      nodes,
 		DNS:        q.DNS,
-		Datacenter: h.agent.cfg.Datacenter,
-		Failovers:  0,
+		Datacenter: dc,
+		Failovers:  failovers,
 	}, nil
+}
+
+// queryInstances reads the healthy instances of a query's service in the
+// datacenter opts names and keeps the ones the query selects and authz may
+// read (filtered says some were left out).
+func (h *Handler) queryInstances(ctx context.Context, q *catalog.PreparedQuery, opts catalog.QueryOptions, authz acl.Authorizer) (*catalog.ReadResponse, []*catalog.CheckServiceNode, bool, error) {
+	resp, err := h.agent.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: q.Service.Service, Options: opts})
+	if err != nil {
+		return nil, nil, false, err
+	}
+	selected := catalog.SelectInstances(&q.Service, resp.Instances)
+	nodes := make([]*catalog.CheckServiceNode, 0, len(selected))
+	filtered := false
+	for _, in := range selected {
+		if authz.ServiceRead(in.Service.Service) != acl.Allow || authz.NodeRead(in.Node.Node) != acl.Allow {
+			filtered = true
+			continue
+		}
+		c := *in
+		if c.Checks == nil {
+			c.Checks = []*catalog.HealthCheck{}
+		}
+		nodes = append(nodes, &c)
+	}
+	return resp, nodes, filtered, nil
+}
+
+// maxFailoverDatacenters bounds the datacenters one execution asks.
+const maxFailoverDatacenters = 32
+
+// failoverDatacenters lists the datacenters a query fails over to from dc,
+// as Consul orders them: the NearestN nearest known ones, then the listed
+// Datacenters (and targets naming one) not already in, each once.
+func (h *Handler) failoverDatacenters(ctx context.Context, dc string, f catalog.QueryFailoverOptions) []string {
+	if h.agent.fed == nil {
+		return nil
+	}
+	seen := map[string]bool{dc: true}
+	var out []string
+	add := func(d string) {
+		if d != "" && !seen[d] && len(out) < maxFailoverDatacenters {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	if f.NearestN > 0 {
+		known, err := h.agent.fed.Datacenters(ctx)
+		if err == nil {
+			n := 0
+			for _, d := range known {
+				if d != dc && n < f.NearestN {
+					add(d)
+					n++
+				}
+			}
+		}
+	}
+	for _, d := range f.Datacenters {
+		add(d)
+	}
+	for _, t := range f.Targets {
+		add(t.Datacenter)
+	}
+	return out
 }
 
 // queryNear picks the node an execution sorts near, as Consul does: the
