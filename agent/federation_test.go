@@ -257,6 +257,11 @@ func TestReplicationOneWriter(t *testing.T) {
 	if _, e, _ := dc1[0].agent.Server().Store().ConfigEntry(nil, api.ServiceDefaults, "web"); e == nil {
 		t.Fatal("the write through the secondary did not reach the primary")
 	}
+	// The server that took the write answers once its replica has it:
+	// the writer reads back what it wrote.
+	if e, _, err := dc2[1].api.ConfigEntries().Get(api.ServiceDefaults, "web", &api.QueryOptions{AllowStale: true}); err != nil || e == nil {
+		t.Fatalf("read back in the secondary right after the write: %+v %v", e, err)
+	}
 	wait.For(t, 10*time.Second, func() error {
 		if _, e, _ := dc2[0].agent.Server().Store().ConfigEntry(nil, api.ServiceDefaults, "web"); e == nil {
 			return fmt.Errorf("config entry not replicated")
@@ -310,5 +315,90 @@ func TestReplicationOneWriter(t *testing.T) {
 				t.Fatalf("replication status %+v", st)
 			}
 		}
+	}
+}
+
+func TestACLWritesInASecondaryGoToThePrimary(t *testing.T) {
+	const root = "11111111-2222-3333-4444-000000000001"
+	var cfgs []*node
+	for _, dc := range []string{"dc1", "dc2"} {
+		c := agenttest.ClusterConfig(t, dc+"-s1", true, 1, "")
+		c.Datacenter, c.PrimaryDatacenter = dc, "dc1"
+		c.ACL.Enabled, c.ACL.DefaultPolicy, c.ACL.EnableTokenReplication = true, "allow", true
+		if dc == "dc1" {
+			c.ACL.Tokens.InitialManagement = root
+		} else {
+			c.ACL.Tokens.Replication = root
+		}
+		a := agenttest.StartNoWait(t, c)
+		ac, err := api.NewClient(&api.Config{Address: a.HTTPAddr(), Token: root})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgs = append(cfgs, &node{cfg: c, agent: a, api: ac})
+	}
+	dc1, dc2 := cfgs[0], cfgs[1]
+	for _, n := range cfgs {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := n.agent.WaitForLeader(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	joinWAN(t, dc1, dc2)
+	// The management token reaches dc2 through token replication.
+	wait.For(t, 20*time.Second, func() error {
+		_, _, err := dc2.api.ACL().PolicyList(nil)
+		return err
+	})
+	st, _, err := dc2.api.ACL().Replication(nil)
+	if err != nil || !st.Enabled || !st.Running || st.SourceDatacenter != "dc1" || st.ReplicationType != "tokens" || st.ReplicatedTokenIndex == 0 {
+		t.Fatalf("dc2 replication status %+v %v", st, err)
+	}
+	if st, _, err := dc1.api.ACL().Replication(nil); err != nil || st.Enabled {
+		t.Fatalf("dc1 replication status %+v %v", st, err)
+	}
+
+	// A policy created through dc2 is created in dc1 and read back in dc2.
+	p, _, err := dc2.api.ACL().PolicyCreate(&api.ACLPolicy{Name: "from-dc2", Rules: `key_prefix "" { policy = "read" }`}, nil)
+	if err != nil || p == nil || p.ID == "" {
+		t.Fatalf("policy create in dc2: %+v %v", p, err)
+	}
+	if got, _, err := dc1.api.ACL().PolicyRead(p.ID, nil); err != nil || got == nil || got.Name != "from-dc2" {
+		t.Fatalf("the policy is not in the primary: %+v %v", got, err)
+	}
+	// A global token too; a local one stays in dc2.
+	global, _, err := dc2.api.ACL().TokenCreate(&api.ACLToken{Description: "global", Policies: []*api.ACLTokenPolicyLink{{ID: p.ID}}}, nil)
+	if err != nil {
+		t.Fatalf("global token in dc2: %v", err)
+	}
+	local, _, err := dc2.api.ACL().TokenCreate(&api.ACLToken{Description: "local", Local: true}, nil)
+	if err != nil {
+		t.Fatalf("local token in dc2: %v", err)
+	}
+	if tok, _, err := dc1.api.ACL().TokenRead(global.AccessorID, nil); err != nil || tok == nil {
+		t.Fatalf("global token not in the primary: %v", err)
+	}
+	if _, _, err := dc1.api.ACL().TokenRead(local.AccessorID, nil); err == nil {
+		t.Fatal("a local token of dc2 reached the primary")
+	}
+	// Replication does not delete dc2's local token.
+	if _, _, err := dc1.api.ACL().PolicyCreate(&api.ACLPolicy{Name: "later"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, func() error {
+		list, _, err := dc2.api.ACL().PolicyList(nil)
+		if err != nil {
+			return err
+		}
+		for _, e := range list {
+			if e.Name == "later" {
+				return nil
+			}
+		}
+		return fmt.Errorf("policy not replicated")
+	})
+	if tok, _, err := dc2.api.ACL().TokenRead(local.AccessorID, nil); err != nil || tok == nil {
+		t.Fatalf("dc2's local token is gone: %v", err)
 	}
 }

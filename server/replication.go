@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	metrics "github.com/armon/go-metrics"
 	"github.com/hashicorp/go-memdb"
 
 	"github.com/tribune-mesh/tribune/catalog"
@@ -107,6 +108,92 @@ func (s *Server) globalWrite(cmd *catalog.Command) bool {
 	return false
 }
 
+// applyElsewhere commits a write in datacenter dc. A write of global state
+// forwarded from a secondary to the primary returns once this server's
+// replica holds it too (bounded by the hold timeout), so that the caller
+// reads back what it wrote, as it would in the primary.
+func (s *Server) applyElsewhere(ctx context.Context, dc string, buf []byte, cmd *catalog.Command) (any, error) {
+	res, err := s.applyDC(ctx, dc, buf)
+	if err != nil || dc != s.PrimaryDatacenter() || applyOK(res, nil) != nil {
+		return res, err
+	}
+	op, id, want := s.replicaOf(cmd)
+	if op == "" {
+		return res, nil
+	}
+	s.wakeReplication()
+	wctx, cancel := context.WithTimeout(ctx, s.config.HoldTimeout)
+	defer cancel()
+	for _, k := range s.replicatedKinds() {
+		if k.read != op {
+			continue
+		}
+		for {
+			ws := memdb.NewWatchSet()
+			_, local, err := s.store.Execute(ws, &catalog.ReadRequest{Op: op})
+			if err != nil {
+				return res, nil
+			}
+			have, _, err := k.items(local)
+			if err != nil {
+				return res, nil
+			}
+			got, ok := have[id]
+			if (want == nil && !ok) || (want != nil && ok && (len(want) == 0 || string(got) == string(want))) {
+				return res, nil
+			}
+			if ws.WatchCtx(wctx) != nil {
+				s.logger.Debug("write forwarded to the primary is not in the replica yet", "op", op, "id", id)
+				return res, nil
+			}
+		}
+	}
+	return res, nil
+}
+
+// replicaOf says how a global write shows in the replica: the kind's read,
+// the item's ID, and its comparable JSON (nil for a deletion, empty when its
+// presence is enough: the FSM completes a token). The read is empty for
+// writes that are not replicated here.
+func (s *Server) replicaOf(cmd *catalog.Command) (catalog.ReadOp, string, []byte) {
+	bare := func(v any) []byte {
+		b, _ := json.Marshal(v)
+		return b
+	}
+	switch cmd.Type {
+	case catalog.CmdACLPolicySet:
+		p := *cmd.ACLPolicy
+		p.RaftIndex = catalog.RaftIndex{}
+		return catalog.ReadACLPolicies, p.ID, bare(&p)
+	case catalog.CmdACLPolicyDelete:
+		return catalog.ReadACLPolicies, cmd.ACLDelete.ID, nil
+	case catalog.CmdACLRoleSet:
+		r := *cmd.ACLRole
+		r.RaftIndex = catalog.RaftIndex{}
+		return catalog.ReadACLRoles, r.ID, bare(&r)
+	case catalog.CmdACLRoleDelete:
+		return catalog.ReadACLRoles, cmd.ACLDelete.ID, nil
+	case catalog.CmdACLTokenSet:
+		if s.config.ACLTokenReplication {
+			return catalog.ReadACLTokens, cmd.ACLToken.AccessorID, []byte{}
+		}
+	case catalog.CmdACLTokenDelete:
+		if s.config.ACLTokenReplication {
+			return catalog.ReadACLTokens, cmd.ACLDelete.ID, nil
+		}
+	case catalog.CmdConfigEntry:
+		e := cmd.ConfigEntry.Entry
+		id := e.Kind + "/" + e.Name
+		switch cmd.ConfigEntry.Op {
+		case catalog.ConfigEntryDelete, catalog.ConfigEntryDeleteCAS:
+			return catalog.ReadConfigEntries, id, nil
+		}
+		e.RaftIndex = catalog.RaftIndex{}
+		return catalog.ReadConfigEntries, id, bare(&e)
+	}
+	return "", "", nil
+}
+
 // ReplicationStatus is GET /v1/acl/replication's answer, with Consul's
 // fields.
 type ReplicationStatus struct {
@@ -123,6 +210,10 @@ type ReplicationStatus struct {
 	// ReplicatedConfigIndex is the primary's config entries index last
 	// replicated (a Tribune addition).
 	ReplicatedConfigIndex uint64 `json:",omitempty"`
+	// LagMilliseconds is how long the last round that changed something
+	// took from the primary's answer to the change applied here (a
+	// Tribune addition; also the leader.replication.<kind>.lag metric).
+	LagMilliseconds float64 `json:",omitempty"`
 }
 
 // replicationState is what the loops report, and how to wake them.
@@ -345,7 +436,7 @@ func (s *Server) replicateLoop(ctx context.Context, k *replicated) {
 	for ctx.Err() == nil {
 		wake := r.wakeCh()
 		start := s.clock.Now()
-		idx, err := s.replicateRound(ctx, k, index)
+		idx, lag, err := s.replicateRound(ctx, k, index)
 		now := s.clock.Now()
 		r.mu.Lock()
 		if err != nil {
@@ -353,8 +444,18 @@ func (s *Server) replicateLoop(ctx context.Context, k *replicated) {
 		} else {
 			r.status.LastSuccess = now
 			k.record(&r.status, idx)
+			if lag > 0 {
+				r.status.LagMilliseconds = float64(lag.Microseconds()) / 1000
+			}
 		}
 		r.mu.Unlock()
+		if err == nil {
+			metrics.SetGauge([]string{"leader", "replication", k.name, "index"}, float32(idx))
+			if lag > 0 {
+				metrics.AddSample([]string{"leader", "replication", k.name, "lag"}, float32(lag.Microseconds())/1000)
+			}
+		}
+		metrics.SetGauge([]string{"leader", "replication", k.name, "status"}, map[bool]float32{true: 1, false: 0}[err == nil])
 		pause := minInterval - now.Sub(start)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -388,30 +489,31 @@ func (s *Server) replicateLoop(ctx context.Context, k *replicated) {
 // replicateRound waits (blocking query) for the primary's state of one kind
 // to pass index, then applies the differences locally: deletions first (so
 // that a renamed item's old name is free), then upserts. It returns the
-// primary's index.
-func (s *Server) replicateRound(ctx context.Context, k *replicated, index uint64) (uint64, error) {
+// primary's index, and how long applying took when something changed.
+func (s *Server) replicateRound(ctx context.Context, k *replicated, index uint64) (uint64, time.Duration, error) {
 	req := &catalog.ReadRequest{Op: k.read, Options: catalog.QueryOptions{
 		Datacenter: s.PrimaryDatacenter(), Token: s.config.ACLReplicationToken,
 		MinQueryIndex: index, MaxQueryTime: replicationWait,
 	}}
 	remote, err := s.Read(ctx, req)
+	answered := time.Now()
 	if err != nil {
-		return 0, fmt.Errorf("read the primary: %w", err)
+		return 0, 0, fmt.Errorf("read the primary: %w", err)
 	}
 	if remote.Meta.Index < index {
-		return 0, fmt.Errorf("primary index went back from %d to %d", index, remote.Meta.Index)
+		return 0, 0, fmt.Errorf("primary index went back from %d to %d", index, remote.Meta.Index)
 	}
 	_, local, err := s.store.Execute(memdb.NewWatchSet(), &catalog.ReadRequest{Op: k.read})
 	if err != nil {
-		return 0, fmt.Errorf("read the replica: %w", err)
+		return 0, 0, fmt.Errorf("read the replica: %w", err)
 	}
 	want, wantRaw, err := k.items(remote)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	have, _, err := k.items(local)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var dels, sets []string
 	for id := range have {
@@ -430,16 +532,19 @@ func (s *Server) replicateRound(ctx context.Context, k *replicated, index uint64
 	for _, id := range dels {
 		t, body := k.del(id)
 		if err := applyOK(s.Apply(rctx, t, body)); err != nil {
-			return 0, fmt.Errorf("delete %s %s: %w", k.name, id, err)
+			return 0, 0, fmt.Errorf("delete %s %s: %w", k.name, id, err)
 		}
 	}
 	for _, id := range sets {
 		t, body := k.set(wantRaw[id])
 		if err := applyOK(s.Apply(rctx, t, body)); err != nil {
-			return 0, fmt.Errorf("write %s %s: %w", k.name, id, err)
+			return 0, 0, fmt.Errorf("write %s %s: %w", k.name, id, err)
 		}
 	}
-	return remote.Meta.Index, nil
+	if len(dels)+len(sets) == 0 {
+		return remote.Meta.Index, 0, nil
+	}
+	return remote.Meta.Index, time.Since(answered), nil
 }
 
 // applyOK turns an FSM answer that is an error (or a KVResult that failed)

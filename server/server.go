@@ -512,7 +512,7 @@ func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 		return nil, fmt.Errorf("apply: %w", err)
 	}
 	if dc := s.applyTarget(ctx, cmd); dc != "" {
-		return s.applyDC(ctx, dc, buf)
+		return s.applyElsewhere(ctx, dc, buf, cmd)
 	}
 	deadline := s.clock.Now().Add(s.config.HoldTimeout)
 	// gRPC deadlines are in real time.
