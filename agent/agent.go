@@ -207,6 +207,9 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.client = server.NewClient(server.ClientConfig{Servers: a.serverAddrs, HoldTimeout: cfg.RPCHoldTimeout})
 		a.backend = a.client
 	}
+	if cfg.TranslateWANAddrs {
+		a.backend = wanTranslator{Backend: a.backend, dc: cfg.Datacenter}
+	}
 	if err := a.setupACLs(); err != nil {
 		a.stopCore()
 		return nil, err

@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	"github.com/tribune-mesh/tribune/agent/httpapi"
+	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/federation"
 	"github.com/tribune-mesh/tribune/gossip"
 )
@@ -97,4 +99,43 @@ func (a *Agent) federationPart() httpapi.Federation {
 		return a.server
 	}
 	return a.client
+}
+
+// wanTranslator is the backend of an agent with translate_wan_addrs: reads
+// of another datacenter answer with its nodes' and services' WAN addresses
+// (their "wan" tagged addresses) where they have one.
+type wanTranslator struct {
+	httpapi.Backend
+	dc string
+}
+
+// Read implements httpapi.Backend.
+func (w wanTranslator) Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
+	resp, err := w.Backend.Read(ctx, req)
+	if err != nil || resp == nil || req.Options.Datacenter == "" || req.Options.Datacenter == w.dc {
+		return resp, err
+	}
+	// A remote read's response is decoded from the RPC for this call
+	// alone, so it may be changed in place.
+	node := func(n *catalog.Node) {
+		if n != nil && n.TaggedAddresses["wan"] != "" {
+			n.Address = n.TaggedAddresses["wan"]
+		}
+	}
+	node(resp.Node)
+	for _, n := range resp.Nodes {
+		node(n)
+	}
+	for _, in := range resp.Instances {
+		node(in.Node)
+		if in.Service != nil {
+			if a, ok := in.Service.TaggedAddresses["wan"]; ok && a.Address != "" {
+				in.Service.Address, in.Service.Port = a.Address, a.Port
+			}
+		}
+	}
+	if resp.NodeServices != nil {
+		node(resp.NodeServices.Node)
+	}
+	return resp, nil
 }

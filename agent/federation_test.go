@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/tribune-mesh/tribune/agent/agenttest"
+	"github.com/tribune-mesh/tribune/agent/config"
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
@@ -20,7 +21,7 @@ import (
 // startDC starts a datacenter of servers and clients (names prefixed by the
 // datacenter) whose primary datacenter is primary, and waits for its leader
 // and members.
-func startDC(t *testing.T, dc, primary string, servers, clients int) (srvs, cls []*node) {
+func startDC(t *testing.T, dc, primary string, servers, clients int, mods ...func(*config.Config)) (srvs, cls []*node) {
 	t.Helper()
 	var join string
 	for i := 0; i < servers+clients; i++ {
@@ -31,6 +32,9 @@ func startDC(t *testing.T, dc, primary string, servers, clients int) (srvs, cls 
 		}
 		c := agenttest.ClusterConfig(t, name, isServer, servers, join)
 		c.Datacenter, c.PrimaryDatacenter = dc, primary
+		for _, mod := range mods {
+			mod(c)
+		}
 		if join == "" {
 			join = agenttest.SerfAddr(c)
 		}
@@ -82,7 +86,7 @@ func waitDatacenters(t *testing.T, n *node, want ...string) {
 }
 
 func TestWANPoolAndCrossDCRequests(t *testing.T) {
-	dc1, dc1c := startDC(t, "dc1", "dc1", 1, 1)
+	dc1, dc1c := startDC(t, "dc1", "dc1", 1, 1, func(c *config.Config) { c.TranslateWANAddrs = true })
 	dc2, _ := startDC(t, "dc2", "dc1", 1, 0)
 	joinWAN(t, dc2[0], dc1[0])
 
@@ -168,6 +172,16 @@ func TestWANPoolAndCrossDCRequests(t *testing.T) {
 	dnsWant(t, "web.service.dc2.consul", dnsAddrs(d.query(t, "udp", "web.service.dc2.consul", dns.TypeA).Answer), []string{"10.2.0.1"})
 	dnsWant(t, "web-node.node.dc2.consul", dnsAddrs(d.query(t, "udp", "web-node.node.dc2.consul", dns.TypeA).Answer), []string{"10.2.0.1"})
 	dnsWantRcode(t, d.query(t, "udp", "web.service.consul", dns.TypeA), dns.RcodeNameError)
+	// translate_wan_addrs: a node of dc2 with a WAN address is answered
+	// with it.
+	if _, err := dc2[0].api.Catalog().Register(&api.CatalogRegistration{Node: "wan-node", Address: "10.2.0.2",
+		TaggedAddresses: map[string]string{"wan": "192.0.2.7"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := c.Catalog().Node("wan-node", &api.QueryOptions{Datacenter: "dc2"}); err != nil || n == nil || n.Node.Address != "192.0.2.7" {
+		t.Fatalf("translated node: %+v %v", n, err)
+	}
+	dnsWant(t, "wan-node.node.dc2.consul", dnsAddrs(d.query(t, "udp", "wan-node.node.dc2.consul", dns.TypeA).Answer), []string{"192.0.2.7"})
 	dnsWantRcode(t, d.query(t, "udp", "web.service.nowhere.consul", dns.TypeA), dns.RcodeNameError)
 
 	// A prepared query without instances here fails over to dc2.
