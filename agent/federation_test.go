@@ -151,6 +151,39 @@ func TestWANPoolAndCrossDCRequests(t *testing.T) {
 		t.Fatalf("blocking get ?dc=dc2: %+v", res)
 	}
 
+	// Sessions, status and user events of dc2 through dc1's client.
+	wo := &api.WriteOptions{Datacenter: "dc2"}
+	sid, _, err := c.Session().Create(&api.SessionEntry{Node: "dc2-s1", TTL: "30s"}, wo)
+	if err != nil {
+		t.Fatalf("session create ?dc=dc2: %v", err)
+	}
+	if s, _, err := c.Session().Renew(sid, wo); err != nil || s == nil || s.ID != sid {
+		t.Fatalf("session renew ?dc=dc2: %+v %v", s, err)
+	}
+	if s, _, err := dc2[0].api.Session().Info(sid, nil); err != nil || s == nil {
+		t.Fatalf("session not in dc2: %+v %v", s, err)
+	}
+	leader2, err := dc2[0].api.Status().Leader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Status().LeaderWithQueryOptions(&api.QueryOptions{Datacenter: "dc2"}); err != nil || got != leader2 {
+		t.Fatalf("status leader ?dc=dc2: %q %v, want %q", got, err, leader2)
+	}
+	if _, _, err := c.Event().Fire(&api.UserEvent{Name: "deploy", Payload: []byte("v2")}, wo); err != nil {
+		t.Fatalf("event fire ?dc=dc2: %v", err)
+	}
+	wait.For(t, 10*time.Second, func() error {
+		evs, _, err := dc2[0].api.Event().List("deploy", nil)
+		if err != nil || len(evs) != 1 || string(evs[0].Payload) != "v2" {
+			return fmt.Errorf("dc2 events %+v %v", evs, err)
+		}
+		return nil
+	})
+	if evs, _, _ := dc1[0].api.Event().List("deploy", nil); len(evs) != 0 {
+		t.Fatalf("a dc2 event reached dc1: %+v", evs)
+	}
+
 	// An unknown datacenter has no path, from a server and from a client.
 	for _, n := range []*node{dc1[0], dc1c[0]} {
 		r := httpString(t, n.agent, http.MethodGet, "/v1/kv/where?dc=nowhere", "")

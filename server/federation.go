@@ -198,6 +198,70 @@ func (s *Server) applyDC(ctx context.Context, dc string, buf []byte) (any, error
 	return res, nil
 }
 
+// sessionRenewDC renews a session of another datacenter.
+func (s *Server) sessionRenewDC(ctx context.Context, dc, id string) (*catalog.Session, error) {
+	var resp SessionRenewResponse
+	err := s.forwardDC(ctx, dc, "SessionRenew", &SessionRenewRequest{ID: id}, &resp, s.config.HoldTimeout,
+		func() error { return fromWire(resp.Error) })
+	if err != nil {
+		return nil, err
+	}
+	return resp.Session, nil
+}
+
+// FireEventRequest carries a user event to fire in a datacenter's LAN pool.
+type FireEventRequest struct {
+	Event gossip.UserEvent
+}
+
+// FireEventResponse is the event as fired, or the error.
+type FireEventResponse struct {
+	Error *WireError `json:",omitempty"`
+	Event *gossip.UserEvent
+}
+
+// FireEvent fires a user event in datacenter dc: a server there gossips it
+// in its LAN pool.
+func (s *Server) FireEvent(ctx context.Context, dc string, ev gossip.UserEvent) (gossip.UserEvent, error) {
+	if !s.remoteDC(dc) {
+		if s.config.Gossip == nil {
+			return gossip.UserEvent{}, fmt.Errorf("%w: gossip is disabled on this server", catalog.ErrInvalidRequest)
+		}
+		return s.config.Gossip.FireUserEvent(ev)
+	}
+	var resp FireEventResponse
+	err := s.forwardDC(WithDatacenter(ctx, dc), dc, "FireEvent", &FireEventRequest{Event: ev}, &resp, s.config.HoldTimeout,
+		func() error { return fromWire(resp.Error) })
+	if err != nil {
+		return gossip.UserEvent{}, err
+	}
+	if resp.Event == nil {
+		return gossip.UserEvent{}, fmt.Errorf("datacenter %s fired no event", dc)
+	}
+	return *resp.Event, nil
+}
+
+func (s *Server) rpcFireEvent(ctx context.Context, req *FireEventRequest) (*FireEventResponse, error) {
+	ev, err := s.FireEvent(ctx, datacenterOf(incomingDC(ctx)), req.Event)
+	if err != nil {
+		return &FireEventResponse{Error: toWire(err)}, nil
+	}
+	return &FireEventResponse{Event: &ev}, nil
+}
+
+// FireEvent asks the servers to fire a user event in datacenter dc.
+func (c *Client) FireEvent(ctx context.Context, dc string, ev gossip.UserEvent) (gossip.UserEvent, error) {
+	var resp FireEventResponse
+	err := c.invoke(WithDatacenter(ctx, dc), "FireEvent", &FireEventRequest{Event: ev}, &resp, func() error { return fromWire(resp.Error) })
+	if err != nil {
+		return gossip.UserEvent{}, err
+	}
+	if resp.Event == nil {
+		return gossip.UserEvent{}, fmt.Errorf("datacenter %s fired no event", dc)
+	}
+	return *resp.Event, nil
+}
+
 // DatacentersRequest asks a server for the datacenters it knows.
 type DatacentersRequest struct{}
 

@@ -418,6 +418,7 @@ type rpcHandler interface {
 	rpcOperator(ctx context.Context, req *OperatorRequest) (*OperatorResponse, error)
 	rpcDatacenters(ctx context.Context, req *DatacentersRequest) (*DatacentersResponse, error)
 	rpcReplicationStatus(ctx context.Context, req *ReplicationStatusRequest) (*ReplicationStatus, error)
+	rpcFireEvent(ctx context.Context, req *FireEventRequest) (*FireEventResponse, error)
 }
 
 func unary[Req any, Resp any](call func(rpcHandler, context.Context, *Req) (*Resp, error)) func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
@@ -443,6 +444,7 @@ var rpcServiceDesc = grpc.ServiceDesc{
 		{MethodName: "Operator", Handler: unary(rpcHandler.rpcOperator)},
 		{MethodName: "Datacenters", Handler: unary(rpcHandler.rpcDatacenters)},
 		{MethodName: "ReplicationStatus", Handler: unary(rpcHandler.rpcReplicationStatus)},
+		{MethodName: "FireEvent", Handler: unary(rpcHandler.rpcFireEvent)},
 	},
 	Streams: []grpc.StreamDesc{},
 }
@@ -468,6 +470,13 @@ func (s *Server) rpcRead(ctx context.Context, req *catalog.ReadRequest) (*ReadRe
 }
 
 func (s *Server) rpcStatus(ctx context.Context, req *StatusRequest) (*StatusResponse, error) {
+	if ctx = incomingDC(ctx); s.remoteDC(datacenterOf(ctx)) {
+		leader, peers, err := s.Status(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &StatusResponse{Leader: leader, Peers: peers}, nil
+	}
 	peers, _ := s.Peers()
 	return &StatusResponse{NodeName: s.config.NodeName, Leader: s.Leader(), Peers: peers, LastIndex: s.raft.LastIndex()}, nil
 }

@@ -436,7 +436,7 @@ func (h *Handler) checkDC(r *http.Request) error {
 }
 
 func (h *Handler) statusLeader(w http.ResponseWriter, r *http.Request) (any, error) {
-	if err := h.checkDC(r); err != nil {
+	if err := h.checkWriteDC(r); err != nil {
 		return nil, err
 	}
 	leader, _, err := h.agent.status(r.Context())
@@ -444,7 +444,7 @@ func (h *Handler) statusLeader(w http.ResponseWriter, r *http.Request) (any, err
 }
 
 func (h *Handler) statusPeers(w http.ResponseWriter, r *http.Request) (any, error) {
-	if err := h.checkDC(r); err != nil {
+	if err := h.checkWriteDC(r); err != nil {
 		return nil, err
 	}
 	_, peers, err := h.agent.status(r.Context())

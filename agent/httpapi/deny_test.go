@@ -252,7 +252,7 @@ func TestDenyingAuthorizer(t *testing.T) {
 	open := map[string]bool{
 		"/v1/status/leader": true, "/v1/status/peers": true, "/v1/catalog/datacenters": true,
 		"/v1/agent/members": true, "/v1/event/list": true, "/v1/coordinate/datacenters": true,
-		"/v1/acl/bootstrap":    true,
+		"/v1/acl/bootstrap": true, "/v1/acl/replication": true,
 		"/v1/connect/ca/roots": true, "/v1/agent/connect/ca/roots": true,
 	}
 	patterns := httpapi.RoutePatterns(newFixture(t, acl.DenyAll()).api)

@@ -143,6 +143,8 @@ type Federation interface {
 	// ReplicationStatus is the datacenter's replication state, as its
 	// leader knows it.
 	ReplicationStatus(ctx context.Context) (server.ReplicationStatus, error)
+	// FireEvent fires a user event in another datacenter.
+	FireEvent(ctx context.Context, dc string, ev gossip.UserEvent) (gossip.UserEvent, error)
 }
 
 // parts is Parts as the handlers read them.
