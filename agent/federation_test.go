@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"reflect"
@@ -15,6 +16,8 @@ import (
 	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/agent/config"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/connect"
+	"github.com/tribune-mesh/tribune/server"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
 
@@ -448,4 +451,124 @@ func TestACLWritesInASecondaryGoToThePrimary(t *testing.T) {
 	if tok, _, err := dc2.api.ACL().TokenRead(local.AccessorID, nil); err != nil || tok == nil {
 		t.Fatalf("dc2's local token is gone: %v", err)
 	}
+}
+
+// signIn has a datacenter's server sign a leaf for service web and returns
+// it with that datacenter's active root.
+func signIn(t *testing.T, n *node) (*x509.Certificate, *catalog.CARoot, string) {
+	t.Helper()
+	srv := n.agent.Server()
+	_, roots, cfg, err := srv.Store().CARoots(nil)
+	if err != nil || cfg == nil {
+		t.Fatalf("roots: %v", err)
+	}
+	var active *catalog.CARoot
+	for _, r := range roots {
+		if r.Active {
+			active = r
+		}
+	}
+	id := connect.ServiceID(connect.TrustDomain(cfg.ClusterID), n.cfg.Datacenter, "web")
+	csr, _, err := connect.NewLeafCSR(id, "ec", 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.SignLeaf(context.Background(), &server.SignLeafRequest{Service: "web", CSR: csr})
+	if err != nil {
+		t.Fatalf("sign a leaf in %s: %v", n.cfg.Datacenter, err)
+	}
+	leaf, err := connect.ParseCert(resp.Leaf.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf, active, cfg.ClusterID
+}
+
+// verifyWith checks that a leaf, shown with the intermediates of its
+// datacenter's active root, chains to one of the primary's roots.
+func verifyWith(leaf *x509.Certificate, primaryRoots []*catalog.CARoot, intermediates []string) error {
+	roots, inters := x509.NewCertPool(), x509.NewCertPool()
+	for _, r := range primaryRoots {
+		c, err := connect.ParseCert(r.RootCert)
+		if err != nil {
+			return err
+		}
+		roots.AddCert(c)
+	}
+	for _, p := range intermediates {
+		c, err := connect.ParseCert(p)
+		if err != nil {
+			return err
+		}
+		inters.AddCert(c)
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err
+}
+
+func TestConnectCAOfASecondaryIsAnIntermediateOfThePrimary(t *testing.T) {
+	dc1, _ := startDC(t, "dc1", "dc1", 1, 0)
+	dc2, _ := startDC(t, "dc2", "dc1", 1, 0)
+	joinWAN(t, dc2[0], dc1[0])
+
+	primaryRoots := func() ([]*catalog.CARoot, string) {
+		_, roots, cfg, err := dc1[0].agent.Server().Store().CARoots(nil)
+		if err != nil || cfg == nil {
+			t.Fatalf("dc1 roots: %v", err)
+		}
+		for _, r := range roots {
+			if r.Active {
+				return roots, r.ID
+			}
+		}
+		t.Fatal("dc1 has no active root")
+		return nil, ""
+	}
+	waitSecondary := func(wantActive string) {
+		t.Helper()
+		wait.For(t, 20*time.Second, func() error {
+			_, roots, _, err := dc2[0].agent.Server().Store().CARootsWithKeys(nil)
+			if err != nil {
+				return err
+			}
+			for _, r := range roots {
+				if r.Active && r.ID == wantActive && r.PrivateKey != "" && len(r.IntermediateCerts) > 0 {
+					return nil
+				}
+			}
+			return fmt.Errorf("dc2 is not on dc1's active root %s yet", wantActive)
+		})
+	}
+	check := func() {
+		t.Helper()
+		roots, active := primaryRoots()
+		waitSecondary(active)
+		leaf, dc2Active, clusterID := signIn(t, dc2[0])
+		_, _, dc1Cluster := signIn(t, dc1[0])
+		if clusterID != dc1Cluster {
+			t.Fatalf("dc2's trust domain %s is not dc1's %s", clusterID, dc1Cluster)
+		}
+		if !strings.Contains(leaf.URIs[0].String(), "/dc/dc2/svc/web") {
+			t.Fatalf("dc2 leaf URI %s", leaf.URIs[0])
+		}
+		if err := verifyWith(leaf, roots, dc2Active.IntermediateCerts); err != nil {
+			t.Fatalf("dc2's leaf does not chain to dc1's roots: %v", err)
+		}
+		if err := verifyWith(leaf, roots, nil); err == nil {
+			t.Fatal("dc2's leaf chains without its intermediate: not signed by the intermediate")
+		}
+	}
+	check()
+
+	// A CA configuration change through dc2 goes to dc1 and rotates its
+	// root; dc2 follows with a new intermediate.
+	_, before := primaryRoots()
+	if _, err := dc2[0].api.Connect().CASetConfig(&api.CAConfig{Provider: "consul",
+		Config: map[string]any{"PrivateKeyType": "rsa", "PrivateKeyBits": 2048}}, nil); err != nil {
+		t.Fatalf("CA configuration through dc2: %v", err)
+	}
+	if _, after := primaryRoots(); after == before {
+		t.Fatal("the primary's root did not rotate")
+	}
+	check()
 }

@@ -404,6 +404,13 @@ func (s *Server) replicationLeader(ctx context.Context) {
 		return
 	}
 	var wg sync.WaitGroup
+	if s.config.ConnectEnabled {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.replicateCA(ctx)
+		}()
+	}
 	for _, k := range s.replicatedKinds() {
 		wg.Add(1)
 		go func() {
@@ -471,19 +478,24 @@ func (s *Server) replicateLoop(ctx context.Context, k *replicated) {
 			backoff = 0
 			index = idx
 		}
-		if pause <= 0 {
-			continue
-		}
-		t := s.clock.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if pause > 0 && !s.pauseOrWake(ctx, wake, pause) {
 			return
-		case <-wake:
-			t.Stop()
-		case <-t.C():
 		}
 	}
+}
+
+// pauseOrWake waits d, or until wake closes; it reports false when ctx
+// ended first.
+func (s *Server) pauseOrWake(ctx context.Context, wake <-chan struct{}, d time.Duration) bool {
+	t := s.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-wake:
+	case <-t.C():
+	}
+	return true
 }
 
 // replicateRound waits (blocking query) for the primary's state of one kind

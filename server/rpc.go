@@ -419,6 +419,7 @@ type rpcHandler interface {
 	rpcDatacenters(ctx context.Context, req *DatacentersRequest) (*DatacentersResponse, error)
 	rpcReplicationStatus(ctx context.Context, req *ReplicationStatusRequest) (*ReplicationStatus, error)
 	rpcFireEvent(ctx context.Context, req *FireEventRequest) (*FireEventResponse, error)
+	rpcSignIntermediate(ctx context.Context, req *SignIntermediateRequest) (*SignIntermediateResponse, error)
 }
 
 func unary[Req any, Resp any](call func(rpcHandler, context.Context, *Req) (*Resp, error)) func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
@@ -445,6 +446,7 @@ var rpcServiceDesc = grpc.ServiceDesc{
 		{MethodName: "Datacenters", Handler: unary(rpcHandler.rpcDatacenters)},
 		{MethodName: "ReplicationStatus", Handler: unary(rpcHandler.rpcReplicationStatus)},
 		{MethodName: "FireEvent", Handler: unary(rpcHandler.rpcFireEvent)},
+		{MethodName: "ConnectSignIntermediate", Handler: unary(rpcHandler.rpcSignIntermediate)},
 	},
 	Streams: []grpc.StreamDesc{},
 }
