@@ -319,6 +319,22 @@ func TestReplicationOneWriter(t *testing.T) {
 		return nil
 	})
 
+	// Intentions through the secondary: a read-modify-write with the
+	// primary's CAS index, twice (create, then change).
+	for _, action := range []api.IntentionAction{api.IntentionActionAllow, api.IntentionActionDeny} {
+		if _, err := dc2[2].api.Connect().IntentionUpsert(&api.Intention{SourceName: "web", DestinationName: "db", Action: action}, nil); err != nil {
+			t.Fatalf("intention %s through the secondary: %v", action, err)
+		}
+		got, _, err := dc1[0].api.Connect().IntentionGetExact("web", "db", nil)
+		if err != nil || got == nil || got.Action != action {
+			t.Fatalf("intention in the primary: %+v %v", got, err)
+		}
+		got, _, err = dc2[2].api.Connect().IntentionGetExact("web", "db", &api.QueryOptions{AllowStale: true})
+		if err != nil || got == nil || got.Action != action {
+			t.Fatalf("intention read back in the secondary: %+v %v", got, err)
+		}
+	}
+
 	// Replication survives a leader change in the secondary.
 	var leader *node
 	for _, n := range dc2 {

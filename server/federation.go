@@ -47,6 +47,10 @@ func datacenterOf(ctx context.Context) string {
 	return dc
 }
 
+// DatacenterOf returns the datacenter a context's writes are for (see
+// WithDatacenter), "" for the local one.
+func DatacenterOf(ctx context.Context) string { return datacenterOf(ctx) }
+
 // outgoingDC adds the context's datacenter to an RPC's metadata.
 func outgoingDC(ctx context.Context) context.Context {
 	if dc := datacenterOf(ctx); dc != "" {
