@@ -236,7 +236,7 @@ func (s *Server) CASetConfig(ctx context.Context, req *CASetConfigRequest) error
 	var resp ConnectResponse
 	if s.secondary() {
 		// The primary owns the CA configuration and roots.
-		return s.forwardDC(ctx, s.PrimaryDatacenter(), "ConnectCASetConfig", req, &resp, s.config.HoldTimeout,
+		return s.forwardDC(ctx, s.PrimaryDatacenter(), "ConnectCASetConfig", req, &resp, s.config.HoldTimeout, s.config.HoldTimeout/3,
 			func() error { return fromWire(resp.Error) })
 	}
 	err := s.onLeader(ctx, "ConnectCASetConfig", req, &resp, func() error {

@@ -100,22 +100,31 @@ func (s *Server) WANCoordinates(ctx context.Context) ([]federation.DatacenterCoo
 // of its servers when one cannot be reached, until answerErr accepts the
 // answer or the hold timeout passes. A write (method Apply) is sent again
 // only when it provably never left. The call as a whole is bounded by
-// timeout (real time), so a partitioned datacenter answers with an error,
-// never a hang.
-func (s *Server) forwardDC(ctx context.Context, dc, method string, req, resp any, timeout time.Duration, answerErr func() error) error {
+// timeout and each attempt by perAttempt (0: no bound of its own, for a
+// blocking query), both real time, so a partitioned datacenter answers with
+// an error, never a hang. Errors of the way there name the datacenter; the
+// remote server's own answers are returned as they are.
+func (s *Server) forwardDC(ctx context.Context, dc, method string, req, resp any, timeout, perAttempt time.Duration, answerErr func() error) error {
 	if s.router == nil {
 		return fmt.Errorf("%w %q", ErrNoPathToDC, dc)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	base := retryable
-	if method == "Apply" {
-		base = retryableWrite
+	write := method == "Apply"
+	transport := false
+	retry := func(err error) bool {
+		if write {
+			return retryableWrite(err)
+		}
+		// A read is safe to repeat elsewhere after any failure of the
+		// way there, an attempt that ran out of time included.
+		return retryable(err) || (transport && ctx.Err() == nil)
 	}
 	var tried []string
-	err := holdRetry(ctx, s.clock, s.config.HoldTimeout, s.shutdownCh, base, func() error {
+	err := holdRetry(ctx, s.clock, s.config.HoldTimeout, s.shutdownCh, retry, func() error {
 		servers, err := s.router.Servers(dc)
 		if err != nil {
+			transport = false
 			return err
 		}
 		addr := servers[0]
@@ -129,13 +138,21 @@ func (s *Server) forwardDC(ctx context.Context, dc, method string, req, resp any
 		if len(tried) >= len(servers) {
 			tried = tried[:0]
 		}
-		if err := s.pool.call(ctx, addr, method, req, resp); err != nil {
+		actx := ctx
+		if perAttempt > 0 {
+			var acancel context.CancelFunc
+			actx, acancel = context.WithTimeout(ctx, perAttempt)
+			defer acancel()
+		}
+		if err := s.pool.call(actx, addr, method, req, resp); err != nil {
+			transport = true
 			if !leaderErr(err) {
 				s.router.MarkFailed(addr)
 			}
 			s.logger.Debug("forward to datacenter failed", "dc", dc, "server", addr, "error", err)
 			return err
 		}
+		transport = false
 		return answerErr()
 	})
 	var he *holdExpiredError
@@ -149,8 +166,10 @@ func (s *Server) forwardDC(ctx context.Context, dc, method string, req, resp any
 			return ErrNoLeader
 		}
 		return fmt.Errorf("datacenter %s: %w", dc, he.last)
-	case ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded):
+	case ctx.Err() != nil:
 		return fmt.Errorf("datacenter %s did not answer within %s: %w", dc, timeout, err)
+	case transport:
+		return fmt.Errorf("datacenter %s: %w", dc, err)
 	}
 	return err
 }
@@ -180,7 +199,11 @@ func (s *Server) readTimeout(req *catalog.ReadRequest) time.Duration {
 // readDC runs a read in another datacenter.
 func (s *Server) readDC(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
 	var resp ReadResponseWire
-	err := s.forwardDC(ctx, req.Options.Datacenter, "Read", req, &resp, s.readTimeout(req), func() error { return fromWire(resp.Error) })
+	perAttempt := s.config.HoldTimeout / 3
+	if req.Options.MinQueryIndex > 0 {
+		perAttempt = 0
+	}
+	err := s.forwardDC(ctx, req.Options.Datacenter, "Read", req, &resp, s.readTimeout(req), perAttempt, func() error { return fromWire(resp.Error) })
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +214,7 @@ func (s *Server) readDC(ctx context.Context, req *catalog.ReadRequest) (*catalog
 func (s *Server) applyDC(ctx context.Context, dc string, buf []byte) (any, error) {
 	var resp ApplyResponse
 	var res any
-	err := s.forwardDC(WithDatacenter(ctx, dc), dc, "Apply", &ApplyRequest{Data: buf}, &resp, s.config.HoldTimeout, func() error {
+	err := s.forwardDC(WithDatacenter(ctx, dc), dc, "Apply", &ApplyRequest{Data: buf}, &resp, s.config.HoldTimeout, s.config.HoldTimeout/3, func() error {
 		var derr error
 		res, derr = decodeApplyResult(&resp)
 		return derr
@@ -205,7 +228,7 @@ func (s *Server) applyDC(ctx context.Context, dc string, buf []byte) (any, error
 // sessionRenewDC renews a session of another datacenter.
 func (s *Server) sessionRenewDC(ctx context.Context, dc, id string) (*catalog.Session, error) {
 	var resp SessionRenewResponse
-	err := s.forwardDC(ctx, dc, "SessionRenew", &SessionRenewRequest{ID: id}, &resp, s.config.HoldTimeout,
+	err := s.forwardDC(ctx, dc, "SessionRenew", &SessionRenewRequest{ID: id}, &resp, s.config.HoldTimeout, s.config.HoldTimeout/3,
 		func() error { return fromWire(resp.Error) })
 	if err != nil {
 		return nil, err
@@ -234,7 +257,7 @@ func (s *Server) FireEvent(ctx context.Context, dc string, ev gossip.UserEvent) 
 		return s.config.Gossip.FireUserEvent(ev)
 	}
 	var resp FireEventResponse
-	err := s.forwardDC(WithDatacenter(ctx, dc), dc, "FireEvent", &FireEventRequest{Event: ev}, &resp, s.config.HoldTimeout,
+	err := s.forwardDC(WithDatacenter(ctx, dc), dc, "FireEvent", &FireEventRequest{Event: ev}, &resp, s.config.HoldTimeout, s.config.HoldTimeout/3,
 		func() error { return fromWire(resp.Error) })
 	if err != nil {
 		return gossip.UserEvent{}, err

@@ -127,7 +127,7 @@ func (s *Server) replicateCARound(ctx context.Context, index uint64) (uint64, er
 		}
 		var resp SignIntermediateResponse
 		err = s.forwardDC(ctx, primary, "ConnectSignIntermediate", &SignIntermediateRequest{Datacenter: s.config.Datacenter, CSR: csr},
-			&resp, s.config.HoldTimeout, func() error { return fromWire(resp.Error) })
+			&resp, s.config.HoldTimeout, s.config.HoldTimeout/3, func() error { return fromWire(resp.Error) })
 		if err != nil {
 			return 0, fmt.Errorf("sign an intermediate in %s: %w", primary, err)
 		}

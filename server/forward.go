@@ -61,7 +61,7 @@ func (s *Server) forwardRead(ctx context.Context, req *catalog.ReadRequest) (*ca
 func (s *Server) Status(ctx context.Context) (string, []string, error) {
 	if dc := datacenterOf(ctx); s.remoteDC(dc) {
 		var resp StatusResponse
-		if err := s.forwardDC(ctx, dc, "Status", &StatusRequest{}, &resp, s.config.HoldTimeout, func() error { return nil }); err != nil {
+		if err := s.forwardDC(ctx, dc, "Status", &StatusRequest{}, &resp, s.config.HoldTimeout, s.config.HoldTimeout/3, func() error { return nil }); err != nil {
 			return "", nil, err
 		}
 		return resp.Leader, resp.Peers, nil
