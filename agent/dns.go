@@ -106,6 +106,9 @@ func (a *Agent) startDNS() error {
 		dc:    cfg.Datacenter,
 		views: views,
 		known: a.knownDatacenter,
+		datacenters: func(ctx context.Context) ([]string, error) {
+			return a.federationPart().Datacenters(ctx)
+		},
 		opts: catalog.QueryOptions{
 			AllowStale:       cfg.DNS.AllowStale,
 			MaxStaleDuration: cfg.DNS.MaxStale,
@@ -180,9 +183,12 @@ type dnsSource struct {
 	// known reports whether another datacenter can be asked; remote
 	// holds the source of each one asked, whose views read there
 	// (bounded by the datacenters known).
-	known    func(dc string) bool
-	remoteMu sync.Mutex
-	remote   map[string]*dnsSource
+	known func(dc string) bool
+	// datacenters lists the known datacenters, nearest first (prepared
+	// query failover); nil without federation.
+	datacenters func(ctx context.Context) ([]string, error)
+	remoteMu    sync.Mutex
+	remote      map[string]*dnsSource
 
 	// services and nodes index the last lists read, rebuilt when the
 	// list's response changes; queries only load them.

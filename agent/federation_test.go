@@ -234,6 +234,9 @@ func TestWANPoolAndCrossDCRequests(t *testing.T) {
 		if res.Datacenter != "dc2" || res.Failovers != i+1 || len(res.Nodes) != 1 || res.Nodes[0].Node.Node != "web-node" {
 			t.Fatalf("failover %+v: answered from %s after %d failovers: %+v", fo, res.Datacenter, res.Failovers, res.Nodes)
 		}
+		// DNS fails over the same way.
+		name := fmt.Sprintf("web-%d.query.consul", i)
+		dnsWant(t, name, dnsAddrs(d.query(t, "udp", name, dns.TypeA).Answer), []string{"10.2.0.1"})
 	}
 
 	// WAN coordinates list both datacenters.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/serf/coordinate"
 
+	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/gossip"
 )
@@ -278,4 +279,40 @@ func (r *Router) AllServers(dc string) []Server {
 	srvs := r.servers()[dc]
 	sort.Slice(srvs, func(i, j int) bool { return srvs[i].Name < srvs[j].Name })
 	return srvs
+}
+
+// MaxFailoverDatacenters bounds the datacenters one prepared query
+// execution asks.
+const MaxFailoverDatacenters = 32
+
+// FailoverOrder lists the datacenters a prepared query fails over to from
+// dc, as Consul orders them: the NearestN first of known (nearest first,
+// dc itself skipped), then the query's Datacenters and the targets naming a
+// datacenter, each once, at most MaxFailoverDatacenters.
+func FailoverOrder(dc string, known []string, f catalog.QueryFailoverOptions) []string {
+	seen := map[string]bool{dc: true}
+	var out []string
+	add := func(d string) {
+		if d != "" && !seen[d] && len(out) < MaxFailoverDatacenters {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	n := 0
+	for _, d := range known {
+		if n >= f.NearestN {
+			break
+		}
+		if d != dc {
+			add(d)
+			n++
+		}
+	}
+	for _, d := range f.Datacenters {
+		add(d)
+	}
+	for _, t := range f.Targets {
+		add(t.Datacenter)
+	}
+	return out
 }

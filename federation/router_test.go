@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/serf/coordinate"
 
+	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/gossip"
 )
@@ -110,5 +111,23 @@ func TestServersRotateAwayFromFailures(t *testing.T) {
 	}
 	if len(seen) != 2 {
 		t.Fatalf("after the penalty, requests spread over both servers: %v", seen)
+	}
+}
+
+func TestFailoverOrder(t *testing.T) {
+	known := []string{"dc1", "dc3", "dc2", "dc4"}
+	for _, tc := range []struct {
+		f    catalog.QueryFailoverOptions
+		want []string
+	}{
+		{catalog.QueryFailoverOptions{}, nil},
+		{catalog.QueryFailoverOptions{NearestN: 2}, []string{"dc3", "dc2"}},
+		{catalog.QueryFailoverOptions{NearestN: 9}, []string{"dc3", "dc2", "dc4"}},
+		{catalog.QueryFailoverOptions{NearestN: 1, Datacenters: []string{"dc4", "dc3", "dc1"}}, []string{"dc3", "dc4"}},
+		{catalog.QueryFailoverOptions{Targets: []catalog.QueryFailoverTarget{{Peer: "p"}, {Datacenter: "dc2"}}}, []string{"dc2"}},
+	} {
+		if got := FailoverOrder("dc1", known, tc.f); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%+v: %v, want %v", tc.f, got, tc.want)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/federation"
 )
 
 // Prepared queries (/v1/query), as Consul documents them. The agent draws
@@ -367,43 +368,17 @@ func (h *Handler) queryInstances(ctx context.Context, q *catalog.PreparedQuery, 
 	return resp, nodes, filtered, nil
 }
 
-// maxFailoverDatacenters bounds the datacenters one execution asks.
-const maxFailoverDatacenters = 32
-
-// failoverDatacenters lists the datacenters a query fails over to from dc,
-// as Consul orders them: the NearestN nearest known ones, then the listed
-// Datacenters (and targets naming one) not already in, each once.
+// failoverDatacenters lists the datacenters a query fails over to from dc
+// (federation.FailoverOrder over the datacenters the servers know).
 func (h *Handler) failoverDatacenters(ctx context.Context, dc string, f catalog.QueryFailoverOptions) []string {
 	if h.agent.fed == nil {
 		return nil
 	}
-	seen := map[string]bool{dc: true}
-	var out []string
-	add := func(d string) {
-		if d != "" && !seen[d] && len(out) < maxFailoverDatacenters {
-			seen[d] = true
-			out = append(out, d)
-		}
-	}
+	var known []string
 	if f.NearestN > 0 {
-		known, err := h.agent.fed.Datacenters(ctx)
-		if err == nil {
-			n := 0
-			for _, d := range known {
-				if d != dc && n < f.NearestN {
-					add(d)
-					n++
-				}
-			}
-		}
+		known, _ = h.agent.fed.Datacenters(ctx)
 	}
-	for _, d := range f.Datacenters {
-		add(d)
-	}
-	for _, t := range f.Targets {
-		add(t.Datacenter)
-	}
-	return out
+	return federation.FailoverOrder(dc, known, f)
 }
 
 // queryNear picks the node an execution sorts near, as Consul does: the
