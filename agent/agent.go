@@ -109,8 +109,10 @@ type Agent struct {
 	// tokens are the agent's own ACL tokens (nil with ACLs disabled).
 	tokens *agentTokens
 
-	// wan is the WAN gossip pool (servers only; nil otherwise).
+	// wan is the WAN gossip pool (servers only; nil otherwise); dcs a
+	// client agent's list of the datacenters its servers know.
 	wan *gossip.Pool
+	dcs dcList
 }
 
 // New creates and starts an agent from a loaded configuration.

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/tribune-mesh/tribune/agent/httpapi"
@@ -81,15 +82,54 @@ func (a *Agent) startWANJoins() error {
 	return nil
 }
 
-// knownDatacenter reports whether a ?dc= may be served: a server knows the
-// datacenters of the WAN pool; a client agent lets its servers decide
-// (they answer "No path to datacenter" for an unknown one).
+// knownDatacenter reports whether a ?dc= (or a DNS name's datacenter) may
+// be served: a server knows the datacenters of the WAN pool; a client agent
+// asks its servers, at most every datacentersTTL, so that random names
+// cost neither an RPC each nor a view each.
 func (a *Agent) knownDatacenter(dc string) bool {
-	if a.server == nil {
+	if dc == a.cfg.Datacenter {
 		return true
 	}
-	r := a.server.Router()
-	return r != nil && r.Known(dc)
+	if a.server != nil {
+		r := a.server.Router()
+		return r != nil && r.Known(dc)
+	}
+	for _, d := range a.clientDatacenters() {
+		if d == dc {
+			return true
+		}
+	}
+	return false
+}
+
+// datacentersTTL is how long a client agent trusts the list of datacenters
+// its servers gave.
+const datacentersTTL = 5 * time.Second
+
+// dcList is a client agent's last list of datacenters.
+type dcList struct {
+	mu   sync.Mutex
+	list []string
+	at   time.Time
+}
+
+// clientDatacenters returns the datacenters the servers know, asked again
+// when the last answer is older than datacentersTTL (the old list stays on
+// an error).
+func (a *Agent) clientDatacenters() []string {
+	d := &a.dcs
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if time.Since(d.at) < datacentersTTL {
+		return d.list
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, 2*time.Second)
+	defer cancel()
+	if list, err := a.client.Datacenters(ctx); err == nil {
+		d.list = list
+	}
+	d.at = time.Now()
+	return d.list
 }
 
 // federationPart is what the HTTP API lists datacenters through: the
