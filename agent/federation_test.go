@@ -377,12 +377,11 @@ func TestReplicationOneWriter(t *testing.T) {
 		}
 		return nil
 	})
+	// Every server of dc2 answers with its leader's replication status.
 	for _, n := range dc2 {
-		if n.agent.Server().IsLeader() {
-			st, _ := n.agent.Server().ReplicationStatus(context.Background())
-			if !st.Running || st.ReplicatedIndex == 0 || st.LastSuccess.IsZero() {
-				t.Fatalf("replication status %+v", st)
-			}
+		st, err := n.agent.Server().ReplicationStatus(ctx)
+		if err != nil || !st.Running || st.ReplicatedIndex == 0 || st.LastSuccess.IsZero() {
+			t.Fatalf("%s: replication status %+v %v", n.cfg.NodeName, st, err)
 		}
 	}
 }

@@ -254,17 +254,28 @@ func (s *Server) ReplicationStatus(ctx context.Context) (ReplicationStatus, erro
 		return s.localReplicationStatus(), nil
 	}
 	var resp ReplicationStatus
-	if err := s.pool.call(ctx, leader, "ReplicationStatus", &ReplicationStatusRequest{}, &resp); err != nil {
+	if err := s.pool.call(ctx, leader, "ReplicationStatus", &ReplicationStatusRequest{FromServer: true}, &resp); err != nil {
 		return ReplicationStatus{}, err
 	}
 	return resp, nil
 }
 
 // ReplicationStatusRequest asks a server for the replication status.
-type ReplicationStatusRequest struct{}
+type ReplicationStatusRequest struct {
+	// FromServer marks a request a server forwarded to its leader: it is
+	// answered there, never forwarded again.
+	FromServer bool `json:",omitempty"`
+}
 
-func (s *Server) rpcReplicationStatus(ctx context.Context, _ *ReplicationStatusRequest) (*ReplicationStatus, error) {
-	st := s.localReplicationStatus()
+func (s *Server) rpcReplicationStatus(ctx context.Context, req *ReplicationStatusRequest) (*ReplicationStatus, error) {
+	if req.FromServer {
+		st := s.localReplicationStatus()
+		return &st, nil
+	}
+	st, err := s.ReplicationStatus(ctx)
+	if err != nil {
+		return nil, err
+	}
 	return &st, nil
 }
 
