@@ -271,7 +271,7 @@ func policyIn(t *testing.T, n *node, id string) *catalog.ACLPolicy {
 }
 
 func TestReplicationOneWriter(t *testing.T) {
-	dc1, _ := startDC(t, "dc1", "dc1", 1, 0)
+	dc1, _ := startDC(t, "dc1", "dc1", 3, 0)
 	dc2, _ := startDC(t, "dc2", "dc1", 3, 0)
 	ctx := context.Background()
 
@@ -338,27 +338,11 @@ func TestReplicationOneWriter(t *testing.T) {
 		}
 	}
 
-	// Replication survives a leader change in the secondary.
-	var leader *node
-	for _, n := range dc2 {
-		if n.agent.Server().IsLeader() {
-			leader = n
-		}
-	}
-	if leader == nil {
-		t.Fatal("dc2 has no leader")
-	}
-	if err := leader.agent.Server().Raft().LeadershipTransfer().Error(); err != nil {
-		t.Fatalf("leadership transfer: %v", err)
-	}
-	wait.For(t, 10*time.Second, func() error {
-		for _, n := range dc2 {
-			if n != leader && n.agent.Server().IsLeader() {
-				return nil
-			}
-		}
-		return fmt.Errorf("no new leader in dc2")
-	})
+	// Replication survives a leader change in the secondary and one in
+	// the primary (Consul's replication once stopped after a re-election).
+	transferLeadership(t, dc2)
+	transferLeadership(t, dc1)
+	changed := time.Now()
 	pol2 := &catalog.ACLPolicy{ID: "11111111-2222-3333-4444-666666666666", Name: "ops2", Rules: `node_prefix "" { policy = "read" }`}
 	if _, err := dc1[0].agent.Server().Apply(ctx, catalog.CmdACLPolicySet, pol2); err != nil {
 		t.Fatal(err)
@@ -377,6 +361,7 @@ func TestReplicationOneWriter(t *testing.T) {
 		}
 		return nil
 	})
+	t.Logf("replicated %s after both leader changes", time.Since(changed).Round(time.Millisecond))
 	// Every server of dc2 answers with its leader's replication status.
 	for _, n := range dc2 {
 		st, err := n.agent.Server().ReplicationStatus(ctx)
@@ -589,4 +574,30 @@ func TestConnectCAOfASecondaryIsAnIntermediateOfThePrimary(t *testing.T) {
 		t.Fatal("the primary's root did not rotate")
 	}
 	check()
+}
+
+// transferLeadership moves a datacenter's leadership to another server and
+// waits for the new leader.
+func transferLeadership(t *testing.T, servers []*node) {
+	t.Helper()
+	var leader *node
+	for _, n := range servers {
+		if n.agent.Server().IsLeader() {
+			leader = n
+		}
+	}
+	if leader == nil {
+		t.Fatal("no leader")
+	}
+	if err := leader.agent.Server().Raft().LeadershipTransfer().Error(); err != nil {
+		t.Fatalf("leadership transfer: %v", err)
+	}
+	wait.For(t, 10*time.Second, func() error {
+		for _, n := range servers {
+			if n != leader && n.agent.Server().IsLeader() {
+				return nil
+			}
+		}
+		return fmt.Errorf("no new leader after %s", leader.cfg.NodeName)
+	})
 }
