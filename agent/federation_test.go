@@ -371,13 +371,16 @@ func TestReplicationOneWriter(t *testing.T) {
 	}
 }
 
-func TestACLWritesInASecondaryGoToThePrimary(t *testing.T) {
-	const root = "11111111-2222-3333-4444-000000000001"
-	var cfgs []*node
+// startACLDatacenters starts one server in dc1 (the primary, with the
+// management token root) and one in dc2 (replicating with root), ACLs on,
+// and WAN-joins them. Their API clients use root.
+func startACLDatacenters(t *testing.T, root, defaultPolicy string, tokenReplication bool) (dc1, dc2 *node) {
+	t.Helper()
+	var nodes []*node
 	for _, dc := range []string{"dc1", "dc2"} {
 		c := agenttest.ClusterConfig(t, dc+"-s1", true, 1, "")
 		c.Datacenter, c.PrimaryDatacenter = dc, "dc1"
-		c.ACL.Enabled, c.ACL.DefaultPolicy, c.ACL.EnableTokenReplication = true, "allow", true
+		c.ACL.Enabled, c.ACL.DefaultPolicy, c.ACL.EnableTokenReplication = true, defaultPolicy, tokenReplication
 		if dc == "dc1" {
 			c.ACL.Tokens.InitialManagement = root
 		} else {
@@ -388,22 +391,29 @@ func TestACLWritesInASecondaryGoToThePrimary(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfgs = append(cfgs, &node{cfg: c, agent: a, api: ac})
-	}
-	dc1, dc2 := cfgs[0], cfgs[1]
-	for _, n := range cfgs {
+		nodes = append(nodes, &node{cfg: c, agent: a, api: ac})
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := n.agent.WaitForLeader(ctx); err != nil {
+		err = a.WaitForLeader(ctx)
+		cancel()
+		if err != nil {
 			t.Fatal(err)
 		}
-		cancel()
 	}
-	joinWAN(t, dc1, dc2)
-	// The management token reaches dc2 through token replication.
+	dc1, dc2 = nodes[0], nodes[1]
+	if err := dc1.api.Agent().Join(fmt.Sprintf("127.0.0.1:%d", dc2.cfg.Ports.SerfWAN), true); err != nil {
+		t.Fatalf("WAN join: %v", err)
+	}
+	// dc2 answers with root once it knows it (replicated, or resolved in
+	// dc1).
 	wait.For(t, 20*time.Second, func() error {
 		_, _, err := dc2.api.ACL().PolicyList(nil)
 		return err
 	})
+	return dc1, dc2
+}
+
+func TestACLWritesInASecondaryGoToThePrimary(t *testing.T) {
+	dc1, dc2 := startACLDatacenters(t, "11111111-2222-3333-4444-000000000001", "allow", true)
 	st, _, err := dc2.api.ACL().Replication(nil)
 	if err != nil || !st.Enabled || !st.Running || st.SourceDatacenter != "dc1" || st.ReplicationType != "tokens" || st.ReplicatedTokenIndex == 0 {
 		t.Fatalf("dc2 replication status %+v %v", st, err)
@@ -600,4 +610,37 @@ func transferLeadership(t *testing.T, servers []*node) {
 		}
 		return fmt.Errorf("no new leader after %s", leader.cfg.NodeName)
 	})
+}
+
+// TestTokensResolveInThePrimaryWithoutTokenReplication: a secondary without
+// token replication resolves the primary's tokens there.
+func TestTokensResolveInThePrimaryWithoutTokenReplication(t *testing.T) {
+	const root = "11111111-2222-3333-4444-000000000002"
+	dc1, dc2 := startACLDatacenters(t, root, "deny", false)
+	if _, _, err := dc2.agent.Server().Store().ACLTokenGet(nil, root, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, tok, _ := dc2.agent.Server().Store().ACLTokenGet(nil, root, true); tok != nil {
+		t.Fatal("the management token was replicated without token replication")
+	}
+	// A token of dc1 with a read-only policy: it reads in dc2, not writes.
+	p, _, err := dc1.api.ACL().PolicyCreate(&api.ACLPolicy{Name: "kv-read", Rules: `key_prefix "" { policy = "read" }`}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := dc1.api.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: p.ID}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := api.NewClient(&api.Config{Address: dc2.agent.HTTPAddr(), Token: tok.SecretID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, func() error {
+		_, _, err := reader.KV().Get("any", nil)
+		return err
+	})
+	if _, err := reader.KV().Put(&api.KVPair{Key: "any", Value: []byte("x")}, nil); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("a read-only token of dc1 wrote in dc2: %v", err)
+	}
 }

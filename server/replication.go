@@ -194,6 +194,21 @@ func (s *Server) replicaOf(cmd *catalog.Command) (catalog.ReadOp, string, []byte
 	return "", "", nil
 }
 
+// resolveInPrimary reports whether a token resolution must be answered by
+// the primary: in a secondary without token replication, a token that is
+// not one of this datacenter's own (a local token, or the anonymous one)
+// exists only in the primary.
+func (s *Server) resolveInPrimary(req *catalog.ReadRequest) bool {
+	if req.Op != catalog.ReadACLResolve || req.Options.Datacenter != "" || !s.secondary() ||
+		s.config.ACLTokenReplication || s.router == nil {
+		return false
+	}
+	if _, t, err := s.store.ACLTokenGet(nil, req.Name, true); err != nil || t != nil {
+		return false
+	}
+	return true
+}
+
 // ReplicationStatus is GET /v1/acl/replication's answer, with Consul's
 // fields.
 type ReplicationStatus struct {

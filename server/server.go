@@ -578,6 +578,11 @@ func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (resp *cata
 	if s.remoteDC(req.Options.Datacenter) {
 		return s.readDC(ctx, req)
 	}
+	if s.resolveInPrimary(req) {
+		inPrimary := *req
+		inPrimary.Options.Datacenter = s.PrimaryDatacenter()
+		return s.readDC(ctx, &inPrimary)
+	}
 	opts := &req.Options
 	needLeader := !opts.AllowStale || opts.RequireConsistent
 	if !needLeader && opts.MaxStaleDuration > 0 && !s.IsLeader() {
