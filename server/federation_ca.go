@@ -112,7 +112,7 @@ func (s *Server) replicateCARound(ctx context.Context, index uint64) (uint64, er
 		return 0, err
 	}
 	la := activeRoot(local)
-	keep := la != nil && la.ID == pa.ID && la.PrivateKey != "" && len(la.IntermediateCerts) > 0
+	keep := la != nil && la.ID == pa.ID && la.PrivateKey != "" && len(la.IntermediateCerts) > 0 && s.intermediateFresh(la.IntermediateCerts[0])
 	if keep && sameRootIDs(local, remote.CARoots) {
 		return remote.Meta.Index, nil
 	}
@@ -158,6 +158,17 @@ func (s *Server) replicateCARound(ctx context.Context, index uint64) (uint64, er
 		s.logger.Info("Connect CA: new intermediate signed by the primary", "primary", primary, "root", pa.ID)
 	}
 	return remote.Meta.Index, nil
+}
+
+// intermediateFresh reports whether an intermediate is short of half its
+// lifetime; past it, the secondary asks for a new one (checked at least
+// every replicationWait).
+func (s *Server) intermediateFresh(certPEM string) bool {
+	c, err := connect.ParseCert(certPEM)
+	if err != nil {
+		return false
+	}
+	return s.caNow().Before(c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) / 2))
 }
 
 func sameRootIDs(a, b []*catalog.CARoot) bool {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
+	"github.com/tribune-mesh/tribune/connect"
 	"github.com/tribune-mesh/tribune/federation"
 	"github.com/tribune-mesh/tribune/gossip"
 )
@@ -80,5 +82,40 @@ func TestForwardToAnUnreachableDatacenterIsBounded(t *testing.T) {
 	_, err = s.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadKVGet, Key: "k", Options: catalog.QueryOptions{Datacenter: "dc9"}})
 	if !errors.Is(err, ErrNoPathToDC) || err.Error() != "No path to datacenter" {
 		t.Fatalf("unknown datacenter: %v", err)
+	}
+}
+
+// TestIntermediateRenewedAtHalfLife: a secondary asks for a new
+// intermediate once its own is past half its lifetime.
+func TestIntermediateRenewedAtHalfLife(t *testing.T) {
+	start := time.Now()
+	td := connect.TrustDomain("11111111-2222-3333-4444-555555555555")
+	root, err := connect.NewRoot(connect.Config{}, td, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, _, err := connect.NewIntermediateCSR(connect.Config{}, td, "dc2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter, err := connect.SignIntermediate(root, csr, td, 100*time.Hour, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clock.NewFake(start)
+	s := &Server{clock: clk}
+	if !s.intermediateFresh(inter) {
+		t.Fatal("a new intermediate is not fresh")
+	}
+	clk.Advance(49 * time.Hour)
+	if !s.intermediateFresh(inter) {
+		t.Fatal("an intermediate at 49% of its life is not fresh")
+	}
+	clk.Advance(2 * time.Hour)
+	if s.intermediateFresh(inter) {
+		t.Fatal("an intermediate past half its life is still fresh")
+	}
+	if s.intermediateFresh("not a certificate") {
+		t.Fatal("garbage is fresh")
 	}
 }
