@@ -124,6 +124,11 @@ type Agent struct {
 	// autoCertReady is closed once the agent has its certificate
 	// (auto_encrypt; at once without it).
 	autoCertReady chan struct{}
+
+	// wan is the WAN gossip pool (servers only; nil otherwise); dcs a
+	// client agent's list of the datacenters its servers know.
+	wan *gossip.Pool
+	dcs dcList
 }
 
 // New creates and starts an agent from a loaded configuration.
@@ -209,9 +214,14 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 	if err := a.startGossip(); err != nil {
 		return nil, err
 	}
+	if err := a.startWAN(); err != nil {
+		a.stopGossip(false)
+		return nil, err
+	}
 	if cfg.Server {
 		srv, err := server.New(a.serverConfig(logger))
 		if err != nil {
+			a.stopWAN(false)
 			a.stopGossip(false)
 			return nil, fmt.Errorf("start server: %w", err)
 		}
@@ -220,6 +230,9 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 	} else {
 		a.client = server.NewClient(a.clientConfig())
 		a.backend = a.client
+	}
+	if cfg.TranslateWANAddrs {
+		a.backend = wanTranslator{Backend: a.backend, dc: cfg.Datacenter}
 	}
 	if err := a.setupACLs(); err != nil {
 		a.stopCore()
@@ -254,7 +267,11 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.stopCore()
 		return nil, err
 	}
-	if err := a.startJoins(); err != nil {
+	err = a.startJoins()
+	if err == nil {
+		err = a.startWANJoins()
+	}
+	if err != nil {
 		a.stopGRPCTLS()
 		a.stopXDS()
 		a.stopDNS()
@@ -466,9 +483,11 @@ func (a *Agent) httpHandler(views *lazyViews) (http.Handler, error) {
 		Config: a.cfg, Version: Version, ACL: a.acls, Backend: a.backend, Local: a.local,
 		Gossip: a.gossip, Events: a.events, Control: apiControl{a: a}, Metrics: a.telemetry,
 		CA: a.connectCA(), Leaves: a.leaves, Cache: views,
+		WAN: a.wan, Federation: a.federationPart(),
 	})
 	guard := httpguard.New(httpguard.Config{
 		Datacenter:      a.cfg.Datacenter,
+		KnownDatacenter: a.knownDatacenter,
 		AllowWriteFrom:  allow,
 		AllowedOrigins:  a.cfg.HTTP.AllowedOrigins,
 		ResponseHeaders: a.cfg.HTTP.ResponseHeaders,

@@ -58,6 +58,10 @@ func (a *Agent) serverConfig(logger hclog.Logger) *server.Config {
 	scfg.ClusterID = a.clusterID
 	scfg.TLS, scfg.TLSOutgoing = a.tls.rpc, cfg.RPCUsesTLS()
 	scfg.AutoEncryptAllowTLS = cfg.AutoEncrypt.AllowTLS
+	scfg.WAN = a.wan
+	scfg.PrimaryDatacenter = cfg.PrimaryDatacenter
+	scfg.ACLTokenReplication = cfg.ACL.EnableTokenReplication
+	scfg.ACLReplicationToken = cfg.ACL.Tokens.Replication
 	return scfg
 }
 
@@ -76,6 +80,11 @@ func (a *Agent) gossipTags() map[string]string {
 		}
 		if cfg.ReadReplica {
 			tags["read_replica"] = "1"
+		}
+		if cfg.Ports.SerfWAN > 0 {
+			// Servers of one datacenter join each other's WAN members
+			// (server.floodWAN).
+			tags["wan_join_port"] = strconv.Itoa(cfg.Ports.SerfWAN)
 		}
 	} else {
 		tags["role"] = "node"
@@ -137,6 +146,7 @@ func (a *Agent) stopCore() error {
 			a.stopGossip(true)
 		}
 		err = a.server.Shutdown()
+		a.stopWAN(leave)
 	}
 	if a.client != nil {
 		a.client.Close()
@@ -171,31 +181,37 @@ func (a *Agent) startJoins() error {
 			return fmt.Errorf("start_join: %w", err)
 		}
 	}
-	if len(a.cfg.RetryJoin) == 0 {
-		return nil
+	a.retryJoin(a.gossip, "cluster", "retry_join", a.cfg.RetryJoin, a.cfg.RetryInterval, a.cfg.RetryMax)
+	return nil
+}
+
+// retryJoin joins addrs in the background, every interval (30s when 0) until
+// one answers, at most max attempts (0: no limit), or the agent stops.
+func (a *Agent) retryJoin(pool *gossip.Pool, what, key string, addrs []string, interval time.Duration, max int) {
+	if len(addrs) == 0 {
+		return
+	}
+	if interval <= 0 {
+		interval = 30 * time.Second
 	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		interval := a.cfg.RetryInterval
-		if interval <= 0 {
-			interval = 30 * time.Second
-		}
 		for attempt := 1; ; attempt++ {
-			n, err := a.gossip.Join(a.cfg.RetryJoin)
+			n, err := pool.Join(addrs)
 			if errors.Is(err, gossip.ErrNameConflict) {
-				a.logger.Error("cannot join: another agent uses this node name; set a unique node_name", "error", err)
+				a.logger.Error("cannot join: another agent uses this node name; set a unique node_name", "pool", what, "error", err)
 				return
 			}
 			if err == nil && n > 0 {
-				a.logger.Info("joined cluster", "contacted", n)
+				a.logger.Info("joined "+what, "contacted", n)
 				return
 			}
-			if a.cfg.RetryMax > 0 && attempt >= a.cfg.RetryMax {
-				a.logger.Error("retry_join gave up", "attempts", attempt, "error", err)
+			if max > 0 && attempt >= max {
+				a.logger.Error(key+" gave up", "attempts", attempt, "error", err)
 				return
 			}
-			a.logger.Warn("retry_join failed, will retry", "error", err, "in", interval)
+			a.logger.Warn(key+" failed, will retry", "error", err, "in", interval)
 			select {
 			case <-a.shutdownCh:
 				return
@@ -203,5 +219,4 @@ func (a *Agent) startJoins() error {
 			}
 		}
 	}()
-	return nil
 }

@@ -48,8 +48,7 @@ func (a *Agent) members() []httpapi.Member {
 	}
 	var out []httpapi.Member
 	for _, m := range a.gossip.Members() {
-		out = append(out, httpapi.Member{Name: m.Name, Addr: m.Addr.String(), Port: m.Port, Tags: m.Tags, Status: int(m.Status),
-			ProtocolMin: m.PMin, ProtocolMax: m.PMax, ProtocolCur: m.PCur, DelegateMin: m.DMin, DelegateMax: m.DMax, DelegateCur: m.DCur})
+		out = append(out, httpapi.MemberOf(m))
 	}
 	return out
 }

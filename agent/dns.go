@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/tribune-mesh/tribune/agent/viewcache"
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/dnsserver"
+	"github.com/tribune-mesh/tribune/server"
 )
 
 // dnsShutdownTimeout bounds how long stopping DNS waits for queries in
@@ -101,8 +103,12 @@ func (a *Agent) startDNS() error {
 
 	views := viewcache.New(a.backend, viewcache.Config{Logger: a.logger.Named("viewcache")})
 	src := &dnsSource{
-		dc:    cfg.Datacenter,
-		views: views,
+		dc:      cfg.Datacenter,
+		views:   views,
+		knownDC: a.knownDatacenter,
+		datacenters: func(ctx context.Context) ([]string, error) {
+			return a.federationPart().Datacenters(ctx)
+		},
 		opts: catalog.QueryOptions{
 			AllowStale:       cfg.DNS.AllowStale,
 			MaxStaleDuration: cfg.DNS.MaxStale,
@@ -178,6 +184,15 @@ type dnsSource struct {
 	dc    string
 	views *viewcache.Cache
 	opts  catalog.QueryOptions
+	// knownDC reports whether another datacenter can be asked; remote
+	// holds the source of each one asked, whose views read there
+	// (bounded by the datacenters known).
+	knownDC func(dc string) bool
+	// datacenters lists the known datacenters, nearest first (prepared
+	// query failover); nil without federation.
+	datacenters func(ctx context.Context) ([]string, error)
+	remoteMu    sync.Mutex
+	remote      map[string]*dnsSource
 
 	// services and nodes index the last lists read, rebuilt when the
 	// list's response changes; queries only load them.
@@ -200,21 +215,43 @@ type nodeIndex struct {
 var _ dnsserver.Source = (*dnsSource)(nil)
 
 func (s *dnsSource) get(ctx context.Context, op catalog.ReadOp, name string) (*catalog.ReadResponse, error) {
-	return s.views.Get(ctx, &catalog.ReadRequest{Op: op, Name: name, Options: s.opts})
+	resp, err := s.views.Get(ctx, &catalog.ReadRequest{Op: op, Name: name, Options: s.opts})
+	if errors.Is(err, server.ErrNoPathToDC) {
+		// A client agent learns only from its servers that a
+		// datacenter is unknown.
+		return nil, fmt.Errorf("%w: %q", dnsserver.ErrUnknownDatacenter, s.dc)
+	}
+	return resp, err
 }
 
-func (s *dnsSource) checkDC(dc string) error {
-	if dc != s.dc {
-		// Other datacenters are reached through the WAN federation,
-		// which is not built yet.
-		return fmt.Errorf("%w: %q", dnsserver.ErrUnknownDatacenter, dc)
+// forDC returns the source of datacenter dc: this one, or one whose views
+// read in that datacenter through the servers (federation).
+func (s *dnsSource) forDC(dc string) (*dnsSource, error) {
+	if dc == s.dc {
+		return s, nil
 	}
-	return nil
+	if s.knownDC == nil || !s.knownDC(dc) {
+		return nil, fmt.Errorf("%w: %q", dnsserver.ErrUnknownDatacenter, dc)
+	}
+	s.remoteMu.Lock()
+	defer s.remoteMu.Unlock()
+	if r, ok := s.remote[dc]; ok {
+		return r, nil
+	}
+	if s.remote == nil {
+		s.remote = map[string]*dnsSource{}
+	}
+	opts := s.opts
+	opts.Datacenter = dc
+	r := &dnsSource{dc: dc, views: s.views, opts: opts}
+	s.remote[dc] = r
+	return r, nil
 }
 
 // ServiceHealth implements dnsserver.Source.
 func (s *dnsSource) ServiceHealth(ctx context.Context, dc, service string) ([]*catalog.CheckServiceNode, error) {
-	if err := s.checkDC(dc); err != nil {
+	s, err := s.forDC(dc)
+	if err != nil {
 		return nil, err
 	}
 	service = strings.ToLower(service)
@@ -251,7 +288,8 @@ func (s *dnsSource) known(ctx context.Context, service string) (bool, error) {
 // and Connect-native instances, from a view. Only a service of the catalog
 // starts one (a proxy's destination is a registered service).
 func (s *dnsSource) connectLookup(ctx context.Context, dc, service string) ([]*catalog.CheckServiceNode, error) {
-	if err := s.checkDC(dc); err != nil {
+	s, err := s.forDC(dc)
+	if err != nil {
 		return nil, err
 	}
 	service = strings.ToLower(service)
@@ -267,7 +305,8 @@ func (s *dnsSource) connectLookup(ctx context.Context, dc, service string) ([]*c
 
 // Node implements dnsserver.Source.
 func (s *dnsSource) Node(ctx context.Context, dc, name string) (*catalog.Node, error) {
-	if err := s.checkDC(dc); err != nil {
+	s, err := s.forDC(dc)
+	if err != nil {
 		return nil, err
 	}
 	list, err := s.get(ctx, catalog.ReadNodes, "")
@@ -287,7 +326,8 @@ func (s *dnsSource) Node(ctx context.Context, dc, name string) (*catalog.Node, e
 
 // Nodes implements dnsserver.Source.
 func (s *dnsSource) Nodes(ctx context.Context, dc string) ([]*catalog.Node, error) {
-	if err := s.checkDC(dc); err != nil {
+	s, err := s.forDC(dc)
+	if err != nil {
 		return nil, err
 	}
 	list, err := s.get(ctx, catalog.ReadNodes, "")

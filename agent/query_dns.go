@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/federation"
 )
 
 // preparedQuery answers <query>.query.<domain> (dnsserver's
@@ -16,7 +17,9 @@ import (
 // The query's DNS.TTL is not applied yet: the hook returns instances only,
 // and the handler gives query answers the service TTL of the query name.
 func (s *dnsSource) preparedQuery(ctx context.Context, dc, name string) ([]*catalog.CheckServiceNode, error) {
-	if err := s.checkDC(dc); err != nil {
+	root := s
+	s, err := s.forDC(dc)
+	if err != nil {
 		return nil, err
 	}
 	list, err := s.get(ctx, catalog.ReadPreparedQueries, "")
@@ -35,5 +38,27 @@ func (s *dnsSource) preparedQuery(ctx context.Context, dc, name string) ([]*cata
 	if err != nil {
 		return nil, err
 	}
-	return catalog.SelectInstances(&q.Service, insts), nil
+	selected := catalog.SelectInstances(&q.Service, insts)
+	if len(selected) > 0 || root.datacenters == nil {
+		return selected, nil
+	}
+	// None here: the query's failover datacenters in turn.
+	var known []string
+	if q.Service.Failover.NearestN > 0 {
+		known, _ = root.datacenters(ctx)
+	}
+	for _, other := range federation.FailoverOrder(dc, known, q.Service.Failover) {
+		rs, err := root.forDC(other)
+		if err != nil {
+			continue
+		}
+		insts, err := rs.ServiceHealth(ctx, other, q.Service.Service)
+		if err != nil {
+			continue
+		}
+		if selected := catalog.SelectInstances(&q.Service, insts); len(selected) > 0 {
+			return selected, nil
+		}
+	}
+	return nil, nil
 }

@@ -52,8 +52,8 @@ type QueryTemplate struct {
 // ServiceQuery selects the instances a prepared query answers with.
 type ServiceQuery struct {
 	Service string
-	// Failover is recorded but never used: there is one datacenter to
-	// fail over from and none to fail over to until WAN federation exists.
+	// Failover names the datacenters asked, in turn, when this one has
+	// no instance the query selects (agent/httpapi's execution).
 	Failover QueryFailoverOptions
 	// IgnoreCheckIDs are checks whose status does not count.
 	IgnoreCheckIDs []string

@@ -345,19 +345,9 @@ type Leaf struct {
 // from now, never past the root's own expiry. The certificate chain a proxy
 // presents is the leaf followed by root.IntermediateCerts.
 func SignLeaf(root *catalog.CARoot, csrPEM string, want ID, ttl time.Duration, now time.Time) (*Leaf, error) {
-	if len(csrPEM) > MaxCSRBytes {
-		return nil, fmt.Errorf("CSR of %d bytes, more than %d", len(csrPEM), MaxCSRBytes)
-	}
-	b, _ := pem.Decode([]byte(csrPEM))
-	if b == nil || b.Type != "CERTIFICATE REQUEST" {
-		return nil, errors.New("CSR: no PEM CERTIFICATE REQUEST block")
-	}
-	csr, err := x509.ParseCertificateRequest(b.Bytes)
+	csr, err := parseCSR(csrPEM)
 	if err != nil {
-		return nil, fmt.Errorf("CSR: %w", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("CSR signature: %w", err)
+		return nil, err
 	}
 	if len(csr.URIs) != 1 {
 		return nil, fmt.Errorf("%w: it names %d URIs, want exactly one", ErrCSRMismatch, len(csr.URIs))
@@ -383,6 +373,9 @@ func SignLeaf(root *catalog.CARoot, csrPEM string, want ID, ttl time.Duration, n
 	}
 	key, err := ParseSigner(root.PrivateKey)
 	if err != nil {
+		return nil, fmt.Errorf("root: %w", err)
+	}
+	if rootCert, err = signingParent(root, rootCert, key.Public()); err != nil {
 		return nil, fmt.Errorf("root: %w", err)
 	}
 	sn, err := serialNumber()

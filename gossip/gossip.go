@@ -158,7 +158,10 @@ type Pool struct {
 	// departed holds when each failed or left member departed; they are
 	// forgotten after their timeout or beyond MaxDeparted.
 	departed map[string]time.Time
-	left     bool
+	// coords holds the coordinate each member last reported about itself
+	// (coordinate.go); forgotten with the member.
+	coords map[string]*coordinate.Coordinate
+	left   bool
 
 	events chan Event
 	// conflict holds the error of another live member using this name.
@@ -204,6 +207,7 @@ func New(cfg *Config) (*Pool, error) {
 		tags:     copyTags(cfg.Tags),
 		members:  map[string]*Member{},
 		departed: map[string]time.Time{},
+		coords:   map[string]*coordinate.Coordinate{},
 		events:   make(chan Event, 4096),
 		metaCh:   make(chan struct{}, 1),
 		stopCh:   make(chan struct{}),
@@ -303,6 +307,7 @@ func (p *Pool) reapDeparted() {
 		if m == nil || now.Sub(at) > timeout {
 			delete(p.departed, name)
 			delete(p.members, name)
+			delete(p.coords, name)
 		}
 	}
 }
@@ -327,6 +332,7 @@ func (p *Pool) setMemberLocked(m *Member) {
 		}
 		delete(p.departed, oldest)
 		delete(p.members, oldest)
+		delete(p.coords, oldest)
 	}
 }
 
@@ -442,6 +448,7 @@ func (p *Pool) Prune(name string) bool {
 		return false
 	}
 	delete(p.members, name)
+	delete(p.coords, name)
 	return true
 }
 

@@ -49,6 +49,20 @@ func TokenFrom(ctx context.Context) (string, bool) {
 	return s, ok
 }
 
+// withReadToken returns ctx with the read's Options.Token when ctx carries
+// no token (WithToken): a read made outside a request (a replication loop,
+// a view of xDS) says with which token it reads in its options. A token in
+// ctx wins: an RPC's is the caller's.
+func withReadToken(ctx context.Context, req *catalog.ReadRequest) context.Context {
+	if req.Options.Token == "" {
+		return ctx
+	}
+	if _, ok := TokenFrom(ctx); ok {
+		return ctx
+	}
+	return WithToken(ctx, req.Options.Token)
+}
+
 // withIncomingToken puts the token of an incoming RPC into its context, ""
 // when it carried none: forwarding keeps it, and the checks read it.
 func withIncomingToken(ctx context.Context) context.Context {
@@ -150,8 +164,26 @@ func (s *Server) startACLResolver() {
 type storeACLSource struct{ s *Server }
 
 // ResolveToken implements acl.Source.
-func (src storeACLSource) ResolveToken(_ context.Context, secret string) (*acl.ResolvedToken, error) {
-	idx, resp, err := src.s.store.Execute(nil, &catalog.ReadRequest{Op: catalog.ReadACLResolve, Name: secret})
+func (src storeACLSource) ResolveToken(ctx context.Context, secret string) (*acl.ResolvedToken, error) {
+	req := &catalog.ReadRequest{Op: catalog.ReadACLResolve, Name: secret}
+	if src.s.resolveInPrimary(req) {
+		// A secondary without token replication holds no global token:
+		// the primary resolves it. Index 0 keeps the answer out of the
+		// cache, whose watch sees only this datacenter's changes: a
+		// token revoked in the primary is refused at the next call.
+		inPrimary := *req
+		inPrimary.Options.Datacenter = src.s.PrimaryDatacenter()
+		resp, err := src.s.readDC(ctx, &inPrimary)
+		if err != nil {
+			return nil, fmt.Errorf("resolve token in the primary: %w", err)
+		}
+		out := &acl.ResolvedToken{Policies: resp.ACLPolicies, Roles: resp.ACLRoles}
+		if len(resp.ACLTokens) > 0 {
+			out.Token = resp.ACLTokens[0]
+		}
+		return out, nil
+	}
+	idx, resp, err := src.s.store.Execute(nil, req)
 	if err != nil {
 		return nil, fmt.Errorf("resolve token: %w", err)
 	}

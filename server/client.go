@@ -181,6 +181,7 @@ func (c *Client) Apply(ctx context.Context, t catalog.CommandType, body any) (an
 
 // Read runs a read on a server.
 func (c *Client) Read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
+	ctx = withReadToken(ctx, req)
 	var resp ReadResponseWire
 	err := c.invoke(ctx, "Read", req, &resp, func() error {
 		if !req.Options.AllowStale {

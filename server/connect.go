@@ -171,6 +171,11 @@ func (s *Server) applyCA(ctx context.Context, t catalog.CommandType, body any) e
 // cluster ID once and, with Connect enabled, the CA's first root. It
 // retries until it succeeds or ctx ends.
 func (s *Server) leaderConnect(ctx context.Context) {
+	if s.secondary() {
+		// A secondary's CA is the primary's roots and an intermediate
+		// (replicateCA).
+		return
+	}
 	backoff := 100 * time.Millisecond
 	for {
 		err := s.initCA(ctx)
@@ -237,6 +242,11 @@ func (s *Server) initCA(ctx context.Context) error {
 // from a follower). A new key type or size rotates the root.
 func (s *Server) CASetConfig(ctx context.Context, req *CASetConfigRequest) error {
 	var resp ConnectResponse
+	if s.secondary() {
+		// The primary owns the CA configuration and roots.
+		return s.forwardDC(ctx, s.PrimaryDatacenter(), "ConnectCASetConfig", req, &resp, s.config.HoldTimeout, s.config.HoldTimeout/3,
+			func() error { return fromWire(resp.Error) })
+	}
 	err := s.onLeader(ctx, "ConnectCASetConfig", req, &resp, func() error {
 		resp.Error = toWire(s.caSetConfigLocked(ctx, req))
 		return nil

@@ -59,6 +59,13 @@ func (s *Server) forwardRead(ctx context.Context, req *catalog.ReadRequest) (*ca
 // Status returns the leader's address and the voting peers, as this server
 // sees them.
 func (s *Server) Status(ctx context.Context) (string, []string, error) {
+	if dc := datacenterOf(ctx); s.remoteDC(dc) {
+		var resp StatusResponse
+		if err := s.forwardDC(ctx, dc, "Status", &StatusRequest{}, &resp, s.config.HoldTimeout, s.config.HoldTimeout/3, func() error { return nil }); err != nil {
+			return "", nil, err
+		}
+		return resp.Leader, resp.Peers, nil
+	}
 	peers, err := s.Peers()
 	return s.Leader(), peers, err
 }

@@ -53,7 +53,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	}()
 	// Each leader routine runs on its own: the ACL token reaper runs
 	// until leadership ends, and must not hold up the CA.
-	for _, routine := range []func(context.Context){s.aclLeader, s.leaderConnect} {
+	for _, routine := range []func(context.Context){s.aclLeader, s.leaderConnect, s.replicationLeader} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

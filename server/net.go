@@ -156,6 +156,7 @@ func (p *connPool) call(ctx context.Context, addr, method string, req, resp any)
 	}
 	sent := new(atomic.Bool)
 	ctx = withOutgoingToken(ctx, p.token)
+	ctx = outgoingDC(ctx)
 	if err := c.Invoke(context.WithValue(ctx, sentKey{}, sent), "/tribune.Server/"+method, req, resp); err != nil {
 		if !sent.Load() {
 			return fmt.Errorf("rpc %s to %s: %w: %w", method, addr, errNotSent, err)

@@ -305,6 +305,7 @@ const (
 	kindSnapLarge = "snapshot_too_large"
 	kindRestoring = "restore_in_progress"
 	kindNoConnect = "connect_disabled"
+	kindNoPathDC  = "no_path_to_dc"
 )
 
 var kindErrors = map[string]error{
@@ -325,6 +326,7 @@ var kindErrors = map[string]error{
 	kindACLNotFound:      acl.ErrNotFound,
 	kindLoginRefused:     acl.ErrLoginRefused,
 	kindLoginUnsupported: acl.ErrLoginUnsupported,
+	kindNoPathDC:        ErrNoPathToDC,
 }
 
 func toWire(err error) *WireError {
@@ -468,6 +470,10 @@ type rpcHandler interface {
 	rpcSnapshotSave(ctx context.Context, req *SnapshotWire) (*SnapshotWire, error)
 	rpcSnapshotRestore(ctx context.Context, req *SnapshotWire) (*SnapshotWire, error)
 	rpcOperator(ctx context.Context, req *OperatorRequest) (*OperatorResponse, error)
+	rpcDatacenters(ctx context.Context, req *DatacentersRequest) (*DatacentersResponse, error)
+	rpcReplicationStatus(ctx context.Context, req *ReplicationStatusRequest) (*ReplicationStatus, error)
+	rpcFireEvent(ctx context.Context, req *FireEventRequest) (*FireEventResponse, error)
+	rpcSignIntermediate(ctx context.Context, req *SignIntermediateRequest) (*SignIntermediateResponse, error)
 }
 
 func unary[Req any, Resp any](call func(rpcHandler, context.Context, *Req) (*Resp, error)) func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
@@ -491,11 +497,16 @@ var rpcServiceDesc = grpc.ServiceDesc{
 		{MethodName: "SnapshotSave", Handler: unary(rpcHandler.rpcSnapshotSave)},
 		{MethodName: "SnapshotRestore", Handler: unary(rpcHandler.rpcSnapshotRestore)},
 		{MethodName: "Operator", Handler: unary(rpcHandler.rpcOperator)},
+		{MethodName: "Datacenters", Handler: unary(rpcHandler.rpcDatacenters)},
+		{MethodName: "ReplicationStatus", Handler: unary(rpcHandler.rpcReplicationStatus)},
+		{MethodName: "FireEvent", Handler: unary(rpcHandler.rpcFireEvent)},
+		{MethodName: "ConnectSignIntermediate", Handler: unary(rpcHandler.rpcSignIntermediate)},
 	},
 	Streams: []grpc.StreamDesc{},
 }
 
 func (s *Server) rpcApply(ctx context.Context, req *ApplyRequest) (*ApplyResponse, error) {
+	ctx = incomingDC(ctx)
 	res, err := s.ApplyRaw(ctx, req.Data)
 	countRPC(false, responseErr(res, err))
 	if err != nil {
@@ -515,6 +526,13 @@ func (s *Server) rpcRead(ctx context.Context, req *catalog.ReadRequest) (*ReadRe
 }
 
 func (s *Server) rpcStatus(ctx context.Context, req *StatusRequest) (*StatusResponse, error) {
+	if ctx = incomingDC(ctx); s.remoteDC(datacenterOf(ctx)) {
+		leader, peers, err := s.Status(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &StatusResponse{Leader: leader, Peers: peers}, nil
+	}
 	peers, _ := s.Peers()
 	return &StatusResponse{NodeName: s.config.NodeName, Leader: s.Leader(), Peers: peers, LastIndex: s.raft.LastIndex()}, nil
 }

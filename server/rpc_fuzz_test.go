@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
 
@@ -46,7 +47,8 @@ func startTestServer(t testing.TB, edit ...func(*Config)) *Server {
 // handler. Operator and SnapshotRestore are operator actions (remove a peer,
 // replace the state) that a fuzzer may legitimately trigger; their requests
 // are only decoded.
-var fuzzedMethods = map[string]bool{"Apply": true, "Read": true, "Status": true, "SessionRenew": true, "SnapshotSave": true}
+var fuzzedMethods = map[string]bool{"Apply": true, "Read": true, "Status": true, "SessionRenew": true, "SnapshotSave": true,
+	"Datacenters": true, "ReplicationStatus": true, "FireEvent": true, "ConnectSignIntermediate": true}
 
 // FuzzRPCRequest feeds arbitrary messages to every method of the server
 // port's RPC service, decoded by the codec the gRPC server uses, as a peer
@@ -98,6 +100,11 @@ func FuzzRPCRequest(f *testing.F) {
 	add(methodIndex["SnapshotSave"], []byte("{}"))
 	add(methodIndex["Operator"], js(&OperatorRequest{Op: OpRemovePeer, Arg: "fuzz-1"}))
 	add(methodIndex["SnapshotRestore"], js(&SnapshotWire{Data: []byte{0x1f, 0x8b}}))
+	add(methodIndex["Datacenters"], []byte("{}"))
+	add(methodIndex["ReplicationStatus"], []byte("{}"))
+	add(methodIndex["FireEvent"], js(&FireEventRequest{Event: gossip.UserEvent{Name: "deploy", NodeFilter: "("}}))
+	add(methodIndex["ConnectSignIntermediate"], js(&SignIntermediateRequest{Datacenter: "dc2", CSR: "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"}))
+	add(read, js(&catalog.ReadRequest{Op: catalog.ReadKVGet, Key: "a", Options: catalog.QueryOptions{Datacenter: "dc9"}}))
 	f.Add([]byte{})
 	f.Add([]byte("\xff\xff\xff"))
 

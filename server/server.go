@@ -30,6 +30,7 @@ import (
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/connect"
+	"github.com/tribune-mesh/tribune/federation"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/listen"
 	"github.com/tribune-mesh/tribune/tlsconfig"
@@ -151,6 +152,22 @@ type Config struct {
 	// AutoEncryptAllowTLS (auto_encrypt.allow_tls) makes the server sign
 	// client agents' certificates with the Connect CA and accept them.
 	AutoEncryptAllowTLS bool
+
+	// Federation (federation.go, replication.go). WAN is the WAN pool of
+	// the servers of every datacenter; nil runs without federation.
+	WAN *gossip.Pool
+	// PrimaryDatacenter is the one writer of global state (ACL policies,
+	// roles, global tokens, config entries); empty means Datacenter.
+	PrimaryDatacenter string
+	// ACLTokenReplication replicates global tokens to a secondary
+	// (acl.enable_token_replication).
+	ACLTokenReplication bool
+	// ACLReplicationToken is the token replication reads the primary with
+	// (acl.tokens.replication).
+	ACLReplicationToken string
+	// ReplicationMinInterval bounds how often a replication loop asks the
+	// primary (its rate); 0 means DefaultReplicationMinInterval.
+	ReplicationMinInterval time.Duration
 }
 
 // DefaultConfig returns the defaults of a server.
@@ -221,6 +238,11 @@ type Server struct {
 	// failed remembers since when each failed member has been failed.
 	failed *failedMembers
 
+	// router knows the other datacenters (nil without a WAN pool);
+	// replication is the secondary leader's replication state.
+	router      *federation.Router
+	replication *replicationState
+
 	started time.Time
 	// commits tracks the commit indexes the leader announced that the
 	// FSM has yet to apply (staleness.go).
@@ -289,6 +311,7 @@ func New(cfg *Config) (*Server, error) {
 	s.sessionTTL = newSessionTimers(s)
 	s.pool.token = cfg.ACL.AgentToken
 	s.startACLResolver()
+	s.setupFederation()
 	if err := s.setupRaft(); err != nil {
 		s.closeAll()
 		close(s.shutdownCh)
@@ -305,6 +328,10 @@ func New(cfg *Config) (*Server, error) {
 	if cfg.Gossip != nil {
 		s.wg.Add(1)
 		go s.memberLoop()
+	}
+	if cfg.WAN != nil {
+		s.wg.Add(1)
+		go s.wanLoop()
 	}
 	return s, nil
 }
@@ -513,6 +540,11 @@ func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apply: %w", err)
 	}
+	// A write for another datacenter, or of global state in a secondary,
+	// is checked where it is applied.
+	if dc := s.applyTarget(ctx, cmd); dc != "" {
+		return s.applyElsewhere(ctx, dc, buf, cmd)
+	}
 	if err := s.authorizeCommand(ctx, cmd); err != nil {
 		return nil, err
 	}
@@ -593,6 +625,16 @@ func (s *Server) applyLocal(ctx context.Context, buf []byte, cmd *catalog.Comman
 // MinQueryIndex is set until the result's index passes it or the wait ends.
 func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (resp *catalog.ReadResponse, err error) {
 	defer func() { countRPC(req.Options.MinQueryIndex > 0, err) }()
+	ctx = withReadToken(ctx, req)
+	// A read of another datacenter is checked there.
+	if s.remoteDC(req.Options.Datacenter) {
+		return s.readDC(ctx, req)
+	}
+	if s.resolveInPrimary(req) {
+		inPrimary := *req
+		inPrimary.Options.Datacenter = s.PrimaryDatacenter()
+		return s.readDC(ctx, &inPrimary)
+	}
 	// A read made with a token (WithToken; every RPC) is checked and its
 	// result filtered for it (aclcheck.go).
 	authz, err := s.authorizeRead(ctx, req)

@@ -355,6 +355,9 @@ func (t *sessionTimers) signalLocked() {
 // hold timeout for one. It returns the session, or nil when no session has
 // that ID.
 func (s *Server) SessionRenew(ctx context.Context, id string) (*catalog.Session, error) {
+	if dc := datacenterOf(ctx); s.remoteDC(dc) {
+		return s.sessionRenewDC(ctx, dc, id)
+	}
 	var out *catalog.Session
 	err := holdRetry(ctx, s.clock, s.config.HoldTimeout, s.shutdownCh, retryable, func() error {
 		if s.IsLeader() {
@@ -383,6 +386,7 @@ func (s *Server) SessionRenew(ctx context.Context, id string) (*catalog.Session,
 }
 
 func (s *Server) rpcSessionRenew(ctx context.Context, req *SessionRenewRequest) (*SessionRenewResponse, error) {
+	ctx = incomingDC(ctx)
 	if err := s.authorizeWith(ctx, func(c checker) error {
 		if node := s.sessionNode(req.ID); node != "" {
 			return c.need(c.authz.SessionWrite(node), "session:write", node)

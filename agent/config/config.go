@@ -88,6 +88,9 @@ type Config struct {
 	StartJoin []string
 	// StartJoinWAN is start_join_wan.
 	StartJoinWAN []string
+	// TranslateWANAddrs is translate_wan_addrs: nodes of other
+	// datacenters are answered with their WAN tagged addresses.
+	TranslateWANAddrs bool
 	// RejoinAfterLeave is rejoin_after_leave.
 	RejoinAfterLeave bool
 	// LeaveOnTerminate is leave_on_terminate: default false for servers,
@@ -352,6 +355,9 @@ type ACL struct {
 	// EnableKeyListPolicy is acl.enable_key_list_policy: listing keys
 	// needs the list level rather than read.
 	EnableKeyListPolicy bool
+	// EnableTokenReplication is acl.enable_token_replication: a secondary
+	// datacenter's leader replicates global tokens too.
+	EnableTokenReplication bool
 }
 
 // ACLTokens is acl.tokens.

@@ -304,6 +304,7 @@ func configFields(c *Config) map[string]field {
 		"retry_max_wan":           intField(&c.RetryMaxWAN),
 		"start_join":              listField(&c.StartJoin),
 		"start_join_wan":          listField(&c.StartJoinWAN),
+		"translate_wan_addrs":     boolField(&c.TranslateWANAddrs),
 		"rejoin_after_leave":      boolField(&c.RejoinAfterLeave),
 		"leave_on_terminate":      boolField(&c.LeaveOnTerminate),
 		"skip_leave_on_interrupt": boolField(&c.SkipLeaveOnInterrupt),
@@ -398,6 +399,7 @@ func configFields(c *Config) map[string]field {
 			"policy_ttl":               durationField(&c.ACL.PolicyTTL),
 			"role_ttl":                 durationField(&c.ACL.RoleTTL),
 			"enable_key_list_policy":   boolField(&c.ACL.EnableKeyListPolicy),
+			"enable_token_replication": boolField(&c.ACL.EnableTokenReplication),
 			"tokens": sectionField(map[string]field{
 				"initial_management":               stringField(&c.ACL.Tokens.InitialManagement),
 				"master":                           deprecatedField("acl.tokens.initial_management", stringField(&c.ACL.Tokens.InitialManagement)),

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/go-uuid"
 
@@ -25,7 +24,6 @@ func (h *Handler) registerACLLoginRoutes() {
 	h.handle("/v1/acl/binding-rules", methodsGet, h.aclBindingRuleList)
 	h.handle("/v1/acl/login", []string{http.MethodPost}, h.aclLogin)
 	h.handle("/v1/acl/logout", []string{http.MethodPost}, h.aclLogout)
-	h.handle("/v1/acl/replication", methodsGet, h.aclReplication)
 }
 
 // ---- auth methods ----
@@ -386,31 +384,3 @@ func (h *Handler) aclLogout(w http.ResponseWriter, r *http.Request) (any, error)
 	return nil, nil
 }
 
-// ---- replication ----
-
-// aclReplicationStatus is GET /v1/acl/replication's answer, in Consul's
-// shape. Tribune replicates ACLs only into secondary datacenters; in a
-// primary (and until replication lands) it reports replication disabled.
-type aclReplicationStatus struct {
-	Enabled              bool
-	Running              bool
-	SourceDatacenter     string
-	ReplicationType      string
-	ReplicatedIndex      uint64
-	ReplicatedRoleIndex  uint64
-	ReplicatedTokenIndex uint64
-	LastSuccess          time.Time
-	LastError            time.Time
-	LastErrorMessage     string
-}
-
-func (h *Handler) aclReplication(w http.ResponseWriter, r *http.Request) (any, error) {
-	if !h.agent.cfg.ACL.Enabled {
-		return nil, errACLDisabled
-	}
-	src := h.agent.cfg.PrimaryDatacenter
-	if src == "" {
-		src = h.agent.cfg.Datacenter
-	}
-	return &aclReplicationStatus{SourceDatacenter: src}, nil
-}

@@ -16,6 +16,7 @@ import (
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/config"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/gossip"
 )
 
 // decodeMap reads a JSON object body.
@@ -295,6 +296,16 @@ func (h *Handler) agentCheckUpdate(w http.ResponseWriter, r *http.Request) (any,
 }
 
 func (h *Handler) agentMembers(w http.ResponseWriter, r *http.Request) (any, error) {
+	if wanParam(r) {
+		if h.agent.wan == nil {
+			return []Member{}, nil
+		}
+		out := []Member{}
+		for _, m := range h.agent.wan.Members() {
+			out = append(out, MemberOf(m))
+		}
+		return out, nil
+	}
 	return h.agent.members(), nil
 }
 
@@ -319,10 +330,17 @@ func (h *Handler) agentJoin(w http.ResponseWriter, r *http.Request) (any, error)
 	if authz.AgentWrite(h.agent.cfg.NodeName) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	if h.agent.gossip == nil {
+	pool := h.agent.gossip
+	if wanParam(r) {
+		if h.agent.wan == nil {
+			return nil, badRequest("Only servers join the WAN pool: this agent is not a server or its WAN port is disabled")
+		}
+		pool = h.agent.wan
+	}
+	if pool == nil {
 		return nil, badRequest("gossip is disabled on this agent")
 	}
-	if _, err := h.agent.gossip.Join([]string{addr}); err != nil {
+	if _, err := pool.Join([]string{addr}); err != nil {
 		return nil, err
 	}
 	return nil, nil
@@ -332,7 +350,8 @@ func (h *Handler) agentJoin(w http.ResponseWriter, r *http.Request) (any, error)
 // failed member is marked left (and with ?prune dropped from the member
 // list). As Consul answers, a name that is alive (this agent's own, say) or
 // unknown is not an error: there is nothing to remove and the answer is 200.
-// Tribune has no WAN pool on this agent, so ?wan finds nothing to remove.
+// With ?wan the member is one of the WAN pool ("<node>.<dc>"); a client
+// agent has none, so there is nothing to remove.
 func (h *Handler) agentForceLeave(w http.ResponseWriter, r *http.Request) (any, error) {
 	node := strings.TrimPrefix(r.URL.Path, "/v1/agent/force-leave/")
 	if node == "" {
@@ -346,13 +365,17 @@ func (h *Handler) agentForceLeave(w http.ResponseWriter, r *http.Request) (any, 
 		return nil, errPermissionDenied
 	}
 	q := r.URL.Query()
-	if _, wan := q["wan"]; wan || h.agent.gossip == nil {
+	pool := h.agent.gossip
+	if wanParam(r) {
+		pool = h.agent.wan
+	}
+	if pool == nil {
 		return nil, nil
 	}
 	if _, prune := q["prune"]; prune {
-		h.agent.gossip.Prune(node)
+		pool.Prune(node)
 	} else {
-		h.agent.gossip.RemoveFailed(node)
+		pool.RemoveFailed(node)
 	}
 	return nil, nil
 }
@@ -370,4 +393,17 @@ func (h *Handler) agentReload(w http.ResponseWriter, r *http.Request) (any, erro
 		return nil, err
 	}
 	return nil, nil
+}
+
+// wanParam reports whether a request asks for the WAN pool (?wan, ?wan=1,
+// ?wan=true).
+func wanParam(r *http.Request) bool {
+	v, ok := r.URL.Query()["wan"]
+	return ok && (len(v) == 0 || v[0] == "" || v[0] == "1" || v[0] == "true")
+}
+
+// MemberOf describes a gossip member as /v1/agent/members shows it.
+func MemberOf(m gossip.Member) Member {
+	return Member{Name: m.Name, Addr: m.Addr.String(), Port: m.Port, Tags: m.Tags, Status: int(m.Status),
+		ProtocolMin: m.PMin, ProtocolMax: m.PMax, ProtocolCur: m.PCur, DelegateMin: m.DMin, DelegateMax: m.DMax, DelegateCur: m.DCur}
 }

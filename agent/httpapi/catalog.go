@@ -133,6 +133,9 @@ func (h *Handler) catalogDeregister(w http.ResponseWriter, r *http.Request) (any
 }
 
 func (h *Handler) catalogDatacenters(w http.ResponseWriter, r *http.Request) (any, error) {
+	if h.agent.fed != nil {
+		return h.agent.fed.Datacenters(r.Context())
+	}
 	return []string{h.agent.cfg.Datacenter}, nil
 }
 
@@ -481,7 +484,7 @@ func (h *Handler) checkDC(r *http.Request) error {
 }
 
 func (h *Handler) statusLeader(w http.ResponseWriter, r *http.Request) (any, error) {
-	if err := h.checkDC(r); err != nil {
+	if err := h.checkWriteDC(r); err != nil {
 		return nil, err
 	}
 	leader, _, err := h.agent.status(r.Context())
@@ -489,7 +492,7 @@ func (h *Handler) statusLeader(w http.ResponseWriter, r *http.Request) (any, err
 }
 
 func (h *Handler) statusPeers(w http.ResponseWriter, r *http.Request) (any, error) {
-	if err := h.checkDC(r); err != nil {
+	if err := h.checkWriteDC(r); err != nil {
 		return nil, err
 	}
 	_, peers, err := h.agent.status(r.Context())

@@ -57,6 +57,21 @@ type wanCoordinates struct {
 }
 
 func (h *Handler) coordinateDatacenters(w http.ResponseWriter, r *http.Request) (any, error) {
+	if h.agent.fed != nil {
+		dcs, err := h.agent.fed.WANCoordinates(r.Context())
+		if err != nil {
+			return nil, err
+		}
+		out := make([]wanCoordinates, 0, len(dcs))
+		for _, d := range dcs {
+			w := wanCoordinates{Datacenter: d.Datacenter, AreaID: d.AreaID, Coordinates: []*catalog.CoordinateEntry{}}
+			for _, c := range d.Coordinates {
+				w.Coordinates = append(w.Coordinates, &catalog.CoordinateEntry{Node: c.Node, Coord: c.Coord})
+			}
+			out = append(out, w)
+		}
+		return out, nil
+	}
 	// Without WAN federation the only datacenter is this one; its servers'
 	// LAN coordinates stand in for WAN ones.
 	return []wanCoordinates{{Datacenter: h.agent.cfg.Datacenter, AreaID: "wan", Coordinates: []*catalog.CoordinateEntry{}}}, nil

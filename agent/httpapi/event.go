@@ -19,7 +19,8 @@ import (
 // node, service and tag query parameters are the filters.
 func (h *Handler) eventFire(w http.ResponseWriter, r *http.Request) (any, error) {
 	q := r.URL.Query()
-	if dc := q.Get("dc"); dc != "" && dc != h.agent.cfg.Datacenter {
+	dc := q.Get("dc")
+	if h.remoteDC(dc) && h.agent.fed == nil {
 		return nil, errNoPathToDC
 	}
 	name := strings.TrimPrefix(r.URL.Path, "/v1/event/fire/")
@@ -36,7 +37,7 @@ func (h *Handler) eventFire(w http.ResponseWriter, r *http.Request) (any, error)
 	if authz.EventWrite(name) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	if h.agent.gossip == nil {
+	if h.agent.gossip == nil && !h.remoteDC(dc) {
 		return nil, badRequest("gossip is disabled on this agent")
 	}
 	limit := gossip.UserEventSizeLimit - len(name)
@@ -50,10 +51,18 @@ func (h *Handler) eventFire(w http.ResponseWriter, r *http.Request) (any, error)
 	if len(payload) == 0 {
 		payload = nil
 	}
-	ev, err := h.agent.gossip.FireUserEvent(gossip.UserEvent{
+	ev := gossip.UserEvent{
 		Name: name, Payload: payload,
 		NodeFilter: q.Get("node"), ServiceFilter: q.Get("service"), TagFilter: q.Get("tag"),
-	})
+	}
+	if h.remoteDC(dc) {
+		// A server of that datacenter fires it in its LAN pool.
+		if err := ev.Validate(); err != nil {
+			return nil, badRequest("%v", err)
+		}
+		return h.agent.fed.FireEvent(r.Context(), dc, ev)
+	}
+	ev, err = h.agent.gossip.FireUserEvent(ev)
 	switch {
 	case errors.Is(err, gossip.ErrUserEventTooLarge):
 		return nil, tooLarge("%v", err)

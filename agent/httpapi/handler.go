@@ -113,7 +113,7 @@ func New(p Parts) *Handler {
 	h := &Handler{exact: map[string]*route{}, agent: &parts{
 		cfg: p.Config, version: p.Version, acls: p.ACL, backend: p.Backend, local: p.Local,
 		gossip: p.Gossip, events: p.Events, control: p.Control, metrics: p.Metrics,
-		ca: p.CA, leaves: p.Leaves, cache: p.Cache,
+		ca: p.CA, leaves: p.Leaves, cache: p.Cache, wan: p.WAN, fed: p.Federation,
 	}}
 	h.registerRoutes()
 	return h
@@ -179,6 +179,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set(k, v)
 	}
 	defer metrics.MeasureSinceWithLabels(apiHTTPMetric, time.Now(), rt.metricLabels(req.Method))
+	if dc := req.URL.Query().Get("dc"); h.remoteDC(dc) {
+		// The request's writes are for that datacenter (its reads say
+		// so in their options).
+		req = req.WithContext(server.WithDatacenter(req.Context(), dc))
+	}
 	req, denial := withDenialRecord(req)
 	// The servers check the caller's token, not the agent's: every call
 	// the request makes carries it (the default token when it has none).
@@ -253,6 +258,8 @@ func writeError(w http.ResponseWriter, err error) {
 		code = http.StatusBadRequest
 	case errors.Is(err, server.ErrNoLeader):
 		msg = server.ErrNoLeader.Error()
+	case errors.Is(err, server.ErrNoPathToDC):
+		msg = server.ErrNoPathToDC.Error()
 	}
 	http.Error(w, msg, code)
 }
@@ -325,7 +332,7 @@ func (h *Handler) parseQueryOptions(r *http.Request) (catalog.QueryOptions, erro
 		opts.MaxStaleDuration = d
 		opts.AllowStale = !consistent
 	}
-	if opts.Datacenter != "" && opts.Datacenter != h.agent.cfg.Datacenter {
+	if h.remoteDC(opts.Datacenter) && h.agent.fed == nil {
 		return opts, errNoPathToDC
 	}
 	return opts, nil

@@ -12,6 +12,7 @@ import (
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/connect"
+	"github.com/tribune-mesh/tribune/server"
 )
 
 // Intentions are stored as sources of service-intentions config entries,
@@ -100,8 +101,15 @@ var errIntentionNotFound = &httpError{code: http.StatusNotFound, msg: "Intention
 // read-modify-write checked with CAS and started again on a concurrent
 // change. An entry left without sources is deleted.
 func (h *Handler) modifyIntentions(ctx context.Context, dst string, change func([]*intentionSource) ([]*intentionSource, error)) error {
+	// The CAS index must be the writer's: the primary's in a secondary
+	// (whose replica has indexes of its own), or the ?dc= datacenter's.
+	dc := server.DatacenterOf(ctx)
+	if p := h.agent.cfg.PrimaryDatacenter; dc == "" && h.agent.fed != nil && p != "" && p != h.agent.cfg.Datacenter {
+		dc = p
+	}
 	for attempt := 0; attempt < 8; attempt++ {
-		resp, err := h.agent.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadConfigEntry, Key: kindServiceIntentions, Name: dst})
+		resp, err := h.agent.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadConfigEntry, Key: kindServiceIntentions, Name: dst,
+			Options: catalog.QueryOptions{Datacenter: dc}})
 		if err != nil {
 			return err
 		}

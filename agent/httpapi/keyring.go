@@ -21,7 +21,8 @@ type keyringResponse struct {
 }
 
 // keyring serves /v1/operator/keyring: GET lists, POST installs, PUT makes
-// primary, DELETE removes a gossip key across the LAN pool.
+// primary, DELETE removes a gossip key across the LAN pool and, on a
+// server, the WAN pool.
 func (h *Handler) keyring(w http.ResponseWriter, r *http.Request) (any, error) {
 	authz, err := h.authorize(r)
 	if err != nil {
@@ -35,12 +36,23 @@ func (h *Handler) keyring(w http.ResponseWriter, r *http.Request) (any, error) {
 		if pool == nil {
 			return nil, badRequest("gossip is disabled on this agent")
 		}
-		st, err := pool.KeyringList()
-		if err != nil {
-			return nil, keyringErr(err)
+		var out []keyringResponse
+		// The WAN pool first, as Consul lists it.
+		for _, p := range []struct {
+			pool *gossip.Pool
+			wan  bool
+		}{{h.agent.wan, true}, {pool, false}} {
+			if p.pool == nil {
+				continue
+			}
+			st, err := p.pool.KeyringList()
+			if err != nil {
+				return nil, keyringErr(err)
+			}
+			out = append(out, keyringResponse{WAN: p.wan, Datacenter: h.agent.cfg.Datacenter, Keys: st.Keys, PrimaryKeys: st.PrimaryKeys,
+				NumNodes: st.NumNodes, Messages: map[string]string{}})
 		}
-		return []keyringResponse{{Datacenter: h.agent.cfg.Datacenter, Keys: st.Keys, PrimaryKeys: st.PrimaryKeys,
-			NumNodes: st.NumNodes, Messages: map[string]string{}}}, nil
+		return out, nil
 	}
 	if authz.OperatorWrite() != acl.Allow {
 		return nil, errPermissionDenied
@@ -56,6 +68,13 @@ func (h *Handler) keyring(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, badRequest("gossip is disabled on this agent")
 	}
 	op := map[string]string{http.MethodPost: gossip.KeyInstall, http.MethodPut: gossip.KeyUse, http.MethodDelete: gossip.KeyRemove}[r.Method]
+	// The WAN pool first, as Consul does: a key is installed everywhere
+	// before any pool uses it.
+	if h.agent.wan != nil {
+		if err := h.agent.wan.KeyringOp(op, body.Key); err != nil {
+			return nil, keyringErr(err)
+		}
+	}
 	if err := pool.KeyringOp(op, body.Key); err != nil {
 		return nil, keyringErr(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/tribune-mesh/tribune/agent/config"
 	"github.com/tribune-mesh/tribune/agent/local"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/federation"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/server"
 )
@@ -128,6 +129,26 @@ type Parts struct {
 	Leaves LeafCerts
 	// Cache serves ?cached reads; nil answers them from the servers.
 	Cache ViewCache
+	// WAN is the WAN gossip pool on a server (nil on a client agent):
+	// ?wan members, join and force-leave, and the keyring's WAN half.
+	WAN *gossip.Pool
+	// Federation lists the datacenters; nil refuses every ?dc= naming
+	// another datacenter with "No path to datacenter".
+	Federation Federation
+}
+
+// Federation is what the servers know of the other datacenters
+// (server.Server on a server agent, server.Client on a client agent).
+type Federation interface {
+	// Datacenters lists the known datacenters, nearest first.
+	Datacenters(ctx context.Context) ([]string, error)
+	// WANCoordinates returns every datacenter's servers' WAN coordinates.
+	WANCoordinates(ctx context.Context) ([]federation.DatacenterCoordinates, error)
+	// ReplicationStatus is the datacenter's replication state, as its
+	// leader knows it.
+	ReplicationStatus(ctx context.Context) (server.ReplicationStatus, error)
+	// FireEvent fires a user event in another datacenter.
+	FireEvent(ctx context.Context, dc string, ev gossip.UserEvent) (gossip.UserEvent, error)
 }
 
 // parts is Parts as the handlers read them.
@@ -144,6 +165,8 @@ type parts struct {
 	ca      ConnectCA
 	leaves  LeafCerts
 	cache   ViewCache
+	wan     *gossip.Pool
+	fed     Federation
 }
 
 func (p *parts) status(ctx context.Context) (string, []string, error) { return p.backend.Status(ctx) }
@@ -154,3 +177,8 @@ func (p *parts) stats() map[string]map[string]string                  { return p
 
 // Reload loads the configuration again.
 func (p *parts) Reload() error { return p.control.Reload() }
+
+// remoteDC reports whether a ?dc= names a datacenter other than the agent's.
+func (h *Handler) remoteDC(dc string) bool {
+	return dc != "" && dc != h.agent.cfg.Datacenter
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/federation"
 	"github.com/tribune-mesh/tribune/server"
 )
 
@@ -307,29 +308,33 @@ func (h *Handler) queryExecute(w http.ResponseWriter, r *http.Request, idOrName 
 	if err != nil {
 		return nil, err
 	}
-	resp, err := h.agent.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: q.Service.Service,
-		PreparedQueryID: q.ID, Options: opts})
+	resp, nodes, filtered, err := h.queryInstances(ctx, q, opts, authz)
 	if err != nil {
 		return nil, err
 	}
 	setMeta(w, resp.Meta)
-	if resp.Meta.ResultsFilteredByACLs {
-		markFiltered(w, r)
+	dc := opts.Datacenter
+	if dc == "" {
+		dc = h.agent.cfg.Datacenter
 	}
-
-	selected := catalog.SelectInstances(&q.Service, resp.Instances)
-	nodes := make([]*catalog.CheckServiceNode, 0, len(selected))
-	filtered := false
-	for _, in := range selected {
-		if authz.ServiceRead(in.Service.Service) != acl.Allow || authz.NodeRead(in.Node.Node) != acl.Allow {
-			filtered = true
-			continue
+	failovers := 0
+	if len(nodes) == 0 {
+		// No instance here: ask the query's failover datacenters in
+		// turn, the first with an instance answers.
+		for _, other := range h.failoverDatacenters(ctx, dc, q.Service.Failover) {
+			failovers++
+			fopts := opts
+			fopts.Datacenter = other
+			_, fnodes, ffiltered, err := h.queryInstances(ctx, q, fopts, authz)
+			if err != nil {
+				continue
+			}
+			filtered = filtered || ffiltered
+			if len(fnodes) > 0 {
+				nodes, dc = fnodes, other
+				break
+			}
 		}
-		c := *in
-		if c.Checks == nil {
-			c.Checks = []*catalog.HealthCheck{}
-		}
-		nodes = append(nodes, &c)
 	}
 	if filtered {
 		markFiltered(w, r)
@@ -348,9 +353,50 @@ func (h *Handler) queryExecute(w http.ResponseWriter, r *http.Request, idOrName 
 		Service:    q.Service.Service,
 		Nodes:      nodes,
 		DNS:        q.DNS,
-		Datacenter: h.agent.cfg.Datacenter,
-		Failovers:  0,
+		Datacenter: dc,
+		Failovers:  failovers,
 	}, nil
+}
+
+// queryInstances reads the healthy instances of a query's service in the
+// datacenter opts names and keeps the ones the query selects and authz may
+// read (filtered says some were left out).
+func (h *Handler) queryInstances(ctx context.Context, q *catalog.PreparedQuery, opts catalog.QueryOptions, authz acl.Authorizer) (*catalog.ReadResponse, []*catalog.CheckServiceNode, bool, error) {
+	// PreparedQueryID: the servers filter the execution's read with the
+	// query's own token (server/aclcheck.go).
+	resp, err := h.agent.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: q.Service.Service,
+		PreparedQueryID: q.ID, Options: opts})
+	if err != nil {
+		return nil, nil, false, err
+	}
+	selected := catalog.SelectInstances(&q.Service, resp.Instances)
+	nodes := make([]*catalog.CheckServiceNode, 0, len(selected))
+	filtered := resp.Meta.ResultsFilteredByACLs
+	for _, in := range selected {
+		if authz.ServiceRead(in.Service.Service) != acl.Allow || authz.NodeRead(in.Node.Node) != acl.Allow {
+			filtered = true
+			continue
+		}
+		c := *in
+		if c.Checks == nil {
+			c.Checks = []*catalog.HealthCheck{}
+		}
+		nodes = append(nodes, &c)
+	}
+	return resp, nodes, filtered, nil
+}
+
+// failoverDatacenters lists the datacenters a query fails over to from dc
+// (federation.FailoverOrder over the datacenters the servers know).
+func (h *Handler) failoverDatacenters(ctx context.Context, dc string, f catalog.QueryFailoverOptions) []string {
+	if h.agent.fed == nil {
+		return nil
+	}
+	var known []string
+	if f.NearestN > 0 {
+		known, _ = h.agent.fed.Datacenters(ctx)
+	}
+	return federation.FailoverOrder(dc, known, f)
 }
 
 // queryNear picks the node an execution sorts near, as Consul does: the

@@ -29,6 +29,7 @@ func (h *Handler) registerRoutes() {
 	h.handle("/v1/coordinate/nodes", methodsGet, h.coordinateNodes)
 	h.handle("/v1/coordinate/node/", methodsGet, h.coordinateNode)
 	h.handle("/v1/coordinate/datacenters", methodsGet, h.coordinateDatacenters)
+	h.handle("/v1/acl/replication", methodsGet, h.aclReplication)
 	h.handle("/v1/coordinate/update", methodsPut, h.coordinateUpdate)
 	h.handle("/v1/operator/raft/configuration", methodsGet, h.operator(server.OpRaftConfiguration, false))
 	h.handle("/v1/operator/raft/peer", []string{http.MethodDelete}, h.operator(server.OpRemovePeer, true))

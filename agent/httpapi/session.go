@@ -63,10 +63,10 @@ func toSessionJSON(in []*catalog.Session) []sessionJSON {
 // uuidPattern matches the session IDs the agent hands out.
 var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
-// checkWriteDC refuses a write aimed at another datacenter: there is no
-// cross-datacenter forwarding yet.
+// checkWriteDC refuses a request for another datacenter when the agent has
+// no way there (no federation); otherwise the servers forward it.
 func (h *Handler) checkWriteDC(r *http.Request) error {
-	if dc := r.URL.Query().Get("dc"); dc != "" && dc != h.agent.cfg.Datacenter {
+	if h.remoteDC(r.URL.Query().Get("dc")) && h.agent.fed == nil {
 		return errNoPathToDC
 	}
 	return nil
@@ -233,7 +233,7 @@ func sessionID(r *http.Request, prefix string) (string, error) {
 
 // lookupSession reads one session for an access decision (nil when none).
 func (h *Handler) lookupSession(r *http.Request, id string) (*catalog.Session, error) {
-	resp, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadSession, Name: id, Options: catalog.QueryOptions{Token: token(r)}})
+	resp, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadSession, Name: id, Options: catalog.QueryOptions{Token: token(r), Datacenter: r.URL.Query().Get("dc")}})
 	if err != nil {
 		return nil, err
 	}

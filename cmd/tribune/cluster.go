@@ -5,12 +5,15 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+
+	"github.com/hashicorp/consul/api"
 )
 
 // runJoin implements "join <address>...".
 func runJoin(args []string, stdout, stderr io.Writer) int {
 	var hf httpFlags
 	fs := newFlagSet("join", "join [options] ADDRESS...", "Tells a running agent to join the cluster through the given addresses.", stderr, &hf)
+	wan := fs.Bool("wan", false, "Join the WAN pool of another datacenter's servers (the agent must be a server).")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -26,7 +29,7 @@ func runJoin(args []string, stdout, stderr io.Writer) int {
 	}
 	joined := 0
 	for _, addr := range fs.Args() {
-		if err := client.Agent().Join(addr, false); err != nil {
+		if err := client.Agent().Join(addr, *wan); err != nil {
 			fmt.Fprintf(stderr, "Error joining address '%s': %v\n", addr, err)
 			continue
 		}
@@ -44,6 +47,8 @@ func runJoin(args []string, stdout, stderr io.Writer) int {
 func runForceLeave(args []string, stdout, stderr io.Writer) int {
 	var hf httpFlags
 	fs := newFlagSet("force-leave", "force-leave [options] NODE", "Forces a failed member into the left state.", stderr, &hf)
+	wan := fs.Bool("wan", false, "The member is one of the WAN pool (named <node>.<datacenter>).")
+	prune := fs.Bool("prune", false, "Remove the member from the member list entirely.")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -57,7 +62,7 @@ func runForceLeave(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Error connecting to agent: %v\n", err)
 		return 1
 	}
-	if err := client.Agent().ForceLeave(fs.Arg(0)); err != nil {
+	if err := client.Agent().ForceLeaveOpts(fs.Arg(0), api.ForceLeaveOpts{Prune: *prune, WAN: *wan}); err != nil {
 		fmt.Fprintf(stderr, "Error force leaving: %v\n", err)
 		return 1
 	}

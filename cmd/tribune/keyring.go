@@ -42,7 +42,11 @@ func runKeyring(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, "==> Gathering installed encryption keys...")
 		for _, r := range resp {
-			fmt.Fprintf(stdout, "\n%s (LAN):\n", r.Datacenter)
+			if r.WAN {
+				fmt.Fprintln(stdout, "\nWAN:")
+			} else {
+				fmt.Fprintf(stdout, "\n%s (LAN):\n", r.Datacenter)
+			}
 			keys := make([]string, 0, len(r.Keys))
 			for k := range r.Keys {
 				keys = append(keys, k)
