@@ -69,6 +69,10 @@ func flagKeys() map[string]string {
 		"join-wan":                   "start_join_wan",
 		"log-level":                  "log_level",
 		"log-json":                   "log_json",
+		"log-file":                   "log_file",
+		"log-rotate-bytes":           "log_rotate_bytes",
+		"log-rotate-duration":        "log_rotate_duration",
+		"log-rotate-max-files":       "log_rotate_max_files",
 		"encrypt":                    "encrypt",
 		"domain":                     "domain",
 		"alt-domain":                 "alt_domain",
@@ -139,6 +143,10 @@ func newFlagSet(out io.Writer) (*flag.FlagSet, *stringSlice) {
 	b("rejoin", "Rejoin the cluster after leaving it.")
 	s("log-level", "Log level: trace, debug, info, warn or err.")
 	b("log-json", "Log as JSON.")
+	s("log-file", "File (or directory, ending in /) to write the log to as well.")
+	n("log-rotate-bytes", "Rotate the log file before it passes this many bytes (0: never).")
+	s("log-rotate-duration", "Rotate the log file once it is this old (default 24h).")
+	n("log-rotate-max-files", "Rotated log files to keep (0: all, -1: none).")
 	s("pid-file", "File to write the agent's process ID to.")
 	s("encrypt", "Base64 gossip encryption key.")
 	s("domain", "DNS domain.")
