@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 
@@ -111,21 +113,12 @@ func (h *Handler) uiServices(w http.ResponseWriter, r *http.Request) (any, error
 	}
 	out := make([]*uiServiceSummary, 0, len(byName))
 	for name, sum := range byName {
-		sum.Nodes, sum.Tags = sortedKeys(nodesOf[name]), sortedKeys(tagsOf[name])
+		sum.Nodes, sum.Tags = slices.Sorted(maps.Keys(nodesOf[name])), slices.Sorted(maps.Keys(tagsOf[name]))
 		sum.ConnectedWithProxy = proxied[name]
 		out = append(out, sum)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return filter(r.URL.Query().Get("filter"), out)
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // uiNodes builds the NodeInfo of every node authz may read.
