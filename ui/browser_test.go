@@ -49,35 +49,30 @@ func artefactDir(t *testing.T) string {
 	return dir
 }
 
-// TestBrowser drives the UI in headless Chromium at a phone's width: the
-// services page shows a service registered through the API without a
-// reload, the service's page shows its check going critical with its
-// output, and a KV entry is created and edited through the forms. Every
-// wait is on a DOM condition; a screenshot of each page is kept.
-func TestBrowser(t *testing.T) {
-	chrome := browserPath(t)
-	a := agenttest.Start(t, nil)
-	client, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + a.HTTPAddr()
-	shots := artefactDir(t)
+// browser is one headless Chromium tab at a phone's width on an agent's
+// UI. Uncaught exceptions in the page fail the test.
+type browser struct {
+	t     *testing.T
+	ctx   context.Context
+	base  string
+	shots string
+}
 
+func newBrowser(t *testing.T, httpAddr string) *browser {
+	t.Helper()
+	chrome := browserPath(t)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.Headless,
 		chromedp.WindowSize(412, 915), chromedp.Flag("disable-gpu", true),
 		chromedp.UserDataDir(t.TempDir()))
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
 	ctx, cancel := chromedp.NewContext(allocCtx)
-	defer cancel()
 	// The first run starts the browser; it must not carry a timeout.
 	if err := chromedp.Do(ctx); err != nil {
+		cancel()
+		cancelAlloc()
 		t.Fatalf("start Chromium (%s): %v", chrome, err)
 	}
-
-	// Uncaught exceptions in the page fail the test.
 	var mu sync.Mutex
 	var exceptions []string
 	evCtx, stopEvents := context.WithCancel(ctx)
@@ -94,55 +89,82 @@ func TestBrowser(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
-	defer func() {
+	t.Cleanup(func() {
 		stopEvents()
 		wg.Wait()
+		cancel()
+		cancelAlloc()
 		mu.Lock()
 		defer mu.Unlock()
 		for _, e := range exceptions {
 			t.Errorf("uncaught exception in the page: %s", e)
 		}
-	}()
+	})
+	return &browser{t: t, ctx: ctx, base: "http://" + httpAddr, shots: artefactDir(t)}
+}
 
-	step := func(name string, timeout time.Duration, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		sctx, scancel := context.WithTimeout(ctx, timeout)
-		defer scancel()
-		if err := chromedp.Do(sctx, steps...); err != nil {
-			dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
-			defer dcancel()
-			page, _ := chromedp.Run(dctx, chromedp.Evaluate[string](`location.hash + "\n" + document.body.innerText`))
-			t.Fatalf("%s: %v\npage now:\n%s", name, err, page)
-		}
+// step runs actions, failing the test with the page's text when one fails.
+func (b *browser) step(name string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	sctx, scancel := context.WithTimeout(b.ctx, 15*time.Second)
+	defer scancel()
+	if err := chromedp.Do(sctx, steps...); err != nil {
+		dctx, dcancel := context.WithTimeout(b.ctx, 5*time.Second)
+		defer dcancel()
+		page, _ := chromedp.Run(dctx, chromedp.Evaluate[string](`location.hash + "\n" + document.body.innerText`))
+		b.t.Fatalf("%s: %v\npage now:\n%s", name, err, page)
 	}
-	shot := func(name string) {
-		t.Helper()
-		sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
-		defer scancel()
-		buf, err := chromedp.Run(sctx, chromedp.FullScreenshot(100)) // quality 100: PNG
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		path := filepath.Join(shots, name+".png")
-		if err := os.WriteFile(path, buf, 0o644); err != nil {
-			t.Fatalf("write screenshot: %v", err)
-		}
-		t.Logf("screenshot: %s", path)
+}
+
+// until waits for a JavaScript condition on the page.
+func (b *browser) until(name, expr string) {
+	b.t.Helper()
+	b.step(name, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(14*time.Second))(ctx, tg)
+		return err
+	}))
+}
+
+// open navigates to a page of the UI and waits for its title.
+func (b *browser) open(hash, title string) {
+	b.t.Helper()
+	b.step("open "+hash, chromedp.Navigate(b.base+"/ui/#/"+hash))
+	b.until(hash+" title", fmt.Sprintf(`document.querySelector('main h1')?.textContent === %q`, title))
+}
+
+// shot saves a PNG of the whole page.
+func (b *browser) shot(name string) {
+	b.t.Helper()
+	sctx, scancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer scancel()
+	buf, err := chromedp.Run(sctx, chromedp.FullScreenshot(100)) // quality 100: PNG
+	if err != nil {
+		b.t.Fatalf("screenshot %s: %v", name, err)
 	}
-	// until waits for a JavaScript condition on the page.
-	until := func(name, expr string) {
-		t.Helper()
-		step(name, 15*time.Second, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			_, err := chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(14*time.Second))(ctx, tg)
-			return err
-		}))
+	path := filepath.Join(b.shots, name+".png")
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		b.t.Fatalf("write screenshot: %v", err)
 	}
+	b.t.Logf("screenshot: %s", path)
+}
+
+// TestBrowser drives the UI in headless Chromium at a phone's width: the
+// services page shows a service registered through the API without a
+// reload, the service's page shows its check going critical with its
+// output, a KV entry is created and edited through the forms, and an
+// intention is created and edited. Every wait is on a DOM condition; a
+// screenshot of each page is kept.
+func TestBrowser(t *testing.T) {
+	a := agenttest.Start(t, nil)
+	client, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, a.HTTPAddr())
 
 	// The services page, live.
-	step("load the services page", 15*time.Second,
-		chromedp.Navigate(base+"/"),
-		chromedp.WaitVisible(chromedp.CSS("main h1")))
-	until("services page title", `document.querySelector('main h1')?.textContent === 'Services'`)
+	b.step("load the services page", chromedp.Navigate(b.base+"/"), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	b.until("services page title", `document.querySelector('main h1')?.textContent === 'Services'`)
 	if err := client.Agent().ServiceRegister(&api.AgentServiceRegistration{
 		ID: "web-1", Name: "web", Tags: []string{"blue"}, Port: 8080,
 		Check: &api.AgentServiceCheck{CheckID: "web-ttl", Name: "web alive", TTL: "10m"},
@@ -152,34 +174,30 @@ func TestBrowser(t *testing.T) {
 	if err := client.Agent().UpdateTTL("web-ttl", "all good", api.HealthPassing); err != nil {
 		t.Fatalf("pass web-ttl: %v", err)
 	}
-	step("web appears without a reload", 15*time.Second, chromedp.WaitVisible(chromedp.CSS(`li[data-service="web"] .tag`)))
-	shot("services")
+	b.step("web appears without a reload", chromedp.WaitVisible(chromedp.CSS(`li[data-service="web"] .tag`)))
+	b.shot("services")
 
 	// The service's page: its check goes critical.
-	step("open web", 15*time.Second,
+	b.step("open web",
 		chromedp.Click(chromedp.CSS(`li[data-service="web"] a.name`)),
 		chromedp.WaitVisible(chromedp.CSS(`li[data-instance="web-1"][data-status="passing"]`)))
 	if err := client.Agent().UpdateTTL("web-ttl", "connection refused on :8080", api.HealthCritical); err != nil {
 		t.Fatalf("fail web-ttl: %v", err)
 	}
-	step("the check goes critical", 15*time.Second, chromedp.WaitVisible(chromedp.CSS(`li[data-instance="web-1"][data-status="critical"]`)))
-	until("the check's output shows", `document.querySelector('li[data-instance="web-1"] [data-check="web-ttl"] pre.output')?.textContent === 'connection refused on :8080'`)
-	shot("service")
+	b.step("the check goes critical", chromedp.WaitVisible(chromedp.CSS(`li[data-instance="web-1"][data-status="critical"]`)))
+	b.until("the check's output shows", `document.querySelector('li[data-instance="web-1"] [data-check="web-ttl"] pre.output')?.textContent === 'connection refused on :8080'`)
+	b.shot("service")
 
-	// Nodes, sessions and intentions render.
-	for _, p := range []struct{ hash, title string }{{"nodes", "Nodes"}, {"sessions", "Sessions"}, {"intentions", "Intentions"}} {
-		step("open "+p.hash, 15*time.Second, chromedp.Navigate(base+"/ui/#/"+p.hash))
-		until(p.hash+" title", fmt.Sprintf(`document.querySelector('main h1')?.textContent === %q`, p.title))
-		if p.hash == "nodes" {
-			until("the agent's node is listed", `document.querySelectorAll('#nodes li').length >= 1`)
-		}
-		shot(p.hash)
-	}
+	// Nodes and sessions render.
+	b.open("nodes", "Nodes")
+	b.until("the agent's node is listed", `document.querySelectorAll('#nodes li').length >= 1`)
+	b.shot("nodes")
+	b.open("sessions", "Sessions")
+	b.shot("sessions")
 
 	// KV: create, then edit.
-	step("open the KV page", 15*time.Second,
-		chromedp.Navigate(base+"/ui/#/kv/"),
-		chromedp.WaitVisible(chromedp.CSS("#kv-create")),
+	b.open("kv/", "Key/Value")
+	b.step("create a key",
 		chromedp.SendKeys(chromedp.CSS("#kv-new-key"), "app/config"),
 		chromedp.SendKeys(chromedp.CSS("#kv-new-value"), "colour=blue"),
 		chromedp.Click(chromedp.CSS("#kv-create-save")))
@@ -196,16 +214,84 @@ func TestBrowser(t *testing.T) {
 		}
 	}
 	wait.For(t, 10*time.Second, kvIs("colour=blue"))
-	until("the new key's editor shows its value", `document.querySelector('#kv-value')?.value === 'colour=blue'`)
-	step("edit the key", 15*time.Second,
+	b.until("the new key's editor shows its value", `document.querySelector('#kv-value')?.value === 'colour=blue'`)
+	b.step("edit the key",
 		// SetValue fires the input event a user's typing would.
 		chromedp.SetValue(chromedp.CSS("#kv-value"), "colour=green"),
 		chromedp.Click(chromedp.CSS("#kv-save")))
-	until("saved", `document.querySelector('#kv-status')?.textContent.startsWith('Saved.')`)
+	b.until("saved", `document.querySelector('#kv-status')?.textContent.startsWith('Saved.')`)
 	wait.For(t, 10*time.Second, kvIs("colour=green"))
-	shot("kv-edit")
-	step("the folder lists the key", 15*time.Second,
-		chromedp.Navigate(base+"/ui/#/kv/app/"),
+	b.shot("kv-edit")
+	b.step("the folder lists the key",
+		chromedp.Navigate(b.base+"/ui/#/kv/app/"),
 		chromedp.WaitVisible(chromedp.CSS(`li[data-key="app/config"]`)))
-	shot("kv-folder")
+	b.shot("kv-folder")
+
+	// Intentions: create web -> db, then edit it to deny.
+	b.open("intentions/new", "New intention")
+	b.step("create an intention",
+		chromedp.SendKeys(chromedp.CSS("#int-source"), "web"),
+		chromedp.SendKeys(chromedp.CSS("#int-destination"), "db"),
+		chromedp.SendKeys(chromedp.CSS("#int-description"), "web reads db"),
+		chromedp.Click(chromedp.CSS(`#intention-form button[type="submit"]`)))
+	b.until("the intention is listed", `document.querySelector('#intentions li .badge')?.textContent === 'allow'`)
+	b.shot("intentions")
+	b.step("open the intention", chromedp.Click(chromedp.CSS(`#intentions li a.name`)))
+	b.until("its form", `document.querySelector('#int-source')?.value === 'web' && document.querySelector('#int-action')?.value === 'allow'`)
+	b.step("edit it to deny",
+		chromedp.SetValue(chromedp.CSS("#int-action"), "deny"),
+		chromedp.Click(chromedp.CSS(`#intention-form button[type="submit"]`)))
+	b.until("the list shows deny", `location.hash === '#/intentions' && document.querySelector('#intentions li .badge')?.textContent === 'deny'`)
+	wait.For(t, 10*time.Second, func() error {
+		in, _, err := client.Connect().IntentionGetExact("web", "db", nil)
+		if err != nil {
+			return err
+		}
+		if in == nil || in.Action != api.IntentionActionDeny || in.Description != "web reads db" {
+			return fmt.Errorf("intention web -> db = %+v", in)
+		}
+		return nil
+	})
+}
+
+// With ACLs on (default deny) the pages say the request was refused until
+// the user logs in with a token; the token is kept in localStorage, sent as
+// X-Consul-Token, and the ACL pages list tokens and policies.
+func TestBrowserACL(t *testing.T) {
+	const secret = "5f3ca6a1-0000-4000-8000-00000000000a"
+	cfg := agenttest.Config(t)
+	cfg.ACL.Enabled = true
+	cfg.ACL.DefaultPolicy = "deny"
+	cfg.ACL.Tokens.InitialManagement = secret
+	a := agenttest.Start(t, cfg)
+	client, err := api.NewClient(&api.Config{Address: a.HTTPAddr(), Token: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, func() error {
+		_, _, err := client.ACL().TokenReadSelf(nil)
+		return err
+	})
+	if _, _, err := client.ACL().PolicyCreate(&api.ACLPolicy{Name: "web-read", Rules: `service "web" { policy = "read" }`}, nil); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, a.HTTPAddr())
+
+	b.open("kv/", "Key/Value")
+	b.until("anonymous is refused", `!document.querySelector('#error').hidden && document.querySelector('#error').textContent.includes('log in')`)
+	b.until("the ACL links show", `!document.querySelector('#login-link').hidden`)
+	b.shot("acl-refused")
+	b.open("login", "Log in")
+	b.step("log in",
+		chromedp.SendKeys(chromedp.CSS("#token"), secret),
+		chromedp.Click(chromedp.CSS(`#login button[type="submit"]`)))
+	b.until("logged in", `document.querySelector('#login-status')?.textContent.startsWith('Logged in') && localStorage.getItem('tribune:token') !== null`)
+	b.open("acl/policies", "ACL policies")
+	b.until("the policy is listed", `[...document.querySelectorAll('#policies li a.name')].some((a) => a.textContent === 'web-read')`)
+	b.shot("acl-policies")
+	b.open("acl/tokens", "ACL tokens")
+	b.until("tokens are listed", `document.querySelectorAll('#tokens li').length >= 2`)
+	b.shot("acl-tokens")
+	b.open("services", "Services")
+	b.until("no error once logged in", `document.querySelector('#error').hidden`)
 }

@@ -104,10 +104,11 @@ function kvPage(signal, path) {
     acc += part + '/';
     crumbs.push(' / ', h('a', { href: `#/kv/${encKey(acc)}` }, part));
   }
-  const form = kvCreateForm(path);
+  const list = h('div', { id: 'kv-list' }, h('p', { class: 'muted' }, 'Loading…'));
+  render(app, h('div', { class: 'crumbs' }, crumbs), h('h1', {}, path || 'Key/Value'), kvCreateForm(path), list);
   follow(signal, `/v1/kv/${encKey(path)}?keys&separator=/`, (keys) => {
     keys = (keys || []).filter((k) => k !== path);
-    render(app, h('div', { class: 'crumbs' }, crumbs), h('h1', {}, path || 'Key/Value'), form,
+    render(list,
       keys.length === 0 ? h('p', { class: 'muted' }, 'No keys.') :
         h('ul', { class: 'list', id: 'keys' }, keys.map((k) => {
           const folder = k.endsWith('/');
@@ -314,6 +315,8 @@ function route() {
   if (current) current.abort();
   current = new AbortController();
   showError(null);
+  // Nothing of the page left shows while the next one loads (or is refused).
+  render(app, h('p', { class: 'muted' }, 'Loading…'));
   const path = location.hash.replace(/^#\/?/, '') || 'services';
   const page = path.split('/')[0];
   for (const a of document.querySelectorAll('nav a')) {
