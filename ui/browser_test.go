@@ -259,19 +259,7 @@ func TestBrowser(t *testing.T) {
 // X-Consul-Token, and the ACL pages list tokens and policies.
 func TestBrowserACL(t *testing.T) {
 	const secret = "5f3ca6a1-0000-4000-8000-00000000000a"
-	cfg := agenttest.Config(t)
-	cfg.ACL.Enabled = true
-	cfg.ACL.DefaultPolicy = "deny"
-	cfg.ACL.Tokens.InitialManagement = secret
-	a := agenttest.Start(t, cfg)
-	client, err := api.NewClient(&api.Config{Address: a.HTTPAddr(), Token: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wait.For(t, 20*time.Second, func() error {
-		_, _, err := client.ACL().TokenReadSelf(nil)
-		return err
-	})
+	a, client := agenttest.StartACL(t, secret)
 	if _, _, err := client.ACL().PolicyCreate(&api.ACLPolicy{Name: "web-read", Rules: `service "web" { policy = "read" }`}, nil); err != nil {
 		t.Fatal(err)
 	}

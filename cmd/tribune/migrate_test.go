@@ -4,30 +4,17 @@ import (
 	"bytes"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tribune-mesh/tribune/agent/agenttest"
 )
 
-// aclAgent starts a dev agent with ACLs on (default deny) and returns a
-// client holding its management token.
+// aclAgent starts a dev agent with ACLs on and returns its HTTP address
+// and a client holding its management token.
 func aclAgent(t *testing.T, secret string) (string, *api.Client) {
 	t.Helper()
-	cfg := agenttest.Config(t)
-	cfg.ACL.Enabled = true
-	cfg.ACL.DefaultPolicy = "deny"
-	cfg.ACL.Tokens.InitialManagement = secret
-	a := agenttest.Start(t, cfg)
-	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr(), Token: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 20*time.Second, func() (bool, string) {
-		_, _, err := c.ACL().TokenReadSelf(nil)
-		return err == nil, "no management token yet"
-	})
+	a, c := agenttest.StartACL(t, secret)
 	return a.HTTPAddr(), c
 }
 
