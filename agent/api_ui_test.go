@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tribune-mesh/tribune/agent/agenttest"
+	"github.com/tribune-mesh/tribune/agent/config"
 )
 
 type uiServiceSummary struct {
@@ -170,7 +173,31 @@ func TestUIServed(t *testing.T) {
 		t.Errorf("settings = %v", settings)
 	}
 
-	cfg := agenttest.Config(t)
+	// Another content path, and files from a directory (ui_config.dir).
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte("<p>custom</p>"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := config.Load(config.LoadOptions{Args: []string{"-dev", "-ui-content-path", "console", "-ui-dir", dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := agenttest.Config(t)
+	moved.UI = cfg.UI
+	custom := agenttest.Start(t, moved)
+	resp, err = noRedirect.Get("http://" + custom.HTTPAddr() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Location") != "/console/" {
+		t.Errorf("GET / with content path /console/: Location %q", resp.Header.Get("Location"))
+	}
+	if r := httpString(t, custom, "GET", "/console/services", ""); r.code != http.StatusOK || r.body != "<p>custom</p>" {
+		t.Errorf("GET /console/services = %d %q", r.code, r.body)
+	}
+
+	cfg = agenttest.Config(t)
 	cfg.UI.Enabled = false
 	off := agenttest.Start(t, cfg)
 	for _, p := range []string{"/", "/ui/"} {

@@ -78,6 +78,8 @@ func flagKeys() map[string]string {
 		"alt-domain":                 "alt_domain",
 		"recursor":                   "recursors",
 		"ui":                         "ui",
+		"ui-dir":                     "ui_config.dir",
+		"ui-content-path":            "ui_config.content_path",
 		"node-meta":                  "node_meta",
 		"enable-script-checks":       "enable_script_checks",
 		"enable-local-script-checks": "enable_local_script_checks",
@@ -153,6 +155,8 @@ func newFlagSet(out io.Writer) (*flag.FlagSet, *stringSlice) {
 	s("alt-domain", "Alternate DNS domain.")
 	l("recursor", "Upstream DNS server (repeatable).")
 	b("ui", "Serve the web UI.")
+	s("ui-dir", "Serve the web UI from this directory instead of the built-in one.")
+	s("ui-content-path", "The HTTP path the web UI is served under (default /ui/).")
 	l("node-meta", "Node metadata as key:value (repeatable).")
 	b("enable-script-checks", "Allow script checks from any source.")
 	b("enable-local-script-checks", "Allow script checks from configuration files only.")
