@@ -25,7 +25,7 @@ func (s *Store) CatalogDump(ws memdb.WatchSet) (uint64, []*Node, []*CheckService
 	}
 	ws.Add(nit.WatchCh())
 	nodes := []*Node{}
-	byName := map[string]*Node{}
+	byName := make(map[string]*Node)
 	for raw := nit.Next(); raw != nil; raw = nit.Next() {
 		n := raw.(*Node)
 		nodes = append(nodes, n)
@@ -40,7 +40,7 @@ func (s *Store) CatalogDump(ws memdb.WatchSet) (uint64, []*Node, []*CheckService
 	checks := collectChecks(cit)
 	// Checks by node: the node's own (ServiceID "") and by service ID.
 	type key struct{ node, svc string }
-	grouped := map[key][]*HealthCheck{}
+	grouped := make(map[key][]*HealthCheck, len(checks))
 	for _, c := range checks {
 		k := key{c.Node, c.ServiceID}
 		grouped[k] = append(grouped[k], c)
