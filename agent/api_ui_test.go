@@ -153,6 +153,15 @@ func TestUIServed(t *testing.T) {
 	if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "/ui/" {
 		t.Errorf("GET / = %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
+	// A path that names no file (a Consul UI bookmark) goes to the root.
+	resp, err = noRedirect.Get("http://" + a.HTTPAddr() + "/ui/dc1/services")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/ui/" {
+		t.Errorf("GET /ui/dc1/services = %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
 	for _, p := range []string{"/ui/", "/ui/dc1/services", "/ui/app.js", "/ui/style.css"} {
 		r := httpString(t, a, "GET", p, "")
 		if r.code != http.StatusOK || r.header.Get("Content-Security-Policy") == "" {

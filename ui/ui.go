@@ -43,7 +43,7 @@ type Settings struct {
 
 // Handler serves the UI under contentPath ("/ui/"): the embedded files, or
 // those of dir when it is set (ui_config.dir), and settings.json. A path
-// that names no file gets index.html, so that a reload of any page works.
+// that names no file is redirected to contentPath.
 func Handler(contentPath, dir string, settings Settings) http.Handler {
 	files := Assets()
 	if dir != "" {
@@ -69,7 +69,12 @@ func Handler(contentPath, dir string, settings Settings) http.Handler {
 		}
 		if name != "" {
 			if st, err := fs.Stat(files, name); err != nil || st.IsDir() {
-				r.URL.Path = "/"
+				// Pages are addressed by the fragment (/ui/#/services), so
+				// another path (a Consul UI bookmark such as
+				// /ui/dc1/services) goes to the UI's root, where the
+				// pages' relative URLs resolve.
+				http.Redirect(w, r, contentPath, http.StatusFound)
+				return
 			}
 		}
 		h := w.Header()
