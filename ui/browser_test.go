@@ -188,6 +188,12 @@ func TestBrowser(t *testing.T) {
 	b.until("the check's output shows", `document.querySelector('li[data-instance="web-1"] [data-check="web-ttl"] pre.output')?.textContent === 'connection refused on :8080'`)
 	b.shot("service")
 
+	// The instance's node: its services and checks, the failing one with
+	// its output.
+	b.step("open the instance's node", chromedp.Click(chromedp.CSS(`li[data-instance="web-1"] .meta a`)))
+	b.until("the node's checks", `[...document.querySelectorAll('#checks [data-check="web-ttl"] pre.output')].some((p) => p.textContent === 'connection refused on :8080')`)
+	b.shot("node")
+
 	// Nodes and sessions render.
 	b.open("nodes", "Nodes")
 	b.until("the agent's node is listed", `document.querySelectorAll('#nodes li').length >= 1`)
