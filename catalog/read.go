@@ -145,6 +145,8 @@ func (s *Store) Execute(ws memdb.WatchSet, req *ReadRequest) (uint64, *ReadRespo
 		idx, out.Sessions, err = s.SessionList(ws, req.Name)
 	case ReadCoordinates:
 		idx, out.Coordinates, err = s.Coordinates(ws)
+	case ReadCatalogDump:
+		idx, out.Nodes, out.Instances, out.Checks, err = s.CatalogDump(ws)
 	case ReadPreparedQueries:
 		idx, out.PreparedQueries, err = s.PreparedQueryList(ws)
 	case ReadPreparedQuery, ReadPreparedQueryResolve:

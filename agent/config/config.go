@@ -108,6 +108,18 @@ type Config struct {
 	LogLevel string
 	// LogJSON is log_json.
 	LogJSON bool
+	// LogFile is log_file: the file (or directory, ending in a path
+	// separator) the agent also logs to; empty logs to stdout only.
+	LogFile string
+	// LogRotateBytes is log_rotate_bytes: rotate the log file before it
+	// passes this size; 0 (default) never by size.
+	LogRotateBytes int
+	// LogRotateDuration is log_rotate_duration, default 24h; 0 never by
+	// age.
+	LogRotateDuration time.Duration
+	// LogRotateMaxFiles is log_rotate_max_files: rotated files kept, 0
+	// (default) all of them, -1 none.
+	LogRotateMaxFiles int
 	// PidFile is pid_file.
 	PidFile string
 
@@ -474,6 +486,7 @@ func Default() *Config {
 		},
 		CheckOutputMaxSize: 4096,
 		UI:                 UIConfig{ContentPath: "/ui/"},
+		LogRotateDuration:  24 * time.Hour,
 		ACL: ACL{
 			DefaultPolicy: "allow",
 			DownPolicy:    "extend-cache",

@@ -69,11 +69,17 @@ func flagKeys() map[string]string {
 		"join-wan":                   "start_join_wan",
 		"log-level":                  "log_level",
 		"log-json":                   "log_json",
+		"log-file":                   "log_file",
+		"log-rotate-bytes":           "log_rotate_bytes",
+		"log-rotate-duration":        "log_rotate_duration",
+		"log-rotate-max-files":       "log_rotate_max_files",
 		"encrypt":                    "encrypt",
 		"domain":                     "domain",
 		"alt-domain":                 "alt_domain",
 		"recursor":                   "recursors",
 		"ui":                         "ui",
+		"ui-dir":                     "ui_config.dir",
+		"ui-content-path":            "ui_config.content_path",
 		"node-meta":                  "node_meta",
 		"enable-script-checks":       "enable_script_checks",
 		"enable-local-script-checks": "enable_local_script_checks",
@@ -139,12 +145,18 @@ func newFlagSet(out io.Writer) (*flag.FlagSet, *stringSlice) {
 	b("rejoin", "Rejoin the cluster after leaving it.")
 	s("log-level", "Log level: trace, debug, info, warn or err.")
 	b("log-json", "Log as JSON.")
+	s("log-file", "File (or directory, ending in /) to write the log to as well.")
+	n("log-rotate-bytes", "Rotate the log file before it passes this many bytes (0: never).")
+	s("log-rotate-duration", "Rotate the log file once it is this old (default 24h).")
+	n("log-rotate-max-files", "Rotated log files to keep (0: all, -1: none).")
 	s("pid-file", "File to write the agent's process ID to.")
 	s("encrypt", "Base64 gossip encryption key.")
 	s("domain", "DNS domain.")
 	s("alt-domain", "Alternate DNS domain.")
 	l("recursor", "Upstream DNS server (repeatable).")
 	b("ui", "Serve the web UI.")
+	s("ui-dir", "Serve the web UI from this directory instead of the built-in one.")
+	s("ui-content-path", "The HTTP path the web UI is served under (default /ui/).")
 	l("node-meta", "Node metadata as key:value (repeatable).")
 	b("enable-script-checks", "Allow script checks from any source.")
 	b("enable-local-script-checks", "Allow script checks from configuration files only.")

@@ -315,6 +315,11 @@ func configFields(c *Config) map[string]field {
 		"log_json":  boolField(&c.LogJSON),
 		"pid_file":  stringField(&c.PidFile),
 
+		"log_file":             stringField(&c.LogFile),
+		"log_rotate_bytes":     intField(&c.LogRotateBytes),
+		"log_rotate_duration":  durationField(&c.LogRotateDuration),
+		"log_rotate_max_files": intField(&c.LogRotateMaxFiles),
+
 		"encrypt":                 stringField(&c.Encrypt),
 		"encrypt_verify_incoming": boolField(&c.EncryptVerifyIncoming),
 		"encrypt_verify_outgoing": boolField(&c.EncryptVerifyOutgoing),

@@ -272,6 +272,13 @@ func (c *Config) Validate() error {
 		addf("data_dir", "must be set (or run with -dev)")
 	}
 
+	// Log file.
+	nonNegativeInt("log_rotate_bytes", c.LogRotateBytes)
+	nonNegative("log_rotate_duration", c.LogRotateDuration)
+	if c.LogRotateMaxFiles < -1 {
+		addf("log_rotate_max_files", "must be -1 or more, got %d", c.LogRotateMaxFiles)
+	}
+
 	// Server role. Dev mode bootstraps by itself, so bootstrap_expect gets
 	// the dev-mode message rather than the bootstrap conflict.
 	if c.BootstrapExpect > 0 && c.DevMode {

@@ -106,6 +106,10 @@ type Handler struct {
 	prefix []*route
 	// restoreMu lets one PUT /v1/snapshot read its upload at a time.
 	restoreMu sync.Mutex
+	// ui serves the web UI under ui_config.content_path; nil when the UI
+	// is off.
+	ui     http.Handler
+	uiPath string
 }
 
 // New returns the API over the agent's parts.
@@ -116,6 +120,7 @@ func New(p Parts) *Handler {
 		ca: p.CA, leaves: p.Leaves, cache: p.Cache, wan: p.WAN, fed: p.Federation,
 	}}
 	h.registerRoutes()
+	h.mountUI()
 	return h
 }
 
@@ -145,6 +150,9 @@ var (
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if h.serveUI(w, req) {
+		return
+	}
 	rt := h.exact[req.URL.Path]
 	if rt == nil {
 		best := 0

@@ -84,6 +84,7 @@ func (h *Handler) registerRoutes() {
 	h.handle("/v1/agent/check/update/", methodsPut, h.agentCheckUpdate)
 
 	h.registerACLRoutes()
+	h.registerUIRoutes()
 	h.registerConnectRoutes()
 	h.handle("/v1/agent/host", methodsGet, h.agentHost)
 	h.handle("/v1/agent/monitor", methodsGet, h.agentMonitor)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/agent"
 	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/logfile"
 )
 
 // runAgent loads the configuration, starts an agent and runs it until a
@@ -29,12 +30,14 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "==> %v\n", err)
 		return 1
 	}
-	level := hclog.LevelFromString(cfg.LogLevel)
-	if level == hclog.NoLevel {
-		level = hclog.Info
+	logger, logFile, err := newAgentLogger(cfg, stdout)
+	if err != nil {
+		fmt.Fprintf(stderr, "==> %v\n", err)
+		return 1
 	}
-	// An intercept logger lets /v1/agent/monitor stream the agent's logs.
-	logger := hclog.NewInterceptLogger(&hclog.LoggerOptions{Name: "tribune", Level: level, Output: stdout, JSONFormat: cfg.LogJSON})
+	if logFile != nil {
+		defer logFile.Close()
+	}
 	for _, w := range warnings {
 		logger.Warn(w)
 	}
@@ -82,6 +85,30 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// newAgentLogger is the agent's logger: stdout, and the rotating log_file
+// when one is set (the returned writer, to close at exit). It is an
+// intercept logger so that /v1/agent/monitor can stream the agent's logs.
+func newAgentLogger(cfg *config.Config, stdout io.Writer) (hclog.InterceptLogger, *logfile.Writer, error) {
+	level := hclog.LevelFromString(cfg.LogLevel)
+	if level == hclog.NoLevel {
+		level = hclog.Info
+	}
+	out := stdout
+	var file *logfile.Writer
+	if cfg.LogFile != "" {
+		var err error
+		file, err = logfile.New(logfile.Config{Path: cfg.LogFile, RotateBytes: int64(cfg.LogRotateBytes),
+			RotateDuration: cfg.LogRotateDuration, MaxFiles: cfg.LogRotateMaxFiles})
+		if err != nil {
+			return nil, nil, err
+		}
+		// stdout first: a failing file never costs the terminal a line.
+		out = io.MultiWriter(stdout, file)
+	}
+	logger := hclog.NewInterceptLogger(&hclog.LoggerOptions{Name: "tribune", Level: level, Output: out, JSONFormat: cfg.LogJSON})
+	return logger, file, nil
 }
 
 // version is the build version.

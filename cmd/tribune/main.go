@@ -42,6 +42,11 @@ func commands() map[string]command {
 		"reload":      {"Triggers the agent to reload configuration files", runReload},
 		"maint":       {"Controls node or service maintenance mode", runMaint},
 
+		"debug": {"Records a debugging archive for operators", runDebug},
+
+		"migrate":        {"Copies data from another system into Tribune", groupCommand("migrate", "Migration tools.")},
+		"migrate consul": {"Copies a Consul cluster's data into Tribune", runMigrateConsul},
+
 		"event": {"Fires a new user event", runEvent},
 		"watch": {"Watches for changes in a view of the data", runWatch},
 
