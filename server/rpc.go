@@ -326,7 +326,7 @@ var kindErrors = map[string]error{
 	kindACLNotFound:      acl.ErrNotFound,
 	kindLoginRefused:     acl.ErrLoginRefused,
 	kindLoginUnsupported: acl.ErrLoginUnsupported,
-	kindNoPathDC:        ErrNoPathToDC,
+	kindNoPathDC:         ErrNoPathToDC,
 }
 
 func toWire(err error) *WireError {

@@ -383,4 +383,3 @@ func (h *Handler) aclLogout(w http.ResponseWriter, r *http.Request) (any, error)
 	}
 	return nil, nil
 }
-

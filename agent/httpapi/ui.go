@@ -77,10 +77,10 @@ func (h *Handler) uiServices(w http.ResponseWriter, r *http.Request) (any, error
 		if authz.NodeRead(in.Node.Node) != acl.Allow || authz.ServiceRead(s.Service) != acl.Allow {
 			continue
 		}
-		if s.Kind == "connect-proxy" {
+		if s.Kind == catalog.ServiceKindConnectProxy {
 			// Sidecars are shown on the service they front, as Consul's
 			// UI does.
-			if dest, _ := s.Proxy["DestinationServiceName"].(string); dest != "" {
+			if dest := s.ConnectTarget(); dest != "" {
 				proxied[dest] = true
 				continue
 			}
@@ -93,7 +93,7 @@ func (h *Handler) uiServices(w http.ResponseWriter, r *http.Request) (any, error
 			nodesOf[s.Service], tagsOf[s.Service] = map[string]bool{}, map[string]bool{}
 		}
 		sum.InstanceCount++
-		if native, _ := s.Connect["Native"].(bool); native {
+		if s.Connect != nil && s.Connect.Native {
 			sum.ConnectNative = true
 		}
 		nodesOf[s.Service][in.Node.Node] = true
