@@ -605,8 +605,11 @@ func (s *Server) applyLocal(ctx context.Context, buf []byte, cmd *catalog.Comman
 		timeout = time.Until(d)
 	}
 	start := time.Now()
-	// The FSM applies cmd as decoded here instead of decoding buf again.
-	defer s.fsm.inner.Prepared(buf, cmd)()
+	// The FSM applies cmd as decoded here instead of decoding buf again
+	// (not when buf was replaced above: it decodes the new one itself).
+	if cmd.Type != catalog.CmdACLLogin && cmd.Type != catalog.CmdACLBootstrap {
+		defer s.fsm.inner.Prepared(buf, cmd)()
+	}
 	f := s.raft.Apply(buf, max(timeout, time.Millisecond))
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrEnqueueTimeout) {

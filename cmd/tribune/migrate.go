@@ -23,6 +23,7 @@ const (
 // Built-in ACL objects every cluster has: never copied.
 const (
 	aclGlobalManagementPolicyID = "00000000-0000-0000-0000-000000000001"
+	aclGlobalReadOnlyPolicyID   = "00000000-0000-0000-0000-000000000002"
 	aclAnonymousTokenID         = "00000000-0000-0000-0000-000000000002"
 )
 
@@ -520,7 +521,7 @@ func (m *migrator) acls() {
 func (m *migrator) aclPolicies(list []*api.ACLPolicyListEntry) {
 	c := m.count("ACL policies")
 	for _, e := range list {
-		if e.ID == aclGlobalManagementPolicyID {
+		if e.ID == aclGlobalManagementPolicyID || e.ID == aclGlobalReadOnlyPolicyID {
 			continue // every cluster has its own
 		}
 		c.found++
