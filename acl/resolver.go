@@ -121,6 +121,11 @@ type CachingResolver struct {
 	entries map[string]*cacheEntry
 	// watching is true while the watch on the ACL index is up to date.
 	watching bool
+	// runCtx is Run's context: the owner of async-cache refreshes
+	// (refreshing, one per secret at most, waited for by bg).
+	runCtx     context.Context
+	refreshing map[string]bool
+	bg         sync.WaitGroup
 }
 
 type cacheEntry struct {
@@ -225,6 +230,47 @@ func (r *CachingResolver) ResolveContext(ctx context.Context, secret string) (Au
 	if fresh {
 		return e.result(now)
 	}
+	if e != nil && r.cfg.DownPolicy == DownAsyncCache && r.refreshAsync(secret) {
+		// async-cache: answer from the cache at once; the refresh
+		// updates it for the next request.
+		return e.result(now)
+	}
+	return r.fetch(ctx, secret, e, now)
+}
+
+// refreshAsync starts a background resolution of secret unless one is
+// running; false when the resolver is not running (no owner for it).
+func (r *CachingResolver) refreshAsync(secret string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.runCtx == nil || r.runCtx.Err() != nil {
+		return false
+	}
+	if r.refreshing[secret] {
+		return true
+	}
+	if r.refreshing == nil {
+		r.refreshing = map[string]bool{}
+	}
+	r.refreshing[secret] = true
+	ctx := r.runCtx
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		r.mu.Lock()
+		e := r.entries[secret]
+		r.mu.Unlock()
+		_, _ = r.fetch(ctx, secret, e, r.cfg.Now())
+		r.mu.Lock()
+		delete(r.refreshing, secret)
+		r.mu.Unlock()
+	}()
+	return true
+}
+
+// fetch resolves secret on the Source and caches the answer; e is the
+// cached entry, if any, that down_policy may fall back on.
+func (r *CachingResolver) fetch(ctx context.Context, secret string, e *cacheEntry, now time.Time) (Authorizer, error) {
 	fctx, cancel := context.WithTimeout(ctx, r.cfg.FetchTimeout)
 	defer cancel()
 	res, err := r.cfg.Source.ResolveToken(fctx, secret)
@@ -297,6 +343,16 @@ func (r *CachingResolver) Index() uint64 {
 // Run keeps the cache fresh until ctx ends: it blocks on the ACL tables'
 // index and drops every entry read before each new index.
 func (r *CachingResolver) Run(ctx context.Context) {
+	r.mu.Lock()
+	r.runCtx = ctx
+	r.mu.Unlock()
+	defer func() {
+		// No refresh starts once runCtx is cleared (under mu).
+		r.mu.Lock()
+		r.runCtx = nil
+		r.mu.Unlock()
+		r.bg.Wait()
+	}()
 	var idx uint64
 	backoff := 100 * time.Millisecond
 	for {

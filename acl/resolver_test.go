@@ -3,6 +3,8 @@ package acl_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -183,4 +185,75 @@ func TestCachingResolverAgentRecoveryWithoutServers(t *testing.T) {
 	if src.fetches.Load() != 0 {
 		t.Fatal("agent recovery token asked the servers")
 	}
+}
+
+// blockingSource is a storeSource whose watch always fails (tokens are
+// trusted for token_ttl only) and whose resolutions wait for gate.
+type blockingSource struct {
+	*storeSource
+	gate    chan struct{}
+	started chan struct{} // closed at the first watch: Run is running
+	once    sync.Once
+}
+
+func (s *blockingSource) ResolveToken(ctx context.Context, secret string) (*acl.ResolvedToken, error) {
+	select {
+	case <-s.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return s.storeSource.ResolveToken(ctx, secret)
+}
+
+func (s *blockingSource) WaitACLIndex(ctx context.Context, _ uint64) (uint64, error) {
+	s.once.Do(func() { close(s.started) })
+	return 0, errDown
+}
+
+// With down_policy async-cache, a token past token_ttl is answered from the
+// cache at once while one refresh runs behind it; the next request sees
+// what the refresh found.
+func TestCachingResolverAsyncCache(t *testing.T) {
+	st := catalog.NewStore(nil)
+	if err := st.ACLTokenSet(1, &catalog.ACLToken{AccessorID: "a", SecretID: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var clock atomic.Pointer[time.Time]
+	clock.Store(&now)
+	src := &blockingSource{storeSource: &storeSource{st: st}, gate: make(chan struct{}, 1), started: make(chan struct{})}
+	r := acl.NewCachingResolver(acl.ResolverConfig{Source: src, DownPolicy: acl.DownAsyncCache,
+		TokenTTL: time.Second, Now: func() time.Time { return *clock.Load() }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx) }()
+	defer func() { cancel(); close(src.gate); <-done }()
+	<-src.started
+
+	src.gate <- struct{}{} // the first resolution has nothing cached: it waits
+	if _, err := r.Resolve("s"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.ACLTokenDelete(2, "a"); err != nil {
+		t.Fatal(err)
+	}
+	later := now.Add(2 * time.Second)
+	clock.Store(&later)
+	answered := make(chan error, 1)
+	go func() { _, err := r.Resolve("s"); answered <- err }()
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatalf("async-cache did not answer from the cache: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("async-cache waited for the servers")
+	}
+	src.gate <- struct{}{} // let the background refresh through
+	wait.For(t, 10*time.Second, func() error {
+		if _, err := r.Resolve("s"); !errors.Is(err, acl.ErrNotFound) {
+			return fmt.Errorf("deleted token still resolves after the refresh: %v", err)
+		}
+		return nil
+	})
 }

@@ -307,9 +307,14 @@ func TestReplicationOneWriter(t *testing.T) {
 	if _, _, err := dc2[1].api.ConfigEntries().Set(entry, nil); err != nil {
 		t.Fatalf("config entry through the secondary: %v", err)
 	}
-	if _, e, _ := dc1[0].agent.Server().Store().ConfigEntry(nil, api.ServiceDefaults, "web"); e == nil {
-		t.Fatal("the write through the secondary did not reach the primary")
-	}
+	// Committed by the primary's leader: dc1[0] (maybe a follower)
+	// applies it a moment later.
+	wait.For(t, 10*time.Second, func() error {
+		if _, e, _ := dc1[0].agent.Server().Store().ConfigEntry(nil, api.ServiceDefaults, "web"); e == nil {
+			return fmt.Errorf("the write through the secondary did not reach the primary")
+		}
+		return nil
+	})
 	// The server that took the write answers once its replica has it:
 	// the writer reads back what it wrote.
 	if e, _, err := dc2[1].api.ConfigEntries().Get(api.ServiceDefaults, "web", &api.QueryOptions{AllowStale: true}); err != nil || e == nil {
