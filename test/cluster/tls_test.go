@@ -116,10 +116,16 @@ func TestAutoEncryptClients(t *testing.T) {
 }`, p.CAFile)}
 	}})
 	// The client's HTTPS certificate is the Connect CA's: trust its roots.
-	roots, _, err := c.Servers[0].Client(t).Connect().CARoots(nil)
-	if err != nil || len(roots.Roots) == 0 {
-		t.Fatalf("CA roots: %v %v", roots, err)
-	}
+	// The leader creates the CA once elected: wait for it.
+	var roots *api.CARootList
+	waitUntil(t, 60*time.Second, "the Connect CA roots", func() error {
+		var err error
+		roots, _, err = c.Servers[0].Client(t).Connect().CARoots(nil)
+		if err == nil && len(roots.Roots) == 0 {
+			err = fmt.Errorf("no roots yet")
+		}
+		return err
+	})
 	caFile := filepath.Join(t.TempDir(), "connect-ca.pem")
 	if err := os.WriteFile(caFile, []byte(roots.Roots[0].RootCertPEM), 0o600); err != nil {
 		t.Fatal(err)
