@@ -40,7 +40,8 @@ type FedResult struct {
 	CrossDC Verdict
 	// Failover: the prepared-query failover answers (CheckFailover).
 	Failover Verdict
-	// Recovered: both datacenters became healthy and federated again.
+	// Recovered: both datacenters became healthy and federated again
+	// within healthyWait of every heal.
 	Recovered bool
 	// Converged is how long dc2 took to converge after the heal (-1:
 	// not within convergeBound).
@@ -233,6 +234,21 @@ func (r *fedRun) check(ctx context.Context) *FedResult {
 			res.Figures = append(res.Figures, fmt.Sprintf("kv %s: %s", dc, s))
 		}
 	}
+
+	var rec []string
+	for _, ev := range r.nem.Events.Items() {
+		if ev.Healthy > 0 {
+			rec = append(rec, fmt.Sprintf("%s %v", ev.Kind, time.Duration(ev.Healthy-ev.End).Round(10*time.Millisecond)))
+		} else {
+			// A federation that heals only much later (the WAN pool
+			// once needed minutes after a partition) is a failure
+			// even if it recovered before the checks.
+			rec = append(rec, fmt.Sprintf("%s not within %v", ev.Kind, healthyWait))
+			res.Recovered = false
+			res.Problems = append(res.Problems, fmt.Sprintf("the federation was not healthy within %v of healing %s %s: %s", healthyWait, ev.Kind, ev.Detail, ev.Error))
+		}
+	}
+	res.Figures = append(res.Figures, "recovery (heal to both DCs healthy, ?dc= both ways, dc2 replication running): "+strings.Join(rec, ", "))
 
 	fv := CheckFailover(r.failover.Execs.Items(), r.failover.Updates.Items(), cuts, r.failover.node(primaryDC))
 	res.Failover = verdict(fv.Valid)

@@ -94,7 +94,10 @@ type Event struct {
 	Detail string    `json:"detail"`
 	Start  int64     `json:"start"`
 	End    int64     `json:"end"`
-	Error  string    `json:"error,omitempty"`
+	// Healthy is when the cluster was healthy again after the heal (0:
+	// not within the wait).
+	Healthy int64  `json:"healthy,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // Nemesis injects scheduled faults into a cluster.
@@ -142,6 +145,8 @@ func (n *Nemesis) Run(ctx context.Context, steps []Step) {
 		hctx, cancel := context.WithTimeout(context.Background(), healthyWait)
 		if herr := healthy(hctx); herr != nil {
 			err = errors.Join(err, herr)
+		} else {
+			ev.Healthy = n.Clock.Now()
 		}
 		cancel()
 		if err != nil {
