@@ -24,8 +24,10 @@ type OneWriterVerdict struct {
 }
 
 // CheckOneWriter checks that dc2 never shows global state that dc1 did not
-// commit: every version read in dc2 is one that dc1 acknowledged, or that
-// a write through dc1 may have committed, or that a read of dc1 showed;
+// commit: every version read in dc2 is one that a write through dc1 was
+// acknowledged for or may have committed, or that a read of dc1 showed; a
+// write acknowledged through dc2 is in dc1 when the writer reads dc1 right
+// after it (Check);
 // and that writes through dc2 while the WAN was cut (cuts) failed with an
 // error, none acknowledged (it could only have been written in dc2) and
 // none left hanging until the client gave up. Versions are unique, so a
@@ -42,7 +44,9 @@ func CheckOneWriter(writes []GlobalWrite, reads []GlobalRead, cuts []Window) One
 	committed := map[string]bool{}
 	for _, w := range writes {
 		written[w.Version] = w
-		if w.Result == OK || (w.Result == Info && w.Via == primaryDC) {
+		// A write acknowledged through dc2 counts only once a read of
+		// dc1 shows it: dc2 could have applied it itself.
+		if w.Via == primaryDC && w.Result != Fail {
 			committed[w.Version] = true
 		}
 		if w.Via != primaryDC && w.Result == OK {
@@ -78,6 +82,16 @@ func CheckOneWriter(writes []GlobalWrite, reads []GlobalRead, cuts []Window) One
 			problem("%s version %s is at ModifyIndex %d and %d in %s: one write applied twice", r.Object, r.Version, idx, r.Index, primaryDC)
 		} else if !ok {
 			primaryIndex[r.Version] = r.Index
+		}
+	}
+	for _, r := range reads {
+		w, ok := written[r.Check]
+		if r.Check == "" || !ok || r.Object != w.Object || w.Result != OK || w.Via == primaryDC {
+			continue
+		}
+		if r.Version != w.Version {
+			problem("%s version %s was acknowledged through %s (%s) at %s, but %s's ?consistent read right after shows %q: it was not written by the primary",
+				w.Object, w.Version, w.Agent, w.Via, fmtNanos(w.Return), primaryDC, r.Version)
 		}
 	}
 	for _, r := range reads {

@@ -19,14 +19,21 @@ func TestCheckOneWriter(t *testing.T) {
 	read := func(dc, ver string, idx uint64) GlobalRead {
 		return GlobalRead{Object: "policy/p-0", Version: ver, DC: dc, Index: idx, Call: 30 * s, Return: 30 * s}
 	}
+	check := func(wrote, ver string) GlobalRead {
+		r := read(primaryDC, ver, 11)
+		r.Check, r.Mode = wrote, Consistent
+		return r
+	}
 	cases := []struct {
 		name   string
 		writes []GlobalWrite
 		reads  []GlobalRead
 		want   string // "" for valid, else a part of the problem
 	}{
-		{"valid", base, []GlobalRead{read(primaryDC, "1", 10), read(secondaryDC, "1", 3), read(secondaryDC, "2", 4),
+		{"valid", base, []GlobalRead{read(primaryDC, "1", 10), check("2", "2"), read(secondaryDC, "1", 3), read(secondaryDC, "2", 4),
 			read(secondaryDC, "3", 5), read(secondaryDC, "", 0)}, ""},
+		{"acknowledged through dc2, not in dc1 right after", base, []GlobalRead{check("2", "1")}, "not written by the primary"},
+		{"acknowledged through dc2, never seen in dc1, seen in dc2", base, []GlobalRead{read(secondaryDC, "2", 4)}, "never committed"},
 		{"a server's answer about its own timeout", append(append([]GlobalWrite{}, base...),
 			GlobalWrite{Object: "policy/p-0", Version: "6", Via: secondaryDC, Call: 12 * s, Return: 13 * s, Result: Info,
 				Error: "Unexpected response code: 500 (datacenter dc1: rpc Apply: context deadline exceeded)"}), nil, ""},

@@ -53,6 +53,10 @@ type GlobalRead struct {
 	Index  uint64   `json:"index"`
 	Call   int64    `json:"call"`
 	Return int64    `json:"return"`
+	// Check, on the writer's ?consistent reads of dc1 right after a
+	// write through dc2 (or of unknown outcome), names that write's
+	// version.
+	Check string `json:"check,omitempty"`
 }
 
 // GlobalWorkload is the one writer of global state and its readers.
@@ -115,7 +119,7 @@ func (w *GlobalWorkload) Setup(ctx context.Context, f *Federation) error {
 	}
 	for _, obj := range w.objects() {
 		err := untilOK(ctx, func() error {
-			if w.write(ctx, cl, a, primaryDC, obj) != OK {
+			if res, _ := w.write(ctx, cl, a, primaryDC, obj); res != OK {
 				return errors.New("not acknowledged")
 			}
 			return nil
@@ -163,22 +167,39 @@ func (w *GlobalWorkload) RunWriter(ctx context.Context, f *Federation, seed uint
 	objs := w.objects()
 	for ctx.Err() == nil {
 		v := vias[rng.IntN(len(vias))]
-		if w.write(ctx, v.cl, v.a, v.dc, objs[rng.IntN(len(objs))]) == Info {
-			// Find out at once whether the primary committed it, before
-			// the next write overwrites it: a version dc2 shows must be
-			// one dc1 was seen to hold.
+		obj := objs[rng.IntN(len(objs))]
+		if res, ver := w.write(ctx, v.cl, v.a, v.dc, obj); res == Info || (res == OK && v.dc != primaryDC) {
+			// Read dc1 before the next write can overwrite it: did the
+			// primary commit it? A write acknowledged through dc2 must
+			// be there (else dc2 wrote it itself), and an unknown one
+			// may be, which dc2 may then show.
 			p := vias[rng.IntN(len(f.DC1.All()))]
-			reads, _ := w.readAll(ctx, p.cl, p.a.Name, primaryDC, Consistent)
-			for _, r := range reads {
-				w.Reads.Add(r)
-			}
+			w.checkRead(ctx, p.cl, p.a.Name, ver)
 		}
 		sleepCtx(ctx, time.Duration(20+rng.IntN(30))*time.Millisecond)
 	}
 }
 
-// write writes a new version of obj through a (of datacenter dc).
-func (w *GlobalWorkload) write(ctx context.Context, cl *api.Client, a *Agent, dc, obj string) Result {
+// checkRead reads every object in dc1 with ?consistent, retrying for a
+// while (the primary may be between leaders), and records the reads as
+// checks of write version ver.
+func (w *GlobalWorkload) checkRead(ctx context.Context, cl *api.Client, agent, ver string) {
+	for try := 0; try < 5 && ctx.Err() == nil; try++ {
+		reads, err := w.readAll(ctx, cl, agent, primaryDC, Consistent)
+		if err == nil {
+			for _, r := range reads {
+				r.Check = ver
+				w.Reads.Add(r)
+			}
+			return
+		}
+		sleepCtx(ctx, time.Second)
+	}
+}
+
+// write writes a new version of obj through a (of datacenter dc) and
+// returns the outcome and the version.
+func (w *GlobalWorkload) write(ctx context.Context, cl *api.Client, a *Agent, dc, obj string) (Result, string) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	ver := strconv.FormatInt(w.seq.Add(1), 10)
@@ -203,7 +224,7 @@ func (w *GlobalWorkload) write(ctx context.Context, cl *api.Client, a *Agent, dc
 		op.Error = err.Error()
 	}
 	w.Writes.Add(op)
-	return op.Result
+	return op.Result, ver
 }
 
 // RunReader reads every object of datacenter dc through its agents
