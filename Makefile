@@ -63,12 +63,14 @@ bench-dns:
 # Jepsen-style fault tests (test/fault, needs root, ip and iptables): RUNS
 # runs, each under a random fault schedule of DURATION. `make test` runs only
 # the short schedule. JEPSEN_SEED replays a run; JEPSEN_FAULTS narrows the
-# faults; see test/fault/jepsen_test.go.
+# faults; see test/fault/jepsen_test.go. TestJepsenFederation runs the same
+# under the multi-DC nemesis (two federated datacenters; JEPSEN_FED_FAULTS
+# narrows its faults; see test/fault/fed_test.go).
 RUNS ?= 3
 DURATION ?= 60s
 .PHONY: jepsen
 jepsen:
-	JEPSEN_RUNS=$(RUNS) JEPSEN_DURATION=$(DURATION) $(GO) test -count=1 -v -timeout 0 -run '^(TestJepsen|TestStaleFollowerReadsAreCaught)$$' ./test/fault/
+	JEPSEN_RUNS=$(RUNS) JEPSEN_DURATION=$(DURATION) $(GO) test -count=1 -v -timeout 0 -run '^(TestJepsen|TestStaleFollowerReadsAreCaught|TestJepsenFederation)$$' ./test/fault/
 
 # The official Go client's own test suite (github.com/hashicorp/consul/api
 # v1.25.1, the client of Consul 1.16) against tribune as `consul` on PATH;

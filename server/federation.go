@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/metadata"
@@ -324,6 +326,7 @@ func (s *Server) wanLoop() {
 			return
 		case <-t.C():
 			s.floodWAN()
+			s.reconnectWAN()
 		case ev := <-s.config.WAN.Events():
 			if ev.Type == gossip.EventJoin || ev.Type == gossip.EventUpdate {
 				s.logger.Debug("WAN member", "member", ev.Member.Name, "dc", ev.Member.Tags["dc"])
@@ -393,4 +396,66 @@ func (s *Server) floodWAN() {
 	if _, err := s.config.WAN.Join(addrs); err != nil {
 		s.logger.Debug("WAN flood join", "servers", addrs, "error", err)
 	}
+}
+
+// Reconnecting the WAN pool after a partition. Memberlist forgets a server
+// it marked failed: once the notices of its failure have been sent (into
+// the partition), nothing tells that server it is thought dead, so it never
+// refutes, and only a push/pull (a minute apart on the WAN, and only with
+// members thought alive) can bring it back. Until then every ?dc= request
+// and the replication loops find "no alive server". The fault tests saw
+// replication stay down 20 s to over a minute after a WAN partition healed.
+// Consul's serf rejoins one failed member every 30 s; Tribune probes every
+// failed server of the other datacenters each floodInterval and joins the
+// ones that answer, so that the pool heals within about a second.
+const (
+	// reconnectDialTimeout bounds the probe of one failed server.
+	reconnectDialTimeout = 300 * time.Millisecond
+	// maxReconnectProbes bounds the probes of one round.
+	maxReconnectProbes = 16
+)
+
+// reconnectWAN joins the failed WAN servers of other datacenters whose
+// gossip port accepts a connection again.
+func (s *Server) reconnectWAN() {
+	var failed []string
+	for _, m := range s.config.WAN.Members() {
+		if m.Status != gossip.StatusFailed || !m.IsServer() || m.Tags["dc"] == s.config.Datacenter {
+			continue
+		}
+		failed = append(failed, net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))))
+		if len(failed) == maxReconnectProbes {
+			break
+		}
+	}
+	if len(failed) == 0 {
+		return
+	}
+	answered := make([]bool, len(failed))
+	var wg sync.WaitGroup
+	for i, addr := range failed {
+		wg.Add(1)
+		go func() {
+			// Owned by this round, which waits for it; each ends
+			// within reconnectDialTimeout.
+			defer wg.Done()
+			conn, err := net.DialTimeout("tcp", addr, reconnectDialTimeout)
+			if err == nil {
+				conn.Close()
+				answered[i] = true
+			}
+		}()
+	}
+	wg.Wait()
+	var addrs []string
+	for i, ok := range answered {
+		if ok {
+			addrs = append(addrs, failed[i])
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	n, err := s.config.WAN.Join(addrs)
+	s.logger.Info("rejoined failed WAN servers that answer again", "servers", addrs, "contacted", n, "error", err)
 }

@@ -21,6 +21,9 @@ const (
 // procs.Agent's.
 type Agent struct {
 	*procs.Agent
+	// Token is the ACL token the harness's clients of this agent send
+	// ("" without ACLs).
+	Token string
 	// ctl is the harness's own API client (health, leader, final reads).
 	ctl *api.Client
 }

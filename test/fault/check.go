@@ -49,12 +49,9 @@ func (r *run) checkRecovery(ctx context.Context, res *RunResult) {
 	if err != nil {
 		res.Problems = append(res.Problems, fmt.Sprintf("the cluster did not recover after the faults healed: %v", err))
 	}
-	for _, a := range r.c.All() {
-		if crashes := a.Crashes(); len(crashes) > 0 {
-			res.Crashes += len(crashes)
-			res.Problems = append(res.Problems, fmt.Sprintf("%s exited by itself %d time(s), last: %s; see %s.log", a.Name, len(crashes), crashes[len(crashes)-1], a.Name))
-		}
-	}
+	n, lines := crashes(r.c.All())
+	res.Crashes += n
+	res.Problems = append(res.Problems, lines...)
 }
 
 // checkKV checks the register history (?consistent and final reads) for

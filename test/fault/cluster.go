@@ -46,6 +46,25 @@ type ClusterOptions struct {
 	Servers, Clients int
 	// LogLevel is the agents' -log-level (default info).
 	LogLevel string
+
+	// The options below let several clusters (datacenters) share one
+	// namespace; their zero values give the single cluster above.
+
+	// Prefix is put before every agent's name ("dc2-" names s1 dc2-s1),
+	// and its data directory and log.
+	Prefix string
+	// ServerOctet and ClientOctet are the last octets before the first
+	// server's and client's addresses (default serverOctet, clientOctet).
+	ServerOctet, ClientOctet int
+	// Args are added to every agent's command line (-datacenter, -hcl).
+	Args []string
+	// ServerArgs are added to the servers' command lines only.
+	ServerArgs []string
+	// Token is the ACL token the harness's own clients send.
+	Token string
+	// Net, when set, is the network this cluster shares with others
+	// (its chain is not reset); else the cluster makes its own.
+	Net *Network
 }
 
 // Cluster is a set of agents in the namespace and the network between them.
@@ -73,16 +92,25 @@ func NewCluster(env *Env, dir string, opts ClusterOptions) (*Cluster, error) {
 	if err := copyFile(env.Binary, bin, 0o755); err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: dir, Net: &Network{}}
+	c := &Cluster{Dir: dir, Net: opts.Net}
+	if c.Net == nil {
+		c.Net = &Network{}
+	}
+	if opts.ServerOctet == 0 {
+		opts.ServerOctet = serverOctet
+	}
+	if opts.ClientOctet == 0 {
+		opts.ClientOctet = clientOctet
+	}
 	var joins []string
 	for i := 1; i <= opts.Servers; i++ {
-		joins = append(joins, fmt.Sprintf("127.0.0.%d:%d", serverOctet+i, serfPort))
+		joins = append(joins, fmt.Sprintf("127.0.0.%d:%d", opts.ServerOctet+i, serfPort))
 	}
 	mk := func(name string, octet int, server bool) *Agent {
 		addr := fmt.Sprintf("127.0.0.%d", octet)
 		a := &Agent{Agent: &procs.Agent{Name: name, Server: server, Bin: bin, Addr: addr, UID: uidBase + octet,
 			HTTPPort: httpPort, DNSPort: dnsPort, RPCPort: serverPort, SerfPort: serfPort,
-			DataDir: filepath.Join(dir, "data", name), LogPath: filepath.Join(dir, name+".log")}}
+			DataDir: filepath.Join(dir, "data", name), LogPath: filepath.Join(dir, name+".log")}, Token: opts.Token}
 		a.ctl = APIClient(a, 5*time.Second)
 		a.Args = []string{"agent", "-node", name, "-bind", addr, "-client", addr, "-advertise", addr,
 			"-data-dir", a.DataDir, "-retry-interval", "200ms", "-log-level", opts.LogLevel,
@@ -92,16 +120,18 @@ func NewCluster(env *Env, dir string, opts ClusterOptions) (*Cluster, error) {
 				a.Args = append(a.Args, "-retry-join", j)
 			}
 		}
+		a.Args = append(a.Args, opts.Args...)
 		if server {
 			a.Args = append(a.Args, "-server", "-bootstrap-expect", strconv.Itoa(opts.Servers))
+			a.Args = append(a.Args, opts.ServerArgs...)
 		}
 		return a
 	}
 	for i := 1; i <= opts.Servers; i++ {
-		c.Servers = append(c.Servers, mk(fmt.Sprintf("s%d", i), serverOctet+i, true))
+		c.Servers = append(c.Servers, mk(fmt.Sprintf("%ss%d", opts.Prefix, i), opts.ServerOctet+i, true))
 	}
 	for i := 1; i <= opts.Clients; i++ {
-		c.Clients = append(c.Clients, mk(fmt.Sprintf("c%d", i), clientOctet+i, false))
+		c.Clients = append(c.Clients, mk(fmt.Sprintf("%sc%d", opts.Prefix, i), opts.ClientOctet+i, false))
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
@@ -114,8 +144,10 @@ func NewCluster(env *Env, dir string, opts ClusterOptions) (*Cluster, error) {
 	if err := moveLocalRule(); err != nil {
 		return nil, err
 	}
-	if err := c.Net.Init(); err != nil {
-		return nil, err
+	if opts.Net == nil {
+		if err := c.Net.Init(); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -262,8 +294,16 @@ func getJSON(ctx context.Context, a *Agent, path string, out any) error {
 // pool. timeout bounds each request (0: none); blocking queries without an
 // explicit wait block for 2s at most.
 func APIClient(a *Agent, timeout time.Duration) *api.Client {
+	return apiClientDC(a, timeout, "")
+}
+
+// apiClientDC is APIClient for requests about datacenter dc (?dc=; ""
+// for the agent's own), with a's token.
+func apiClientDC(a *Agent, timeout time.Duration, dc string) *api.Client {
 	cl, err := api.NewClient(&api.Config{
 		Address:    a.HTTPAddr(),
+		Datacenter: dc,
+		Token:      a.Token,
 		WaitTime:   2 * time.Second,
 		HttpClient: &http.Client{Timeout: timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 30 * time.Second}},
 	})

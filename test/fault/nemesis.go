@@ -94,7 +94,10 @@ type Event struct {
 	Detail string    `json:"detail"`
 	Start  int64     `json:"start"`
 	End    int64     `json:"end"`
-	Error  string    `json:"error,omitempty"`
+	// Healthy is when the cluster was healthy again after the heal (0:
+	// not within the wait).
+	Healthy int64  `json:"healthy,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // Nemesis injects scheduled faults into a cluster.
@@ -103,6 +106,11 @@ type Nemesis struct {
 	Clock  *Clock
 	Logf   func(format string, args ...any)
 	Events Log[Event]
+	// Inject and Healthy, when set, replace the single cluster's faults
+	// and health wait: a federation brings its own (C then holds every
+	// agent of every datacenter, for HealAll).
+	Inject  func(ctx context.Context, s Step) (heal func() error, detail string, err error)
+	Healthy func(ctx context.Context) error
 }
 
 // healthyWait bounds the wait for a healthy cluster after each fault.
@@ -113,13 +121,20 @@ const healthyWait = 60 * time.Second
 // nothing paused, every agent running.
 func (n *Nemesis) Run(ctx context.Context, steps []Step) {
 	defer n.HealAll()
+	inject, healthy := n.inject, n.C.WaitHealthy
+	if n.Inject != nil {
+		inject = n.Inject
+	}
+	if n.Healthy != nil {
+		healthy = n.Healthy
+	}
 	for _, s := range steps {
 		sleepCtx(ctx, s.Quiet)
 		if ctx.Err() != nil {
 			return
 		}
 		ev := Event{Kind: s.Kind, Start: n.Clock.Now()}
-		heal, detail, err := n.inject(ctx, s)
+		heal, detail, err := inject(ctx, s)
 		ev.Detail = detail
 		n.Logf("nemesis: %s %s", s.Kind, detail)
 		if err == nil && heal != nil {
@@ -128,8 +143,10 @@ func (n *Nemesis) Run(ctx context.Context, steps []Step) {
 		}
 		ev.End = n.Clock.Now()
 		hctx, cancel := context.WithTimeout(context.Background(), healthyWait)
-		if herr := n.C.WaitHealthy(hctx); herr != nil {
+		if herr := healthy(hctx); herr != nil {
 			err = errors.Join(err, herr)
+		} else {
+			ev.Healthy = n.Clock.Now()
 		}
 		cancel()
 		if err != nil {

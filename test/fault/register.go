@@ -90,6 +90,13 @@ type Register struct {
 	Ops    Log[KVOp]
 	// Think is the longest pause between two operations of a client.
 	Think time.Duration
+	// Datacenter, when set, is the datacenter the register lives in:
+	// every client sends its requests with ?dc=, so that agents of other
+	// datacenters reach it through the WAN.
+	Datacenter string
+	// ValueBase is added to every value written, so that registers of
+	// different datacenters never write the same value.
+	ValueBase int
 
 	procs  atomic.Int64
 	values atomic.Int64
@@ -114,7 +121,7 @@ func (r *Register) Run(ctx context.Context, specs []ClientSpec, seed uint64) {
 func (r *Register) newProcess() int { return int(r.procs.Add(1) - 1) }
 
 func (r *Register) client(ctx context.Context, spec ClientSpec, rng *rand.Rand) {
-	cl := APIClient(spec.Agent, opTimeout)
+	cl := apiClientDC(spec.Agent, opTimeout, r.Datacenter)
 	proc := r.newProcess()
 	m := spec.Mix
 	total := m.Consistent + m.Default + m.Stale + m.Write + m.CAS
@@ -175,7 +182,7 @@ func (r *Register) read(ctx context.Context, cl *api.Client, proc int, a *Agent,
 func (r *Register) write(ctx context.Context, cl *api.Client, proc int, a *Agent, key string) Result {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	v := int(r.values.Add(1))
+	v := r.ValueBase + int(r.values.Add(1))
 	op := KVOp{Process: proc, Agent: a.Name, Kind: WriteOp, Key: key, Value: v, Call: r.Clock.Now()}
 	_, err := cl.KV().Put(&api.KVPair{Key: key, Value: []byte(strconv.Itoa(v))}, (&api.WriteOptions{}).WithContext(ctx))
 	op.Return = r.Clock.Now()
@@ -197,7 +204,7 @@ func (r *Register) cas(ctx context.Context, cl *api.Client, proc int, a *Agent, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	v := int(r.values.Add(1))
+	v := r.ValueBase + int(r.values.Add(1))
 	op := KVOp{Process: proc, Agent: a.Name, Kind: CASOp, Key: key, Value: v, Expect: read.Value, Index: read.Index, Call: r.Clock.Now()}
 	ok, _, err := cl.KV().CAS(&api.KVPair{Key: key, Value: []byte(strconv.Itoa(v)), ModifyIndex: read.Index}, (&api.WriteOptions{}).WithContext(ctx))
 	op.Return = r.Clock.Now()

@@ -133,13 +133,7 @@ func Run(ctx context.Context, env *Env, cfg Config) (*RunResult, error) {
 	}
 	r.workloads(ctx)
 	res := r.check(ctx)
-	if res.Invalid() || cfg.Keep {
-		folder, err := r.keep(res)
-		if err != nil {
-			cfg.Logf("keeping the evidence: %v", err)
-		}
-		res.Folder = folder
-	}
+	res.Folder = keepEvidence(cfg, res.Invalid(), func() (string, error) { return r.keep(res) })
 	return res, nil
 }
 
@@ -147,40 +141,65 @@ func Run(ctx context.Context, env *Env, cfg Config) (*RunResult, error) {
 // lets them run a little longer on the healed cluster.
 func (r *run) workloads(ctx context.Context) {
 	c, cfg := r.c, r.cfg
-	rng := rand.New(rand.NewPCG(cfg.Seed, 0))
-	var steps []Step
-	if cfg.Duration <= 0 {
-		steps = ShortSchedule(rng)
-	} else {
-		steps = RandomSchedule(rng, cfg.Faults, cfg.Duration)
-	}
-	wctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
+	steps := schedule(cfg, rand.New(rand.NewPCG(cfg.Seed, 0)), ShortSchedule)
 	all := c.All()
 	specs := make([]ClientSpec, len(all))
 	for i, a := range all {
 		specs[i] = ClientSpec{Agent: a, Mix: DefaultMix}
 	}
-	start := func(f func()) {
+	underNemesis(ctx, cfg, r.nem, steps,
+		func(wctx context.Context) { r.reg.Run(wctx, specs, cfg.Seed) },
+		func(wctx context.Context) {
+			r.lock.Run(wctx, []*Agent{c.Servers[1], c.Clients[0], c.Clients[1]}, cfg.Seed)
+		},
+		func(wctx context.Context) { r.catalog.Run(wctx, all, cfg.Seed) },
+		func(wctx context.Context) { r.set.Run(wctx, all, cfg.Seed) })
+}
+
+// schedule is a run's fault schedule: short's when cfg.Duration is 0, else
+// a random one of that length drawn from cfg.Faults.
+func schedule(cfg Config, rng *rand.Rand, short func(*rand.Rand) []Step) []Step {
+	if cfg.Duration <= 0 {
+		return short(rng)
+	}
+	return RandomSchedule(rng, cfg.Faults, cfg.Duration)
+}
+
+// underNemesis runs the workloads (each until its context ends) while nem
+// runs steps (for cfg.Duration at most, when set), lets them run 3 s more
+// on the healed cluster, then stops them and waits for them.
+func underNemesis(ctx context.Context, cfg Config, nem *Nemesis, steps []Step, workloads ...func(context.Context)) {
+	wctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, w := range workloads {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f()
+			w(wctx)
 		}()
 	}
-	start(func() { r.reg.Run(wctx, specs, cfg.Seed) })
-	start(func() { r.lock.Run(wctx, []*Agent{c.Servers[1], c.Clients[0], c.Clients[1]}, cfg.Seed) })
-	start(func() { r.catalog.Run(wctx, all, cfg.Seed) })
-	start(func() { r.set.Run(wctx, all, cfg.Seed) })
-
 	nctx := ctx
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
 		nctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
-	r.nem.Run(nctx, steps)
+	nem.Run(nctx, steps)
 	sleepCtx(ctx, 3*time.Second)
 	stop()
 	wg.Wait()
+}
+
+// crashes lists, one line each, the agents that exited by themselves, and
+// counts their exits.
+func crashes(agents []*Agent) (int, []string) {
+	n := 0
+	var lines []string
+	for _, a := range agents {
+		if c := a.Crashes(); len(c) > 0 {
+			n += len(c)
+			lines = append(lines, fmt.Sprintf("%s exited by itself %d time(s), last: %s; see %s.log", a.Name, len(c), c[len(c)-1], a.Name))
+		}
+	}
+	return n, lines
 }
