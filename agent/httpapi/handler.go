@@ -222,17 +222,34 @@ func writeJSON(w http.ResponseWriter, req *http.Request, out any) {
 			jsonBufs.Put(buf)
 		}
 	}()
-	enc := json.NewEncoder(buf)
-	pretty := false
-	if strings.Contains(req.URL.RawQuery, "pretty") {
-		_, pretty = req.URL.Query()["pretty"]
+	b, err := encodeJSON(buf, out, wantsPretty(req))
+	if err != nil {
+		http.Error(w, fmt.Sprintf("encode response: %v", err), http.StatusInternalServerError)
+		return
 	}
+	w.Header()["Content-Type"] = headerJSON
+	_, _ = w.Write(b)
+}
+
+// wantsPretty reports whether the request asks for indented JSON (?pretty).
+func wantsPretty(req *http.Request) bool {
+	if !strings.Contains(req.URL.RawQuery, "pretty") {
+		return false
+	}
+	_, pretty := req.URL.Query()["pretty"]
+	return pretty
+}
+
+// encodeJSON encodes an answer into buf (reset by the caller) and returns
+// its bytes, which live in buf: json.Marshal's bytes, or indented with a
+// final newline when pretty.
+func encodeJSON(buf *bytes.Buffer, out any, pretty bool) ([]byte, error) {
+	enc := json.NewEncoder(buf)
 	if pretty {
 		enc.SetIndent("", "    ")
 	}
 	if err := enc.Encode(out); err != nil {
-		http.Error(w, fmt.Sprintf("encode response: %v", err), http.StatusInternalServerError)
-		return
+		return nil, err
 	}
 	b := buf.Bytes()
 	if !pretty {
@@ -240,8 +257,7 @@ func writeJSON(w http.ResponseWriter, req *http.Request, out any) {
 		// ?pretty answers carry.
 		b = b[:len(b)-1]
 	}
-	w.Header()["Content-Type"] = headerJSON
-	_, _ = w.Write(b)
+	return b, nil
 }
 
 // writeError maps err to its status. Errors from the state store that a

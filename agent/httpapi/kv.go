@@ -68,7 +68,7 @@ func (h *Handler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Author
 		if authz.KeyList(key) != acl.Allow {
 			return nil, errPermissionDenied
 		}
-		resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadKVKeys, Key: key, Separator: q.Get("separator")})
+		resp, _, err := h.readShared(w, r, &catalog.ReadRequest{Op: catalog.ReadKVKeys, Key: key, Separator: q.Get("separator")})
 		if err != nil {
 			return nil, err
 		}
@@ -82,7 +82,7 @@ func (h *Handler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Author
 		if authz.KeyList(key) != acl.Allow {
 			return nil, errPermissionDenied
 		}
-		resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadKVList, Key: key})
+		resp, _, err := h.readShared(w, r, &catalog.ReadRequest{Op: catalog.ReadKVList, Key: key})
 		if err != nil {
 			return nil, err
 		}
@@ -96,7 +96,10 @@ func (h *Handler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Author
 	if authz.KeyRead(key) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadKVGet, Key: key})
+	// Lists and key lists above are filtered for each caller, so only
+	// their wait is shared; a key's answer is the same for every caller
+	// allowed to read it, so it is also encoded once.
+	resp, memo, err := h.readShared(w, r, &catalog.ReadRequest{Op: catalog.ReadKVGet, Key: key})
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +113,7 @@ func (h *Handler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Author
 		_, _ = w.Write(resp.KV.Value)
 		return nil, nil
 	}
-	return []*catalog.KVEntry{resp.KV}, nil
+	return writeMemoJSON(w, r, memo, memoKVGetJSON, []*catalog.KVEntry{resp.KV}), nil
 }
 
 func (h *Handler) kvPut(w http.ResponseWriter, r *http.Request, authz acl.Authorizer, key string) (any, error) {
