@@ -1,12 +1,15 @@
 package agent_test
 
 import (
+	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
-	"runtime"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,19 +20,11 @@ import (
 	"github.com/tribune-mesh/tribune/test/wait"
 )
 
-// parkedOnViews counts the goroutines of this process blocked in a view of
-// the agent's view cache: the HTTP API's shared blocking queries.
-func parkedOnViews() int {
-	buf := make([]byte, 8<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	return strings.Count(string(buf), "viewcache.(*Cache).wait(")
-}
-
-// waitParked waits until at least n blocking queries are parked on views.
-func waitParked(t *testing.T, n int) {
+// waitParked waits until at least n blocking queries wait on a's views.
+func waitParked(t *testing.T, a *agent.Agent, n int) {
 	t.Helper()
 	wait.For(t, 20*time.Second, func() error {
-		if got := parkedOnViews(); got < n {
+		if got := a.WaitingQueries(); got < n {
 			return fmt.Errorf("%d blocking queries parked, want %d", got, n)
 		}
 		return nil
@@ -86,9 +81,8 @@ func recvRaw(t *testing.T, ch <-chan rawResult) rawResult {
 // one key, in every form the API answers them: one write wakes them all
 // with the new value, each in its own form, the JSON ones byte for byte the
 // same as a plain read's.
-//
-// Not parallel: it counts the parked goroutines of the process.
 func TestAPIKV_SharedBlockingQueries(t *testing.T) {
+	t.Parallel()
 	a, c := startAPI(t)
 	kv := c.KV()
 	if _, err := kv.Put(&api.KVPair{Key: "shared/k", Value: []byte("one")}, nil); err != nil {
@@ -99,7 +93,6 @@ func TestAPIKV_SharedBlockingQueries(t *testing.T) {
 		t.Fatal(err)
 	}
 	idx := strconv.FormatUint(m.LastIndex, 10)
-	base := parkedOnViews()
 	const n = 40
 	forms := map[string]string{
 		"json":   "/v1/kv/shared/k?index=" + idx + "&wait=30s",
@@ -118,7 +111,7 @@ func TestAPIKV_SharedBlockingQueries(t *testing.T) {
 		others[name] = goGet(a, path, "")
 	}
 	consistent := goGet(a, "/v1/kv/shared/k?consistent&index="+idx+"&wait=30s", "")
-	waitParked(t, base+n+len(forms))
+	waitParked(t, a, n+len(forms))
 
 	if _, err := kv.Put(&api.KVPair{Key: "shared/k", Value: []byte("two")}, nil); err != nil {
 		t.Fatal(err)
@@ -171,9 +164,8 @@ func TestAPIKV_SharedBlockingQueries(t *testing.T) {
 // caller's token: a token that may not read the key is refused even with an
 // index, and a parked watcher whose token is deleted gets 403 at the next
 // change instead of the new value.
-//
-// Not parallel: it counts the parked goroutines of the process.
 func TestAPIKV_SharedBlockingQueriesACL(t *testing.T) {
+	t.Parallel()
 	a := agenttest.Start(t, aclConfig(agenttest.Config(t)))
 	root := tokenClient(t, a, rootSecret)
 	waitManagement(t, root)
@@ -196,10 +188,9 @@ func TestAPIKV_SharedBlockingQueriesACL(t *testing.T) {
 		t.Fatalf("token without key read: %d %q, want 403", r.code, r.body)
 	}
 
-	base := parkedOnViews()
 	doomed := goGet(a, path, secret)
 	kept := goGet(a, path, keep)
-	waitParked(t, base+2)
+	waitParked(t, a, 2)
 	if _, err := root.ACL().TokenDelete(accessor, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -219,5 +210,112 @@ func TestAPIKV_SharedBlockingQueriesACL(t *testing.T) {
 	}
 	if r := recvRaw(t, kept); r.code != http.StatusOK || !strings.Contains(r.body, "dHdv") {
 		t.Fatalf("watcher of a live token: %d %q, want the new value", r.code, r.body)
+	}
+}
+
+// TestAPIKV_ParkedConnectionKeepAlive checks that a parked query's
+// connection (hijacked while it waits) serves the next requests after its
+// answer, HEAD included, and that stopping the agent closes the
+// connections still parked.
+func TestAPIKV_ParkedConnectionKeepAlive(t *testing.T) {
+	t.Parallel()
+	a, c := startAPI(t)
+	if _, err := c.KV().Put(&api.KVPair{Key: "ka", Value: []byte("one")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, m, err := c.KV().Get("ka", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	var conns, reused atomic.Int64
+	do := func(method, path string) (int, string, string) {
+		t.Helper()
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+			conns.Add(1)
+			if i.Reused {
+				reused.Add(1)
+			}
+		}}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), method, "http://"+a.HTTPAddr()+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, resp.Header.Get("X-Consul-Index"), string(b)
+	}
+	idx := m.LastIndex
+	for i, method := range []string{http.MethodGet, http.MethodHead, http.MethodGet} {
+		done := make(chan struct{})
+		var code int
+		var index, body string
+		go func() {
+			defer close(done)
+			code, index, body = do(method, "/v1/kv/ka?index="+strconv.FormatUint(idx, 10)+"&wait=30s")
+		}()
+		waitParked(t, a, 1)
+		value := fmt.Sprintf("v%d", i)
+		if _, err := c.KV().Put(&api.KVPair{Key: "ka", Value: []byte(value)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s %d: parked query not answered", method, i)
+		}
+		n, _ := strconv.ParseUint(index, 10, 64)
+		if code != http.StatusOK || n <= idx {
+			t.Fatalf("%s %d: %d index %s", method, i, code, index)
+		}
+		if method == http.MethodGet && !strings.Contains(body, base64.StdEncoding.EncodeToString([]byte(value))) {
+			t.Fatalf("%s %d: body %q, want value %s", method, i, body, value)
+		}
+		if method == http.MethodHead && body != "" {
+			t.Fatalf("HEAD answered a body: %q", body)
+		}
+		idx = n
+		// A plain request on the same connection after the answer.
+		if code, _, body := do(http.MethodGet, "/v1/kv/ka"); code != http.StatusOK || !strings.Contains(body, base64.StdEncoding.EncodeToString([]byte(value))) {
+			t.Fatalf("request after a parked answer: %d %q", code, body)
+		}
+	}
+	if conns.Load() != 6 || reused.Load() != 5 {
+		t.Fatalf("%d requests on %d new connections, want all 6 on one", conns.Load(), conns.Load()-reused.Load())
+	}
+
+	// Stopping the agent answers the parked connections by closing them.
+	errc := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+a.HTTPAddr()+"/v1/kv/ka?index="+strconv.FormatUint(idx, 10)+"&wait=5m", nil)
+		resp, err := hc.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			err = fmt.Errorf("answered %s", resp.Status)
+		}
+		errc <- err
+	}()
+	waitParked(t, a, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	select {
+	case err := <-errc:
+		if err == nil || strings.Contains(err.Error(), "answered") {
+			t.Fatalf("parked query at shutdown: %v, want its connection closed", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("parked connection still open after the agent stopped")
 	}
 }

@@ -54,6 +54,16 @@ func (l *lazyViews) Shared(ctx context.Context, req *catalog.ReadRequest) (*cata
 	return c.Shared(ctx, req)
 }
 
+// Park implements httpapi.ViewCache.
+func (l *lazyViews) Park(req *catalog.ReadRequest, fn viewcache.ParkFunc) {
+	c := l.get(true)
+	if c == nil {
+		fn(nil, nil, viewcache.ErrClosed)
+		return
+	}
+	c.Park(req, fn)
+}
+
 // Has implements httpapi.ViewCache.
 func (l *lazyViews) Has(req *catalog.ReadRequest) bool {
 	c := l.get(false)

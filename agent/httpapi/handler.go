@@ -264,6 +264,12 @@ func encodeJSON(buf *bytes.Buffer, out any, pretty bool) ([]byte, error) {
 // user caused are 400s; everything unexpected is a 500 with the message, as
 // Consul answers.
 func writeError(w http.ResponseWriter, err error) {
+	code, msg := errorStatus(err)
+	http.Error(w, msg, code)
+}
+
+// errorStatus is the status and message err answers with (writeError).
+func errorStatus(err error) (int, string) {
 	var he *httpError
 	code := http.StatusInternalServerError
 	msg := err.Error()
@@ -285,7 +291,7 @@ func writeError(w http.ResponseWriter, err error) {
 	case errors.Is(err, server.ErrNoPathToDC):
 		msg = server.ErrNoPathToDC.Error()
 	}
-	http.Error(w, msg, code)
+	return code, msg
 }
 
 // token returns the ACL token of a request: X-Consul-Token, the Bearer
@@ -527,8 +533,10 @@ func cacheable(req *catalog.ReadRequest) bool {
 	return !req.Options.RequireConsistent && len(req.NodeMeta) == 0
 }
 
-func setMeta(w http.ResponseWriter, m catalog.QueryMeta) {
-	hd := w.Header()
+func setMeta(w http.ResponseWriter, m catalog.QueryMeta) { setMetaHeader(w.Header(), m) }
+
+// setMetaHeader sets the read headers of m in hd.
+func setMetaHeader(hd http.Header, m catalog.QueryMeta) {
 	// The keys are in canonical form (what Header.Set would make of
 	// X-Consul-KnownLeader), so they are stored as they are; the constant
 	// values are shared: net/http only reads them.

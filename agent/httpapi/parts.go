@@ -55,6 +55,9 @@ type ViewCache interface {
 	// (blocking.go): it also returns the result's Memo, and returns as
 	// soon as the view's reads fail, with their error.
 	Shared(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, *viewcache.Memo, error)
+	// Park is Shared without a waiting goroutine: fn is called once
+	// with the outcome (viewcache.Cache.Park).
+	Park(req *catalog.ReadRequest, fn viewcache.ParkFunc)
 }
 
 // EventLog holds the user events this agent accepted.

@@ -187,3 +187,81 @@ func TestNilMemoComputes(t *testing.T) {
 		t.Fatalf("nil memo computed %d times, want 2", n)
 	}
 }
+
+// parkResult is what a ParkFunc received.
+type parkResult struct {
+	resp *catalog.ReadResponse
+	memo *viewcache.Memo
+	err  error
+}
+
+func parkInto(ch chan<- parkResult) viewcache.ParkFunc {
+	return func(resp *catalog.ReadResponse, memo *viewcache.Memo, err error) {
+		ch <- parkResult{resp, memo, err}
+	}
+}
+
+func recvPark(t *testing.T, ch <-chan parkResult, what string) parkResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: parked query not answered", what)
+	}
+	panic("unreachable")
+}
+
+// TestParkedQueries checks Park: an index already passed is answered at
+// once; parked queries are answered by a change (once each, sharing the
+// result's Memo), by the end of their wait (with the current result), and
+// with ErrClosed when the cache closes.
+func TestParkedQueries(t *testing.T) {
+	e := startEnv(t)
+	idx := e.put(t, "parked", "one")
+	clk := newFakeClock()
+	c := viewcache.New(e.reader, viewcache.Config{Clock: clk})
+
+	now := make(chan parkResult, 1)
+	c.Park(kvReq("parked", idx-1, time.Minute), parkInto(now))
+	if r := recvPark(t, now, "passed index"); r.err != nil || string(r.resp.KV.Value) != "one" {
+		t.Fatalf("passed index: %+v", r)
+	}
+
+	woken := make(chan parkResult, 10)
+	for i := 0; i < 10; i++ {
+		c.Park(kvReq("parked", idx, time.Hour), parkInto(woken))
+	}
+	timedOut := make(chan parkResult, 1)
+	c.Park(kvReq("parked", idx, time.Second), parkInto(timedOut))
+	closed := make(chan parkResult, 1)
+	c.Park(kvReq("other", 1<<40, time.Hour), parkInto(closed))
+	wait.For(t, 10*time.Second, func() error {
+		if n := c.Waiting(); n != 12 {
+			return fmt.Errorf("waiting = %d, want 12", n)
+		}
+		return nil
+	})
+	clk.Advance(time.Second)
+	if r := recvPark(t, timedOut, "timed out"); r.err != nil || r.resp.Meta.Index != idx {
+		t.Fatalf("timed out: %+v, want the result at %d", r, idx)
+	}
+	e.put(t, "parked", "two")
+	var memo *viewcache.Memo
+	for i := 0; i < 10; i++ {
+		r := recvPark(t, woken, "woken")
+		if r.err != nil || string(r.resp.KV.Value) != "two" || r.memo == nil || (memo != nil && r.memo != memo) {
+			t.Fatalf("woken %d: %+v", i, r)
+		}
+		memo = r.memo
+	}
+	c.Close()
+	if r := recvPark(t, closed, "closed"); !errors.Is(r.err, viewcache.ErrClosed) {
+		t.Fatalf("parked at Close: %+v, want ErrClosed", r)
+	}
+	select {
+	case r := <-woken:
+		t.Fatalf("a parked query answered twice: %+v", r)
+	default:
+	}
+}

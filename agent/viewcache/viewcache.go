@@ -183,9 +183,13 @@ type view struct {
 	// lastUsed is the Clock time (UnixNano) of the last Get, or of the
 	// end of the last blocking Get.
 	lastUsed atomic.Int64
-	// waiters counts the Gets blocked on the view; the janitor never
-	// stops a view somebody waits on.
+	// waiters counts the Gets blocked on the view and its parked
+	// queries; the janitor never stops a view somebody waits on.
 	waiters atomic.Int64
+	// lot holds the parked queries (park.go); stopped, guarded by
+	// lot.mu, is set once the loop stopped.
+	lot     parkLot
+	stopped bool
 	// ready is closed once the first read has an outcome.
 	ready chan struct{}
 	// state is what Gets read; only the view's loop replaces it (set,
@@ -433,6 +437,7 @@ func (c *Cache) viewFor(req *catalog.ReadRequest) (*view, error) {
 // a loop retrying for a read nobody may ask for again.
 func (c *Cache) run(ctx context.Context, k viewKey, v *view) {
 	defer c.wg.Done()
+	defer c.stopParked(v)
 	defer v.cancel()
 	var (
 		index    uint64
@@ -458,10 +463,12 @@ func (c *Cache) run(ctx context.Context, k viewKey, v *view) {
 			if first {
 				c.drop(k, v)
 				v.fail(err)
+				c.wakeParked(v, v.state.Load())
 				return
 			}
 			failures++
 			v.setError(err, c.cfg.Clock.Now())
+			c.wakeParked(v, v.state.Load())
 			if failures == 1 {
 				c.logger.Warn("view read failed, serving last result", "op", req.Op, "name", req.Name, "error", err)
 			} else {
@@ -492,6 +499,7 @@ func (c *Cache) run(ctx context.Context, k viewKey, v *view) {
 			first = false
 			close(v.ready)
 		}
+		c.wakeParked(v, v.state.Load())
 	}
 }
 
@@ -579,6 +587,18 @@ func (c *Cache) sweep() {
 			v.cancel()
 		}
 	}
+}
+
+// Waiting returns the number of blocking Gets and parked queries waiting on
+// the views.
+func (c *Cache) Waiting() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	n := int64(0)
+	for _, v := range c.views {
+		n += v.waiters.Load()
+	}
+	return int(n)
 }
 
 // Len returns the number of live views.
