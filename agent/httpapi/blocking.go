@@ -30,9 +30,10 @@ import (
 // depend on the caller, the one encoding of it (viewcache.Memo).
 //
 // What each caller sees is unchanged:
-//   - The request's token is checked by the handler as before, and the view
-//     reads with the same token the direct read would carry; views, and so
-//     shared answers, are never shared between tokens.
+//   - The request's token is checked by the handler as before, and again
+//     when a shared result answers it (recheck); the view reads with the
+//     same token the direct read would carry; views, and so shared
+//     answers, are never shared between tokens.
 //   - A query whose index is already passed is answered by a read of its
 //     own, as fresh as a direct one; only a query that has to wait is
 //     shared, and then answers with a result read after its wait began.
