@@ -435,6 +435,11 @@ func (a *Agent) serveHTTP(handler http.Handler, host string, port int, tlsc *tls
 		refuse = func(net.Conn) {}
 	}
 	ln := httpguard.LimitListener(rawLn, limits.HTTPMaxConnsPerClient, refuse)
+	if tlsc == nil {
+		// Parked blocking queries hand their connections back for
+		// keep-alive (httpapi/blocking.go).
+		ln = httpguard.Reinjectable(ln, limits.HTTPIdleTimeout)
+	}
 	if tlsc != nil {
 		// net/http bounds the handshake by ReadHeaderTimeout, and answers
 		// a plaintext request with 400 "Client sent an HTTP request to

@@ -7,13 +7,14 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tribune-mesh/tribune/agent/httpapi"
 	"github.com/tribune-mesh/tribune/agent/viewcache"
 	"github.com/tribune-mesh/tribune/catalog"
 )
 
-// lazyViews is the view cache behind the HTTP API's ?cached reads, started
-// on the first such read so that an agent nobody asks for cached reads runs
-// no view goroutines. It implements httpapi.ViewCache.
+// lazyViews is the view cache behind the HTTP API's ?cached reads and its
+// shared blocking queries, started on the first such read so that an agent
+// nobody asks for them runs no view goroutines. It implements httpapi.ViewCache.
 type lazyViews struct {
 	reader viewcache.Reader
 	logger hclog.Logger
@@ -28,7 +29,9 @@ func (l *lazyViews) get(start bool) *viewcache.Cache {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.cache == nil && start && !l.closed {
-		l.cache = viewcache.New(l.reader, viewcache.Config{Logger: l.logger})
+		// The API parks blocking queries of up to 10 minutes on its
+		// views (httpapi/blocking.go).
+		l.cache = viewcache.New(l.reader, viewcache.Config{Logger: l.logger, MaxQueryTime: httpapi.MaxSharedWait})
 	}
 	return l.cache
 }
@@ -40,6 +43,25 @@ func (l *lazyViews) Get(ctx context.Context, req *catalog.ReadRequest) (*catalog
 		return nil, viewcache.ErrClosed
 	}
 	return c.Get(ctx, req)
+}
+
+// Shared implements httpapi.ViewCache.
+func (l *lazyViews) Shared(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, *viewcache.Memo, error) {
+	c := l.get(true)
+	if c == nil {
+		return nil, nil, viewcache.ErrClosed
+	}
+	return c.Shared(ctx, req)
+}
+
+// Park implements httpapi.ViewCache.
+func (l *lazyViews) Park(req *catalog.ReadRequest, fn viewcache.ParkFunc) {
+	c := l.get(true)
+	if c == nil {
+		fn(nil, nil, viewcache.ErrClosed)
+		return
+	}
+	c.Park(req, fn)
 }
 
 // Has implements httpapi.ViewCache.

@@ -222,17 +222,34 @@ func writeJSON(w http.ResponseWriter, req *http.Request, out any) {
 			jsonBufs.Put(buf)
 		}
 	}()
-	enc := json.NewEncoder(buf)
-	pretty := false
-	if strings.Contains(req.URL.RawQuery, "pretty") {
-		_, pretty = req.URL.Query()["pretty"]
+	b, err := encodeJSON(buf, out, wantsPretty(req))
+	if err != nil {
+		http.Error(w, fmt.Sprintf("encode response: %v", err), http.StatusInternalServerError)
+		return
 	}
+	w.Header()["Content-Type"] = headerJSON
+	_, _ = w.Write(b)
+}
+
+// wantsPretty reports whether the request asks for indented JSON (?pretty).
+func wantsPretty(req *http.Request) bool {
+	if !strings.Contains(req.URL.RawQuery, "pretty") {
+		return false
+	}
+	_, pretty := req.URL.Query()["pretty"]
+	return pretty
+}
+
+// encodeJSON encodes an answer into buf (reset by the caller) and returns
+// its bytes, which live in buf: json.Marshal's bytes, or indented with a
+// final newline when pretty.
+func encodeJSON(buf *bytes.Buffer, out any, pretty bool) ([]byte, error) {
+	enc := json.NewEncoder(buf)
 	if pretty {
 		enc.SetIndent("", "    ")
 	}
 	if err := enc.Encode(out); err != nil {
-		http.Error(w, fmt.Sprintf("encode response: %v", err), http.StatusInternalServerError)
-		return
+		return nil, err
 	}
 	b := buf.Bytes()
 	if !pretty {
@@ -240,14 +257,19 @@ func writeJSON(w http.ResponseWriter, req *http.Request, out any) {
 		// ?pretty answers carry.
 		b = b[:len(b)-1]
 	}
-	w.Header()["Content-Type"] = headerJSON
-	_, _ = w.Write(b)
+	return b, nil
 }
 
 // writeError maps err to its status. Errors from the state store that a
 // user caused are 400s; everything unexpected is a 500 with the message, as
 // Consul answers.
 func writeError(w http.ResponseWriter, err error) {
+	code, msg := errorStatus(err)
+	http.Error(w, msg, code)
+}
+
+// errorStatus is the status and message err answers with (writeError).
+func errorStatus(err error) (int, string) {
 	var he *httpError
 	code := http.StatusInternalServerError
 	msg := err.Error()
@@ -269,7 +291,7 @@ func writeError(w http.ResponseWriter, err error) {
 	case errors.Is(err, server.ErrNoPathToDC):
 		msg = server.ErrNoPathToDC.Error()
 	}
-	http.Error(w, msg, code)
+	return code, msg
 }
 
 // token returns the ACL token of a request: X-Consul-Token, the Bearer
@@ -511,8 +533,10 @@ func cacheable(req *catalog.ReadRequest) bool {
 	return !req.Options.RequireConsistent && len(req.NodeMeta) == 0
 }
 
-func setMeta(w http.ResponseWriter, m catalog.QueryMeta) {
-	hd := w.Header()
+func setMeta(w http.ResponseWriter, m catalog.QueryMeta) { setMetaHeader(w.Header(), m) }
+
+// setMetaHeader sets the read headers of m in hd.
+func setMetaHeader(hd http.Header, m catalog.QueryMeta) {
 	// The keys are in canonical form (what Header.Set would make of
 	// X-Consul-KnownLeader), so they are stored as they are; the constant
 	// values are shared: net/http only reads them.

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/agent/viewcache"
 	"github.com/tribune-mesh/tribune/catalog"
 )
 
@@ -68,7 +70,7 @@ func (h *Handler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Author
 		if authz.KeyList(key) != acl.Allow {
 			return nil, errPermissionDenied
 		}
-		resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadKVKeys, Key: key, Separator: q.Get("separator")})
+		resp, _, err := h.readShared(w, r, &catalog.ReadRequest{Op: catalog.ReadKVKeys, Key: key, Separator: q.Get("separator")}, listAllowed(key), nil)
 		if err != nil {
 			return nil, err
 		}
@@ -82,7 +84,7 @@ func (h *Handler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Author
 		if authz.KeyList(key) != acl.Allow {
 			return nil, errPermissionDenied
 		}
-		resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadKVList, Key: key})
+		resp, _, err := h.readShared(w, r, &catalog.ReadRequest{Op: catalog.ReadKVList, Key: key}, listAllowed(key), nil)
 		if err != nil {
 			return nil, err
 		}
@@ -96,7 +98,18 @@ func (h *Handler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Author
 	if authz.KeyRead(key) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadKVGet, Key: key})
+	// Lists and key lists above are filtered for each caller, so only
+	// their wait is shared; a key's answer is the same for every caller
+	// allowed to read it, so it is also encoded once.
+	var answer parkedAnswer
+	if !raw && !wantsPretty(r) {
+		answer = kvGetAnswer
+	}
+	readAllowed := func(a acl.Authorizer) bool { return a.KeyRead(key) == acl.Allow }
+	resp, memo, err := h.readShared(w, r, &catalog.ReadRequest{Op: catalog.ReadKVGet, Key: key}, readAllowed, answer)
+	if errors.Is(err, errParked) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +123,25 @@ func (h *Handler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Author
 		_, _ = w.Write(resp.KV.Value)
 		return nil, nil
 	}
-	return []*catalog.KVEntry{resp.KV}, nil
+	return writeMemoJSON(w, r, memo, memoKVGetJSON, []*catalog.KVEntry{resp.KV}), nil
+}
+
+// listAllowed is the ACL check of a list or key list of prefix.
+func listAllowed(prefix string) func(acl.Authorizer) bool {
+	return func(a acl.Authorizer) bool { return a.KeyList(prefix) == acl.Allow }
+}
+
+// kvGetAnswer is the answer of GET /v1/kv/<key> (JSON, not ?pretty) to a
+// parked query.
+func kvGetAnswer(resp *catalog.ReadResponse, memo *viewcache.Memo) (int, []string, []byte) {
+	if resp.KV == nil {
+		return http.StatusNotFound, nil, nil
+	}
+	enc := memoJSON(memo, memoKVGetJSON, []*catalog.KVEntry{resp.KV})
+	if enc.err != nil {
+		return http.StatusInternalServerError, []string{"text/plain; charset=utf-8"}, []byte("encode response: " + enc.err.Error() + "\n")
+	}
+	return http.StatusOK, headerJSON, enc.body
 }
 
 func (h *Handler) kvPut(w http.ResponseWriter, r *http.Request, authz acl.Authorizer, key string) (any, error) {

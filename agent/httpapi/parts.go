@@ -9,6 +9,7 @@ import (
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/config"
 	"github.com/tribune-mesh/tribune/agent/local"
+	"github.com/tribune-mesh/tribune/agent/viewcache"
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/federation"
 	"github.com/tribune-mesh/tribune/gossip"
@@ -50,6 +51,13 @@ type ViewCache interface {
 	// Age returns how old req's view's result is (zero while its
 	// blocking queries succeed); false when it has none.
 	Age(req *catalog.ReadRequest) (time.Duration, bool)
+	// Shared is Get for the parked blocking queries the API shares
+	// (blocking.go): it also returns the result's Memo, and returns as
+	// soon as the view's reads fail, with their error.
+	Shared(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, *viewcache.Memo, error)
+	// Park is Shared without a waiting goroutine: fn is called once
+	// with the outcome (viewcache.Cache.Park).
+	Park(req *catalog.ReadRequest, fn viewcache.ParkFunc)
 }
 
 // EventLog holds the user events this agent accepted.

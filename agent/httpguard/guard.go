@@ -2,7 +2,8 @@
 // handler runs: per-client connection limits, write access by source network
 // (http_config.allow_write_http_from), refusal of cross-site writes from
 // browsers, requests for unknown datacenters, bounds on ?filter=, and
-// configured response headers.
+// configured response headers; and the listener that takes back the
+// connections of parked blocking queries (Reinjectable).
 //
 // It knows nothing of the API's endpoints; it wraps an http.Handler and a
 // net.Listener.

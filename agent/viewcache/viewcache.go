@@ -177,8 +177,19 @@ func keyOf(req *catalog.ReadRequest) viewKey {
 type view struct {
 	req    catalog.ReadRequest
 	cancel context.CancelFunc
-	// lastUsed is the Clock time (UnixNano) of the last Get.
+	// done is closed when the view's loop is stopped: Gets blocked on it
+	// move to its successor.
+	done <-chan struct{}
+	// lastUsed is the Clock time (UnixNano) of the last Get, or of the
+	// end of the last blocking Get.
 	lastUsed atomic.Int64
+	// waiters counts the Gets blocked on the view and its parked
+	// queries; the janitor never stops a view somebody waits on.
+	waiters atomic.Int64
+	// lot holds the parked queries (park.go); stopped, guarded by
+	// lot.mu, is set once the loop stopped.
+	lot     parkLot
+	stopped bool
 	// ready is closed once the first read has an outcome.
 	ready chan struct{}
 	// state is what Gets read; only the view's loop replaces it (set,
@@ -194,8 +205,42 @@ type viewState struct {
 	// failures began (zero while reads succeed).
 	err      error
 	errSince time.Time
-	// changed is closed when resp is replaced.
+	// changed is closed when the state is replaced (a new result or a
+	// failed read).
 	changed chan struct{}
+	// memo holds what callers derive from resp; shared by the states
+	// that hold the same resp.
+	memo *Memo
+}
+
+// Memo holds values callers derive from one result of a view (its encoded
+// HTTP answer, say), computed once and shared by every caller that got that
+// result: the thousands of identical blocking queries a write wakes encode
+// it once. Safe for concurrent use; a nil Memo computes every time. The
+// values are shared: callers must not modify them.
+type Memo struct {
+	m sync.Map // key -> *memoEntry
+}
+
+type memoEntry struct {
+	once sync.Once
+	v    any
+}
+
+// Do returns the value of key, calling fn to compute it the first time.
+// Keys must be comparable and few (one per kind of answer): a Memo lives as
+// long as its result.
+func (m *Memo) Do(key any, fn func() any) any {
+	if m == nil {
+		return fn()
+	}
+	e, ok := m.m.Load(key)
+	if !ok {
+		e, _ = m.m.LoadOrStore(key, &memoEntry{})
+	}
+	me := e.(*memoEntry)
+	me.once.Do(func() { me.v = fn() })
+	return me.v
 }
 
 // Get returns the current result of req from memory. The first Get of a
@@ -213,42 +258,39 @@ type viewState struct {
 // with a done ctx reads only what is in memory and never waits. A Get of
 // an existing view takes no exclusive lock.
 func (c *Cache) Get(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
-	v, err := c.viewFor(req)
+	st, err := c.get(ctx, req, false)
 	if err != nil {
 		return nil, err
 	}
-	v.lastUsed.Store(c.cfg.Clock.Now().UnixNano())
-	// A view that has its result answers even when ctx is already done:
-	// callers pass a done ctx to read only what is in memory.
-	select {
-	case <-v.ready:
-	default:
-		select {
-		case <-v.ready:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("wait for first result of %s %q: %w", req.Op, req.Name, ctx.Err())
-		}
+	return st.resp, nil
+}
+
+// Shared is Get for callers that answer many identical blocking queries
+// from one view (the HTTP API's parked watchers): it blocks as Get does
+// and also returns the result's Memo, in which they keep what they derive
+// from it. Unlike Get it does not serve a view whose reads fail: as soon as
+// a read of the view fails it returns that error (with the last good
+// result, nil when none), so that the caller can ask the servers itself.
+func (c *Cache) Shared(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, *Memo, error) {
+	st, err := c.get(ctx, req, true)
+	if st == nil {
+		return nil, nil, err
 	}
-	var timeout <-chan time.Time
-	var timer clock.Timer
+	return st.resp, st.memo, err
+}
+
+// get is Get and Shared (failFast): the state answered, and the error.
+func (c *Cache) get(ctx context.Context, req *catalog.ReadRequest, failFast bool) (*viewState, error) {
+	var (
+		timeout <-chan time.Time
+		timer   clock.Timer
+	)
 	defer func() {
 		if timer != nil {
 			timer.Stop()
 		}
 	}()
-	for {
-		st := v.state.Load()
-		resp, lastErr := st.resp, st.err
-		if resp == nil {
-			return nil, lastErr
-		}
-		if !st.errSince.IsZero() && c.cfg.Clock.Now().Sub(st.errSince) > c.cfg.StaleIfError {
-			return nil, fmt.Errorf("%w: %w", ErrStale, lastErr)
-		}
-		minIndex := req.Options.MinQueryIndex
-		if minIndex == 0 || resp.Meta.Index > minIndex {
-			return resp, nil
-		}
+	armTimer := func() <-chan time.Time {
 		if timeout == nil {
 			wait := req.Options.MaxQueryTime
 			if wait <= 0 || wait > c.cfg.MaxQueryTime {
@@ -257,12 +299,74 @@ func (c *Cache) Get(ctx context.Context, req *catalog.ReadRequest) (*catalog.Rea
 			timer = c.cfg.Clock.NewTimer(wait)
 			timeout = timer.C()
 		}
+		return timeout
+	}
+	for {
+		v, err := c.viewFor(req)
+		if err != nil {
+			return nil, err
+		}
+		v.lastUsed.Store(c.cfg.Clock.Now().UnixNano())
+		// A view that has its result answers even when ctx is already
+		// done: callers pass a done ctx to read only what is in memory.
+		select {
+		case <-v.ready:
+		default:
+			select {
+			case <-v.ready:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("wait for first result of %s %q: %w", req.Op, req.Name, ctx.Err())
+			}
+		}
+		st, stopped, err := c.wait(ctx, v, req, failFast, armTimer)
+		if !stopped {
+			return st, err
+		}
+		// The view was stopped while we waited on it (the janitor
+		// took it between our lookup and our wait, or Close): wait on
+		// its successor, with the same deadline.
+	}
+}
+
+// wait blocks on v until its index passes req's MinQueryIndex, the timer
+// armTimer starts fires, or ctx ends. It returns the state answered, or
+// true when v's loop was stopped first.
+func (c *Cache) wait(ctx context.Context, v *view, req *catalog.ReadRequest, failFast bool, armTimer func() <-chan time.Time) (*viewState, bool, error) {
+	blocked := false
+	defer func() {
+		if blocked {
+			v.lastUsed.Store(c.cfg.Clock.Now().UnixNano())
+			v.waiters.Add(-1)
+		}
+	}()
+	for {
+		st := v.state.Load()
+		if st.resp == nil {
+			return st, false, st.err
+		}
+		if failFast && st.err != nil {
+			return st, false, st.err
+		}
+		if !st.errSince.IsZero() && c.cfg.Clock.Now().Sub(st.errSince) > c.cfg.StaleIfError {
+			return nil, false, fmt.Errorf("%w: %w", ErrStale, st.err)
+		}
+		minIndex := req.Options.MinQueryIndex
+		if minIndex == 0 || st.resp.Meta.Index > minIndex {
+			return st, false, nil
+		}
+		if !blocked {
+			blocked = true
+			v.waiters.Add(1)
+		}
+		timeout := armTimer()
 		select {
 		case <-st.changed:
+		case <-v.done:
+			return nil, true, nil
 		case <-timeout:
-			return resp, nil
+			return st, false, nil
 		case <-ctx.Done():
-			return resp, nil
+			return st, false, nil
 		}
 	}
 }
@@ -318,7 +422,7 @@ func (c *Cache) viewFor(req *catalog.ReadRequest) (*view, error) {
 		return v, nil
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
-	v = &view{req: *req, cancel: cancel, ready: make(chan struct{})}
+	v = &view{req: *req, cancel: cancel, done: ctx.Done(), ready: make(chan struct{})}
 	v.state.Store(&viewState{changed: make(chan struct{})})
 	v.req.Tags = append([]string(nil), req.Tags...)
 	v.lastUsed.Store(c.cfg.Clock.Now().UnixNano())
@@ -333,6 +437,7 @@ func (c *Cache) viewFor(req *catalog.ReadRequest) (*view, error) {
 // a loop retrying for a read nobody may ask for again.
 func (c *Cache) run(ctx context.Context, k viewKey, v *view) {
 	defer c.wg.Done()
+	defer c.stopParked(v)
 	defer v.cancel()
 	var (
 		index    uint64
@@ -358,10 +463,12 @@ func (c *Cache) run(ctx context.Context, k viewKey, v *view) {
 			if first {
 				c.drop(k, v)
 				v.fail(err)
+				c.wakeParked(v, v.state.Load())
 				return
 			}
 			failures++
 			v.setError(err, c.cfg.Clock.Now())
+			c.wakeParked(v, v.state.Load())
 			if failures == 1 {
 				c.logger.Warn("view read failed, serving last result", "op", req.Op, "name", req.Name, "error", err)
 			} else {
@@ -392,6 +499,7 @@ func (c *Cache) run(ctx context.Context, k viewKey, v *view) {
 			first = false
 			close(v.ready)
 		}
+		c.wakeParked(v, v.state.Load())
 	}
 }
 
@@ -420,10 +528,12 @@ func (c *Cache) drop(k viewKey, v *view) {
 
 func (v *view) set(resp *catalog.ReadResponse) {
 	old := v.state.Load()
-	v.state.Store(&viewState{resp: resp, changed: make(chan struct{})})
+	v.state.Store(&viewState{resp: resp, changed: make(chan struct{}), memo: &Memo{}})
 	close(old.changed)
 }
 
+// setError keeps the result and records err. It wakes the blocked Gets:
+// Shared callers stop waiting on a failing view.
 func (v *view) setError(err error, now time.Time) {
 	old := v.state.Load()
 	st := *old
@@ -431,7 +541,9 @@ func (v *view) setError(err error, now time.Time) {
 	if st.errSince.IsZero() {
 		st.errSince = now
 	}
+	st.changed = make(chan struct{})
 	v.state.Store(&st)
+	close(old.changed)
 }
 
 // fail records the outcome of a first read that produced no result.
@@ -442,7 +554,8 @@ func (v *view) fail(err error) {
 	close(v.ready)
 }
 
-// janitor stops views that were not used within the idle TTL.
+// janitor stops views that were not used within the idle TTL and that no
+// Get is blocked on.
 func (c *Cache) janitor() {
 	defer c.wg.Done()
 	interval := min(max(c.cfg.IdleTTL/4, 10*time.Millisecond), time.Minute)
@@ -469,11 +582,23 @@ func (c *Cache) sweep() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, v := range c.views {
-		if v.lastUsed.Load() < cutoff {
+		if v.waiters.Load() == 0 && v.lastUsed.Load() < cutoff {
 			delete(c.views, k)
 			v.cancel()
 		}
 	}
+}
+
+// Waiting returns the number of blocking Gets and parked queries waiting on
+// the views.
+func (c *Cache) Waiting() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	n := int64(0)
+	for _, v := range c.views {
+		n += v.waiters.Load()
+	}
+	return int(n)
 }
 
 // Len returns the number of live views.

@@ -84,11 +84,19 @@ func BenchmarkDevWatchers(b *testing.B) {
 					// Consul limits each client IP to 200 HTTP
 					// connections by default; every watcher here comes
 					// from 127.0.0.1.
-					p := startDev(b, kind, "-hcl", "limits { http_max_conns_per_client = 1000000 }")
-					r := runWatchers(b, p, n)
+					args := []string{"-hcl", "limits { http_max_conns_per_client = 1000000 }"}
+					prof := ""
+					if kind == kindTribune {
+						prof = os.Getenv("BENCH_WATCH_PPROF")
+					}
+					if prof != "" {
+						args = append(args, "-hcl", "enable_debug = true")
+					}
+					p := startDev(b, kind, args...)
+					r := runWatchers(b, p, n, prof)
 					p.Kill()
-					detail := fmt.Sprintf("p50_ms=%.1f put_ms=%.1f blocked_in=%s agent_sockets=%d spurious=%d errors=%d",
-						ms(r.p50Woken), ms(r.putLatency), r.blockedIn.Round(time.Millisecond), r.agentSockets, r.spurious, r.errs)
+					detail := fmt.Sprintf("p50_ms=%.1f put_ms=%.1f agent_cpu_ms=%.0f client_cpu_ms=%.0f blocked_in=%s agent_sockets=%d spurious=%d errors=%d",
+						ms(r.p50Woken), ms(r.putLatency), ms(r.agentCPU), ms(r.clientCPU), r.blockedIn.Round(time.Millisecond), r.agentSockets, r.spurious, r.errs)
 					if r.settleNotReached != "" {
 						detail += " settle: " + strings.TrimSpace(r.settleNotReached)
 					}

@@ -43,20 +43,24 @@ func watcherCounts(tb testing.TB) []int {
 
 // watchResult is the outcome of one blocked-watchers run.
 type watchResult struct {
-	n                int
-	blockedIn        time.Duration // start of the watchers -> all blocked and the agent idle
-	rssBefore        int64         // KiB, before the watchers
-	rssAfter         int64         // KiB, all watchers blocked
-	allWoken         time.Duration // PUT sent -> the last watcher has the new value
-	p50Woken         time.Duration
-	putLatency       time.Duration
-	woken            int
-	spurious         int64 // returns with the old value, re-armed
-	errs             int64
-	firstErr         error
-	agentSockets     int // sockets the agent holds while they are blocked
-	agentFDExhausted bool
-	settleNotReached string
+	n          int
+	blockedIn  time.Duration // start of the watchers -> all blocked and the agent idle
+	rssBefore  int64         // KiB, before the watchers
+	rssAfter   int64         // KiB, all watchers blocked
+	allWoken   time.Duration // PUT sent -> the last watcher has the new value
+	p50Woken   time.Duration
+	putLatency time.Duration
+	// CPU time (10ms ticks) of the agent and of this process (the
+	// watchers) from the PUT to the last watcher's answer: on a shared
+	// machine they add up to the wall time the cores allow.
+	agentCPU, clientCPU time.Duration
+	woken               int
+	spurious            int64 // returns with the old value, re-armed
+	errs                int64
+	firstErr            error
+	agentSockets        int // sockets the agent holds while they are blocked
+	agentFDExhausted    bool
+	settleNotReached    string
 }
 
 func (r watchResult) rssDeltaMiB() float64 { return float64(r.rssAfter-r.rssBefore) / 1024 }
@@ -70,8 +74,13 @@ type kvEntry struct {
 
 // runWatchers blocks n watchers on one key of the agent p, writes the key
 // and measures the time until every watcher has returned with the new
-// value.
-func runWatchers(tb testing.TB, p *proc, n int) watchResult {
+// value. With profile set (BENCH_WATCH_PPROF, the agent serving
+// /debug/pprof), it writes the agent's goroutine and heap profiles while
+// the watchers are parked to profile+".goroutines" and ".heap", and a CPU
+// profile and an execution trace of the write -> all-woken window to
+// profile+".cpu" and ".trace" (go tool trace -pprof=sync gives the
+// blocking profile).
+func runWatchers(tb testing.TB, p *proc, n int, profile string) watchResult {
 	tb.Helper()
 	res := watchResult{n: n}
 	pid := p.Pid()
@@ -222,12 +231,36 @@ func runWatchers(tb testing.TB, p *proc, n int) watchResult {
 	res.agentFDExhausted = p.Contains("too many open files")
 	res.spurious = nSpur.Load()
 
+	var profWG sync.WaitGroup
+	if profile != "" {
+		fetchProfile(p, "goroutine?debug=1", profile+".goroutines")
+		fetchProfile(p, "heap", profile+".heap")
+		for _, f := range []struct{ path, file string }{{"profile?seconds=2", ".cpu"}, {"trace?seconds=2", ".trace"}} {
+			profWG.Add(1)
+			go func() {
+				defer profWG.Done()
+				fetchProfile(p, f.path, profile+f.file)
+			}()
+		}
+		// Both have started well before the write.
+		time.Sleep(300 * time.Millisecond)
+	}
+	defer profWG.Wait()
+
+	agentCPU0, _ := cpuTicks(pid)
+	selfCPU0, _ := cpuTicks(os.Getpid())
 	t0 := time.Now()
 	if _, err := kv.Put(&api.KVPair{Key: watchKey, Value: newValue}, nil); err != nil {
 		fail("put new value: %v", err)
 	}
 	res.putLatency = time.Since(t0)
 	allDone := waitGroupTimeout(&done, 5*time.Minute)
+	if t, err := cpuTicks(pid); err == nil {
+		res.agentCPU = time.Duration(t-agentCPU0) * 10 * time.Millisecond
+	}
+	if t, err := cpuTicks(os.Getpid()); err == nil {
+		res.clientCPU = time.Duration(t-selfCPU0) * 10 * time.Millisecond
+	}
 	cancel()
 	var woke []time.Duration
 	for _, t := range doneAt {
@@ -288,5 +321,26 @@ func waitGroupTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 		return true
 	case <-time.After(d):
 		return false
+	}
+}
+
+// fetchProfile saves the agent's /debug/pprof/<path> to file; a failure is
+// printed, not fatal (the figures do not depend on it).
+func fetchProfile(p *proc, path, file string) {
+	resp, err := http.Get("http://" + p.HTTPAddr() + "/debug/pprof/" + path)
+	if err != nil {
+		fmt.Printf("bench: profile %s: %v\n", path, err)
+		return
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
+	}
+	if err == nil {
+		err = os.WriteFile(file, body, 0o644)
+	}
+	if err != nil {
+		fmt.Printf("bench: profile %s: %v\n", path, err)
 	}
 }
