@@ -126,6 +126,7 @@ func (a *Agent) startXDS() error {
 		}
 	}
 	a.xds = x
+	a.xdsDebug.Store(x.srv)
 	return nil
 }
 
@@ -184,6 +185,7 @@ func (x *xdsService) stop() {
 // stopXDS stops the xDS server; safe when it never started.
 func (a *Agent) stopXDS() {
 	if a.xds != nil {
+		a.xdsDebug.Store(nil)
 		a.xds.stop()
 		a.xds = nil
 	}
