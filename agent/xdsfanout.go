@@ -2,31 +2,26 @@ package agent
 
 import (
 	"context"
-	"time"
 
 	"github.com/tribune-mesh/tribune/catalog"
 )
 
 // The proxies of an agent read the same views (every sidecar of a mesh
-// reads the CA roots, many share an upstream): one watch per view, not one
-// per proxy, follows its changes and marks its readers dirty, so a change
-// costs one blocking query and one channel send per affected proxy.
+// reads the CA roots, many share an upstream): one subscription per view,
+// not one per proxy, follows its changes and marks its readers dirty, so a
+// change costs one blocking query (the view cache's) and one channel send
+// per affected proxy, and no goroutine waits per view.
 
-// proxyState is a proxy loop's end of the fan-out.
+// proxyState is a proxy watch's end of the fan-out.
 type proxyState struct {
-	// dirty holds a token when a view the proxy read changed.
-	dirty chan struct{}
+	// wake has the proxy rebuilt (proxyWatch); it does not block.
+	wake func()
 	// deps are the keys of the views it is subscribed to (guarded by the
 	// xdsService's mu).
 	deps map[string]bool
 }
 
-func (ps *proxyState) markDirty() {
-	select {
-	case ps.dirty <- struct{}{}:
-	default:
-	}
-}
+func (ps *proxyState) markDirty() { ps.wake() }
 
 // viewDep is a view a build read, at the index it read.
 type viewDep struct {
@@ -36,10 +31,11 @@ type viewDep struct {
 
 // viewSub is the shared watch of one view.
 type viewSub struct {
-	req    catalog.ReadRequest
-	idx    uint64 // last index seen (guarded by the xdsService's mu)
-	subs   map[*proxyState]struct{}
-	cancel context.CancelFunc
+	req  catalog.ReadRequest
+	idx  uint64 // last index seen (guarded by the xdsService's mu)
+	subs map[*proxyState]struct{}
+	// cancel ends the view cache's notifications; nil once they ended.
+	cancel func()
 }
 
 func viewKey(req *catalog.ReadRequest) string {
@@ -57,9 +53,12 @@ func (x *xdsService) view(ctx context.Context, in *proxyInputs, req *catalog.Rea
 	return resp, nil
 }
 
-// setDeps subscribes ps to exactly deps (none: unsubscribe), starting and
-// stopping the views' watches. A view that moved past the index the build
-// read marks ps dirty at once.
+// setDeps subscribes ps to exactly deps (none: unsubscribe), following and
+// unfollowing the views. A view that moved past the index the build read,
+// or that cannot be followed, marks ps dirty at once.
+//
+// A view is followed by the view cache's notifications (Notify), called on
+// the view's own goroutine: no goroutine waits per view or per proxy.
 func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -73,14 +72,20 @@ func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 			if x.ctx.Err() != nil {
 				continue
 			}
-			ctx, cancel := context.WithCancel(x.ctx)
-			s = &viewSub{req: d.req, idx: d.idx, subs: map[*proxyState]struct{}{}, cancel: cancel}
+			s = &viewSub{req: d.req, idx: d.idx, subs: map[*proxyState]struct{}{}}
+			cur, cancel, err := x.views.Notify(&s.req, func(r *catalog.ReadResponse) { x.viewChanged(k, s, r) })
+			if err != nil {
+				// The view stopped under the build: build again.
+				ps.markDirty()
+				continue
+			}
+			s.cancel = cancel
 			x.subs[k] = s
-			x.wg.Add(1)
-			go func() {
-				defer x.wg.Done()
-				x.watchView(ctx, s)
-			}()
+			if cur != nil && cur.Meta.Index != s.idx {
+				// It moved between the build's read and now.
+				s.idx = cur.Meta.Index
+				ps.markDirty()
+			}
 		} else if s.idx != d.idx {
 			ps.markDirty()
 		}
@@ -101,31 +106,28 @@ func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 	ps.deps = want
 }
 
-// watchView follows one view with blocking reads and marks its readers
-// dirty at each change, until ctx ends.
-func (x *xdsService) watchView(ctx context.Context, s *viewSub) {
-	for ctx.Err() == nil {
-		x.mu.Lock()
-		idx := s.idx
-		x.mu.Unlock()
-		next := s.req
-		next.Options.MinQueryIndex, next.Options.MaxQueryTime = idx, xdsReadWait
-		r, err := x.views.Get(ctx, &next)
-		if err != nil {
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-			continue
+// viewChanged is the view cache's notification of a new result of s's view
+// (nil: the view stopped): its readers are marked dirty when the index
+// moved, and all of them when the view stopped, whose next builds follow
+// it again.
+func (x *xdsService) viewChanged(k string, s *viewSub, r *catalog.ReadResponse) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if r != nil && r.Meta.Index == s.idx {
+		return
+	}
+	if r == nil {
+		if x.subs[k] == s {
+			delete(x.subs, k)
 		}
-		if r.Meta.Index == idx {
-			continue
-		}
-		x.mu.Lock()
-		s.idx = r.Meta.Index
+		s.cancel()
 		for ps := range s.subs {
-			ps.markDirty()
+			delete(ps.deps, k)
 		}
-		x.mu.Unlock()
+	} else {
+		s.idx = r.Meta.Index
+	}
+	for ps := range s.subs {
+		ps.markDirty()
 	}
 }

@@ -103,6 +103,9 @@ type entry struct {
 	// for renewals, as Consul signs with the requester's token.
 	token    string
 	hasToken bool
+	// listeners are the callbacks of Notify (guarded by the Manager's
+	// mu).
+	listeners map[*func()]struct{}
 }
 
 // Manager holds the leaf certificates of an agent's services.
@@ -233,6 +236,30 @@ func (m *Manager) Changed(service string, modifyIndex uint64) <-chan struct{} {
 	return e.ch
 }
 
+// Notify calls fn, on the service's renewal goroutine, each time the
+// service's leaf (or its error) changes, until cancel is called; fn must not
+// block or call back into the Manager. It returns false and does nothing
+// when the service has no leaf entry (Get starts one). It is how many
+// readers follow leaves without a goroutine each waiting on Changed.
+func (m *Manager) Notify(service string, fn func()) (cancel func(), ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.leaves[service]
+	if e == nil {
+		return nil, false
+	}
+	if e.listeners == nil {
+		e.listeners = map[*func()]struct{}{}
+	}
+	key := &fn
+	e.listeners[key] = struct{}{}
+	return func() {
+		m.mu.Lock()
+		delete(e.listeners, key)
+		m.mu.Unlock()
+	}, true
+}
+
 // currentRoots returns the known roots and the channel closed when they
 // change.
 func (m *Manager) currentRoots() (*roots, <-chan struct{}) {
@@ -317,7 +344,14 @@ func (m *Manager) run(service string, e *entry) {
 		}
 		close(e.ch)
 		e.ch = make(chan struct{})
+		fns := make([]func(), 0, len(e.listeners))
+		for fn := range e.listeners {
+			fns = append(fns, *fn)
+		}
 		m.mu.Unlock()
+		for _, fn := range fns {
+			fn()
+		}
 		if err != nil {
 			if m.ctx.Err() != nil {
 				return
