@@ -27,15 +27,54 @@ func (ps *proxyState) markDirty() { ps.wake() }
 type viewDep struct {
 	req catalog.ReadRequest
 	idx uint64
+	// names, for a list of config entries, are the entries the build
+	// used: only a change of one of them wakes it (nil: any change).
+	names []string
 }
 
-// viewSub is the shared watch of one view.
+// viewSub is the shared watch of one view. Its fields are guarded by the
+// xdsService's mu.
 type viewSub struct {
-	req  catalog.ReadRequest
-	idx  uint64 // last index seen (guarded by the xdsService's mu)
-	subs map[*proxyState]struct{}
+	req catalog.ReadRequest
+	idx uint64 // last index seen
+	// subs are the proxies reading the view, with the entry names each
+	// used (viewDep.names).
+	subs map[*proxyState][]string
+	// entries are the modify indexes of a config entry list's entries by
+	// name, as last seen (nil for other views).
+	entries map[string]uint64
 	// cancel ends the view cache's notifications; nil once they ended.
 	cancel func()
+}
+
+// entryIndexes returns the modify index of each config entry of r by name,
+// for a config entry list view (nil for another).
+func entryIndexes(req *catalog.ReadRequest, r *catalog.ReadResponse) map[string]uint64 {
+	if req.Op != catalog.ReadConfigEntries || r == nil {
+		return nil
+	}
+	out := make(map[string]uint64, len(r.ConfigEntries))
+	for _, e := range r.ConfigEntries {
+		out[e.Name] = e.ModifyIndex
+	}
+	return out
+}
+
+// readsChanged reports whether a reader of the entries names (nil: all)
+// is affected by the move from the entries before to after (nil: unknown,
+// so affected).
+func readsChanged(names []string, before, after map[string]uint64) bool {
+	if names == nil || before == nil || after == nil {
+		return true
+	}
+	for _, n := range names {
+		b, inB := before[n]
+		a, inA := after[n]
+		if inA != inB || a != b {
+			return true
+		}
+	}
+	return false
 }
 
 func viewKey(req *catalog.ReadRequest) string {
@@ -72,7 +111,7 @@ func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 			if x.ctx.Err() != nil {
 				continue
 			}
-			s = &viewSub{req: d.req, idx: d.idx, subs: map[*proxyState]struct{}{}}
+			s = &viewSub{req: d.req, idx: d.idx, subs: map[*proxyState][]string{}}
 			cur, cancel, err := x.views.Notify(&s.req, func(r *catalog.ReadResponse) { x.viewChanged(k, s, r) })
 			if err != nil {
 				// The view stopped under the build: build again.
@@ -81,6 +120,7 @@ func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 			}
 			s.cancel = cancel
 			x.subs[k] = s
+			s.entries = entryIndexes(&s.req, cur)
 			if cur != nil && cur.Meta.Index != s.idx {
 				// It moved between the build's read and now.
 				s.idx = cur.Meta.Index
@@ -89,7 +129,7 @@ func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 		} else if s.idx != d.idx {
 			ps.markDirty()
 		}
-		s.subs[ps] = struct{}{}
+		s.subs[ps] = d.names
 	}
 	for k := range ps.deps {
 		if want[k] {
@@ -123,11 +163,16 @@ func (x *xdsService) viewChanged(k string, s *viewSub, r *catalog.ReadResponse) 
 		s.cancel()
 		for ps := range s.subs {
 			delete(ps.deps, k)
+			ps.markDirty()
 		}
-	} else {
-		s.idx = r.Meta.Index
+		return
 	}
-	for ps := range s.subs {
-		ps.markDirty()
+	s.idx = r.Meta.Index
+	before := s.entries
+	s.entries = entryIndexes(&s.req, r)
+	for ps, names := range s.subs {
+		if readsChanged(names, before, s.entries) {
+			ps.markDirty()
+		}
 	}
 }

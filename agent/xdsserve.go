@@ -69,7 +69,7 @@ type xdsService struct {
 	// (results are shared and immutable), so that the proxies of a
 	// change decode them once.
 	ixnMu sync.Mutex
-	ixns  map[*catalog.ReadResponse][]*catalog.Intention
+	ixns  map[*catalog.ReadResponse]map[string][]*catalog.Intention
 }
 
 // proxyWatch keeps one proxy's snapshot current, without a goroutine of
@@ -110,7 +110,7 @@ func (a *Agent) startXDS() error {
 		proxies: map[string]*proxyWatch{},
 		streams: map[*xdsStream]struct{}{},
 		subs:    map[string]*viewSub{},
-		ixns:    map[*catalog.ReadResponse][]*catalog.Intention{},
+		ixns:    map[*catalog.ReadResponse]map[string][]*catalog.Intention{},
 	}
 	// Set before the first stream: intercept reads it unlocked.
 	resolver, revocable := a.acls.(*acl.CachingResolver)
@@ -677,17 +677,9 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 		return nil, fmt.Errorf("leaf certificate of %s: %w", target, err)
 	}
 	in.leaf = &leafDep{service: target, index: leaf.ModifyIndex}
-	var ixns []*catalog.Intention
-	for _, name := range []string{target, catalog.IntentionWildcard} {
-		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadConfigEntry, Key: httpapi.KindServiceIntentions, Name: name, Options: opts})
-		if err != nil {
-			return nil, fmt.Errorf("intentions of %s: %w", name, err)
-		}
-		got, err := x.intentionsOf(resp)
-		if err != nil {
-			return nil, err
-		}
-		ixns = append(ixns, got...)
+	ixns, err := x.intentions(ctx, in, opts, target)
+	if err != nil {
+		return nil, err
 	}
 	p := &xds.Proxy{
 		ID: node, Service: target, Datacenter: x.a.cfg.Datacenter,
@@ -725,20 +717,45 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 
 // maxDecodedIntentions bounds the decoded-intentions cache; past it, the
 // cache starts over.
-const maxDecodedIntentions = 4096
+const maxDecodedIntentions = 64
 
-// intentionsOf returns the intentions of a service-intentions view result,
-// decoded once per result.
-func (x *xdsService) intentionsOf(resp *catalog.ReadResponse) ([]*catalog.Intention, error) {
+// intentions returns the intentions of target and of the wildcard. They
+// are read from one view of every service-intentions entry, shared by every
+// proxy of the agent whatever its service (one blocking query, not one per
+// proxied service), and recorded as a dependency of in that wakes the
+// proxy only when the entries of those two names change (xdsfanout.go).
+func (x *xdsService) intentions(ctx context.Context, in *proxyInputs, opts catalog.QueryOptions, target string) ([]*catalog.Intention, error) {
+	names := []string{target, catalog.IntentionWildcard}
+	req := &catalog.ReadRequest{Op: catalog.ReadConfigEntries, Key: httpapi.KindServiceIntentions, Options: opts}
+	resp, err := x.views.Get(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("intentions: %w", err)
+	}
+	in.deps = append(in.deps, viewDep{req: *req, idx: resp.Meta.Index, names: names})
+	byName, err := x.intentionsOf(resp)
+	if err != nil {
+		return nil, err
+	}
+	return append(append([]*catalog.Intention(nil), byName[target]...), byName[catalog.IntentionWildcard]...), nil
+}
+
+// intentionsOf returns the intentions of a service-intentions list view
+// result by destination, decoded once per result (results are shared and
+// immutable, so the proxies of a change decode them once).
+func (x *xdsService) intentionsOf(resp *catalog.ReadResponse) (map[string][]*catalog.Intention, error) {
 	x.ixnMu.Lock()
 	got, ok := x.ixns[resp]
 	x.ixnMu.Unlock()
 	if ok {
 		return got, nil
 	}
-	got, err := httpapi.EntryIntentions(resp.ConfigEntries...)
-	if err != nil {
-		return nil, err
+	got = make(map[string][]*catalog.Intention, len(resp.ConfigEntries))
+	for _, e := range resp.ConfigEntries {
+		ixns, err := httpapi.EntryIntentions(e)
+		if err != nil {
+			return nil, fmt.Errorf("intentions of %s: %w", e.Name, err)
+		}
+		got[e.Name] = ixns
 	}
 	x.ixnMu.Lock()
 	if len(x.ixns) >= maxDecodedIntentions {
