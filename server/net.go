@@ -18,13 +18,14 @@ import (
 )
 
 // Keepalive of the connections to the servers: a connection with calls
-// open that has been silent for rpcKeepaliveTime is pinged, and closed when
-// the ping is not answered within rpcKeepaliveTimeout. The servers accept
-// pings every rpcKeepaliveMinTime.
+// open that has been silent for rpcKeepaliveTime (gRPC's minimum) is
+// pinged, and closed when the ping is not answered within
+// rpcKeepaliveTimeout, so a hung server is left within ~15 s. The servers
+// accept pings every rpcKeepaliveMinTime.
 const (
-	rpcKeepaliveTime    = 15 * time.Second
-	rpcKeepaliveTimeout = 10 * time.Second
-	rpcKeepaliveMinTime = 10 * time.Second
+	rpcKeepaliveTime    = 10 * time.Second
+	rpcKeepaliveTimeout = 5 * time.Second
+	rpcKeepaliveMinTime = 5 * time.Second
 )
 
 // DialFunc opens a connection to a server port. It is the seam between a
