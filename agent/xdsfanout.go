@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"slices"
 
 	"github.com/tribune-mesh/tribune/catalog"
 )
@@ -17,8 +18,8 @@ type proxyState struct {
 	// wake has the proxy rebuilt (proxyWatch); it does not block.
 	wake func()
 	// deps are the keys of the views it is subscribed to (guarded by the
-	// xdsService's mu).
-	deps map[string]bool
+	// xdsService's mu); a handful, so a slice.
+	deps []viewID
 }
 
 func (ps *proxyState) markDirty() { ps.wake() }
@@ -77,8 +78,15 @@ func readsChanged(names []string, before, after map[string]uint64) bool {
 	return false
 }
 
-func viewKey(req *catalog.ReadRequest) string {
-	return string(req.Op) + "\x00" + req.Key + "\x00" + req.Name + "\x00" + req.Options.Token
+// viewID identifies a view the proxies read: a comparable key made
+// without allocating, whose strings are the requests' own.
+type viewID struct {
+	op               catalog.ReadOp
+	key, name, token string
+}
+
+func viewKey(req *catalog.ReadRequest) viewID {
+	return viewID{op: req.Op, key: req.Key, name: req.Name, token: req.Options.Token}
 }
 
 // view reads req from the agent's views and records it as a dependency of
@@ -101,11 +109,14 @@ func (x *xdsService) view(ctx context.Context, in *proxyInputs, req *catalog.Rea
 func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	want := make(map[string]bool, len(deps))
+	want := make([]viewID, 0, len(deps))
 	for i := range deps {
 		d := &deps[i]
 		k := viewKey(&d.req)
-		want[k] = true
+		if slices.Contains(want, k) {
+			continue // read twice by one build
+		}
+		want = append(want, k)
 		s := x.subs[k]
 		if s == nil {
 			if x.ctx.Err() != nil {
@@ -131,8 +142,8 @@ func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 		}
 		s.subs[ps] = d.names
 	}
-	for k := range ps.deps {
-		if want[k] {
+	for _, k := range ps.deps {
+		if slices.Contains(want, k) {
 			continue
 		}
 		if s := x.subs[k]; s != nil {
@@ -150,7 +161,7 @@ func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 // (nil: the view stopped): its readers are marked dirty when the index
 // moved, and all of them when the view stopped, whose next builds follow
 // it again.
-func (x *xdsService) viewChanged(k string, s *viewSub, r *catalog.ReadResponse) {
+func (x *xdsService) viewChanged(k viewID, s *viewSub, r *catalog.ReadResponse) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if r != nil && r.Meta.Index == s.idx {
@@ -162,7 +173,7 @@ func (x *xdsService) viewChanged(k string, s *viewSub, r *catalog.ReadResponse) 
 		}
 		s.cancel()
 		for ps := range s.subs {
-			delete(ps.deps, k)
+			ps.deps = slices.DeleteFunc(ps.deps, func(d viewID) bool { return d == k })
 			ps.markDirty()
 		}
 		return

@@ -58,7 +58,7 @@ type xdsService struct {
 	proxies map[string]*proxyWatch
 	streams map[*xdsStream]struct{}
 	// subs are the shared watches of the views proxies read.
-	subs  map[string]*viewSub
+	subs  map[viewID]*viewSub
 	addrs []net.Addr
 	// revocable is set when streams' tokens are checked again as the ACLs
 	// change (recheckTokens runs): a stream may then be ended under its
@@ -109,7 +109,7 @@ func (a *Agent) startXDS() error {
 		views:   &lazyViews{reader: a.backend, logger: a.logger.Named("xds.viewcache")},
 		proxies: map[string]*proxyWatch{},
 		streams: map[*xdsStream]struct{}{},
-		subs:    map[string]*viewSub{},
+		subs:    map[viewID]*viewSub{},
 		ixns:    map[*catalog.ReadResponse]map[string][]*catalog.Intention{},
 	}
 	// Set before the first stream: intercept reads it unlocked.
