@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -39,6 +40,7 @@ import (
 	"github.com/tribune-mesh/tribune/server"
 	"github.com/tribune-mesh/tribune/telemetry"
 	"github.com/tribune-mesh/tribune/tlsconfig"
+	"github.com/tribune-mesh/tribune/xds"
 )
 
 // Version is Tribune's version, reported by `tribune version` and
@@ -61,6 +63,9 @@ type Agent struct {
 	dns       *dnsService
 	// xds serves ADS to the local sidecars on ports.grpc (xdsserve.go).
 	xds *xdsService
+	// xdsDebug is xds's ADS server, for the HTTP API's debug view, which
+	// starts before it (nil: ports.grpc off or stopped).
+	xdsDebug atomic.Pointer[xds.Server]
 	// events keeps the last user events this agent accepted (http_event.go).
 	events *eventBuffer
 	// caConfig is connect.ca_config; leaves the Connect leaf certificates.
@@ -489,6 +494,7 @@ func (a *Agent) httpHandler(views *lazyViews) (http.Handler, error) {
 		Gossip: a.gossip, Events: a.events, Control: apiControl{a: a}, Metrics: a.telemetry,
 		CA: a.connectCA(), Leaves: a.leaves, Cache: views,
 		WAN: a.wan, Federation: a.federationPart(),
+		XDS: a.xdsDebug.Load,
 	})
 	guard := httpguard.New(httpguard.Config{
 		Datacenter:      a.cfg.Datacenter,

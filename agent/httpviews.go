@@ -45,6 +45,16 @@ func (l *lazyViews) Get(ctx context.Context, req *catalog.ReadRequest) (*catalog
 	return c.Get(ctx, req)
 }
 
+// Notify follows the view of req (viewcache.Cache.Notify), starting the
+// cache.
+func (l *lazyViews) Notify(req *catalog.ReadRequest, fn func(*catalog.ReadResponse)) (*catalog.ReadResponse, func(), error) {
+	c := l.get(true)
+	if c == nil {
+		return nil, nil, viewcache.ErrClosed
+	}
+	return c.Notify(req, fn)
+}
+
 // Shared implements httpapi.ViewCache.
 func (l *lazyViews) Shared(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, *viewcache.Memo, error) {
 	c := l.get(true)

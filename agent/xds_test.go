@@ -206,37 +206,14 @@ func TestXDSDeltaSidecar(t *testing.T) {
 	const node = "web-sidecar-proxy"
 	x := newDeltaClient(t, a, node, "")
 
-	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
-	cds := x.next(resource.ClusterType)
-	var dbCluster string
-	for _, res := range cds.GetResources() {
-		var cl cluster.Cluster
-		if err := res.GetResource().UnmarshalTo(&cl); err != nil {
-			t.Fatal(err)
-		}
-		if err := cl.ValidateAll(); err != nil {
-			t.Fatalf("cluster %s invalid: %v", cl.GetName(), err)
-		}
-		if strings.HasPrefix(cl.GetName(), "db.default.dc1.internal.") {
-			dbCluster = cl.GetName()
-		}
-	}
-	if dbCluster == "" || len(cds.GetResources()) != 2 {
-		t.Fatalf("clusters = %v", cds.GetResources())
-	}
-	x.ack(cds)
-	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNamesSubscribe: []string{dbCluster}})
-	eds := x.next(resource.EndpointType)
-	if got := endpointsOf(t, eds); strings.Join(got, ",") != "10.0.0.1:21000,10.0.0.2:21000" {
+	cfg := subscribeSidecar(t, x)
+	if got := strings.Join(cfg.endpoints, ","); got != "10.0.0.1:21000,10.0.0.2:21000" {
 		t.Fatalf("db endpoints = %v", got)
 	}
-	x.ack(eds)
-	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType})
-	lds := x.next(resource.ListenerType)
-	if pub := publicListener(t, lds); !strings.Contains(pub, "21500") || !strings.Contains(pub, "envoy.filters.network.rbac") {
+	if pub := cfg.publicListener(); !strings.Contains(pub, "21500") || !strings.Contains(pub, "envoy.filters.network.rbac") {
 		t.Fatalf("public listener = %s", pub)
 	}
-	x.ack(lds)
+	lds := cfg.lds
 	srv := a.XDSServer()
 	wait.For(t, 10*time.Second, func() error {
 		if v := srv.Acked(node, resource.ListenerType); v != lds.GetSystemVersionInfo() {

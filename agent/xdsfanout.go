@@ -2,48 +2,91 @@ package agent
 
 import (
 	"context"
-	"time"
+	"slices"
 
 	"github.com/tribune-mesh/tribune/catalog"
 )
 
 // The proxies of an agent read the same views (every sidecar of a mesh
-// reads the CA roots, many share an upstream): one watch per view, not one
-// per proxy, follows its changes and marks its readers dirty, so a change
-// costs one blocking query and one channel send per affected proxy.
+// reads the CA roots, many share an upstream): one subscription per view,
+// not one per proxy, follows its changes and marks its readers dirty, so a
+// change costs one blocking query (the view cache's) and one channel send
+// per affected proxy, and no goroutine waits per view.
 
-// proxyState is a proxy loop's end of the fan-out.
+// proxyState is a proxy watch's end of the fan-out.
 type proxyState struct {
-	// dirty holds a token when a view the proxy read changed.
-	dirty chan struct{}
+	// wake has the proxy rebuilt (proxyWatch); it does not block.
+	wake func()
 	// deps are the keys of the views it is subscribed to (guarded by the
-	// xdsService's mu).
-	deps map[string]bool
+	// xdsService's mu); a handful, so a slice.
+	deps []viewID
 }
 
-func (ps *proxyState) markDirty() {
-	select {
-	case ps.dirty <- struct{}{}:
-	default:
-	}
-}
+func (ps *proxyState) markDirty() { ps.wake() }
 
 // viewDep is a view a build read, at the index it read.
 type viewDep struct {
 	req catalog.ReadRequest
 	idx uint64
+	// names, for a list of config entries, are the entries the build
+	// used: only a change of one of them wakes it (nil: any change).
+	names []string
 }
 
-// viewSub is the shared watch of one view.
+// viewSub is the shared watch of one view. Its fields are guarded by the
+// xdsService's mu.
 type viewSub struct {
-	req    catalog.ReadRequest
-	idx    uint64 // last index seen (guarded by the xdsService's mu)
-	subs   map[*proxyState]struct{}
-	cancel context.CancelFunc
+	req catalog.ReadRequest
+	idx uint64 // last index seen
+	// subs are the proxies reading the view, with the entry names each
+	// used (viewDep.names).
+	subs map[*proxyState][]string
+	// entries are the modify indexes of a config entry list's entries by
+	// name, as last seen (nil for other views).
+	entries map[string]uint64
+	// cancel ends the view cache's notifications; nil once they ended.
+	cancel func()
 }
 
-func viewKey(req *catalog.ReadRequest) string {
-	return string(req.Op) + "\x00" + req.Key + "\x00" + req.Name + "\x00" + req.Options.Token
+// entryIndexes returns the modify index of each config entry of r by name,
+// for a config entry list view (nil for another).
+func entryIndexes(req *catalog.ReadRequest, r *catalog.ReadResponse) map[string]uint64 {
+	if req.Op != catalog.ReadConfigEntries || r == nil {
+		return nil
+	}
+	out := make(map[string]uint64, len(r.ConfigEntries))
+	for _, e := range r.ConfigEntries {
+		out[e.Name] = e.ModifyIndex
+	}
+	return out
+}
+
+// readsChanged reports whether a reader of the entries names (nil: all)
+// is affected by the move from the entries before to after (nil: unknown,
+// so affected).
+func readsChanged(names []string, before, after map[string]uint64) bool {
+	if names == nil || before == nil || after == nil {
+		return true
+	}
+	for _, n := range names {
+		b, inB := before[n]
+		a, inA := after[n]
+		if inA != inB || a != b {
+			return true
+		}
+	}
+	return false
+}
+
+// viewID identifies a view the proxies read: a comparable key made
+// without allocating, whose strings are the requests' own.
+type viewID struct {
+	op               catalog.ReadOp
+	key, name, token string
+}
+
+func viewKey(req *catalog.ReadRequest) viewID {
+	return viewID{op: req.Op, key: req.Key, name: req.Name, token: req.Options.Token}
 }
 
 // view reads req from the agent's views and records it as a dependency of
@@ -57,37 +100,50 @@ func (x *xdsService) view(ctx context.Context, in *proxyInputs, req *catalog.Rea
 	return resp, nil
 }
 
-// setDeps subscribes ps to exactly deps (none: unsubscribe), starting and
-// stopping the views' watches. A view that moved past the index the build
-// read marks ps dirty at once.
+// setDeps subscribes ps to exactly deps (none: unsubscribe), following and
+// unfollowing the views. A view that moved past the index the build read,
+// or that cannot be followed, marks ps dirty at once.
+//
+// A view is followed by the view cache's notifications (Notify), called on
+// the view's own goroutine: no goroutine waits per view or per proxy.
 func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	want := make(map[string]bool, len(deps))
+	want := make([]viewID, 0, len(deps))
 	for i := range deps {
 		d := &deps[i]
 		k := viewKey(&d.req)
-		want[k] = true
+		if slices.Contains(want, k) {
+			continue // read twice by one build
+		}
+		want = append(want, k)
 		s := x.subs[k]
 		if s == nil {
 			if x.ctx.Err() != nil {
 				continue
 			}
-			ctx, cancel := context.WithCancel(x.ctx)
-			s = &viewSub{req: d.req, idx: d.idx, subs: map[*proxyState]struct{}{}, cancel: cancel}
+			s = &viewSub{req: d.req, idx: d.idx, subs: map[*proxyState][]string{}}
+			cur, cancel, err := x.views.Notify(&s.req, func(r *catalog.ReadResponse) { x.viewChanged(k, s, r) })
+			if err != nil {
+				// The view stopped under the build: build again.
+				ps.markDirty()
+				continue
+			}
+			s.cancel = cancel
 			x.subs[k] = s
-			x.wg.Add(1)
-			go func() {
-				defer x.wg.Done()
-				x.watchView(ctx, s)
-			}()
+			s.entries = entryIndexes(&s.req, cur)
+			if cur != nil && cur.Meta.Index != s.idx {
+				// It moved between the build's read and now.
+				s.idx = cur.Meta.Index
+				ps.markDirty()
+			}
 		} else if s.idx != d.idx {
 			ps.markDirty()
 		}
-		s.subs[ps] = struct{}{}
+		s.subs[ps] = d.names
 	}
-	for k := range ps.deps {
-		if want[k] {
+	for _, k := range ps.deps {
+		if slices.Contains(want, k) {
 			continue
 		}
 		if s := x.subs[k]; s != nil {
@@ -101,31 +157,33 @@ func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 	ps.deps = want
 }
 
-// watchView follows one view with blocking reads and marks its readers
-// dirty at each change, until ctx ends.
-func (x *xdsService) watchView(ctx context.Context, s *viewSub) {
-	for ctx.Err() == nil {
-		x.mu.Lock()
-		idx := s.idx
-		x.mu.Unlock()
-		next := s.req
-		next.Options.MinQueryIndex, next.Options.MaxQueryTime = idx, xdsReadWait
-		r, err := x.views.Get(ctx, &next)
-		if err != nil {
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-			continue
+// viewChanged is the view cache's notification of a new result of s's view
+// (nil: the view stopped): its readers are marked dirty when the index
+// moved, and all of them when the view stopped, whose next builds follow
+// it again.
+func (x *xdsService) viewChanged(k viewID, s *viewSub, r *catalog.ReadResponse) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if r != nil && r.Meta.Index == s.idx {
+		return
+	}
+	if r == nil {
+		if x.subs[k] == s {
+			delete(x.subs, k)
 		}
-		if r.Meta.Index == idx {
-			continue
-		}
-		x.mu.Lock()
-		s.idx = r.Meta.Index
+		s.cancel()
 		for ps := range s.subs {
+			ps.deps = slices.DeleteFunc(ps.deps, func(d viewID) bool { return d == k })
 			ps.markDirty()
 		}
-		x.mu.Unlock()
+		return
+	}
+	s.idx = r.Meta.Index
+	before := s.entries
+	s.entries = entryIndexes(&s.req, r)
+	for ps, names := range s.subs {
+		if readsChanged(names, before, s.entries) {
+			ps.markDirty()
+		}
 	}
 }

@@ -25,8 +25,9 @@ func newProxylessNames() *proxylessNames {
 }
 
 // update adds names (replacing the set when replace) and removes removed;
-// names past xds.MaxProxylessServices are ignored.
-func (p *proxylessNames) update(names []string, replace bool, removed []string) {
+// names past xds.MaxProxylessServices are ignored. It reports whether the
+// set changed.
+func (p *proxylessNames) update(names []string, replace bool, removed []string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	next := map[string]bool{}
@@ -52,12 +53,13 @@ func (p *proxylessNames) update(names []string, replace bool, removed []string) 
 			}
 		}
 		if same {
-			return
+			return false
 		}
 	}
 	p.names = next
 	close(p.changed)
 	p.changed = make(chan struct{})
+	return true
 }
 
 // current returns the sorted names and a channel closed at their next
@@ -79,7 +81,9 @@ func (x *xdsService) listenersNamed(node string, names []string, replace bool, r
 	w := x.proxies[node]
 	x.mu.Unlock()
 	if w != nil && w.proxyless != nil {
-		w.proxyless.update(names, replace, removed)
+		if w.proxyless.update(names, replace, removed) {
+			x.wake(w)
+		}
 	}
 }
 
@@ -87,8 +91,8 @@ func (x *xdsService) listenersNamed(node string, names []string, replace bool, r
 // from: the CA's trust domain (for cluster names) and the health of each
 // service it named that its token may read.
 func (x *xdsService) readProxyless(ctx context.Context, node, token string, names *proxylessNames) (*proxyInputs, error) {
-	list, changed := names.current()
-	in := &proxyInputs{names: changed}
+	list, _ := names.current()
+	in := &proxyInputs{}
 	opts := catalog.QueryOptions{Token: token}
 	roots, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadCARoots, Options: opts})
 	if err != nil {

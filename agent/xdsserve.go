@@ -31,10 +31,6 @@ const (
 	xdsMaxStreams = 1024
 	// xdsMaxRecvBytes bounds one request (Envoy's are small).
 	xdsMaxRecvBytes = 4 << 20
-	// xdsReadWait is the wait of each blocking read behind a proxy's
-	// view; shorter than the view cache's idle TTL, so a view a proxy
-	// blocks on is never dropped under it.
-	xdsReadWait = time.Minute
 	// xdsACLPoll is how often the streams' tokens are checked again when
 	// the ACL index moved (a revoked token ends its streams).
 	xdsACLPoll = 250 * time.Millisecond
@@ -62,22 +58,45 @@ type xdsService struct {
 	proxies map[string]*proxyWatch
 	streams map[*xdsStream]struct{}
 	// subs are the shared watches of the views proxies read.
-	subs  map[string]*viewSub
+	subs  map[viewID]*viewSub
 	addrs []net.Addr
+	// revocable is set when streams' tokens are checked again as the ACLs
+	// change (recheckTokens runs): a stream may then be ended under its
+	// handler.
+	revocable bool
 
 	// ixnMu guards ixns: the intentions decoded from each view result
 	// (results are shared and immutable), so that the proxies of a
 	// change decode them once.
 	ixnMu sync.Mutex
-	ixns  map[*catalog.ReadResponse][]*catalog.Intention
+	ixns  map[*catalog.ReadResponse]map[string][]*catalog.Intention
 }
 
-// proxyWatch is the loop that keeps one proxy's snapshot current.
+// proxyWatch keeps one proxy's snapshot current, without a goroutine of
+// its own while nothing changes: a change of one of its inputs (a view, its
+// leaf certificate, the local services, a proxyless client's names) wakes
+// it (wake), and the goroutine that rebuilds it ends when it is current.
 type proxyWatch struct {
+	node   string
+	ctx    context.Context
 	cancel context.CancelFunc
-	done   chan struct{}
+	read   func(context.Context) (*proxyInputs, error)
+	ps     *proxyState
+	// done is closed once the watch is stopped and no build runs.
+	done chan struct{}
 	// proxyless is set for a proxyless gRPC client (xdsproxyless.go).
 	proxyless *proxylessNames
+
+	// mu guards the fields below.
+	mu sync.Mutex
+	// building is set while a goroutine rebuilds the proxy; dirty when
+	// an input changed during that build, which then builds again.
+	building, dirty, stopped bool
+	backoff                  time.Duration
+	retry                    *time.Timer
+	// leaf is the leaf certificate followed, leafCancel ends that.
+	leaf       *leafDep
+	leafCancel func()
 }
 
 // startXDS starts the xDS server when ports.grpc is on.
@@ -90,9 +109,12 @@ func (a *Agent) startXDS() error {
 		views:   &lazyViews{reader: a.backend, logger: a.logger.Named("xds.viewcache")},
 		proxies: map[string]*proxyWatch{},
 		streams: map[*xdsStream]struct{}{},
-		subs:    map[string]*viewSub{},
-		ixns:    map[*catalog.ReadResponse][]*catalog.Intention{},
+		subs:    map[viewID]*viewSub{},
+		ixns:    map[*catalog.ReadResponse]map[string][]*catalog.Intention{},
 	}
+	// Set before the first stream: intercept reads it unlocked.
+	resolver, revocable := a.acls.(*acl.CachingResolver)
+	x.revocable = revocable
 	x.ctx, x.cancel = context.WithCancel(a.ctx)
 	x.srv = xds.NewServerWithHooks(x.ctx, a.logger.Named("xds"), xds.Hooks{
 		NodeConnected:    x.nodeConnected,
@@ -116,16 +138,20 @@ func (a *Agent) startXDS() error {
 		}
 		x.serve(ln)
 	}
-	if x.a.acls != nil {
-		if r, ok := a.acls.(*acl.CachingResolver); ok {
-			x.wg.Add(1)
-			go func() {
-				defer x.wg.Done()
-				x.recheckTokens(r)
-			}()
-		}
+	x.wg.Add(1)
+	go func() {
+		defer x.wg.Done()
+		x.followLocal()
+	}()
+	if revocable {
+		x.wg.Add(1)
+		go func() {
+			defer x.wg.Done()
+			x.recheckTokens(resolver)
+		}()
 	}
 	a.xds = x
+	a.xdsDebug.Store(x.srv)
 	return nil
 }
 
@@ -136,8 +162,12 @@ func (x *xdsService) serverOptions() []grpc.ServerOption {
 		grpc.MaxRecvMsgSize(xdsMaxRecvBytes),
 		// One connection per proxy: small read buffers (requests are
 		// small) and write buffers released between writes keep the
-		// memory per proxy down.
+		// memory per proxy down. Write buffers are 8 KiB, not gRPC's
+		// 32: when a change reaches a thousand proxies at once, each
+		// connection holds one while it writes (a larger response takes
+		// a few more writes).
 		grpc.ReadBufferSize(8 << 10),
+		grpc.WriteBufferSize(8 << 10),
 		grpc.SharedWriteBuffer(true),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.StreamInterceptor(x.intercept),
@@ -174,7 +204,7 @@ func (x *xdsService) stop() {
 	}
 	x.mu.Unlock()
 	for _, w := range watches {
-		w.cancel()
+		x.stopWatch(w)
 		<-w.done
 	}
 	x.wg.Wait()
@@ -184,6 +214,7 @@ func (x *xdsService) stop() {
 // stopXDS stops the xDS server; safe when it never started.
 func (a *Agent) stopXDS() {
 	if a.xds != nil {
+		a.xdsDebug.Store(nil)
 		a.xds.stop()
 		a.xds = nil
 	}
@@ -283,6 +314,11 @@ func (x *xdsService) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServ
 		x.mu.Unlock()
 		cancel(nil)
 	}()
+	if !x.revocable {
+		// No token can be revoked under the stream: the handler runs on
+		// the RPC's goroutine (one goroutine per proxy less).
+		return refusal(ctx, handler(srv, s))
+	}
 	// go-control-plane's streams end only when a receive fails, and a
 	// receive waits for the proxy: to end a stream whose token was
 	// revoked, the RPC returns while the handler, owned by the wait
@@ -295,20 +331,24 @@ func (x *xdsService) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServ
 	}()
 	select {
 	case err := <-done:
-		if cause := context.Cause(ctx); cause != nil {
-			if _, ok := status.FromError(cause); ok {
-				return cause // refused
-			}
-		}
-		return err
+		return refusal(ctx, err)
 	case <-ctx.Done():
-		if cause := context.Cause(ctx); cause != nil {
-			if _, ok := status.FromError(cause); ok {
-				return cause // refused or revoked
-			}
+		if err := refusal(ctx, nil); err != nil {
+			return err // refused or revoked
 		}
 		return <-done // the client went away: the handler ends now
 	}
+}
+
+// refusal returns the status a stream was refused or revoked with (the
+// cause of its context), else err.
+func refusal(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil {
+		if _, ok := status.FromError(cause); ok {
+			return cause
+		}
+	}
+	return err
 }
 
 // isProxy reports whether node is a connect-proxy registered on this agent;
@@ -381,31 +421,30 @@ func (x *xdsService) recheckTokens(r *acl.CachingResolver) {
 
 // ---- proxies' configuration ----
 
-// nodeConnected starts the proxy's loop on its first stream.
+// nodeConnected starts the proxy's watch on its first stream.
 func (x *xdsService) nodeConnected(ctx context.Context, node string) error {
 	_, proxy := x.isProxy(node)
 	token, _ := ctx.Value(tokenKey{}).(string)
 	x.mu.Lock()
-	defer x.mu.Unlock()
 	if x.proxies[node] != nil || x.ctx.Err() != nil {
+		x.mu.Unlock()
 		return nil
 	}
-	wctx, cancel := context.WithCancel(x.ctx)
-	w := &proxyWatch{cancel: cancel, done: make(chan struct{})}
-	read := func(ctx context.Context) (*proxyInputs, error) { return x.readProxy(ctx, node, token) }
+	w := &proxyWatch{node: node, done: make(chan struct{}), backoff: xdsMinBackoff}
+	w.ctx, w.cancel = context.WithCancel(x.ctx)
+	w.ps = &proxyState{wake: func() { x.wake(w) }}
+	w.read = func(ctx context.Context) (*proxyInputs, error) { return x.readProxy(ctx, node, token) }
 	if !proxy {
 		w.proxyless = newProxylessNames()
-		read = func(ctx context.Context) (*proxyInputs, error) { return x.readProxyless(ctx, node, token, w.proxyless) }
+		w.read = func(ctx context.Context) (*proxyInputs, error) { return x.readProxyless(ctx, node, token, w.proxyless) }
 	}
 	x.proxies[node] = w
-	go func() {
-		defer close(w.done)
-		x.runProxy(wctx, node, read)
-	}()
+	x.mu.Unlock()
+	x.wake(w)
 	return nil
 }
 
-// nodeDisconnected stops the proxy's loop when its last stream ends.
+// nodeDisconnected stops the proxy's watch when its last stream ends.
 func (x *xdsService) nodeDisconnected(node string) {
 	x.mu.Lock()
 	w := x.proxies[node]
@@ -414,8 +453,8 @@ func (x *xdsService) nodeDisconnected(node string) {
 	if w == nil {
 		return
 	}
-	w.cancel()
-	// This runs on the closing stream's goroutine: wait for the loop
+	x.stopWatch(w)
+	// This runs on the closing stream's goroutine: wait for the build
 	// elsewhere, then forget the snapshot unless the proxy came back.
 	x.wg.Add(1)
 	go func() {
@@ -430,74 +469,199 @@ func (x *xdsService) nodeDisconnected(node string) {
 	}()
 }
 
-// runProxy rebuilds the proxy's snapshot whenever one of its inputs
-// changes, until ctx ends.
-func (x *xdsService) runProxy(ctx context.Context, node string, read func(context.Context) (*proxyInputs, error)) {
-	logger := x.a.logger.Named("xds").With("proxy", node)
-	ps := &proxyState{dirty: make(chan struct{}, 1)}
-	defer x.setDeps(ps, nil)
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		in, err := read(ctx)
+// Backoff of a proxy whose configuration cannot be built.
+const (
+	xdsMinBackoff = 100 * time.Millisecond
+	xdsMaxBackoff = 10 * time.Second
+)
+
+// wake has the proxy rebuilt: by a goroutine started now, or by the one
+// building it, once more. A stopped watch is not rebuilt.
+func (x *xdsService) wake(w *proxyWatch) {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return
+	}
+	if w.building {
+		w.dirty = true
+		w.mu.Unlock()
+		return
+	}
+	w.building = true
+	w.mu.Unlock()
+	// Owned by the watch: stopWatch's callers wait for w.done, closed
+	// only when no build runs.
+	go x.runBuilds(w)
+}
+
+// runBuilds builds the proxy until no input changed during the last build.
+func (x *xdsService) runBuilds(w *proxyWatch) {
+	for {
+		x.build(w)
+		w.mu.Lock()
 		switch {
-		case err != nil:
-		case in.proxy != nil:
-			_, err = x.srv.Update(ctx, in.proxy)
-		case in.proxyless != nil:
-			var snap *cachev3.Snapshot
-			if snap, err = xds.BuildProxyless(in.proxyless); err == nil {
-				err = x.srv.SetSnapshot(ctx, node, snap)
-			}
+		case w.stopped:
+			w.building = false
+			w.mu.Unlock()
+			x.release(w)
+			return
+		case !w.dirty:
+			w.building = false
+			w.mu.Unlock()
+			return
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			logger.Warn("cannot build the proxy's configuration; retrying", "error", err, "retry_in", backoff)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 10*time.Second)
-			continue
-		}
-		backoff = 100 * time.Millisecond
-		x.setDeps(ps, in.deps)
-		in.waitChange(ctx, ps)
+		w.dirty = false
+		w.mu.Unlock()
 	}
 }
 
-// proxyInputs is what one build of a proxy read, and how to wait for any of
-// it to change.
+// stopWatch stops w: no build starts after it, and w.done is closed once
+// the one running (if any) ends.
+func (x *xdsService) stopWatch(w *proxyWatch) {
+	w.cancel()
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return
+	}
+	w.stopped = true
+	if w.retry != nil {
+		w.retry.Stop()
+	}
+	building := w.building
+	w.mu.Unlock()
+	if !building {
+		x.release(w)
+	}
+}
+
+// release drops what a stopped watch follows and closes its done.
+func (x *xdsService) release(w *proxyWatch) {
+	x.setDeps(w.ps, nil)
+	x.followLeaf(w, nil)
+	close(w.done)
+}
+
+// build reads the proxy's inputs, hands its new snapshot to its streams and
+// follows what it read; when that fails, it retries after a backoff.
+func (x *xdsService) build(w *proxyWatch) {
+	in, err := w.read(w.ctx)
+	switch {
+	case err != nil:
+	case in.proxy != nil:
+		_, err = x.srv.Update(w.ctx, in.proxy)
+	case in.proxyless != nil:
+		var snap *cachev3.Snapshot
+		if snap, err = xds.BuildProxyless(in.proxyless); err == nil {
+			err = x.srv.SetSnapshot(w.ctx, w.node, snap)
+		}
+	}
+	if err != nil {
+		if w.ctx.Err() != nil {
+			return
+		}
+		w.mu.Lock()
+		d := w.backoff
+		w.backoff = min(2*d, xdsMaxBackoff)
+		if !w.stopped {
+			if w.retry != nil {
+				w.retry.Stop()
+			}
+			w.retry = time.AfterFunc(d, func() { x.wake(w) })
+		}
+		w.mu.Unlock()
+		x.a.logger.Named("xds").Warn("cannot build the proxy's configuration; retrying", "proxy", w.node, "error", err, "retry_in", d)
+		return
+	}
+	w.mu.Lock()
+	w.backoff = xdsMinBackoff
+	w.mu.Unlock()
+	x.setDeps(w.ps, in.deps)
+	x.followLeaf(w, in.leaf)
+}
+
+// leafDep is the leaf certificate a build read.
+type leafDep struct {
+	service string
+	index   uint64
+}
+
+// followLeaf has w woken when its leaf certificate changes from the one of
+// dep (nil: follow none), through the leaf manager's notifications.
+func (x *xdsService) followLeaf(w *proxyWatch, dep *leafDep) {
+	w.mu.Lock()
+	cur, cancel := w.leaf, w.leafCancel
+	same := cur != nil && dep != nil && cur.service == dep.service
+	if !same {
+		w.leaf, w.leafCancel = nil, nil
+	}
+	w.mu.Unlock()
+	if !same && cancel != nil {
+		cancel()
+	}
+	if dep == nil {
+		return
+	}
+	if !same {
+		c, ok := x.a.leaves.Notify(dep.service, w.ps.wake)
+		if !ok {
+			// No leaf entry (cannot happen after a Get): build again.
+			w.ps.wake()
+			return
+		}
+		w.mu.Lock()
+		w.leaf, w.leafCancel = dep, c
+		w.mu.Unlock()
+	} else {
+		w.mu.Lock()
+		w.leaf = dep
+		w.mu.Unlock()
+	}
+	// A change between the build's read and the subscription.
+	select {
+	case <-x.a.leaves.Changed(dep.service, dep.index):
+		w.ps.wake()
+	default:
+	}
+}
+
+// followLocal wakes every proxy at each change of the local services (a
+// proxy's registration is its configuration), until the server stops.
+func (x *xdsService) followLocal() {
+	for {
+		ch := x.a.local.Changed()
+		select {
+		case <-x.ctx.Done():
+			return
+		case <-ch:
+		}
+		x.mu.Lock()
+		ws := make([]*proxyWatch, 0, len(x.proxies))
+		for _, w := range x.proxies {
+			ws = append(ws, w)
+		}
+		x.mu.Unlock()
+		for _, w := range ws {
+			x.wake(w)
+		}
+	}
+}
+
+// proxyInputs is what one build of a proxy read.
 type proxyInputs struct {
 	proxy *xds.Proxy
 	// proxyless is set instead of proxy for a proxyless client.
 	proxyless *xds.Proxyless
 	// deps are the views read, at the index read (xdsfanout.go).
 	deps []viewDep
-	// changed and names are closed at the next change of the local
-	// services and of a proxyless client's names (nil: never).
-	changed, names <-chan struct{}
-	// leaf is closed when the proxy's leaf certificate changes (nil:
-	// never).
-	leaf <-chan struct{}
-}
-
-// waitChange returns when one input changed or ctx ended.
-func (in *proxyInputs) waitChange(ctx context.Context, ps *proxyState) {
-	select {
-	case <-ps.dirty:
-	case <-in.changed:
-	case <-in.names:
-	case <-in.leaf:
-	case <-ctx.Done():
-	}
+	// leaf is the proxy's leaf certificate (nil: none).
+	leaf *leafDep
 }
 
 // readProxy reads everything the proxy's configuration is built from.
 func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyInputs, error) {
-	in := &proxyInputs{changed: x.a.local.Changed()}
+	in := &proxyInputs{}
 	svc := x.a.local.Service(node)
 	if svc == nil || svc.Kind != catalog.ServiceKindConnectProxy || svc.Proxy == nil {
 		// Deregistered: the proxy keeps what it has until it goes.
@@ -516,18 +680,10 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 	if err != nil {
 		return nil, fmt.Errorf("leaf certificate of %s: %w", target, err)
 	}
-	in.leaf = x.a.leaves.Changed(target, leaf.ModifyIndex)
-	var ixns []*catalog.Intention
-	for _, name := range []string{target, catalog.IntentionWildcard} {
-		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadConfigEntry, Key: httpapi.KindServiceIntentions, Name: name, Options: opts})
-		if err != nil {
-			return nil, fmt.Errorf("intentions of %s: %w", name, err)
-		}
-		got, err := x.intentionsOf(resp)
-		if err != nil {
-			return nil, err
-		}
-		ixns = append(ixns, got...)
+	in.leaf = &leafDep{service: target, index: leaf.ModifyIndex}
+	ixns, err := x.intentions(ctx, in, opts, target)
+	if err != nil {
+		return nil, err
 	}
 	p := &xds.Proxy{
 		ID: node, Service: target, Datacenter: x.a.cfg.Datacenter,
@@ -565,20 +721,45 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 
 // maxDecodedIntentions bounds the decoded-intentions cache; past it, the
 // cache starts over.
-const maxDecodedIntentions = 4096
+const maxDecodedIntentions = 64
 
-// intentionsOf returns the intentions of a service-intentions view result,
-// decoded once per result.
-func (x *xdsService) intentionsOf(resp *catalog.ReadResponse) ([]*catalog.Intention, error) {
+// intentions returns the intentions of target and of the wildcard. They
+// are read from one view of every service-intentions entry, shared by every
+// proxy of the agent whatever its service (one blocking query, not one per
+// proxied service), and recorded as a dependency of in that wakes the
+// proxy only when the entries of those two names change (xdsfanout.go).
+func (x *xdsService) intentions(ctx context.Context, in *proxyInputs, opts catalog.QueryOptions, target string) ([]*catalog.Intention, error) {
+	names := []string{target, catalog.IntentionWildcard}
+	req := &catalog.ReadRequest{Op: catalog.ReadConfigEntries, Key: httpapi.KindServiceIntentions, Options: opts}
+	resp, err := x.views.Get(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("intentions: %w", err)
+	}
+	in.deps = append(in.deps, viewDep{req: *req, idx: resp.Meta.Index, names: names})
+	byName, err := x.intentionsOf(resp)
+	if err != nil {
+		return nil, err
+	}
+	return append(append([]*catalog.Intention(nil), byName[target]...), byName[catalog.IntentionWildcard]...), nil
+}
+
+// intentionsOf returns the intentions of a service-intentions list view
+// result by destination, decoded once per result (results are shared and
+// immutable, so the proxies of a change decode them once).
+func (x *xdsService) intentionsOf(resp *catalog.ReadResponse) (map[string][]*catalog.Intention, error) {
 	x.ixnMu.Lock()
 	got, ok := x.ixns[resp]
 	x.ixnMu.Unlock()
 	if ok {
 		return got, nil
 	}
-	got, err := httpapi.EntryIntentions(resp.ConfigEntries...)
-	if err != nil {
-		return nil, err
+	got = make(map[string][]*catalog.Intention, len(resp.ConfigEntries))
+	for _, e := range resp.ConfigEntries {
+		ixns, err := httpapi.EntryIntentions(e)
+		if err != nil {
+			return nil, fmt.Errorf("intentions of %s: %w", e.Name, err)
+		}
+		got[e.Name] = ixns
 	}
 	x.ixnMu.Lock()
 	if len(x.ixns) >= maxDecodedIntentions {

@@ -13,7 +13,19 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/stats"
+)
+
+// Keepalive of the connections to the servers: a connection with calls
+// open that has been silent for rpcKeepaliveTime (gRPC's minimum) is
+// pinged, and closed when the ping is not answered within
+// rpcKeepaliveTimeout, so a hung server is left within ~15 s. The servers
+// accept pings every rpcKeepaliveMinTime.
+const (
+	rpcKeepaliveTime    = 10 * time.Second
+	rpcKeepaliveTimeout = 5 * time.Second
+	rpcKeepaliveMinTime = 5 * time.Second
 )
 
 // DialFunc opens a connection to a server port. It is the seam between a
@@ -126,6 +138,12 @@ func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
 		grpc.WithContextDialer(dialer),
 		grpc.WithStatsHandler(sentTracker{}),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(jsonCodec{}), grpc.MaxCallRecvMsgSize(maxRPCMessage), grpc.MaxCallSendMsgSize(maxRPCMessage)),
+		// A server that stops answering without closing its connections
+		// (SIGSTOP, a paused VM, a silent partition) would hold the
+		// blocking queries parked on it for ever: while calls are open,
+		// ping it, and fail them (to be retried on another server) when
+		// it does not answer.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: rpcKeepaliveTime, Timeout: rpcKeepaliveTimeout}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("rpc client for %s: %w", addr, err)

@@ -14,6 +14,7 @@ import (
 	// writes time.Duration as "5s"), so encoding stays with encoding/json.
 	sjson "github.com/segmentio/encoding/json"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
@@ -544,7 +545,9 @@ func (s *Server) newRPCServer() *grpc.Server {
 	// ConnectionTimeout bounds the HTTP/2 handshake that follows the
 	// connection's first bytes.
 	g := grpc.NewServer(grpc.ForceServerCodec(jsonCodec{}), grpc.MaxRecvMsgSize(maxRPCMessage), grpc.MaxSendMsgSize(maxRPCMessage),
-		grpc.ConnectionTimeout(s.config.RPCHandshakeTimeout))
+		grpc.ConnectionTimeout(s.config.RPCHandshakeTimeout),
+		// The pool's keepalive pings (net.go), not too_many_pings.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: rpcKeepaliveMinTime}))
 	desc := rpcServiceDesc
 	desc.Methods = append(append(append([]grpc.MethodDesc(nil), rpcServiceDesc.Methods...), connectMethods...), autoEncryptMethods...)
 	g.RegisterService(&desc, s)

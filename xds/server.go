@@ -3,8 +3,10 @@ package xds
 import (
 	"context"
 	"fmt"
+	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	metrics "github.com/armon/go-metrics"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -26,6 +28,9 @@ type Server struct {
 	cache  cachev3.SnapshotCache
 	ads    serverv3.Server
 	hooks  Hooks
+	// now is the time the debug view reports (stream starts, ACK and
+	// NACK times); it decides nothing.
+	now func() time.Time
 	// memo shares built resources between the proxies' builds.
 	memo *Memo
 
@@ -50,6 +55,81 @@ type streamState struct {
 	// nonces maps the nonce of a response not answered yet to the
 	// snapshot version it carried.
 	nonces map[string]string
+	// started, delta and types are for the debug view (Streams): types
+	// holds one entry per type URL the stream was sent.
+	started time.Time
+	delta   bool
+	types   map[string]*TypeStatus
+}
+
+// StreamStatus is what the debug view shows of one ADS stream.
+type StreamStatus struct {
+	// Proxy is the node ID the stream named ("" until its first request).
+	Proxy    string
+	StreamID int64
+	// Delta is true for an incremental stream, false for state of the
+	// world.
+	Delta   bool
+	Started time.Time
+	// Types is the state of each type URL the stream was sent.
+	Types map[string]TypeStatus
+}
+
+// TypeStatus is one resource type's state on a stream.
+type TypeStatus struct {
+	// SentVersion is the version of the last response sent.
+	SentVersion string
+	SentAt      time.Time
+	// AckedVersion is the version the proxy last accepted ("" when it
+	// accepted none yet).
+	AckedVersion string    `json:",omitempty"`
+	AckedAt      time.Time `json:",omitempty"`
+	// LastNack is the proxy's last rejection, nil when it rejected none.
+	LastNack *NackStatus `json:",omitempty"`
+}
+
+// NackStatus is a rejected version, with Envoy's error_detail message.
+type NackStatus struct {
+	Version string
+	Error   string
+	At      time.Time
+}
+
+// typeLocked returns the stream's entry of typeURL, made on first use.
+func (st *streamState) typeLocked(typeURL string) *TypeStatus {
+	ts := st.types[typeURL]
+	if ts == nil {
+		ts = &TypeStatus{}
+		st.types[typeURL] = ts
+	}
+	return ts
+}
+
+// Streams returns the state of every open stream, by proxy then stream ID.
+func (s *Server) Streams() []StreamStatus {
+	s.mu.Lock()
+	out := make([]StreamStatus, 0, len(s.streams))
+	for id, st := range s.streams {
+		ss := StreamStatus{Proxy: st.node, StreamID: id, Delta: st.delta, Started: st.started,
+			Types: make(map[string]TypeStatus, len(st.types))}
+		for typ, ts := range st.types {
+			c := *ts
+			if c.LastNack != nil {
+				n := *c.LastNack
+				c.LastNack = &n
+			}
+			ss.Types[typ] = c
+		}
+		out = append(out, ss)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Proxy != out[j].Proxy {
+			return out[i].Proxy < out[j].Proxy
+		}
+		return out[i].StreamID < out[j].StreamID
+	})
+	return out
 }
 
 // maxNonces bounds the nonces remembered per stream: a proxy answers
@@ -85,6 +165,7 @@ func NewServerWithHooks(ctx context.Context, logger hclog.Logger, hooks Hooks) *
 	s := &Server{
 		logger:  logger,
 		hooks:   hooks,
+		now:     time.Now,
 		memo:    NewMemo(),
 		streams: map[int64]*streamState{},
 		nodes:   map[string]int{},
@@ -94,9 +175,9 @@ func NewServerWithHooks(ctx context.Context, logger hclog.Logger, hooks Hooks) *
 	}
 	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{logger.Named("cache")})
 	s.ads = serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{
-		StreamOpenFunc:          s.onOpen,
+		StreamOpenFunc:          func(ctx context.Context, id int64, _ string) error { return s.onOpen(ctx, id, false) },
 		StreamClosedFunc:        s.onClosed,
-		DeltaStreamOpenFunc:     s.onOpen,
+		DeltaStreamOpenFunc:     func(ctx context.Context, id int64, _ string) error { return s.onOpen(ctx, id, true) },
 		DeltaStreamClosedFunc:   s.onClosed,
 		StreamRequestFunc:       s.onRequest,
 		StreamResponseFunc:      s.onResponse,
@@ -198,11 +279,11 @@ func (s *Server) Stats() Stats {
 	return Stats{StreamsOpen: s.current.Load(), StreamsOpened: s.opened.Load(), Acks: s.acks.Load(), Nacks: s.nacks.Load()}
 }
 
-func (s *Server) onOpen(ctx context.Context, id int64, _ string) error {
+func (s *Server) onOpen(ctx context.Context, id int64, delta bool) error {
 	s.opened.Add(1)
 	metrics.SetGauge([]string{"xds", "streams"}, float32(s.current.Add(1)))
 	s.mu.Lock()
-	s.streams[id] = &streamState{ctx: ctx, nonces: map[string]string{}}
+	s.streams[id] = &streamState{ctx: ctx, nonces: map[string]string{}, started: s.now(), delta: delta, types: map[string]*TypeStatus{}}
 	s.mu.Unlock()
 	return nil
 }
@@ -273,7 +354,7 @@ func (s *Server) onRequest(id int64, req *discovery.DiscoveryRequest) error {
 		return nil // a stale nonce: the server ignores the request too
 	}
 	if e := req.GetErrorDetail(); e != nil {
-		s.nackLocked(st.node, req.GetTypeUrl(), rejected, e.GetMessage())
+		s.nackLocked(st, req.GetTypeUrl(), rejected, e.GetMessage())
 		// The cache answers a request whose version differs from the
 		// snapshot's at once: with the rejected version named instead of
 		// the last accepted one, it waits for the next change rather than
@@ -281,12 +362,12 @@ func (s *Server) onRequest(id int64, req *discovery.DiscoveryRequest) error {
 		req.VersionInfo = rejected
 		return nil
 	}
-	s.ackLocked(st.node, req.GetTypeUrl(), req.GetVersionInfo())
+	s.ackLocked(st, req.GetTypeUrl(), req.GetVersionInfo())
 	return nil
 }
 
 func (s *Server) onResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
-	s.sent(id, resp.GetNonce(), resp.GetVersionInfo())
+	s.sent(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
 }
 
 func (s *Server) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
@@ -308,19 +389,19 @@ func (s *Server) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) 
 		return nil
 	}
 	if e := req.GetErrorDetail(); e != nil {
-		s.nackLocked(st.node, req.GetTypeUrl(), version, e.GetMessage())
+		s.nackLocked(st, req.GetTypeUrl(), version, e.GetMessage())
 		return nil
 	}
-	s.ackLocked(st.node, req.GetTypeUrl(), version)
+	s.ackLocked(st, req.GetTypeUrl(), version)
 	return nil
 }
 
 func (s *Server) onDeltaResponse(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
-	s.sent(id, resp.GetNonce(), resp.GetSystemVersionInfo())
+	s.sent(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
 }
 
 // sent remembers the version a response of the stream carried, by nonce.
-func (s *Server) sent(id int64, nonce, version string) {
+func (s *Server) sent(id int64, typeURL, nonce, version string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.streams[id]
@@ -331,6 +412,8 @@ func (s *Server) sent(id int64, nonce, version string) {
 		clear(st.nonces)
 	}
 	st.nonces[nonce] = version
+	ts := st.typeLocked(typeURL)
+	ts.SentVersion, ts.SentAt = version, s.now()
 }
 
 // answered returns the version of the response a request answers, and
@@ -341,19 +424,23 @@ func (st *streamState) answered(nonce string) (string, bool) {
 	return v, ok
 }
 
-func (s *Server) ackLocked(node, typeURL, version string) {
+func (s *Server) ackLocked(st *streamState, typeURL, version string) {
 	s.acks.Add(1)
 	metrics.IncrCounter([]string{"xds", "ack"}, 1)
+	node := st.node
 	m := s.acked[node]
 	if m == nil {
 		m = map[string]string{}
 		s.acked[node] = m
 	}
 	m[typeURL] = version
+	ts := st.typeLocked(typeURL)
+	ts.AckedVersion, ts.AckedAt = version, s.now()
 	s.wakeLocked()
 }
 
-func (s *Server) nackLocked(node, typeURL, version, msg string) {
+func (s *Server) nackLocked(st *streamState, typeURL, version, msg string) {
+	node := st.node
 	s.nacks.Add(1)
 	metrics.IncrCounter([]string{"xds", "nack"}, 1)
 	s.logger.Warn("proxy rejected configuration (NACK); it keeps the last version it accepted",
@@ -364,6 +451,7 @@ func (s *Server) nackLocked(node, typeURL, version, msg string) {
 		s.nacked[node] = m
 	}
 	m[typeURL] = msg
+	st.typeLocked(typeURL).LastNack = &NackStatus{Version: version, Error: msg, At: s.now()}
 	s.wakeLocked()
 }
 

@@ -143,6 +143,7 @@ func TestDenyingAuthorizer(t *testing.T) {
 		// agent
 		{"GET", "/v1/agent/self", "", 403, "", false},
 		{"GET", "/v1/agent/metrics", "", 403, "", false},
+		{"GET", "/v1/agent/xds/proxies", "", 403, "", false},
 		{"PUT", "/v1/agent/leave", "", 403, "", false},
 		{"PUT", "/v1/agent/reload", "", 403, "", false},
 		{"PUT", "/v1/agent/join/127.0.0.1:1", "", 403, "", false},

@@ -118,6 +118,7 @@ func New(p Parts) *Handler {
 		cfg: p.Config, version: p.Version, acls: p.ACL, backend: p.Backend, local: p.Local,
 		gossip: p.Gossip, events: p.Events, control: p.Control, metrics: p.Metrics,
 		ca: p.CA, leaves: p.Leaves, cache: p.Cache, wan: p.WAN, fed: p.Federation,
+		xds: p.XDS,
 	}}
 	h.registerRoutes()
 	h.mountUI()

@@ -14,6 +14,7 @@ import (
 	"github.com/tribune-mesh/tribune/federation"
 	"github.com/tribune-mesh/tribune/gossip"
 	"github.com/tribune-mesh/tribune/server"
+	"github.com/tribune-mesh/tribune/xds"
 )
 
 // Backend is how the API reaches the catalog and the servers: the local
@@ -143,6 +144,9 @@ type Parts struct {
 	// Federation lists the datacenters; nil refuses every ?dc= naming
 	// another datacenter with "No path to datacenter".
 	Federation Federation
+	// XDS returns the agent's ADS server, for GET /v1/agent/xds/proxies;
+	// nil when ports.grpc is off (the list is empty). Nil XDS: always off.
+	XDS func() *xds.Server
 }
 
 // Federation is what the servers know of the other datacenters
@@ -175,6 +179,7 @@ type parts struct {
 	cache   ViewCache
 	wan     *gossip.Pool
 	fed     Federation
+	xds     func() *xds.Server
 }
 
 func (p *parts) status(ctx context.Context) (string, []string, error) { return p.backend.Status(ctx) }

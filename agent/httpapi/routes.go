@@ -91,4 +91,5 @@ func (h *Handler) registerRoutes() {
 	h.handle("/debug/pprof/", methodsGet, h.debugPprof)
 	h.handle("/v1/agent/health/service/id/", methodsGet, h.agentHealthServiceByID)
 	h.handle("/v1/agent/health/service/name/", methodsGet, h.agentHealthServiceByName)
+	h.handle("/v1/agent/xds/proxies", methodsGet, h.agentXDSProxies)
 }

@@ -6,8 +6,9 @@
 // answers from it, blocking on its index.
 //
 // The Manager owns one goroutine that watches the CA roots with blocking
-// reads and one per service it was asked for; Close stops and waits for
-// them. Every renewal timer comes from the injected clock. It must not
+// reads, and a goroutine per renewal while it signs (a service waiting for
+// its renewal time holds a timer, not a goroutine); Close stops and waits
+// for them. Every renewal timer comes from the injected clock. It must not
 // import agent or agent/httpapi.
 package leafcert
 
@@ -103,6 +104,18 @@ type entry struct {
 	// for renewals, as Consul signs with the requester's token.
 	token    string
 	hasToken bool
+	// listeners are the callbacks of Notify (guarded by the Manager's
+	// mu).
+	listeners map[*func()]struct{}
+
+	// The renewal, without a goroutine while it waits: timer renews at
+	// the leaf's renewal time (or retries a failed signing after
+	// backoff); signing is set while a goroutine signs, again when
+	// another renewal was asked for meanwhile; waitingRoots when no
+	// roots are known yet (watchRoots renews it when they are).
+	timer                        clock.Timer
+	signing, again, waitingRoots bool
+	backoff                      time.Duration
 }
 
 // Manager holds the leaf certificates of an agent's services.
@@ -143,6 +156,11 @@ func New(cfg Config) *Manager {
 func (m *Manager) Close() {
 	m.mu.Lock()
 	m.closed = true
+	for _, e := range m.leaves {
+		if e.timer != nil {
+			e.timer.Stop()
+		}
+	}
 	m.mu.Unlock()
 	m.cancel()
 	m.wg.Wait()
@@ -154,7 +172,7 @@ const maxFirstWait = 30 * time.Second
 // Get returns the service's current leaf. With minIndex > 0 it waits until
 // the leaf's ModifyIndex passes minIndex, wait ends or ctx ends, then
 // answers with the current leaf (a blocking query). The first Get of a
-// service starts its renewal loop and waits for its first leaf.
+// service starts its renewals and waits for its first leaf.
 func (m *Manager) Get(ctx context.Context, service string, minIndex uint64, wait time.Duration) (*Leaf, error) {
 	m.mu.Lock()
 	if m.closed {
@@ -174,8 +192,7 @@ func (m *Manager) Get(ctx context.Context, service string, minIndex uint64, wait
 			m.wg.Add(1)
 			go m.watchRoots()
 		}
-		m.wg.Add(1)
-		go m.run(service, e)
+		m.kickLocked(service, e)
 	}
 	if tok, ok := server.TokenFrom(ctx); ok {
 		e.token, e.hasToken = tok, true
@@ -233,6 +250,30 @@ func (m *Manager) Changed(service string, modifyIndex uint64) <-chan struct{} {
 	return e.ch
 }
 
+// Notify calls fn, on the goroutine of the renewal, each time the
+// service's leaf (or its error) changes, until cancel is called; fn must not
+// block or call back into the Manager. It returns false and does nothing
+// when the service has no leaf entry (Get starts one). It is how many
+// readers follow leaves without a goroutine each waiting on Changed.
+func (m *Manager) Notify(service string, fn func()) (cancel func(), ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.leaves[service]
+	if e == nil {
+		return nil, false
+	}
+	if e.listeners == nil {
+		e.listeners = map[*func()]struct{}{}
+	}
+	key := &fn
+	e.listeners[key] = struct{}{}
+	return func() {
+		m.mu.Lock()
+		delete(e.listeners, key)
+		m.mu.Unlock()
+	}, true
+}
+
 // currentRoots returns the known roots and the channel closed when they
 // change.
 func (m *Manager) currentRoots() (*roots, <-chan struct{}) {
@@ -283,80 +324,120 @@ func (m *Manager) watchRoots() {
 			m.roots = r
 			close(m.rootsCh)
 			m.rootsCh = make(chan struct{})
+			// Renew the leaves waiting for roots and those of another
+			// active root.
+			for service, e := range m.leaves {
+				if e.waitingRoots || (e.leaf != nil && e.leaf.RootID != r.activeID) {
+					e.waitingRoots = false
+					if e.timer != nil {
+						e.timer.Stop()
+					}
+					m.kickLocked(service, e)
+				}
+			}
 		}
 		m.mu.Unlock()
 	}
 }
 
-// run keeps one service's leaf valid until the manager closes.
-func (m *Manager) run(service string, e *entry) {
+// kickLocked starts a renewal of the service's leaf on a goroutine of its
+// own, unless one runs (it then runs once more) or the manager closed.
+func (m *Manager) kickLocked(service string, e *entry) {
+	if m.closed {
+		return
+	}
+	if e.signing {
+		e.again = true
+		return
+	}
+	e.signing = true
+	m.wg.Add(1)
+	go m.renew(service, e)
+}
+
+func (m *Manager) kick(service string, e *entry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.kickLocked(service, e)
+}
+
+// renew signs a new leaf for the service and arms the timer of the next
+// renewal (or of the retry, after a failure). With no roots known yet, it
+// leaves the entry to watchRoots.
+func (m *Manager) renew(service string, e *entry) {
 	defer m.wg.Done()
-	backoff := time.Second
-	for {
-		r, rootsCh := m.currentRoots()
-		if r == nil {
-			select {
-			case <-rootsCh:
-				continue
-			case <-m.ctx.Done():
-				return
-			}
-		}
-		leaf, err := m.sign(service, e, r)
-		m.mu.Lock()
-		if err != nil {
-			e.err = err
-		} else {
-			if e.leaf != nil {
-				leaf.CreateIndex = e.leaf.CreateIndex
-				leaf.ModifyIndex = max(leaf.ModifyIndex, e.leaf.ModifyIndex+1)
-			} else {
-				leaf.CreateIndex = leaf.ModifyIndex
-			}
-			e.leaf, e.err = leaf, nil
-		}
-		close(e.ch)
-		e.ch = make(chan struct{})
+	m.mu.Lock()
+	r := m.roots
+	if r == nil {
+		e.signing, e.again, e.waitingRoots = false, false, true
 		m.mu.Unlock()
-		if err != nil {
-			if m.ctx.Err() != nil {
-				return
-			}
-			m.cfg.Logger.Warn("signing a leaf certificate failed, retrying", "service", service, "error", err, "in", backoff)
-			select {
-			case <-m.ctx.Done():
-				return
-			case <-m.cfg.Clock.After(backoff):
-			}
-			backoff = min(2*backoff, 30*time.Second)
-			continue
-		}
-		backoff = time.Second
-		if !m.waitRenewal(leaf, rootsCh) {
-			return
-		}
+		return
 	}
+	m.mu.Unlock()
+	leaf, err := m.sign(service, e, r)
+	m.mu.Lock()
+	if err != nil {
+		e.err = err
+	} else {
+		if e.leaf != nil {
+			leaf.CreateIndex = e.leaf.CreateIndex
+			leaf.ModifyIndex = max(leaf.ModifyIndex, e.leaf.ModifyIndex+1)
+		} else {
+			leaf.CreateIndex = leaf.ModifyIndex
+		}
+		e.leaf, e.err = leaf, nil
+	}
+	close(e.ch)
+	e.ch = make(chan struct{})
+	fns := make([]func(), 0, len(e.listeners))
+	for fn := range e.listeners {
+		fns = append(fns, *fn)
+	}
+	// Once more at once when asked meanwhile, or when the active root
+	// changed under the signing.
+	again := e.again || (err == nil && m.roots != nil && m.roots.activeID != leaf.RootID)
+	e.signing, e.again = false, false
+	if e.backoff == 0 {
+		e.backoff = time.Second
+	}
+	wait := e.backoff
+	if err != nil {
+		e.backoff = min(2*e.backoff, 30*time.Second)
+	} else {
+		e.backoff = time.Second
+		wait = leaf.RenewAt.Sub(m.cfg.Clock.Now())
+	}
+	m.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
+	if m.ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		m.cfg.Logger.Warn("signing a leaf certificate failed, retrying", "service", service, "error", err, "in", wait)
+	}
+	if again {
+		m.kick(service, e)
+		return
+	}
+	m.schedule(service, e, wait)
 }
 
-// waitRenewal waits until leaf must be replaced: its renewal time on the
-// clock, or a new active root. It returns false when the manager closes.
-func (m *Manager) waitRenewal(leaf *Leaf, rootsCh <-chan struct{}) bool {
-	timer := m.cfg.Clock.NewTimer(max(leaf.RenewAt.Sub(m.cfg.Clock.Now()), 0))
-	defer timer.Stop()
-	for {
-		select {
-		case <-timer.C():
-			return true
-		case <-rootsCh:
-			r, ch := m.currentRoots()
-			if r != nil && r.activeID != leaf.RootID {
-				return true
-			}
-			rootsCh = ch
-		case <-m.ctx.Done():
-			return false
-		}
+// schedule arms the entry's timer to renew its leaf after d.
+func (m *Manager) schedule(service string, e *entry, d time.Duration) {
+	// Made without the lock: a fake clock may fire it at once.
+	t := m.cfg.Clock.AfterFunc(max(d, 0), func() { m.kick(service, e) })
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		t.Stop()
+		return
 	}
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	e.timer = t
 }
 
 // sign makes a key and CSR for service and has a server sign it.

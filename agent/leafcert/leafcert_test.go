@@ -214,3 +214,59 @@ func TestChanged(t *testing.T) {
 		t.Fatal("open for another leaf than the current one")
 	}
 }
+
+// Notify calls its subscriber when the service's leaf is renewed, and no
+// longer after cancel.
+func TestNotify(t *testing.T) {
+	fake := clock.NewFake(time.Now())
+	srv := startServer(t, fake, time.Hour)
+	m := leafcert.New(leafcert.Config{Signer: srv, Reader: srv, Datacenter: "dc1", Clock: fake})
+	defer m.Close()
+	if _, ok := m.Notify("a", func() {}); ok {
+		t.Fatal("Notify of a service without a leaf")
+	}
+	leaf, err := m.Get(context.Background(), "a", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	called := make(chan struct{}, 16)
+	cancel, ok := m.Notify("a", func() { called <- struct{}{} })
+	if !ok {
+		t.Fatal("Notify refused a service with a leaf")
+	}
+	// Past the renewal time: the leaf is replaced and the subscriber told.
+	wait.For(t, 10*time.Second, func() error {
+		fake.Advance(time.Minute)
+		select {
+		case <-called:
+			return nil
+		default:
+			return fmt.Errorf("not called")
+		}
+	})
+	renewed, err := m.Get(context.Background(), "a", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renewed.SerialNumber == leaf.SerialNumber {
+		t.Fatal("called without a new leaf")
+	}
+	cancel()
+	for len(called) > 0 {
+		<-called
+	}
+	wait.For(t, 10*time.Second, func() error {
+		fake.Advance(time.Minute)
+		l, err := m.Get(context.Background(), "a", 0, 0)
+		if err != nil {
+			return err
+		}
+		if l.SerialNumber == renewed.SerialNumber {
+			return fmt.Errorf("not renewed again yet")
+		}
+		return nil
+	})
+	if len(called) != 0 {
+		t.Fatal("called after cancel")
+	}
+}

@@ -35,6 +35,9 @@ var (
 	// reads have been failing for longer than the stale-if-error window,
 	// so its last good result is no longer served.
 	ErrStale = errors.New("view stale past its stale-if-error window")
+	// ErrViewStopped is returned by Notify for a view whose loop ended
+	// (its first read failed) as it was asked for: read it again.
+	ErrViewStopped = errors.New("view stopped")
 )
 
 // Reader runs catalog reads. With Options.MinQueryIndex set it must block
@@ -195,7 +198,19 @@ type view struct {
 	// state is what Gets read; only the view's loop replaces it (set,
 	// setError, fail), so a Get costs an atomic load and no lock.
 	state atomic.Pointer[viewState]
+
+	// notified counts the subscriptions of Notify: a view with any is
+	// not dropped for being idle.
+	notified atomic.Int32
+	// lmu guards listeners, the callbacks of Notify, and lstopped, set
+	// when the view's loop ended.
+	lmu       sync.Mutex
+	listeners map[*listener]struct{}
+	lstopped  bool
 }
+
+// listener is one Notify subscription.
+type listener struct{ fn func(*catalog.ReadResponse) }
 
 // viewState is one immutable state of a view.
 type viewState struct {
@@ -439,6 +454,7 @@ func (c *Cache) run(ctx context.Context, k viewKey, v *view) {
 	defer c.wg.Done()
 	defer c.stopParked(v)
 	defer v.cancel()
+	defer v.stop()
 	var (
 		index    uint64
 		failures int
@@ -530,6 +546,78 @@ func (v *view) set(resp *catalog.ReadResponse) {
 	old := v.state.Load()
 	v.state.Store(&viewState{resp: resp, changed: make(chan struct{}), memo: &Memo{}})
 	close(old.changed)
+	v.notify(resp)
+}
+
+// stop tells the view's listeners that it stopped and refuses new ones.
+func (v *view) stop() {
+	v.lmu.Lock()
+	v.lstopped = true
+	v.lmu.Unlock()
+	v.notify(nil)
+}
+
+// notify calls the view's listeners with resp (nil: the view stopped).
+func (v *view) notify(resp *catalog.ReadResponse) {
+	if v.notified.Load() == 0 {
+		return
+	}
+	v.lmu.Lock()
+	fns := make([]func(*catalog.ReadResponse), 0, len(v.listeners))
+	for l := range v.listeners {
+		fns = append(fns, l.fn)
+	}
+	v.lmu.Unlock()
+	for _, fn := range fns {
+		fn(resp)
+	}
+}
+
+// Notify calls fn with every result the view of req gets from now on (also
+// when its index did not move: a blocking query that timed out), and with
+// nil once when the view stops (its first read failed, or the cache
+// closed), after which fn is not called again and a new Notify is needed.
+// It starts the view when there is none, and a view with subscriptions is
+// not dropped for being idle. fn runs on the view's goroutine: it must not
+// block or call back into the cache. Cancel ends the subscription.
+//
+// cur is the view's result when the subscription began (nil: none yet):
+// every later result is passed to fn, so a reader that compares cur with
+// what it read misses no change.
+//
+// Notify is how many readers follow views without a goroutine each waiting
+// in a blocking Get.
+func (c *Cache) Notify(req *catalog.ReadRequest, fn func(*catalog.ReadResponse)) (cur *catalog.ReadResponse, cancel func(), err error) {
+	v, err := c.viewFor(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	l := &listener{fn: fn}
+	v.lmu.Lock()
+	if v.lstopped {
+		v.lmu.Unlock()
+		return nil, nil, ErrViewStopped
+	}
+	if v.listeners == nil {
+		v.listeners = map[*listener]struct{}{}
+	}
+	v.listeners[l] = struct{}{}
+	v.notified.Add(1)
+	// After the count: set stores a state before it reads the count, so
+	// a result this load misses is passed to fn.
+	cur = v.state.Load().resp
+	v.lmu.Unlock()
+	var once sync.Once
+	return cur, func() {
+		once.Do(func() {
+			v.lmu.Lock()
+			delete(v.listeners, l)
+			v.notified.Add(-1)
+			v.lmu.Unlock()
+			// Idle from now on, not from its last Get.
+			v.lastUsed.Store(c.cfg.Clock.Now().UnixNano())
+		})
+	}, nil
 }
 
 // setError keeps the result and records err. It wakes the blocked Gets:
@@ -582,7 +670,7 @@ func (c *Cache) sweep() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, v := range c.views {
-		if v.waiters.Load() == 0 && v.lastUsed.Load() < cutoff {
+		if v.waiters.Load() == 0 && v.notified.Load() == 0 && v.lastUsed.Load() < cutoff {
 			delete(c.views, k)
 			v.cancel()
 		}

@@ -501,3 +501,90 @@ func BenchmarkGetHit(b *testing.B) {
 		}
 	})
 }
+
+// Notify passes every new result of a view to its subscribers from the
+// view's own goroutine (no goroutine waits per subscriber), keeps the view
+// alive while subscribed however long it goes without a Get, passes nil
+// when the view stops, and stops calling after cancel.
+func TestNotifyFollowsAView(t *testing.T) {
+	e := startEnv(t)
+	e.register(t, "q1", "queue", "10.0.0.21", 80)
+	clk := newFakeClock()
+	c := viewcache.New(e.reader, viewcache.Config{IdleTTL: time.Minute, Clock: clk})
+	defer c.Close()
+	got := make(chan *catalog.ReadResponse, 64)
+	cur, cancel, err := c.Notify(healthReq("queue"), func(r *catalog.ReadResponse) { got <- r })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur == nil {
+		// The view was started by Notify: its first result is passed.
+		select {
+		case cur = <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no first result")
+		}
+	}
+	if len(cur.Instances) != 1 {
+		t.Fatalf("instances = %d", len(cur.Instances))
+	}
+	// Idle for far longer than the TTL: a subscribed view stays.
+	for range 5 {
+		clk.Advance(time.Minute)
+	}
+	e.register(t, "q2", "queue", "10.0.0.22", 80)
+	deadline := time.After(10 * time.Second)
+	for {
+		var r *catalog.ReadResponse
+		select {
+		case r = <-got:
+		case <-deadline:
+			t.Fatal("the change was not passed to the subscriber")
+		}
+		if r == nil {
+			t.Fatal("the subscribed view stopped")
+		}
+		if len(r.Instances) == 2 {
+			break
+		}
+	}
+	if n := c.Len(); n != 1 {
+		t.Fatalf("views = %d, want the subscribed one", n)
+	}
+	cancel()
+	cancel() // idempotent
+	for len(got) > 0 {
+		<-got
+	}
+	e.register(t, "q3", "queue", "10.0.0.23", 80)
+	wait.For(t, 10*time.Second, func() error {
+		r, err := c.Get(context.Background(), healthReq("queue"))
+		if err != nil {
+			return err
+		}
+		if len(r.Instances) != 3 {
+			return fmt.Errorf("instances = %d", len(r.Instances))
+		}
+		return nil
+	})
+	if len(got) != 0 {
+		t.Fatalf("called %d times after cancel", len(got))
+	}
+
+	// A second subscriber hears of the view's end.
+	stopped := make(chan *catalog.ReadResponse, 64)
+	if _, _, err := c.Notify(healthReq("queue"), func(r *catalog.ReadResponse) { stopped <- r }); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	for r := (&catalog.ReadResponse{}); r != nil; {
+		select {
+		case r = <-stopped:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the subscriber was not told the view stopped")
+		}
+	}
+	if _, _, err := c.Notify(healthReq("queue"), func(*catalog.ReadResponse) {}); !errors.Is(err, viewcache.ErrClosed) {
+		t.Fatalf("Notify after Close: %v", err)
+	}
+}
