@@ -59,7 +59,8 @@ func (l *State) logACLRefusal(err error) {
 }
 
 // missingPermission returns the first permission authz lacks for a sync:
-// node:write on this node, then service:write on each service (in ID order).
+// node:write on this node, then service:write on each service synced with
+// the agent's token (in ID order).
 func (l *State) missingPermission(authz acl.Authorizer) (perm, resource string) {
 	if authz.NodeWrite(l.node.Name) != acl.Allow {
 		return "node:write", l.node.Name
@@ -68,6 +69,9 @@ func (l *State) missingPermission(authz acl.Authorizer) (perm, resource string) 
 	ids := make([]string, 0, len(l.services))
 	names := make(map[string]string, len(l.services))
 	for id, s := range l.services {
+		if s.token != "" {
+			continue // synced with its own token
+		}
 		ids = append(ids, id)
 		names[id] = s.svc.Service
 	}
