@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tribune-mesh/tribune/agent/agenttest/inmem"
 	"github.com/tribune-mesh/tribune/agent/config"
 	"github.com/tribune-mesh/tribune/agent/local"
 	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/server"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
@@ -192,4 +194,29 @@ func TestRegisteredThroughAPIPersisted(t *testing.T) {
 	if err := local.New(local.Config{Node: local.Node{Name: node}, Backend: rec, Clock: h.clock, DataDir: dir}).LoadPersisted(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// FuzzLoadPersisted: whatever a services or checks file holds, loading it
+// never panics (a bad file is skipped).
+func FuzzLoadPersisted(f *testing.F) {
+	f.Add([]byte(`{"Definition":{"ID":"web1","Name":"web","Check":{"TTL":"1m"}},"Token":"tw"}`))
+	f.Add([]byte(`{"Definition":{"ID":"disk","TTL":"1m","ServiceID":"nope"}}`))
+	f.Add([]byte(`{"Definition":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		dir := t.TempDir()
+		for _, kind := range []string{"services", "checks"} {
+			if err := os.MkdirAll(filepath.Join(dir, kind), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, kind, "f"), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fc := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+		st := local.New(local.Config{Node: local.Node{Name: node}, Backend: inmem.New(fc), Clock: fc, DataDir: dir})
+		defer st.StopChecks()
+		if err := st.LoadPersisted(); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
