@@ -157,6 +157,23 @@ service "web" { policy = "write" }`, cfg.NodeName))
 	}
 	waitCheckStatus(t, root, "web", "web-ttl", api.HealthPassing)
 
+	// A maintenance check is synced with the token that enabled it.
+	if err := web.Agent().EnableNodeMaintenance("test"); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, func() error {
+		checks, _, err := root.Health().Node(cfg.NodeName, nil)
+		if err != nil {
+			return err
+		}
+		for _, c := range checks {
+			if c.CheckID == "_node_maintenance" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no maintenance check in the catalog: %v", checks)
+	})
+
 	// Deregistration through the agent: the catalog delete is made with
 	// the request's token, and the data dir forgets the service.
 	if err := web.Agent().ServiceDeregister("web1"); err != nil {

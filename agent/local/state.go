@@ -136,6 +136,13 @@ type Check struct {
 	token string
 }
 
+// WithToken sets the ACL token the check is synced with ("" for the
+// agent's, or its service's) and returns c, for a check built by hand.
+func (c *Check) WithToken(secret string) *Check {
+	c.token = secret
+	return c
+}
+
 // service is a service the agent owns.
 type service struct {
 	svc    *catalog.Service
