@@ -254,3 +254,35 @@ func getBody(t *testing.T, a *agent.Agent, path, secret string) string {
 	}
 	return string(b)
 }
+
+// A service from the config files without a token of its own is synced
+// with acl.tokens.config_file_service_registration (the agent has no
+// acl.tokens.agent); the token is created after the agent started, and the
+// retried sync goes through once it exists.
+func TestConfigServiceSyncedWithConfigFileToken(t *testing.T) {
+	const secret = "3b8ee1f4-0000-4000-8000-000000000011"
+	cfg := aclConfig(agenttest.Config(t))
+	cfg.ACL.Tokens.ConfigFileRegistration = secret
+	cfg.Services = []config.ServiceDefinition{{ID: "cfgweb1", Name: "cfgweb", Port: 8080}}
+	a := startLogged(t, cfg, io.Discard)
+	root := tokenClient(t, a, rootSecret)
+	waitManagement(t, root)
+	pol, _, err := root.ACL().PolicyCreate(&api.ACLPolicy{Name: "cfgweb", Rules: fmt.Sprintf(`node %q { policy = "write" }
+service "cfgweb" { policy = "write" }`, cfg.NodeName)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := root.ACL().TokenCreate(&api.ACLToken{SecretID: secret, Policies: []*api.ACLTokenPolicyLink{{ID: pol.ID}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, func() error {
+		svcs, _, err := root.Catalog().Service("cfgweb", "", nil)
+		if err != nil {
+			return err
+		}
+		if len(svcs) != 1 {
+			return fmt.Errorf("cfgweb in the catalog: %v", svcs)
+		}
+		return nil
+	})
+}
