@@ -249,6 +249,12 @@ func New(cfg *config.Config, logger hclog.Logger) (*Agent, error) {
 		a.stopCore()
 		return nil, err
 	}
+	// The services and checks an earlier run registered through the API,
+	// with their tokens; the config files' win on the same ID.
+	if err := a.local.LoadPersisted(); err != nil {
+		a.stopCore()
+		return nil, err
+	}
 	if err := a.startHTTP(); err != nil {
 		a.stopCore()
 		return nil, err
@@ -322,8 +328,12 @@ func (a *Agent) newLocalState() *local.State {
 		node.LeaderService = server.ServerServiceName
 	}
 	var syncToken local.SyncToken
+	var withToken func(context.Context, string) context.Context
+	var resolveToken func(string) (acl.Authorizer, error)
 	if a.cfg.ACL.Enabled {
 		syncToken = a.syncToken
+		// A service or check registered with a token is synced with it.
+		withToken, resolveToken = server.WithToken, a.acls.Resolve
 	}
 	return local.New(local.Config{
 		Node: node,
@@ -331,6 +341,9 @@ func (a *Agent) newLocalState() *local.State {
 		// agent too (its server checks in-process calls that carry one).
 		Backend:                 agentTokenBackend{inner: a.backend, token: a.agentToken},
 		SyncToken:               syncToken,
+		WithToken:               withToken,
+		ResolveToken:            resolveToken,
+		DataDir:                 a.cfg.DataDir,
 		Clock:                   clock.New(),
 		Logger:                  a.logger,
 		Members:                 a.lanMembers,

@@ -1,16 +1,13 @@
 package agent_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/hashicorp/go-hclog"
 
-	"github.com/tribune-mesh/tribune/agent"
 	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
@@ -24,15 +21,7 @@ import (
 func TestAntiEntropyWithAgentToken(t *testing.T) {
 	cfg := aclConfig(agenttest.Config(t))
 	logs := &lockedBuffer{}
-	a, err := agent.New(cfg, hclog.New(&hclog.LoggerOptions{Name: cfg.NodeName, Level: hclog.Warn, Output: logs}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = a.Shutdown(ctx)
-	})
+	a := startLogged(t, cfg, logs)
 	root := tokenClient(t, a, rootSecret)
 	waitManagement(t, root)
 	if err := root.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "web1", Name: "web", Port: 80}); err != nil {

@@ -1,6 +1,9 @@
 package agent
 
-import "fmt"
+import (
+	"cmp"
+	"fmt"
+)
 
 // advertiseHost is the address the agent registers its node with.
 func (a *Agent) advertiseHost() string {
@@ -39,13 +42,19 @@ func (a *Agent) nodeMeta() map[string]string {
 // loadConfigDefinitions registers the services and checks of the config files.
 func (a *Agent) loadConfigDefinitions() error {
 	for i := range a.cfg.Services {
-		if err := a.local.AddServiceDefinition(&a.cfg.Services[i], true); err != nil {
+		// A definition without a token of its own is synced with
+		// acl.tokens.config_file_service_registration, else the agent's.
+		def := a.cfg.Services[i]
+		def.Token = cmp.Or(def.Token, a.configFileToken())
+		if err := a.local.AddServiceDefinition(&def, true); err != nil {
 			return fmt.Errorf("service %q from config: %w", a.cfg.Services[i].Name, err)
 		}
 		a.configServices[a.cfg.Services[i].ServiceID()] = true
 	}
 	for i := range a.cfg.Checks {
-		c, err := a.local.CheckFromDefinition(&a.cfg.Checks[i], "", true)
+		def := a.cfg.Checks[i]
+		def.Token = cmp.Or(def.Token, a.configFileToken())
+		c, err := a.local.CheckFromDefinition(&def, "", true)
 		if err != nil {
 			return fmt.Errorf("check %q from config: %w", a.cfg.Checks[i].Name, err)
 		}
@@ -55,4 +64,15 @@ func (a *Agent) loadConfigDefinitions() error {
 		a.configChecks[c.Health.CheckID] = true
 	}
 	return nil
+}
+
+// configFileToken is acl.tokens.config_file_service_registration (as set
+// now, through the config or /v1/agent/token), "" without ACLs or when unset.
+func (a *Agent) configFileToken() string {
+	if a.tokens == nil {
+		return ""
+	}
+	a.tokens.mu.Lock()
+	defer a.tokens.mu.Unlock()
+	return a.tokens.cur.ConfigFileRegistration
 }

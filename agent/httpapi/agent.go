@@ -55,7 +55,11 @@ func (h *Handler) agentServiceRegister(w http.ResponseWriter, r *http.Request) (
 		}
 		replace = on
 	}
-	if err := h.agent.local.AddServiceDefinitionReplacing(def, false, replace); err != nil {
+	// Anti-entropy syncs the service with the token it was registered
+	// with (kept in the data dir, never shown), as Consul does; a request
+	// without one leaves it to the agent's token.
+	def.Token = token(r)
+	if err := h.agent.local.RegisterService(m, def, replace); err != nil {
 		return nil, err
 	}
 	h.waitSync(r)
@@ -89,7 +93,7 @@ func (h *Handler) agentServiceDeregister(w http.ResponseWriter, r *http.Request)
 	if authz.ServiceWrite(s.Service) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	h.agent.local.RemoveService(id)
+	h.agent.local.RemoveServiceWithToken(id, token(r))
 	h.waitSync(r)
 	return nil, nil
 }
@@ -222,14 +226,11 @@ func (h *Handler) agentCheckRegister(w http.ResponseWriter, r *http.Request) (an
 	if err != nil {
 		return nil, err
 	}
-	if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
-		return nil, errPermissionDenied
-	}
-	c, err := h.agent.local.CheckFromDefinition(def, "", false)
-	if err != nil {
+	if err := h.checkWriteAllowed(authz, def.ServiceID); err != nil {
 		return nil, err
 	}
-	if err := h.agent.local.AddCheck(c); err != nil {
+	def.Token = token(r) // synced with it, as a service's (above)
+	if err := h.agent.local.RegisterCheck(m, def); err != nil {
 		return nil, err
 	}
 	h.waitSync(r)
@@ -242,14 +243,36 @@ func (h *Handler) agentCheckDeregister(w http.ResponseWriter, r *http.Request) (
 	if err != nil {
 		return nil, err
 	}
-	if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
-		return nil, errPermissionDenied
+	svcID := ""
+	if c := h.agent.local.Checks()[id]; c != nil {
+		svcID = c.ServiceID
 	}
-	if !h.agent.local.RemoveCheck(id) {
+	if err := h.checkWriteAllowed(authz, svcID); err != nil {
+		return nil, err
+	}
+	if !h.agent.local.RemoveCheckWithToken(id, token(r)) {
 		return nil, notFound("Unknown check ID %q. Ensure that the check ID is passed, not the check name.", id)
 	}
 	h.waitSync(r)
 	return nil, nil
+}
+
+// checkWriteAllowed is the permission Consul asks to write a local check:
+// service:write on its service when it has one, node:write on this node
+// otherwise.
+func (h *Handler) checkWriteAllowed(authz acl.Authorizer, serviceID string) error {
+	if serviceID != "" {
+		if s := h.agent.local.Service(serviceID); s != nil {
+			if authz.ServiceWrite(s.Service) != acl.Allow {
+				return errPermissionDenied
+			}
+			return nil
+		}
+	}
+	if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
+		return errPermissionDenied
+	}
+	return nil
 }
 
 // agentCheckTTL serves /v1/agent/check/pass|warn|fail/<id>?note=.

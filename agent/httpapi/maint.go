@@ -44,17 +44,17 @@ func (h *Handler) agentNodeMaint(w http.ResponseWriter, r *http.Request) (any, e
 		return nil, errPermissionDenied
 	}
 	if !on {
-		h.agent.local.RemoveCheck(nodeMaintCheckID)
+		h.agent.local.RemoveCheckWithToken(nodeMaintCheckID, token(r))
 		return nil, nil
 	}
 	reason := r.URL.Query().Get("reason")
 	if reason == "" {
 		reason = defaultMaintReason
 	}
-	return nil, h.agent.local.AddCheck(&local.Check{Health: &catalog.HealthCheck{
+	return nil, h.agent.local.AddCheck((&local.Check{Health: &catalog.HealthCheck{
 		CheckID: nodeMaintCheckID, Name: "Node Maintenance Mode", Notes: reason, Status: catalog.HealthCritical,
 		Type: "maintenance", ServiceTags: []string{},
-	}})
+	}}).WithToken(token(r))) // synced with the request's token, as Consul does
 }
 
 // agentServiceMaint serves PUT /v1/agent/service/maintenance/<id>?enable=&reason=.
@@ -79,15 +79,15 @@ func (h *Handler) agentServiceMaint(w http.ResponseWriter, r *http.Request) (any
 		return nil, errPermissionDenied
 	}
 	if !on {
-		h.agent.local.RemoveCheck(serviceMaintPrefix + id)
+		h.agent.local.RemoveCheckWithToken(serviceMaintPrefix+id, token(r))
 		return nil, nil
 	}
 	reason := r.URL.Query().Get("reason")
 	if reason == "" {
 		reason = defaultSvcMaintNote
 	}
-	return nil, h.agent.local.AddCheck(&local.Check{Health: &catalog.HealthCheck{
+	return nil, h.agent.local.AddCheck((&local.Check{Health: &catalog.HealthCheck{
 		CheckID: serviceMaintPrefix + id, Name: "Service Maintenance Mode", Notes: reason, ServiceID: id,
 		Status: catalog.HealthCritical, Type: "maintenance", ServiceTags: []string{},
-	}})
+	}}).WithToken(token(r)))
 }

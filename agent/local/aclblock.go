@@ -27,6 +27,18 @@ func aclRefused(err error) bool {
 // retried. Consul only says "ACL not found" here (hashicorp/consul#4406,
 // #5818).
 func (l *State) logACLRefusal(err error) {
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		// Several writes refused, each with its token: one line each.
+		for _, e := range joined.Unwrap() {
+			l.logACLRefusal(e)
+		}
+		return
+	}
+	var se *syncError
+	if errors.As(err, &se) && se.token != "" {
+		l.logRegistrationRefusal(se)
+		return
+	}
 	if l.syncToken == nil {
 		l.logger.Warn("anti-entropy sync refused by ACLs", "error", err)
 		return
@@ -47,7 +59,8 @@ func (l *State) logACLRefusal(err error) {
 }
 
 // missingPermission returns the first permission authz lacks for a sync:
-// node:write on this node, then service:write on each service (in ID order).
+// node:write on this node, then service:write on each service synced with
+// the agent's token (in ID order).
 func (l *State) missingPermission(authz acl.Authorizer) (perm, resource string) {
 	if authz.NodeWrite(l.node.Name) != acl.Allow {
 		return "node:write", l.node.Name
@@ -56,6 +69,9 @@ func (l *State) missingPermission(authz acl.Authorizer) (perm, resource string) 
 	ids := make([]string, 0, len(l.services))
 	names := make(map[string]string, len(l.services))
 	for id, s := range l.services {
+		if s.token != "" {
+			continue // synced with its own token
+		}
 		ids = append(ids, id)
 		names[id] = s.svc.Service
 	}
@@ -67,4 +83,34 @@ func (l *State) missingPermission(authz acl.Authorizer) (perm, resource string) 
 		}
 	}
 	return "", ""
+}
+
+// logRegistrationRefusal explains a write refused with the token a service
+// or check was registered with: what was written, that token's AccessorID
+// (never its secret) and the permission it lacks. The message is fixed, for
+// the throttled logger.
+func (l *State) logRegistrationRefusal(se *syncError) {
+	args := []any{"token", "registration token", "write", se.what}
+	var authz acl.Authorizer
+	var rerr error
+	if l.resolveToken != nil {
+		authz, rerr = l.resolveToken(se.token)
+	}
+	switch {
+	case l.resolveToken == nil:
+	case rerr != nil:
+		args = append(args, "accessor", "unknown", "problem", "the servers know no token with this secret", "error", rerr)
+	default:
+		args = append(args, "accessor", acl.AccessorOf(authz))
+		switch {
+		case authz.NodeWrite(l.node.Name) != acl.Allow:
+			args = append(args, "permission", "node:write", "resource", l.node.Name)
+		case se.service != "" && authz.ServiceWrite(se.service) != acl.Allow:
+			args = append(args, "permission", "service:write", "resource", se.service)
+		}
+	}
+	if rerr == nil {
+		args = append(args, "error", se.err)
+	}
+	l.logger.Warn("anti-entropy blocked by ACLs: the token a service or check was registered with may not write it", args...)
 }

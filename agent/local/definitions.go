@@ -14,8 +14,10 @@ import (
 )
 
 // AddServiceDefinition registers a service definition (from a configuration
-// file when fromConfig, else from the API) with its checks. What cannot be
-// registered as given is an error wrapping ErrInvalid.
+// file when fromConfig, else from the API) with its checks. The service and
+// its checks are synced with def.Token (a check of its own Token with that
+// one); "" syncs with the agent's token. What cannot be registered as given
+// is an error wrapping ErrInvalid.
 func (l *State) AddServiceDefinition(def *config.ServiceDefinition, fromConfig bool) error {
 	return l.AddServiceDefinitionReplacing(def, fromConfig, false)
 }
@@ -89,6 +91,9 @@ func (l *State) AddServiceDefinitionReplacing(def *config.ServiceDefinition, fro
 		}
 		c.Health.ServiceName = svc.Service
 		c.Health.ServiceTags = svc.Tags
+		if c.token == "" {
+			c.token = def.Token
+		}
 		checks = append(checks, c)
 	}
 	var stale []string
@@ -111,9 +116,10 @@ func (l *State) AddServiceDefinitionReplacing(def *config.ServiceDefinition, fro
 		if err != nil {
 			return err
 		}
+		sd.Token = def.Token
 		sidecar = sd
 	}
-	l.AddService(svc, checks)
+	l.addService(svc, checks, def.Token)
 	for _, id := range stale {
 		l.RemoveCheck(id)
 	}
@@ -337,7 +343,7 @@ func (l *State) CheckFromDefinition(d *config.CheckDefinition, serviceID string,
 	if d.DeregisterCriticalServiceAfter > 0 {
 		hc.Definition.DeregisterCriticalServiceAfter = d.DeregisterCriticalServiceAfter.String()
 	}
-	lc := &Check{Health: hc, TTL: d.TTL, DeregisterAfter: d.DeregisterCriticalServiceAfter}
+	lc := &Check{Health: hc, TTL: d.TTL, DeregisterAfter: d.DeregisterCriticalServiceAfter, token: d.Token}
 	if isProbe {
 		p := probe
 		lc.Probe = &p
@@ -369,5 +375,5 @@ func (l *State) dockerCheck(d *config.CheckDefinition, serviceID string, fromCon
 		Interval: d.Interval.String(),
 	}
 	hc.Definition.Interval = hc.Interval
-	return &Check{Health: hc, DeregisterAfter: d.DeregisterCriticalServiceAfter}, nil
+	return &Check{Health: hc, DeregisterAfter: d.DeregisterCriticalServiceAfter, token: d.Token}, nil
 }

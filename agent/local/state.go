@@ -9,6 +9,7 @@
 package local
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/checks"
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/clock"
@@ -95,6 +97,19 @@ type Config struct {
 	// SyncToken, with ACLs on, describes the token the Backend's writes
 	// carry, to explain a sync the servers refuse (aclblock.go).
 	SyncToken SyncToken
+	// WithToken returns ctx carrying secret as the ACL token of the
+	// Backend calls made with it (server.WithToken). A service or check
+	// registered with a token of its own is synced with it; nil (ACLs
+	// off) ignores those tokens and every call carries the Backend's.
+	WithToken func(ctx context.Context, secret string) context.Context
+	// ResolveToken resolves a registration's token for the line that
+	// explains a refusal (its AccessorID and the permission it lacks);
+	// nil logs the refusal without them.
+	ResolveToken func(secret string) (acl.Authorizer, error)
+	// DataDir, when set, is where the services and checks registered
+	// through the API are kept with their tokens (persist.go), so that
+	// a restarted agent has them again; "" keeps them in memory only.
+	DataDir string
 }
 
 // Check is a check the agent owns, with what it needs to run. Callers build
@@ -116,12 +131,25 @@ type Check struct {
 	runner        *checks.Check
 	criticalSince time.Time
 	inSync        bool
+	// token is the ACL token the check was registered with, synced with
+	// it ("" syncs with the agent's token). Never shown by the API.
+	token string
+}
+
+// WithToken sets the ACL token the check is synced with ("" for the
+// agent's, or its service's) and returns c, for a check built by hand.
+func (c *Check) WithToken(secret string) *Check {
+	c.token = secret
+	return c
 }
 
 // service is a service the agent owns.
 type service struct {
 	svc    *catalog.Service
 	inSync bool
+	// token is the ACL token the service was registered with (see
+	// Check.token).
+	token string
 }
 
 // State holds the agent's own services and checks. Safe for concurrent use.
@@ -132,9 +160,14 @@ type State struct {
 	logger  hclog.Logger
 	// syncToken is Config.SyncToken (nil: ACLs off).
 	syncToken SyncToken
-	members   func() int
-	rand      func() float64
-	checkOpt  checks.Options
+	// withToken and resolveToken are Config.WithToken and ResolveToken.
+	withToken    func(ctx context.Context, secret string) context.Context
+	resolveToken func(secret string) (acl.Authorizer, error)
+	// dataDir is Config.DataDir.
+	dataDir  string
+	members  func() int
+	rand     func() float64
+	checkOpt checks.Options
 	// outputMax bounds the output stored for a check without a limit of
 	// its own.
 	outputMax int
@@ -149,10 +182,11 @@ type State struct {
 	checks     map[string]*Check
 	nodeInSync bool
 	// removedServices and removedChecks are IDs deleted locally and not
-	// yet deregistered from the catalog: the next partial sync removes
-	// them, so a deregistration does not wait for the full sync.
-	removedServices map[string]bool
-	removedChecks   map[string]bool
+	// yet deregistered from the catalog, with the token to deregister
+	// them with ("" for the agent's): the next partial sync removes them,
+	// so a deregistration does not wait for the full sync.
+	removedServices map[string]string
+	removedChecks   map[string]string
 	// toStop holds check runners removed under mu; they are stopped after
 	// mu is released because a stopping runner may be waiting for mu.
 	toStop []*checks.Check
@@ -199,6 +233,9 @@ func New(cfg Config) *State {
 		clock:        cfg.Clock,
 		logger:       cfg.Logger,
 		syncToken:    cfg.SyncToken,
+		withToken:    cfg.WithToken,
+		resolveToken: cfg.ResolveToken,
+		dataDir:      cfg.DataDir,
 		members:      cfg.Members,
 		rand:         cfg.Rand,
 		outputMax:    limit,
@@ -214,8 +251,8 @@ func New(cfg Config) *State {
 		},
 		services:        map[string]*service{},
 		checks:          map[string]*Check{},
-		removedServices: map[string]bool{},
-		removedChecks:   map[string]bool{},
+		removedServices: map[string]string{},
+		removedChecks:   map[string]string{},
 		triggerCh:       make(chan struct{}, 1),
 		syncedCh:        make(chan struct{}),
 		changeCh:        make(chan struct{}),
@@ -244,13 +281,19 @@ func (l *State) Changed() <-chan struct{} {
 	return l.changeCh
 }
 
-// AddService adds or replaces a local service and its checks.
+// AddService adds or replaces a local service and its checks, synced with
+// the agent's token.
 func (l *State) AddService(svc *catalog.Service, checks []*Check) {
+	l.addService(svc, checks, "")
+}
+
+// addService is AddService for a service registered with token.
+func (l *State) addService(svc *catalog.Service, checks []*Check, token string) {
 	l.mu.Lock()
 	if old := l.services[svc.ID]; old != nil {
 		svc.CreateIndex, svc.ModifyIndex = old.svc.CreateIndex, old.svc.ModifyIndex
 	}
-	l.services[svc.ID] = &service{svc: svc}
+	l.services[svc.ID] = &service{svc: svc, token: token}
 	delete(l.removedServices, svc.ID)
 	for _, c := range checks {
 		// A re-registered check keeps its current status and output, as
@@ -267,12 +310,24 @@ func (l *State) AddService(svc *catalog.Service, checks []*Check) {
 }
 
 // RemoveService removes a local service and its checks; false when unknown.
+// The catalog delete uses the token the service was registered with.
 func (l *State) RemoveService(id string) bool {
+	return l.RemoveServiceWithToken(id, "")
+}
+
+// RemoveServiceWithToken is RemoveService for a deregistration made with
+// token (through the API): the catalog delete uses it, or when it is ""
+// the service's own token, else the agent's.
+func (l *State) RemoveServiceWithToken(id, token string) bool {
 	l.mu.Lock()
-	_, ok := l.services[id]
+	s, ok := l.services[id]
+	var checkIDs []string
 	if ok {
+		if token == "" {
+			token = s.token
+		}
 		delete(l.services, id)
-		l.removedServices[id] = true
+		l.removedServices[id] = token
 		for cid, c := range l.checks {
 			if c.Health.ServiceID == id {
 				// Deregistering the service removes its checks from
@@ -280,7 +335,8 @@ func (l *State) RemoveService(id string) bool {
 				// when the service is added back without them first.
 				l.stopCheckLocked(c)
 				delete(l.checks, cid)
-				l.removedChecks[cid] = true
+				l.removedChecks[cid] = token
+				checkIDs = append(checkIDs, cid)
 			}
 		}
 	}
@@ -292,11 +348,15 @@ func (l *State) RemoveService(id string) bool {
 	l.mu.Unlock()
 	l.stopPending()
 	if ok {
+		l.unpersist(servicesDir, id)
+		for _, cid := range checkIDs {
+			l.unpersist(checksDir, cid)
+		}
 		l.trigger()
 	}
 	if sidecar != "" {
 		// A sidecar registered with its service goes with it.
-		l.RemoveService(sidecar)
+		l.RemoveServiceWithToken(sidecar, token)
 	}
 	return ok
 }
@@ -424,18 +484,29 @@ func (n *notifier) UpdateCheck(id, status, output string) {
 	n.l.trigger()
 }
 
-// RemoveCheck removes a local check; false when unknown.
+// RemoveCheck removes a local check; false when unknown. The catalog delete
+// uses the token the check was registered with.
 func (l *State) RemoveCheck(id string) bool {
+	return l.RemoveCheckWithToken(id, "")
+}
+
+// RemoveCheckWithToken is RemoveCheck for a deregistration made with token
+// (see RemoveServiceWithToken).
+func (l *State) RemoveCheckWithToken(id, token string) bool {
 	l.mu.Lock()
 	c, ok := l.checks[id]
 	if ok {
+		if token == "" {
+			token = c.token
+		}
 		l.stopCheckLocked(c)
 		delete(l.checks, id)
-		l.removedChecks[id] = true
+		l.removedChecks[id] = token
 	}
 	l.mu.Unlock()
 	l.stopPending()
 	if ok {
+		l.unpersist(checksDir, id)
 		l.trigger()
 	}
 	return ok

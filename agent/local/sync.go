@@ -1,6 +1,7 @@
 package local
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -221,17 +222,56 @@ func (l *State) syncFull(ctx context.Context) error {
 		}
 	}
 	l.mu.Unlock()
+	// What the catalog has and the agent does not is deleted with the
+	// agent's token: the agent knows no other for it.
+	var rs []removal
 	for _, id := range extraSvcs {
-		if err := l.deregister(ctx, &catalog.DeregisterRequest{Node: node, ServiceID: id}); err != nil {
-			return err
-		}
+		rs = append(rs, removal{req: &catalog.DeregisterRequest{Node: node, ServiceID: id}, what: "service " + id})
 	}
 	for _, id := range extraChecks {
-		if err := l.deregister(ctx, &catalog.DeregisterRequest{Node: node, CheckID: id}); err != nil {
+		rs = append(rs, removal{req: &catalog.DeregisterRequest{Node: node, CheckID: id}, what: "check " + id})
+	}
+	var refused []error
+	if err := l.deregisterAll(ctx, rs); err != nil {
+		if !aclRefused(err) {
 			return err
 		}
+		refused = append(refused, err)
 	}
-	return l.syncChanges(ctx)
+	if err := l.syncChanges(ctx); err != nil {
+		if !aclRefused(err) {
+			return err
+		}
+		refused = append(refused, err)
+	}
+	return errors.Join(refused...)
+}
+
+// syncError is a sync write that failed, with what it wrote and the token
+// it wrote with, so that a refusal by ACLs can name that token. Its text
+// never holds the secret.
+type syncError struct {
+	// what is "node", "service <id>" or "check <id>".
+	what string
+	// service is the name of the service written, "" for the node.
+	service string
+	// token is the registration's own token; "" for the agent's.
+	token string
+	err   error
+}
+
+func (e *syncError) Error() string { return fmt.Sprintf("sync %s: %v", e.what, e.err) }
+
+// Unwrap returns the Backend's error.
+func (e *syncError) Unwrap() error { return e.err }
+
+// tokenContext returns ctx carrying token for the Backend's calls; ctx as
+// it is for "" (the Backend adds the agent's token) or with ACLs off.
+func (l *State) tokenContext(ctx context.Context, token string) context.Context {
+	if token == "" || l.withToken == nil {
+		return ctx
+	}
+	return l.withToken(ctx, token)
 }
 
 // syncRemovals deregisters the services and checks removed locally since
@@ -239,117 +279,181 @@ func (l *State) syncFull(ctx context.Context) error {
 // to the registrations.
 func (l *State) syncRemovals(ctx context.Context) error {
 	node := l.node.Name
+	var rs []removal
 	l.mu.Lock()
-	var svcs, checks []string
-	for id := range l.removedServices {
-		svcs = append(svcs, id)
+	for id, token := range l.removedServices {
+		rs = append(rs, removal{req: &catalog.DeregisterRequest{Node: node, ServiceID: id}, token: token,
+			what: "service " + id, done: func() {
+				if l.services[id] == nil {
+					delete(l.removedServices, id)
+				}
+			}})
 	}
-	for id := range l.removedChecks {
-		checks = append(checks, id)
+	for id, token := range l.removedChecks {
+		rs = append(rs, removal{req: &catalog.DeregisterRequest{Node: node, CheckID: id}, token: token,
+			what: "check " + id, done: func() {
+				if l.checks[id] == nil {
+					delete(l.removedChecks, id)
+				}
+			}})
 	}
 	l.mu.Unlock()
-	for _, id := range svcs {
-		if err := l.deregister(ctx, &catalog.DeregisterRequest{Node: node, ServiceID: id}); err != nil {
-			return err
-		}
-		l.mu.Lock()
-		if l.services[id] == nil {
-			delete(l.removedServices, id)
-		}
-		l.mu.Unlock()
-	}
-	for _, id := range checks {
-		if err := l.deregister(ctx, &catalog.DeregisterRequest{Node: node, CheckID: id}); err != nil {
-			return err
-		}
-		l.mu.Lock()
-		if l.checks[id] == nil {
-			delete(l.removedChecks, id)
-		}
-		l.mu.Unlock()
-	}
-	return nil
+	return l.deregisterAll(ctx, rs)
 }
 
-func (l *State) deregister(ctx context.Context, req *catalog.DeregisterRequest) error {
-	resp, err := l.backend.Apply(ctx, catalog.CmdDeregister, req)
-	if err != nil {
-		return fmt.Errorf("deregister: %w", err)
+// removal is one catalog delete of anti-entropy.
+type removal struct {
+	req *catalog.DeregisterRequest
+	// token is the one to delete with, "" for the agent's.
+	token string
+	what  string
+	// done, if set, runs under mu once the delete went through.
+	done func()
+}
+
+// deregisterAll makes the deletes in order. A refusal by ACLs of one does
+// not hold back the others: the refusals are returned at the end, joined;
+// any other error stops at once.
+func (l *State) deregisterAll(ctx context.Context, rs []removal) error {
+	var refused []error
+	for _, r := range rs {
+		if err := l.deregister(ctx, r.req, r.token, r.what); err != nil {
+			if !aclRefused(err) {
+				return err
+			}
+			refused = append(refused, err)
+			continue
+		}
+		if r.done != nil {
+			l.mu.Lock()
+			r.done()
+			l.mu.Unlock()
+		}
 	}
-	if e, ok := resp.(error); ok && e != nil {
-		return fmt.Errorf("deregister: %w", e)
+	return errors.Join(refused...)
+}
+
+// deregister deletes what req names from the catalog with token ("" for
+// the agent's); what names it for a refusal's log line.
+func (l *State) deregister(ctx context.Context, req *catalog.DeregisterRequest, token, what string) error {
+	resp, err := l.backend.Apply(l.tokenContext(ctx, token), catalog.CmdDeregister, req)
+	if err == nil {
+		if e, ok := resp.(error); ok && e != nil {
+			err = e
+		}
+	}
+	if err != nil {
+		return &syncError{what: "deregistration of " + what, token: token, err: err}
 	}
 	return nil
 }
 
 // syncChanges deregisters what was removed locally, then pushes every
-// out-of-sync entry in one registration per service (with its checks) plus
-// one for the node and its node checks.
+// out-of-sync entry: one registration for the node and its node checks
+// synced with the agent's token, one per other token of node checks, and
+// per service one for each token among the service's (its own) and its
+// checks' (theirs, else the service's). A refusal by ACLs of one write does
+// not hold back the others; all of them are returned at the end (joined).
 func (l *State) syncChanges(ctx context.Context) error {
+	var refused []error
 	if err := l.syncRemovals(ctx); err != nil {
-		return err
-	}
-	l.mu.Lock()
-	var reqs []*catalog.RegisterRequest
-	base := func() *catalog.RegisterRequest {
-		return &catalog.RegisterRequest{ID: l.node.ID, Node: l.node.Name, Address: l.node.Address,
-			Datacenter: l.node.Datacenter, NodeMeta: l.node.Meta, TaggedAddresses: l.node.TaggedAddresses}
+		if !aclRefused(err) {
+			return err
+		}
+		refused = append(refused, err)
 	}
 	type marker struct {
 		svc   *service
 		check *Check
 	}
-	var marks [][]marker
-	nodeReq := base()
-	var nodeMarks []marker
+	// write is one registration and the entries it carries.
+	type write struct {
+		req   *catalog.RegisterRequest
+		marks []marker
+		token string
+		what  string
+		// node is set on the registration of the node itself.
+		node bool
+	}
+	l.mu.Lock()
+	base := func() *catalog.RegisterRequest {
+		return &catalog.RegisterRequest{ID: l.node.ID, Node: l.node.Name, Address: l.node.Address,
+			Datacenter: l.node.Datacenter, NodeMeta: l.node.Meta, TaggedAddresses: l.node.TaggedAddresses}
+	}
+	var writes []*write
+	nodeWrite := &write{req: base(), what: "node", node: true}
+	nodeByToken := map[string]*write{}
 	for _, lc := range l.checks {
 		if lc.inSync || lc.Health.ServiceID != "" {
 			continue
 		}
+		w := nodeWrite
+		if lc.token != "" {
+			if w = nodeByToken[lc.token]; w == nil {
+				w = &write{req: base(), token: lc.token, what: "check " + lc.Health.CheckID}
+				nodeByToken[lc.token] = w
+			}
+		}
 		c := *lc.Health
-		nodeReq.Checks = append(nodeReq.Checks, &c)
-		nodeMarks = append(nodeMarks, marker{check: lc})
+		w.req.Checks = append(w.req.Checks, &c)
+		w.marks = append(w.marks, marker{check: lc})
 	}
-	if !l.nodeInSync || len(nodeReq.Checks) > 0 {
-		reqs = append(reqs, nodeReq)
-		marks = append(marks, nodeMarks)
+	if !l.nodeInSync || len(nodeWrite.req.Checks) > 0 {
+		writes = append(writes, nodeWrite)
+	}
+	for _, w := range nodeByToken {
+		writes = append(writes, w)
 	}
 	for _, ls := range l.services {
-		req := base()
-		var m []marker
+		byToken := map[string]*write{}
+		group := func(token, what string) *write {
+			w := byToken[token]
+			if w == nil {
+				w = &write{req: base(), token: token, what: what}
+				s := *ls.svc
+				w.req.Service = &s
+				byToken[token] = w
+			}
+			return w
+		}
 		if !ls.inSync {
-			s := *ls.svc
-			req.Service = &s
-			m = append(m, marker{svc: ls})
+			w := group(ls.token, "service "+ls.svc.ID)
+			w.marks = append(w.marks, marker{svc: ls})
 		}
 		for _, lc := range l.checks {
 			if lc.Health.ServiceID != ls.svc.ID || (lc.inSync && ls.inSync) {
 				continue
 			}
+			w := group(cmp.Or(lc.token, ls.token), "check "+lc.Health.CheckID)
 			c := *lc.Health
-			req.Checks = append(req.Checks, &c)
-			m = append(m, marker{check: lc})
+			w.req.Checks = append(w.req.Checks, &c)
+			w.marks = append(w.marks, marker{check: lc})
 		}
-		if len(m) > 0 {
-			if req.Service == nil {
-				s := *ls.svc
-				req.Service = &s
-			}
-			reqs = append(reqs, req)
-			marks = append(marks, m)
+		for _, w := range byToken {
+			writes = append(writes, w)
 		}
 	}
 	l.mu.Unlock()
 
-	for i, req := range reqs {
-		resp, err := l.backend.Apply(ctx, catalog.CmdRegister, req)
+	for _, w := range writes {
+		req := w.req
+		resp, err := l.backend.Apply(l.tokenContext(ctx, w.token), catalog.CmdRegister, req)
 		if err == nil {
 			if e, ok := resp.(error); ok && e != nil {
 				err = e
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("sync registration: %w", err)
+			svcName := ""
+			if req.Service != nil {
+				svcName = req.Service.Service
+			}
+			err = &syncError{what: "registration of " + w.what, service: svcName, token: w.token, err: err}
+			if !aclRefused(err) {
+				return err
+			}
+			refused = append(refused, err)
+			continue
 		}
 		if req.Service != nil {
 			l.logger.Debug("synced service", "service", req.Service.ID)
@@ -357,10 +461,10 @@ func (l *State) syncChanges(ctx context.Context) error {
 			l.logger.Debug("synced node info")
 		}
 		l.mu.Lock()
-		if i == 0 && req.Service == nil {
+		if w.node {
 			l.nodeInSync = true
 		}
-		for _, m := range marks[i] {
+		for _, m := range w.marks {
 			// Only mark what still is what we sent.
 			if m.svc != nil && l.services[m.svc.svc.ID] == m.svc && serviceEqual(m.svc.svc, req.Service) {
 				m.svc.inSync = true
@@ -371,7 +475,7 @@ func (l *State) syncChanges(ctx context.Context) error {
 		}
 		l.mu.Unlock()
 	}
-	return nil
+	return errors.Join(refused...)
 }
 
 func checkSent(req *catalog.RegisterRequest, c *catalog.HealthCheck) bool {
