@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 
@@ -259,16 +260,7 @@ func (s *Server) checkCommand(c checker, cmd *catalog.Command) error {
 	a := c.authz
 	switch cmd.Type {
 	case catalog.CmdRegister:
-		r := cmd.Register
-		if err := c.need(a.NodeWrite(r.Node), "node:write", r.Node); err != nil {
-			return err
-		}
-		if r.Service != nil {
-			if err := c.need(a.ServiceWrite(r.Service.Service), "service:write", r.Service.Service); err != nil {
-				return err
-			}
-		}
-		return nil
+		return s.checkRegister(c, cmd.Register)
 	case catalog.CmdDeregister:
 		return s.checkDeregister(c, cmd.Deregister)
 	case catalog.CmdKV:
@@ -325,12 +317,83 @@ func configEntryPerm(kind string) string {
 	return "operator:write"
 }
 
+// checkRegister follows Consul's rule: node:write only when the
+// registration creates the node or changes it (a service token with
+// node:read, as Consul's service identities grant, keeps its instance
+// registered), service:write on the service, and for each check node:write
+// (a node check) or service:write on its service.
+func (s *Server) checkRegister(c checker, r *catalog.RegisterRequest) error {
+	a := c.authz
+	_, ns, err := s.store.NodeServices(nil, r.Node)
+	if err != nil {
+		return err
+	}
+	if registerChangesNode(r, ns) {
+		if err := c.need(a.NodeWrite(r.Node), "node:write", r.Node); err != nil {
+			return err
+		}
+	}
+	if r.Service != nil {
+		if err := c.need(a.ServiceWrite(r.Service.Service), "service:write", r.Service.Service); err != nil {
+			return err
+		}
+	}
+	checks := r.Checks
+	if r.Check != nil {
+		checks = append(slices.Clip(checks), r.Check)
+	}
+	for _, chk := range checks {
+		if chk == nil {
+			continue
+		}
+		if chk.ServiceID == "" {
+			if err := c.need(a.NodeWrite(r.Node), "node:write", r.Node); err != nil {
+				return err
+			}
+			continue
+		}
+		name := chk.ServiceName
+		if r.Service != nil && r.Service.ID == chk.ServiceID {
+			name = r.Service.Service
+		} else if ns != nil {
+			for _, svc := range ns.Services {
+				if svc.ID == chk.ServiceID {
+					name = svc.Service
+				}
+			}
+		}
+		if err := c.need(a.ServiceWrite(name), "service:write", name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// registerChangesNode reports whether r creates its node or changes what
+// the catalog holds of it (ns: the node's current services and node).
+func registerChangesNode(r *catalog.RegisterRequest, ns *catalog.NodeServices) bool {
+	if ns == nil || ns.Node == nil {
+		return true
+	}
+	if r.SkipNodeUpdate {
+		return false
+	}
+	n := ns.Node
+	return (r.ID != "" && r.ID != n.ID) || r.Address != n.Address ||
+		!maps.Equal(r.TaggedAddresses, n.TaggedAddresses) || !maps.Equal(r.NodeMeta, n.Meta)
+}
+
 // checkDeregister: a node needs node:write; a service service:write on its
 // name; a check node:write, or service:write when it is a service's.
 func (s *Server) checkDeregister(c checker, d *catalog.DeregisterRequest) error {
 	a := c.authz
 	if d.ServiceID == "" && d.CheckID == "" {
 		return c.need(a.NodeWrite(d.Node), "node:write", d.Node)
+	}
+	if a.NodeWrite(d.Node) == acl.Allow {
+		// node:write covers everything registered on the node, as in
+		// Consul.
+		return nil
 	}
 	_, ns, err := s.store.NodeServices(nil, d.Node)
 	if err != nil {

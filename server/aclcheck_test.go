@@ -133,3 +133,51 @@ func TestPreparedQueryTokenOnlyForItsService(t *testing.T) {
 		}
 	}
 }
+
+// A registration needs node:write only when it creates or changes its node
+// (Consul's rule): a service token with node:read keeps its instance
+// registered on an existing node, but cannot create a node, change one, or
+// register a node check.
+func TestRegisterNeedsNodeWriteOnlyForNodeChanges(t *testing.T) {
+	s, _ := aclTestServer(t)
+	mgmt := WithToken(context.Background(), checkMgmt)
+	const svcSecret = "31111111-2222-4333-8444-555555555555"
+	for _, c := range []struct {
+		t    catalog.CommandType
+		body any
+	}{
+		{catalog.CmdACLPolicySet, &catalog.ACLPolicy{ID: "p-web", Name: "web", Rules: `service "web" { policy = "write" }
+node_prefix "" { policy = "read" }`}},
+		{catalog.CmdACLTokenSet, &catalog.ACLToken{AccessorID: "a-web", SecretID: svcSecret, Policies: []catalog.ACLLink{{ID: "p-web"}}}},
+		{catalog.CmdRegister, &catalog.RegisterRequest{Node: "n1", Address: "10.0.0.1", NodeMeta: map[string]string{"rack": "a"}}},
+	} {
+		if _, err := s.Apply(mgmt, c.t, c.body); err != nil {
+			t.Fatalf("apply %d: %v", c.t, err)
+		}
+	}
+	web := WithToken(context.Background(), svcSecret)
+	svc := &catalog.Service{ID: "web1", Service: "web", Port: 80}
+	for _, c := range []struct {
+		name string
+		req  *catalog.RegisterRequest
+		ok   bool
+	}{
+		{"same node", &catalog.RegisterRequest{Node: "n1", Address: "10.0.0.1", NodeMeta: map[string]string{"rack": "a"}, Service: svc,
+			Checks: []*catalog.HealthCheck{{Node: "n1", CheckID: "web-ok", Name: "web", ServiceID: "web1", Status: "passing"}}}, true},
+		{"skip node update", &catalog.RegisterRequest{Node: "n1", SkipNodeUpdate: true, Service: svc}, true},
+		{"new node", &catalog.RegisterRequest{Node: "n2", Address: "10.0.0.2", Service: svc}, false},
+		{"changed address", &catalog.RegisterRequest{Node: "n1", Address: "10.0.0.9", NodeMeta: map[string]string{"rack": "a"}, Service: svc}, false},
+		{"changed meta", &catalog.RegisterRequest{Node: "n1", Address: "10.0.0.1", Service: svc}, false},
+		{"node check", &catalog.RegisterRequest{Node: "n1", SkipNodeUpdate: true,
+			Check: &catalog.HealthCheck{Node: "n1", CheckID: "disk", Name: "disk", Status: "passing"}}, false},
+		{"other service", &catalog.RegisterRequest{Node: "n1", SkipNodeUpdate: true, Service: &catalog.Service{ID: "db1", Service: "db"}}, false},
+	} {
+		_, err := s.Apply(web, catalog.CmdRegister, c.req)
+		if c.ok && err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		if !c.ok && !errors.Is(err, acl.ErrPermissionDenied) {
+			t.Errorf("%s: %v, want permission denied", c.name, err)
+		}
+	}
+}
