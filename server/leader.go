@@ -11,6 +11,7 @@ import (
 // stops them when it loses leadership; every change of leader restarts them.
 func (s *Server) monitorLeadership() {
 	defer s.wg.Done()
+	defer close(s.leaderStopped)
 	stop := func() {}
 	defer func() { stop() }()
 	for {

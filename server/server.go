@@ -248,6 +248,9 @@ type Server struct {
 	// FSM has yet to apply (staleness.go).
 	commits    commitTracker
 	shutdownCh chan struct{}
+	// leaderStopped is closed when monitorLeadership returned: the
+	// leader's routines no longer wait on Raft futures.
+	leaderStopped chan struct{}
 	wg         sync.WaitGroup
 	closeOnce  sync.Once
 }
@@ -320,6 +323,7 @@ func New(cfg *Config) (*Server, error) {
 	}
 	s.wg.Add(2)
 	go s.verifyLoop()
+	s.leaderStopped = make(chan struct{})
 	go s.monitorLeadership()
 	if cfg.SnapshotThreshold > 0 {
 		s.wg.Add(1)
@@ -738,6 +742,18 @@ func (s *Server) Shutdown() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.shutdownCh)
+		if s.leaderStopped != nil {
+			// The leader's routines first, while Raft still answers
+			// their futures: hashicorp/raft never answers an apply still
+			// queued when it shuts down, and a routine waiting on one
+			// would hang this Shutdown. Bounded: a leader that cannot
+			// commit steps down within its lease and fails the future.
+			select {
+			case <-s.leaderStopped:
+			case <-time.After(s.config.HoldTimeout + 5*time.Second):
+				s.logger.Warn("leader routines did not stop before Raft shutdown")
+			}
+		}
 		if s.raft != nil {
 			if e := s.raft.Shutdown().Error(); e != nil {
 				err = fmt.Errorf("raft shutdown: %w", e)

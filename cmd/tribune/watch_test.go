@@ -91,13 +91,15 @@ func TestWatchKeyHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := handlerLines(t, out, 2)
+	// The handler writes the index after the value: wait for it before
+	// interrupting the watch (and its handler).
+	indexes := handlerLines(t, idx, 2)
 	if code := w.stop(t); code != watchExitOK {
 		t.Errorf("exit %d after interrupt, want 0; stderr %s", code, w.stderr)
 	}
 	if len(lines) != 2 {
 		t.Fatalf("handler ran %d times, want 2: %q", len(lines), lines)
 	}
-	indexes := handlerLines(t, idx, 2)
 	for i, want := range []string{"v1", "v2"} {
 		var p api.KVPair
 		if err := json.Unmarshal([]byte(lines[i]), &p); err != nil {
