@@ -594,11 +594,14 @@ func (s *Server) applyLocal(ctx context.Context, buf []byte, cmd *catalog.Comman
 		if buf, err = s.resolveLogin(cmd.ACLLogin); err != nil {
 			return nil, fmt.Errorf("apply: %w", err)
 		}
+		// buf is another command now: the FSM must decode it.
+		cmd = nil
 	case catalog.CmdACLBootstrap:
 		var err error
 		if buf, err = s.withBootstrapReset(cmd.ACLBootstrap); err != nil {
 			return nil, fmt.Errorf("apply: %w", err)
 		}
+		cmd = nil
 	}
 	timeout := deadline.Sub(s.clock.Now())
 	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
