@@ -246,9 +246,15 @@ func TestWANPoolAndCrossDCRequests(t *testing.T) {
 		if res.Datacenter != "dc2" || res.Failovers != i+1 || len(res.Nodes) != 1 || res.Nodes[0].Node.Node != "web-node" {
 			t.Fatalf("failover %+v: answered from %s after %d failovers: %+v", fo, res.Datacenter, res.Failovers, res.Nodes)
 		}
-		// DNS fails over the same way.
+		// DNS fails over the same way, once the agent's view has the new
+		// query.
 		name := fmt.Sprintf("web-%d.query.consul", i)
-		dnsWant(t, name, dnsAddrs(d.query(t, "udp", name, dns.TypeA).Answer), []string{"10.2.0.1"})
+		wait.For(t, 10*time.Second, func() error {
+			if got := dnsAddrs(d.query(t, "udp", name, dns.TypeA).Answer); strings.Join(got, ",") != "10.2.0.1" {
+				return fmt.Errorf("%s = %v, want [10.2.0.1]", name, got)
+			}
+			return nil
+		})
 	}
 
 	// WAN coordinates list both datacenters.
