@@ -106,6 +106,9 @@ func FilterRead(a Authorizer, resp *catalog.ReadResponse) bool {
 			resp.NodeServices, dropped = &catalog.NodeServices{Node: ns.Node, Services: svcs}, true
 		}
 	}
+	resp.GatewayServices, dropped = keep(resp.GatewayServices, dropped, func(g *catalog.GatewayService) bool {
+		return a.ServiceRead(g.Service.Name) == Allow
+	})
 	resp.Checks, dropped = keep(resp.Checks, dropped, func(c *catalog.HealthCheck) bool {
 		return a.NodeRead(c.Node) == Allow && (c.ServiceName == "" || a.ServiceRead(c.ServiceName) == Allow)
 	})

@@ -60,16 +60,7 @@ func TestCachingResolverInvalidatesOnAnyChange(t *testing.T) {
 	must(st.ACLTokenSet(2, &catalog.ACLToken{AccessorID: "a", SecretID: "s", Policies: []catalog.ACLLink{{ID: "p"}}}))
 	src := &storeSource{st: st}
 	r := acl.NewCachingResolver(acl.ResolverConfig{Source: src, Datacenter: "dc1", DownPolicy: acl.DownDeny})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); r.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	wait.For(t, 5*time.Second, func() error {
-		if r.Index() != 2 {
-			return errors.New("watch not started")
-		}
-		return nil
-	})
+	runResolver(t, r, 2)
 
 	for i := 0; i < 100; i++ {
 		a, err := r.Resolve("s")
@@ -253,6 +244,56 @@ func TestCachingResolverAsyncCache(t *testing.T) {
 	wait.For(t, 10*time.Second, func() error {
 		if _, err := r.Resolve("s"); !errors.Is(err, acl.ErrNotFound) {
 			return fmt.Errorf("deleted token still resolves after the refresh: %v", err)
+		}
+		return nil
+	})
+}
+
+// A secret that is both the agent recovery token and a real token keeps
+// the real token's rights while the servers answer (the official client's
+// TestAPI_AgentUpdateToken sets its management token as agent_recovery and
+// then needs acl:write with it), and the recovery rights without servers.
+func TestCachingResolverRecoverySecretThatIsAToken(t *testing.T) {
+	st := catalog.NewStore(nil)
+	if err := st.ACLPolicySet(1, &catalog.ACLPolicy{ID: "p", Name: "acl", Rules: `acl = "write"`}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.ACLTokenSet(2, &catalog.ACLToken{AccessorID: "a", SecretID: "root", Policies: []catalog.ACLLink{{ID: "p"}}}); err != nil {
+		t.Fatal(err)
+	}
+	src := &storeSource{st: st}
+	r := acl.NewCachingResolver(acl.ResolverConfig{Source: src, Datacenter: "dc1", DownPolicy: acl.DownDeny, AgentRecovery: "root", NodeName: "node-1"})
+	runResolver(t, r, 2)
+	a, err := r.Resolve("root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acl.ACLWrite(a) != acl.Allow {
+		t.Fatal("a real token that is also the recovery secret lost its own rights")
+	}
+	// A recovery secret the servers do not know still gets the recovery
+	// rights.
+	r.SetAgentRecoveryToken("recover")
+	a, err = r.Resolve("recover")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.AgentWrite("node-1") != acl.Allow || acl.ACLWrite(a) != acl.Deny {
+		t.Fatal("unknown recovery secret: wrong rights")
+	}
+}
+
+// runResolver runs r's watch until the test ends and waits until it has
+// seen index.
+func runResolver(t *testing.T, r *acl.CachingResolver, index uint64) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	wait.For(t, 5*time.Second, func() error {
+		if r.Index() != index {
+			return errors.New("watch not started")
 		}
 		return nil
 	})

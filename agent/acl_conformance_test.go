@@ -294,3 +294,28 @@ func TestAgentUpdateTokenPersistedAcrossRestart(t *testing.T) {
 		return err
 	})
 }
+
+// TestAgentRecoveryTokenThatIsTheManagementToken is TestAPI_AgentUpdateToken
+// of the official client: it sets its management token as agent_recovery
+// (through agent_master) and then updates the other tokens with it, which
+// needs acl:write: a secret the servers know keeps its own rights.
+func TestAgentRecoveryTokenThatIsTheManagementToken(t *testing.T) {
+	a := agenttest.Start(t, aclConfig(agenttest.Config(t)))
+	root := tokenClient(t, a, rootSecret)
+	waitManagement(t, root)
+	ag := root.Agent()
+	if _, err := ag.UpdateAgentMasterACLToken(rootSecret, nil); err != nil {
+		t.Fatalf("set agent_master: %v", err)
+	}
+	for name, set := range map[string]func(string, *api.WriteOptions) (*api.WriteMeta, error){
+		"agent_recovery": ag.UpdateAgentRecoveryACLToken, "replication": ag.UpdateReplicationACLToken,
+		"config_file_service_registration": ag.UpdateConfigFileRegistrationToken,
+	} {
+		if _, err := set(rootSecret, nil); err != nil {
+			t.Fatalf("set %s with the management token that is also agent_recovery: %v", name, err)
+		}
+	}
+	if _, _, err := root.ACL().TokenList(nil); err != nil {
+		t.Fatalf("token list with the management token that is also agent_recovery: %v", err)
+	}
+}

@@ -196,12 +196,18 @@ func TestAPIConfigEntryGatewayKinds(t *testing.T) {
 
 func selfSignedPEM(t *testing.T) (string, string) {
 	t.Helper()
+	return selfSignedPEMOf(t, &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "example.com"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"example.com"}})
+}
+
+// selfSignedPEMOf signs tmpl with a fresh P-256 key and returns the
+// certificate and the key in PEM.
+func selfSignedPEMOf(t *testing.T, tmpl *x509.Certificate) (string, string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "example.com"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"example.com"}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)

@@ -113,6 +113,18 @@ func TestWANPoolAndCrossDCRequests(t *testing.T) {
 	if lan, _ := dc1c[0].api.Agent().Members(true); len(lan) != 0 {
 		t.Fatalf("a client agent listed WAN members: %v", lan)
 	}
+	// ?filter applies to members, WAN and LAN (TestAPI_AgentMembersOpts
+	// of the official client).
+	for _, tc := range []struct {
+		wan    bool
+		filter string
+		want   int
+	}{{true, `Tags["dc"] == dc2`, 1}, {true, `Tags["dc"] == dc3`, 0}, {false, `Tags["dc"] == dc1`, 2}, {false, `Name == "nope"`, 0}} {
+		got, err := dc1[0].api.Agent().MembersOpts(api.MembersOpts{WAN: tc.wan, Filter: tc.filter})
+		if err != nil || len(got) != tc.want {
+			t.Fatalf("members wan=%v filter %s: %d, %v; want %d", tc.wan, tc.filter, len(got), err, tc.want)
+		}
+	}
 
 	// A write and a read for dc2 through dc1's client agent land in dc2
 	// only.
@@ -234,9 +246,15 @@ func TestWANPoolAndCrossDCRequests(t *testing.T) {
 		if res.Datacenter != "dc2" || res.Failovers != i+1 || len(res.Nodes) != 1 || res.Nodes[0].Node.Node != "web-node" {
 			t.Fatalf("failover %+v: answered from %s after %d failovers: %+v", fo, res.Datacenter, res.Failovers, res.Nodes)
 		}
-		// DNS fails over the same way.
+		// DNS fails over the same way, once the agent's view has the new
+		// query.
 		name := fmt.Sprintf("web-%d.query.consul", i)
-		dnsWant(t, name, dnsAddrs(d.query(t, "udp", name, dns.TypeA).Answer), []string{"10.2.0.1"})
+		wait.For(t, 10*time.Second, func() error {
+			if got := dnsAddrs(d.query(t, "udp", name, dns.TypeA).Answer); strings.Join(got, ",") != "10.2.0.1" {
+				return fmt.Errorf("%s = %v, want [10.2.0.1]", name, got)
+			}
+			return nil
+		})
 	}
 
 	// WAN coordinates list both datacenters.

@@ -436,6 +436,10 @@ func (s *Store) executeConnect(ws memdb.WatchSet, req *ReadRequest, out *ReadRes
 		idx, out.ConfigEntries, err = s.ConfigEntries(ws, req.Key)
 	case ReadServiceVirtualIP:
 		idx, out.VirtualIP, err = s.ServiceVirtualIPOf(ws, req.Name)
+	case ReadGatewayServices:
+		idx, out.GatewayServices, err = s.GatewayServices(ws, req.Name)
+	case ReadHealthIngress:
+		idx, out.Instances, err = s.IngressServiceNodes(ws, req.Name)
 	default:
 		return 0, false, nil
 	}

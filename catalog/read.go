@@ -95,6 +95,8 @@ type ReadResponse struct {
 	ConfigEntries []*ConfigEntry   `json:",omitempty"`
 	// VirtualIP answers ReadServiceVirtualIP.
 	VirtualIP *ServiceVirtualIP `json:",omitempty"`
+	// GatewayServices answers ReadGatewayServices.
+	GatewayServices []*GatewayService `json:",omitempty"`
 }
 
 // Execute runs req against the store, adding what it read to ws, and returns

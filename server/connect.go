@@ -25,6 +25,11 @@ var ErrConnectDisabled = errors.New("Connect must be enabled in order to use thi
 type CASetConfigRequest struct {
 	Config                   catalog.CAConfiguration
 	ForceWithoutCrossSigning bool
+	// RootCert and PrivateKey, both or neither, are an operator's own CA
+	// (the built-in provider's settings of those names): it becomes the
+	// active root unless it already is.
+	RootCert   string `json:",omitempty"`
+	PrivateKey string `json:",omitempty"`
 }
 
 // SignLeafRequest asks a server to sign a leaf certificate for a service of
@@ -277,13 +282,25 @@ func (s *Server) caSetConfigLocked(ctx context.Context, req *CASetConfigRequest)
 		return fmt.Errorf("%w: %v", catalog.ErrInvalidRequest, err)
 	}
 	next := make([]*catalog.CARoot, 0, len(roots)+1)
-	rotate := old.PrivateKeyType != cfg.PrivateKeyType || old.PrivateKeyBits != cfg.PrivateKeyBits
-	if rotate {
-		now := s.caNow()
-		root, err := connect.NewRoot(cfg, connect.TrustDomain(cur.ClusterID), now)
+	now := s.caNow()
+	var root *catalog.CARoot
+	switch {
+	case (req.RootCert == "") != (req.PrivateKey == ""):
+		return fmt.Errorf("%w: RootCert and PrivateKey must be given together", catalog.ErrInvalidRequest)
+	case req.RootCert != "":
+		provided, err := connect.ProvidedRoot(req.RootCert, req.PrivateKey, now)
 		if err != nil {
+			return fmt.Errorf("%w: %v", catalog.ErrInvalidRequest, err)
+		}
+		if provided.ID != old.ID {
+			root = provided
+		}
+	case old.PrivateKeyType != cfg.PrivateKeyType || old.PrivateKeyBits != cfg.PrivateKeyBits:
+		if root, err = connect.NewRoot(cfg, connect.TrustDomain(cur.ClusterID), now); err != nil {
 			return err
 		}
+	}
+	if root != nil {
 		if !req.ForceWithoutCrossSigning {
 			cross, err := connect.CrossSign(root, old, now)
 			if err != nil {
@@ -310,6 +327,11 @@ func (s *Server) caSetConfigLocked(ctx context.Context, req *CASetConfigRequest)
 	}
 	stored := storedCAConfig(cur.ClusterID, cfg)
 	stored.State = req.Config.State
+	if active := activeRoot(next); active != nil && req.RootCert != "" {
+		// The key of a provided root decides, so that a later update of
+		// other settings does not rotate it away.
+		stored.PrivateKeyType, stored.PrivateKeyBits = active.PrivateKeyType, active.PrivateKeyBits
+	}
 	return s.applyCA(ctx, catalog.CmdCA, &catalog.CARequest{Op: catalog.CAOpSetRoots, RootsIndex: idx,
 		Config: stored, Roots: next})
 }

@@ -45,6 +45,9 @@ type Telemetry struct {
 	inm      *memSink
 	registry *prometheus.Registry // nil without Prometheus
 	metrics  *metrics.Metrics
+	// plainRuntime emits the runtime gauges without the host name prefix
+	// when metrics has one (nil otherwise).
+	plainRuntime *metrics.Metrics
 
 	// stopRuntime ends the runtime-metrics loop; runtimeDone is closed
 	// when it has returned.
@@ -98,6 +101,18 @@ func New(cfg Config) (*Telemetry, error) {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
 	t.metrics = m
+	if mc.EnableHostname && mc.HostName != "" {
+		// go-metrics prefixes gauges with the host name, runtime ones
+		// included; Consul's documented names, the official client's
+		// tests and tools reading /v1/agent/metrics (metricbeat) expect
+		// consul.runtime.*: emit those too, through a second,
+		// non-global Metrics on the same sinks.
+		pc := *mc
+		pc.EnableHostname = false
+		if t.plainRuntime, err = metrics.New(&pc, sinks); err != nil {
+			return nil, fmt.Errorf("telemetry: %w", err)
+		}
+	}
 	t.stopRuntime, t.runtimeDone = make(chan struct{}), make(chan struct{})
 	go t.runRuntime(cfg.Interval)
 	return t, nil
@@ -109,13 +124,19 @@ func (t *Telemetry) runRuntime(interval time.Duration) {
 	defer close(t.runtimeDone)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	t.metrics.EmitRuntimeStats()
+	emit := func() {
+		t.metrics.EmitRuntimeStats()
+		if t.plainRuntime != nil {
+			t.plainRuntime.EmitRuntimeStats()
+		}
+	}
+	emit()
 	for {
 		select {
 		case <-t.stopRuntime:
 			return
 		case <-tick.C:
-			t.metrics.EmitRuntimeStats()
+			emit()
 		}
 	}
 }

@@ -112,3 +112,36 @@ func TestShutdownLeavesNoGoroutine(t *testing.T) {
 		return nil
 	})
 }
+
+// With the host name on (Consul's default), the runtime gauges are also
+// under their documented names, consul.runtime.*, which the official
+// client's TestAPI_AgentMetrics looks for.
+func TestRuntimeGaugesWithoutHostName(t *testing.T) {
+	tel, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown()
+	metrics.SetGauge([]string{"autopilot", "healthy"}, 1)
+	// The runtime loop emits on its own goroutine.
+	var names map[string]bool
+	wait.For(t, 10*time.Second, func() error {
+		w := httptest.NewRecorder()
+		tel.ServeHTTP(w, httptest.NewRequest("GET", "/v1/agent/metrics", nil))
+		var summary struct{ Gauges []struct{ Name string } }
+		if err := json.Unmarshal(w.Body.Bytes(), &summary); err != nil {
+			return fmt.Errorf("JSON: %w: %s", err, w.Body.String())
+		}
+		names = map[string]bool{}
+		for _, g := range summary.Gauges {
+			names[g.Name] = true
+		}
+		if !names["consul.runtime.alloc_bytes"] {
+			return fmt.Errorf("no consul.runtime.alloc_bytes in %v", names)
+		}
+		return nil
+	})
+	if tel.plainRuntime != nil && names["consul.autopilot.healthy"] {
+		t.Errorf("other gauges lost their host name prefix: %v", names)
+	}
+}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/tribune-mesh/tribune/tlsconfig"
@@ -155,8 +156,10 @@ func finishTLS(c *Config, set map[string]bool) {
 	}
 }
 
-// validateTLS checks the tls and auto_encrypt blocks and the ports that
-// need a certificate. It reads no file.
+// validateTLS checks the tls and auto_encrypt blocks. It reads no file. A
+// TLS port without a certificate is not an error (Consul starts, and the
+// official client's test harness always sets ports.https): tlsPortWarnings
+// says that port is not served.
 func validateTLS(c *Config) error {
 	var errs []error
 	auto := c.AutoEncrypt.TLS && !c.Server
@@ -170,12 +173,6 @@ func validateTLS(c *Config) error {
 		if err := s.Validate(); err != nil {
 			errs = append(errs, fieldErr(p.key, err.Error()))
 		}
-	}
-	if c.Ports.HTTPS > 0 && !c.TLS.HTTPS.Enabled() && !auto {
-		errs = append(errs, fieldErr("ports.https", "needs a certificate: set tls.https (or tls.defaults) cert_file and key_file"))
-	}
-	if c.Ports.GRPCTLS > 0 && !c.TLS.GRPC.Enabled() && !(auto && c.TLS.GRPCUseAutoCert) {
-		errs = append(errs, fieldErr("ports.grpc_tls", "needs a certificate: set tls.grpc (or tls.defaults) cert_file and key_file"))
 	}
 	if c.AutoEncrypt.TLS && c.Server {
 		errs = append(errs, fieldErr("auto_encrypt.tls", "is for client agents; a server uses auto_encrypt.allow_tls"))
@@ -210,4 +207,18 @@ func (c *Config) RPCUsesTLS() bool {
 	r := c.TLS.InternalRPC
 	return r.VerifyOutgoing || r.VerifyServerHostname || (c.AutoEncrypt.TLS && !c.Server) ||
 		(c.Server && r.VerifyIncoming && r.Enabled())
+}
+
+// tlsPortWarnings returns a warning for each TLS port that is set without a
+// certificate to serve it: the agent starts without that listener.
+func tlsPortWarnings(c *Config) []string {
+	var w []string
+	auto := c.AutoEncrypt.TLS && !c.Server
+	if c.Ports.HTTPS > 0 && !c.TLS.HTTPS.Enabled() && !auto {
+		w = append(w, fmt.Sprintf("config: ports.https = %d has no certificate (set tls.https or tls.defaults cert_file and key_file): HTTPS is not served", c.Ports.HTTPS))
+	}
+	if c.Ports.GRPCTLS > 0 && !c.TLS.GRPC.Enabled() && !(auto && c.TLS.GRPCUseAutoCert) {
+		w = append(w, fmt.Sprintf("config: ports.grpc_tls = %d has no certificate (set tls.grpc or tls.defaults cert_file and key_file): gRPC over TLS is not served", c.Ports.GRPCTLS))
+	}
+	return w
 }

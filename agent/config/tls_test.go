@@ -64,8 +64,6 @@ func TestTLSLegacyKeys(t *testing.T) {
 
 func TestTLSValidation(t *testing.T) {
 	for _, tc := range []struct{ file, want string }{
-		{`{"ports": {"https": 8501}}`, "ports.https: needs a certificate"},
-		{`{"ports": {"grpc_tls": 8503}}`, "ports.grpc_tls: needs a certificate"},
 		{`{"tls": {"defaults": {"verify_outgoing": true}}}`, "need ca_file or ca_path"},
 		{`{"tls": {"https": {"cert_file": "/c.pem"}}}`, "tls.https: cert_file and key_file must be given together"},
 		{`{"tls": {"defaults": {"tls_min_version": "SSLv3"}}}`, "tls_min_version"},
@@ -84,5 +82,23 @@ func TestTLSValidation(t *testing.T) {
 	p := writeFile(t, t.TempDir(), "x.json", `{"auto_encrypt": {"tls": true}, "ca_file": "/ca.pem", "verify_incoming": true, "ports": {"https": 8501}}`)
 	if _, _, err := load("-data-dir", "/d", "-config-file", p); err != nil {
 		t.Errorf("auto_encrypt client: %v", err)
+	}
+}
+
+// A TLS port without a certificate is a warning, not an error: Consul
+// starts, and the official client's test harness always sets ports.https.
+func TestTLSPortWithoutCertificateWarns(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{`{"ports": {"https": 8501}}`, "ports.https = 8501 has no certificate"},
+		{`{"ports": {"grpc_tls": 8503}}`, "ports.grpc_tls = 8503 has no certificate"},
+	} {
+		p := writeFile(t, t.TempDir(), "x.json", tc.file)
+		_, warnings, err := load("-data-dir", "/d", "-config-file", p)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.file, err)
+		}
+		if !containsSubstring(warnings, tc.want) {
+			t.Errorf("%s: warnings %q, want %q", tc.file, warnings, tc.want)
+		}
 	}
 }

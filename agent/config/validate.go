@@ -513,6 +513,7 @@ func (c *Config) warnings() []string {
 	if c.BootstrapExpect > 1 && c.BootstrapExpect%2 == 0 {
 		w = append(w, fmt.Sprintf("config: bootstrap_expect = %d: an even number of servers does not improve fault tolerance over %d", c.BootstrapExpect, c.BootstrapExpect-1))
 	}
+	w = append(w, tlsPortWarnings(c)...)
 	if c.EnableScriptChecks && !c.ACL.Enabled {
 		w = append(w, "config: enable_script_checks without acl.enabled lets anyone who can reach the HTTP API run commands on this machine; consider enable_local_script_checks")
 	}

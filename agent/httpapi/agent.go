@@ -319,17 +319,19 @@ func (h *Handler) agentCheckUpdate(w http.ResponseWriter, r *http.Request) (any,
 }
 
 func (h *Handler) agentMembers(w http.ResponseWriter, r *http.Request) (any, error) {
-	if wanParam(r) {
-		if h.agent.wan == nil {
-			return []Member{}, nil
-		}
-		out := []Member{}
+	var out []Member
+	switch {
+	case !wanParam(r):
+		out = h.agent.members()
+	case h.agent.wan != nil:
 		for _, m := range h.agent.wan.Members() {
 			out = append(out, MemberOf(m))
 		}
-		return out, nil
 	}
-	return h.agent.members(), nil
+	if out == nil {
+		out = []Member{}
+	}
+	return filter(r.URL.Query().Get("filter"), out)
 }
 
 func (h *Handler) agentLeave(w http.ResponseWriter, r *http.Request) (any, error) {

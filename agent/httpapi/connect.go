@@ -153,6 +153,9 @@ func (h *Handler) connectCAConfig(w http.ResponseWriter, r *http.Request) (any, 
 	if err := parseCAProviderConfig(in.Config, &req.Config); err != nil {
 		return nil, badRequest("Invalid CA configuration: %v", err)
 	}
+	if req.RootCert, req.PrivateKey, err = providedCAKeys(in.Config); err != nil {
+		return nil, badRequest("Invalid CA configuration: %v", err)
+	}
 	if h.agent.ca == nil {
 		return nil, errConnectDisabled
 	}
@@ -163,6 +166,28 @@ func (h *Handler) connectCAConfig(w http.ResponseWriter, r *http.Request) (any, 
 		return nil, err
 	}
 	return true, nil
+}
+
+// providedCAKeys returns the RootCert and PrivateKey settings of the
+// built-in provider (an operator's own CA), in either case style.
+func providedCAKeys(m map[string]any) (rootCert, privateKey string, err error) {
+	for k, v := range m {
+		var dst *string
+		switch strings.ToLower(strings.ReplaceAll(k, "_", "")) {
+		case "rootcert":
+			dst = &rootCert
+		case "privatekey":
+			dst = &privateKey
+		default:
+			continue
+		}
+		s, ok := v.(string)
+		if !ok {
+			return "", "", fmt.Errorf("%s: not a string", k)
+		}
+		*dst = s
+	}
+	return rootCert, privateKey, nil
 }
 
 // parseCAProviderConfig reads the keys of the built-in provider's

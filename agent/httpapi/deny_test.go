@@ -183,6 +183,8 @@ func TestDenyingAuthorizer(t *testing.T) {
 		{"GET", "/v1/health/service/" + serviceName, "", 403, "", false},
 		{"GET", "/v1/health/connect/" + serviceName, "", 403, "", false},
 		{"GET", "/v1/catalog/connect/" + serviceName, "", 403, "", false},
+		{"GET", "/v1/catalog/gateway-services/" + serviceName, "", 403, "", false},
+		{"GET", "/v1/health/ingress/" + serviceName, "", 403, "", false},
 		{"GET", "/v1/coordinate/nodes", "", 200, "[]", false},
 		{"GET", "/v1/coordinate/node/node-1", "", 404, "", false}, // filtered away, so not found
 		{"PUT", "/v1/coordinate/update", `{"Node":"node-1","Coord":{"Vec":[0,0,0,0,0,0,0,0],"Error":1.5,"Adjustment":0,"Height":0.00001}}`, 403, "", false},

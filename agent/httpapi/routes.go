@@ -61,6 +61,8 @@ func (h *Handler) registerRoutes() {
 	h.handle("/v1/health/service/", methodsGet, h.healthService)
 	h.handle("/v1/health/connect/", methodsGet, h.healthConnect)
 	h.handle("/v1/catalog/connect/", methodsGet, h.catalogConnect)
+	h.handle("/v1/catalog/gateway-services/", methodsGet, h.catalogGatewayServices)
+	h.handle("/v1/health/ingress/", methodsGet, h.healthIngress)
 
 	h.handle("/v1/agent/self", methodsGet, h.agentSelf)
 	h.handle("/v1/agent/metrics", methodsGet, h.agentMetrics)

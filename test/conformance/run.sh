@@ -23,7 +23,10 @@ api_version=${CONFORMANCE_API_VERSION:-v1.25.1}
 work=$(mktemp -d)
 # The client's harness does not stop an agent whose own setup wait failed:
 # kill whatever still runs from this run's binary when the run ends.
-trap 'pkill -KILL -f "$work/bin/consul" 2>/dev/null; chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+# The trap runs under set -e: a pkill that finds nothing (exit 1) must not
+# end it before the temp dir is removed, nor turn a passing run into a
+# failing exit status.
+trap 'pkill -KILL -f "$work/bin/consul" 2>/dev/null || true; chmod -R u+w "$work" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 cd "$root"
 mkdir -p "$work/bin"
