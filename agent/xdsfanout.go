@@ -43,7 +43,7 @@ type viewSub struct {
 }
 
 func viewKey(req *catalog.ReadRequest) string {
-	return string(req.Op) + "\x00" + req.Key + "\x00" + req.Name + "\x00" + req.Options.Token
+	return string(req.Op) + "\x00" + req.Key + "\x00" + req.Name + "\x00" + req.Options.Token + "\x00" + req.Options.Datacenter
 }
 
 // view reads req from the agent's views and records it as a dependency of

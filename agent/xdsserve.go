@@ -70,6 +70,10 @@ type xdsService struct {
 	// change decode them once.
 	ixnMu sync.Mutex
 	ixns  map[*catalog.ReadResponse][]*catalog.Intention
+
+	// chains shares decoded config entries and compiled discovery
+	// chains between proxies (xdschain.go).
+	chains chainCache
 }
 
 // proxyWatch is the loop that keeps one proxy's snapshot current.
@@ -541,22 +545,20 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 	for _, r := range roots.CARoots {
 		p.Roots = append(p.Roots, r.RootCert)
 	}
-	for _, u := range svc.Proxy.Upstreams {
+	chains, err := x.chainEntries(ctx, in, opts)
+	if err != nil {
+		return nil, err
+	}
+	p.Protocol = serviceProtocol(svc, chains)
+	for i := range svc.Proxy.Upstreams {
+		u := &svc.Proxy.Upstreams[i]
 		if u.DestinationType == catalog.UpstreamDestTypePreparedQuery || u.LocalBindPort == 0 {
 			continue // prepared-query and socket upstreams: not served yet
 		}
-		if u.Datacenter != "" && u.Datacenter != x.a.cfg.Datacenter {
-			continue // other datacenters: federation's, not served yet
-		}
-		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadHealthConnect, Name: u.DestinationName, Options: opts})
+		up, err := x.readUpstream(ctx, in, opts, chains, u, p.TrustDomain)
 		if err != nil {
-			return nil, fmt.Errorf("instances of upstream %s: %w", u.DestinationName, err)
+			return nil, err
 		}
-		up := xds.Upstream{DestinationName: u.DestinationName, LocalBindAddress: u.LocalBindAddress, LocalBindPort: u.LocalBindPort}
-		if ms, ok := u.Config["connect_timeout_ms"].(float64); ok && ms > 0 {
-			up.ConnectTimeout = time.Duration(ms) * time.Millisecond
-		}
-		up.Endpoints = meshEndpoints(resp.Instances)
 		p.Upstreams = append(p.Upstreams, up)
 	}
 	in.proxy = p
