@@ -138,8 +138,11 @@ func (c *chainCache) subsetFilter(expr string) (*bexpr.Evaluator, error) {
 }
 
 // readUpstream compiles an upstream's chain and reads the instances of
-// each of its targets.
-func (x *xdsService) readUpstream(ctx context.Context, in *proxyInputs, opts catalog.QueryOptions, set *chainSet, u *catalog.Upstream, trustDomain string) (xds.Upstream, error) {
+// each of its targets. An upstream whose chain cannot be served (the
+// entries make an invalid chain, or it reaches a cluster peer) is left
+// out, with a warning, rather than holding back the proxy's whole
+// configuration: nil, nil; a change of the entries rebuilds it.
+func (x *xdsService) readUpstream(ctx context.Context, in *proxyInputs, opts catalog.QueryOptions, set *chainSet, u *catalog.Upstream, trustDomain string) (*xds.Upstream, error) {
 	local := x.a.cfg.Datacenter
 	req := discoverychain.Request{Service: u.DestinationName, Datacenter: u.Datacenter, TrustDomain: trustDomain}
 	if req.Datacenter == "" {
@@ -152,29 +155,36 @@ func (x *xdsService) readUpstream(ctx context.Context, in *proxyInputs, opts cat
 		req.OverrideConnectTimeout = time.Duration(ms) * time.Millisecond
 	}
 	cc := set.compile(req)
-	if cc.err != nil {
-		return xds.Upstream{}, fmt.Errorf("discovery chain of upstream %s: %w", u.DestinationName, cc.err)
+	skip := cc.err
+	if skip == nil {
+		for id, t := range cc.chain.Targets {
+			if t.External {
+				skip = fmt.Errorf("target %s is a cluster peer's, which Tribune does not serve", id)
+			}
+		}
 	}
-	up := xds.Upstream{
+	if skip != nil {
+		x.a.logger.Named("xds").Warn("leaving out an upstream whose discovery chain cannot be served",
+			"upstream", u.DestinationName, "datacenter", req.Datacenter, "error", skip)
+		return nil, nil
+	}
+	up := &xds.Upstream{
 		DestinationName: u.DestinationName, Datacenter: u.Datacenter,
 		LocalBindAddress: u.LocalBindAddress, LocalBindPort: u.LocalBindPort,
 		Chain: cc.chain, ChainKey: cc.key, TargetEndpoints: make(map[string][]xds.Endpoint, len(cc.chain.Targets)),
 	}
 	for id, t := range cc.chain.Targets {
-		if t.External {
-			continue // a peer's: the builder refuses the chain
-		}
 		o := opts
 		if t.Datacenter != local {
 			o.Datacenter = t.Datacenter
 		}
 		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadHealthConnect, Name: t.Service, Options: o})
 		if err != nil {
-			return xds.Upstream{}, fmt.Errorf("instances of %s in %s: %w", t.Service, t.Datacenter, err)
+			return nil, fmt.Errorf("instances of %s in %s: %w", t.Service, t.Datacenter, err)
 		}
 		eps, err := x.targetEndpoints(resp.Instances, t.Subset)
 		if err != nil {
-			return xds.Upstream{}, err
+			return nil, err
 		}
 		up.TargetEndpoints[id] = eps
 	}

@@ -9,6 +9,7 @@ import (
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/hashicorp/consul/api"
@@ -136,8 +137,9 @@ func TestXDSChainSubsetsAndRouter(t *testing.T) {
 	}
 	lds2 := x.nextWith(resource.ListenerType, func(r *discovery.DeltaDiscoveryResponse) error {
 		l := resourcesOf(t, r, func() *listener.Listener { return new(listener.Listener) })["db:127.0.0.1:9191"]
-		if js := protojson.Format(l); !strings.Contains(js, `"routeConfigName": "db"`) && !strings.Contains(js, `"routeConfigName":"db"`) {
-			return fmt.Errorf("db listener without RDS: %s", js)
+		var m hcm.HttpConnectionManager
+		if l == nil || l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&m) != nil || m.GetRds().GetRouteConfigName() != "db" {
+			return fmt.Errorf("db listener without RDS: %v", l)
 		}
 		return nil
 	})
@@ -174,6 +176,21 @@ func TestXDSChainSubsetsAndRouter(t *testing.T) {
 		t.Fatalf("catch-all route = %v", routes[1])
 	}
 	x.ack(rds2)
+
+	// A chain Tribune cannot serve (a cluster peer's service) leaves its
+	// upstream out; the rest of the proxy's configuration still flows.
+	if _, _, err := c.ConfigEntries().Set(&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "db",
+		Redirect: &api.ServiceResolverRedirect{Peer: "elsewhere"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	x.nextWith(resource.ListenerType, func(r *discovery.DeltaDiscoveryResponse) error {
+		for _, name := range r.GetRemovedResources() {
+			if name == "db:127.0.0.1:9191" {
+				return nil
+			}
+		}
+		return fmt.Errorf("db listener not removed: %v", r.GetRemovedResources())
+	})
 }
 
 // Cross-datacenter targets: an upstream with Datacenter dc2 gets a cluster

@@ -81,7 +81,18 @@ func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 				defer x.wg.Done()
 				x.watchView(ctx, s)
 			}()
-		} else if s.idx != d.idx {
+		} else if d.idx > s.idx {
+			// The build read past what the watch has seen: the
+			// watch's other readers may hold older data; ps does not,
+			// and is not woken again when the watch catches up
+			// (marking it would spin it until then).
+			s.idx = d.idx
+			for o := range s.subs {
+				if o != ps {
+					o.markDirty()
+				}
+			}
+		} else if d.idx < s.idx {
 			ps.markDirty()
 		}
 		s.subs[ps] = struct{}{}
@@ -118,10 +129,12 @@ func (x *xdsService) watchView(ctx context.Context, s *viewSub) {
 			}
 			continue
 		}
-		if r.Meta.Index == idx {
+		x.mu.Lock()
+		if r.Meta.Index == s.idx {
+			// No change, or one a build already read (setDeps).
+			x.mu.Unlock()
 			continue
 		}
-		x.mu.Lock()
 		s.idx = r.Meta.Index
 		for ps := range s.subs {
 			ps.markDirty()

@@ -559,7 +559,9 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 		if err != nil {
 			return nil, err
 		}
-		p.Upstreams = append(p.Upstreams, up)
+		if up != nil {
+			p.Upstreams = append(p.Upstreams, *up)
+		}
 	}
 	in.proxy = p
 	return in, nil
