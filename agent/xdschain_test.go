@@ -9,6 +9,7 @@ import (
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rbachttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -176,6 +177,32 @@ func TestXDSChainSubsetsAndRouter(t *testing.T) {
 		t.Fatalf("catch-all route = %v", routes[1])
 	}
 	x.ack(rds2)
+
+	// The public listener of an http service enforces L7 intentions with
+	// the HTTP RBAC filter (ACLs are off: the default allows, so the
+	// filter lists what a permission denies).
+	if _, _, err := c.ConfigEntries().Set(&api.ServiceIntentionsConfigEntry{Kind: api.ServiceIntentions, Name: "web",
+		Sources: []*api.SourceIntention{{Name: "lb", Permissions: []*api.IntentionPermission{{
+			Action: api.IntentionActionDeny, HTTP: &api.IntentionHTTPPermission{PathPrefix: "/admin", Methods: []string{"DELETE"}},
+		}}}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	pub := x.nextWith(resource.ListenerType, func(r *discovery.DeltaDiscoveryResponse) error {
+		l := resourcesOf(t, r, func() *listener.Listener { return new(listener.Listener) })["public_listener:0.0.0.0:21500"]
+		var m hcm.HttpConnectionManager
+		if l == nil || l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&m) != nil {
+			return fmt.Errorf("public listener without HTTP: %v", l)
+		}
+		var rules rbachttp.RBAC
+		if f := m.GetHttpFilters()[0]; f.GetName() != "envoy.filters.http.rbac" || f.GetTypedConfig().UnmarshalTo(&rules) != nil {
+			return fmt.Errorf("public listener's first HTTP filter: %v", f)
+		}
+		if _, ok := rules.GetRules().GetPolicies()["consul-intentions-layer7-0"]; !ok {
+			return fmt.Errorf("no L7 policy in %v", rules.GetRules())
+		}
+		return nil
+	})
+	x.ack(pub)
 
 	// A chain Tribune cannot serve (a cluster peer's service) leaves its
 	// upstream out; the rest of the proxy's configuration still flows.

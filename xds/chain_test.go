@@ -45,6 +45,7 @@ func goldenEntries() *discoverychain.Entries {
 			"api": {
 				Subsets: map[string]catalog.ServiceResolverSubset{"v1": sub(`"v1" in Service.Tags`), "v2": sub(`"v2" in Service.Tags`)},
 			},
+			"cache": {Redirect: &catalog.ServiceResolverRedirect{Service: "db", Datacenter: "dc2"}},
 			"web": {
 				Subsets:        map[string]catalog.ServiceResolverSubset{"static": sub(`Service.Meta.kind == "static"`)},
 				RequestTimeout: catalog.Duration(20 * time.Second),
@@ -73,15 +74,21 @@ func goldenEntries() *discoverychain.Entries {
 	}
 }
 
-// chainUpstream compiles the chain of service and gives each target two
-// endpoints, one healthy and one not.
+// chainUpstream compiles the chain of service in dc1 and gives each
+// target two endpoints, one healthy and one not.
 func chainUpstream(t *testing.T, e *discoverychain.Entries, service string, port int) Upstream {
 	t.Helper()
-	ch, err := discoverychain.CompileRequest(e, discoverychain.Request{Service: service, Datacenter: "dc1", TrustDomain: td})
+	return chainUpstreamIn(t, e, service, "dc1", port)
+}
+
+// chainUpstreamIn is chainUpstream for an upstream in datacenter dc.
+func chainUpstreamIn(t *testing.T, e *discoverychain.Entries, service, dc string, port int) Upstream {
+	t.Helper()
+	ch, err := discoverychain.CompileRequest(e, discoverychain.Request{Service: service, Datacenter: dc, TrustDomain: td})
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := Upstream{DestinationName: service, LocalBindPort: port, Chain: ch, TargetEndpoints: map[string][]Endpoint{}}
+	u := Upstream{DestinationName: service, Datacenter: dc, LocalBindPort: port, Chain: ch, TargetEndpoints: map[string][]Endpoint{}}
 	ids := make([]string, 0, len(ch.Targets))
 	for id := range ch.Targets {
 		ids = append(ids, id)
@@ -130,6 +137,11 @@ func TestChainGolden(t *testing.T) {
 		{"upstreams-1", func(p *Proxy) { p.Upstreams = []Upstream{chainUpstream(t, e, "db", 9191)} }},
 		{"upstreams-3", func(p *Proxy) {
 			p.Upstreams = []Upstream{chainUpstream(t, e, "db", 9191), chainUpstream(t, e, "api", 9192), chainUpstream(t, e, "web", 9193)}
+		}},
+		// Cross-datacenter: a resolver redirect to dc2, and an upstream
+		// in dc2 (no mesh gateway: the remote instances' addresses).
+		{"cross-dc", func(p *Proxy) {
+			p.Upstreams = []Upstream{chainUpstream(t, e, "cache", 9191), chainUpstreamIn(t, e, "api", "dc2", 9192)}
 		}},
 		{"l7-public", func(p *Proxy) {
 			p.Protocol = "http"
