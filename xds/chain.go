@@ -35,7 +35,8 @@ import (
 //     clusters are failover-target~<i>~<sni>, the primary first, each an
 //     EDS cluster of its own target: Envoy uses the first with healthy
 //     endpoints;
-//   - tcp: the outbound listener proxies to the start resolver's cluster;
+//   - tcp: the outbound listener proxies to the start resolver's cluster
+//     (stat prefix upstream.<service>.default.default.<dc>, as Consul's);
 //     http, http2, grpc: the outbound listener runs an HTTP connection
 //     manager over RDS, and the route configuration (l7.go) carries the
 //     router's matches and the splitter's weights.
@@ -256,6 +257,9 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream, t *tlsInputs) error {
 	}
 	bind := orDefault(u.LocalBindAddress, "127.0.0.1")
 	lname := fmt.Sprintf("%s:%s:%d", upstreamID(p, u), bind, u.LocalBindPort)
+	// Consul's stat prefix of a chained upstream: its chain's service,
+	// namespace, partition and datacenter.
+	stat := "upstream." + ch.ServiceName + ".default.default." + ch.Datacenter
 	if !isL7(ch.Protocol) {
 		start := ch.Nodes[ch.StartNode]
 		if start.Type != discoverychain.NodeTypeResolver {
@@ -265,8 +269,8 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream, t *tlsInputs) error {
 		if err != nil {
 			return err
 		}
-		b.add(resource.ListenerType, "out|"+lname+"|"+name, func() (types.Resource, error) {
-			return tcpListener(lname, bind, u.LocalBindPort, "upstream."+name, name, nil, nil)
+		b.add(resource.ListenerType, "out|"+lname+"|"+name+"|"+stat, func() (types.Resource, error) {
+			return tcpListener(lname, bind, u.LocalBindPort, stat, name, nil, nil)
 		})
 		return nil
 	}
@@ -290,8 +294,8 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream, t *tlsInputs) error {
 		return chainRouteConfig(routeName, ch, clusters)
 	})
 	b.routeRefs = append(b.routeRefs, routeName)
-	b.add(resource.ListenerType, "out7|"+lname+"|"+routeName, func() (types.Resource, error) {
-		return httpUpstreamListener(lname, bind, u.LocalBindPort, "upstream."+routeName, routeName)
+	b.add(resource.ListenerType, "out7|"+lname+"|"+routeName+"|"+stat, func() (types.Resource, error) {
+		return httpUpstreamListener(lname, bind, u.LocalBindPort, stat, routeName)
 	})
 	return nil
 }

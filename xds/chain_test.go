@@ -53,13 +53,16 @@ func goldenEntries() *discoverychain.Entries {
 			},
 		},
 		Splitters: map[string]*catalog.ServiceSplitterEntry{
-			"api": {Splits: []catalog.ServiceSplit{{Weight: 90, ServiceSubset: "v1"}, {Weight: 10, ServiceSubset: "v2"}}},
+			"api": {Splits: []catalog.ServiceSplit{{Weight: 90, ServiceSubset: "v1"},
+				{Weight: 10, ServiceSubset: "v2", RequestHeaders: &catalog.HTTPHeaderModifiers{Set: map[string]string{"x-canary": "1"}}}}},
 		},
 		Routers: map[string]*catalog.ServiceRouterEntry{
 			"web": {Routes: []catalog.ServiceRoute{
 				{Match: &catalog.ServiceRouteMatch{HTTP: &catalog.ServiceRouteHTTPMatch{PathExact: "/admin"}},
 					Destination: &catalog.ServiceRouteDestination{Service: "admin", PrefixRewrite: "/", RequestTimeout: catalog.Duration(2 * time.Second),
-						NumRetries: 3, RetryOnConnectFailure: true, RetryOnStatusCodes: []uint32{503}}},
+						NumRetries: 3, RetryOnConnectFailure: true, RetryOnStatusCodes: []uint32{503},
+						RequestHeaders:  &catalog.HTTPHeaderModifiers{Add: map[string]string{"x-via": "router"}, Remove: []string{"cookie"}},
+						ResponseHeaders: &catalog.HTTPHeaderModifiers{Set: map[string]string{"cache-control": "no-store"}}}},
 				{Match: &catalog.ServiceRouteMatch{HTTP: &catalog.ServiceRouteHTTPMatch{PathPrefix: "/static", Methods: []string{"GET", "HEAD"},
 					Header: []catalog.ServiceRouteHTTPMatchHeader{{Name: "x-debug", Present: true, Invert: true}}}},
 					Destination: &catalog.ServiceRouteDestination{ServiceSubset: "static", IdleTimeout: catalog.Duration(time.Minute)}},

@@ -28,7 +28,6 @@ import (
 // weights, the resolver's request timeout and hash policies); the public
 // listener runs one with an inline route to the local app and the HTTP
 // RBAC filter, which also enforces the intentions' L7 permissions.
-// Header modifiers of routes and splits are not applied yet.
 
 // hcmFilter wraps an HTTP connection manager as a network filter.
 func hcmFilter(m *hcm.HttpConnectionManager) (*listener.Filter, error) {
@@ -130,7 +129,12 @@ func chainRouteConfig(name string, ch *discoverychain.Chain, clusters map[string
 			if def != nil && def.Destination != nil {
 				applyDestination(action, def.Destination)
 			}
-			routes = append(routes, &route.Route{Match: routeMatch(hm), Action: &route.Route_Route{Route: action}})
+			rt := &route.Route{Match: routeMatch(hm), Action: &route.Route_Route{Route: action}}
+			if def != nil && def.Destination != nil {
+				rt.RequestHeadersToAdd, rt.RequestHeadersToRemove = headerChanges(def.Destination.RequestHeaders)
+				rt.ResponseHeadersToAdd, rt.ResponseHeadersToRemove = headerChanges(def.Destination.ResponseHeaders)
+			}
+			routes = append(routes, rt)
 		}
 	} else {
 		action, err := nodeAction(ch, ch.StartNode, clusters)
@@ -174,7 +178,12 @@ func nodeAction(ch *discoverychain.Chain, key string, clusters map[string]string
 			if next == nil || next.Type != discoverychain.NodeTypeResolver {
 				return nil, fmt.Errorf("xds: chain %s: split to %q, not a resolver", ch.ServiceName, s.NextNode)
 			}
-			wc.Clusters = append(wc.Clusters, &route.WeightedCluster_ClusterWeight{Name: clusters[s.NextNode], Weight: wrapperspb.UInt32(uint32(w))})
+			cw := &route.WeightedCluster_ClusterWeight{Name: clusters[s.NextNode], Weight: wrapperspb.UInt32(uint32(w))}
+			if d := s.Definition; d != nil {
+				cw.RequestHeadersToAdd, cw.RequestHeadersToRemove = headerChanges(d.RequestHeaders)
+				cw.ResponseHeadersToAdd, cw.ResponseHeadersToRemove = headerChanges(d.ResponseHeaders)
+			}
+			wc.Clusters = append(wc.Clusters, cw)
 		}
 		if len(wc.Clusters) == 0 {
 			return nil, fmt.Errorf("xds: chain %s: splitter without a positive weight", ch.ServiceName)
@@ -323,6 +332,32 @@ func applyDestination(a *route.RouteAction, d *catalog.ServiceRouteDestination) 
 		rp.NumRetries = wrapperspb.UInt32(d.NumRetries)
 	}
 	a.RetryPolicy = rp
+}
+
+// headerChanges are a route's or split's header modifiers for Envoy: Add
+// appends a value, Set replaces the header's values, Remove drops it.
+func headerChanges(m *catalog.HTTPHeaderModifiers) ([]*core.HeaderValueOption, []string) {
+	if m == nil {
+		return nil, nil
+	}
+	var add []*core.HeaderValueOption
+	for _, h := range []struct {
+		values map[string]string
+		action core.HeaderValueOption_HeaderAppendAction
+	}{
+		{m.Add, core.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD},
+		{m.Set, core.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD},
+	} {
+		names := make([]string, 0, len(h.values))
+		for k := range h.values {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			add = append(add, &core.HeaderValueOption{Header: &core.HeaderValue{Key: k, Value: h.values[k]}, AppendAction: h.action})
+		}
+	}
+	return add, append([]string(nil), m.Remove...)
 }
 
 // ---- intentions' L7 permissions ----
