@@ -24,7 +24,7 @@ import (
 // datacenter's endpoints are its instances' own addresses.
 
 // chainKinds are the kinds of config entries chains compile from.
-var chainKinds = [...]string{
+var chainKinds = []string{
 	catalog.KindServiceRouter, catalog.KindServiceSplitter, catalog.KindServiceResolver,
 	catalog.KindServiceDefaults, catalog.KindProxyDefaults,
 }
@@ -40,10 +40,37 @@ const (
 // between the proxies of an agent. Results are immutable once cached.
 type chainCache struct {
 	mu sync.Mutex
-	// sets are keyed by the view results the entries were decoded from
-	// (view results are shared and never modified).
-	sets    map[[len(chainKinds)]*catalog.ReadResponse]*chainSet
+	// sets are keyed by what identifies the view results the entries
+	// were decoded from (setKey).
+	sets    map[string]*chainSet
 	filters map[string]*bexpr.Evaluator
+}
+
+// setKey identifies the content of a set of view results: their indexes
+// when no token filtered them (one Raft index, one state: proxies with
+// different tokens share the set), else the results themselves (shared
+// by the readers of one view, never modified).
+func setKey(rs []*catalog.ReadResponse) string {
+	var sb strings.Builder
+	filtered := false
+	for _, r := range rs {
+		filtered = filtered || r.Meta.ResultsFilteredByACLs
+	}
+	for _, r := range rs {
+		if filtered {
+			fmt.Fprintf(&sb, "%p,", r)
+		} else {
+			// With the entries' count and their last change: an index
+			// seen again after a snapshot restore is not taken for the
+			// same content.
+			var last uint64
+			for _, e := range r.ConfigEntries {
+				last = max(last, e.ModifyIndex)
+			}
+			fmt.Fprintf(&sb, "%d/%d/%d,", r.Meta.Index, len(r.ConfigEntries), last)
+		}
+	}
+	return sb.String()
 }
 
 // chainSet is the entries of one set of view results and the chains
@@ -64,14 +91,15 @@ type compiledChain struct {
 // chainEntries reads the config entries chains compile from, one view
 // per kind, and returns them decoded (once per set of results).
 func (x *xdsService) chainEntries(ctx context.Context, in *proxyInputs, opts catalog.QueryOptions) (*chainSet, error) {
-	var key [len(chainKinds)]*catalog.ReadResponse
+	resps := make([]*catalog.ReadResponse, len(chainKinds))
 	for i, kind := range chainKinds {
 		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadConfigEntries, Key: kind, Options: opts})
 		if err != nil {
 			return nil, fmt.Errorf("%s config entries: %w", kind, err)
 		}
-		key[i] = resp
+		resps[i] = resp
 	}
+	key := setKey(resps)
 	c := &x.chains
 	c.mu.Lock()
 	set := c.sets[key]
@@ -80,7 +108,7 @@ func (x *xdsService) chainEntries(ctx context.Context, in *proxyInputs, opts cat
 		return set, nil
 	}
 	var all []*catalog.ConfigEntry
-	for _, r := range key {
+	for _, r := range resps {
 		all = append(all, r.ConfigEntries...)
 	}
 	entries, err := discoverychain.FromConfigEntries(all)
@@ -90,7 +118,7 @@ func (x *xdsService) chainEntries(ctx context.Context, in *proxyInputs, opts cat
 	set = &chainSet{entries: entries, chains: map[discoverychain.Request]*compiledChain{}}
 	c.mu.Lock()
 	if c.sets == nil || len(c.sets) >= maxChainEntrySets {
-		c.sets = map[[len(chainKinds)]*catalog.ReadResponse]*chainSet{}
+		c.sets = map[string]*chainSet{}
 	}
 	c.sets[key] = set
 	c.mu.Unlock()
