@@ -212,23 +212,24 @@ func (b *builder) resolverCluster(p *Proxy, u *Upstream, t *tlsInputs, node *dis
 			targets = append(targets, ft)
 		}
 	}
+	name := clusterName(u.Chain, primary)
 	if len(targets) == 1 {
-		b.addEDSCluster(p, t, targetCluster(primary.SNI, primary, node, http2, u.TargetEndpoints[primary.ID]))
-		return primary.SNI, nil
+		b.addEDSCluster(p, t, targetCluster(name, primary, node, http2, u.TargetEndpoints[primary.ID]))
+		return name, nil
 	}
 	members := make([]string, len(targets))
 	for i, ft := range targets {
-		members[i] = failoverClusterPrefix + strconv.Itoa(i) + "~" + ft.SNI
+		members[i] = failoverClusterPrefix + strconv.Itoa(i) + "~" + clusterName(u.Chain, ft)
 		b.addEDSCluster(p, t, targetCluster(members[i], ft, node, http2, u.TargetEndpoints[ft.ID]))
 	}
 	timeout := primary.ConnectTimeout.Std()
-	b.add(resource.ClusterType, "agg|"+primary.SNI+"|"+timeout.String()+"|"+strings.Join(members, ","), func() (types.Resource, error) {
+	b.add(resource.ClusterType, "agg|"+name+"|"+timeout.String()+"|"+strings.Join(members, ","), func() (types.Resource, error) {
 		cfg, err := typedConfig(&aggregate.ClusterConfig{Clusters: members})
 		if err != nil {
 			return nil, fmt.Errorf("xds: aggregate cluster: %w", err)
 		}
 		return &cluster.Cluster{
-			Name:           primary.SNI,
+			Name:           name,
 			ConnectTimeout: durationpb.New(timeout),
 			LbPolicy:       cluster.Cluster_CLUSTER_PROVIDED,
 			ClusterDiscoveryType: &cluster.Cluster_ClusterType{ClusterType: &cluster.Cluster_CustomClusterType{
@@ -236,7 +237,18 @@ func (b *builder) resolverCluster(p *Proxy, u *Upstream, t *tlsInputs, node *dis
 			}},
 		}, nil
 	})
-	return primary.SNI, nil
+	return name, nil
+}
+
+// clusterName is the name of a target's cluster: its SNI, prefixed with
+// the chain's customization hash when the upstream overrides the chain
+// (protocol, connect timeout), as Consul names them, so that two upstreams
+// of one service with different overrides get different clusters.
+func clusterName(ch *discoverychain.Chain, t *discoverychain.Target) string {
+	if ch.CustomizationHash != "" {
+		return ch.CustomizationHash + "~" + t.SNI
+	}
+	return t.SNI
 }
 
 // targetCluster describes the EDS cluster of one chain target.

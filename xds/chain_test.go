@@ -103,6 +103,37 @@ func chainUpstreamIn(t *testing.T, e *discoverychain.Entries, service, dc string
 	return u
 }
 
+// Two upstreams of one service, one overriding its connect timeout, get
+// two clusters: the override's is named with the chain's customization
+// hash.
+func TestChainOverridesNameClusters(t *testing.T) {
+	e := goldenEntries()
+	p := goldenProxy()
+	plain := chainUpstream(t, e, "admin", 9191)
+	ch, err := discoverychain.CompileRequest(e, discoverychain.Request{Service: "admin", Datacenter: "dc1", TrustDomain: td, OverrideConnectTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	custom := Upstream{DestinationName: "admin", LocalBindPort: 9192, Chain: ch,
+		TargetEndpoints: map[string][]Endpoint{"admin.default.default.dc1": {{Address: "10.0.0.1", Port: 21000, Healthy: true}}}}
+	p.Upstreams = []Upstream{plain, custom}
+	snap, err := Build(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusters := snap.GetResources(resource.ClusterType)
+	sni := "admin.default.dc1.internal." + td
+	if _, ok := clusters[sni]; !ok {
+		t.Fatalf("no %s in %v", sni, clusters)
+	}
+	if _, ok := clusters[ch.CustomizationHash+"~"+sni]; !ok || ch.CustomizationHash == "" {
+		t.Fatalf("no customized cluster (hash %q) in %v", ch.CustomizationHash, clusters)
+	}
+	if err := snap.Consistent(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // goldenProxy is a sidecar of frontend with fixed (fake) certificates, so
 // that golden files are stable.
 func goldenProxy() *Proxy {
