@@ -23,6 +23,10 @@ import (
 // gateways (Consul's default mesh_gateway mode "none"), another
 // datacenter's endpoints are its instances' own addresses.
 
+// xdsRemoteRetry is how soon a proxy reads again the instances of another
+// datacenter's target that could not be read.
+const xdsRemoteRetry = 5 * time.Second
+
 // chainKinds are the kinds of config entries chains compile from.
 var chainKinds = []string{
 	catalog.KindServiceRouter, catalog.KindServiceSplitter, catalog.KindServiceResolver,
@@ -207,6 +211,18 @@ func (x *xdsService) readUpstream(ctx context.Context, in *proxyInputs, opts cat
 			o.Datacenter = t.Datacenter
 		}
 		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadHealthConnect, Name: t.Service, Options: o})
+		if err != nil && t.Datacenter != local && ctx.Err() == nil {
+			// Another datacenter that does not answer must not hold
+			// back the proxy's configuration: its target has no
+			// endpoints (a failover skips it) until a retry reads it.
+			x.a.logger.Named("xds").Warn("instances of another datacenter's target unreadable; serving it without endpoints",
+				"service", t.Service, "datacenter", t.Datacenter, "error", err, "retry_in", xdsRemoteRetry)
+			if in.retry == nil {
+				in.retry = time.After(xdsRemoteRetry)
+			}
+			up.TargetEndpoints[id] = nil
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("instances of %s in %s: %w", t.Service, t.Datacenter, err)
 		}

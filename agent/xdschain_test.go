@@ -58,6 +58,26 @@ func resourcesOf[T proto.Message](t *testing.T, r *discovery.DeltaDiscoveryRespo
 	return out
 }
 
+// endpointsOf subscribes to the endpoints of clusters and returns each
+// one's addresses, comma-separated and sorted, once all have arrived.
+func (c *deltaClient) endpointsOf(clusters ...string) map[string]string {
+	c.t.Helper()
+	c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNamesSubscribe: clusters})
+	got := map[string]string{}
+	wait.For(c.t, 30*time.Second, func() error {
+		r := c.next(resource.EndpointType)
+		for _, res := range r.GetResources() {
+			got[res.GetName()] = strings.Join(endpointsOf(c.t, &discovery.DeltaDiscoveryResponse{Resources: []*discovery.Resource{res}}), ",")
+		}
+		c.ack(r)
+		if len(got) < len(clusters) {
+			return fmt.Errorf("endpoints of %d of %d clusters", len(got), len(clusters))
+		}
+		return nil
+	})
+	return got
+}
+
 // waitCluster returns the next CDS response with a cluster named with
 // prefix.
 func (c *deltaClient) waitCluster(prefix string) *discovery.DeltaDiscoveryResponse {
@@ -274,19 +294,7 @@ func TestXDSChainCrossDC(t *testing.T) {
 			names = append(names, name)
 		}
 	}
-	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNamesSubscribe: names})
-	got := map[string]string{}
-	wait.For(t, 30*time.Second, func() error {
-		r := x.next(resource.EndpointType)
-		for _, res := range r.GetResources() {
-			got[res.GetName()] = strings.Join(endpointsOf(t, &discovery.DeltaDiscoveryResponse{Resources: []*discovery.Resource{res}}), ",")
-		}
-		x.ack(r)
-		if len(got) < len(names) {
-			return fmt.Errorf("endpoints of %d of %d clusters", len(got), len(names))
-		}
-		return nil
-	})
+	got := x.endpointsOf(names...)
 	for name, eps := range got {
 		want := "10.9.0.1:21000"
 		if strings.Contains(name, ".dc1.") {
@@ -298,5 +306,34 @@ func TestXDSChainCrossDC(t *testing.T) {
 	}
 	if len(names) != 3 {
 		t.Fatalf("clusters with endpoints: %v", names)
+	}
+}
+
+// An upstream in a datacenter that cannot be reached does not hold back
+// the proxy's configuration: its cluster is there without endpoints, and
+// the other upstreams are served.
+func TestXDSChainUnreachableDatacenter(t *testing.T) {
+	t.Parallel()
+	a, c := meshAgentWith(t, agenttest.Config(t), "")
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{Name: "api", Port: 8081,
+		Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{Port: 21501,
+			Proxy: &api.AgentServiceConnectProxyConfig{Upstreams: []api.Upstream{
+				{DestinationName: "db", Datacenter: "dc9", LocalBindPort: 9191},
+				{DestinationName: "db", LocalBindPort: 9192},
+			}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	x := newDeltaClient(t, a, "api-sidecar-proxy", "")
+	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
+	cds := x.waitCluster("db.default.dc9.internal.")
+	local := clusterNamed(t, cds, "db.default.dc1.internal.")
+	if local == nil {
+		t.Fatalf("no local db cluster in %v", cds.GetResources())
+	}
+	x.ack(cds)
+	remote := clusterNamed(t, cds, "db.default.dc9.internal.").GetName()
+	got := x.endpointsOf(local.GetName(), remote)
+	if got[local.GetName()] != "10.0.0.1:21000,10.0.0.2:21000" || got[remote] != "" {
+		t.Fatalf("endpoints = %v", got)
 	}
 }

@@ -486,6 +486,9 @@ type proxyInputs struct {
 	// leaf is closed when the proxy's leaf certificate changes (nil:
 	// never).
 	leaf <-chan struct{}
+	// retry fires when a read that failed should be tried again (nil:
+	// nothing failed).
+	retry <-chan time.Time
 }
 
 // waitChange returns when one input changed or ctx ended.
@@ -495,6 +498,7 @@ func (in *proxyInputs) waitChange(ctx context.Context, ps *proxyState) {
 	case <-in.changed:
 	case <-in.names:
 	case <-in.leaf:
+	case <-in.retry:
 	case <-ctx.Done():
 	}
 }
