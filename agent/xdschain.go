@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -55,26 +56,31 @@ type chainCache struct {
 // different tokens share the set), else the results themselves (shared
 // by the readers of one view, never modified).
 func setKey(rs []*catalog.ReadResponse) string {
-	var sb strings.Builder
 	filtered := false
 	for _, r := range rs {
 		filtered = filtered || r.Meta.ResultsFilteredByACLs
 	}
+	key := make([]byte, 0, 24*len(rs))
 	for _, r := range rs {
 		if filtered {
-			fmt.Fprintf(&sb, "%p,", r)
-		} else {
-			// With the entries' count and their last change: an index
-			// seen again after a snapshot restore is not taken for the
-			// same content.
-			var last uint64
-			for _, e := range r.ConfigEntries {
-				last = max(last, e.ModifyIndex)
-			}
-			fmt.Fprintf(&sb, "%d/%d/%d,", r.Meta.Index, len(r.ConfigEntries), last)
+			key = fmt.Appendf(key, "%p,", r)
+			continue
 		}
+		// With the entries' count and their last change: an index seen
+		// again after a snapshot restore is not taken for the same
+		// content.
+		var last uint64
+		for _, e := range r.ConfigEntries {
+			last = max(last, e.ModifyIndex)
+		}
+		key = strconv.AppendUint(key, r.Meta.Index, 36)
+		key = append(key, '/')
+		key = strconv.AppendInt(key, int64(len(r.ConfigEntries)), 36)
+		key = append(key, '/')
+		key = strconv.AppendUint(key, last, 36)
+		key = append(key, ',')
 	}
-	return sb.String()
+	return string(key)
 }
 
 // chainSet is the entries of one set of view results and the chains
