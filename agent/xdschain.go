@@ -51,10 +51,11 @@ type chainCache struct {
 	filters map[string]*bexpr.Evaluator
 }
 
-// setKey identifies the content of a set of view results: their indexes
-// when no token filtered them (one Raft index, one state: proxies with
-// different tokens share the set), else the results themselves (shared
-// by the readers of one view, never modified).
+// setKey identifies the content of a set of view results: per kind, the
+// count, last change and sum of changes of its entries when no token
+// filtered them (proxies with different tokens share the set, and an
+// index moved by another kind's write keeps it), else the results
+// themselves (shared by the readers of one view, never modified).
 func setKey(rs []*catalog.ReadResponse) string {
 	filtered := false
 	for _, r := range rs {
@@ -66,21 +67,40 @@ func setKey(rs []*catalog.ReadResponse) string {
 			key = fmt.Appendf(key, "%p,", r)
 			continue
 		}
-		// With the entries' count and their last change: an index seen
-		// again after a snapshot restore is not taken for the same
-		// content.
-		var last uint64
+		var last, sum uint64
 		for _, e := range r.ConfigEntries {
-			last = max(last, e.ModifyIndex)
+			last, sum = max(last, e.ModifyIndex), sum+e.ModifyIndex
 		}
-		key = strconv.AppendUint(key, r.Meta.Index, 36)
-		key = append(key, '/')
 		key = strconv.AppendInt(key, int64(len(r.ConfigEntries)), 36)
 		key = append(key, '/')
 		key = strconv.AppendUint(key, last, 36)
+		key = append(key, '/')
+		key = strconv.AppendUint(key, sum, 36)
 		key = append(key, ',')
 	}
 	return string(key)
+}
+
+// sameResult reports whether two results of a config entry read (a list
+// or one entry) hold the same entries, by kind, name and last change: a
+// watch whose index moved for a write of other entries (these reads wake
+// on every config entry write) then wakes no proxy. False for other reads
+// and unknown results.
+func sameResult(op catalog.ReadOp, a, b *catalog.ReadResponse) bool {
+	if op != catalog.ReadConfigEntries && op != catalog.ReadConfigEntry {
+		return false
+	}
+	if a == nil || b == nil || len(a.ConfigEntries) != len(b.ConfigEntries) ||
+		a.Meta.ResultsFilteredByACLs != b.Meta.ResultsFilteredByACLs {
+		return false
+	}
+	for i, e := range a.ConfigEntries {
+		f := b.ConfigEntries[i]
+		if e.Kind != f.Kind || e.Name != f.Name || e.ModifyIndex != f.ModifyIndex {
+			return false
+		}
+	}
+	return true
 }
 
 // chainSet is the entries of one set of view results and the chains

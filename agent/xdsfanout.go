@@ -30,14 +30,17 @@ func (ps *proxyState) markDirty() {
 
 // viewDep is a view a build read, at the index it read.
 type viewDep struct {
-	req catalog.ReadRequest
-	idx uint64
+	req  catalog.ReadRequest
+	idx  uint64
+	resp *catalog.ReadResponse
 }
 
 // viewSub is the shared watch of one view.
 type viewSub struct {
-	req    catalog.ReadRequest
-	idx    uint64 // last index seen (guarded by the xdsService's mu)
+	req catalog.ReadRequest
+	idx uint64 // last index seen (guarded by the xdsService's mu)
+	// last is the result at idx when known (guarded likewise).
+	last   *catalog.ReadResponse
 	subs   map[*proxyState]struct{}
 	cancel context.CancelFunc
 }
@@ -53,7 +56,7 @@ func (x *xdsService) view(ctx context.Context, in *proxyInputs, req *catalog.Rea
 	if err != nil {
 		return nil, err
 	}
-	in.deps = append(in.deps, viewDep{req: *req, idx: resp.Meta.Index})
+	in.deps = append(in.deps, viewDep{req: *req, idx: resp.Meta.Index, resp: resp})
 	return resp, nil
 }
 
@@ -74,7 +77,7 @@ func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 				continue
 			}
 			ctx, cancel := context.WithCancel(x.ctx)
-			s = &viewSub{req: d.req, idx: d.idx, subs: map[*proxyState]struct{}{}, cancel: cancel}
+			s = &viewSub{req: d.req, idx: d.idx, last: d.resp, subs: map[*proxyState]struct{}{}, cancel: cancel}
 			x.subs[k] = s
 			x.wg.Add(1)
 			go func() {
@@ -86,9 +89,10 @@ func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 			// watch's other readers may hold older data; ps does not,
 			// and is not woken again when the watch catches up
 			// (marking it would spin it until then).
-			s.idx = d.idx
+			same := sameResult(s.req.Op, s.last, d.resp)
+			s.idx, s.last = d.idx, d.resp
 			for o := range s.subs {
-				if o != ps {
+				if o != ps && !same {
 					o.markDirty()
 				}
 			}
@@ -135,7 +139,14 @@ func (x *xdsService) watchView(ctx context.Context, s *viewSub) {
 			x.mu.Unlock()
 			continue
 		}
-		s.idx = r.Meta.Index
+		same := sameResult(s.req.Op, s.last, r)
+		s.idx, s.last = r.Meta.Index, r
+		if same {
+			// The index moved, the result did not (config entry
+			// reads wake on every config entry write).
+			x.mu.Unlock()
+			continue
+		}
 		for ps := range s.subs {
 			ps.markDirty()
 		}
