@@ -70,6 +70,10 @@ type xdsService struct {
 	// change decode them once.
 	ixnMu sync.Mutex
 	ixns  map[*catalog.ReadResponse]map[string][]*catalog.Intention
+
+	// chains shares decoded config entries and compiled discovery
+	// chains between proxies (xdschain.go).
+	chains chainCache
 }
 
 // proxyWatch keeps one proxy's snapshot current, without a goroutine of
@@ -576,6 +580,12 @@ func (x *xdsService) build(w *proxyWatch) {
 	}
 	w.mu.Lock()
 	w.backoff = xdsMinBackoff
+	if in.retryRemote && !w.stopped {
+		if w.retry != nil {
+			w.retry.Stop()
+		}
+		w.retry = time.AfterFunc(xdsRemoteRetry, func() { x.wake(w) })
+	}
 	w.mu.Unlock()
 	x.setDeps(w.ps, in.deps)
 	x.followLeaf(w, in.leaf)
@@ -657,6 +667,9 @@ type proxyInputs struct {
 	deps []viewDep
 	// leaf is the proxy's leaf certificate (nil: none).
 	leaf *leafDep
+	// retryRemote is set when a read of another datacenter failed: the
+	// proxy is rebuilt after xdsRemoteRetry to read it again.
+	retryRemote bool
 }
 
 // readProxy reads everything the proxy's configuration is built from.
@@ -697,23 +710,23 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 	for _, r := range roots.CARoots {
 		p.Roots = append(p.Roots, r.RootCert)
 	}
-	for _, u := range svc.Proxy.Upstreams {
+	chains, err := x.chainEntries(ctx, in, opts)
+	if err != nil {
+		return nil, err
+	}
+	p.Protocol = serviceProtocol(svc, chains)
+	for i := range svc.Proxy.Upstreams {
+		u := &svc.Proxy.Upstreams[i]
 		if u.DestinationType == catalog.UpstreamDestTypePreparedQuery || u.LocalBindPort == 0 {
 			continue // prepared-query and socket upstreams: not served yet
 		}
-		if u.Datacenter != "" && u.Datacenter != x.a.cfg.Datacenter {
-			continue // other datacenters: federation's, not served yet
-		}
-		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadHealthConnect, Name: u.DestinationName, Options: opts})
+		up, err := x.readUpstream(ctx, in, opts, chains, u, p.TrustDomain)
 		if err != nil {
-			return nil, fmt.Errorf("instances of upstream %s: %w", u.DestinationName, err)
+			return nil, err
 		}
-		up := xds.Upstream{DestinationName: u.DestinationName, LocalBindAddress: u.LocalBindAddress, LocalBindPort: u.LocalBindPort}
-		if ms, ok := u.Config["connect_timeout_ms"].(float64); ok && ms > 0 {
-			up.ConnectTimeout = time.Duration(ms) * time.Millisecond
+		if up != nil {
+			p.Upstreams = append(p.Upstreams, *up)
 		}
-		up.Endpoints = meshEndpoints(resp.Instances)
-		p.Upstreams = append(p.Upstreams, up)
 	}
 	in.proxy = p
 	return in, nil

@@ -73,6 +73,8 @@ type builder struct {
 	memo      *Memo
 	resources map[resource.Type][]types.Resource
 	hashes    map[resource.Type]map[string]string
+	// routeRefs are the route configurations the listeners name over RDS.
+	routeRefs []string
 	err       error
 }
 
@@ -107,11 +109,17 @@ func (b *builder) add(typ resource.Type, key string, build func() (types.Resourc
 			b.memo.store(typ+"\x00"+key, e)
 		}
 	}
-	b.resources[typ] = append(b.resources[typ], e.res)
 	if b.hashes[typ] == nil {
 		b.hashes[typ] = map[string]string{}
 	}
-	b.hashes[typ][cachev3.GetResourceName(e.res)] = e.hash
+	name := cachev3.GetResourceName(e.res)
+	if _, dup := b.hashes[typ][name]; dup {
+		// Two upstreams (or two nodes of a chain) reach one cluster:
+		// built from the same inputs, it is the same resource.
+		return
+	}
+	b.resources[typ] = append(b.resources[typ], e.res)
+	b.hashes[typ][name] = e.hash
 }
 
 // shared returns the part (a piece of resources, never modified) built by
@@ -188,9 +196,11 @@ func (b *builder) snapshot() (*cachev3.Snapshot, error) {
 var fpSeed1, fpSeed2 = maphash.MakeSeed(), maphash.MakeSeed()
 
 // consistent checks what Snapshot.Consistent checks of a sidecar's
-// snapshot (no routes: every EDS cluster has its endpoints and there are no
-// others) without decoding the listeners again.
-func consistent(snap *cachev3.Snapshot) error {
+// snapshot (every EDS cluster has its endpoints, every route configuration
+// a listener names over RDS is there, and there are no others) without
+// decoding the listeners again: routeRefs are the names the build's
+// listeners use.
+func consistent(snap *cachev3.Snapshot, routeRefs []string) error {
 	eds := map[string]bool{}
 	for name, r := range snap.GetResources(resource.ClusterType) {
 		if c, ok := r.(*cluster.Cluster); ok && c.GetType() == cluster.Cluster_EDS {
@@ -198,8 +208,19 @@ func consistent(snap *cachev3.Snapshot) error {
 		}
 	}
 	cla := snap.GetResources(resource.EndpointType)
-	if len(cla) != len(eds) || len(snap.GetResources(resource.RouteType)) != 0 {
+	if len(cla) != len(eds) {
 		return fmt.Errorf("%d endpoint sets for %d EDS clusters", len(cla), len(eds))
+	}
+	routes := snap.GetResources(resource.RouteType)
+	refs := map[string]bool{}
+	for _, r := range routeRefs {
+		if _, ok := routes[r]; !ok {
+			return fmt.Errorf("a listener names missing route configuration %q", r)
+		}
+		refs[r] = true
+	}
+	if len(refs) != len(routes) {
+		return fmt.Errorf("%d route configurations for %d named by listeners", len(routes), len(refs))
 	}
 	for name := range cla {
 		if !eds[name] {

@@ -9,6 +9,7 @@
 package xds
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -37,6 +38,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/connect"
+	"github.com/tribune-mesh/tribune/discoverychain"
 )
 
 // Proxy is everything one sidecar's configuration is built from.
@@ -62,6 +64,10 @@ type Proxy struct {
 	Intentions []*catalog.Intention
 	// DefaultAllow is what happens where no intention matches.
 	DefaultAllow bool
+	// Protocol is the service's protocol (service-defaults, proxy-defaults
+	// or the proxy's own config): http, http2 and grpc make the public
+	// listener L7, with HTTP RBAC; empty: tcp.
+	Protocol string
 }
 
 // Upstream is a service the app reaches through a local port.
@@ -71,7 +77,17 @@ type Upstream struct {
 	LocalBindAddress string // empty: 127.0.0.1
 	LocalBindPort    int
 	ConnectTimeout   time.Duration // zero: 5s
-	Endpoints        []Endpoint
+	// Endpoints are the instances of DestinationName (without a Chain).
+	Endpoints []Endpoint
+	// Chain is the upstream's compiled discovery chain (chain.go); nil:
+	// one cluster for DestinationName with Endpoints, what the chain of a
+	// service without config entries compiles to.
+	Chain *discoverychain.Chain
+	// TargetEndpoints are the instances of each of Chain's targets, by
+	// target ID, filtered by the target's subset.
+	TargetEndpoints map[string][]Endpoint
+	// ChainKey identifies Chain's content (ChainKey); empty: computed.
+	ChainKey string
 }
 
 // Endpoint is one instance of an upstream's sidecar.
@@ -111,6 +127,9 @@ func (p *Proxy) validate() error {
 	seen := map[string]bool{}
 	for _, u := range p.Upstreams {
 		n += len(u.Endpoints)
+		for _, eps := range u.TargetEndpoints {
+			n += len(eps)
+		}
 		bind := net.JoinHostPort(orDefault(u.LocalBindAddress, "127.0.0.1"), strconv.Itoa(u.LocalBindPort))
 		if u.DestinationName == "" || u.LocalBindPort <= 0 || u.LocalBindPort > 65535 {
 			return fmt.Errorf("xds: upstream %q needs a destination and a bind port", u.DestinationName)
@@ -165,59 +184,38 @@ func BuildMemo(p *Proxy, m *Memo) (*cachev3.Snapshot, error) {
 		return common
 	}
 
+	tin := &tlsInputs{certs: certs, roots: roots, common: commonTLS}
+
 	appAddr := orDefault(p.LocalAppAddress, "127.0.0.1")
-	b.add(resource.ClusterType, fmt.Sprintf("app|%s|%d", appAddr, p.LocalAppPort), func() (types.Resource, error) {
-		return &cluster.Cluster{
+	b.add(resource.ClusterType, fmt.Sprintf("app|%s|%d|%v", appAddr, p.LocalAppPort, isHTTP2(p.Protocol)), func() (types.Resource, error) {
+		c := &cluster.Cluster{
 			Name:                 LocalAppCluster,
 			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
 			ConnectTimeout:       durationpb.New(5 * time.Second),
 			LoadAssignment:       loadAssignment(LocalAppCluster, []Endpoint{{Address: appAddr, Port: p.LocalAppPort, Healthy: true}}),
-		}, nil
+		}
+		if isHTTP2(p.Protocol) {
+			if err := setHTTP2(c); err != nil {
+				return nil, err
+			}
+		}
+		return c, nil
 	})
 
 	ups := append([]Upstream(nil), p.Upstreams...)
 	sort.Slice(ups, func(i, j int) bool { return ups[i].LocalBindPort < ups[j].LocalBindPort })
-	for _, u := range ups {
-		dc := orDefault(u.Datacenter, p.Datacenter)
-		name := ClusterName(u.DestinationName, dc, p.TrustDomain)
-		timeout := u.ConnectTimeout
-		if timeout <= 0 {
-			timeout = 5 * time.Second
-		}
-		b.add(resource.ClusterType, "up|"+name+"|"+certs+"|"+u.DestinationName+"|"+timeout.String(), func() (types.Resource, error) {
-			spiffe := connect.ServiceID(p.TrustDomain, dc, u.DestinationName).String()
-			c := commonTLS()
-			ts, err := transportSocket(&tlsv3.UpstreamTlsContext{
-				Sni: name,
-				CommonTlsContext: &tlsv3.CommonTlsContext{
-					TlsCertificates: c.TlsCertificates,
-					TlsParams:       c.TlsParams,
-					ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-						TrustedCa: inline(roots),
-						MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
-							SanType: tlsv3.SubjectAltNameMatcher_URI,
-							Matcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: spiffe}},
-						}},
-					}},
-				},
-			})
-			if err != nil {
+	for i := range ups {
+		u := &ups[i]
+		if u.Chain != nil {
+			if err := b.addChainUpstream(p, u, tin); err != nil {
 				return nil, err
 			}
-			return &cluster.Cluster{
-				Name:                 name,
-				ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_EDS},
-				EdsClusterConfig:     &cluster.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
-				ConnectTimeout:       durationpb.New(timeout),
-				TransportSocket:      ts,
-			}, nil
-		})
-		b.add(resource.EndpointType, "eds|"+name+"|"+endpointsKey(u.Endpoints), func() (types.Resource, error) {
-			return loadAssignment(name, u.Endpoints), nil
-		})
-		// L4 only. The seam for L7 upstreams (protocol http/grpc): the
-		// discovery chain's routes replace this tcp_proxy with an
-		// HttpConnectionManager over RDS, as BuildProxyless does.
+			continue
+		}
+		// No chain: the default chain's one cluster, L4.
+		dc := orDefault(u.Datacenter, p.Datacenter)
+		name := ClusterName(u.DestinationName, dc, p.TrustDomain)
+		b.addEDSCluster(p, tin, edsCluster{name: name, sni: name, service: u.DestinationName, dc: dc, timeout: u.ConnectTimeout, endpoints: u.Endpoints})
 		bind := orDefault(u.LocalBindAddress, "127.0.0.1")
 		lname := fmt.Sprintf("%s:%s:%d", u.DestinationName, bind, u.LocalBindPort)
 		b.add(resource.ListenerType, "out|"+lname+"|"+name, func() (types.Resource, error) {
@@ -226,7 +224,7 @@ func BuildMemo(p *Proxy, m *Memo) (*cachev3.Snapshot, error) {
 	}
 
 	pubName := fmt.Sprintf("public_listener:%s:%d", p.PublicAddress, p.PublicPort)
-	b.add(resource.ListenerType, "pub|"+pubName+"|"+certs+"|"+p.Service+"|"+p.TrustDomain+"|"+strconv.FormatBool(p.DefaultAllow)+"|"+intentionsKey(p), func() (types.Resource, error) {
+	b.add(resource.ListenerType, "pub|"+pubName+"|"+certs+"|"+p.Service+"|"+p.TrustDomain+"|"+strconv.FormatBool(p.DefaultAllow)+"|"+strconv.FormatBool(isL7(p.Protocol))+"|"+intentionsKey(p), func() (types.Resource, error) {
 		// The TLS context changes only with the certificates: an
 		// intention change reuses it.
 		ts, err := b.shared("down|"+certs, func() (proto.Message, error) {
@@ -245,6 +243,13 @@ func BuildMemo(p *Proxy, m *Memo) (*cachev3.Snapshot, error) {
 		if err != nil {
 			return nil, err
 		}
+		if isL7(p.Protocol) {
+			rules, err := rbacRules(p, true)
+			if err != nil {
+				return nil, err
+			}
+			return publicHTTPListener(pubName, p.PublicAddress, p.PublicPort, ts.(*core.TransportSocket), rules)
+		}
 		authz, err := rbacFilter(p)
 		if err != nil {
 			return nil, err
@@ -260,7 +265,7 @@ func BuildMemo(p *Proxy, m *Memo) (*cachev3.Snapshot, error) {
 	// check both agree (TestBuildMemo).
 	check := snap.Consistent
 	if m != nil {
-		check = func() error { return consistent(snap) }
+		check = func() error { return consistent(snap, b.routeRefs) }
 	}
 	if err := check(); err != nil {
 		return nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
@@ -289,6 +294,10 @@ func intentionsKey(p *Proxy) string {
 	for _, ixn := range p.Intentions {
 		if ixn != nil {
 			fmt.Fprintf(&sb, "%q>%q:%s:%d;", ixn.SourceName, ixn.DestinationName, ixn.Action, len(ixn.Permissions))
+			if len(ixn.Permissions) > 0 {
+				perms, _ := json.Marshal(ixn.Permissions) // decoded JSON: cannot fail
+				sb.Write(perms)
+			}
 		}
 	}
 	return fingerprint(sb.String())
@@ -299,7 +308,7 @@ func inline(s string) *core.DataSource {
 }
 
 func transportSocket(m proto.Message) (*core.TransportSocket, error) {
-	a, err := anypb.New(m)
+	a, err := typedConfig(m)
 	if err != nil {
 		return nil, fmt.Errorf("xds: transport socket: %w", err)
 	}
@@ -338,7 +347,7 @@ func socketAddress(addr string, port int) *core.Address {
 }
 
 func tcpListener(name, addr string, port int, statPrefix, clusterName string, ts *core.TransportSocket, pre *listener.Filter) (*listener.Listener, error) {
-	tp, err := anypb.New(&tcpproxy.TcpProxy{
+	tp, err := typedConfig(&tcpproxy.TcpProxy{
 		StatPrefix:       statPrefix,
 		ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: clusterName},
 	})
@@ -363,6 +372,23 @@ func tcpListener(name, addr string, port int, statPrefix, clusterName string, ts
 // default, each intention's sources minus those of intentions of higher
 // precedence (which decide for them).
 func rbacFilter(p *Proxy) (*listener.Filter, error) {
+	rules, err := rbacRules(p, false)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := typedConfig(&rbac.RBAC{StatPrefix: "connect_authz", Rules: rules})
+	if err != nil {
+		return nil, fmt.Errorf("xds: rbac: %w", err)
+	}
+	return &listener.Filter{Name: "envoy.filters.network.rbac", ConfigType: &listener.Filter_TypedConfig{TypedConfig: cfg}}, nil
+}
+
+// rbacRules are the RBAC rules of the intentions protecting p.Service. At
+// L4 (l7 false) an intention with L7 permissions denies the connection, as
+// connect.Authorize decides; at L7 its permissions are enforced per
+// request: the first that matches decides, and a request none matches gets
+// the default.
+func rbacRules(p *Proxy, l7 bool) (*rbacconfig.RBAC, error) {
 	var relevant []*catalog.Intention
 	for _, ixn := range p.Intentions {
 		if ixn != nil && (ixn.DestinationName == p.Service || ixn.DestinationName == catalog.IntentionWildcard) {
@@ -376,15 +402,25 @@ func rbacFilter(p *Proxy) (*listener.Filter, error) {
 	}
 	policies := map[string]*rbacconfig.Policy{}
 	for i, ixn := range relevant {
-		allows := ixn.Action == catalog.IntentionAllow && len(ixn.Permissions) == 0
-		if allows != !p.DefaultAllow {
+		perms := []*rbacconfig.Permission{anyPermission()}
+		policy := fmt.Sprintf("consul-intentions-layer4-%d", i)
+		if l7 && len(ixn.Permissions) > 0 {
+			decoded, err := decodePermissions(ixn.Permissions)
+			if err != nil {
+				return nil, err
+			}
+			if perms = l7Permissions(decoded, !p.DefaultAllow); len(perms) == 0 {
+				continue // every permission does what the default does
+			}
+			policy = fmt.Sprintf("consul-intentions-layer7-%d", i)
+		} else if allows := ixn.Action == catalog.IntentionAllow && len(ixn.Permissions) == 0; allows != !p.DefaultAllow {
 			continue // same as the default: nothing to list
 		}
 		principal := sourcePrincipal(p.TrustDomain, ixn.SourceName)
 		var higher []*rbacconfig.Principal
 		for _, h := range relevant[:i] {
 			if connect.Precedence(h.SourceName, h.DestinationName) > connect.Precedence(ixn.SourceName, ixn.DestinationName) &&
-				(ixn.SourceName == catalog.IntentionWildcard || h.SourceName == ixn.SourceName) {
+				(ixn.SourceName == catalog.IntentionWildcard || h.SourceName == catalog.IntentionWildcard || h.SourceName == ixn.SourceName) {
 				higher = append(higher, sourcePrincipal(p.TrustDomain, h.SourceName))
 			}
 		}
@@ -394,19 +430,12 @@ func rbacFilter(p *Proxy) (*listener.Filter, error) {
 				{Identifier: &rbacconfig.Principal_NotId{NotId: &rbacconfig.Principal{Identifier: &rbacconfig.Principal_OrIds{OrIds: &rbacconfig.Principal_Set{Ids: higher}}}}},
 			}}}}
 		}
-		policies[fmt.Sprintf("consul-intentions-layer4-%d", i)] = &rbacconfig.Policy{
-			Permissions: []*rbacconfig.Permission{{Rule: &rbacconfig.Permission_Any{Any: true}}},
+		policies[policy] = &rbacconfig.Policy{
+			Permissions: perms,
 			Principals:  []*rbacconfig.Principal{principal},
 		}
 	}
-	cfg, err := anypb.New(&rbac.RBAC{
-		StatPrefix: "connect_authz",
-		Rules:      &rbacconfig.RBAC{Action: action, Policies: policies},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("xds: rbac: %w", err)
-	}
-	return &listener.Filter{Name: "envoy.filters.network.rbac", ConfigType: &listener.Filter_TypedConfig{TypedConfig: cfg}}, nil
+	return &rbacconfig.RBAC{Action: action, Policies: policies}, nil
 }
 
 // sourcePrincipal matches the client certificate of a source service (any
@@ -430,4 +459,15 @@ func adsSource() *core.ConfigSource {
 		ResourceApiVersion:    core.ApiVersion_V3,
 		ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}},
 	}
+}
+
+// typedConfig wraps m in an Any, encoded deterministically: the maps in
+// it (RBAC policies) must encode the same every time, or an unchanged
+// proxy would get a new version.
+func typedConfig(m proto.Message) (*anypb.Any, error) {
+	a := new(anypb.Any)
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, err
+	}
+	return a, nil
 }

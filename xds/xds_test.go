@@ -157,19 +157,9 @@ func evalPrincipal(t *testing.T, p *rbacconfig.Principal, uri string) bool {
 		}
 		t.Fatalf("unsupported matcher %v", m)
 	case *rbacconfig.Principal_AndIds:
-		for _, s := range id.AndIds.Ids {
-			if !evalPrincipal(t, s, uri) {
-				return false
-			}
-		}
-		return true
+		return allOf(id.AndIds.Ids, func(s *rbacconfig.Principal) bool { return evalPrincipal(t, s, uri) })
 	case *rbacconfig.Principal_OrIds:
-		for _, s := range id.OrIds.Ids {
-			if evalPrincipal(t, s, uri) {
-				return true
-			}
-		}
-		return false
+		return anyOf(id.OrIds.Ids, func(s *rbacconfig.Principal) bool { return evalPrincipal(t, s, uri) })
 	case *rbacconfig.Principal_NotId:
 		return !evalPrincipal(t, id.NotId, uri)
 	}
@@ -209,6 +199,8 @@ func TestRBACAgreesWithAuthorize(t *testing.T) {
 			{SourceName: "api", DestinationName: "*", Action: "allow"}, {SourceName: "api", DestinationName: "web", Action: "deny"}},
 		{{SourceName: "bad", DestinationName: "*", Action: "deny"}, {SourceName: "*", DestinationName: "*", Action: "allow"}},
 		{{SourceName: "api", DestinationName: "web", Permissions: []any{"l7"}}},
+		// A wildcard source of higher precedence decides for a named one.
+		{{SourceName: "*", DestinationName: "web", Action: "allow"}, {SourceName: "bad", DestinationName: "*", Action: "deny"}},
 		{{SourceName: "api", DestinationName: "other", Action: "allow"}},
 	}
 	for i, ixns := range sets {
@@ -409,12 +401,12 @@ func TestBuildMemo(t *testing.T) {
 	if err := b.Consistent(); err != nil {
 		t.Fatalf("memoized snapshot inconsistent: %v", err)
 	}
-	if err := consistent(b); err != nil {
+	if err := consistent(b, nil); err != nil {
 		t.Fatalf("cheap check refuses a consistent snapshot: %v", err)
 	}
 	broken, _ := Build(p)
 	delete(broken.Resources[types.Endpoint].Items, db)
-	if consistent(broken) == nil || broken.Consistent() == nil {
+	if consistent(broken, nil) == nil || broken.Consistent() == nil {
 		t.Fatal("a snapshot missing endpoints passed a check")
 	}
 	computed, _ := Build(p)
