@@ -401,11 +401,12 @@ func (m *Manager) renew(service string, e *entry) {
 		e.backoff = time.Second
 	}
 	wait := e.backoff
+	at := m.cfg.Clock.Now().Add(wait)
 	if err != nil {
 		e.backoff = min(2*e.backoff, 30*time.Second)
 	} else {
 		e.backoff = time.Second
-		wait = leaf.RenewAt.Sub(m.cfg.Clock.Now())
+		at = leaf.RenewAt
 	}
 	m.mu.Unlock()
 	for _, fn := range fns {
@@ -421,13 +422,16 @@ func (m *Manager) renew(service string, e *entry) {
 		m.kick(service, e)
 		return
 	}
-	m.schedule(service, e, wait)
+	m.schedule(service, e, at)
 }
 
-// schedule arms the entry's timer to renew its leaf after d.
-func (m *Manager) schedule(service string, e *entry, d time.Duration) {
+// schedule arms the entry's timer to renew its leaf at at. The delay is
+// taken from the clock right before the timer is armed: computed earlier,
+// a clock that moved meanwhile (a fake one in tests, a stalled goroutine)
+// would put the renewal late.
+func (m *Manager) schedule(service string, e *entry, at time.Time) {
 	// Made without the lock: a fake clock may fire it at once.
-	t := m.cfg.Clock.AfterFunc(max(d, 0), func() { m.kick(service, e) })
+	t := m.cfg.Clock.AfterFunc(max(at.Sub(m.cfg.Clock.Now()), 0), func() { m.kick(service, e) })
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
