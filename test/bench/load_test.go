@@ -76,6 +76,10 @@ func newClientWith(tb testing.TB, addr, token string, tlsc *api.TLSConfig) *api.
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
 	}
+	// Idle keep-alive connections of finished workloads would count
+	// against the agent's per-client connection limit (200 from one
+	// address) in the next ones.
+	tb.Cleanup(tr.CloseIdleConnections)
 	cfg := &api.Config{Address: addr, Scheme: "http", Transport: tr, Token: token}
 	if tlsc != nil {
 		cfg.Scheme, cfg.TLSConfig = "https", *tlsc
