@@ -30,8 +30,12 @@ func TestAPICachedReadsCacheControl(t *testing.T) {
 	c := apiClient(t, cl)
 
 	cached := &api.QueryOptions{UseCache: true}
+	// Until the leader registered itself, "consul" has no instance.
 	wait.For(t, 30*time.Second, func() error {
-		_, _, err := c.Catalog().Service("consul", "", cached)
+		svcs, _, err := c.Catalog().Service("consul", "", cached)
+		if err == nil && len(svcs) != 1 {
+			err = fmt.Errorf("%d instances of consul", len(svcs))
+		}
 		return err
 	})
 	svcs, meta, err := c.Catalog().Service("consul", "", cached)
