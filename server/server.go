@@ -251,8 +251,8 @@ type Server struct {
 	// leaderStopped is closed when monitorLeadership returned: the
 	// leader's routines no longer wait on Raft futures.
 	leaderStopped chan struct{}
-	wg         sync.WaitGroup
-	closeOnce  sync.Once
+	wg            sync.WaitGroup
+	closeOnce     sync.Once
 }
 
 // New starts a server: it opens the Raft stores, starts Raft and, when

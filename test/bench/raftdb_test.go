@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -75,14 +74,7 @@ func startSingleServer(b *testing.B, kind string) (*proc, string) {
 	args := append([]string{"agent", "-server", "-bootstrap-expect=1", "-node", name,
 		"-bind", "127.0.0.1", "-client", "127.0.0.1", "-data-dir", dataDir}, pp.flags()...)
 	p := newProc(name, bin, pp, args)
-	if err := p.Launch(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(p.Kill)
-	if err := p.WaitReady(context.Background(), 1, 60*time.Second); err != nil {
-		p.Kill()
-		b.Fatal(err)
-	}
+	launchReady(b, p)
 	return p, dataDir
 }
 

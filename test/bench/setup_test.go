@@ -61,6 +61,14 @@ func startDevPorts(b *testing.B, kind string, extra ...string) (*proc, ports) {
 	name := fmt.Sprintf("%s-dev-%d", kind, devSeq.n)
 	devSeq.Unlock()
 	p := newProc(name, bin, pp, args)
+	launchReady(b, p)
+	return p, pp
+}
+
+// launchReady starts p, killed when the benchmark ends, and waits until it
+// has a leader.
+func launchReady(b *testing.B, p *proc) {
+	b.Helper()
 	if err := p.Launch(); err != nil {
 		b.Fatal(err)
 	}
@@ -69,7 +77,6 @@ func startDevPorts(b *testing.B, kind string, extra ...string) (*proc, ports) {
 		p.Kill()
 		b.Fatal(err)
 	}
-	return p, pp
 }
 
 // cluster is three tribune servers and one client agent.
