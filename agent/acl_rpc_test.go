@@ -129,7 +129,7 @@ key_prefix "app/secret/" { policy = "deny" }`)
 		if err != nil || len(nodes) != 1 || meta.ResultsFilteredByACLs {
 			t.Fatalf("%s: filtered nodes = %v filtered=%v %v", n.cfg.NodeName, nodes, meta.ResultsFilteredByACLs, err)
 		}
-		checks, meta, err := web.Health().Checks("db", nil)
+		checks, _, err := web.Health().Checks("db", nil)
 		if err != nil || len(checks) != 0 {
 			t.Fatalf("%s: checks of db = %v %v", n.cfg.NodeName, checks, err)
 		}

@@ -10,7 +10,6 @@ import (
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/xds"
 
@@ -20,7 +19,7 @@ import (
 
 // greeter is a real gRPC server that answers with its name.
 type greeter struct {
-	testgrpc.UnimplementedTestServiceServer
+	testpb.UnimplementedTestServiceServer
 	name string
 	port int
 }
@@ -37,7 +36,7 @@ func startGreeter(t *testing.T, name string) *greeter {
 	}
 	g := &greeter{name: name, port: ln.Addr().(*net.TCPAddr).Port}
 	s := grpc.NewServer()
-	testgrpc.RegisterTestServiceServer(s, g)
+	testpb.RegisterTestServiceServer(s, g)
 	go func() { _ = s.Serve(ln) }()
 	t.Cleanup(s.Stop)
 	return g
@@ -80,7 +79,7 @@ func TestXDSProxylessGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	client := testgrpc.NewTestServiceClient(conn)
+	client := testpb.NewTestServiceClient(conn)
 	call := func() (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

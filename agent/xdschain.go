@@ -81,28 +81,6 @@ func setKey(rs []*catalog.ReadResponse) string {
 	return string(key)
 }
 
-// sameResult reports whether two results of a config entry read (a list
-// or one entry) hold the same entries, by kind, name and last change: a
-// watch whose index moved for a write of other entries (these reads wake
-// on every config entry write) then wakes no proxy. False for other reads
-// and unknown results.
-func sameResult(op catalog.ReadOp, a, b *catalog.ReadResponse) bool {
-	if op != catalog.ReadConfigEntries && op != catalog.ReadConfigEntry {
-		return false
-	}
-	if a == nil || b == nil || len(a.ConfigEntries) != len(b.ConfigEntries) ||
-		a.Meta.ResultsFilteredByACLs != b.Meta.ResultsFilteredByACLs {
-		return false
-	}
-	for i, e := range a.ConfigEntries {
-		f := b.ConfigEntries[i]
-		if e.Kind != f.Kind || e.Name != f.Name || e.ModifyIndex != f.ModifyIndex {
-			return false
-		}
-	}
-	return true
-}
-
 // chainSet is the entries of one set of view results and the chains
 // compiled from them.
 type chainSet struct {

@@ -165,14 +165,13 @@ func (x *xdsService) serverOptions() []grpc.ServerOption {
 		grpc.MaxConcurrentStreams(xdsMaxStreams),
 		grpc.MaxRecvMsgSize(xdsMaxRecvBytes),
 		// One connection per proxy: small read buffers (requests are
-		// small) and write buffers released between writes keep the
+		// small) and write buffers released between writes (gRPC's default) keep the
 		// memory per proxy down. Write buffers are 8 KiB, not gRPC's
 		// 32: when a change reaches a thousand proxies at once, each
 		// connection holds one while it writes (a larger response takes
 		// a few more writes).
 		grpc.ReadBufferSize(8 << 10),
 		grpc.WriteBufferSize(8 << 10),
-		grpc.SharedWriteBuffer(true),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.StreamInterceptor(x.intercept),
 		grpc.WaitForHandlers(true),

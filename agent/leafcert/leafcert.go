@@ -274,14 +274,6 @@ func (m *Manager) Notify(service string, fn func()) (cancel func(), ok bool) {
 	}, true
 }
 
-// currentRoots returns the known roots and the channel closed when they
-// change.
-func (m *Manager) currentRoots() (*roots, <-chan struct{}) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.roots, m.rootsCh
-}
-
 // watchRoots follows the CA roots with blocking reads.
 func (m *Manager) watchRoots() {
 	defer m.wg.Done()

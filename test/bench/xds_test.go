@@ -44,12 +44,6 @@ type envoyStream struct {
 	err   error
 }
 
-func (e *envoyStream) lastAck(typeURL string) time.Time {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.acked[typeURL]
-}
-
 func runEnvoyStream(ctx context.Context, conn *grpc.ClientConn, e *envoyStream) {
 	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
 	if err == nil {
