@@ -248,10 +248,34 @@ func toRawMap(path string, v interface{}) (map[string]interface{}, error) {
 	out := make(map[string]interface{})
 	for _, m := range objs {
 		for k, e := range m {
-			out[k] = foldHCL(e)
+			out[k] = foldEntry(k, e)
 		}
 	}
 	return out, nil
+}
+
+// blockListKeys are the keys of stored blocks whose value is a list of
+// objects even when HCL gives one block (`upstreams { ... }` once): they
+// stay lists instead of being folded into an object.
+var blockListKeys = map[string]bool{"upstreams": true, "paths": true}
+
+// isBlockListKey reports whether a key, in any of its spellings
+// (snake_case, CamelCase), names a list of blocks.
+func isBlockListKey(k string) bool {
+	return blockListKeys[strings.ToLower(strings.ReplaceAll(k, "_", ""))]
+}
+
+// foldEntry folds the value of key k: a list of blocks under a key of
+// blockListKeys stays a list, whatever its length.
+func foldEntry(k string, v interface{}) interface{} {
+	if l, ok := v.([]map[string]interface{}); ok && isBlockListKey(k) {
+		items := make([]interface{}, len(l))
+		for i, m := range l {
+			items[i] = foldHCL(m)
+		}
+		return items
+	}
+	return foldHCL(v)
 }
 
 func foldHCL(v interface{}) interface{} {
@@ -268,7 +292,7 @@ func foldHCL(v interface{}) interface{} {
 	case map[string]interface{}:
 		out := make(map[string]interface{}, len(t))
 		for k, e := range t {
-			out[k] = foldHCL(e)
+			out[k] = foldEntry(k, e)
 		}
 		return out
 	case []interface{}:

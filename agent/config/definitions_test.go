@@ -448,3 +448,80 @@ func TestServiceDefinitionValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestHCLSingleUpstreamBlockStaysAList: one `upstreams { }` block (and one
+// `paths { }` block of expose) is a list of one, in a proxy block and in a
+// sidecar_service's proxy block; two blocks are a list of two.
+func TestHCLSingleUpstreamBlockStaysAList(t *testing.T) {
+	const src = `
+service {
+  name = "web-proxy"
+  kind = "connect-proxy"
+  port = 21000
+  proxy {
+    destination_service_name = "web"
+    upstreams {
+      destination_name = "db"
+      local_bind_port  = 9191
+    }
+    expose {
+      paths {
+        path = "/health"
+        local_path_port = 8080
+        listener_port = 21500
+      }
+    }
+  }
+}
+service {
+  name = "api"
+  port = 8081
+  connect {
+    sidecar_service {
+      proxy {
+        upstreams {
+          destination_name = "db"
+          local_bind_port  = 9192
+        }
+        upstreams {
+          destination_name = "cache"
+          local_bind_port  = 9193
+        }
+      }
+    }
+  }
+}
+`
+	p := writeFile(t, t.TempDir(), "s.hcl", src)
+	c, warnings := mustLoad(t, "-data-dir", "/d", "-config-file", p)
+	if len(warnings) != 0 {
+		t.Errorf("warnings: %q", warnings)
+	}
+	if len(c.Services) != 2 {
+		t.Fatalf("got %d services, want 2", len(c.Services))
+	}
+	listLen := func(v interface{}, what string) int {
+		t.Helper()
+		l, ok := v.([]interface{})
+		if !ok {
+			t.Fatalf("%s: got %T (%v), want a list", what, v, v)
+		}
+		return len(l)
+	}
+	proxy := c.Services[0].Proxy
+	if n := listLen(proxy["upstreams"], "proxy upstreams"); n != 1 {
+		t.Errorf("proxy upstreams: %d, want 1", n)
+	}
+	expose, ok := proxy["expose"].(map[string]interface{})
+	if !ok {
+		t.Fatalf("expose: got %T, want an object", proxy["expose"])
+	}
+	if n := listLen(expose["paths"], "expose paths"); n != 1 {
+		t.Errorf("expose paths: %d, want 1", n)
+	}
+	sidecar, _ := c.Services[1].Connect["sidecar_service"].(map[string]interface{})
+	sproxy, _ := sidecar["proxy"].(map[string]interface{})
+	if n := listLen(sproxy["upstreams"], "sidecar upstreams"); n != 2 {
+		t.Errorf("sidecar upstreams: %d, want 2", n)
+	}
+}
