@@ -374,6 +374,19 @@ func BenchmarkThroughputTwoProxies(b *testing.B) {
 	benchEcho(b, m.webUp)
 }
 
+// New connections through web's and db's proxies: each op dials web's
+// upstream listener, sends a byte and reads it back through two mTLS
+// handshakes and db's authorization of web, then closes.
+func BenchmarkConnectTwoProxies(b *testing.B) {
+	m := startMesh(b)
+	wait.For(b, waitLong, func() error { return roundTrip(m.webUp, []byte("warm")) })
+	for b.Loop() {
+		if err := roundTrip(m.webUp, []byte("x")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // The same without the proxies: the echo application dialed directly, the
 // baseline of the ratio.
 func BenchmarkThroughputDirect(b *testing.B) {
