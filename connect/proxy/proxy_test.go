@@ -47,10 +47,20 @@ type mesh struct {
 
 func startMesh(t testing.TB) *mesh {
 	t.Helper()
-	a := agenttest.Start(t, nil)
-	m := &mesh{apiCfg: func() *api.Config { return &api.Config{Address: a.HTTPAddr()} }}
+	return newMesh(t, agenttest.Start(t, nil).HTTPAddr(), nil)
+}
+
+// newMesh registers web and db on the agent at addr and runs their
+// proxies. tokens, when not nil, holds the ACL token of the registrations
+// ("admin") and of each proxy ("web", "db"); apiCfg then carries web's.
+func newMesh(t testing.TB, addr string, tokens map[string]string) *mesh {
+	t.Helper()
+	cfgWith := func(token string) func() *api.Config {
+		return func() *api.Config { return &api.Config{Address: addr, Token: token} }
+	}
+	m := &mesh{apiCfg: cfgWith(tokens["web"])}
 	var err error
-	if m.client, err = api.NewClient(m.apiCfg()); err != nil {
+	if m.client, err = api.NewClient(cfgWith(tokens["admin"])()); err != nil {
 		t.Fatal(err)
 	}
 	ports := agenttest.FreePorts(t, 5)
@@ -71,8 +81,8 @@ func startMesh(t testing.TB) *mesh {
 				{DestinationName: "db", LocalBindPort: webUp},
 				{DestinationName: "probe", LocalBindPort: probeUp},
 			}}}}})
-	m.db = startProxy(t, m.client, m.apiCfg, "db-sidecar-proxy", nil)
-	m.web = startProxy(t, m.client, m.apiCfg, "web-sidecar-proxy", nil)
+	m.db = startProxy(t, m.client, cfgWith(tokens["db"]), "db-sidecar-proxy", nil)
+	m.web = startProxy(t, m.client, cfgWith(tokens["web"]), "web-sidecar-proxy", nil)
 	m.dbPublic = m.db.PublicAddr().String()
 	leaf, _, err := m.client.Agent().ConnectCALeaf("web", nil)
 	if err != nil {
@@ -429,6 +439,42 @@ func benchEcho(b *testing.B, addr string) {
 	if err := <-werr; err != nil {
 		b.Fatal(err)
 	}
+}
+
+// With ACLs on (default deny), each proxy runs with a token of its own
+// service, and the default decision denies web -> db until an intention
+// allows it.
+func TestProxyWithACLs(t *testing.T) {
+	const root = "c0ffee00-0000-4000-8000-000000000001"
+	a, admin := agenttest.StartACL(t, root)
+	token := func(rules string) string {
+		t.Helper()
+		pol, _, err := admin.ACL().PolicyCreate(&api.ACLPolicy{Name: fmt.Sprintf("p%d", len(rules)), Rules: rules}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, _, err := admin.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.SecretID
+	}
+	m := newMesh(t, a.HTTPAddr(), map[string]string{"admin": root,
+		"db": token(`service "db" { policy = "write" }`),
+		"web": token(`service "web" { policy = "write" }
+service_prefix "" { policy = "read" }
+node_prefix "" { policy = "read" }`)})
+	wait.For(t, waitLong, func() error {
+		if err := refused(m.webUp); err != nil {
+			return err
+		}
+		if m.db.Stats().InboundDenied == 0 {
+			return errors.New("db's proxy has denied nothing yet")
+		}
+		return nil
+	})
+	setIntention(t, m.client, "web", "db", api.IntentionActionAllow)
+	wait.For(t, waitLong, func() error { return roundTrip(m.webUp, []byte("allowed")) })
 }
 
 // handshake completes a TLS handshake with the proxy at addr presenting
