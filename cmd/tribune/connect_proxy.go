@@ -80,7 +80,7 @@ func connectProxy(ctx context.Context, args []string, _, stderr io.Writer) int {
 			"Configured from a sidecar registration (-sidecar-for or -proxy-id), or from -service and the flags below.", stderr, &hf)
 	proxyID := fs.String("proxy-id", os.Getenv("CONNECT_PROXY_ID"), "The proxy's service `ID` on the local agent. Defaults to CONNECT_PROXY_ID.")
 	sidecarFor := fs.String("sidecar-for", os.Getenv("CONNECT_SIDECAR_FOR"), "The `ID` of the service whose sidecar registration to run. Defaults to CONNECT_SIDECAR_FOR.")
-	service := fs.String("service", "", "`Name` of the service the proxy represents (without a registration).")
+	service := fs.String("service", "", "`name` of the service the proxy represents (without a registration).")
 	serviceAddr := fs.String("service-addr", "", "`host:port` of the local application inbound connections go to. Requires -listen.")
 	listen := fs.String("listen", "", "`host:port` of the public mTLS listener. Requires -service and -service-addr.")
 	fs.Var(&ups, "upstream", "An upstream as `name:port` or name:host:port: the proxy listens there and connects to name. Repeatable. Requires -service.")
