@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -395,6 +396,47 @@ func BenchmarkConnectTwoProxies(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// Memory of open, idle connections through web's and db's proxies (both
+// in this process, with the agent and the echo application): heap and
+// stacks in use per connection, after each carried one round trip.
+func BenchmarkIdleConnMemory(b *testing.B) {
+	const conns = 200
+	m := startMesh(b)
+	wait.For(b, waitLong, func() error { return roundTrip(m.webUp, []byte("warm")) })
+	inUse := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse + ms.StackInuse
+	}
+	var perConn float64
+	for b.Loop() {
+		before := inUse()
+		open := make([]net.Conn, 0, conns)
+		for range conns {
+			c, err := net.DialTimeout("tcp", m.webUp, ioWait)
+			if err != nil {
+				b.Fatal(err)
+			}
+			open = append(open, c)
+			if err := echoOn(c, []byte("x")); err != nil {
+				b.Fatal(err)
+			}
+		}
+		perConn = float64(inUse()-before) / conns
+		for _, c := range open {
+			c.Close()
+		}
+		wait.For(b, waitLong, func() error {
+			if n := m.web.Stats().Active + m.db.Stats().Active; n != 0 {
+				return fmt.Errorf("%d connections still open", n)
+			}
+			return nil
+		})
+	}
+	b.ReportMetric(perConn, "B/conn")
 }
 
 // The same without the proxies: the echo application dialed directly, the
