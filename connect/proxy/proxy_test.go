@@ -219,6 +219,19 @@ func TestProxyWebToDB(t *testing.T) {
 		}
 	})
 
+	t.Run("a burst of connections at once all get through", func(t *testing.T) {
+		const n = 50
+		errs := make(chan error, n)
+		for i := range n {
+			go func() { errs <- roundTrip(m.webUp, []byte(fmt.Sprintf("burst %d", i))) }()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+	})
+
 	t.Run("db's proxy presents db's identity and takes web's", func(t *testing.T) {
 		roots, _, err := m.client.Agent().ConnectCARoots(nil)
 		if err != nil {
