@@ -363,10 +363,10 @@ func (p *Proxy) Close() error {
 
 // Run serves until ctx ends, then closes the listeners, lets open
 // connections finish for DrainTimeout, closes the rest and returns once
-// every goroutine it started has stopped.
+// every goroutine it started has stopped. Call it once.
 func (p *Proxy) Run(ctx context.Context) error {
-	// watchCtx ends the watches; connCtx ends handshakes and dials still
-	// under way, and the drain.
+	// ctx ends the accept loops and the handshakes and dials under way;
+	// the watches end after the drain, with watchCtx.
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	var watches, accepts, conns sync.WaitGroup
