@@ -13,9 +13,9 @@ import (
 // spliceBufSize is the copy buffer of one direction of one connection:
 // the largest TLS record payload, as a TLS read returns one record at
 // most. Against 32 KiB it cut memory per connection through two proxies
-// from 103 to 78 KB with no loss of throughput (BenchmarkIdleConnMemory,
-// BenchmarkThroughputTwoProxies); the buffers are about 80% of what an
-// open connection holds.
+// from 203 to 133 KB with no loss of throughput (BenchmarkIdleConnMemory,
+// BenchmarkThroughputTwoProxies); the buffers are still about half of what
+// an open connection holds.
 const spliceBufSize = 16 << 10
 
 var spliceBufs = sync.Pool{New: func() any { b := make([]byte, spliceBufSize); return &b }}
