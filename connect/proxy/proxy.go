@@ -40,6 +40,13 @@ import (
 	"github.com/tribune-mesh/tribune/logthrottle"
 )
 
+// Connections to the agent's HTTP API beyond the watches: at most
+// maxAuthorizeConns authorizations at once, maxIdleAgentConns kept idle.
+const (
+	maxAuthorizeConns = 64
+	maxIdleAgentConns = 16
+)
+
 // Defaults of Config.
 const (
 	DefaultMaxConns            = 1024
@@ -205,7 +212,8 @@ type Stats struct {
 	// Active is the connections open now (inbound and outbound).
 	Active int64
 	// InboundAuthorized and InboundDenied count inbound connections that
-	// completed the handshake, by the agent's decision.
+	// completed the handshake, by the agent's decision (an agent that did
+	// not answer denies).
 	InboundAuthorized, InboundDenied int64
 	// InboundHandshakeFailed counts inbound handshakes that failed (no
 	// or bad client certificate, timeout).
@@ -256,6 +264,12 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy configuration: %w", err)
 	}
 	transport := api.DefaultConfig().Transport
+	// Each watch holds a connection to the agent; authorizations share the
+	// rest. The bound keeps a burst of handshakes under the agent's
+	// per-client connection limit (200 by default): the excess waits for
+	// a connection, within the handshake timeout.
+	transport.MaxConnsPerHost = maxAuthorizeConns + 2 + len(cfg.Upstreams)
+	transport.MaxIdleConnsPerHost = maxIdleAgentConns
 	watch, authz, err := agentClients(cfg.API, transport, cfg.HandshakeTimeout)
 	if err != nil {
 		return nil, err
@@ -349,10 +363,10 @@ func (p *Proxy) Close() error {
 
 // Run serves until ctx ends, then closes the listeners, lets open
 // connections finish for DrainTimeout, closes the rest and returns once
-// every goroutine it started has stopped.
+// every goroutine it started has stopped. Call it once.
 func (p *Proxy) Run(ctx context.Context) error {
-	// watchCtx ends the watches; connCtx ends handshakes and dials still
-	// under way, and the drain.
+	// ctx ends the accept loops and the handshakes and dials under way;
+	// the watches end after the drain, with watchCtx.
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	var watches, accepts, conns sync.WaitGroup

@@ -219,6 +219,19 @@ func TestProxyWebToDB(t *testing.T) {
 		}
 	})
 
+	t.Run("a burst of connections at once all get through", func(t *testing.T) {
+		const n = 50
+		errs := make(chan error, n)
+		for i := range n {
+			go func() { errs <- roundTrip(m.webUp, []byte(fmt.Sprintf("burst %d", i))) }()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+	})
+
 	t.Run("db's proxy presents db's identity and takes web's", func(t *testing.T) {
 		roots, _, err := m.client.Agent().ConnectCARoots(nil)
 		if err != nil {
@@ -406,6 +419,9 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 	m := startMesh(b)
 	wait.For(b, waitLong, func() error { return roundTrip(m.webUp, []byte("warm")) })
 	inUse := func() uint64 {
+		// Two collections empty the buffer pool (and its victim cache),
+		// so that buffers taken from it count.
+		runtime.GC()
 		runtime.GC()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
@@ -671,6 +687,71 @@ func TestProxyLimits(t *testing.T) {
 			c.Close()
 			t.Fatal("the listener still accepts")
 		}
+	})
+}
+
+// Run returns once every goroutine of the proxy has ended: its watches,
+// accept loops and connections. The proxy is alone in the process: its
+// upstream is its own service, registered at its own public listener.
+func TestRunLeavesNoGoroutine(t *testing.T) {
+	a := agenttest.Start(t, nil)
+	apiCfg := &api.Config{Address: a.HTTPAddr()}
+	client, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := net.JoinHostPort("127.0.0.1", strconv.Itoa(echo.Start(t)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := proxy.New(proxy.Config{API: apiCfg, Service: "web", Logger: testLogger(t),
+		PublicListener: "127.0.0.1:0", LocalServiceAddress: app, DrainTimeout: 100 * time.Millisecond,
+		Upstreams: []proxy.Upstream{{DestinationName: "web", LocalBindPort: agenttest.FreePorts(t, 1)[0]}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	register(t, client, &api.AgentServiceRegistration{Kind: api.ServiceKindConnectProxy, ID: "web-proxy", Name: "web-proxy",
+		Address: "127.0.0.1", Port: p.PublicAddr().(*net.TCPAddr).Port,
+		Proxy: &api.AgentServiceConnectProxyConfig{DestinationServiceName: "web"}})
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	up := p.UpstreamAddr("web").String()
+	var c net.Conn
+	wait.For(t, waitLong, func() error {
+		var err error
+		if c, err = net.DialTimeout("tcp", up, ioWait); err != nil {
+			return err
+		}
+		if err := echoOn(c, []byte("open")); err != nil {
+			c.Close()
+			return err
+		}
+		return nil
+	})
+	defer c.Close()
+	ours := func() []string {
+		buf := make([]byte, 1<<20)
+		var out []string
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "tribune/connect/proxy.") {
+				out = append(out, g)
+			}
+		}
+		return out
+	}
+	if len(ours()) == 0 {
+		t.Fatal("no goroutine of the running proxy found: the check cannot see them")
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(waitLong):
+		t.Fatal("Run did not return")
+	}
+	wait.For(t, 10*time.Second, func() error {
+		if left := ours(); len(left) > 0 {
+			return fmt.Errorf("%d goroutines left behind, the first:\n%s", len(left), left[0])
+		}
+		return nil
 	})
 }
 
