@@ -101,6 +101,11 @@ func (s *Server) PendingConsistentReads() int { return len(s.verifyCh) }
 // waitApplied waits until the FSM has applied index, bounded by the hold
 // timeout.
 func (s *Server) waitApplied(index uint64) error {
+	if s.fsmCaughtUp(index) {
+		// Nothing to wait for (no write since the last round): no
+		// timer, no goroutine.
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.config.HoldTimeout)
 	defer cancel()
 	go func() {

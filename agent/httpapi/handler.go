@@ -265,6 +265,10 @@ func wantsPretty(req *http.Request) bool {
 // its bytes, which live in buf: json.Marshal's bytes, or indented with a
 // final newline when pretty.
 func encodeJSON(buf *bytes.Buffer, out any, pretty bool) ([]byte, error) {
+	if es, ok := out.([]*catalog.KVEntry); ok && !pretty {
+		buf.Write(appendKVEntriesJSON(buf.AvailableBuffer(), es))
+		return buf.Bytes(), nil
+	}
 	enc := json.NewEncoder(buf)
 	if pretty {
 		enc.SetIndent("", "    ")
