@@ -39,7 +39,7 @@ func schema() *memdb.DBSchema {
 	}
 	db := &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 		tableIndex: {Name: tableIndex, Indexes: map[string]*memdb.IndexSchema{
-			"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
+			"id": {Name: "id", Unique: true, Indexer: stringField[indexEntry]{"Key", func(e *indexEntry) string { return e.Key }}},
 		}},
 		tableNodes: {Name: tableNodes, Indexes: map[string]*memdb.IndexSchema{
 			"id": {Name: "id", Unique: true, Indexer: lower("Node")},
@@ -64,8 +64,8 @@ func schema() *memdb.DBSchema {
 			}}},
 		}},
 		tableKVs: {Name: tableKVs, Indexes: map[string]*memdb.IndexSchema{
-			"id":      {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
-			"session": {Name: "session", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Session"}},
+			"id":      {Name: "id", Unique: true, Indexer: stringField[KVEntry]{"Key", func(e *KVEntry) string { return e.Key }}},
+			"session": {Name: "session", AllowMissing: true, Indexer: stringField[KVEntry]{"Session", func(e *KVEntry) string { return e.Session }}},
 		}},
 		tableSessions: {Name: tableSessions, Indexes: map[string]*memdb.IndexSchema{
 			"id":   {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
@@ -114,4 +114,52 @@ func mustSchema() *memdb.DBSchema {
 		panic(fmt.Sprintf("catalog schema invalid: %v", err))
 	}
 	return s
+}
+
+// stringField indexes one string field of a row type as
+// memdb.StringFieldIndex (not lower-cased) does, byte for byte, but reads
+// the field through get instead of reflection: the index of every KV write
+// (kvs.id, kvs.session, index.id) is computed several times per write.
+type stringField[T any] struct {
+	name string
+	get  func(*T) string
+}
+
+// FromObject implements memdb.SingleIndexer.
+func (f stringField[T]) FromObject(obj any) (bool, []byte, error) {
+	row, ok := obj.(*T)
+	if !ok || row == nil {
+		return false, nil, fmt.Errorf("field '%s' for %#v is invalid", f.name, obj)
+	}
+	v := f.get(row)
+	if v == "" {
+		return false, nil, nil
+	}
+	// The null character terminates the value, as in StringFieldIndex.
+	b := make([]byte, len(v)+1)
+	copy(b, v)
+	return true, b, nil
+}
+
+// FromArgs implements memdb.Indexer.
+func (f stringField[T]) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("must provide only a single argument")
+	}
+	arg, ok := args[0].(string)
+	if !ok {
+		return nil, fmt.Errorf("argument must be a string: %#v", args[0])
+	}
+	b := make([]byte, len(arg)+1)
+	copy(b, arg)
+	return b, nil
+}
+
+// PrefixFromArgs implements memdb.PrefixIndexer.
+func (f stringField[T]) PrefixFromArgs(args ...any) ([]byte, error) {
+	val, err := f.FromArgs(args...)
+	if err != nil {
+		return nil, err
+	}
+	return val[:len(val)-1], nil
 }

@@ -701,8 +701,13 @@ func (s *Server) blockingRead(ctx context.Context, req *catalog.ReadRequest) (*c
 		// The staleness is measured before the read: the data read after
 		// it can only be fresher.
 		meta := s.queryMeta()
-		ws := memdb.NewWatchSet()
-		ws.Add(s.store.AbandonCh())
+		// A read that does not block watches nothing (a nil WatchSet
+		// takes no channels).
+		var ws memdb.WatchSet
+		if opts.MinQueryIndex > 0 {
+			ws = memdb.NewWatchSet()
+			ws.Add(s.store.AbandonCh())
+		}
 		idx, resp, err := s.store.Execute(ws, req)
 		if err != nil {
 			return nil, err

@@ -441,7 +441,7 @@ func (h *Handler) aclTokenList(w http.ResponseWriter, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	q := r.URL.Query()
+	q := queryOf(r)
 	n := 0
 	for _, f := range []string{"policy", "role", "authmethod", "servicename"} {
 		if q.Get(f) != "" {
@@ -621,7 +621,7 @@ func (h *Handler) aclPolicyList(w http.ResponseWriter, r *http.Request) (any, er
 		out = append(out, &policyListEntry{ID: p.ID, Name: p.Name, Description: p.Description, Datacenters: p.Datacenters,
 			Hash: p.Hash, CreateIndex: p.CreateIndex, ModifyIndex: p.ModifyIndex})
 	}
-	return filter(r.URL.Query().Get("filter"), out)
+	return filter(queryOf(r).Get("filter"), out)
 }
 
 // ---- roles ----
@@ -740,11 +740,11 @@ func (h *Handler) aclRoleList(w http.ResponseWriter, r *http.Request) (any, erro
 	if _, err := h.aclAuthz(r, false); err != nil {
 		return nil, err
 	}
-	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadACLRoles, ACLPolicyID: r.URL.Query().Get("policy")})
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadACLRoles, ACLPolicyID: queryOf(r).Get("policy")})
 	if err != nil {
 		return nil, err
 	}
-	return filter(r.URL.Query().Get("filter"), resp.ACLRoles)
+	return filter(queryOf(r).Get("filter"), resp.ACLRoles)
 }
 
 // isUUID reports whether s is a UUID in its canonical text form.

@@ -39,14 +39,6 @@ type denialRecord struct {
 	url *url.URL
 }
 
-type denialKey struct{}
-
-// withDenialRecord gives a request a fresh record.
-func withDenialRecord(r *http.Request) (*http.Request, *denialRecord) {
-	d := &denialRecord{url: r.URL}
-	return r.WithContext(context.WithValue(r.Context(), denialKey{}, d)), d
-}
-
 // explain turns the generic permission-denied error into Consul's message
 // naming the token, the permission and the resource.
 func (d *denialRecord) explain(err error) error {
@@ -80,11 +72,11 @@ func (d *denialRecord) explain(err error) error {
 // recordDenials wraps authz so that its denials land in the request's
 // record; without a record it returns authz as it is.
 func recordDenials(ctx context.Context, authz acl.Authorizer) acl.Authorizer {
-	d, _ := ctx.Value(denialKey{}).(*denialRecord)
-	if d == nil {
+	st, _ := ctx.Value(reqStateKey{}).(*reqState)
+	if st == nil {
 		return authz
 	}
-	return &recorder{inner: authz, rec: d}
+	return &recorder{inner: authz, rec: &st.denial}
 }
 
 // recorder is an Authorizer that notes what it denies.

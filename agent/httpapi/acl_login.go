@@ -170,7 +170,7 @@ func (h *Handler) aclAuthMethodList(w http.ResponseWriter, r *http.Request) (any
 	for _, m := range resp.ACLAuthMethods {
 		out = append(out, authMethodOut(m, false))
 	}
-	return filter(r.URL.Query().Get("filter"), out)
+	return filter(queryOf(r).Get("filter"), out)
 }
 
 // ---- binding rules ----
@@ -276,7 +276,7 @@ func (h *Handler) aclBindingRuleList(w http.ResponseWriter, r *http.Request) (an
 	if _, err := h.aclAuthz(r, false); err != nil {
 		return nil, err
 	}
-	q := r.URL.Query()
+	q := queryOf(r)
 	resp, err := h.read(w, r, &catalog.ReadRequest{Op: catalog.ReadACLBindingRules, Name: q.Get("authmethod")})
 	if err != nil {
 		return nil, err

@@ -47,7 +47,7 @@ func (h *Handler) agentServiceRegister(w http.ResponseWriter, r *http.Request) (
 	if authz.ServiceWrite(def.Name) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	rv, replace := r.URL.Query()["replace-existing-checks"]
+	rv, replace := queryOf(r)["replace-existing-checks"]
 	if replace && len(rv) > 0 && rv[0] != "" {
 		on, err := strconv.ParseBool(rv[0])
 		if err != nil {
@@ -104,7 +104,7 @@ func (h *Handler) agentServices(w http.ResponseWriter, r *http.Request) (any, er
 		return nil, err
 	}
 	svcs := h.agent.local.Services()
-	list, err := filter(r.URL.Query().Get("filter"), slices.Collect(maps.Values(svcs)))
+	list, err := filter(queryOf(r).Get("filter"), slices.Collect(maps.Values(svcs)))
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +151,7 @@ func (h *Handler) agentService(w http.ResponseWriter, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	q := r.URL.Query()
+	q := queryOf(r)
 	wait := defaultHashWait
 	if v := q.Get("wait"); v != "" {
 		if wait, err = parseWait(v); err != nil {
@@ -196,7 +196,7 @@ func (h *Handler) agentChecks(w http.ResponseWriter, r *http.Request) (any, erro
 		return nil, err
 	}
 	checks := h.agent.local.Checks()
-	list, err := filter(r.URL.Query().Get("filter"), slices.Collect(maps.Values(checks)))
+	list, err := filter(queryOf(r).Get("filter"), slices.Collect(maps.Values(checks)))
 	if err != nil {
 		return nil, err
 	}
@@ -289,7 +289,7 @@ func (h *Handler) agentCheckTTL(status string) handlerFunc {
 		if authz.NodeWrite(h.agent.cfg.NodeName) != acl.Allow {
 			return nil, errPermissionDenied
 		}
-		return nil, h.agent.local.UpdateCheck(id, status, r.URL.Query().Get("note"))
+		return nil, h.agent.local.UpdateCheck(id, status, queryOf(r).Get("note"))
 	}
 }
 
@@ -331,7 +331,7 @@ func (h *Handler) agentMembers(w http.ResponseWriter, r *http.Request) (any, err
 	if out == nil {
 		out = []Member{}
 	}
-	return filter(r.URL.Query().Get("filter"), out)
+	return filter(queryOf(r).Get("filter"), out)
 }
 
 func (h *Handler) agentLeave(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -389,7 +389,7 @@ func (h *Handler) agentForceLeave(w http.ResponseWriter, r *http.Request) (any, 
 	if authz.OperatorWrite() != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	q := r.URL.Query()
+	q := queryOf(r)
 	pool := h.agent.gossip
 	if wanParam(r) {
 		pool = h.agent.wan
@@ -423,7 +423,7 @@ func (h *Handler) agentReload(w http.ResponseWriter, r *http.Request) (any, erro
 // wanParam reports whether a request asks for the WAN pool (?wan, ?wan=1,
 // ?wan=true).
 func wanParam(r *http.Request) bool {
-	v, ok := r.URL.Query()["wan"]
+	v, ok := queryOf(r)["wan"]
 	return ok && (len(v) == 0 || v[0] == "" || v[0] == "1" || v[0] == "true")
 }
 

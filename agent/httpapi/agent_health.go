@@ -72,7 +72,7 @@ func localServiceHealth(s *catalog.Service, checks map[string]*catalog.HealthChe
 // status word rather than JSON (?format=text, or no JSON Accept header and
 // no ?format=json).
 func wantsText(r *http.Request) bool {
-	switch r.URL.Query().Get("format") {
+	switch queryOf(r).Get("format") {
 	case "text":
 		return true
 	case "json":

@@ -63,7 +63,7 @@ func (h *Handler) readShared(w http.ResponseWriter, r *http.Request, req *catalo
 	if err != nil {
 		return nil, nil, err
 	}
-	q := r.URL.Query()
+	q := queryOf(r)
 	if opts.MinQueryIndex == 0 || opts.RequireConsistent || h.agent.cache == nil || q.Has("cached") || q.Has("node-meta") {
 		resp, err := h.read(w, r, req)
 		return resp, nil, err

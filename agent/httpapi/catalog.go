@@ -148,7 +148,7 @@ func (h *Handler) catalogNodes(w http.ResponseWriter, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	out, err := filter(r.URL.Query().Get("filter"), resp.Nodes)
+	out, err := filter(queryOf(r).Get("filter"), resp.Nodes)
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +162,7 @@ func (h *Handler) catalogServices(w http.ResponseWriter, r *http.Request) (any, 
 	if err != nil {
 		return nil, err
 	}
-	expr := r.URL.Query().Get("filter")
+	expr := queryOf(r).Get("filter")
 	var ev *bexpr.Filter
 	if expr != "" {
 		// Refuse a bad expression before any read, blocking or not.
@@ -288,7 +288,7 @@ func (h *Handler) catalogInstances(w http.ResponseWriter, r *http.Request, op ca
 	if authz.ServiceRead(name) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	resp, err := h.read(w, r, &catalog.ReadRequest{Op: op, Name: name, Tags: r.URL.Query()["tag"]})
+	resp, err := h.read(w, r, &catalog.ReadRequest{Op: op, Name: name, Tags: queryOf(r)["tag"]})
 	if err != nil {
 		return nil, err
 	}
@@ -296,7 +296,7 @@ func (h *Handler) catalogInstances(w http.ResponseWriter, r *http.Request, op ca
 	for _, in := range resp.Instances {
 		all = append(all, catalogServiceOf(in))
 	}
-	out, err := filter(r.URL.Query().Get("filter"), all)
+	out, err := filter(queryOf(r).Get("filter"), all)
 	if err != nil {
 		return nil, err
 	}
@@ -358,7 +358,7 @@ func (h *Handler) nodeServicesVisible(w http.ResponseWriter, r *http.Request, sv
 	if err != nil {
 		return nil, err
 	}
-	svcs, err = filter(r.URL.Query().Get("filter"), svcs)
+	svcs, err = filter(queryOf(r).Get("filter"), svcs)
 	if err != nil {
 		return nil, err
 	}
@@ -416,7 +416,7 @@ func (h *Handler) healthChecks(w http.ResponseWriter, r *http.Request, op catalo
 		c.ServiceTags = nonNil(c.ServiceTags)
 		all = append(all, &c)
 	}
-	out, err := filter(r.URL.Query().Get("filter"), all)
+	out, err := filter(queryOf(r).Get("filter"), all)
 	if err != nil {
 		return nil, err
 	}
@@ -447,7 +447,7 @@ func (h *Handler) healthInstances(w http.ResponseWriter, r *http.Request, op cat
 	if authz.ServiceRead(name) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	q := r.URL.Query()
+	q := queryOf(r)
 	resp, err := h.read(w, r, &catalog.ReadRequest{Op: op, Name: name, Tags: q["tag"]})
 	if err != nil {
 		return nil, err
@@ -477,7 +477,7 @@ func (h *Handler) healthInstances(w http.ResponseWriter, r *http.Request, op cat
 // checkDC refuses a ?dc= naming another datacenter, as Consul answers when
 // it has no route to it.
 func (h *Handler) checkDC(r *http.Request) error {
-	if dc := r.URL.Query().Get("dc"); dc != "" && dc != h.agent.cfg.Datacenter {
+	if dc := queryOf(r).Get("dc"); dc != "" && dc != h.agent.cfg.Datacenter {
 		return &httpError{code: http.StatusInternalServerError, msg: "No path to datacenter"}
 	}
 	return nil

@@ -271,7 +271,7 @@ func (h *Handler) configApply(w http.ResponseWriter, r *http.Request) (any, erro
 	if err := h.checkGraph(r.Context(), &req.Entry, false); err != nil {
 		return nil, err
 	}
-	if v := r.URL.Query().Get("cas"); v != "" {
+	if v := queryOf(r).Get("cas"); v != "" {
 		idx, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
 			return nil, badRequest("Invalid cas index: %q", v)
@@ -315,7 +315,7 @@ func (h *Handler) configEntry(w http.ResponseWriter, r *http.Request) (any, erro
 		if err := h.checkGraph(r.Context(), &req.Entry, true); err != nil {
 			return nil, err
 		}
-		if v := r.URL.Query().Get("cas"); v != "" {
+		if v := queryOf(r).Get("cas"); v != "" {
 			idx, err := strconv.ParseUint(v, 10, 64)
 			if err != nil {
 				return nil, badRequest("Invalid cas index: %q", v)

@@ -23,7 +23,7 @@ func (h *Handler) coordinates(w http.ResponseWriter, r *http.Request) ([]*catalo
 	if err != nil {
 		return nil, err
 	}
-	out, err := filter(r.URL.Query().Get("filter"), resp.Coordinates)
+	out, err := filter(queryOf(r).Get("filter"), resp.Coordinates)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +86,7 @@ type nearSorter struct {
 }
 
 func (h *Handler) nearSorter(ctx context.Context, r *http.Request) *nearSorter {
-	near := r.URL.Query().Get("near")
+	near := queryOf(r).Get("near")
 	if near == "" {
 		return nil
 	}

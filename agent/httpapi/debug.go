@@ -27,7 +27,7 @@ func (h *Handler) debugPprof(w http.ResponseWriter, r *http.Request) (any, error
 	if !cfg.EnableDebug && !cfg.ACL.Enabled {
 		return nil, notFound("Debug endpoints are disabled: set enable_debug to serve %s", r.URL.Path)
 	}
-	if v := r.URL.Query().Get("seconds"); v != "" {
+	if v := queryOf(r).Get("seconds"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > maxProfileSeconds {
 			return nil, badRequest("Invalid seconds %q: want 0 to %d", v, maxProfileSeconds)

@@ -36,7 +36,7 @@ func (h *Handler) discoveryChain(w http.ResponseWriter, r *http.Request) (any, e
 	if authz.ServiceRead(service) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	req := discoverychain.Request{Service: service, Datacenter: r.URL.Query().Get("compile-dc")}
+	req := discoverychain.Request{Service: service, Datacenter: queryOf(r).Get("compile-dc")}
 	if req.Datacenter == "" {
 		req.Datacenter = h.agent.cfg.Datacenter
 	}

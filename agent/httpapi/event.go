@@ -18,7 +18,7 @@ import (
 // eventFire serves PUT /v1/event/fire/<name>: the body is the payload; the
 // node, service and tag query parameters are the filters.
 func (h *Handler) eventFire(w http.ResponseWriter, r *http.Request) (any, error) {
-	q := r.URL.Query()
+	q := queryOf(r)
 	dc := q.Get("dc")
 	if h.remoteDC(dc) && h.agent.fed == nil {
 		return nil, errNoPathToDC
@@ -85,7 +85,7 @@ func (h *Handler) eventList(w http.ResponseWriter, r *http.Request) (any, error)
 	if err != nil {
 		return nil, err
 	}
-	name := r.URL.Query().Get("name")
+	name := queryOf(r).Get("name")
 	var timeout <-chan time.Time
 	if opts.MinQueryIndex > 0 {
 		wait := opts.MaxQueryTime

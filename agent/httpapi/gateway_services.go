@@ -29,7 +29,7 @@ func (h *Handler) catalogGatewayServices(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return nil, err
 	}
-	out, err := filter(r.URL.Query().Get("filter"), resp.GatewayServices)
+	out, err := filter(queryOf(r).Get("filter"), resp.GatewayServices)
 	if err != nil {
 		return nil, err
 	}

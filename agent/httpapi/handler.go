@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -188,18 +189,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set(k, v)
 	}
 	defer metrics.MeasureSinceWithLabels(apiHTTPMetric, time.Now(), rt.metricLabels(req.Method))
-	if dc := req.URL.Query().Get("dc"); h.remoteDC(dc) {
+	ctx, st := withReqState(req.Context(), req)
+	if dc := st.query.Get("dc"); h.remoteDC(dc) {
 		// The request's writes are for that datacenter (its reads say
 		// so in their options).
-		req = req.WithContext(server.WithDatacenter(req.Context(), dc))
+		ctx = server.WithDatacenter(ctx, dc)
 	}
-	req, denial := withDenialRecord(req)
 	// The servers check the caller's token, not the agent's: every call
 	// the request makes carries it (the default token when it has none).
-	req = req.WithContext(server.WithToken(req.Context(), h.rpcToken(req)))
+	ctx = server.WithToken(ctx, h.rpcTokenOf(req, st.query))
+	req = req.WithContext(ctx)
 	out, err := rt.fn(w, req)
 	if err != nil {
-		writeError(w, denial.explain(err))
+		writeError(w, st.denial.explain(err))
 		return
 	}
 	if out == nil {
@@ -216,6 +218,12 @@ var jsonBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 const maxPooledJSON = 64 << 10
 
 func writeJSON(w http.ResponseWriter, req *http.Request, out any) {
+	if b, ok := out.(bool); ok {
+		// The answer of every KV and session write, without encoding.
+		w.Header()["Content-Type"] = headerJSON
+		_, _ = io.WriteString(w, boolJSON(b, wantsPretty(req)))
+		return
+	}
 	buf := jsonBufs.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer func() {
@@ -232,12 +240,24 @@ func writeJSON(w http.ResponseWriter, req *http.Request, out any) {
 	_, _ = w.Write(b)
 }
 
+// boolJSON is the JSON of b as encodeJSON writes it.
+func boolJSON(b, pretty bool) string {
+	s := "false"
+	if b {
+		s = "true"
+	}
+	if pretty {
+		s += "\n"
+	}
+	return s
+}
+
 // wantsPretty reports whether the request asks for indented JSON (?pretty).
 func wantsPretty(req *http.Request) bool {
 	if !strings.Contains(req.URL.RawQuery, "pretty") {
 		return false
 	}
-	_, pretty := req.URL.Query()["pretty"]
+	_, pretty := queryOf(req)["pretty"]
 	return pretty
 }
 
@@ -245,6 +265,10 @@ func wantsPretty(req *http.Request) bool {
 // its bytes, which live in buf: json.Marshal's bytes, or indented with a
 // final newline when pretty.
 func encodeJSON(buf *bytes.Buffer, out any, pretty bool) ([]byte, error) {
+	if es, ok := out.([]*catalog.KVEntry); ok && !pretty {
+		buf.Write(appendKVEntriesJSON(buf.AvailableBuffer(), es))
+		return buf.Bytes(), nil
+	}
 	enc := json.NewEncoder(buf)
 	if pretty {
 		enc.SetIndent("", "    ")
@@ -297,20 +321,30 @@ func errorStatus(err error) (int, string) {
 
 // token returns the ACL token of a request: X-Consul-Token, the Bearer
 // authorization, or ?token=.
-func token(r *http.Request) string {
+func token(r *http.Request) string { return tokenOf(r, nil) }
+
+// tokenOf is token with r's query values when the caller has them (nil:
+// queryOf's).
+func tokenOf(r *http.Request, q url.Values) string {
 	if t := r.Header.Get("X-Consul-Token"); t != "" {
 		return t
 	}
 	if a := r.Header.Get("Authorization"); strings.HasPrefix(a, "Bearer ") {
 		return strings.TrimSpace(strings.TrimPrefix(a, "Bearer "))
 	}
-	return r.URL.Query().Get("token")
+	if q == nil {
+		q = queryOf(r)
+	}
+	return q.Get("token")
 }
 
 // rpcToken is the token the servers see for a request: its own, else the
 // agent's default token ("" is the anonymous token).
-func (h *Handler) rpcToken(r *http.Request) string {
-	if t := token(r); t != "" {
+func (h *Handler) rpcToken(r *http.Request) string { return h.rpcTokenOf(r, nil) }
+
+// rpcTokenOf is rpcToken with r's query values (nil: queryOf's).
+func (h *Handler) rpcTokenOf(r *http.Request, q url.Values) string {
+	if t := tokenOf(r, q); t != "" {
 		return t
 	}
 	return h.defaultToken()
@@ -332,7 +366,7 @@ func (h *Handler) authorize(r *http.Request) (acl.Authorizer, error) {
 
 // parseQueryOptions reads the consistency, blocking and filter parameters.
 func (h *Handler) parseQueryOptions(r *http.Request) (catalog.QueryOptions, error) {
-	q := r.URL.Query()
+	q := queryOf(r)
 	opts := catalog.QueryOptions{Token: token(r), Datacenter: q.Get("dc"), Filter: q.Get("filter")}
 	if v := q.Get("index"); v != "" {
 		idx, err := strconv.ParseUint(v, 10, 64)
@@ -375,7 +409,7 @@ const maxNodeMetaFilters = 64
 // parseNodeMeta reads the ?node-meta=key:value filters (every pair must
 // match; a pair without a colon asks for an empty value), nil when none.
 func parseNodeMeta(r *http.Request) (map[string]string, error) {
-	raw := r.URL.Query()["node-meta"]
+	raw := queryOf(r)["node-meta"]
 	if len(raw) == 0 {
 		return nil, nil
 	}
@@ -428,7 +462,7 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, req *catalog.Read
 	if req.NodeMeta, err = parseNodeMeta(r); err != nil {
 		return nil, err
 	}
-	if _, cached := r.URL.Query()["cached"]; cached {
+	if _, cached := queryOf(r)["cached"]; cached {
 		if req.Options.RequireConsistent {
 			return nil, badRequest("Cannot specify ?cached with ?consistent")
 		}

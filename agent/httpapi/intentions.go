@@ -80,7 +80,7 @@ func intentionsOf(e *catalog.ConfigEntry) (map[string]json.RawMessage, []*intent
 }
 
 func exactParams(r *http.Request) (string, string, error) {
-	q := r.URL.Query()
+	q := queryOf(r)
 	src, dst := q.Get("source"), q.Get("destination")
 	if src == "" {
 		return "", "", badRequest("required query parameter 'source' not set")
@@ -287,7 +287,7 @@ func (h *Handler) intentionList(w http.ResponseWriter, r *http.Request) (any, er
 		if err != nil {
 			return nil, err
 		}
-		list, err = filter(r.URL.Query().Get("filter"), list)
+		list, err = filter(queryOf(r).Get("filter"), list)
 		if err != nil {
 			return nil, err
 		}
@@ -438,7 +438,7 @@ func (h *Handler) intentionByID(w http.ResponseWriter, r *http.Request) (any, er
 }
 
 func (h *Handler) intentionMatch(w http.ResponseWriter, r *http.Request) (any, error) {
-	q := r.URL.Query()
+	q := queryOf(r)
 	by := q.Get("by")
 	if by != "source" && by != "destination" {
 		return nil, badRequest("required query parameter 'by' must be source or destination")

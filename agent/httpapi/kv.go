@@ -61,7 +61,7 @@ func (h *Handler) kv(w http.ResponseWriter, r *http.Request) (any, error) {
 }
 
 func (h *Handler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Authorizer, key string) (any, error) {
-	q := r.URL.Query()
+	q := queryOf(r)
 	_, recurse := q["recurse"]
 	_, keys := q["keys"]
 	_, raw := q["raw"]
@@ -151,7 +151,7 @@ func (h *Handler) kvPut(w http.ResponseWriter, r *http.Request, authz acl.Author
 	if authz.KeyWrite(key) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	q := r.URL.Query()
+	q := queryOf(r)
 	limit := h.kvValueLimit()
 	if r.ContentLength > int64(limit) {
 		return nil, tooLarge("Request body(%d bytes) too large, max size: %d bytes. See %s.", r.ContentLength, limit, "limits.kv_max_value_size")
@@ -212,7 +212,7 @@ func readValue(r *http.Request, limit int) ([]byte, error) {
 }
 
 func (h *Handler) kvDelete(w http.ResponseWriter, r *http.Request, authz acl.Authorizer, key string) (any, error) {
-	q := r.URL.Query()
+	q := queryOf(r)
 	req := &catalog.KVRequest{Op: catalog.KVDelete, Entry: catalog.KVEntry{Key: key}}
 	if _, ok := q["recurse"]; ok {
 		req.Op = catalog.KVDeleteTree

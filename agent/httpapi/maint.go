@@ -19,7 +19,7 @@ const (
 )
 
 func parseEnable(r *http.Request) (bool, error) {
-	v := r.URL.Query().Get("enable")
+	v := queryOf(r).Get("enable")
 	if v == "" {
 		return false, badRequest("Missing value for enable")
 	}
@@ -47,7 +47,7 @@ func (h *Handler) agentNodeMaint(w http.ResponseWriter, r *http.Request) (any, e
 		h.agent.local.RemoveCheckWithToken(nodeMaintCheckID, token(r))
 		return nil, nil
 	}
-	reason := r.URL.Query().Get("reason")
+	reason := queryOf(r).Get("reason")
 	if reason == "" {
 		reason = defaultMaintReason
 	}
@@ -82,7 +82,7 @@ func (h *Handler) agentServiceMaint(w http.ResponseWriter, r *http.Request) (any
 		h.agent.local.RemoveCheckWithToken(serviceMaintPrefix+id, token(r))
 		return nil, nil
 	}
-	reason := r.URL.Query().Get("reason")
+	reason := queryOf(r).Get("reason")
 	if reason == "" {
 		reason = defaultSvcMaintNote
 	}

@@ -20,7 +20,7 @@ func (h *Handler) agentMonitor(w http.ResponseWriter, r *http.Request) (any, err
 	if authz.AgentRead(h.agent.cfg.NodeName) != acl.Allow {
 		return nil, errPermissionDenied
 	}
-	q := r.URL.Query()
+	q := queryOf(r)
 	level := q.Get("loglevel")
 	if level == "" {
 		level = "INFO"

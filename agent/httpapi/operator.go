@@ -26,7 +26,7 @@ func (h *Handler) operator(op string, write bool) handlerFunc {
 		}
 		req := &server.OperatorRequest{Op: op}
 		if op == server.OpRemovePeer {
-			q := r.URL.Query()
+			q := queryOf(r)
 			req.Arg = q.Get("id")
 			if req.Arg == "" {
 				req.Arg = q.Get("address")
@@ -36,7 +36,7 @@ func (h *Handler) operator(op string, write bool) handlerFunc {
 			}
 		}
 		if op == server.OpTransferLeader {
-			req.Arg = r.URL.Query().Get("id")
+			req.Arg = queryOf(r).Get("id")
 		}
 		res, err := h.agent.backend.Operator(r.Context(), req)
 		if err != nil {
@@ -84,7 +84,7 @@ func (h *Handler) autopilotConfiguration(w http.ResponseWriter, r *http.Request)
 	if err := decodeBody(r, &req.Config); err != nil {
 		return nil, err
 	}
-	if v := r.URL.Query().Get("cas"); v != "" {
+	if v := queryOf(r).Get("cas"); v != "" {
 		idx, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
 			return nil, badRequest("Error parsing cas value: %v", err)

@@ -267,7 +267,7 @@ func (h *Handler) queryExplain(w http.ResponseWriter, r *http.Request, idOrName 
 // shuffled, or sorted by distance from ?near= (or the query's Near), at
 // most ?limit= of them. Blocking parameters are ignored, as in Consul.
 func (h *Handler) queryExecute(w http.ResponseWriter, r *http.Request, idOrName string) (any, error) {
-	params := r.URL.Query()
+	params := queryOf(r)
 	limit := 0
 	if v := params.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -406,7 +406,7 @@ func (h *Handler) failoverDatacenters(ctx context.Context, dc string, f catalog.
 func (h *Handler) queryNear(ctx context.Context, r *http.Request, queryNear string) string {
 	near := queryNear
 	if near == "" || near == "_agent" {
-		if v := r.URL.Query().Get("near"); v != "" {
+		if v := queryOf(r).Get("near"); v != "" {
 			near = v
 		}
 	}

@@ -66,7 +66,7 @@ var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 // checkWriteDC refuses a request for another datacenter when the agent has
 // no way there (no federation); otherwise the servers forward it.
 func (h *Handler) checkWriteDC(r *http.Request) error {
-	if h.remoteDC(r.URL.Query().Get("dc")) && h.agent.fed == nil {
+	if h.remoteDC(queryOf(r).Get("dc")) && h.agent.fed == nil {
 		return errNoPathToDC
 	}
 	return nil
@@ -233,7 +233,7 @@ func sessionID(r *http.Request, prefix string) (string, error) {
 
 // lookupSession reads one session for an access decision (nil when none).
 func (h *Handler) lookupSession(r *http.Request, id string) (*catalog.Session, error) {
-	resp, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadSession, Name: id, Options: catalog.QueryOptions{Token: token(r), Datacenter: r.URL.Query().Get("dc")}})
+	resp, err := h.agent.backend.Read(r.Context(), &catalog.ReadRequest{Op: catalog.ReadSession, Name: id, Options: catalog.QueryOptions{Token: token(r), Datacenter: queryOf(r).Get("dc")}})
 	if err != nil {
 		return nil, err
 	}

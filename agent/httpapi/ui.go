@@ -118,7 +118,7 @@ func (h *Handler) uiServices(w http.ResponseWriter, r *http.Request) (any, error
 		out = append(out, sum)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return filter(r.URL.Query().Get("filter"), out)
+	return filter(queryOf(r).Get("filter"), out)
 }
 
 // uiNodes builds the NodeInfo of every node authz may read.
@@ -158,7 +158,7 @@ func (h *Handler) uiNodesList(w http.ResponseWriter, r *http.Request) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	return filter(r.URL.Query().Get("filter"), uiNodes(resp, authz))
+	return filter(queryOf(r).Get("filter"), uiNodes(resp, authz))
 }
 
 func (h *Handler) uiNode(w http.ResponseWriter, r *http.Request) (any, error) {

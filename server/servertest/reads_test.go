@@ -121,3 +121,28 @@ func TestStaleReadsOnAnIsolatedFollower(t *testing.T) {
 		return nil
 	})
 }
+
+// The only voter of a cluster answers consistent reads without leadership
+// rounds, and each still sees every write made before it.
+func TestConsistentReadsOnTheOnlyVoter(t *testing.T) {
+	c := servertest.New(t, servertest.Options{Servers: 1})
+	leader := c.WaitForLeader(servertest.DefaultTimeout)
+	rounds, reads := leader.ReadIndexStats()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 20 {
+		v := fmt.Sprint(i)
+		put(t, leader, "k", v)
+		resp, err := get(ctx, leader, "k", catalog.QueryOptions{RequireConsistent: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.KV == nil || string(resp.KV.Value) != v {
+			t.Fatalf("consistent read after writing %q: %+v", v, resp.KV)
+		}
+	}
+	r, n := leader.ReadIndexStats()
+	if r != rounds || n-reads != 20 {
+		t.Fatalf("20 consistent reads on the only voter: %d rounds, %d reads confirmed; want 0 and 20", r-rounds, n-reads)
+	}
+}

@@ -34,14 +34,20 @@ func BenchmarkDevKVWrite(b *testing.B) {
 				d := benchDuration(b)
 				name := fmt.Sprintf("dev kv-write clients=%d", clients)
 				vals := map[string]float64{}
+				cpu := map[string]float64{}
 				for _, kind := range kinds() {
-					p := startDev(b, kind)
+					p := startDev(b, kind, devProfileArgs(kind)...)
+					profiled := profileDevLoad(p, kind, name, d)
 					r := kvWriteLoad(b, p.HTTPAddr(), clients, d, []*proc{p})
+					profiled()
 					p.Kill()
 					vals[kind] = r.opsPerSec()
+					cpu[kind] = r.agentCPUPerOp()
 					record(b, kind, name, "ops/s", r.opsPerSec(), r.String())
+					record(b, kind, name+" agent-cpu-per-op", "us", r.agentCPUPerOp(), "")
 				}
 				ratio(b, name, "ops/s", vals)
+				ratio(b, name+" agent-cpu-per-op", "us", cpu)
 			})
 		})
 	}
@@ -56,15 +62,21 @@ func BenchmarkDevRead(b *testing.B) {
 				d := benchDuration(b)
 				name := fmt.Sprintf("dev read-%s clients=64", mode)
 				vals := map[string]float64{}
+				cpu := map[string]float64{}
 				for _, kind := range kinds() {
-					p := startDev(b, kind)
+					p := startDev(b, kind, devProfileArgs(kind)...)
 					populate(b, p.HTTPAddr())
+					profiled := profileDevLoad(p, kind, name, d)
 					r := kvReadLoad(b, p.HTTPAddr(), mode, 64, d, []*proc{p})
+					profiled()
 					p.Kill()
 					vals[kind] = r.opsPerSec()
+					cpu[kind] = r.agentCPUPerOp()
 					record(b, kind, name, "ops/s", r.opsPerSec(), r.String())
+					record(b, kind, name+" agent-cpu-per-op", "us", r.agentCPUPerOp(), "")
 				}
 				ratio(b, name, "ops/s", vals)
+				ratio(b, name+" agent-cpu-per-op", "us", cpu)
 			})
 		})
 	}
@@ -340,6 +352,8 @@ func metricUnit(kind, name, unit string) string {
 		u = "MiB-rss"
 	case strings.Contains(name, "rss-delta"):
 		u = "MiB-rss-delta"
+	case strings.HasSuffix(name, " agent-cpu-per-op"):
+		u = "us-agent-cpu/op"
 	case strings.Contains(name, "all-woken"):
 		u = "ms-all-woken"
 	case strings.Contains(name, "failover run="):

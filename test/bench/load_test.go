@@ -98,6 +98,20 @@ type loadResult struct {
 	p50, p99  time.Duration
 	firstErr  error
 	cpu       string // CPU used by the harness and each agent during the run
+	// agentCPU is the CPU time the agents used during the run (all of
+	// them, the harness excluded).
+	agentCPU time.Duration
+}
+
+// agentCPUPerOp is the agents' CPU time per successful operation, in
+// microseconds: the cost of a request on the agent's side, which the
+// machine's noise and the load generator's share of the cores move far
+// less than the throughput.
+func (r loadResult) agentCPUPerOp() float64 {
+	if r.ops == 0 {
+		return 0
+	}
+	return float64(r.agentCPU.Microseconds()) / float64(r.ops)
 }
 
 func (r loadResult) opsPerSec() float64 { return float64(r.ops) / r.elapsed.Seconds() }
@@ -105,6 +119,9 @@ func (r loadResult) opsPerSec() float64 { return float64(r.ops) / r.elapsed.Seco
 func (r loadResult) String() string {
 	s := fmt.Sprintf("ops=%d errors=%d p50_ms=%.2f p99_ms=%.2f over=%s", r.ops, r.errs,
 		float64(r.p50.Microseconds())/1000, float64(r.p99.Microseconds())/1000, r.elapsed.Round(time.Millisecond))
+	if r.agentCPU > 0 {
+		s += fmt.Sprintf(" agent_cpu_us_per_op=%.1f", r.agentCPUPerOp())
+	}
 	if r.cpu != "" {
 		s += " cpu%: " + r.cpu
 	}
@@ -166,6 +183,19 @@ func (m *cpuMeter) String() string {
 	}
 	parts = append(parts, fmt.Sprintf("of=%d", 100*runtime.NumCPU()))
 	return strings.Join(parts, ",")
+}
+
+// agentCPU returns the CPU time the agents (not the harness) used since
+// the meter started; agents whose /proc entry is gone count nothing.
+func (m *cpuMeter) agentCPU() time.Duration {
+	var ticks int64
+	for i, pid := range m.pids[1:] {
+		if t, err := cpuTicks(pid); err == nil {
+			ticks += t - m.start[i+1]
+		}
+	}
+	// 100 clock ticks a second on Linux.
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 // machineBusyTicks sums the non-idle CPU time of all cores from /proc/stat.
@@ -241,7 +271,7 @@ func runLoad(clients int, d time.Duration, agents []*proc, newOp func(worker int
 		}(i)
 	}
 	wg.Wait()
-	res := loadResult{ops: nOK.Load(), errs: nErr.Load(), elapsed: time.Since(start), firstErr: firstErr, cpu: meter.String()}
+	res := loadResult{ops: nOK.Load(), errs: nErr.Load(), elapsed: time.Since(start), firstErr: firstErr, cpu: meter.String(), agentCPU: meter.agentCPU()}
 	if len(lats) > 0 {
 		sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
 		res.p50 = lats[len(lats)/2]
