@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -425,9 +426,14 @@ func writeParked(conn net.Conn, raw syscall.RawConn, b []byte, keepAlive bool, r
 
 // socketOf returns the socket under conn and the wrappers it is in
 // (httpguard's: they implement NetConn, as tls.Conn does), nil when there
-// is none. The HTTP API's wrappers change nothing of what is written.
+// is none. The HTTP API's wrappers change nothing of what is written; a
+// TLS connection does, so there is no socket to write to under it (TLS
+// requests are not parked; this keeps it so should they ever be).
 func socketOf(conn net.Conn) syscall.RawConn {
 	for range 8 {
+		if _, ok := conn.(*tls.Conn); ok {
+			return nil
+		}
 		if sc, ok := conn.(syscall.Conn); ok {
 			raw, err := sc.SyscallConn()
 			if err != nil {

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -114,6 +115,9 @@ func TestWriteParkedFullSocket(t *testing.T) {
 	raw := socketOf(server)
 	if raw == nil {
 		t.Fatal("no socket under a TCP connection")
+	}
+	if socketOf(tls.Server(server, &tls.Config{})) != nil {
+		t.Fatal("a socket under a TLS connection: its answers would go out in clear")
 	}
 	want := bytes.Repeat([]byte("0123456789abcdef"), 1<<19) // 8 MiB: more than the buffers hold
 	n, err := writeNow(raw, want)
