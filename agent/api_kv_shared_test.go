@@ -319,3 +319,107 @@ func TestAPIKV_ParkedConnectionKeepAlive(t *testing.T) {
 		t.Fatal("parked connection still open after the agent stopped")
 	}
 }
+
+// TestAPIKV_ParkedAnswersOneRendering parks more plain watchers of one key
+// than one goroutine answers, as GET and HEAD, on an agent with configured
+// response headers: one write answers each with its own form of the one
+// shared rendering (the headers of a plain read, the configured ones, the
+// framing; HEAD without the body), and each connection stays usable.
+func TestAPIKV_ParkedAnswersOneRendering(t *testing.T) {
+	t.Parallel()
+	cfg := agenttest.Config(t)
+	cfg.HTTP.ResponseHeaders = map[string]string{"X-Frame-Options": "DENY"}
+	a := agenttest.Start(t, cfg)
+	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.KV().Put(&api.KVPair{Key: "one/k", Value: []byte("one")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, m, err := c.KV().Get("one/k", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Below http_max_conns_per_client (200), above two batches of
+	// viewcache's fan-out.
+	const gets, heads = 110, 40
+	type answer struct {
+		method string
+		code   int
+		header http.Header
+		body   string
+		next   int // status of a plain read on the same connection
+		err    error
+	}
+	results := make(chan answer, gets+heads)
+	path := "http://" + a.HTTPAddr() + "/v1/kv/one/k"
+	for i := 0; i < gets+heads; i++ {
+		method := http.MethodGet
+		if i >= gets {
+			method = http.MethodHead
+		}
+		go func() {
+			tr := &http.Transport{MaxConnsPerHost: 1}
+			defer tr.CloseIdleConnections()
+			hc := &http.Client{Transport: tr}
+			r := answer{method: method}
+			defer func() { results <- r }()
+			req, _ := http.NewRequest(method, path+"?index="+strconv.FormatUint(m.LastIndex, 10)+"&wait=30s", nil)
+			resp, err := hc.Do(req)
+			if r.err = err; err != nil {
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			r.code, r.header, r.body, r.err = resp.StatusCode, resp.Header, string(b), err
+			if err != nil {
+				return
+			}
+			if resp, err = hc.Get(path); err != nil {
+				r.err = err
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			r.next = resp.StatusCode
+		}()
+	}
+	waitParked(t, a, gets+heads)
+	if _, err := c.KV().Put(&api.KVPair{Key: "one/k", Value: []byte("two")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := httpString(t, a, "GET", "/v1/kv/one/k", "")
+	if want.code != http.StatusOK || !strings.Contains(want.body, `"Value":"dHdv"`) {
+		t.Fatalf("plain read after the write: %d %s", want.code, want.body)
+	}
+	for i := 0; i < gets+heads; i++ {
+		var r answer
+		select {
+		case r = <-results:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d of %d watchers answered within 30s", i, gets+heads)
+		}
+		if r.err != nil {
+			t.Fatalf("%s watcher: %v", r.method, r.err)
+		}
+		wantBody := want.body
+		if r.method == http.MethodHead {
+			wantBody = ""
+		}
+		h := r.header
+		_, dateErr := http.ParseTime(h.Get("Date"))
+		switch {
+		case r.code != http.StatusOK || r.body != wantBody:
+			t.Fatalf("%s watcher: %d %q, want 200 %q", r.method, r.code, r.body, wantBody)
+		case h.Get("X-Consul-Index") != want.header.Get("X-Consul-Index") || h.Get("X-Consul-Knownleader") != "true":
+			t.Fatalf("%s watcher: headers %v, want index %s and a known leader", r.method, h, want.header.Get("X-Consul-Index"))
+		case h.Get("Content-Type") != "application/json" || h.Get("X-Frame-Options") != "DENY" || dateErr != nil:
+			t.Fatalf("%s watcher: headers %v", r.method, h)
+		case h.Get("Content-Length") != strconv.Itoa(len(want.body)):
+			t.Fatalf("%s watcher: Content-Length %q, want %d", r.method, h.Get("Content-Length"), len(want.body))
+		case r.next != http.StatusOK:
+			t.Fatalf("%s watcher: the next request on its connection answered %d", r.method, r.next)
+		}
+	}
+}

@@ -3,12 +3,16 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tribune-mesh/tribune/acl"
@@ -58,7 +62,7 @@ import (
 // answered only after the caller's token, resolved again when the query
 // wakes, still passes it (a token deleted or changed while its query
 // waited is refused).
-func (h *Handler) readShared(w http.ResponseWriter, r *http.Request, req *catalog.ReadRequest, allowed func(acl.Authorizer) bool, answer parkedAnswer) (*catalog.ReadResponse, *viewcache.Memo, error) {
+func (h *Handler) readShared(w http.ResponseWriter, r *http.Request, req *catalog.ReadRequest, allowed func(acl.Authorizer) bool, answer *parkedAnswer) (*catalog.ReadResponse, *viewcache.Memo, error) {
 	opts, err := h.parseQueryOptions(r)
 	if err != nil {
 		return nil, nil, err
@@ -155,7 +159,12 @@ type memoKey int
 
 // memoKVGetJSON is the JSON answer of GET /v1/kv/<key> (without ?raw or
 // ?pretty): the same bytes for every caller allowed to read the key.
-const memoKVGetJSON memoKey = iota
+// memoKVGetParked is the whole HTTP response of that answer to parked
+// queries (parkedShape).
+const (
+	memoKVGetJSON memoKey = iota
+	memoKVGetParked
+)
 
 // encodedAnswer is an answer encoded once for every waiter of a view.
 type encodedAnswer struct {
@@ -207,10 +216,76 @@ func memoJSON(memo *viewcache.Memo, key memoKey, out any) encodedAnswer {
 // later, on a hijacked connection, and the handler must write nothing.
 var errParked = errors.New("request parked")
 
-// parkedAnswer renders the answer of a parked query from a result (memo nil
-// when the result was read for this caller alone): its status, its
-// Content-Type (nil for none) and its body.
-type parkedAnswer func(resp *catalog.ReadResponse, memo *viewcache.Memo) (int, []string, []byte)
+// parkedAnswer is how a handler answers its parked queries.
+type parkedAnswer struct {
+	// key names, in a result's Memo, the whole HTTP responses (status
+	// line, headers, body) of this answer (parkedShape): one per kind of
+	// answer.
+	key memoKey
+	// render renders the answer from a result (memo nil when the result
+	// was read for this caller alone): its status, its Content-Type (nil
+	// for none) and its body.
+	render func(resp *catalog.ReadResponse, memo *viewcache.Memo) (int, []string, []byte)
+}
+
+// parkedShape is what a parked query's answer depends on besides the
+// result. Thousands of parked queries of one result usually have one
+// shape: their answers are then the same bytes, rendered once (with the
+// result's Memo, under the shape) and written to each connection as they
+// are.
+type parkedShape struct {
+	answer memoKey
+	// pre is the headers set before the hijack (configured ones), in
+	// their wire form.
+	pre string
+	// head: a HEAD request (no body); keepAlive: the connection is kept
+	// (else Connection: close); token: the request carried a token (a
+	// result filtered by ACLs says so only then).
+	head, keepAlive, token bool
+}
+
+// parkedResponses holds the rendered response of a shape for a result; it
+// is rendered again in a new second, so that its Date stays current.
+type parkedResponses struct {
+	cur atomic.Pointer[parkedResponse]
+}
+
+type parkedResponse struct {
+	sec int64 // the Unix second of its Date
+	b   []byte
+}
+
+// response returns the whole HTTP response of resp to a parked query of
+// shape (boxed in key, its Memo key) whose own headers are hdr: the one
+// shared through memo when it has one rendered this second, else one it
+// renders (and shares). hdr may be modified.
+func (a *parkedAnswer) response(memo *viewcache.Memo, key any, shape parkedShape, hdr http.Header, resp *catalog.ReadResponse) []byte {
+	now := time.Now()
+	if memo == nil {
+		return a.renderHTTP(hdr, shape, resp, nil, now)
+	}
+	rs := memo.Do(key, func() any { return new(parkedResponses) }).(*parkedResponses)
+	if r := rs.cur.Load(); r != nil && r.sec == now.Unix() {
+		return r.b
+	}
+	b := a.renderHTTP(hdr, shape, resp, memo, now)
+	rs.cur.Store(&parkedResponse{sec: now.Unix(), b: b})
+	return b
+}
+
+// renderHTTP renders the whole HTTP response of resp to a parked query of
+// shape with headers hdr (modified), dated now.
+func (a *parkedAnswer) renderHTTP(hdr http.Header, shape parkedShape, resp *catalog.ReadResponse, memo *viewcache.Memo, now time.Time) []byte {
+	setMetaHeader(hdr, resp.Meta)
+	if resp.Meta.ResultsFilteredByACLs && shape.token {
+		hdr.Set(headerFilteredByACLs, "true")
+	}
+	code, ctype, body := a.render(resp, memo)
+	if ctype != nil {
+		hdr["Content-Type"] = ctype
+	}
+	return renderParked(hdr, code, body, shape.head, shape.keepAlive, now)
+}
 
 // Bounds on the work of answering a parked query.
 const (
@@ -237,7 +312,7 @@ type reinjecter interface{ Reinject() bool }
 // it wakes, or with a read of direct when the wait ends with nothing new
 // or the view fails. It reports false, having done nothing, when r cannot
 // be parked this way.
-func (h *Handler) park(w http.ResponseWriter, r *http.Request, view, direct *catalog.ReadRequest, allowed func(acl.Authorizer) bool, answer parkedAnswer) bool {
+func (h *Handler) park(w http.ResponseWriter, r *http.Request, view, direct *catalog.ReadRequest, allowed func(acl.Authorizer) bool, answer *parkedAnswer) bool {
 	if r.TLS != nil || r.ProtoMajor != 1 || r.ProtoMinor < 1 || r.Close || r.ContentLength != 0 ||
 		(r.Method != http.MethodGet && r.Method != http.MethodHead) {
 		return false
@@ -261,6 +336,9 @@ func (h *Handler) park(w http.ResponseWriter, r *http.Request, view, direct *cat
 	secret := token(r)
 	ctx := context.WithoutCancel(r.Context())
 	minIndex := view.Options.MinQueryIndex
+	raw := socketOf(conn)
+	shape := parkedShape{answer: answer.key, pre: wireHeader(hdr), head: head, keepAlive: keepAlive, token: secret != ""}
+	var shapeKey any = shape // boxed once, not at each wake
 	h.agent.cache.Park(view, func(resp *catalog.ReadResponse, memo *viewcache.Memo, err error) {
 		if errors.Is(err, viewcache.ErrClosed) {
 			// The agent is stopping.
@@ -279,28 +357,30 @@ func (h *Handler) park(w http.ResponseWriter, r *http.Request, view, direct *cat
 			code, msg := errorStatus(err)
 			hdr["Content-Type"] = []string{"text/plain; charset=utf-8"}
 			hdr["X-Content-Type-Options"] = []string{"nosniff"}
-			writeParked(conn, hdr, code, []byte(msg+"\n"), head, keepAlive, rc)
+			writeParked(conn, raw, renderParked(hdr, code, []byte(msg+"\n"), head, keepAlive, time.Now()), keepAlive, rc)
 			return
 		}
-		setMetaHeader(hdr, resp.Meta)
-		if resp.Meta.ResultsFilteredByACLs && secret != "" {
-			hdr.Set(headerFilteredByACLs, "true")
-		}
-		code, ctype, body := answer(resp, memo)
-		if ctype != nil {
-			hdr["Content-Type"] = ctype
-		}
-		writeParked(conn, hdr, code, body, head, keepAlive, rc)
+		writeParked(conn, raw, answer.response(memo, shapeKey, shape, hdr, resp), keepAlive, rc)
 	})
 	return true
 }
 
-// writeParked writes a whole HTTP/1.1 answer to a parked query's
-// connection, then hands the connection back for its next request, or
-// closes it.
-func writeParked(conn net.Conn, hdr http.Header, code int, body []byte, head, keepAlive bool, rc reinjecter) {
+// wireHeader returns h as it is written on the wire.
+func wireHeader(h http.Header) string {
+	if len(h) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	_ = h.Write(&b)
+	return b.String()
+}
+
+// renderParked renders a whole HTTP/1.1 response to a parked query: status
+// code, headers hdr (modified: the framing ones are added), and body
+// (only its length for a HEAD request), dated now.
+func renderParked(hdr http.Header, code int, body []byte, head, keepAlive bool, now time.Time) []byte {
 	hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
-	hdr["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
+	hdr["Date"] = []string{now.UTC().Format(http.TimeFormat)}
 	if !keepAlive {
 		hdr["Connection"] = []string{"close"}
 	}
@@ -316,11 +396,56 @@ func writeParked(conn net.Conn, hdr http.Header, code int, body []byte, head, ke
 	if !head {
 		b.Write(body)
 	}
-	_ = conn.SetWriteDeadline(time.Now().Add(parkedWriteTimeout))
-	_, err := conn.Write(b.Bytes())
-	_ = conn.SetWriteDeadline(time.Time{})
+	return b.Bytes()
+}
+
+// writeParked writes a parked query's whole answer b (renderParked) to its
+// connection, then hands the connection back for its next request, or
+// closes it. The answers of a change are written one after the other by a
+// few goroutines (viewcache.ParkFunc), so the write first goes straight to
+// the socket (raw, when conn has one), without arming a deadline: a small
+// answer to a client that reads its connection always fits. Only when the
+// socket cannot take it all is the rest written with a deadline.
+func writeParked(conn net.Conn, raw syscall.RawConn, b []byte, keepAlive bool, rc reinjecter) {
+	var err error
+	if raw != nil {
+		var n int
+		n, err = writeNow(raw, b)
+		b = b[n:]
+	}
+	if err == nil && len(b) > 0 {
+		_ = conn.SetWriteDeadline(time.Now().Add(parkedWriteTimeout))
+		_, err = conn.Write(b)
+		_ = conn.SetWriteDeadline(time.Time{})
+	}
 	if err == nil && keepAlive && rc.Reinject() {
 		return
 	}
 	conn.Close()
+}
+
+// socketOf returns the socket under conn and the wrappers it is in
+// (httpguard's: they implement NetConn, as tls.Conn does), nil when there
+// is none. The HTTP API's wrappers change nothing of what is written; a
+// TLS connection does, so there is no socket to write to under it (TLS
+// requests are not parked; this keeps it so should they ever be).
+func socketOf(conn net.Conn) syscall.RawConn {
+	for range 8 {
+		if _, ok := conn.(*tls.Conn); ok {
+			return nil
+		}
+		if sc, ok := conn.(syscall.Conn); ok {
+			raw, err := sc.SyscallConn()
+			if err != nil {
+				return nil
+			}
+			return raw
+		}
+		u, ok := conn.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		conn = u.NetConn()
+	}
+	return nil
 }

@@ -101,9 +101,9 @@ func (h *Handler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Author
 	// Lists and key lists above are filtered for each caller, so only
 	// their wait is shared; a key's answer is the same for every caller
 	// allowed to read it, so it is also encoded once.
-	var answer parkedAnswer
+	var answer *parkedAnswer
 	if !raw && !wantsPretty(r) {
-		answer = kvGetAnswer
+		answer = kvGetParked
 	}
 	readAllowed := func(a acl.Authorizer) bool { return a.KeyRead(key) == acl.Allow }
 	resp, memo, err := h.readShared(w, r, &catalog.ReadRequest{Op: catalog.ReadKVGet, Key: key}, readAllowed, answer)
@@ -130,6 +130,9 @@ func (h *Handler) kvGet(w http.ResponseWriter, r *http.Request, authz acl.Author
 func listAllowed(prefix string) func(acl.Authorizer) bool {
 	return func(a acl.Authorizer) bool { return a.KeyList(prefix) == acl.Allow }
 }
+
+// kvGetParked answers parked GET /v1/kv/<key> queries (JSON, not ?pretty).
+var kvGetParked = &parkedAnswer{key: memoKVGetParked, render: kvGetAnswer}
 
 // kvGetAnswer is the answer of GET /v1/kv/<key> (JSON, not ?pretty) to a
 // parked query.

@@ -90,6 +90,10 @@ type limitedConn struct {
 	once sync.Once
 }
 
+// NetConn returns the connection it wraps (as tls.Conn.NetConn does); it
+// must not be closed but through c.
+func (c *limitedConn) NetConn() net.Conn { return c.Conn }
+
 // Close implements net.Conn; the slot is released once.
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()

@@ -141,6 +141,10 @@ func (c *reinjectConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// NetConn returns the connection it wraps (as tls.Conn.NetConn does), for
+// writes straight to its socket; reads must go through c.
+func (c *reinjectConn) NetConn() net.Conn { return c.Conn }
+
 // Reinject hands the connection back to its listener; false when the
 // listener is closed.
 func (c *reinjectConn) Reinject() bool {

@@ -1,6 +1,7 @@
 package viewcache
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -18,10 +19,11 @@ import (
 // Memo with err nil when the index passed (or, with an index not passed,
 // when the wait ended), or err (ErrClosed when the cache closed or the view
 // stopped; the read error when the view's reads fail, with the last good
-// result if any). It is called exactly once. Callbacks of a change are
-// called one after the other from the view's goroutine, so they must not
-// block for long (writing a small answer to a socket is fine); the others
-// run on goroutines of their own.
+// result if any). It is called exactly once. The callbacks of a change run
+// on the view's goroutine and, when they are many, on up to one more
+// goroutine per CPU at the same time; the view's next read waits for them,
+// so they must not block for long (writing a small answer to a socket is
+// fine). The others run on goroutines of their own.
 type ParkFunc func(resp *catalog.ReadResponse, memo *Memo, err error)
 
 // parkedQuery is one parked query of a view.
@@ -95,16 +97,31 @@ func (v *view) unpark(p *parkedQuery) bool {
 	return true
 }
 
-// deliver calls p's callback once with st (nil: no result) and err.
-func (c *Cache) deliver(v *view, p *parkedQuery, st *viewState, err error) {
+// claim reports whether p's callback is still to be called, and makes sure
+// that nothing else calls it.
+func (p *parkedQuery) claim() bool {
 	if !p.fired.CompareAndSwap(false, true) {
-		return
+		return false
 	}
 	if p.timer != nil {
 		p.timer.Stop()
 	}
+	return true
+}
+
+// deliver calls p's callback once with st (nil: no result) and err.
+func (c *Cache) deliver(v *view, p *parkedQuery, st *viewState, err error) {
+	if !p.claim() {
+		return
+	}
 	v.lastUsed.Store(c.cfg.Clock.Now().UnixNano())
 	v.waiters.Add(-1)
+	c.call(p, st, err)
+}
+
+// call calls p's callback, which p.claim gave to its caller, with st and
+// err.
+func (c *Cache) call(p *parkedQuery, st *viewState, err error) {
 	if st == nil || st.resp == nil {
 		if err == nil {
 			err = ErrClosed
@@ -120,26 +137,31 @@ func (c *Cache) deliver(v *view, p *parkedQuery, st *viewState, err error) {
 
 // wakeParked answers the parked queries st answers: all of them when st
 // holds an error (with it), else those whose index it passes. The change's
-// callbacks run here, one after the other; failures' run on goroutines of
-// their own, as each may read the servers.
+// callbacks run here, and on up to GOMAXPROCS-1 more goroutines when they
+// are many (answerParked); failures' run on goroutines of their own, as
+// each may read the servers.
 func (c *Cache) wakeParked(v *view, st *viewState) {
 	v.lot.mu.Lock()
 	if len(v.lot.queries) == 0 {
 		v.lot.mu.Unlock()
 		return
 	}
-	var woken []*parkedQuery
+	woken := make([]*parkedQuery, 0, len(v.lot.queries))
 	for p := range v.lot.queries {
 		if st.err != nil || st.resp == nil || st.resp.Meta.Index > p.minIndex {
 			woken = append(woken, p)
+		}
+	}
+	if len(woken) == len(v.lot.queries) {
+		clear(v.lot.queries)
+	} else {
+		for _, p := range woken {
 			delete(v.lot.queries, p)
 		}
 	}
 	v.lot.mu.Unlock()
 	if st.err == nil && st.resp != nil {
-		for _, p := range woken {
-			c.deliver(v, p, st, nil)
-		}
+		c.answerParked(v, st, woken)
 		return
 	}
 	for _, p := range woken {
@@ -163,4 +185,49 @@ func (c *Cache) stopParked(v *view) {
 	for p := range queries {
 		c.deliver(v, p, nil, ErrClosed)
 	}
+}
+
+// parkedBatch is how many woken queries a goroutine of answerParked takes
+// at a time: large enough that they rarely contend on the shared counter,
+// small enough that a goroutine descheduled for a while holds few back.
+const parkedBatch = 64
+
+// answerParked calls the callbacks of woken with st, a new result. Each
+// callback writes an answer to a socket: with thousands of them (a key
+// thousands of clients watch), one goroutine doing them one after the other
+// leaves the other CPUs idle, so up to one goroutine per CPU takes batches
+// of them from a shared counter; it returns when every callback has
+// returned. The view's accounting is updated once for all of them.
+func (c *Cache) answerParked(v *view, st *viewState, woken []*parkedQuery) {
+	var next atomic.Int64
+	work := func() (answered int64) {
+		for {
+			end := next.Add(parkedBatch)
+			start := end - parkedBatch
+			if start >= int64(len(woken)) {
+				return answered
+			}
+			for _, p := range woken[start:min(end, int64(len(woken)))] {
+				if p.claim() {
+					c.call(p, st, nil)
+					answered++
+				}
+			}
+		}
+	}
+	var (
+		wg       sync.WaitGroup
+		answered atomic.Int64
+	)
+	for range min(runtime.GOMAXPROCS(0), (len(woken)+parkedBatch-1)/parkedBatch) - 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answered.Add(work())
+		}()
+	}
+	answered.Add(work())
+	wg.Wait()
+	v.lastUsed.Store(c.cfg.Clock.Now().UnixNano())
+	v.waiters.Add(-answered.Load())
 }

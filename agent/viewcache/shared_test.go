@@ -265,3 +265,60 @@ func TestParkedQueries(t *testing.T) {
 	default:
 	}
 }
+
+// TestManyParkedQueriesOneWake parks more queries on one view than one
+// goroutine answers (answerParked fans them out): a change answers each of
+// those it passes exactly once, with the new result and one Memo, leaves
+// the others parked, and the view's count of waiters follows.
+func TestManyParkedQueriesOneWake(t *testing.T) {
+	e := startEnv(t)
+	idx := e.put(t, "many", "one")
+	c := viewcache.New(e.reader, viewcache.Config{})
+
+	const woken, staying = 1000, 100
+	var (
+		calls   sync.Map // *int -> count
+		results = make(chan parkResult, woken)
+		left    = make(chan parkResult, staying)
+	)
+	for i := 0; i < woken; i++ {
+		id := new(int)
+		c.Park(kvReq("many", idx, time.Hour), func(resp *catalog.ReadResponse, memo *viewcache.Memo, err error) {
+			if n, loaded := calls.LoadOrStore(id, 1); loaded {
+				t.Errorf("parked query called again (%v)", n)
+				return
+			}
+			results <- parkResult{resp, memo, err}
+		})
+	}
+	for i := 0; i < staying; i++ {
+		c.Park(kvReq("many", 1<<40, time.Hour), parkInto(left))
+	}
+	wait.For(t, 10*time.Second, func() error {
+		if n := c.Waiting(); n != woken+staying {
+			return fmt.Errorf("waiting = %d, want %d", n, woken+staying)
+		}
+		return nil
+	})
+	e.put(t, "many", "two")
+	var memo *viewcache.Memo
+	for i := 0; i < woken; i++ {
+		r := recvPark(t, results, "woken")
+		if r.err != nil || string(r.resp.KV.Value) != "two" || r.memo == nil || (memo != nil && r.memo != memo) {
+			t.Fatalf("woken %d: %+v", i, r)
+		}
+		memo = r.memo
+	}
+	wait.For(t, 10*time.Second, func() error {
+		if n := c.Waiting(); n != staying {
+			return fmt.Errorf("waiting = %d, want %d", n, staying)
+		}
+		return nil
+	})
+	c.Close()
+	for i := 0; i < staying; i++ {
+		if r := recvPark(t, left, "closed"); !errors.Is(r.err, viewcache.ErrClosed) {
+			t.Fatalf("parked at Close: %+v, want ErrClosed", r)
+		}
+	}
+}

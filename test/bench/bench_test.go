@@ -109,6 +109,15 @@ func BenchmarkDevWatchers(b *testing.B) {
 					p.Kill()
 					detail := fmt.Sprintf("p50_ms=%.1f put_ms=%.1f agent_cpu_ms=%.0f client_cpu_ms=%.0f blocked_in=%s agent_sockets=%d spurious=%d errors=%d",
 						ms(r.p50Woken), ms(r.putLatency), ms(r.agentCPU), ms(r.clientCPU), r.blockedIn.Round(time.Millisecond), r.agentSockets, r.spurious, r.errs)
+					detail += " " + r.breakdown()
+					if prof != "" {
+						// The agent's side of the wake, from its trace.
+						if tl, err := wakeTimeline(prof + ".trace"); err == nil {
+							detail += " " + tl
+						} else {
+							detail += " agent_trace: " + err.Error()
+						}
+					}
 					if r.settleNotReached != "" {
 						detail += " settle: " + strings.TrimSpace(r.settleNotReached)
 					}

@@ -25,6 +25,11 @@
 //
 //	BENCH_DURATION  length of each throughput run (default 10s)
 //	BENCH_WATCHERS  comma-separated blocked-watcher counts (default 5000)
+//	BENCH_WATCH_PPROF=<prefix> the agent's goroutine/heap profiles while the
+//	                watchers are parked, CPU profile and execution trace of
+//	                the wake (<prefix>.cpu, .trace)
+//	BENCH_WATCH_CLIENT_PPROF=<file> CPU profile of the watchers' process
+//	                over the wake
 //	BENCH_FAILOVERS number of leader kills (default 5)
 //	BENCH_RAFTDB_WRITES writes of BenchmarkRaftDB (default 100000)
 //	BENCH_KEEP=1    keep the temporary directory with the agents' logs

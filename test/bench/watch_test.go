@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,6 +62,35 @@ type watchResult struct {
 	agentSockets        int // sockets the agent holds while they are blocked
 	agentFDExhausted    bool
 	settleNotReached    string
+	// Where the wake time goes, from the watchers' side (offsets from
+	// the PUT sent): the first byte of each final answer as the
+	// client's read loop sees it, and the answer decoded.
+	firstByte, decoded spread
+	// decodeLag is, per watcher, first byte -> answer decoded.
+	decodeLag spread
+}
+
+// spread is the minimum, median and maximum of a set of durations.
+type spread struct{ min, p50, max time.Duration }
+
+func spreadOf(ds []time.Duration) spread {
+	if len(ds) == 0 {
+		return spread{}
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return spread{s[0], s[len(s)/2], s[len(s)-1]}
+}
+
+func (s spread) String() string {
+	return fmt.Sprintf("%.1f/%.1f/%.1f", ms(s.min), ms(s.p50), ms(s.max))
+}
+
+// breakdown is the wake's timeline as the watchers saw it (min/p50/max in
+// ms): the PUT's round trip, the first byte of the answers, the answers
+// decoded, and first byte -> decoded per watcher.
+func (r watchResult) breakdown() string {
+	return fmt.Sprintf("first_byte_ms=%s decoded_ms=%s byte_to_decoded_ms=%s", r.firstByte, r.decoded, r.decodeLag)
 }
 
 func (r watchResult) rssDeltaMiB() float64 { return float64(r.rssAfter-r.rssBefore) / 1024 }
@@ -122,6 +152,7 @@ func runWatchers(tb testing.TB, p *proc, n int, profile string) watchResult {
 		nErr     atomic.Int64
 		nSpur    atomic.Int64
 		doneAt   = make([]time.Time, n)
+		byteAt   = make([]time.Time, n)
 		url      = "http://" + p.HTTPAddr() + "/v1/kv/" + watchKey
 		startAll = time.Now()
 	)
@@ -134,7 +165,10 @@ func runWatchers(tb testing.TB, p *proc, n int, profile string) watchResult {
 			signal := func() { wroteOnce.Do(func() { <-dial; wrote.Done() }) }
 			defer signal()
 			dial <- struct{}{} // bound the concurrent connection set-ups
-			trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { signal() }}
+			trace := &httptrace.ClientTrace{
+				WroteRequest:         func(httptrace.WroteRequestInfo) { signal() },
+				GotFirstResponseByte: func() { byteAt[i] = time.Now() },
+			}
 			idx := index
 			for ctx.Err() == nil {
 				req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet,
@@ -247,6 +281,16 @@ func runWatchers(tb testing.TB, p *proc, n int, profile string) watchResult {
 	}
 	defer profWG.Wait()
 
+	if clientProf := os.Getenv("BENCH_WATCH_CLIENT_PPROF"); clientProf != "" {
+		// The watchers' own CPU over the wake (this process).
+		if f, err := os.Create(clientProf); err == nil {
+			if err := pprof.StartCPUProfile(f); err == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			} else {
+				f.Close()
+			}
+		}
+	}
 	agentCPU0, _ := cpuTicks(pid)
 	selfCPU0, _ := cpuTicks(os.Getpid())
 	t0 := time.Now()
@@ -262,12 +306,17 @@ func runWatchers(tb testing.TB, p *proc, n int, profile string) watchResult {
 		res.clientCPU = time.Duration(t-selfCPU0) * 10 * time.Millisecond
 	}
 	cancel()
-	var woke []time.Duration
-	for _, t := range doneAt {
+	var woke, bytes1, lag []time.Duration
+	for i, t := range doneAt {
 		if !t.IsZero() {
 			woke = append(woke, t.Sub(t0))
+			if b := byteAt[i]; !b.IsZero() {
+				bytes1 = append(bytes1, b.Sub(t0))
+				lag = append(lag, t.Sub(b))
+			}
 		}
 	}
+	res.firstByte, res.decoded, res.decodeLag = spreadOf(bytes1), spreadOf(woke), spreadOf(lag)
 	res.woken = len(woke)
 	res.errs = nErr.Load()
 	res.spurious = nSpur.Load() - res.spurious
