@@ -18,13 +18,15 @@ import (
 // Incremental (delta) ADS, the protocol of every Envoy sidecar, is served
 // by deltaStream rather than go-control-plane's delta server, on the same
 // snapshot cache and with the same subscription logic (its
-// stream.Subscription): go-control-plane runs two goroutines per stream
-// (the RPC's, which sends what the cache answers, and one that receives
-// the proxy's requests); here the RPC's goroutine receives and answers
-// requests, and a new snapshot is sent by the goroutine that set it
-// (Server.SetSnapshot, the proxy's build), so a stream costs one goroutine
-// (and its stack) fewer. Both ways, a stream whose proxy does not read
-// stops receiving requests until it does. State-of-the-world streams
+// stream.Subscription). go-control-plane runs two goroutines per stream for
+// its whole life: the RPC's, which sends what the cache answers, and one
+// that receives the proxy's requests. Here the RPC's goroutine receives and
+// answers requests, and what a new snapshot changes is sent by a goroutine
+// started for it that ends once it is sent (flushNode): an idle stream
+// costs one goroutine (and its stack) fewer, and the goroutine that set the
+// snapshot (a proxy's build) never waits for a proxy that does not read.
+// As with go-control-plane, a stream whose proxy does not read stops
+// receiving its requests until it does. State-of-the-world streams
 // (proxyless gRPC clients) stay on go-control-plane's server.
 
 // adsServer is go-control-plane's ADS server with delta streams served by
@@ -60,6 +62,14 @@ type deltaStream struct {
 	// goroutine; the stream ends with it.
 	err    error
 	closed bool
+
+	// fmu guards the flusher's state (flushNode), never held while
+	// sending: flushing is set while a flusher runs, again when answers
+	// came meanwhile, ended once the stream is over; flushers counts the
+	// flusher goroutines, for the stream's end to wait for.
+	fmu                    sync.Mutex
+	flushing, again, ended bool
+	flushers               sync.WaitGroup
 }
 
 // deltaWatch is one resource type's subscription and open watch.
@@ -98,6 +108,11 @@ func (s *Server) deltaADS(str discovery.AggregatedDiscoveryService_DeltaAggregat
 		}
 		node := ds.node
 		ds.mu.Unlock()
+		// The stream is over: a flusher's send fails at once.
+		ds.fmu.Lock()
+		ds.ended = true
+		ds.fmu.Unlock()
+		ds.flushers.Wait()
 		s.onClosed(id, node)
 	}()
 	for {
@@ -202,23 +217,53 @@ func (s *Server) sendLocked(ds *deltaStream, resp cachev3.DeltaResponse) error {
 	return nil
 }
 
-// flushNode sends, on the caller's goroutine, what the cache answered the
-// delta streams of node (after a SetSnapshot). A failed send ends its
-// stream.
+// flushNode has what the cache answered the delta streams of node (after
+// a SetSnapshot) sent by a goroutine of each stream that has answers, which
+// ends once they are sent: the caller (a proxy's build) never waits for a
+// proxy that does not read, and an idle stream holds no goroutine for it.
 func (s *Server) flushNode(node string) {
 	s.mu.Lock()
 	streams := slices.Clone(s.deltaNodes[node])
 	s.mu.Unlock()
 	for _, ds := range streams {
+		if len(ds.responses) == 0 {
+			continue
+		}
+		ds.fmu.Lock()
+		switch {
+		case ds.ended:
+		case ds.flushing:
+			ds.again = true
+		default:
+			ds.flushing = true
+			ds.flushers.Add(1)
+			go s.flusher(ds)
+		}
+		ds.fmu.Unlock()
+	}
+}
+
+// flusher sends ds's pending answers, again while more came meanwhile. A
+// failed send ends the stream at its next request (a broken transport
+// fails its receive at once).
+func (s *Server) flusher(ds *deltaStream) {
+	defer ds.flushers.Done()
+	for {
 		ds.mu.Lock()
 		if ds.err == nil {
 			if err := s.flushLocked(ds); err != nil {
-				// A broken transport fails the stream's receive too;
-				// anything else ends it at its next request.
 				ds.err = err
-				s.logger.Debug("send to a proxy failed", "proxy", node, "error", err)
+				s.logger.Debug("send to a proxy failed", "proxy", ds.nodeID, "error", err)
 			}
 		}
 		ds.mu.Unlock()
+		ds.fmu.Lock()
+		if !ds.again || ds.ended {
+			ds.flushing = false
+			ds.fmu.Unlock()
+			return
+		}
+		ds.again = false
+		ds.fmu.Unlock()
 	}
 }

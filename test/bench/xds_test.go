@@ -415,7 +415,7 @@ func BenchmarkXDS1000Proxies(b *testing.B) {
 			fmt.Printf("bench: xds agent memstats per proxy (after-before):%s\n", sb.String())
 		}
 		if heap := os.Getenv("BENCH_XDS_HEAP"); heap != "" && profile != "" {
-			if resp, err := http.Get("http://" + p.HTTPAddr() + "/debug/pprof/heap"); err == nil {
+			if resp, err := http.Get("http://" + p.HTTPAddr() + "/debug/pprof/heap?gc=1"); err == nil {
 				if f, err := os.Create(heap); err == nil {
 					_, _ = io.Copy(f, resp.Body)
 					f.Close()
