@@ -26,7 +26,9 @@ func (ps *proxyState) markDirty() { ps.wake() }
 
 // viewDep is a view a build read, at the index it read.
 type viewDep struct {
-	req catalog.ReadRequest
+	// req is the build's own request (never modified): a pointer keeps
+	// the dozen deps of each of a thousand concurrent builds small.
+	req *catalog.ReadRequest
 	idx uint64
 	// names, for a list of config entries, are the entries the build
 	// used: only a change of one of them wakes it (nil: any change).
@@ -96,7 +98,7 @@ func (x *xdsService) view(ctx context.Context, in *proxyInputs, req *catalog.Rea
 	if err != nil {
 		return nil, err
 	}
-	in.deps = append(in.deps, viewDep{req: *req, idx: resp.Meta.Index})
+	in.deps = append(in.deps, viewDep{req: req, idx: resp.Meta.Index})
 	return resp, nil
 }
 
@@ -112,7 +114,7 @@ func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 	want := make([]viewID, 0, len(deps))
 	for i := range deps {
 		d := &deps[i]
-		k := viewKey(&d.req)
+		k := viewKey(d.req)
 		if slices.Contains(want, k) {
 			continue // read twice by one build
 		}
@@ -122,7 +124,7 @@ func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 			if x.ctx.Err() != nil {
 				continue
 			}
-			s = &viewSub{req: d.req, idx: d.idx, subs: map[*proxyState][]string{}}
+			s = &viewSub{req: *d.req, idx: d.idx, subs: map[*proxyState][]string{}}
 			cur, cancel, err := x.views.Notify(&s.req, func(r *catalog.ReadResponse) { x.viewChanged(k, s, r) })
 			if err != nil {
 				// The view stopped under the build: build again.

@@ -74,7 +74,22 @@ type xdsService struct {
 	// chains shares decoded config entries and compiled discovery
 	// chains between proxies (xdschain.go).
 	chains chainCache
+
+	// buildMu guards the queue of proxies to build and the count of
+	// builders draining it (wake).
+	buildMu  sync.Mutex
+	queue    []*proxyWatch
+	builders int
 }
+
+// maxBuilders bounds the goroutines that build proxies' configurations.
+// A change that reaches every proxy (an intention, a shared upstream, the
+// first connection of a thousand sidecars) queues them all: builds are CPU
+// work, so running a thousand at once is no faster than running a few, and
+// holds every build's inputs, snapshot and encoded response in memory at
+// the same time. A few more than the cores cover builds that wait (a leaf
+// being signed, a view's first read).
+const maxBuilders = 32
 
 // proxyWatch keeps one proxy's snapshot current, without a goroutine of
 // its own while nothing changes: a change of one of its inputs (a view, its
@@ -493,9 +508,39 @@ func (x *xdsService) wake(w *proxyWatch) {
 	}
 	w.building = true
 	w.mu.Unlock()
-	// Owned by the watch: stopWatch's callers wait for w.done, closed
-	// only when no build runs.
-	go x.runBuilds(w)
+	// The proxy is queued for a builder (started when fewer than
+	// maxBuilders run); stopWatch's callers wait for w.done, closed only
+	// once its build ran (a stopped watch's build ends at once).
+	x.buildMu.Lock()
+	x.queue = append(x.queue, w)
+	start := x.builders < maxBuilders
+	if start {
+		x.builders++
+	}
+	x.buildMu.Unlock()
+	if start {
+		x.wg.Add(1)
+		go x.builder()
+	}
+}
+
+// builder builds queued proxies until the queue is empty.
+func (x *xdsService) builder() {
+	defer x.wg.Done()
+	for {
+		x.buildMu.Lock()
+		if len(x.queue) == 0 {
+			x.builders--
+			x.queue = nil // let go of a burst's backing array
+			x.buildMu.Unlock()
+			return
+		}
+		w := x.queue[0]
+		x.queue[0] = nil
+		x.queue = x.queue[1:]
+		x.buildMu.Unlock()
+		x.runBuilds(w)
+	}
 }
 
 // runBuilds builds the proxy until no input changed during the last build.
@@ -679,6 +724,9 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 		// Deregistered: the proxy keeps what it has until it goes.
 		return in, nil
 	}
+	// The views read: the roots, the intentions, one per chain kind and
+	// (at least) one per upstream.
+	in.deps = make([]viewDep, 0, 2+len(chainKinds)+len(svc.Proxy.Upstreams))
 	opts := catalog.QueryOptions{Token: token}
 	target := svc.Proxy.DestinationServiceName
 	roots, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadCARoots, Options: opts})
@@ -747,7 +795,7 @@ func (x *xdsService) intentions(ctx context.Context, in *proxyInputs, opts catal
 	if err != nil {
 		return nil, fmt.Errorf("intentions: %w", err)
 	}
-	in.deps = append(in.deps, viewDep{req: *req, idx: resp.Meta.Index, names: names})
+	in.deps = append(in.deps, viewDep{req: req, idx: resp.Meta.Index, names: names})
 	byName, err := x.intentionsOf(resp)
 	if err != nil {
 		return nil, err

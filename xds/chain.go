@@ -3,6 +3,7 @@ package xds
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,14 +48,6 @@ import (
 // failoverClusterPrefix starts the names of an aggregate cluster's members.
 const failoverClusterPrefix = "failover-target~"
 
-// tlsInputs are what every upstream TLS context is built from.
-type tlsInputs struct {
-	// certs fingerprints the leaf, its key and the roots.
-	certs  string
-	roots  string
-	common func() *tlsv3.CommonTlsContext
-}
-
 // edsCluster describes one upstream EDS cluster.
 type edsCluster struct {
 	name string
@@ -68,27 +61,23 @@ type edsCluster struct {
 }
 
 // addEDSCluster adds an upstream cluster over mTLS and its endpoints.
-func (b *builder) addEDSCluster(p *Proxy, t *tlsInputs, c edsCluster) {
+func (b *builder) addEDSCluster(p *Proxy, c edsCluster) {
 	if c.timeout <= 0 {
 		c.timeout = discoverychain.DefaultConnectTimeout
 	}
-	key := strings.Join([]string{"up", c.name, c.sni, t.certs, c.service, c.dc, c.timeout.String(), lbKey(c.lb), strconv.FormatBool(c.http2)}, "|")
+	// The TLS context names the proxy's secrets rather than holding
+	// them: proxies of different services share the cluster.
+	key := strings.Join([]string{"up", c.name, c.sni, p.TrustDomain, c.service, c.dc, c.timeout.String(), lbKey(c.lb), strconv.FormatBool(c.http2)}, "|")
 	b.add(resource.ClusterType, key, func() (types.Resource, error) {
 		spiffe := connect.ServiceID(p.TrustDomain, c.dc, c.service).String()
-		common := t.common()
 		ts, err := transportSocket(&tlsv3.UpstreamTlsContext{
 			Sni: c.sni,
-			CommonTlsContext: &tlsv3.CommonTlsContext{
-				TlsCertificates: common.TlsCertificates,
-				TlsParams:       common.TlsParams,
-				ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-					TrustedCa: inline(t.roots),
-					MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
-						SanType: tlsv3.SubjectAltNameMatcher_URI,
-						Matcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: spiffe}},
-					}},
+			CommonTlsContext: commonTLS(&tlsv3.CertificateValidationContext{
+				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+					SanType: tlsv3.SubjectAltNameMatcher_URI,
+					Matcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: spiffe}},
 				}},
-			},
+			}),
 		})
 		if err != nil {
 			return nil, err
@@ -192,7 +181,7 @@ func chainTarget(ch *discoverychain.Chain, id string) (*discoverychain.Target, e
 
 // resolverCluster adds the clusters of a resolver node (with its failover)
 // and returns the name of the cluster its requests go to.
-func (b *builder) resolverCluster(p *Proxy, u *Upstream, t *tlsInputs, node *discoverychain.Node) (string, error) {
+func (b *builder) resolverCluster(p *Proxy, u *Upstream, node *discoverychain.Node) (string, error) {
 	r := node.Resolver
 	if r == nil {
 		return "", fmt.Errorf("xds: chain %s: resolver node %s has no resolver", u.Chain.ServiceName, node.Name)
@@ -214,13 +203,13 @@ func (b *builder) resolverCluster(p *Proxy, u *Upstream, t *tlsInputs, node *dis
 	}
 	name := clusterName(u.Chain, primary)
 	if len(targets) == 1 {
-		b.addEDSCluster(p, t, targetCluster(name, primary, node, http2, u.TargetEndpoints[primary.ID]))
+		b.addEDSCluster(p, targetCluster(name, primary, node, http2, u.TargetEndpoints[primary.ID]))
 		return name, nil
 	}
 	members := make([]string, len(targets))
 	for i, ft := range targets {
 		members[i] = failoverClusterPrefix + strconv.Itoa(i) + "~" + clusterName(u.Chain, ft)
-		b.addEDSCluster(p, t, targetCluster(members[i], ft, node, http2, u.TargetEndpoints[ft.ID]))
+		b.addEDSCluster(p, targetCluster(members[i], ft, node, http2, u.TargetEndpoints[ft.ID]))
 	}
 	timeout := primary.ConnectTimeout.Std()
 	b.add(resource.ClusterType, "agg|"+name+"|"+timeout.String()+"|"+strings.Join(members, ","), func() (types.Resource, error) {
@@ -262,13 +251,13 @@ func targetCluster(name string, t *discoverychain.Target, node *discoverychain.N
 // addChainUpstream adds what an upstream with a compiled chain needs:
 // its clusters and endpoints, its outbound listener and, for an L7
 // protocol, its route configuration.
-func (b *builder) addChainUpstream(p *Proxy, u *Upstream, t *tlsInputs) error {
+func (b *builder) addChainUpstream(p *Proxy, u *Upstream) error {
 	ch := u.Chain
 	if ch.Targets == nil || ch.Nodes[ch.StartNode] == nil {
 		return fmt.Errorf("xds: upstream %s: chain without a start node", u.DestinationName)
 	}
 	bind := orDefault(u.LocalBindAddress, "127.0.0.1")
-	lname := fmt.Sprintf("%s:%s:%d", upstreamID(p, u), bind, u.LocalBindPort)
+	lname := fmt.Sprintf("%s:%s:%d", upstreamID(u), bind, u.LocalBindPort)
 	// Consul's stat prefix of a chained upstream: its chain's service,
 	// namespace, partition and datacenter.
 	stat := "upstream." + ch.ServiceName + ".default.default." + ch.Datacenter
@@ -277,7 +266,7 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream, t *tlsInputs) error {
 		if start.Type != discoverychain.NodeTypeResolver {
 			return fmt.Errorf("xds: upstream %s: %s chain starts at a %s", u.DestinationName, ch.Protocol, start.Type)
 		}
-		name, err := b.resolverCluster(p, u, t, start)
+		name, err := b.resolverCluster(p, u, start)
 		if err != nil {
 			return err
 		}
@@ -291,13 +280,20 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream, t *tlsInputs) error {
 		if n.Type != discoverychain.NodeTypeResolver {
 			continue
 		}
-		name, err := b.resolverCluster(p, u, t, n)
+		name, err := b.resolverCluster(p, u, n)
 		if err != nil {
 			return err
 		}
 		clusters[key] = name
 	}
-	routeName := upstreamID(p, u)
+	// Consul names the route configuration after the upstream ID; two
+	// upstreams of one ID (the same service and datacenter, other
+	// overrides: another chain) must not share one, so the second is
+	// named after its listener, unique in the proxy.
+	routeName := upstreamID(u)
+	if slices.Contains(b.routeRefs, routeName) {
+		routeName = lname
+	}
 	ck := u.ChainKey
 	if ck == "" {
 		ck = ChainKey(ch)
@@ -313,9 +309,10 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream, t *tlsInputs) error {
 }
 
 // upstreamID names an upstream as Consul does: its service, with
-// ?dc=<dc> when it is in another datacenter.
-func upstreamID(p *Proxy, u *Upstream) string {
-	if u.Datacenter != "" && u.Datacenter != p.Datacenter {
+// ?dc=<dc> when it names a datacenter (even the proxy's own: an upstream
+// of db and one of db in dc1 are two upstreams).
+func upstreamID(u *Upstream) string {
+	if u.Datacenter != "" {
 		return u.DestinationName + "?dc=" + u.Datacenter
 	}
 	return u.DestinationName

@@ -8,9 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -87,11 +91,22 @@ func chainUpstream(t *testing.T, e *discoverychain.Entries, service string, port
 // chainUpstreamIn is chainUpstream for an upstream in datacenter dc.
 func chainUpstreamIn(t *testing.T, e *discoverychain.Entries, service, dc string, port int) Upstream {
 	t.Helper()
-	ch, err := discoverychain.CompileRequest(e, discoverychain.Request{Service: service, Datacenter: dc, TrustDomain: td})
+	return chainUpstreamOf(t, e, discoverychain.Request{Service: service, Datacenter: dc, TrustDomain: td}, port)
+}
+
+// chainUpstreamOf is chainUpstream for the chain req asks for; the
+// upstream names its datacenter when it is not the proxy's (dc1), as a
+// registration does.
+func chainUpstreamOf(t *testing.T, e *discoverychain.Entries, req discoverychain.Request, port int) Upstream {
+	t.Helper()
+	ch, err := discoverychain.CompileRequest(e, req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := Upstream{DestinationName: service, Datacenter: dc, LocalBindPort: port, Chain: ch, TargetEndpoints: map[string][]Endpoint{}}
+	u := Upstream{DestinationName: req.Service, LocalBindPort: port, Chain: ch, TargetEndpoints: map[string][]Endpoint{}}
+	if req.Datacenter != "dc1" {
+		u.Datacenter = req.Datacenter
+	}
 	ids := make([]string, 0, len(ch.Targets))
 	for id := range ch.Targets {
 		ids = append(ids, id)
@@ -177,6 +192,16 @@ func TestChainGolden(t *testing.T) {
 		{"cross-dc", func(p *Proxy) {
 			p.Upstreams = []Upstream{chainUpstream(t, e, "cache", 9191), chainUpstreamIn(t, e, "api", "dc2", 9192)}
 		}},
+		// Three upstreams of web: the local one, the one that names
+		// dc1, and one overriding the protocol (another chain of the
+		// same upstream ID): three route configurations, each its
+		// upstream's.
+		{"same-service-upstreams", func(p *Proxy) {
+			named := chainUpstream(t, e, "web", 9192)
+			named.Datacenter = "dc1"
+			p.Upstreams = []Upstream{chainUpstream(t, e, "web", 9191), named,
+				chainUpstreamOf(t, e, discoverychain.Request{Service: "web", Datacenter: "dc1", TrustDomain: td, OverrideProtocol: "http2"}, 9193)}
+		}},
 		{"l7-public", func(p *Proxy) {
 			p.Protocol = "http"
 			p.Intentions = l7ixns
@@ -198,7 +223,7 @@ func TestChainGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+			for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType} {
 				if memo.GetVersion(typ) != snap.GetVersion(typ) {
 					t.Errorf("%s: memoized build differs", typ)
 				}
@@ -216,7 +241,7 @@ func checkGolden(t *testing.T, name string, snap *cachev3.Snapshot) {
 		t.Fatalf("inconsistent: %v", err)
 	}
 	out := map[string]map[string]any{}
-	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType} {
 		out[typ] = map[string]any{}
 		for n, r := range snap.GetResources(typ) {
 			if err := r.(interface{ ValidateAll() error }).ValidateAll(); err != nil {
@@ -262,4 +287,47 @@ func normalJSON(t *testing.T, r types.Resource) any {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// Upstreams of one service whose chains differ (one names the proxy's
+// datacenter, one overrides the protocol) get a route configuration each,
+// which their listeners name, routing to their own chain's clusters.
+func TestUpstreamsOfOneServiceOwnRoutes(t *testing.T) {
+	e := goldenEntries()
+	p := goldenProxy()
+	named := chainUpstream(t, e, "web", 9192)
+	named.Datacenter = "dc1"
+	h2 := chainUpstreamOf(t, e, discoverychain.Request{Service: "web", Datacenter: "dc1", TrustDomain: td, OverrideProtocol: "http2"}, 9193)
+	p.Upstreams = []Upstream{chainUpstream(t, e, "web", 9191), named, h2}
+	snap, err := Build(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := snap.GetResources(resource.RouteType)
+	want := map[string]string{ // listener -> route configuration
+		"web:127.0.0.1:9191":        "web",
+		"web?dc=dc1:127.0.0.1:9192": "web?dc=dc1",
+		"web:127.0.0.1:9193":        "web:127.0.0.1:9193",
+	}
+	if len(routes) != len(want) {
+		t.Fatalf("%d route configurations, want %d", len(routes), len(want))
+	}
+	for lname, rname := range want {
+		l, _ := snap.GetResources(resource.ListenerType)[lname].(*listener.Listener)
+		var m hcm.HttpConnectionManager
+		if l == nil || l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&m) != nil {
+			t.Fatalf("no L7 listener %s", lname)
+		}
+		if got := m.GetRds().GetRouteConfigName(); got != rname {
+			t.Errorf("listener %s routes over %q, want %q", lname, got, rname)
+		}
+		rc, _ := routes[rname].(*route.RouteConfiguration)
+		if rc == nil {
+			t.Fatalf("no route configuration %s", rname)
+		}
+		custom := strings.HasPrefix(rc.GetVirtualHosts()[0].GetRoutes()[len(rc.GetVirtualHosts()[0].GetRoutes())-1].GetRoute().GetCluster(), h2.Chain.CustomizationHash+"~")
+		if custom != (lname == "web:127.0.0.1:9193") {
+			t.Errorf("route %s: reaches the http2 chain's clusters %v", rname, custom)
+		}
+	}
 }

@@ -140,6 +140,9 @@ func (b *builder) shared(key string, build func() (proto.Message, error)) (proto
 	return m, nil
 }
 
+// snapshotTypes are the resource types of the snapshots built here.
+var snapshotTypes = []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType}
+
 // snapshot returns the snapshot of what was added, versioned by the hashes
 // of its resources, with its delta version map filled in.
 func (b *builder) snapshot() (*cachev3.Snapshot, error) {
@@ -150,7 +153,7 @@ func (b *builder) snapshot() (*cachev3.Snapshot, error) {
 	// world client is sent only the types that changed.
 	typeVersions := map[resource.Type]string{}
 	versionMap := map[string]map[string]string{}
-	for _, typ := range []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+	for _, typ := range snapshotTypes {
 		names := make([]string, 0, len(b.hashes[typ]))
 		for n := range b.hashes[typ] {
 			names = append(names, n)
@@ -163,7 +166,7 @@ func (b *builder) snapshot() (*cachev3.Snapshot, error) {
 		typeVersions[typ] = hex.EncodeToString(h.Sum(nil))[:16]
 	}
 	// The types a proxy gets have a map (the others read as empty).
-	for _, typ := range []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+	for _, typ := range snapshotTypes {
 		versionMap[typ] = b.hashes[typ]
 		if versionMap[typ] == nil {
 			versionMap[typ] = map[string]string{}
@@ -174,8 +177,10 @@ func (b *builder) snapshot() (*cachev3.Snapshot, error) {
 		resource.EndpointType: b.resources[resource.EndpointType],
 		resource.ListenerType: b.resources[resource.ListenerType],
 	}
-	if rs, ok := b.resources[resource.RouteType]; ok {
-		res[resource.RouteType] = rs
+	for _, typ := range []resource.Type{resource.RouteType, resource.SecretType} {
+		if rs, ok := b.resources[typ]; ok {
+			res[typ] = rs
+		}
 	}
 	snap, err := cachev3.NewSnapshot("", res)
 	if err != nil {

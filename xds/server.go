@@ -34,12 +34,18 @@ type Server struct {
 	// memo shares built resources between the proxies' builds.
 	memo *Memo
 
+	// deltaIDs numbers the delta streams (deltaADS).
+	deltaIDs atomic.Int64
+
 	mu      sync.Mutex
 	streams map[int64]*streamState
-	nodes   map[string]int               // node id -> open streams naming it
-	acked   map[string]map[string]string // node id -> type URL -> acked version
-	nacked  map[string]map[string]string // node id -> type URL -> last NACK's message
-	changed chan struct{}                // closed and replaced on every ACK or NACK
+	// deltaNodes are the delta streams of each node, flushed after its
+	// SetSnapshot (delta.go).
+	deltaNodes map[string][]*deltaStream
+	nodes      map[string]int               // node id -> open streams naming it
+	acked      map[string]map[string]string // node id -> type URL -> acked version
+	nacked     map[string]map[string]string // node id -> type URL -> last NACK's message
+	changed    chan struct{}                // closed and replaced on every ACK or NACK
 
 	nacks   atomic.Int64
 	acks    atomic.Int64
@@ -163,33 +169,32 @@ func NewServerWithHooks(ctx context.Context, logger hclog.Logger, hooks Hooks) *
 		logger = hclog.NewNullLogger()
 	}
 	s := &Server{
-		logger:  logger,
-		hooks:   hooks,
-		now:     time.Now,
-		memo:    NewMemo(),
-		streams: map[int64]*streamState{},
-		nodes:   map[string]int{},
-		acked:   map[string]map[string]string{},
-		nacked:  map[string]map[string]string{},
-		changed: make(chan struct{}),
+		logger:     logger,
+		hooks:      hooks,
+		now:        time.Now,
+		memo:       NewMemo(),
+		streams:    map[int64]*streamState{},
+		deltaNodes: map[string][]*deltaStream{},
+		nodes:      map[string]int{},
+		acked:      map[string]map[string]string{},
+		nacked:     map[string]map[string]string{},
+		changed:    make(chan struct{}),
 	}
 	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{logger.Named("cache")})
+	// go-control-plane serves the state-of-the-world streams; delta
+	// streams are ours (delta.go).
 	s.ads = serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{
-		StreamOpenFunc:          func(ctx context.Context, id int64, _ string) error { return s.onOpen(ctx, id, false) },
-		StreamClosedFunc:        s.onClosed,
-		DeltaStreamOpenFunc:     func(ctx context.Context, id int64, _ string) error { return s.onOpen(ctx, id, true) },
-		DeltaStreamClosedFunc:   s.onClosed,
-		StreamRequestFunc:       s.onRequest,
-		StreamResponseFunc:      s.onResponse,
-		StreamDeltaRequestFunc:  s.onDeltaRequest,
-		StreamDeltaResponseFunc: s.onDeltaResponse,
+		StreamOpenFunc:     func(ctx context.Context, id int64, _ string) error { return s.onOpen(ctx, id, false) },
+		StreamClosedFunc:   s.onClosed,
+		StreamRequestFunc:  s.onRequest,
+		StreamResponseFunc: s.onResponse,
 	})
 	return s
 }
 
 // Register serves ADS (state of the world and delta) on g.
 func (s *Server) Register(g *grpc.Server) {
-	discovery.RegisterAggregatedDiscoveryServiceServer(g, s.ads)
+	discovery.RegisterAggregatedDiscoveryServiceServer(g, adsServer{Server: s.ads, s: s})
 }
 
 // Update builds the proxy's snapshot and hands it to its streams. It returns
@@ -210,6 +215,9 @@ func (s *Server) SetSnapshot(ctx context.Context, nodeID string, snap *cachev3.S
 	if err := s.cache.SetSnapshot(ctx, nodeID, snap); err != nil {
 		return fmt.Errorf("xds: set snapshot of %s: %w", nodeID, err)
 	}
+	// The cache answered the node's open watches: its delta streams send
+	// the answers now, on this goroutine.
+	s.flushNode(nodeID)
 	return nil
 }
 

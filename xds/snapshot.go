@@ -166,25 +166,8 @@ func BuildMemo(p *Proxy, m *Memo) (*cachev3.Snapshot, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	roots := strings.Join(p.Roots, "")
 	b := newBuilder(m)
-	// Inputs every TLS context depends on, by fingerprint.
-	certs := fingerprint(p.LeafCert, p.LeafKey, roots)
-	var common *tlsv3.CommonTlsContext
-	commonTLS := func() *tlsv3.CommonTlsContext {
-		if common == nil {
-			common = &tlsv3.CommonTlsContext{
-				TlsCertificates: []*tlsv3.TlsCertificate{{
-					CertificateChain: inline(p.LeafCert),
-					PrivateKey:       inline(p.LeafKey),
-				}},
-				TlsParams: &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
-			}
-		}
-		return common
-	}
-
-	tin := &tlsInputs{certs: certs, roots: roots, common: commonTLS}
+	b.addSecrets(p)
 
 	appAddr := orDefault(p.LocalAppAddress, "127.0.0.1")
 	b.add(resource.ClusterType, fmt.Sprintf("app|%s|%d|%v", appAddr, p.LocalAppPort, isHTTP2(p.Protocol)), func() (types.Resource, error) {
@@ -207,7 +190,7 @@ func BuildMemo(p *Proxy, m *Memo) (*cachev3.Snapshot, error) {
 	for i := range ups {
 		u := &ups[i]
 		if u.Chain != nil {
-			if err := b.addChainUpstream(p, u, tin); err != nil {
+			if err := b.addChainUpstream(p, u); err != nil {
 				return nil, err
 			}
 			continue
@@ -215,29 +198,21 @@ func BuildMemo(p *Proxy, m *Memo) (*cachev3.Snapshot, error) {
 		// No chain: the default chain's one cluster, L4.
 		dc := orDefault(u.Datacenter, p.Datacenter)
 		name := ClusterName(u.DestinationName, dc, p.TrustDomain)
-		b.addEDSCluster(p, tin, edsCluster{name: name, sni: name, service: u.DestinationName, dc: dc, timeout: u.ConnectTimeout, endpoints: u.Endpoints})
+		b.addEDSCluster(p, edsCluster{name: name, sni: name, service: u.DestinationName, dc: dc, timeout: u.ConnectTimeout, endpoints: u.Endpoints})
 		bind := orDefault(u.LocalBindAddress, "127.0.0.1")
-		lname := fmt.Sprintf("%s:%s:%d", u.DestinationName, bind, u.LocalBindPort)
+		lname := fmt.Sprintf("%s:%s:%d", upstreamID(u), bind, u.LocalBindPort)
 		b.add(resource.ListenerType, "out|"+lname+"|"+name, func() (types.Resource, error) {
 			return tcpListener(lname, bind, u.LocalBindPort, "upstream."+name, name, nil, nil)
 		})
 	}
 
 	pubName := fmt.Sprintf("public_listener:%s:%d", p.PublicAddress, p.PublicPort)
-	b.add(resource.ListenerType, "pub|"+pubName+"|"+certs+"|"+p.Service+"|"+p.TrustDomain+"|"+strconv.FormatBool(p.DefaultAllow)+"|"+strconv.FormatBool(isL7(p.Protocol))+"|"+intentionsKey(p), func() (types.Resource, error) {
-		// The TLS context changes only with the certificates: an
-		// intention change reuses it.
-		ts, err := b.shared("down|"+certs, func() (proto.Message, error) {
-			c := commonTLS()
+	b.add(resource.ListenerType, "pub|"+pubName+"|"+p.Service+"|"+p.TrustDomain+"|"+strconv.FormatBool(p.DefaultAllow)+"|"+strconv.FormatBool(isL7(p.Protocol))+"|"+intentionsKey(p), func() (types.Resource, error) {
+		// The TLS context names the secrets: the same for every proxy.
+		ts, err := b.shared("down", func() (proto.Message, error) {
 			return transportSocket(&tlsv3.DownstreamTlsContext{
 				RequireClientCertificate: wrapperspb.Bool(true),
-				CommonTlsContext: &tlsv3.CommonTlsContext{
-					TlsCertificates: c.TlsCertificates,
-					TlsParams:       c.TlsParams,
-					ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-						TrustedCa: inline(roots),
-					}},
-				},
+				CommonTlsContext:         commonTLS(nil),
 			})
 		})
 		if err != nil {

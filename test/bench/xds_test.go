@@ -11,16 +11,21 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // xdsEnvInt reads a positive integer from the environment.
@@ -42,6 +47,9 @@ type envoyStream struct {
 	acked map[string]time.Time
 	ackCh chan struct{}
 	err   error
+	// sds is set once the stream subscribed to secrets its clusters or
+	// listeners name (SDS over ADS, as Envoy does).
+	sds bool
 }
 
 func runEnvoyStream(ctx context.Context, conn *grpc.ClientConn, e *envoyStream) {
@@ -52,13 +60,32 @@ func runEnvoyStream(ctx context.Context, conn *grpc.ClientConn, e *envoyStream) 
 		if err == nil {
 			err = stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType})
 		}
-		subscribed := map[string]bool{}
+		subscribed, secrets := map[string]bool{}, map[string]bool{}
 		for err == nil {
 			var r *discovery.DeltaDiscoveryResponse
 			if r, err = stream.Recv(); err != nil {
 				break
 			}
-			err = stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: r.GetTypeUrl(), ResponseNonce: r.GetNonce()})
+			// Envoy asks for the secrets a cluster or listener names
+			// while it warms it, before it ACKs it.
+			var names []string
+			for _, res := range r.GetResources() {
+				for _, n := range sdsNames(res.GetResource()) {
+					if !secrets[n] {
+						secrets[n] = true
+						names = append(names, n)
+					}
+				}
+			}
+			if len(names) > 0 {
+				e.mu.Lock()
+				e.sds = true
+				e.mu.Unlock()
+				err = stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.SecretType, ResourceNamesSubscribe: names})
+			}
+			if err == nil {
+				err = stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: r.GetTypeUrl(), ResponseNonce: r.GetNonce()})
+			}
 			now := time.Now()
 			e.mu.Lock()
 			e.acked[r.GetTypeUrl()] = now
@@ -84,6 +111,50 @@ func runEnvoyStream(ctx context.Context, conn *grpc.ClientConn, e *envoyStream) 
 		e.err = err
 	}
 	e.mu.Unlock()
+}
+
+// sdsNames returns the SDS secrets a cluster's or listener's TLS contexts
+// name.
+func sdsNames(a *anypb.Any) []string {
+	var sockets []*core.TransportSocket
+	switch a.GetTypeUrl() {
+	case resource.ClusterType:
+		var c clusterv3.Cluster
+		if a.UnmarshalTo(&c) == nil {
+			sockets = append(sockets, c.GetTransportSocket())
+		}
+	case resource.ListenerType:
+		var l listener.Listener
+		if a.UnmarshalTo(&l) == nil {
+			for _, fc := range l.GetFilterChains() {
+				sockets = append(sockets, fc.GetTransportSocket())
+			}
+		}
+	}
+	var out []string
+	for _, ts := range sockets {
+		var common *tlsv3.CommonTlsContext
+		var up tlsv3.UpstreamTlsContext
+		var down tlsv3.DownstreamTlsContext
+		switch {
+		case ts.GetTypedConfig() == nil:
+			continue
+		case ts.GetTypedConfig().UnmarshalTo(&up) == nil:
+			common = up.GetCommonTlsContext()
+		case ts.GetTypedConfig().UnmarshalTo(&down) == nil:
+			common = down.GetCommonTlsContext()
+		}
+		for _, sc := range common.GetTlsCertificateSdsSecretConfigs() {
+			out = append(out, sc.GetName())
+		}
+		if n := common.GetValidationContextSdsSecretConfig().GetName(); n != "" {
+			out = append(out, n)
+		}
+		if n := common.GetCombinedValidationContext().GetValidationContextSdsSecretConfig().GetName(); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // waitAcks waits until every stream has ACKed typeURL after since and
@@ -168,6 +239,33 @@ func parallel(n, workers int, fn func(i int) error) error {
 	return <-errs
 }
 
+// agentMemStats returns the agent's runtime.MemStats figures (bytes) from
+// the comment lines of its debug heap profile (enable_debug), empty when it
+// cannot read them.
+func agentMemStats(httpAddr string) map[string]int64 {
+	out := map[string]int64{}
+	resp, err := http.Get("http://" + httpAddr + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// "# HeapInuse = 1234", "# Stack = <inuse> / <sys>"
+		f := strings.Fields(sc.Text())
+		if len(f) >= 4 && f[0] == "#" && f[2] == "=" {
+			if f[1] == "Stack" {
+				f[1] = "StackInuse"
+			}
+			if v, err := strconv.ParseInt(f[3], 10, 64); err == nil {
+				out[f[1]] = v
+			}
+		}
+	}
+	return out
+}
+
 func pct(d []time.Duration, p float64) float64 {
 	if len(d) == 0 {
 		return 0
@@ -245,6 +343,15 @@ func BenchmarkXDS1000Proxies(b *testing.B) {
 			b.Fatal(err)
 		}
 		rssBefore, _ := procStatusKiB(p.Pid(), "VmRSS")
+		var msBefore map[string]int64
+		if profile != "" {
+			msBefore = agentMemStats(p.HTTPAddr())
+			if resp, err := http.Get("http://" + p.HTTPAddr() + "/debug/pprof/goroutine?debug=1"); err == nil {
+				first, _ := bufio.NewReader(resp.Body).ReadString('\n')
+				resp.Body.Close()
+				fmt.Printf("bench: xds agent before the streams: %s", first)
+			}
+		}
 
 		// 1,000 Envoys, each on its own connection.
 		ctx, cancel := context.WithCancel(context.Background())
@@ -270,7 +377,22 @@ func BenchmarkXDS1000Proxies(b *testing.B) {
 		}
 		initial := waitAcks(b, streams, resource.ListenerType, start, 120*time.Second)
 		waitAcks(b, streams, resource.EndpointType, start, 120*time.Second)
-		record(b, kindTribune, fmt.Sprintf("xds initial-config proxies=%d all", proxies), "ms", ms(initial[len(initial)-1]), "")
+		last := initial[len(initial)-1]
+		// Every stream has its listeners: those that name secrets have
+		// subscribed to them, and are configured once they ACK them.
+		var sds []*envoyStream
+		for _, e := range streams {
+			e.mu.Lock()
+			if e.sds {
+				sds = append(sds, e)
+			}
+			e.mu.Unlock()
+		}
+		if len(sds) > 0 {
+			d := waitAcks(b, sds, resource.SecretType, start, 120*time.Second)
+			last = max(last, d[len(d)-1])
+		}
+		record(b, kindTribune, fmt.Sprintf("xds initial-config proxies=%d all", proxies), "ms", ms(last), fmt.Sprintf("streams with SDS secrets=%d", len(sds)))
 		quiet(streams, time.Second, 30*time.Second)
 		rssAfter, _ := procStatusKiB(p.Pid(), "VmRSS")
 		if profile != "" {
@@ -282,8 +404,18 @@ func BenchmarkXDS1000Proxies(b *testing.B) {
 				_ = os.WriteFile(profile+".goroutines", body, 0o644)
 			}
 		}
+		if profile != "" {
+			// Where the RSS per proxy goes: the Go runtime's own figures
+			// before the streams and now, per proxy.
+			after := agentMemStats(p.HTTPAddr())
+			var sb strings.Builder
+			for _, k := range []string{"HeapAlloc", "HeapInuse", "HeapIdle", "HeapReleased", "StackInuse", "MSpanInuse", "GCSys", "OtherSys", "Sys", "NextGC"} {
+				fmt.Fprintf(&sb, " %s=%.1fKiB", k, float64(after[k]-msBefore[k])/1024/float64(proxies))
+			}
+			fmt.Printf("bench: xds agent memstats per proxy (after-before):%s\n", sb.String())
+		}
 		if heap := os.Getenv("BENCH_XDS_HEAP"); heap != "" && profile != "" {
-			if resp, err := http.Get("http://" + p.HTTPAddr() + "/debug/pprof/heap"); err == nil {
+			if resp, err := http.Get("http://" + p.HTTPAddr() + "/debug/pprof/heap?gc=1"); err == nil {
 				if f, err := os.Create(heap); err == nil {
 					_, _ = io.Copy(f, resp.Body)
 					f.Close()
