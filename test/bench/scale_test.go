@@ -42,10 +42,10 @@ func scaleServiceName(i int) string { return fmt.Sprintf("svc-%03d", i%scaleServ
 // client: time and size; the newest file under data/raft/snapshots and
 // the servers' own snapshot times from their logs); a follower killed and
 // started again on its data directory (time until it answers, until its
-// own store holds the whole catalog, until the leader counts it a healthy
-// voter); and GET /v1/catalog/services and GET /v1/health/service/<name>
-// under 64 clients through the client agent (ops/s, p50/p99, the answer's
-// size, the client agent's and the leader's peak RSS meanwhile).
+// own store holds the whole catalog again); and GET /v1/catalog/services
+// and GET /v1/health/service/<name> under 64 clients through the client
+// agent (ops/s, p50/p99, the answer's size, the client agent's and the
+// leader's peak RSS meanwhile).
 // BENCH_SCALE_PPROF=<dir> saves the leader's heap after the registration
 // and CPU profiles of the leader and the client during each read load.
 func BenchmarkScale(b *testing.B) {
@@ -119,10 +119,9 @@ func BenchmarkScale(b *testing.B) {
 				break
 			}
 		}
-		up, data, voter := restartServer(b, follower, leader, index)
-		record(b, kindTribune, name+" restart-follower serving", "ms", ms(data),
-			fmt.Sprintf("%s: answers and knows the leader %.0f ms, own store holds the catalog %.0f ms, autopilot healthy voter %.0f ms", follower.Name, ms(up), ms(data), ms(voter)))
-		record(b, kindTribune, name+" restart-follower voter", "ms", ms(voter), "")
+		up, data := restartServer(b, follower, index)
+		record(b, kindTribune, name+" restart-follower caught-up", "ms", ms(data),
+			fmt.Sprintf("%s killed and started again: answers and knows the leader after %.0f ms, its own store holds the whole catalog after %.0f ms", follower.Name, ms(up), ms(data)))
 
 		// Reads under 64 clients through the client agent.
 		for _, rd := range []struct {
@@ -252,10 +251,12 @@ func catalogHeld(cat *api.Catalog, index uint64) error {
 
 // restartServer SIGKILLs the server s and starts it again on its data
 // directory. It returns the time from the start until s answers and knows
-// a leader, until its own store holds the catalog up to index, and until
-// leader's autopilot counts it a healthy voter (a voter that gossip sees
-// alive).
-func restartServer(b *testing.B, s, leader *proc, index uint64) (up, data, voter time.Duration) {
+// a leader, and until its own store holds the catalog up to index: it
+// restored its snapshot, took the entries it missed from the leader and
+// applied them, so it is a working voter again. (Autopilot's health says
+// nothing here: gossip sees a server killed and restarted within a second
+// as alive all along.)
+func restartServer(b *testing.B, s *proc, index uint64) (up, data time.Duration) {
 	b.Helper()
 	s.Kill()
 	start := time.Now()
@@ -263,9 +264,8 @@ func restartServer(b *testing.B, s, leader *proc, index uint64) (up, data, voter
 		b.Fatal(err)
 	}
 	self := newAPIClient(b, s.HTTPAddr())
-	op := newAPIClient(b, leader.HTTPAddr()).Operator()
-	// Each is checked on every round until it is met: they need not come
-	// in this order.
+	// Both are checked on every round until met: they need not come in
+	// this order.
 	wait.For(b, 5*time.Minute, func() error {
 		if up == 0 {
 			if l, err := self.Status().Leader(); err == nil && l != "" {
@@ -275,21 +275,12 @@ func restartServer(b *testing.B, s, leader *proc, index uint64) (up, data, voter
 		if data == 0 && catalogHeld(self.Catalog(), index) == nil {
 			data = time.Since(start)
 		}
-		if voter == 0 {
-			if h, err := op.AutopilotServerHealth(nil); err == nil {
-				for _, sv := range h.Servers {
-					if sv.Name == s.Name && sv.Healthy && sv.Voter {
-						voter = time.Since(start)
-					}
-				}
-			}
-		}
-		if up == 0 || data == 0 || voter == 0 {
-			return fmt.Errorf("%s after its restart: up %s, catalog held %s, healthy voter %s", s.Name, up, data, voter)
+		if up == 0 || data == 0 {
+			return fmt.Errorf("%s after its restart: up %s, catalog held %s", s.Name, up, data)
 		}
 		return nil
 	})
-	return up, data, voter
+	return up, data
 }
 
 // saveSnapshot takes a snapshot with GET /v1/snapshot from the agent at
