@@ -51,6 +51,9 @@ type Store struct {
 	mu               sync.Mutex
 	lockDelay        map[string]time.Time
 	lockDelaySweepAt int
+
+	// services is the latest answer of Services (services_memo.go).
+	services atomic.Pointer[servicesMemo]
 }
 
 // NewStore returns an empty store. clk supplies the time for lock delays; nil
@@ -558,15 +561,21 @@ func (s *Store) Nodes(ws memdb.WatchSet) (uint64, []*Node, error) {
 	return idx, out, nil
 }
 
-// Services returns every service name with the union of its instances' tags.
+// Services returns every service name with the union of its instances'
+// tags. The map and its slices are shared between callers (see
+// servicesMemo) and must not be modified.
 func (s *Store) Services(ws memdb.WatchSet) (uint64, map[string][]string, error) {
-	txn := s.mem().Txn(false)
+	db := s.mem()
+	txn := db.Txn(false)
 	idx := maxIndex(txn, tableServices)
 	it, err := txn.Get(tableServices, "id")
 	if err != nil {
 		return 0, nil, fmt.Errorf("services: %w", err)
 	}
 	ws.Add(it.WatchCh())
+	if out := s.services.Load().at(db, idx); out != nil {
+		return idx, out, nil
+	}
 	tags := map[string]map[string]struct{}{}
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		sv := raw.(*serviceRow).Svc
@@ -588,6 +597,7 @@ func (s *Store) Services(ws memdb.WatchSet) (uint64, map[string][]string, error)
 		sort.Strings(list)
 		out[name] = list
 	}
+	s.services.Store(&servicesMemo{db: db, idx: idx, out: out})
 	return idx, out, nil
 }
 

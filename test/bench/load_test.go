@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -224,8 +225,13 @@ func machineBusyTicks() (int64, error) {
 	return busy, nil
 }
 
-// runLoad runs `clients` workers, each calling its op in a loop, for d.
-// newOp is called once per worker before the clock starts.
+// errLoadDone, returned by an op of runLoad, ends its worker before the
+// deadline (a fixed amount of work shared by the workers is done).
+var errLoadDone = errors.New("load done")
+
+// runLoad runs `clients` workers, each calling its op in a loop, for d or
+// until it returns errLoadDone. newOp is called once per worker before the
+// clock starts.
 func runLoad(clients int, d time.Duration, agents []*proc, newOp func(worker int) func(r *rand.Rand) error) loadResult {
 	ops := make([]func(*rand.Rand) error, clients)
 	for i := range ops {
@@ -255,6 +261,9 @@ func runLoad(clients int, d time.Duration, agents []*proc, newOp func(worker int
 					break
 				}
 				err := ops[i](r)
+				if err == errLoadDone {
+					break
+				}
 				if err != nil {
 					nErr.Add(1)
 					errOnce.Do(func() { firstErr = err })
