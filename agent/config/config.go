@@ -151,6 +151,8 @@ type Config struct {
 	RaftSnapshotInterval time.Duration
 	// RaftTrailingLogs is raft_trailing_logs, default 10240.
 	RaftTrailingLogs int
+	// RaftLogStore is raft_logstore.
+	RaftLogStore RaftLogStore
 	// Autopilot is autopilot.
 	Autopilot Autopilot
 	// Limits is limits.
@@ -295,6 +297,20 @@ type Performance struct {
 	RaftMultiplier int
 	// LeaveDrainTime is leave_drain_time, default 5s.
 	LeaveDrainTime time.Duration
+}
+
+// RaftLogStore is the raft_logstore block: where a server keeps its Raft
+// log.
+type RaftLogStore struct {
+	// Backend is backend: "boltdb" or "wal"; "" (unset) lets the server
+	// choose (server.DefaultLogStore). A data directory that already
+	// holds a Raft log keeps the backend that wrote it.
+	Backend string
+	// DisableLogCache is disable_log_cache: no in-memory cache of the
+	// most recent entries.
+	DisableLogCache bool
+	// WALSegmentSizeMB is wal.segment_size_mb, default 64.
+	WALSegmentSizeMB int
 }
 
 // Autopilot is the autopilot block.
@@ -468,6 +484,7 @@ func Default() *Config {
 		RaftSnapshotThreshold: 16384,
 		RaftSnapshotInterval:  30 * time.Second,
 		RaftTrailingLogs:      10240,
+		RaftLogStore:          RaftLogStore{WALSegmentSizeMB: 64},
 		Autopilot: Autopilot{
 			CleanupDeadServers:      true,
 			LastContactThreshold:    200 * time.Millisecond,

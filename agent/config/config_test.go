@@ -353,6 +353,8 @@ func TestInvalidValues(t *testing.T) {
 		{name: "encrypt not base64", file: `{"encrypt": "not base64!"}`, want: "encrypt: invalid base64"},
 		{name: "encrypt wrong length", file: `{"encrypt": "` + badKey + `"}`, want: "encrypt: key must decode to 16, 24 or 32 bytes, got 10"},
 		{name: "raft multiplier", file: `{"performance": {"raft_multiplier": 11}}`, want: "performance.raft_multiplier: must be between 1 and 10, got 11"},
+		{name: "raft logstore backend", file: `{"raft_logstore": {"backend": "rocksdb"}}`, want: `raft_logstore.backend: must be boltdb or wal, got "rocksdb"`},
+		{name: "raft logstore segment size", file: "hcl:raft_logstore { wal { segment_size_mb = 0 } }", want: "raft_logstore.wal.segment_size_mb: must be between 1 and 1024, got 0"},
 		{name: "reconnect timeout below minimum", file: `{"reconnect_timeout": "1h"}`, want: "reconnect_timeout: must be at least 8h0m0s, got 1h0m0s"},
 		{name: "too many node_meta keys", file: string(manyMetaJSON), want: "node_meta: at most 64 keys are allowed, got 65"},
 		{name: "node_meta key too long", file: `{"node_meta": {"` + strings.Repeat("k", 129) + `": "v"}}`, want: "key is longer than 128 characters"},
@@ -460,6 +462,7 @@ func TestDefaults(t *testing.T) {
 		{"raft_snapshot_threshold", d.RaftSnapshotThreshold, 16384},
 		{"raft_snapshot_interval", d.RaftSnapshotInterval, 30 * time.Second},
 		{"raft_trailing_logs", d.RaftTrailingLogs, 10240},
+		{"raft_logstore", d.RaftLogStore, RaftLogStore{WALSegmentSizeMB: 64}},
 		{"autopilot", d.Autopilot, Autopilot{CleanupDeadServers: true, LastContactThreshold: 200 * time.Millisecond, MaxTrailingLogs: 250, ServerStabilizationTime: 10 * time.Second}},
 		{"limits.http_max_conns_per_client", d.Limits.HTTPMaxConnsPerClient, 200},
 		{"limits.rpc_max_conns_per_client", d.Limits.RPCMaxConnsPerClient, 100},
@@ -765,5 +768,20 @@ func TestLoadEmptyFile(t *testing.T) {
 		if c.Datacenter != "dc1" || !reflect.DeepEqual(c.ConfigFiles, []string{p}) {
 			t.Errorf("%s: datacenter=%q files=%q", name, c.Datacenter, c.ConfigFiles)
 		}
+	}
+}
+
+// TestRaftLogStore: the raft_logstore block as Consul documents it.
+func TestRaftLogStore(t *testing.T) {
+	c, warnings := mustLoad(t, "-data-dir", "/d", "-hcl", `raft_logstore {
+  backend = "wal"
+  disable_log_cache = true
+  wal { segment_size_mb = 16 }
+}`)
+	if want := (RaftLogStore{Backend: "wal", DisableLogCache: true, WALSegmentSizeMB: 16}); c.RaftLogStore != want {
+		t.Fatalf("raft_logstore = %+v, want %+v", c.RaftLogStore, want)
+	}
+	if len(warnings) != 0 {
+		t.Fatalf("warnings: %q", warnings)
 	}
 }

@@ -366,6 +366,13 @@ func configFields(c *Config) map[string]field {
 		"raft_snapshot_threshold": intField(&c.RaftSnapshotThreshold),
 		"raft_snapshot_interval":  durationField(&c.RaftSnapshotInterval),
 		"raft_trailing_logs":      intField(&c.RaftTrailingLogs),
+		"raft_logstore": sectionField(map[string]field{
+			"backend":           stringField(&c.RaftLogStore.Backend),
+			"disable_log_cache": boolField(&c.RaftLogStore.DisableLogCache),
+			"wal": sectionField(map[string]field{
+				"segment_size_mb": intField(&c.RaftLogStore.WALSegmentSizeMB),
+			}),
+		}),
 		"autopilot": sectionField(map[string]field{
 			"cleanup_dead_servers":      boolField(&c.Autopilot.CleanupDeadServers),
 			"last_contact_threshold":    durationField(&c.Autopilot.LastContactThreshold),

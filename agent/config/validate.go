@@ -408,6 +408,14 @@ func (c *Config) Validate() error {
 		addf("raft_snapshot_threshold", "must be greater than 0, got %d", c.RaftSnapshotThreshold)
 	}
 	positive("raft_snapshot_interval", c.RaftSnapshotInterval)
+	switch c.RaftLogStore.Backend {
+	case "", "boltdb", "wal":
+	default:
+		addf("raft_logstore.backend", "must be boltdb or wal, got %q", c.RaftLogStore.Backend)
+	}
+	if n := c.RaftLogStore.WALSegmentSizeMB; n < 1 || n > 1024 {
+		addf("raft_logstore.wal.segment_size_mb", "must be between 1 and 1024, got %d", n)
+	}
 	nonNegativeInt("raft_trailing_logs", c.RaftTrailingLogs)
 	nonNegative("autopilot.last_contact_threshold", c.Autopilot.LastContactThreshold)
 	nonNegativeInt("autopilot.max_trailing_logs", c.Autopilot.MaxTrailingLogs)

@@ -146,24 +146,33 @@ func BenchmarkClusterKVWrite(b *testing.B) {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			runOnce(b, func() {
 				c := getCluster(b)
-				r := kvWriteLoad(b, c.client.HTTPAddr(), clients, benchDuration(b), c.all())
-				record(b, kindTribune, fmt.Sprintf("cluster kv-write clients=%d", clients), "ops/s", r.opsPerSec(), r.String())
+				d := benchDuration(b)
+				r, perOp := clusterRun(b, c, fmt.Sprintf("write-c%d", clients), d, func() loadResult {
+					return kvWriteLoad(b, c.client.HTTPAddr(), clients, d, c.all())
+				})
+				record(b, kindTribune, fmt.Sprintf("cluster kv-write clients=%d", clients), "ops/s", r.opsPerSec(), r.String()+" "+perOp)
 			})
 		})
 	}
 }
 
-// BenchmarkClusterRead: 3 servers + 1 client agent, ?consistent reads
-// through the client agent.
+// BenchmarkClusterRead: 3 servers + 1 client agent, reads through the
+// client agent in the three consistency modes (the -dev reads' workload).
 func BenchmarkClusterRead(b *testing.B) {
-	b.Run("mode=consistent/clients=64", func(b *testing.B) {
-		runOnce(b, func() {
-			c := getCluster(b)
-			populate(b, c.client.HTTPAddr())
-			r := kvReadLoad(b, c.client.HTTPAddr(), readConsistent, 64, benchDuration(b), c.all())
-			record(b, kindTribune, "cluster read-consistent clients=64", "ops/s", r.opsPerSec(), r.String())
+	var populated sync.Once
+	for _, mode := range []readMode{readDefault, readConsistent, readStale} {
+		b.Run(fmt.Sprintf("mode=%s/clients=64", mode), func(b *testing.B) {
+			runOnce(b, func() {
+				c := getCluster(b)
+				populated.Do(func() { populate(b, c.client.HTTPAddr()) })
+				d := benchDuration(b)
+				r, perOp := clusterRun(b, c, "read-"+string(mode), d, func() loadResult {
+					return kvReadLoad(b, c.client.HTTPAddr(), mode, 64, d, c.all())
+				})
+				record(b, kindTribune, fmt.Sprintf("cluster read-%s clients=64", mode), "ops/s", r.opsPerSec(), r.String()+" "+perOp)
+			})
 		})
-	})
+	}
 }
 
 // BenchmarkClusterFailover: SIGKILL the leader, time until a write through
@@ -372,6 +381,9 @@ func metricUnit(kind, name, unit string) string {
 	case strings.Contains(name, " acl="):
 		f := strings.Fields(name) // dev kv-write acl=off clients=16
 		u = unit + "-" + f[1] + "-" + f[2]
+	case strings.HasPrefix(name, "cluster logstore="):
+		f := strings.Fields(name) // cluster logstore=wal kv-write clients=64 median
+		u = unit + "-" + strings.TrimPrefix(f[1], "logstore=") + "-" + f[3]
 	case strings.HasPrefix(name, "acl overhead "):
 		u = unit + "-" + strings.Fields(name)[2]
 	}
@@ -416,6 +428,7 @@ var reference = map[string]string{
 	"cluster kv-write clients=64 ops/s":               "2.1k",
 	"cluster kv-write clients=1 ops/s":                "308",
 	"cluster read-consistent clients=64 ops/s":        "4.5k",
+	"cluster read-stale clients=64 ops/s":             "7.7k",
 	"dev watchers n=5000 write->all-woken ms":         "419",
 	"dev watchers n=5000 rss-total MiB":               "540",
 	"cluster failover median leader-kill->write-ok s": "13.8",

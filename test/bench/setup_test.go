@@ -98,7 +98,7 @@ func getCluster(b *testing.B) *cluster {
 	bin := tribuneBin(b)
 	clusterOnce.Do(func() {
 		start := time.Now()
-		theCluster, clusterErr = startCluster(b, bin, "")
+		theCluster, clusterErr = startCluster(b, bin, "", clusterExtra()...)
 		if clusterErr == nil {
 			fmt.Printf("bench: cluster of 3 servers + 1 client ready in %s\n", time.Since(start).Round(time.Millisecond))
 		}
