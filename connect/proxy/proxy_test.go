@@ -168,6 +168,27 @@ func roundTrip(addr string, msg []byte) error { return echo.RoundTrip(addr, msg,
 
 func echoOn(c net.Conn, msg []byte) error { return echo.On(c, msg, ioWait) }
 
+// openEchoed returns a connection to addr that echoed once, closed when
+// the test ends; it retries while the proxy is not ready or the slots of
+// earlier connections are still being released.
+func openEchoed(t testing.TB, addr string) net.Conn {
+	t.Helper()
+	var c net.Conn
+	wait.For(t, waitLong, func() error {
+		var err error
+		if c, err = net.DialTimeout("tcp", addr, ioWait); err != nil {
+			return err
+		}
+		if err := echoOn(c, []byte("open")); err != nil {
+			c.Close()
+			return err
+		}
+		return nil
+	})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // refused checks that a new connection to addr carries no bytes back: the
 // far side closes it.
 func refused(addr string) error {
@@ -611,28 +632,10 @@ func TestProxyLimits(t *testing.T) {
 		wait.For(t, waitLong, func() error { return roundTrip(addr, []byte("up")) })
 		return addr
 	}
-	// open returns a connection that echoed once; it retries while the
-	// slots of earlier connections are still being released.
-	open := func(t testing.TB, addr string) net.Conn {
-		var c net.Conn
-		wait.For(t, waitLong, func() error {
-			var err error
-			if c, err = net.DialTimeout("tcp", addr, ioWait); err != nil {
-				return err
-			}
-			if err := echoOn(c, []byte("open")); err != nil {
-				c.Close()
-				return err
-			}
-			return nil
-		})
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
 
 	t.Run("a connection over MaxConns is closed", func(t *testing.T) {
 		addr := outbound(t, func(c *proxy.Config) { c.MaxConns = 1 })
-		first := open(t, addr)
+		first := openEchoed(t, addr)
 		if err := refused(addr); err != nil {
 			t.Fatal(err)
 		}
@@ -645,7 +648,7 @@ func TestProxyLimits(t *testing.T) {
 	})
 
 	t.Run("an idle connection is closed", func(t *testing.T) {
-		c := open(t, outbound(t, func(c *proxy.Config) { c.IdleTimeout = 300 * time.Millisecond }))
+		c := openEchoed(t, outbound(t, func(c *proxy.Config) { c.IdleTimeout = 300 * time.Millisecond }))
 		_ = c.SetReadDeadline(time.Now().Add(waitLong))
 		n, err := c.Read(make([]byte, 1))
 		if err == nil || n != 0 {
@@ -669,7 +672,7 @@ func TestProxyLimits(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- q.Run(ctx) }()
 		qa := q.UpstreamAddr("db").String()
-		c := open(t, qa)
+		c := openEchoed(t, qa)
 		cancel()
 		select {
 		case err := <-done:
@@ -715,19 +718,7 @@ func TestRunLeavesNoGoroutine(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	up := p.UpstreamAddr("web").String()
-	var c net.Conn
-	wait.For(t, waitLong, func() error {
-		var err error
-		if c, err = net.DialTimeout("tcp", up, ioWait); err != nil {
-			return err
-		}
-		if err := echoOn(c, []byte("open")); err != nil {
-			c.Close()
-			return err
-		}
-		return nil
-	})
-	defer c.Close()
+	openEchoed(t, up)
 	ours := func() []string {
 		buf := make([]byte, 1<<20)
 		var out []string
