@@ -45,4 +45,10 @@
 //	                profiles of the leader and the client agent there
 //	BENCH_KEEP=1    keep the temporary directory with the agents' logs
 //	BENCH_TRIBUNE   use this tribune binary instead of building one
+//	BENCH_DEV_PPROF=<prefix> save the -dev agent's CPU and alloc profiles
+//	                and a trace of each DevKVWrite/DevRead workload
+//
+// The -dev KV workloads also report the agent's CPU time per request
+// (agent-cpu-per-op, from /proc over the run): on a shared machine it moves
+// far less than the throughput.
 package bench
