@@ -29,8 +29,8 @@
 //	BENCH_WATCHERS  comma-separated blocked-watcher counts (default 5000)
 //	BENCH_FAILOVERS number of leader kills (default 5)
 //	BENCH_RAFTDB_WRITES writes of BenchmarkRaftDB and BenchmarkRaftDBCluster
-//	                (default 100000; the figure is 1000000, ~10 min
-//	                on 2 cores). The cluster run fails when a server's log
+//	                (default 100000; the figure is 1000000, ~20 min
+//	                on 2 busy cores). The cluster run fails when a server's log
 //	                store outgrows the bound computed from its
 //	                raft_snapshot_threshold and raft_trailing_logs, and
 //	                flags a last tenth more than 10 % slower than the first

@@ -46,8 +46,9 @@ func scaleServiceName(i int) string { return fmt.Sprintf("svc-%03d", i%scaleServ
 // and GET /v1/health/service/<name> under 64 clients through the client
 // agent (ops/s, p50/p99, the answer's size, the client agent's and the
 // leader's peak RSS meanwhile).
-// BENCH_SCALE_PPROF=<dir> saves the leader's heap after the registration
-// and CPU profiles of the leader and the client during each read load.
+// BENCH_SCALE_PPROF=<dir> saves the leader's heap after the registration,
+// CPU profiles of the leader and the client during each read load and the
+// client's heap halfway through it.
 func BenchmarkScale(b *testing.B) {
 	runOnce(b, func() {
 		nodes := scaleNodes(b)
@@ -162,6 +163,13 @@ func BenchmarkScale(b *testing.B) {
 						fetchProfile(p, fmt.Sprintf("profile?seconds=%d", secs), filepath.Join(prof, fmt.Sprintf("scale-%s-%s.cpu", rd.what, p.Name)))
 					}()
 				}
+				// The client agent's heap halfway through the load.
+				profWG.Add(1)
+				go func() {
+					defer profWG.Done()
+					time.Sleep(d / 2)
+					fetchProfile(c.client, "heap", filepath.Join(prof, fmt.Sprintf("scale-%s-%s.heap", rd.what, c.client.Name)))
+				}()
 			}
 			r := runLoad(64, d, c.all(), func(int) func(*rand.Rand) error { return rd.op(newAPIClient(b, c.client.HTTPAddr())) })
 			peak := sampler.stop()
