@@ -124,7 +124,9 @@ func BenchmarkScale(b *testing.B) {
 		record(b, kindTribune, name+" restart-follower caught-up", "ms", ms(data),
 			fmt.Sprintf("%s killed and started again: answers and knows the leader after %.0f ms, its own store holds the whole catalog after %.0f ms", follower.Name, ms(up), ms(data)))
 
-		// Reads under 64 clients through the client agent.
+		// Reads under 64 clients through the client agent. Leadership may
+		// have moved meanwhile (a long snapshot on a busy machine).
+		leader = clusterLeader(b, c)
 		for _, rd := range []struct {
 			what, path string
 			op         func(c *api.Client) func(r *rand.Rand) error
@@ -175,7 +177,7 @@ func BenchmarkScale(b *testing.B) {
 			peak := sampler.stop()
 			profWG.Wait()
 			record(b, kindTribune, fmt.Sprintf("%s %s clients=64", name, rd.what), "ops/s", r.opsPerSec(),
-				fmt.Sprintf("answer=%.1fKiB peak rss MiB: client=%.0f leader=%.0f; %s", float64(answer)/1024, float64(peak[0])/1024, float64(peak[1])/1024, r))
+				fmt.Sprintf("answer=%.1fKiB peak rss MiB: client=%.0f leader %s=%.0f; %s", float64(answer)/1024, float64(peak[0])/1024, leader.Name, float64(peak[1])/1024, r))
 		}
 	})
 }
