@@ -34,13 +34,14 @@
 //	                over the wake
 //	BENCH_FAILOVERS number of leader kills (default 5)
 //	BENCH_RAFTDB_WRITES writes of BenchmarkRaftDB and BenchmarkRaftDBCluster
-//	                (default 100000; the figure is 1000000, ~10 min
-//	                on 2 cores). The cluster run fails when a server's log
+//	                (default 100000; the figure is 1000000, ~20 min
+//	                on 2 busy cores). The cluster run fails when a server's log
 //	                store outgrows the bound computed from its
 //	                raft_snapshot_threshold and raft_trailing_logs, and
 //	                flags a last tenth more than 10 % slower than the first
 //	BENCH_SCALE_NODES nodes of BenchmarkScale, each with 10 services of 2
-//	                checks (default 1000; the figure is 10000)
+//	                checks (default 1000, ~1 min; the figure is
+//	                10000: 100,000 registrations, ~15 min on 2 busy cores)
 //	BENCH_SCALE_PPROF=<dir> BenchmarkScale saves the leader's heap and CPU
 //	                profiles of the leader and the client agent there
 //	BENCH_KEEP=1    keep the temporary directory with the agents' logs

@@ -81,7 +81,7 @@ func BenchmarkRaftDBCluster(b *testing.B) {
 		}
 		sizes := make([][]float64, len(c.servers))
 		store := ""
-		r := raftDBLoad(b, leader.HTTPAddr(), n, func() {
+		r := raftDBLoad(b, leader.HTTPAddr(), n, c.servers, func() {
 			for i, d := range dirs {
 				st, sz := logStoreSize(d)
 				store = st
@@ -125,7 +125,10 @@ func BenchmarkRaftDBCluster(b *testing.B) {
 		record(b, kindTribune, name+" log-store-max", "MiB", maxAll, fmt.Sprintf("bound=%.0fMiB store=%s", bound, store))
 		detail := fmt.Sprintf("per tenth: %s ops/s errors=%d took=%s", joinFloats(r.rates, "%.0f"), r.errs, r.elapsed.Round(time.Second))
 		if r.last() < 0.9*r.first() {
-			detail += " SLOWDOWN: last tenth more than 10% below the first"
+			detail += " SLOWDOWN: last tenth more than 10% below the first (see each tenth's other_processes CPU above)"
+		}
+		for i, rate := range r.rates {
+			fmt.Printf("bench: %s tenth %d ops/s=%.0f cpu%%: %s\n", name, i+1, rate, r.cpu[i])
 		}
 		record(b, kindTribune, name+" first-tenth", "ops/s", r.first(), "")
 		record(b, kindTribune, name+" last-tenth", "ops/s", r.last(), detail)

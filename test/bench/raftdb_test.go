@@ -49,7 +49,7 @@ func BenchmarkRaftDB(b *testing.B) {
 		for _, kind := range kinds() {
 			p, dataDir := startSingleServer(b, kind)
 			var sizes []float64
-			r := raftDBLoad(b, p.HTTPAddr(), n, func() {
+			r := raftDBLoad(b, p.HTTPAddr(), n, []*proc{p}, func() {
 				_, sz := logStoreSize(dataDir)
 				sizes = append(sizes, mib(sz))
 			})
@@ -85,7 +85,10 @@ func startSingleServer(b *testing.B, kind string) (*proc, string) {
 
 // raftDBResult is what raftDBLoad saw.
 type raftDBResult struct {
-	rates   []float64 // ops/s over each tenth of the writes
+	rates []float64 // ops/s over each tenth of the writes
+	// cpu is the CPU each process took during each tenth (cpuMeter), to
+	// tell a slower tenth of ours from a busier machine.
+	cpu     []string
 	errs    int64
 	elapsed time.Duration
 }
@@ -102,8 +105,8 @@ func (r raftDBResult) rate(i int) float64 {
 
 // raftDBLoad PUTs n values of 1 KiB over 1,000 keys from 64 clients to the
 // agent at addr, and calls sample after each tenth of the writes (with no
-// other sample running).
-func raftDBLoad(tb testing.TB, addr string, n int, sample func()) raftDBResult {
+// other sample running); the CPU of agents is measured for each tenth.
+func raftDBLoad(tb testing.TB, addr string, n int, agents []*proc, sample func()) raftDBResult {
 	const clients = 64
 	value := bytes.Repeat([]byte("v"), 1024)
 	tenth := int64(n / 10)
@@ -113,14 +116,16 @@ func raftDBLoad(tb testing.TB, addr string, n int, sample func()) raftDBResult {
 		res              raftDBResult
 		start            = time.Now()
 		markAt           = start
+		meter            = newCPUMeter(agents)
 	)
 	mark := func() {
 		mu.Lock()
 		defer mu.Unlock()
 		res.rates = append(res.rates, float64(tenth)/time.Since(markAt).Seconds())
+		res.cpu = append(res.cpu, meter.String())
 		sample()
 		// The sample's own time is not the writes'.
-		markAt = time.Now()
+		markAt, meter = time.Now(), newCPUMeter(agents)
 	}
 	var wg sync.WaitGroup
 	for w := 0; w < clients; w++ {

@@ -46,8 +46,9 @@ func scaleServiceName(i int) string { return fmt.Sprintf("svc-%03d", i%scaleServ
 // and GET /v1/health/service/<name> under 64 clients through the client
 // agent (ops/s, p50/p99, the answer's size, the client agent's and the
 // leader's peak RSS meanwhile).
-// BENCH_SCALE_PPROF=<dir> saves the leader's heap after the registration
-// and CPU profiles of the leader and the client during each read load.
+// BENCH_SCALE_PPROF=<dir> saves the leader's heap after the registration,
+// CPU profiles of the leader and the client during each read load and the
+// client's heap halfway through it.
 func BenchmarkScale(b *testing.B) {
 	runOnce(b, func() {
 		nodes := scaleNodes(b)
@@ -123,7 +124,9 @@ func BenchmarkScale(b *testing.B) {
 		record(b, kindTribune, name+" restart-follower caught-up", "ms", ms(data),
 			fmt.Sprintf("%s killed and started again: answers and knows the leader after %.0f ms, its own store holds the whole catalog after %.0f ms", follower.Name, ms(up), ms(data)))
 
-		// Reads under 64 clients through the client agent.
+		// Reads under 64 clients through the client agent. Leadership may
+		// have moved meanwhile (a long snapshot on a busy machine).
+		leader = clusterLeader(b, c)
 		for _, rd := range []struct {
 			what, path string
 			op         func(c *api.Client) func(r *rand.Rand) error
@@ -162,12 +165,19 @@ func BenchmarkScale(b *testing.B) {
 						fetchProfile(p, fmt.Sprintf("profile?seconds=%d", secs), filepath.Join(prof, fmt.Sprintf("scale-%s-%s.cpu", rd.what, p.Name)))
 					}()
 				}
+				// The client agent's heap halfway through the load.
+				profWG.Add(1)
+				go func() {
+					defer profWG.Done()
+					time.Sleep(d / 2)
+					fetchProfile(c.client, "heap", filepath.Join(prof, fmt.Sprintf("scale-%s-%s.heap", rd.what, c.client.Name)))
+				}()
 			}
 			r := runLoad(64, d, c.all(), func(int) func(*rand.Rand) error { return rd.op(newAPIClient(b, c.client.HTTPAddr())) })
 			peak := sampler.stop()
 			profWG.Wait()
 			record(b, kindTribune, fmt.Sprintf("%s %s clients=64", name, rd.what), "ops/s", r.opsPerSec(),
-				fmt.Sprintf("answer=%.1fKiB peak rss MiB: client=%.0f leader=%.0f; %s", float64(answer)/1024, float64(peak[0])/1024, float64(peak[1])/1024, r))
+				fmt.Sprintf("answer=%.1fKiB peak rss MiB: client=%.0f leader %s=%.0f; %s", float64(answer)/1024, float64(peak[0])/1024, leader.Name, float64(peak[1])/1024, r))
 		}
 	})
 }
