@@ -93,8 +93,9 @@ func TestLogStoreKeepsTheExistingBackend(t *testing.T) {
 		{server.LogStoreBoltDB, server.LogStoreWAL},
 		{server.LogStoreWAL, server.LogStoreBoltDB},
 		{server.LogStoreBoltDB, ""},
+		{"", server.LogStoreBoltDB}, // a new data directory gets DefaultLogStore
 	} {
-		t.Run(tc.first+"-then-"+tc.then, func(t *testing.T) {
+		t.Run(fmt.Sprintf("%q-then-%q", tc.first, tc.then), func(t *testing.T) {
 			var configured atomic.Value
 			configured.Store(tc.first)
 			c := servertest.New(t, servertest.Options{Servers: 1, Persistent: true, Configure: func(_ int, cfg *server.Config) {
@@ -106,8 +107,12 @@ func TestLogStoreKeepsTheExistingBackend(t *testing.T) {
 			configured.Store(tc.then)
 			c.Restart(s, false)
 			c.WaitForLeader(servertest.DefaultTimeout)
-			if got := s.LogStoreBackend(); got != tc.first {
-				t.Fatalf("configured %q on a %s log: backend %q", tc.then, tc.first, got)
+			first := tc.first
+			if first == "" {
+				first = server.DefaultLogStore
+			}
+			if got := s.LogStoreBackend(); got != first {
+				t.Fatalf("configured %q on a %s log: backend %q", tc.then, first, got)
 			}
 			waitKeys(t, s, want)
 		})

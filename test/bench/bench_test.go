@@ -425,9 +425,9 @@ func median(xs []float64) float64 {
 // figure name and unit, printed beside ours in the summary.
 var reference = map[string]string{
 	"dev kv-write clients=64 ops/s":                   "7.0k",
-	"cluster kv-write clients=64 ops/s":               "2.1k",
-	"cluster kv-write clients=1 ops/s":                "308",
-	"cluster read-consistent clients=64 ops/s":        "4.5k",
+	"cluster kv-write clients=64 ops/s":               "2.3k",
+	"cluster kv-write clients=1 ops/s":                "312",
+	"cluster read-consistent clients=64 ops/s":        "4.9k",
 	"cluster read-stale clients=64 ops/s":             "7.7k",
 	"dev watchers n=5000 write->all-woken ms":         "419",
 	"dev watchers n=5000 rss-total MiB":               "540",
