@@ -143,3 +143,74 @@ func TestXDSProxylessGRPC(t *testing.T) {
 		return nil
 	})
 }
+
+// A proxyless gRPC client follows the discovery chain of a grpc service:
+// a splitter sending 100% to the v1 subset (by a resolver's meta filter)
+// and 0% to v2 has every call reach the v1 instance; turned around, every
+// call reaches v2.
+func TestXDSProxylessGRPCSplitter(t *testing.T) {
+	t.Parallel()
+	a := agenttest.Start(t, nil)
+	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, g := range []*greeter{startGreeter(t, "v1-a"), startGreeter(t, "v2-a")} {
+		if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: g.name, Address: "127.0.0.1",
+			Service: &api.AgentService{ID: g.name, Service: "greeter", Address: "127.0.0.1", Port: g.port, Meta: map[string]string{"version": fmt.Sprint(i + 1)}},
+			Check:   &api.AgentCheck{Node: g.name, CheckID: "grpc", Name: "grpc", Status: api.HealthPassing, ServiceID: g.name},
+		}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, e := range []api.ConfigEntry{
+		&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "greeter", Protocol: "grpc"},
+		&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "greeter", Subsets: map[string]api.ServiceResolverSubset{
+			"v1": {Filter: `Service.Meta.version == "1"`}, "v2": {Filter: `Service.Meta.version == "2"`}}},
+	} {
+		if _, _, err := c.ConfigEntries().Set(e, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	split := func(v1, v2 float32) {
+		t.Helper()
+		if _, _, err := c.ConfigEntries().Set(&api.ServiceSplitterConfigEntry{Kind: api.ServiceSplitter, Name: "greeter",
+			Splits: []api.ServiceSplit{{Weight: v1, ServiceSubset: "v1"}, {Weight: v2, ServiceSubset: "v2"}}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	split(100, 0)
+	bootstrap := fmt.Sprintf(`{"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+		"node": {"id": "greeter-split-client"}}`, a.XDSAddr())
+	resolver, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("xds:///greeter", grpc.WithResolvers(resolver), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	client := testpb.NewTestServiceClient(conn)
+	// only waits until n calls in a row all reach want.
+	only := func(want string) {
+		t.Helper()
+		wait.For(t, 30*time.Second, func() error {
+			for range 20 {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				r, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
+				cancel()
+				if err != nil {
+					return err
+				}
+				if r.GetHostname() != want {
+					return fmt.Errorf("a call reached %s, want only %s", r.GetHostname(), want)
+				}
+			}
+			return nil
+		})
+	}
+	only("v1-a")
+	split(0, 100)
+	only("v2-a")
+}
