@@ -54,6 +54,24 @@ func registerGreeter(t *testing.T, c *api.Client, g *greeter, status string) {
 	}
 }
 
+// dialGreeter returns a client of xds:///greeter through grpc-go's own xDS
+// resolver, bootstrapped to the agent's xDS port as node.
+func dialGreeter(t *testing.T, xdsAddr, node string) testpb.TestServiceClient {
+	t.Helper()
+	bootstrap := fmt.Sprintf(`{"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+		"node": {"id": %q}}`, xdsAddr, node)
+	resolver, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("xds:///greeter", grpc.WithResolvers(resolver), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return testpb.NewTestServiceClient(conn)
+}
+
 // grpc-go's own xDS client, bootstrapped to the agent's xDS port, dials
 // xds:///greeter and is balanced over the 3 greeters of the catalog; one
 // going critical gets no more calls within 2 s; a new instance gets calls.
@@ -68,18 +86,7 @@ func TestXDSProxylessGRPC(t *testing.T) {
 	for _, g := range gs {
 		registerGreeter(t, c, g, api.HealthPassing)
 	}
-	bootstrap := fmt.Sprintf(`{"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
-		"node": {"id": "greeter-client"}}`, a.XDSAddr())
-	resolver, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient("xds:///greeter", grpc.WithResolvers(resolver), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	client := testpb.NewTestServiceClient(conn)
+	client := dialGreeter(t, a.XDSAddr(), "greeter-client")
 	call := func() (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -180,18 +187,7 @@ func TestXDSProxylessGRPCSplitter(t *testing.T) {
 		}
 	}
 	split(100, 0)
-	bootstrap := fmt.Sprintf(`{"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
-		"node": {"id": "greeter-split-client"}}`, a.XDSAddr())
-	resolver, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient("xds:///greeter", grpc.WithResolvers(resolver), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	client := testpb.NewTestServiceClient(conn)
+	client := dialGreeter(t, a.XDSAddr(), "greeter-split-client")
 	// only waits until n calls in a row all reach want.
 	only := func(want string) {
 		t.Helper()

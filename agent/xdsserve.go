@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -540,6 +541,10 @@ func (x *xdsService) builder() {
 		x.queue = x.queue[1:]
 		x.buildMu.Unlock()
 		x.runBuilds(w)
+		// A builder never blocks while proxies are queued: yield, so
+		// that the send the build started (a stream's flusher, ready to
+		// run) goes out now rather than after every queued build.
+		runtime.Gosched()
 	}
 }
 
