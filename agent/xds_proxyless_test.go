@@ -54,6 +54,24 @@ func registerGreeter(t *testing.T, c *api.Client, g *greeter, status string) {
 	}
 }
 
+// dialGreeter returns a client of xds:///greeter through grpc-go's own xDS
+// resolver, bootstrapped to the agent's xDS port as node.
+func dialGreeter(t *testing.T, xdsAddr, node string) testpb.TestServiceClient {
+	t.Helper()
+	bootstrap := fmt.Sprintf(`{"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+		"node": {"id": %q}}`, xdsAddr, node)
+	resolver, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("xds:///greeter", grpc.WithResolvers(resolver), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return testpb.NewTestServiceClient(conn)
+}
+
 // grpc-go's own xDS client, bootstrapped to the agent's xDS port, dials
 // xds:///greeter and is balanced over the 3 greeters of the catalog; one
 // going critical gets no more calls within 2 s; a new instance gets calls.
@@ -68,18 +86,7 @@ func TestXDSProxylessGRPC(t *testing.T) {
 	for _, g := range gs {
 		registerGreeter(t, c, g, api.HealthPassing)
 	}
-	bootstrap := fmt.Sprintf(`{"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
-		"node": {"id": "greeter-client"}}`, a.XDSAddr())
-	resolver, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient("xds:///greeter", grpc.WithResolvers(resolver), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	client := testpb.NewTestServiceClient(conn)
+	client := dialGreeter(t, a.XDSAddr(), "greeter-client")
 	call := func() (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -142,4 +149,64 @@ func TestXDSProxylessGRPC(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A proxyless gRPC client follows the discovery chain of a grpc service:
+// a splitter sending 100% to the v1 subset (by a resolver's meta filter)
+// and 0% to v2 has every call reach the v1 instance; turned around, every
+// call reaches v2.
+func TestXDSProxylessGRPCSplitter(t *testing.T) {
+	t.Parallel()
+	a := agenttest.Start(t, nil)
+	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, g := range []*greeter{startGreeter(t, "v1-a"), startGreeter(t, "v2-a")} {
+		if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: g.name, Address: "127.0.0.1",
+			Service: &api.AgentService{ID: g.name, Service: "greeter", Address: "127.0.0.1", Port: g.port, Meta: map[string]string{"version": fmt.Sprint(i + 1)}},
+			Check:   &api.AgentCheck{Node: g.name, CheckID: "grpc", Name: "grpc", Status: api.HealthPassing, ServiceID: g.name},
+		}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, e := range []api.ConfigEntry{
+		&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "greeter", Protocol: "grpc"},
+		&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "greeter", Subsets: map[string]api.ServiceResolverSubset{
+			"v1": {Filter: `Service.Meta.version == "1"`}, "v2": {Filter: `Service.Meta.version == "2"`}}},
+	} {
+		if _, _, err := c.ConfigEntries().Set(e, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	split := func(v1, v2 float32) {
+		t.Helper()
+		if _, _, err := c.ConfigEntries().Set(&api.ServiceSplitterConfigEntry{Kind: api.ServiceSplitter, Name: "greeter",
+			Splits: []api.ServiceSplit{{Weight: v1, ServiceSubset: "v1"}, {Weight: v2, ServiceSubset: "v2"}}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	split(100, 0)
+	client := dialGreeter(t, a.XDSAddr(), "greeter-split-client")
+	// only waits until n calls in a row all reach want.
+	only := func(want string) {
+		t.Helper()
+		wait.For(t, 30*time.Second, func() error {
+			for range 20 {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				r, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
+				cancel()
+				if err != nil {
+					return err
+				}
+				if r.GetHostname() != want {
+					return fmt.Errorf("a call reached %s, want only %s", r.GetHostname(), want)
+				}
+			}
+			return nil
+		})
+	}
+	only("v1-a")
+	split(0, 100)
+	only("v2-a")
 }

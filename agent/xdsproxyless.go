@@ -9,6 +9,7 @@ import (
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/catalog"
 	"github.com/tribune-mesh/tribune/connect"
+	"github.com/tribune-mesh/tribune/discoverychain"
 	"github.com/tribune-mesh/tribune/xds"
 )
 
@@ -106,8 +107,22 @@ func (x *xdsService) readProxyless(ctx context.Context, node, token string, name
 		return nil, fmt.Errorf("resolve the client's token: %w", err)
 	}
 	p := &xds.Proxyless{ID: node, Datacenter: x.a.cfg.Datacenter, TrustDomain: connect.TrustDomain(roots.CAConfig.ClusterID)}
+	var set *chainSet
+	if len(list) > 0 {
+		if set, err = x.chainEntries(ctx, in, opts); err != nil {
+			return nil, err
+		}
+	}
 	for _, name := range list {
 		if authz.ServiceRead(name) != acl.Allow {
+			continue
+		}
+		svc, err := x.readProxylessChain(ctx, in, opts, set, name, p.TrustDomain)
+		if err != nil {
+			return nil, err
+		}
+		if svc != nil {
+			p.Services = append(p.Services, *svc)
 			continue
 		}
 		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: name, Options: opts})
@@ -118,4 +133,36 @@ func (x *xdsService) readProxyless(ctx context.Context, node, token string, name
 	}
 	in.proxyless = p
 	return in, nil
+}
+
+// readProxylessChain reads the instances of each target of the discovery
+// chain of a service a proxyless client dials, when the chain routes it at
+// L7 for gRPC (protocol http2 or grpc: a router's matches, a splitter's
+// weights, a resolver's subsets reach the client). nil, nil for a service
+// of another protocol, or whose chain reaches another datacenter or a peer
+// (served as one cluster of its instances, as before).
+func (x *xdsService) readProxylessChain(ctx context.Context, in *proxyInputs, opts catalog.QueryOptions, set *chainSet, name, trustDomain string) (*xds.ProxylessService, error) {
+	local := x.a.cfg.Datacenter
+	cc := set.compile(discoverychain.Request{Service: name, Datacenter: local, TrustDomain: trustDomain})
+	if cc.err != nil || (cc.chain.Protocol != "http2" && cc.chain.Protocol != "grpc") {
+		return nil, nil
+	}
+	for _, t := range cc.chain.Targets {
+		if t.External || t.Peer != "" || t.Datacenter != local {
+			return nil, nil
+		}
+	}
+	svc := &xds.ProxylessService{Name: name, Chain: cc.chain, TargetEndpoints: make(map[string][]xds.Endpoint, len(cc.chain.Targets))}
+	for id, t := range cc.chain.Targets {
+		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: t.Service, Options: opts})
+		if err != nil {
+			return nil, fmt.Errorf("instances of %s: %w", t.Service, err)
+		}
+		eps, err := x.targetEndpoints(resp.Instances, t.Subset)
+		if err != nil {
+			return nil, err
+		}
+		svc.TargetEndpoints[id] = eps
+	}
+	return svc, nil
 }

@@ -173,7 +173,11 @@ func (s *Server) deltaRequest(ds *deltaStream, req *discovery.DeltaDiscoveryRequ
 		}
 		w.sub.UpdateResourceSubscriptions(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	}
-	cancel, err := s.cache.CreateDeltaWatch(req, w.sub, ds.responses)
+	// The cache keeps the request with the watch: only what it reads of
+	// it (the node, the type, whether it answers a response), not the
+	// proxy's whole request with its names and error detail.
+	watchReq := &discovery.DeltaDiscoveryRequest{Node: ds.node, TypeUrl: typeURL, ResponseNonce: req.GetResponseNonce()}
+	cancel, err := s.cache.CreateDeltaWatch(watchReq, w.sub, ds.responses)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/tribune-mesh/tribune/discoverychain"
 )
 
 // Proxyless is a gRPC client that resolves xds:///<service> itself
@@ -35,8 +37,17 @@ type Proxyless struct {
 
 // ProxylessService is one service a proxyless client dials.
 type ProxylessService struct {
-	Name      string
+	Name string
+	// Endpoints are the service's instances (without a Chain).
 	Endpoints []Endpoint
+	// Chain is the service's compiled discovery chain, for a service
+	// routed at L7 (http2, grpc): the route configuration carries its
+	// router's matches and its splitter's weights, and each resolver's
+	// target is a cluster of its own with TargetEndpoints[target ID]
+	// (its subset's instances). Failover targets are not followed. nil:
+	// one cluster of Endpoints.
+	Chain           *discoverychain.Chain
+	TargetEndpoints map[string][]Endpoint
 }
 
 // MaxProxylessServices bounds the services one proxyless client may name.
@@ -64,11 +75,8 @@ func BuildProxyless(p *Proxyless) (*cachev3.Snapshot, error) {
 	put := func(typ resource.Type, r types.Resource) {
 		b.add(typ, "", func() (types.Resource, error) { return r, nil })
 	}
-	for _, s := range svcs {
-		if s.Name == "" {
-			return nil, errors.New("xds: proxyless service without a name")
-		}
-		name := ClusterName(s.Name, p.Datacenter, p.TrustDomain)
+	// addCluster adds an EDS cluster (round robin) and its endpoints.
+	addCluster := func(name string, eps []Endpoint) {
 		put(resource.ClusterType, &cluster.Cluster{
 			Name:                 name,
 			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_EDS},
@@ -76,26 +84,40 @@ func BuildProxyless(p *Proxyless) (*cachev3.Snapshot, error) {
 			ConnectTimeout:       durationpb.New(5 * time.Second),
 			LbPolicy:             cluster.Cluster_ROUND_ROBIN,
 		})
-		cla := loadAssignment(name, s.Endpoints)
+		cla := loadAssignment(name, eps)
 		// grpc-go ignores localities without a weight.
 		for _, l := range cla.Endpoints {
 			l.Locality = &core.Locality{}
 			l.LoadBalancingWeight = wrapperspb.UInt32(1)
 		}
 		put(resource.EndpointType, cla)
-		// L4 only: one route to the service's cluster. The discovery
-		// chain's L7 routes (splits, retries, timeouts) go here.
-		put(resource.RouteType, &route.RouteConfiguration{
-			Name: s.Name,
-			VirtualHosts: []*route.VirtualHost{{
-				Name:    s.Name,
-				Domains: []string{"*"},
-				Routes: []*route.Route{{
-					Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: ""}},
-					Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: name}}},
+	}
+	for _, s := range svcs {
+		if s.Name == "" {
+			return nil, errors.New("xds: proxyless service without a name")
+		}
+		name := ClusterName(s.Name, p.Datacenter, p.TrustDomain)
+		if s.Chain != nil {
+			rc, err := proxylessChain(s, addCluster)
+			if err != nil {
+				return nil, err
+			}
+			put(resource.RouteType, rc)
+		} else {
+			addCluster(name, s.Endpoints)
+			// One route to the service's cluster.
+			put(resource.RouteType, &route.RouteConfiguration{
+				Name: s.Name,
+				VirtualHosts: []*route.VirtualHost{{
+					Name:    s.Name,
+					Domains: []string{"*"},
+					Routes: []*route.Route{{
+						Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: ""}},
+						Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: name}}},
+					}},
 				}},
-			}},
-		})
+			})
+		}
 		m, err := anypb.New(&hcm.HttpConnectionManager{
 			StatPrefix: "upstream." + name,
 			RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
@@ -117,6 +139,59 @@ func BuildProxyless(p *Proxyless) (*cachev3.Snapshot, error) {
 		return nil, err
 	}
 	return snap, nil
+}
+
+// proxylessChain adds, through addCluster, the cluster of each resolver
+// target of s's chain, and returns the route configuration its router and
+// splitter make, named after the service.
+func proxylessChain(s ProxylessService, addCluster func(name string, eps []Endpoint)) (*route.RouteConfiguration, error) {
+	ch := s.Chain
+	if ch.Targets == nil || ch.Nodes[ch.StartNode] == nil {
+		return nil, fmt.Errorf("xds: proxyless service %s: chain without a start node", s.Name)
+	}
+	clusters := map[string]string{} // resolver node key -> cluster
+	targets := map[string]string{}  // cluster -> target ID
+	for key, n := range ch.Nodes {
+		if n.Type != discoverychain.NodeTypeResolver {
+			continue
+		}
+		if n.Resolver == nil {
+			return nil, fmt.Errorf("xds: chain %s: resolver node %s has no resolver", ch.ServiceName, key)
+		}
+		t, err := chainTarget(ch, n.Resolver.Target)
+		if err != nil {
+			return nil, err
+		}
+		name := clusterName(ch, t)
+		clusters[key], targets[name] = name, t.ID
+	}
+	rc, err := chainRouteConfig(s.Name, ch, clusters)
+	if err != nil {
+		return nil, err
+	}
+	// Only the clusters the routes use: a state-of-the-world client asks
+	// for exactly those, and the cache answers only a request that names
+	// every cluster of the snapshot (a split of weight 0 uses none).
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, rt := range vh.GetRoutes() {
+			for _, c := range routeClusters(rt) {
+				addCluster(c, s.TargetEndpoints[targets[c]])
+			}
+		}
+	}
+	return rc, nil
+}
+
+// routeClusters are the clusters a route sends to.
+func routeClusters(rt *route.Route) []string {
+	if c := rt.GetRoute().GetCluster(); c != "" {
+		return []string{c}
+	}
+	var out []string
+	for _, w := range rt.GetRoute().GetWeightedClusters().GetClusters() {
+		out = append(out, w.GetName())
+	}
+	return out
 }
 
 // proxylessConsistent is Snapshot.Consistent for API listeners, whose RDS
@@ -142,8 +217,14 @@ func proxylessConsistent(snap *cachev3.Snapshot) error {
 	for name, r := range routes {
 		for _, vh := range r.(*route.RouteConfiguration).GetVirtualHosts() {
 			for _, rt := range vh.GetRoutes() {
-				if _, ok := clusters[rt.GetRoute().GetCluster()]; !ok {
-					return fmt.Errorf("xds: inconsistent snapshot: route %s names missing cluster %q", name, rt.GetRoute().GetCluster())
+				cs := routeClusters(rt)
+				if len(cs) == 0 {
+					return fmt.Errorf("xds: inconsistent snapshot: route %s leads to no cluster", name)
+				}
+				for _, c := range cs {
+					if _, ok := clusters[c]; !ok {
+						return fmt.Errorf("xds: inconsistent snapshot: route %s names missing cluster %q", name, c)
+					}
 				}
 			}
 		}
