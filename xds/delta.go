@@ -9,6 +9,7 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc/codes"
@@ -58,6 +59,14 @@ type deltaStream struct {
 	nodeID  string
 	nonce   int64
 	watches map[string]*deltaWatch
+	// held is what the cache answered and is not sent yet, one answer
+	// per type at most. Answers go out in Envoy's order (sendOrder), and
+	// listeners and routes wait while an answer of clusters or endpoints
+	// is not acknowledged: Envoy warms clusters before the listeners that
+	// use them. warming is the nonce of each such answer sent and not yet
+	// ACKed or NACKed, by type.
+	held    map[string]cachev3.DeltaResponse
+	warming map[string]string
 	// err is the error a send failed with, outside the stream's
 	// goroutine; the stream ends with it.
 	err    error
@@ -86,6 +95,7 @@ func (s *Server) deltaADS(str discovery.AggregatedDiscoveryService_DeltaAggregat
 	// streams from 1, and the two must not meet in s.streams.
 	id := -s.deltaIDs.Add(1)
 	ds := &deltaStream{str: str, id: id, node: &core.Node{}, watches: make(map[string]*deltaWatch, 5),
+		held: make(map[string]cachev3.DeltaResponse, 5), warming: make(map[string]string, 2),
 		responses: make(chan cachev3.DeltaResponse, 2*int(types.UnknownType))}
 	if err := s.onOpen(str.Context(), id, true); err != nil {
 		return err
@@ -134,6 +144,11 @@ func (s *Server) deltaRequest(ds *deltaStream, req *discovery.DeltaDiscoveryRequ
 	defer ds.mu.Unlock()
 	if ds.err != nil {
 		return ds.err
+	}
+	// An ACK or NACK of a cluster or endpoint answer ends its warming:
+	// held listeners and routes may follow.
+	if n, ok := ds.warming[req.GetTypeUrl()]; ok && n == req.GetResponseNonce() {
+		delete(ds.warming, req.GetTypeUrl())
 	}
 	// What the cache answered before this request goes first.
 	if err := s.flushLocked(ds); err != nil {
@@ -185,18 +200,63 @@ func (s *Server) deltaRequest(ds *deltaStream, req *discovery.DeltaDiscoveryRequ
 	return s.flushLocked(ds)
 }
 
-// flushLocked sends what the cache answered ds's watches.
+// sendOrder is the order in which a stream's answers go out, as Envoy
+// expects them: secrets and clusters before the endpoints of the
+// clusters, listeners after them, routes last.
+var sendOrder = []string{resource.SecretType, resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}
+
+// flushLocked sends what the cache answered ds's watches, in sendOrder,
+// holding listeners and routes while clusters or endpoints warm.
 func (s *Server) flushLocked(ds *deltaStream) error {
+drain:
 	for {
 		select {
 		case resp := <-ds.responses:
-			if err := s.sendLocked(ds, resp); err != nil {
-				return err
-			}
+			// A newer answer of a type replaces a held one: it was made
+			// against what the proxy holds, which the held one never
+			// changed.
+			ds.held[resp.GetDeltaRequest().GetTypeUrl()] = resp
 		default:
-			return nil
+			break drain
 		}
 	}
+	for _, typ := range sendOrder {
+		if err := s.sendHeldLocked(ds, typ); err != nil {
+			return err
+		}
+	}
+	for typ := range ds.held {
+		// Types outside sendOrder (none that Envoy subscribes to today).
+		if err := s.sendHeldLocked(ds, typ); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendHeldLocked sends ds's held answer of typ, unless it is of listeners
+// or routes and clusters or endpoints are warming.
+func (s *Server) sendHeldLocked(ds *deltaStream, typ string) error {
+	resp, ok := ds.held[typ]
+	if !ok {
+		return nil
+	}
+	if (typ == resource.ListenerType || typ == resource.RouteType) && ds.clustersWarming() {
+		return nil
+	}
+	delete(ds.held, typ)
+	return s.sendLocked(ds, resp)
+}
+
+// clustersWarming reports whether an answer of clusters or endpoints is
+// held or sent and not yet acknowledged.
+func (ds *deltaStream) clustersWarming() bool {
+	if len(ds.warming) > 0 {
+		return true
+	}
+	_, c := ds.held[resource.ClusterType]
+	_, e := ds.held[resource.EndpointType]
+	return c || e
 }
 
 // sendLocked sends one of the cache's answers and records what the proxy
@@ -214,6 +274,9 @@ func (s *Server) sendLocked(ds *deltaStream, resp cachev3.DeltaResponse) error {
 	s.onDeltaResponse(ds.id, resp.GetDeltaRequest(), out)
 	if err := ds.str.Send(out); err != nil {
 		return err
+	}
+	if typ := resp.GetDeltaRequest().GetTypeUrl(); typ == resource.ClusterType || typ == resource.EndpointType {
+		ds.warming[typ] = out.Nonce
 	}
 	if w := ds.watches[resp.GetDeltaRequest().GetTypeUrl()]; w != nil {
 		w.sub.SetReturnedResources(resp.GetNextVersionMap())

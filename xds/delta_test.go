@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -84,5 +86,65 @@ func TestDeltaProxyNotReadingBlocksNoOne(t *testing.T) {
 	var cla endpoint.ClusterLoadAssignment
 	if len(resp.GetResources()) != 1 || resp.GetResources()[0].GetResource().UnmarshalTo(&cla) != nil || len(cla.GetEndpoints()[0].GetLbEndpoints()) != 2000 {
 		t.Fatalf("live proxy got %v", resp.GetResources())
+	}
+}
+
+// Envoy's order on a delta stream: listeners wait while the clusters (and
+// their endpoints) they may use are not acknowledged. The proxy asks for
+// clusters and listeners, then for the endpoints of the cluster it got:
+// the endpoints come before the listeners (which were asked for first),
+// and the listeners come once both are ACKed.
+func TestDeltaListenersWaitForClusters(t *testing.T) {
+	s, addr := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	snap, err := cachev3.NewSnapshot("1", map[resource.Type][]types.Resource{
+		resource.ClusterType:  {&cluster.Cluster{Name: "db"}},
+		resource.EndpointType: {loadAssignment("db", []Endpoint{{Address: "10.0.0.1", Port: 21000, Healthy: true}})},
+		resource.ListenerType: {&listener.Listener{Name: "db:127.0.0.1:9191"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSnapshot(ctx, "web-proxy", snap); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(req *discovery.DeltaDiscoveryRequest) {
+		t.Helper()
+		req.Node = &core.Node{Id: "web-proxy"}
+		if err := st.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recv := func(want string) *discovery.DeltaDiscoveryResponse {
+		t.Helper()
+		r, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetTypeUrl() != want {
+			t.Fatalf("got a response of %s, want %s", r.GetTypeUrl(), want)
+		}
+		return r
+	}
+	send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
+	send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType})
+	cds := recv(resource.ClusterType)
+	send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNamesSubscribe: []string{"db"}})
+	eds := recv(resource.EndpointType)
+	send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, ResponseNonce: eds.GetNonce()})
+	send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: cds.GetNonce()})
+	lds := recv(resource.ListenerType)
+	if len(lds.GetResources()) != 1 || lds.GetResources()[0].GetName() != "db:127.0.0.1:9191" {
+		t.Fatalf("listeners: %v", lds.GetResources())
 	}
 }
