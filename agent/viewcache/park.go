@@ -57,9 +57,6 @@ func (c *Cache) Park(req *catalog.ReadRequest, fn ParkFunc) {
 	}
 	v.waiters.Add(1)
 	v.lot.mu.Lock()
-	// Under the lot's lock: a change stored before it is seen here, one
-	// stored after it finds p in the lot.
-	st := v.state.Load()
 	if v.stopped {
 		v.lot.mu.Unlock()
 		c.deliver(v, p, nil, ErrClosed)
@@ -67,6 +64,11 @@ func (c *Cache) Park(req *catalog.ReadRequest, fn ParkFunc) {
 	}
 	select {
 	case <-v.ready:
+		// Under the lot's lock: a change stored before it is seen here,
+		// one stored after it finds p in the lot. The state is read after
+		// ready: read before, it could be the empty one the first result
+		// replaced just before ready was closed (p then got ErrClosed).
+		st := v.state.Load()
 		if st.resp == nil || st.err != nil || st.resp.Meta.Index > p.minIndex {
 			v.lot.mu.Unlock()
 			c.deliver(v, p, st, st.err)
