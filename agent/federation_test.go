@@ -229,7 +229,15 @@ func TestWANPoolAndCrossDCRequests(t *testing.T) {
 	if n, _, err := c.Catalog().Node("wan-node", &api.QueryOptions{Datacenter: "dc2"}); err != nil || n == nil || n.Node.Address != "192.0.2.7" {
 		t.Fatalf("translated node: %+v %v", n, err)
 	}
-	dnsWant(t, "wan-node.node.dc2.consul", dnsAddrs(d.query(t, "udp", "wan-node.node.dc2.consul", dns.TypeA).Answer), []string{"192.0.2.7"})
+	// The agent answers DNS from its view of dc2's nodes, which follows
+	// the registration a moment later (a blocking query): wait for it.
+	wait.For(t, 10*time.Second, func() error {
+		got := dnsAddrs(d.query(t, "udp", "wan-node.node.dc2.consul", dns.TypeA).Answer)
+		if strings.Join(got, ",") != "192.0.2.7" {
+			return fmt.Errorf("wan-node.node.dc2.consul = %v, want [192.0.2.7]", got)
+		}
+		return nil
+	})
 	dnsWantRcode(t, d.query(t, "udp", "web.service.nowhere.consul", dns.TypeA), dns.RcodeNameError)
 
 	// A prepared query without instances here fails over to dc2.
