@@ -39,11 +39,33 @@ const (
 //     transactions and not reusable yet (the freelist);
 //   - bbolt grows the file 16 MiB (its AllocSize) beyond what it needs.
 //
-// It is proportional to the settings, not to the writes. (raft-wal keeps
-// ~1.1 KiB an entry in 64 MiB segments: under the same bound.)
+// It is proportional to the settings, not to the writes.
 func raftDBBound(threshold, trailing int) int64 {
 	entries := int64(trailing + 2*threshold)
 	return entries*2048*5/4 + bbolt.DefaultAllocSize
+}
+
+// raftWALSegment is raft-wal's segment size (raft_logstore.wal.segment_size_mb
+// left at its default).
+const raftWALSegment = 64 << 20
+
+// raftWALBound is raftDBBound for raft-wal, which keeps entries (~1.1 KiB;
+// 1,200 bytes counted) in preallocated segment files and deletes a segment
+// only once every entry in it is truncated: the entries the log holds
+// (trailing + 2 x threshold, as above) span at most one segment more than
+// they fill, plus its small metadata file (1 MiB counted).
+func raftWALBound(threshold, trailing int) int64 {
+	bytes := int64(trailing+2*threshold) * 1200
+	segments := (bytes+raftWALSegment-1)/raftWALSegment + 1
+	return segments*raftWALSegment + 1<<20
+}
+
+// logStoreBound is the bound of the store that ran.
+func logStoreBound(store string, threshold, trailing int) int64 {
+	if store == "raft-wal" {
+		return raftWALBound(threshold, trailing)
+	}
+	return raftDBBound(threshold, trailing)
 }
 
 // BenchmarkRaftDBCluster is the raft.db workload: three servers on
@@ -93,7 +115,7 @@ func BenchmarkRaftDBCluster(b *testing.B) {
 		}
 
 		name := fmt.Sprintf("cluster raftdb writes=%d", n)
-		bound := mib(raftDBBound(raftDBThreshold, raftDBTrailing))
+		bound := mib(logStoreBound(store, raftDBThreshold, raftDBTrailing))
 		fmt.Printf("bench: %s store=%s threshold=%d trailing=%d bound=%.0fMiB took=%s\n",
 			name, store, raftDBThreshold, raftDBTrailing, bound, r.elapsed.Round(time.Second))
 		var maxAll float64
@@ -286,5 +308,12 @@ func TestRaftDBHelpers(t *testing.T) {
 	// (10240 + 2 x 16384) entries x 2 KiB x 5/4 + 16 MiB.
 	if got, want := raftDBBound(16384, 10240), int64(43008*2560+16<<20); got != want {
 		t.Errorf("bound %d, want %d", got, want)
+	}
+	// 43,008 x 1,200 bytes fill one 64 MiB segment: two segments + 1 MiB.
+	if got, want := logStoreBound("raft-wal", 16384, 10240), int64(2*64<<20+1<<20); got != want {
+		t.Errorf("wal bound %d, want %d", got, want)
+	}
+	if got, want := logStoreBound("raft-boltdb", 16384, 10240), raftDBBound(16384, 10240); got != want {
+		t.Errorf("boltdb bound %d, want %d", got, want)
 	}
 }
