@@ -34,6 +34,21 @@ func bigEndpoints(t *testing.T, v int) *cachev3.Snapshot {
 	return snap
 }
 
+// dialDelta opens a delta ADS stream to addr, closed with the test.
+func dialDelta(t *testing.T, ctx context.Context, addr string) discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // A delta stream whose proxy stops reading holds up neither the goroutine
 // that sets its snapshots (a proxy's build) nor another proxy's stream:
 // what it is sent waits on its own goroutine.
@@ -42,15 +57,7 @@ func TestDeltaProxyNotReadingBlocksNoOne(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	open := func(node string) discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := dialDelta(t, ctx, addr)
 		if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.EndpointType}); err != nil {
 			t.Fatal(err)
 		}
@@ -109,15 +116,7 @@ func TestDeltaListenersWaitForClusters(t *testing.T) {
 	if err := s.SetSnapshot(ctx, "web-proxy", snap); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := dialDelta(t, ctx, addr)
 	send := func(req *discovery.DeltaDiscoveryRequest) {
 		t.Helper()
 		req.Node = &core.Node{Id: "web-proxy"}
