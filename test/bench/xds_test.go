@@ -266,6 +266,20 @@ func agentMemStats(httpAddr string) map[string]int64 {
 	return out
 }
 
+// saveAgentHeap writes the agent's heap profile (after a GC) to path; a
+// failure only loses the profile.
+func saveAgentHeap(httpAddr, path string) {
+	resp, err := http.Get("http://" + httpAddr + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if f, err := os.Create(path); err == nil {
+		_, _ = io.Copy(f, resp.Body)
+		f.Close()
+	}
+}
+
 func pct(d []time.Duration, p float64) float64 {
 	if len(d) == 0 {
 		return 0
@@ -346,6 +360,11 @@ func BenchmarkXDS1000Proxies(b *testing.B) {
 		var msBefore map[string]int64
 		if profile != "" {
 			msBefore = agentMemStats(p.HTTPAddr())
+			if heap := os.Getenv("BENCH_XDS_HEAP"); heap != "" {
+				// The heap before the streams, as the base to diff the
+				// heap with them against (go tool pprof -diff_base).
+				saveAgentHeap(p.HTTPAddr(), heap+".before")
+			}
 			if resp, err := http.Get("http://" + p.HTTPAddr() + "/debug/pprof/goroutine?debug=1"); err == nil {
 				first, _ := bufio.NewReader(resp.Body).ReadString('\n')
 				resp.Body.Close()
@@ -415,13 +434,7 @@ func BenchmarkXDS1000Proxies(b *testing.B) {
 			fmt.Printf("bench: xds agent memstats per proxy (after-before):%s\n", sb.String())
 		}
 		if heap := os.Getenv("BENCH_XDS_HEAP"); heap != "" && profile != "" {
-			if resp, err := http.Get("http://" + p.HTTPAddr() + "/debug/pprof/heap?gc=1"); err == nil {
-				if f, err := os.Create(heap); err == nil {
-					_, _ = io.Copy(f, resp.Body)
-					f.Close()
-				}
-				resp.Body.Close()
-			}
+			saveAgentHeap(p.HTTPAddr(), heap)
 		}
 		record(b, kindTribune, fmt.Sprintf("xds agent-rss proxies=%d", proxies), "MiB", float64(rssAfter)/1024,
 			fmt.Sprintf("before streams=%.1fMiB", float64(rssBefore)/1024))
