@@ -648,6 +648,13 @@ func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (resp *cata
 		inPrimary.Options.Datacenter = s.PrimaryDatacenter()
 		return s.readDC(ctx, &inPrimary)
 	}
+	// A read only the leader may answer is checked and filtered there,
+	// against the leader's state: this follower's may not hold yet what
+	// the check depends on (a token, or the prepared query whose token
+	// the read runs with, written a moment ago).
+	if s.needLeader(&req.Options) && !s.IsLeader() {
+		return s.forwardRead(ctx, req)
+	}
 	// A read made with a token (WithToken; every RPC) is checked and its
 	// result filtered for it (aclcheck.go).
 	authz, err := s.authorizeRead(ctx, req)
@@ -663,12 +670,9 @@ func (s *Server) Read(ctx context.Context, req *catalog.ReadRequest) (resp *cata
 
 func (s *Server) read(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {
 	opts := &req.Options
-	needLeader := !opts.AllowStale || opts.RequireConsistent
-	if !needLeader && opts.MaxStaleDuration > 0 && !s.IsLeader() {
-		// Too stale for the caller: ask the leader instead.
-		needLeader = s.staleness() > opts.MaxStaleDuration
-	}
+	needLeader := s.needLeader(opts)
 	if needLeader && !s.IsLeader() {
+		// Leadership moved since Read checked.
 		return s.forwardRead(ctx, req)
 	}
 	if needLeader || s.IsLeader() {
@@ -684,6 +688,16 @@ func (s *Server) read(ctx context.Context, req *catalog.ReadRequest) (*catalog.R
 		}
 	}
 	return s.blockingRead(ctx, req)
+}
+
+// needLeader reports whether a read with opts must be answered by the
+// leader: every read but a stale one, and a stale one this server is too
+// far behind for (max_stale).
+func (s *Server) needLeader(opts *catalog.QueryOptions) bool {
+	if !opts.AllowStale || opts.RequireConsistent {
+		return true
+	}
+	return opts.MaxStaleDuration > 0 && !s.IsLeader() && s.staleness() > opts.MaxStaleDuration
 }
 
 func (s *Server) blockingRead(ctx context.Context, req *catalog.ReadRequest) (*catalog.ReadResponse, error) {

@@ -227,3 +227,38 @@ func TestRPCRefusesDeletedToken(t *testing.T) {
 		return nil
 	})
 }
+
+// A read a follower forwards to the leader is checked and filtered there,
+// with the leader's state: the follower's may not hold yet what the check
+// depends on. Here the read executes a prepared query created a moment
+// before, whose own token it runs with: checked on the follower, which has
+// not heard of the query yet, it ran as the anonymous caller and answered
+// no instance, without an error.
+func TestForwardedReadCheckedByLeader(t *testing.T) {
+	c := aclCluster(t)
+	leader := c.WaitForLeader(servertest.DefaultTimeout)
+	f := c.Followers()[0]
+	mgmt := server.WithToken(context.Background(), testMgmt)
+	apply := func(typ catalog.CommandType, body any) {
+		t.Helper()
+		if res, err := leader.Apply(mgmt, typ, body); err != nil || res != nil {
+			t.Fatalf("apply %d: %v %v", typ, res, err)
+		}
+	}
+	apply(catalog.CmdRegister, &catalog.RegisterRequest{Node: "n1", Address: "10.1.0.1", Service: &catalog.Service{ID: "db1", Service: "db"}})
+	c.WaitForReplication(servertest.DefaultTimeout)
+	// Everything the leader sends the follower now arrives 500 ms late: the
+	// query's log entry, and the answer to the read forwarded to it.
+	c.Net.Delay(leader.Addr, f.Addr, 500*time.Millisecond)
+	t.Cleanup(c.Heal)
+	apply(catalog.CmdPreparedQuery, &catalog.PreparedQueryRequest{Op: catalog.PreparedQueryCreate,
+		Query: catalog.PreparedQuery{ID: "q1", Name: "dbq", Token: testMgmt, Service: catalog.ServiceQuery{Service: "db"}}})
+	if _, q, err := f.Store().PreparedQueryGet(nil, "q1"); err != nil || q != nil {
+		t.Fatalf("the follower holds the query already (%v, %v): the test cannot tell where the read is checked", q, err)
+	}
+	anon := server.WithToken(context.Background(), "")
+	resp, err := f.Read(anon, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: "db", PreparedQueryID: "q1"})
+	if err != nil || len(resp.Instances) != 1 {
+		t.Fatalf("anonymous execution of a query with a token through a follower: %+v %v, want 1 instance", resp, err)
+	}
+}
