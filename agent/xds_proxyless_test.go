@@ -188,25 +188,63 @@ func TestXDSProxylessGRPCSplitter(t *testing.T) {
 	}
 	split(100, 0)
 	client := dialGreeter(t, a.XDSAddr(), "greeter-split-client")
-	// only waits until n calls in a row all reach want.
-	only := func(want string) {
-		t.Helper()
-		wait.For(t, 30*time.Second, func() error {
-			for range 20 {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				r, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
-				cancel()
-				if err != nil {
-					return err
-				}
-				if r.GetHostname() != want {
-					return fmt.Errorf("a call reached %s, want only %s", r.GetHostname(), want)
-				}
-			}
-			return nil
-		})
-	}
-	only("v1-a")
+	onlyReaches(t, client, "v1-a")
 	split(0, 100)
-	only("v2-a")
+	onlyReaches(t, client, "v2-a")
+}
+
+// onlyReaches waits until 20 calls in a row of client all reach the
+// greeter named want.
+func onlyReaches(t *testing.T, client testpb.TestServiceClient, want string) {
+	t.Helper()
+	wait.For(t, 30*time.Second, func() error {
+		for range 20 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			r, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
+			cancel()
+			if err != nil {
+				return err
+			}
+			if r.GetHostname() != want {
+				return fmt.Errorf("a call reached %s, want only %s", r.GetHostname(), want)
+			}
+		}
+		return nil
+	})
+}
+
+// A proxyless gRPC client follows a resolver's failover: while greeter has
+// no healthy instance, calls reach greeter-backup's; once greeter's is
+// healthy again, they reach it again.
+func TestXDSProxylessGRPCFailover(t *testing.T) {
+	t.Parallel()
+	a := agenttest.Start(t, nil)
+	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	primary, backup := startGreeter(t, "primary"), startGreeter(t, "backup")
+	registerGreeter(t, c, primary, api.HealthPassing)
+	if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: backup.name, Address: "127.0.0.1",
+		Service: &api.AgentService{ID: backup.name, Service: "greeter-backup", Address: "127.0.0.1", Port: backup.port},
+		Check:   &api.AgentCheck{Node: backup.name, CheckID: "grpc", Name: "grpc", Status: api.HealthPassing, ServiceID: backup.name},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []api.ConfigEntry{
+		&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "greeter", Protocol: "grpc"},
+		&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "greeter-backup", Protocol: "grpc"},
+		&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "greeter",
+			Failover: map[string]api.ServiceResolverFailover{"*": {Service: "greeter-backup"}}},
+	} {
+		if _, _, err := c.ConfigEntries().Set(e, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client := dialGreeter(t, a.XDSAddr(), "greeter-failover-client")
+	onlyReaches(t, client, "primary")
+	registerGreeter(t, c, primary, api.HealthCritical)
+	onlyReaches(t, client, "backup")
+	registerGreeter(t, c, primary, api.HealthPassing)
+	onlyReaches(t, client, "primary")
 }

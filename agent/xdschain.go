@@ -204,17 +204,29 @@ func (x *xdsService) readUpstream(ctx context.Context, in *proxyInputs, opts cat
 			"upstream", u.DestinationName, "datacenter", req.Datacenter, "error", skip)
 		return nil, nil
 	}
-	up := &xds.Upstream{
+	eps, err := x.readTargets(ctx, in, opts, cc.chain, catalog.ReadHealthConnect)
+	if err != nil {
+		return nil, err
+	}
+	return &xds.Upstream{
 		DestinationName: u.DestinationName, Datacenter: u.Datacenter,
 		LocalBindAddress: u.LocalBindAddress, LocalBindPort: u.LocalBindPort,
-		Chain: cc.chain, ChainKey: cc.key, TargetEndpoints: make(map[string][]xds.Endpoint, len(cc.chain.Targets)),
-	}
-	for id, t := range cc.chain.Targets {
+		Chain: cc.chain, ChainKey: cc.key, TargetEndpoints: eps,
+	}, nil
+}
+
+// readTargets reads the healthy instances of each target of a chain with
+// op (ReadHealthConnect: the targets' sidecars; ReadHealthService: the
+// instances themselves, for proxyless clients), by target ID.
+func (x *xdsService) readTargets(ctx context.Context, in *proxyInputs, opts catalog.QueryOptions, ch *discoverychain.Chain, op catalog.ReadOp) (map[string][]xds.Endpoint, error) {
+	local := x.a.cfg.Datacenter
+	out := make(map[string][]xds.Endpoint, len(ch.Targets))
+	for id, t := range ch.Targets {
 		o := opts
 		if t.Datacenter != local {
 			o.Datacenter = t.Datacenter
 		}
-		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadHealthConnect, Name: t.Service, Options: o})
+		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: op, Name: t.Service, Options: o})
 		if err != nil && t.Datacenter != local && ctx.Err() == nil {
 			// Another datacenter that does not answer must not hold
 			// back the proxy's configuration: its target has no
@@ -222,7 +234,7 @@ func (x *xdsService) readUpstream(ctx context.Context, in *proxyInputs, opts cat
 			x.a.logger.Named("xds").Warn("instances of another datacenter's target unreadable; serving it without endpoints",
 				"service", t.Service, "datacenter", t.Datacenter, "error", err, "retry_in", xdsRemoteRetry)
 			in.retryRemote = true
-			up.TargetEndpoints[id] = nil
+			out[id] = nil
 			continue
 		}
 		if err != nil {
@@ -232,9 +244,9 @@ func (x *xdsService) readUpstream(ctx context.Context, in *proxyInputs, opts cat
 		if err != nil {
 			return nil, err
 		}
-		up.TargetEndpoints[id] = eps
+		out[id] = eps
 	}
-	return up, nil
+	return out, nil
 }
 
 // targetEndpoints are the instances of a target's subset: those its filter

@@ -138,31 +138,23 @@ func (x *xdsService) readProxyless(ctx context.Context, node, token string, name
 // readProxylessChain reads the instances of each target of the discovery
 // chain of a service a proxyless client dials, when the chain routes it at
 // L7 for gRPC (protocol http2 or grpc: a router's matches, a splitter's
-// weights, a resolver's subsets reach the client). nil, nil for a service
-// of another protocol, or whose chain reaches another datacenter or a peer
-// (served as one cluster of its instances, as before).
+// weights, a resolver's subsets and failover reach the client; targets in
+// other datacenters are dialled directly, as the client's own instances
+// are). nil, nil for a service of another protocol, or whose chain reaches
+// a cluster peer (served as one cluster of its instances, as before).
 func (x *xdsService) readProxylessChain(ctx context.Context, in *proxyInputs, opts catalog.QueryOptions, set *chainSet, name, trustDomain string) (*xds.ProxylessService, error) {
-	local := x.a.cfg.Datacenter
-	cc := set.compile(discoverychain.Request{Service: name, Datacenter: local, TrustDomain: trustDomain})
+	cc := set.compile(discoverychain.Request{Service: name, Datacenter: x.a.cfg.Datacenter, TrustDomain: trustDomain})
 	if cc.err != nil || (cc.chain.Protocol != "http2" && cc.chain.Protocol != "grpc") {
 		return nil, nil
 	}
 	for _, t := range cc.chain.Targets {
-		if t.External || t.Peer != "" || t.Datacenter != local {
+		if t.External || t.Peer != "" {
 			return nil, nil
 		}
 	}
-	svc := &xds.ProxylessService{Name: name, Chain: cc.chain, TargetEndpoints: make(map[string][]xds.Endpoint, len(cc.chain.Targets))}
-	for id, t := range cc.chain.Targets {
-		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: t.Service, Options: opts})
-		if err != nil {
-			return nil, fmt.Errorf("instances of %s: %w", t.Service, err)
-		}
-		eps, err := x.targetEndpoints(resp.Instances, t.Subset)
-		if err != nil {
-			return nil, err
-		}
-		svc.TargetEndpoints[id] = eps
+	eps, err := x.readTargets(ctx, in, opts, cc.chain, catalog.ReadHealthService)
+	if err != nil {
+		return nil, err
 	}
-	return svc, nil
+	return &xds.ProxylessService{Name: name, Chain: cc.chain, TargetEndpoints: eps}, nil
 }

@@ -44,8 +44,9 @@ type ProxylessService struct {
 	// routed at L7 (http2, grpc): the route configuration carries its
 	// router's matches and its splitter's weights, and each resolver's
 	// target is a cluster of its own with TargetEndpoints[target ID]
-	// (its subset's instances). Failover targets are not followed. nil:
-	// one cluster of Endpoints.
+	// (its subset's instances). A resolver with failover targets keeps
+	// its cluster and serves in it the instances of the first target, in
+	// failover order, with a healthy one. nil: one cluster of Endpoints.
 	Chain           *discoverychain.Chain
 	TargetEndpoints map[string][]Endpoint
 }
@@ -149,8 +150,8 @@ func proxylessChain(s ProxylessService, addCluster func(name string, eps []Endpo
 	if ch.Targets == nil || ch.Nodes[ch.StartNode] == nil {
 		return nil, fmt.Errorf("xds: proxyless service %s: chain without a start node", s.Name)
 	}
-	clusters := map[string]string{} // resolver node key -> cluster
-	targets := map[string]string{}  // cluster -> target ID
+	clusters := map[string]string{}      // resolver node key -> cluster
+	endpoints := map[string][]Endpoint{} // cluster -> its endpoints
 	for key, n := range ch.Nodes {
 		if n.Type != discoverychain.NodeTypeResolver {
 			continue
@@ -163,7 +164,11 @@ func proxylessChain(s ProxylessService, addCluster func(name string, eps []Endpo
 			return nil, err
 		}
 		name := clusterName(ch, t)
-		clusters[key], targets[name] = name, t.ID
+		clusters[key] = name
+		endpoints[name], err = failoverEndpoints(s, n.Resolver)
+		if err != nil {
+			return nil, err
+		}
 	}
 	rc, err := chainRouteConfig(s.Name, ch, clusters)
 	if err != nil {
@@ -175,11 +180,43 @@ func proxylessChain(s ProxylessService, addCluster func(name string, eps []Endpo
 	for _, vh := range rc.GetVirtualHosts() {
 		for _, rt := range vh.GetRoutes() {
 			for _, c := range routeClusters(rt) {
-				addCluster(c, s.TargetEndpoints[targets[c]])
+				addCluster(c, endpoints[c])
 			}
 		}
 	}
 	return rc, nil
+}
+
+// failoverEndpoints are the endpoints a proxyless client gets for a
+// resolver: its target's, or when none of them is healthy, those of the
+// first of its failover targets, in order, with a healthy one. The client sees one cluster
+// whose endpoints move (as the agent follows every target's health), not
+// Envoy's aggregate of one cluster per target: grpc-go learns an
+// aggregate's member clusters only after the aggregate, and an ADS cache
+// answers a cluster request only when it names every cluster.
+func failoverEndpoints(s ProxylessService, r *discoverychain.Resolver) ([]Endpoint, error) {
+	eps := s.TargetEndpoints[r.Target]
+	if anyHealthy(eps) || r.Failover == nil {
+		return eps, nil
+	}
+	for _, id := range r.Failover.Targets {
+		if _, err := chainTarget(s.Chain, id); err != nil {
+			return nil, err
+		}
+		if fe := s.TargetEndpoints[id]; anyHealthy(fe) {
+			return fe, nil
+		}
+	}
+	return eps, nil
+}
+
+func anyHealthy(eps []Endpoint) bool {
+	for _, e := range eps {
+		if e.Healthy {
+			return true
+		}
+	}
+	return false
 }
 
 // routeClusters are the clusters a route sends to.

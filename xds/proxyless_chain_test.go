@@ -47,3 +47,57 @@ func TestBuildProxylessChain(t *testing.T) {
 		t.Fatalf("v1 has %d endpoints, want its healthy one", n)
 	}
 }
+
+// A proxyless client's resolver with failover keeps its cluster, whose
+// endpoints are its target's while one is healthy and the first failover
+// target's with a healthy one otherwise.
+func TestBuildProxylessChainFailover(t *testing.T) {
+	up := chainUpstream(t, goldenEntries(), "db", 9191) // v1, failover to dc2
+	primary, backup := "v1.db.default.default.dc1", "v1.db.default.default.dc2"
+	if up.Chain.Targets[primary] == nil || up.Chain.Targets[backup] == nil {
+		t.Fatalf("targets %v, want %s and %s", up.Chain.Targets, primary, backup)
+	}
+	cluster := "v1.db.default.dc1.internal." + td
+	endpointsOf := func(eps map[string][]Endpoint) []string {
+		t.Helper()
+		snap, err := BuildProxyless(&Proxyless{ID: "c", Datacenter: "dc1", TrustDomain: td, Services: []ProxylessService{
+			{Name: "db", Chain: up.Chain, TargetEndpoints: eps}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(snap.GetResources(resource.ClusterType)); n != 1 {
+			t.Fatalf("%d clusters, want the resolver's one", n)
+		}
+		cla, ok := snap.GetResources(resource.EndpointType)[cluster].(*endpoint.ClusterLoadAssignment)
+		if !ok {
+			t.Fatalf("no endpoints for %s: %v", cluster, snap.GetResources(resource.EndpointType))
+		}
+		var out []string
+		for _, l := range cla.GetEndpoints() {
+			for _, e := range l.GetLbEndpoints() {
+				out = append(out, e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
+			}
+		}
+		return out
+	}
+	healthy := func(addr string) []Endpoint { return []Endpoint{{Address: addr, Port: 8080, Healthy: true}} }
+	sick := []Endpoint{{Address: "10.1.0.9", Port: 8080}}
+	for _, c := range []struct {
+		name            string
+		primary, backup []Endpoint
+		want            string
+	}{
+		{"primary healthy", healthy("10.1.0.1"), healthy("10.2.0.1"), "10.1.0.1"},
+		{"primary without a healthy instance", sick, healthy("10.2.0.1"), "10.2.0.1"},
+		{"primary without instances", nil, healthy("10.2.0.1"), "10.2.0.1"},
+		{"neither healthy: the primary's (no healthy endpoint)", sick, nil, ""},
+	} {
+		got := endpointsOf(map[string][]Endpoint{primary: c.primary, backup: c.backup})
+		if c.want == "" && len(got) == 0 {
+			continue
+		}
+		if len(got) != 1 || got[0] != c.want {
+			t.Errorf("%s: endpoints %v, want [%s]", c.name, got, c.want)
+		}
+	}
+}
