@@ -555,9 +555,6 @@ func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 	if dc := s.applyTarget(ctx, cmd); dc != "" {
 		return s.applyElsewhere(ctx, dc, buf, cmd)
 	}
-	if err := s.authorizeCommand(ctx, cmd); err != nil {
-		return nil, err
-	}
 	deadline := s.clock.Now().Add(s.config.HoldTimeout)
 	// gRPC deadlines are in real time.
 	rpcDeadline := time.Now().Add(s.config.HoldTimeout)
@@ -565,6 +562,12 @@ func (s *Server) ApplyRaw(ctx context.Context, buf []byte) (any, error) {
 	err = holdRetry(ctx, s.clock, s.config.HoldTimeout, s.shutdownCh, retryableWrite, func() error {
 		var err error
 		if s.IsLeader() {
+			// Checked where it is applied, against the leader's state:
+			// a follower's may not hold yet the token that was just
+			// created (a forwarded write is checked by the leader).
+			if err := s.authorizeCommand(ctx, cmd); err != nil {
+				return err
+			}
 			res, err = s.applyLocal(ctx, buf, cmd, deadline)
 			return err
 		}

@@ -262,3 +262,23 @@ func TestForwardedReadCheckedByLeader(t *testing.T) {
 		t.Fatalf("anonymous execution of a query with a token through a follower: %+v %v, want 1 instance", resp, err)
 	}
 }
+
+// A write a follower forwards is checked by the leader, which applies it:
+// a token created a moment ago writes through a follower that has not
+// heard of it yet (it answered "ACL not found").
+func TestForwardedWriteCheckedByLeader(t *testing.T) {
+	c := aclCluster(t)
+	leader := c.WaitForLeader(servertest.DefaultTimeout)
+	f := c.Followers()[0]
+	c.Net.Delay(leader.Addr, f.Addr, 500*time.Millisecond)
+	t.Cleanup(c.Heal)
+	secret := makeToken(t, context.Background(), rawClient(t, c, leader), "writer", `key_prefix "app/" { policy = "write" }`)
+	if _, tok, err := f.Store().ACLTokenGet(nil, secret, true); err != nil || tok != nil {
+		t.Fatalf("the follower holds the token already (%v, %v): the test cannot tell where the write is checked", tok, err)
+	}
+	res, err := f.Apply(server.WithToken(context.Background(), secret), catalog.CmdKV,
+		&catalog.KVRequest{Op: catalog.KVSet, Entry: catalog.KVEntry{Key: "app/x", Value: []byte("v")}})
+	if err != nil {
+		t.Fatalf("a write with a new token through a follower: %v %v", res, err)
+	}
+}
