@@ -11,24 +11,13 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/tribune-mesh/tribune/clock"
+	"github.com/tribune-mesh/tribune/test/freeport"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
 
 func freePort(t testing.TB) int {
 	t.Helper()
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return p
-		}
-	}
+	return freeport.One(t)
 }
 
 func newPool(t *testing.T, name string, keys [][]byte) *Pool {

@@ -5,7 +5,6 @@ package agenttest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -16,35 +15,13 @@ import (
 
 	"github.com/tribune-mesh/tribune/agent"
 	"github.com/tribune-mesh/tribune/agent/config"
+	"github.com/tribune-mesh/tribune/test/freeport"
 )
 
-// FreePorts returns n distinct free TCP ports on 127.0.0.1 that are also
-// free for UDP.
+// FreePorts returns n distinct free ports of 127.0.0.1 (freeport.Take).
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	for len(ports) < n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
-		}
-		p := ln.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			ln.Close()
-			continue
-		}
-		u.Close()
-		lns = append(lns, ln)
-		ports = append(ports, p)
-	}
-	return ports
+	return freeport.Take(t, n)
 }
 
 // Config returns a -dev configuration on free ports, in memory. Callers may

@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tribune-mesh/tribune/test/freeport"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
 
@@ -81,49 +81,12 @@ func moduleRoot() (string, error) {
 	}
 }
 
-var (
-	portMu   sync.Mutex
-	usedPort = map[int]bool{}
-)
-
-// FreePorts returns n distinct ports of 127.0.0.1 free for both TCP and
-// UDP, never the same one twice in a test process (a restarted agent must
-// not find its old port taken by another's).
+// FreePorts returns n distinct free ports of 127.0.0.1 (freeport.Take:
+// never the same one twice in a test process, so a restarted agent does not
+// find its old port taken by another's).
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	portMu.Lock()
-	defer portMu.Unlock()
-	var ports []int
-	var held []net.Listener
-	defer func() {
-		for _, l := range held {
-			l.Close()
-		}
-	}()
-	for tries := 0; len(ports) < n; tries++ {
-		if tries > 1000 {
-			t.Fatalf("no free ports")
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
-		}
-		p := ln.Addr().(*net.TCPAddr).Port
-		if usedPort[p] {
-			ln.Close()
-			continue
-		}
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			ln.Close()
-			continue
-		}
-		u.Close()
-		held = append(held, ln)
-		usedPort[p] = true
-		ports = append(ports, p)
-	}
-	return ports
+	return freeport.Take(t, n)
 }
 
 func freePort(t testing.TB) int { return FreePorts(t, 1)[0] }
