@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/connect"
 	"github.com/tribune-mesh/tribune/server"
 )
@@ -156,12 +157,9 @@ func (a *Agent) autoEncryptSign(ctx context.Context, csr string) *server.AutoEnc
 		if len(servers) == 0 {
 			logger.Debug("no server known yet to sign the agent certificate")
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		clock.Sleep(ctx, backoff)
+		if ctx.Err() != nil {
 			return nil
-		case <-t.C:
 		}
 		backoff = min(2*backoff, autoEncryptMaxBackoff)
 	}

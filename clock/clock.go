@@ -7,7 +7,10 @@
 // that time.AfterFunc starts for the real clock.
 package clock
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Clock tells the time and makes timers. Implementations are safe for
 // concurrent use.
@@ -83,3 +86,15 @@ type realTicker struct{ t *time.Ticker }
 func (r realTicker) C() <-chan time.Time   { return r.t.C }
 func (r realTicker) Stop()                 { r.t.Stop() }
 func (r realTicker) Reset(d time.Duration) { r.t.Reset(d) }
+
+// Sleep waits d of real time, or until ctx ends, whichever comes first.
+// It is for retry backoffs and pauses that decide nothing a test needs to
+// control; a timer that does takes a Clock.
+func Sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

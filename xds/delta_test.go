@@ -14,8 +14,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // bigEndpoints is a snapshot of one ~60 KB endpoint set, version v.
@@ -37,12 +35,7 @@ func bigEndpoints(t *testing.T, v int) *cachev3.Snapshot {
 // dialDelta opens a delta ADS stream to addr, closed with the test.
 func dialDelta(t *testing.T, ctx context.Context, addr string) discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	st, err := adsConn(t, addr).DeltaAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -230,14 +230,21 @@ type adsClient struct {
 	node   string
 }
 
-func dialADS(t testing.TB, ctx context.Context, addr, node string) *adsClient {
+// adsConn returns an ADS client of addr whose connection closes with the
+// test.
+func adsConn(t testing.TB, addr string) discovery.AggregatedDiscoveryServiceClient {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	return discovery.NewAggregatedDiscoveryServiceClient(conn)
+}
+
+func dialADS(t testing.TB, ctx context.Context, addr, node string) *adsClient {
+	t.Helper()
+	st, err := adsConn(t, addr).StreamAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/connect/proxy"
 )
 
@@ -230,12 +231,9 @@ func followRegistration(ctx context.Context, client *api.Client, id string, base
 	started := false
 	for ctx.Err() == nil {
 		if backoff > 0 {
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			clock.Sleep(ctx, backoff)
+			if ctx.Err() != nil {
 				return nil
-			case <-t.C:
 			}
 		}
 		q := (&api.QueryOptions{WaitHash: hash, WaitTime: registrationWait}).WithContext(ctx)

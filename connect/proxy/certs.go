@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/connect"
 )
 
@@ -257,7 +258,7 @@ func follow[T any](ctx context.Context, logger hclog.Logger, what string,
 				return
 			}
 			logger.Warn("watch failed, retrying", "what", what, "error", err, "retry_in", backoff)
-			sleepCtx(ctx, backoff)
+			clock.Sleep(ctx, backoff)
 			backoff = min(2*backoff, followMaxBackoff)
 			continue
 		}
@@ -269,7 +270,7 @@ func follow[T any](ctx context.Context, logger hclog.Logger, what string,
 			index = 0
 			continue
 		case meta.LastIndex == index && index != 0:
-			sleepCtx(ctx, followNoProgress)
+			clock.Sleep(ctx, followNoProgress)
 			continue
 		}
 		if err := apply(v); err != nil {
@@ -277,18 +278,8 @@ func follow[T any](ctx context.Context, logger hclog.Logger, what string,
 		}
 		if meta.LastIndex == 0 {
 			// An answer without an index cannot be waited on.
-			sleepCtx(ctx, followNoProgress)
+			clock.Sleep(ctx, followNoProgress)
 		}
 		index = meta.LastIndex
-	}
-}
-
-// sleepCtx waits d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
 
@@ -48,7 +49,7 @@ func onRandomAgents(ctx context.Context, agents []*Agent, rng *rand.Rand, pause 
 	for ctx.Err() == nil {
 		i := rng.IntN(len(agents))
 		op(ctx, clients[i], agents[i])
-		sleepCtx(ctx, pause+time.Duration(rng.Int64N(int64(pause))))
+		clock.Sleep(ctx, pause+time.Duration(rng.Int64N(int64(pause))))
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/tribune-mesh/tribune/clock"
 )
 
 // The federation workloads. Global state (ACL policies, service-defaults
@@ -141,7 +142,7 @@ func untilOK(ctx context.Context, op func() error) error {
 		if ctx.Err() != nil {
 			return errors.Join(err, ctx.Err())
 		}
-		sleepCtx(ctx, 200*time.Millisecond)
+		clock.Sleep(ctx, 200*time.Millisecond)
 	}
 }
 
@@ -176,7 +177,7 @@ func (w *GlobalWorkload) RunWriter(ctx context.Context, f *Federation, seed uint
 			p := vias[rng.IntN(len(f.DC1.All()))]
 			w.checkRead(ctx, p.cl, p.a.Name, ver)
 		}
-		sleepCtx(ctx, time.Duration(20+rng.IntN(30))*time.Millisecond)
+		clock.Sleep(ctx, time.Duration(20+rng.IntN(30))*time.Millisecond)
 	}
 }
 
@@ -193,7 +194,7 @@ func (w *GlobalWorkload) checkRead(ctx context.Context, cl *api.Client, agent, v
 			}
 			return
 		}
-		sleepCtx(ctx, time.Second)
+		clock.Sleep(ctx, time.Second)
 	}
 }
 
@@ -244,7 +245,7 @@ func (w *GlobalWorkload) RunReader(ctx context.Context, c *Cluster, dc string, s
 		for _, r := range reads {
 			w.Reads.Add(r)
 		}
-		sleepCtx(ctx, time.Duration(rng.Int64N(int64(pause))+1))
+		clock.Sleep(ctx, time.Duration(rng.Int64N(int64(pause))+1))
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/tribune-mesh/tribune/clock"
 )
 
 // ErrSessionsUnsupported is returned when /v1/session/create answers 404.
@@ -96,7 +97,7 @@ func (w *LockWorkload) holder(ctx context.Context, client int, a *Agent, rng *ra
 			w.unsupported.Store(true)
 			return
 		}
-		sleepCtx(ctx, time.Duration(50+rng.IntN(200))*time.Millisecond)
+		clock.Sleep(ctx, time.Duration(50+rng.IntN(200))*time.Millisecond)
 	}
 }
 
@@ -150,7 +151,7 @@ func (w *LockWorkload) holdOnce(ctx context.Context, cl *api.Client, client int,
 		default:
 		}
 		w.appendOnce(ctx, cl, client, sess, h.LockIndex)
-		sleepCtx(ctx, time.Duration(rng.IntN(50))*time.Millisecond)
+		clock.Sleep(ctx, time.Duration(rng.IntN(50))*time.Millisecond)
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tribune-mesh/tribune/clock"
 )
 
 // FaultKind names a fault the nemesis injects.
@@ -129,7 +131,7 @@ func (n *Nemesis) Run(ctx context.Context, steps []Step) {
 		healthy = n.Healthy
 	}
 	for _, s := range steps {
-		sleepCtx(ctx, s.Quiet)
+		clock.Sleep(ctx, s.Quiet)
 		if ctx.Err() != nil {
 			return
 		}
@@ -138,7 +140,7 @@ func (n *Nemesis) Run(ctx context.Context, steps []Step) {
 		ev.Detail = detail
 		n.Logf("nemesis: %s %s", s.Kind, detail)
 		if err == nil && heal != nil {
-			sleepCtx(ctx, s.Hold)
+			clock.Sleep(ctx, s.Hold)
 			err = heal()
 		}
 		ev.End = n.Clock.Now()

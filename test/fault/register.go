@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/tribune-mesh/tribune/clock"
 )
 
 // OpKind is a register operation.
@@ -147,7 +148,7 @@ func (r *Register) client(ctx context.Context, spec ClientSpec, rng *rand.Rand) 
 			proc = r.newProcess()
 		}
 		if r.Think > 0 {
-			sleepCtx(ctx, time.Duration(rng.Int64N(int64(r.Think))))
+			clock.Sleep(ctx, time.Duration(rng.Int64N(int64(r.Think))))
 		}
 	}
 }
@@ -214,14 +215,4 @@ func (r *Register) cas(ctx context.Context, cl *api.Client, proc int, a *Agent, 
 	}
 	r.Ops.Add(op)
 	return op.Result
-}
-
-// sleepCtx sleeps for d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

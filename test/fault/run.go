@@ -7,6 +7,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/tribune-mesh/tribune/clock"
 )
 
 // Config configures one run.
@@ -185,7 +187,7 @@ func underNemesis(ctx context.Context, cfg Config, nem *Nemesis, steps []Step, w
 		defer cancel()
 	}
 	nem.Run(nctx, steps)
-	sleepCtx(ctx, 3*time.Second)
+	clock.Sleep(ctx, 3*time.Second)
 	stop()
 	wg.Wait()
 }
