@@ -17,9 +17,9 @@ import (
 type proxyState struct {
 	// wake has the proxy rebuilt (proxyWatch); it does not block.
 	wake func()
-	// deps are the keys of the views it is subscribed to (guarded by the
-	// xdsService's mu); a handful, so a slice.
-	deps []viewID
+	// deps are the views it is subscribed to (guarded by the
+	// xdsService's mu); a dozen, so a slice.
+	deps []*viewSub
 }
 
 func (ps *proxyState) markDirty() { ps.wake() }
@@ -39,10 +39,14 @@ type viewDep struct {
 // xdsService's mu.
 type viewSub struct {
 	req catalog.ReadRequest
+	key viewID // viewKey(&req), its key in xdsService.subs
 	idx uint64 // last index seen
-	// subs are the proxies reading the view, with the entry names each
-	// used (viewDep.names).
-	subs map[*proxyState][]string
+	// subs are the proxies reading the view; names the entry names each
+	// reader of a config entry list used (viewDep.names), for those that
+	// used only some (a thousand proxies read a dozen views each: most
+	// need no names, and a set of pointers is a quarter of the map).
+	subs  map[*proxyState]struct{}
+	names map[*proxyState][]string
 	// entries are the modify indexes of a config entry list's entries by
 	// name, as last seen (nil for other views).
 	entries map[string]uint64
@@ -111,28 +115,28 @@ func (x *xdsService) view(ctx context.Context, in *proxyInputs, req *catalog.Rea
 func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	want := make([]viewID, 0, len(deps))
+	want := make([]*viewSub, 0, len(deps))
 	for i := range deps {
 		d := &deps[i]
 		k := viewKey(d.req)
-		if slices.Contains(want, k) {
+		s := x.subs[k]
+		if s != nil && slices.Contains(want, s) {
 			continue // read twice by one build
 		}
-		want = append(want, k)
-		s := x.subs[k]
 		if s == nil {
 			if x.ctx.Err() != nil {
 				continue
 			}
-			s = &viewSub{req: *d.req, idx: d.idx, subs: map[*proxyState][]string{}}
-			cur, cancel, err := x.views.Notify(&s.req, func(r *catalog.ReadResponse) { x.viewChanged(k, s, r) })
+			s = &viewSub{req: *d.req, idx: d.idx, subs: map[*proxyState]struct{}{}}
+			s.key = viewKey(&s.req)
+			cur, cancel, err := x.views.Notify(&s.req, func(r *catalog.ReadResponse) { x.viewChanged(s, r) })
 			if err != nil {
 				// The view stopped under the build: build again.
 				ps.markDirty()
 				continue
 			}
 			s.cancel = cancel
-			x.subs[k] = s
+			x.subs[s.key] = s
 			s.entries = entryIndexes(&s.req, cur)
 			if cur != nil && cur.Meta.Index != s.idx {
 				// It moved between the build's read and now.
@@ -142,17 +146,27 @@ func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 		} else if s.idx != d.idx {
 			ps.markDirty()
 		}
-		s.subs[ps] = d.names
+		want = append(want, s)
+		s.subs[ps] = struct{}{}
+		if d.names != nil {
+			if s.names == nil {
+				s.names = map[*proxyState][]string{}
+			}
+			s.names[ps] = d.names
+		} else {
+			delete(s.names, ps)
+		}
 	}
-	for _, k := range ps.deps {
-		if slices.Contains(want, k) {
+	for _, s := range ps.deps {
+		if slices.Contains(want, s) {
 			continue
 		}
-		if s := x.subs[k]; s != nil {
-			delete(s.subs, ps)
-			if len(s.subs) == 0 {
-				s.cancel()
-				delete(x.subs, k)
+		delete(s.subs, ps)
+		delete(s.names, ps)
+		if len(s.subs) == 0 {
+			s.cancel()
+			if x.subs[s.key] == s {
+				delete(x.subs, s.key)
 			}
 		}
 	}
@@ -163,19 +177,19 @@ func (x *xdsService) setDeps(ps *proxyState, deps []viewDep) {
 // (nil: the view stopped): its readers are marked dirty when the index
 // moved, and all of them when the view stopped, whose next builds follow
 // it again.
-func (x *xdsService) viewChanged(k viewID, s *viewSub, r *catalog.ReadResponse) {
+func (x *xdsService) viewChanged(s *viewSub, r *catalog.ReadResponse) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if r != nil && r.Meta.Index == s.idx {
 		return
 	}
 	if r == nil {
-		if x.subs[k] == s {
-			delete(x.subs, k)
+		if x.subs[s.key] == s {
+			delete(x.subs, s.key)
 		}
 		s.cancel()
 		for ps := range s.subs {
-			ps.deps = slices.DeleteFunc(ps.deps, func(d viewID) bool { return d == k })
+			ps.deps = slices.DeleteFunc(ps.deps, func(d *viewSub) bool { return d == s })
 			ps.markDirty()
 		}
 		return
@@ -183,8 +197,8 @@ func (x *xdsService) viewChanged(k viewID, s *viewSub, r *catalog.ReadResponse) 
 	s.idx = r.Meta.Index
 	before := s.entries
 	s.entries = entryIndexes(&s.req, r)
-	for ps, names := range s.subs {
-		if readsChanged(names, before, s.entries) {
+	for ps := range s.subs {
+		if readsChanged(s.names[ps], before, s.entries) {
 			ps.markDirty()
 		}
 	}

@@ -1,34 +1,46 @@
 package xds
 
 import (
+	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Incremental (delta) ADS, the protocol of every Envoy sidecar, is served
-// by deltaStream rather than go-control-plane's delta server, on the same
-// snapshot cache and with the same subscription logic (its
-// stream.Subscription). go-control-plane runs two goroutines per stream for
-// its whole life: the RPC's, which sends what the cache answers, and one
-// that receives the proxy's requests. Here the RPC's goroutine receives and
-// answers requests, and what a new snapshot changes is sent by a goroutine
-// started for it that ends once it is sent (flushNode): an idle stream
-// costs one goroutine (and its stack) fewer, and the goroutine that set the
-// snapshot (a proxy's build) never waits for a proxy that does not read.
-// As with go-control-plane, a stream whose proxy does not read stops
-// receiving its requests until it does. State-of-the-world streams
-// (proxyless gRPC clients) stay on go-control-plane's server.
+// by deltaStream rather than go-control-plane's delta server and cache
+// watches, from the snapshots the cache holds and with the subscription
+// rules of go-control-plane's stream.Subscription (legacy and explicit
+// wildcards, initial_resource_versions, unsubscribing). Why ours:
+//   - goroutines: go-control-plane runs two per stream for its whole life
+//     (the RPC's, which sends what the cache answers, and one that receives
+//     the proxy's requests). Here the RPC's goroutine receives and answers
+//     requests, and what a new snapshot changes is sent by a goroutine
+//     started for it that ends once it is sent (flushNode): an idle stream
+//     costs one goroutine (and its stack) fewer, and the goroutine that set
+//     the snapshot (a proxy's build) never waits for a proxy that does not
+//     read.
+//   - memory: the cache keeps, per stream and type, a watch with its
+//     request, and each answer carries a new copy of the versions the proxy
+//     holds. Here an answer is computed when it can be sent, and what the
+//     proxy holds of a type is, in the usual case (it holds the whole
+//     snapshot's type), the snapshot's own version map, shared with the
+//     snapshot and copied only when a subscription change must edit it.
+//
+// As with go-control-plane, a type has at most one answer in flight: after
+// an answer, the next one waits for the proxy's next request of that type
+// (its ACK or NACK). A stream whose proxy does not read stops receiving its
+// requests until it does. State-of-the-world streams (proxyless gRPC
+// clients) stay on go-control-plane's server.
 
 // adsServer is go-control-plane's ADS server with delta streams served by
 // Server.deltaADS.
@@ -46,34 +58,24 @@ func (a adsServer) DeltaAggregatedResources(str discovery.AggregatedDiscoverySer
 type deltaStream struct {
 	str discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer
 	id  int64
-	// responses receives the cache's answers to the stream's watches (at
-	// most one outstanding per type: a watch is answered once).
-	responses chan cachev3.DeltaResponse
 
 	// mu guards the fields below and is held while sending, so that the
-	// responses of a type go out in the order the cache made them.
+	// answers of a type go out in the order they were made.
 	mu sync.Mutex
-	// node is the node the first request named (later ones may omit it);
-	// nodeID its ID once the server recorded it (Server.deltaNodes).
-	node    *core.Node
-	nodeID  string
-	nonce   int64
-	watches map[string]*deltaWatch
-	// held is what the cache answered and is not sent yet, one answer
-	// per type at most. Answers go out in Envoy's order (sendOrder), and
-	// listeners and routes wait while an answer of clusters or endpoints
-	// is not acknowledged: Envoy warms clusters before the listeners that
-	// use them. warming is the nonce of each such answer sent and not yet
-	// ACKed or NACKed, by type.
-	held    map[string]cachev3.DeltaResponse
-	warming map[string]string
+	// nodeID is the node the first request named, once the server
+	// recorded it (Server.deltaNodes).
+	nodeID string
+	nonce  int64
+	// types are the stream's subscriptions, one per type URL it asked
+	// for, in the order of its first requests.
+	types []*deltaType
 	// err is the error a send failed with, outside the stream's
 	// goroutine; the stream ends with it.
 	err    error
 	closed bool
 
 	// fmu guards the flusher's state (flushNode), never held while
-	// sending: flushing is set while a flusher runs, again when answers
+	// sending: flushing is set while a flusher runs, again when snapshots
 	// came meanwhile, ended once the stream is over; flushers counts the
 	// flusher goroutines, for the stream's end to wait for.
 	fmu                    sync.Mutex
@@ -81,22 +83,137 @@ type deltaStream struct {
 	flushers               sync.WaitGroup
 }
 
-// deltaWatch is one resource type's subscription and open watch.
-type deltaWatch struct {
-	sub    stream.Subscription
-	cancel func()
+// deltaType is one resource type's subscription on a delta stream and what
+// the proxy holds of it.
+type deltaType struct {
+	url string
+	// wildcard: the proxy wants every resource of the type (besides the
+	// names it subscribed); legacy: it subscribed no name yet, and an
+	// empty subscription list still means the wildcard.
+	wildcard, legacy bool
+	// names are the names subscribed explicitly.
+	names map[string]struct{}
+	// returned maps what the proxy holds to its version. shared: it is a
+	// snapshot's version map, never edited (own copies it first).
+	returned map[string]string
+	shared   bool
+	// inflight: an answer was sent and no request of the type came
+	// since. force: the next chance answers even with nothing changed (a
+	// wildcard request that answers no response: Envoy waits for it).
+	inflight, force bool
+	// warming is the nonce of the last answer of clusters or endpoints,
+	// until a request answers that nonce: Envoy warms clusters before the
+	// listeners that use them.
+	warming string
+}
+
+// newDeltaType is the subscription of a type's first request, as
+// go-control-plane's stream.NewDeltaSubscription with legacy wildcards.
+func newDeltaType(req *discovery.DeltaDiscoveryRequest) *deltaType {
+	t := &deltaType{url: req.GetTypeUrl(), wildcard: len(req.GetResourceNamesSubscribe()) == 0, legacy: true,
+		names: map[string]struct{}{}, returned: req.GetInitialResourceVersions()}
+	if t.returned == nil {
+		t.returned = map[string]string{}
+	}
+	t.update(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+	return t
+}
+
+// own makes returned the type's own map, editable.
+func (t *deltaType) own() {
+	if t.shared {
+		t.returned = maps.Clone(t.returned)
+		t.shared = false
+	}
+}
+
+// update applies a request's subscribe and unsubscribe lists.
+func (t *deltaType) update(subscribe, unsubscribe []string) {
+	if t.legacy {
+		if len(subscribe) == 0 {
+			return
+		}
+		t.legacy = false
+	}
+	for _, n := range subscribe {
+		if n == "*" {
+			t.wildcard = true
+			continue
+		}
+		t.names[n] = struct{}{}
+	}
+	for _, n := range unsubscribe {
+		if n == "*" {
+			t.wildcard = false
+			continue
+		}
+		_, named := t.names[n]
+		_, held := t.returned[n]
+		switch {
+		case named && t.wildcard:
+			// Still wanted through the wildcard: sent again (Envoy
+			// dropped it).
+			t.own()
+			t.returned[n] = ""
+		case held:
+			t.own()
+			delete(t.returned, n)
+		}
+		delete(t.names, n)
+	}
+}
+
+// answer is what the proxy lacks of snap's resources of t's type: the
+// resources to send (name order), the names to remove, and what the proxy
+// holds once it has them (versions), as go-control-plane's delta cache
+// computes them. whole: versions is snap's own map (the proxy will hold all
+// of the type).
+func (t *deltaType) answer(snap cachev3.ResourceSnapshot) (send, removed []string, versions map[string]string, whole bool) {
+	items := snap.GetResourcesAndTTL(t.url)
+	all := snap.GetVersionMap(t.url)
+	if t.wildcard {
+		for name := range items {
+			if v, ok := t.returned[name]; !ok || v != all[name] {
+				send = append(send, name)
+			}
+		}
+		for name := range t.returned {
+			if _, ok := items[name]; !ok {
+				removed = append(removed, name)
+			}
+		}
+		versions, whole = all, true
+	} else {
+		versions = make(map[string]string, len(t.names))
+		for name := range t.names {
+			prev, held := t.returned[name]
+			if _, ok := items[name]; ok {
+				if v := all[name]; prev != v {
+					send = append(send, name)
+				}
+				versions[name] = all[name]
+			} else if held {
+				removed = append(removed, name)
+			}
+		}
+		if len(versions) == len(all) {
+			// A subset of all of the same size is all of it.
+			versions, whole = all, true
+		}
+	}
+	slices.Sort(send)
+	slices.Sort(removed)
+	return send, removed, versions, whole
 }
 
 // deltaADS serves a delta stream on the RPC's goroutine: each request
-// updates its type's subscription and opens a watch on the cache, whose
-// answer (at once, or at the next SetSnapshot of the node) is sent.
+// updates its type's subscription, and what the node's snapshot has that
+// the proxy lacks is sent.
 func (s *Server) deltaADS(str discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
 	// Negative IDs: go-control-plane numbers the state-of-the-world
 	// streams from 1, and the two must not meet in s.streams.
 	id := -s.deltaIDs.Add(1)
-	ds := &deltaStream{str: str, id: id, node: &core.Node{}, watches: make(map[string]*deltaWatch, 5),
-		held: make(map[string]cachev3.DeltaResponse, 5), warming: make(map[string]string, 2),
-		responses: make(chan cachev3.DeltaResponse, 2*int(types.UnknownType))}
+	ds := &deltaStream{str: str, id: id}
 	if err := s.onOpen(str.Context(), id, true); err != nil {
 		return err
 	}
@@ -111,19 +228,13 @@ func (s *Server) deltaADS(str discovery.AggregatedDiscoveryService_DeltaAggregat
 			}
 			s.mu.Unlock()
 		}
-		for _, w := range ds.watches {
-			if w.cancel != nil {
-				w.cancel()
-			}
-		}
-		node := ds.node
 		ds.mu.Unlock()
 		// The stream is over: a flusher's send fails at once.
 		ds.fmu.Lock()
 		ds.ended = true
 		ds.fmu.Unlock()
 		ds.flushers.Wait()
-		s.onClosed(id, node)
+		s.onClosed(id, nil)
 	}()
 	for {
 		req, err := str.Recv()
@@ -137,22 +248,16 @@ func (s *Server) deltaADS(str discovery.AggregatedDiscoveryService_DeltaAggregat
 	}
 }
 
-// deltaRequest handles one request of ds, as go-control-plane's delta
-// server does.
+// deltaRequest handles one request of ds.
 func (s *Server) deltaRequest(ds *deltaStream, req *discovery.DeltaDiscoveryRequest) error {
 	ds.mu.Lock()
 	defer ds.mu.Unlock()
 	if ds.err != nil {
 		return ds.err
 	}
-	// An ACK or NACK of a cluster or endpoint answer ends its warming:
-	// held listeners and routes may follow.
-	if n, ok := ds.warming[req.GetTypeUrl()]; ok && n == req.GetResponseNonce() {
-		delete(ds.warming, req.GetTypeUrl())
-	}
-	// What the cache answered before this request goes first.
-	if err := s.flushLocked(ds); err != nil {
-		return err
+	typeURL := req.GetTypeUrl()
+	if typeURL == "" {
+		return status.Errorf(codes.InvalidArgument, "type URL is required for ADS")
 	}
 	if err := s.onDeltaRequest(ds.id, req); err != nil {
 		return err
@@ -167,37 +272,41 @@ func (s *Server) deltaRequest(ds *deltaStream, req *discovery.DeltaDiscoveryRequ
 		}
 		s.mu.Unlock()
 	}
-	if req.GetNode() != nil {
-		ds.node = req.GetNode()
-	} else {
-		req.Node = ds.node
-	}
-	typeURL := req.GetTypeUrl()
-	if typeURL == "" {
-		return status.Errorf(codes.InvalidArgument, "type URL is required for ADS")
-	}
-	w := ds.watches[typeURL]
-	if w == nil {
-		// The first request of a type: an empty subscription is a
-		// wildcard (legacy wildcard, as Envoy subscribes to CDS and LDS).
-		w = &deltaWatch{sub: stream.NewDeltaSubscription(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe(), req.GetInitialResourceVersions(), true)}
-		ds.watches[typeURL] = w
-	} else {
-		if w.cancel != nil {
-			w.cancel()
+	t := ds.typ(typeURL)
+	if t == nil {
+		if len(ds.types) >= maxDeltaTypes {
+			return status.Errorf(codes.InvalidArgument, "more than %d resource types on one stream", maxDeltaTypes)
 		}
-		w.sub.UpdateResourceSubscriptions(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+		t = newDeltaType(req)
+		ds.types = append(ds.types, t)
+	} else {
+		t.update(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	}
-	// The cache keeps the request with the watch: only what it reads of
-	// it (the node, the type, whether it answers a response), not the
-	// proxy's whole request with its names and error detail.
-	watchReq := &discovery.DeltaDiscoveryRequest{Node: ds.node, TypeUrl: typeURL, ResponseNonce: req.GetResponseNonce()}
-	cancel, err := s.cache.CreateDeltaWatch(watchReq, w.sub, ds.responses)
-	if err != nil {
-		return err
+	// Any request of the type lets its next answer go (go-control-plane
+	// opens a watch on each); the one that answers the last answer of
+	// clusters or endpoints ends their warming.
+	t.inflight = false
+	if t.warming != "" && t.warming == req.GetResponseNonce() {
+		t.warming = ""
 	}
-	w.cancel = cancel
+	if t.wildcard && req.GetResponseNonce() == "" {
+		t.force = true
+	}
 	return s.flushLocked(ds)
+}
+
+// maxDeltaTypes bounds the resource types one stream may subscribe to
+// (Envoy uses five).
+const maxDeltaTypes = 16
+
+// typ returns ds's subscription of typeURL, nil when it has none.
+func (ds *deltaStream) typ(typeURL string) *deltaType {
+	for _, t := range ds.types {
+		if t.url == typeURL {
+			return t
+		}
+	}
+	return nil
 }
 
 // sendOrder is the order in which a stream's answers go out, as Envoy
@@ -205,97 +314,89 @@ func (s *Server) deltaRequest(ds *deltaStream, req *discovery.DeltaDiscoveryRequ
 // clusters, listeners after them, routes last.
 var sendOrder = []string{resource.SecretType, resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}
 
-// flushLocked sends what the cache answered ds's watches, in sendOrder,
-// holding listeners and routes while clusters or endpoints warm.
+// flushLocked sends what the node's snapshot has that the proxy lacks, type
+// by type in sendOrder, holding listeners and routes while clusters or
+// endpoints warm.
 func (s *Server) flushLocked(ds *deltaStream) error {
-drain:
-	for {
-		select {
-		case resp := <-ds.responses:
-			// A newer answer of a type replaces a held one: it was made
-			// against what the proxy holds, which the held one never
-			// changed.
-			ds.held[resp.GetDeltaRequest().GetTypeUrl()] = resp
-		default:
-			break drain
-		}
+	if ds.nodeID == "" || ds.closed {
+		return nil
+	}
+	snap, err := s.cache.GetSnapshot(ds.nodeID)
+	if err != nil {
+		return nil // no snapshot yet: SetSnapshot flushes the stream
 	}
 	for _, typ := range sendOrder {
-		if err := s.sendHeldLocked(ds, typ); err != nil {
-			return err
+		if t := ds.typ(typ); t != nil {
+			if err := s.answerLocked(ds, t, snap); err != nil {
+				return err
+			}
 		}
 	}
-	for typ := range ds.held {
-		// Types outside sendOrder (none that Envoy subscribes to today).
-		if err := s.sendHeldLocked(ds, typ); err != nil {
-			return err
+	for _, t := range ds.types {
+		if !slices.Contains(sendOrder, t.url) {
+			if err := s.answerLocked(ds, t, snap); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
-}
-
-// sendHeldLocked sends ds's held answer of typ, unless it is of listeners
-// or routes and clusters or endpoints are warming.
-func (s *Server) sendHeldLocked(ds *deltaStream, typ string) error {
-	resp, ok := ds.held[typ]
-	if !ok {
-		return nil
-	}
-	if (typ == resource.ListenerType || typ == resource.RouteType) && ds.clustersWarming() {
-		return nil
-	}
-	delete(ds.held, typ)
-	return s.sendLocked(ds, resp)
 }
 
 // clustersWarming reports whether an answer of clusters or endpoints is
-// held or sent and not yet acknowledged.
+// sent and not yet acknowledged.
 func (ds *deltaStream) clustersWarming() bool {
-	if len(ds.warming) > 0 {
-		return true
+	for _, t := range ds.types {
+		if t.warming != "" {
+			return true
+		}
 	}
-	_, c := ds.held[resource.ClusterType]
-	_, e := ds.held[resource.EndpointType]
-	return c || e
+	return false
 }
 
-// sendLocked sends one of the cache's answers and records what the proxy
-// now holds of its type.
-func (s *Server) sendLocked(ds *deltaStream, resp cachev3.DeltaResponse) error {
-	if ds.closed {
+// answerLocked sends t's answer from snap, if it may go and has something
+// to say, and records what the proxy then holds.
+func (s *Server) answerLocked(ds *deltaStream, t *deltaType, snap cachev3.ResourceSnapshot) error {
+	if t.inflight || ((t.url == resource.ListenerType || t.url == resource.RouteType) && ds.clustersWarming()) {
 		return nil
 	}
-	out, err := resp.GetDeltaDiscoveryResponse()
-	if err != nil {
-		return err
+	send, removed, versions, whole := t.answer(snap)
+	if len(send) == 0 && len(removed) == 0 && !(t.force && t.wildcard) {
+		return nil
+	}
+	items := snap.GetResourcesAndTTL(t.url)
+	out := &discovery.DeltaDiscoveryResponse{SystemVersionInfo: snap.GetVersion(t.url), TypeUrl: t.url,
+		RemovedResources: removed, Resources: make([]*discovery.Resource, 0, len(send))}
+	for _, name := range send {
+		raw, err := cachev3.MarshalResource(items[name].Resource)
+		if err != nil {
+			return fmt.Errorf("xds: encode %s %s: %w", t.url, name, err)
+		}
+		out.Resources = append(out.Resources, &discovery.Resource{Name: name, Version: versions[name],
+			Resource: &anypb.Any{TypeUrl: t.url, Value: raw}})
 	}
 	ds.nonce++
 	out.Nonce = strconv.FormatInt(ds.nonce, 10)
-	s.onDeltaResponse(ds.id, resp.GetDeltaRequest(), out)
+	s.onDeltaResponse(ds.id, out)
 	if err := ds.str.Send(out); err != nil {
 		return err
 	}
-	if typ := resp.GetDeltaRequest().GetTypeUrl(); typ == resource.ClusterType || typ == resource.EndpointType {
-		ds.warming[typ] = out.Nonce
-	}
-	if w := ds.watches[resp.GetDeltaRequest().GetTypeUrl()]; w != nil {
-		w.sub.SetReturnedResources(resp.GetNextVersionMap())
+	t.returned, t.shared = versions, whole
+	t.inflight, t.force = true, false
+	if t.url == resource.ClusterType || t.url == resource.EndpointType {
+		t.warming = out.Nonce
 	}
 	return nil
 }
 
-// flushNode has what the cache answered the delta streams of node (after
-// a SetSnapshot) sent by a goroutine of each stream that has answers, which
-// ends once they are sent: the caller (a proxy's build) never waits for a
-// proxy that does not read, and an idle stream holds no goroutine for it.
+// flushNode has what a new snapshot of node changes sent to each of its
+// delta streams by a goroutine of the stream, which ends once it is sent:
+// the caller (a proxy's build) never waits for a proxy that does not read,
+// and an idle stream holds no goroutine for it.
 func (s *Server) flushNode(node string) {
 	s.mu.Lock()
 	streams := slices.Clone(s.deltaNodes[node])
 	s.mu.Unlock()
 	for _, ds := range streams {
-		if len(ds.responses) == 0 {
-			continue
-		}
 		ds.fmu.Lock()
 		switch {
 		case ds.ended:
@@ -310,7 +411,8 @@ func (s *Server) flushNode(node string) {
 	}
 }
 
-// flusher sends ds's pending answers, again while more came meanwhile. A
+// flusher sends what ds's proxy lacks, again while snapshots came
+// meanwhile. A
 // failed send ends the stream at its next request (a broken transport
 // fails its receive at once).
 func (s *Server) flusher(ds *deltaStream) {

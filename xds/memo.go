@@ -90,8 +90,13 @@ func (b *builder) add(typ resource.Type, key string, build func() (types.Resourc
 	}
 	var e memoEntry
 	ok := false
+	var mk string
 	if b.memo != nil {
-		e, ok = b.memo.lookup(typ + "\x00" + key)
+		// The memo holds a fingerprint of the inputs, not the inputs: a
+		// proxy's own resources (its public listener names its service,
+		// port and intentions) would otherwise keep a long key each.
+		mk = fingerprint(typ, key)
+		e, ok = b.memo.lookup(mk)
 	}
 	if !ok {
 		r, err := build()
@@ -106,7 +111,7 @@ func (b *builder) add(typ resource.Type, key string, build func() (types.Resourc
 		}
 		e = memoEntry{res: r, hash: cachev3.HashResource(raw)}
 		if b.memo != nil {
-			b.memo.store(typ+"\x00"+key, e)
+			b.memo.store(mk, e)
 		}
 	}
 	if b.hashes[typ] == nil {
@@ -125,8 +130,10 @@ func (b *builder) add(typ resource.Type, key string, build func() (types.Resourc
 // shared returns the part (a piece of resources, never modified) built by
 // build from inputs identified by key, from the memo when it has it.
 func (b *builder) shared(key string, build func() (proto.Message, error)) (proto.Message, error) {
+	var mk string
 	if b.memo != nil {
-		if e, ok := b.memo.lookup("part\x00" + key); ok {
+		mk = fingerprint("part", key)
+		if e, ok := b.memo.lookup(mk); ok {
 			return e.res, nil
 		}
 	}
@@ -135,7 +142,7 @@ func (b *builder) shared(key string, build func() (proto.Message, error)) (proto
 		return nil, err
 	}
 	if b.memo != nil {
-		b.memo.store("part\x00"+key, memoEntry{res: m})
+		b.memo.store(mk, memoEntry{res: m})
 	}
 	return m, nil
 }

@@ -212,11 +212,17 @@ func (s *Server) Update(ctx context.Context, p *Proxy) (*cachev3.Snapshot, error
 
 // SetSnapshot hands a built snapshot to the node's streams.
 func (s *Server) SetSnapshot(ctx context.Context, nodeID string, snap *cachev3.Snapshot) error {
+	// Delta streams compare versions of resources: Build fills them in,
+	// a snapshot made elsewhere (tests) gets them here, before any
+	// stream reads it.
+	if err := snap.ConstructVersionMap(); err != nil {
+		return fmt.Errorf("xds: versions of the snapshot of %s: %w", nodeID, err)
+	}
 	if err := s.cache.SetSnapshot(ctx, nodeID, snap); err != nil {
 		return fmt.Errorf("xds: set snapshot of %s: %w", nodeID, err)
 	}
-	// The cache answered the node's open watches: its delta streams send
-	// the answers now, on this goroutine.
+	// The cache answered the node's state-of-the-world watches; its delta
+	// streams are sent what changed by goroutines of their own.
 	s.flushNode(nodeID)
 	return nil
 }
@@ -404,7 +410,7 @@ func (s *Server) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) 
 	return nil
 }
 
-func (s *Server) onDeltaResponse(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
+func (s *Server) onDeltaResponse(id int64, resp *discovery.DeltaDiscoveryResponse) {
 	s.sent(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
 }
 

@@ -266,6 +266,19 @@ func agentMemStats(httpAddr string) map[string]int64 {
 	return out
 }
 
+// agentLiveMemStats is agentMemStats right after two GCs the agent is asked
+// for (its heap profile with gc=1): the second one frees what sync.Pools
+// kept through the first.
+func agentLiveMemStats(httpAddr string) map[string]int64 {
+	for range 2 {
+		if r, err := http.Get("http://" + httpAddr + "/debug/pprof/heap?gc=1"); err == nil {
+			_, _ = io.Copy(io.Discard, r.Body)
+			r.Body.Close()
+		}
+	}
+	return agentMemStats(httpAddr)
+}
+
 // saveAgentHeap writes the agent's heap profile (after a GC) to path; a
 // failure only loses the profile.
 func saveAgentHeap(httpAddr, path string) {
@@ -357,9 +370,10 @@ func BenchmarkXDS1000Proxies(b *testing.B) {
 			b.Fatal(err)
 		}
 		rssBefore, _ := procStatusKiB(p.Pid(), "VmRSS")
-		var msBefore map[string]int64
+		var msBefore, liveBefore map[string]int64
 		if profile != "" {
 			msBefore = agentMemStats(p.HTTPAddr())
+			liveBefore = agentLiveMemStats(p.HTTPAddr())
 			if heap := os.Getenv("BENCH_XDS_HEAP"); heap != "" {
 				// The heap before the streams, as the base to diff the
 				// heap with them against (go tool pprof -diff_base).
@@ -432,6 +446,11 @@ func BenchmarkXDS1000Proxies(b *testing.B) {
 				fmt.Fprintf(&sb, " %s=%.1fKiB", k, float64(after[k]-msBefore[k])/1024/float64(proxies))
 			}
 			fmt.Printf("bench: xds agent memstats per proxy (after-before):%s\n", sb.String())
+			// The live heap and stacks per proxy, without the garbage the
+			// GC has not collected yet: less noisy than the RSS.
+			live := agentLiveMemStats(p.HTTPAddr())
+			fmt.Printf("bench: xds agent after a GC, per proxy: live heap=%.1fKiB stacks=%.1fKiB\n",
+				float64(live["HeapAlloc"]-liveBefore["HeapAlloc"])/1024/float64(proxies), float64(live["StackInuse"]-liveBefore["StackInuse"])/1024/float64(proxies))
 		}
 		if heap := os.Getenv("BENCH_XDS_HEAP"); heap != "" && profile != "" {
 			saveAgentHeap(p.HTTPAddr(), heap)
