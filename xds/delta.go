@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"unique"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -110,7 +111,7 @@ type deltaType struct {
 // newDeltaType is the subscription of a type's first request, as
 // go-control-plane's stream.NewDeltaSubscription with legacy wildcards.
 func newDeltaType(req *discovery.DeltaDiscoveryRequest) *deltaType {
-	t := &deltaType{url: req.GetTypeUrl(), wildcard: len(req.GetResourceNamesSubscribe()) == 0, legacy: true,
+	t := &deltaType{url: typeURL(req.GetTypeUrl()), wildcard: len(req.GetResourceNamesSubscribe()) == 0, legacy: true,
 		names: map[string]struct{}{}, returned: req.GetInitialResourceVersions()}
 	if t.returned == nil {
 		t.returned = map[string]string{}
@@ -140,7 +141,9 @@ func (t *deltaType) update(subscribe, unsubscribe []string) {
 			t.wildcard = true
 			continue
 		}
-		t.names[n] = struct{}{}
+		// The proxies of an agent subscribe to the same names (every
+		// sidecar to its upstreams' clusters): one copy of each.
+		t.names[unique.Make(n).Value()] = struct{}{}
 	}
 	for _, n := range unsubscribe {
 		if n == "*" {
@@ -307,6 +310,15 @@ func (ds *deltaStream) typ(typeURL string) *deltaType {
 		}
 	}
 	return nil
+}
+
+// typeURL returns u, as the package's constant when it is one of the types
+// of sendOrder: a stream keeps it, and a thousand streams share it.
+func typeURL(u string) string {
+	if i := slices.Index(sendOrder, u); i >= 0 {
+		return sendOrder[i]
+	}
+	return u
 }
 
 // sendOrder is the order in which a stream's answers go out, as Envoy

@@ -170,7 +170,7 @@ func (b *builder) snapshot() (*cachev3.Snapshot, error) {
 		for _, n := range names {
 			h.Write([]byte(n + "\x00" + b.hashes[typ][n] + "\x00"))
 		}
-		typeVersions[typ] = hex.EncodeToString(h.Sum(nil))[:16]
+		typeVersions[typ] = hex.EncodeToString(h.Sum(nil)[:8])
 	}
 	// The types a proxy gets have a map (the others read as empty).
 	for _, typ := range snapshotTypes {

@@ -62,10 +62,17 @@ type streamState struct {
 	// snapshot version it carried.
 	nonces map[string]string
 	// started, delta and types are for the debug view (Streams): types
-	// holds one entry per type URL the stream was sent.
+	// holds one entry per type URL the stream was sent (five for Envoy:
+	// a slice).
 	started time.Time
 	delta   bool
-	types   map[string]*TypeStatus
+	types   []typeEntry
+}
+
+// typeEntry is one type URL's status on a stream.
+type typeEntry struct {
+	url string
+	TypeStatus
 }
 
 // StreamStatus is what the debug view shows of one ADS stream.
@@ -101,14 +108,19 @@ type NackStatus struct {
 	At      time.Time
 }
 
-// typeLocked returns the stream's entry of typeURL, made on first use.
-func (st *streamState) typeLocked(typeURL string) *TypeStatus {
-	ts := st.types[typeURL]
-	if ts == nil {
-		ts = &TypeStatus{}
-		st.types[typeURL] = ts
+// typeLocked returns the stream's entry of url, made on first use; it is
+// valid until the next call.
+func (st *streamState) typeLocked(url string) *TypeStatus {
+	for i := range st.types {
+		if st.types[i].url == url {
+			return &st.types[i].TypeStatus
+		}
 	}
-	return ts
+	if st.types == nil {
+		st.types = make([]typeEntry, 0, len(sendOrder))
+	}
+	st.types = append(st.types, typeEntry{url: typeURL(url)})
+	return &st.types[len(st.types)-1].TypeStatus
 }
 
 // Streams returns the state of every open stream, by proxy then stream ID.
@@ -118,13 +130,13 @@ func (s *Server) Streams() []StreamStatus {
 	for id, st := range s.streams {
 		ss := StreamStatus{Proxy: st.node, StreamID: id, Delta: st.delta, Started: st.started,
 			Types: make(map[string]TypeStatus, len(st.types))}
-		for typ, ts := range st.types {
-			c := *ts
+		for _, te := range st.types {
+			c := te.TypeStatus
 			if c.LastNack != nil {
 				n := *c.LastNack
 				c.LastNack = &n
 			}
-			ss.Types[typ] = c
+			ss.Types[te.url] = c
 		}
 		out = append(out, ss)
 	}
@@ -297,7 +309,7 @@ func (s *Server) onOpen(ctx context.Context, id int64, delta bool) error {
 	s.opened.Add(1)
 	metrics.SetGauge([]string{"xds", "streams"}, float32(s.current.Add(1)))
 	s.mu.Lock()
-	s.streams[id] = &streamState{ctx: ctx, nonces: map[string]string{}, started: s.now(), delta: delta, types: map[string]*TypeStatus{}}
+	s.streams[id] = &streamState{ctx: ctx, nonces: map[string]string{}, started: s.now(), delta: delta}
 	s.mu.Unlock()
 	return nil
 }
@@ -438,7 +450,7 @@ func (st *streamState) answered(nonce string) (string, bool) {
 	return v, ok
 }
 
-func (s *Server) ackLocked(st *streamState, typeURL, version string) {
+func (s *Server) ackLocked(st *streamState, url, version string) {
 	s.acks.Add(1)
 	metrics.IncrCounter([]string{"xds", "ack"}, 1)
 	node := st.node
@@ -447,8 +459,8 @@ func (s *Server) ackLocked(st *streamState, typeURL, version string) {
 		m = map[string]string{}
 		s.acked[node] = m
 	}
-	m[typeURL] = version
-	ts := st.typeLocked(typeURL)
+	m[typeURL(url)] = version
+	ts := st.typeLocked(url)
 	ts.AckedVersion, ts.AckedAt = version, s.now()
 	s.wakeLocked()
 }
