@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 
 	"github.com/tribune-mesh/tribune/acl"
 	"github.com/tribune-mesh/tribune/agent/httpapi"
@@ -607,7 +606,7 @@ func (x *xdsService) build(w *proxyWatch) {
 	case in.proxy != nil:
 		_, err = x.srv.Update(w.ctx, in.proxy)
 	case in.proxyless != nil:
-		var snap *cachev3.Snapshot
+		var snap *xds.Snapshot
 		if snap, err = xds.BuildProxyless(in.proxyless); err == nil {
 			err = x.srv.SetSnapshot(w.ctx, w.node, snap)
 		}

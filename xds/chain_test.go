@@ -16,7 +16,6 @@ import (
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -235,7 +234,7 @@ func TestChainGolden(t *testing.T) {
 
 // checkGolden validates every resource of snap and compares the snapshot
 // with testdata/<name>.golden.
-func checkGolden(t *testing.T, name string, snap *cachev3.Snapshot) {
+func checkGolden(t *testing.T, name string, snap *Snapshot) {
 	t.Helper()
 	if err := snap.Consistent(); err != nil {
 		t.Fatalf("inconsistent: %v", err)

@@ -2,9 +2,9 @@ package xds
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"unique"
 
@@ -34,8 +34,8 @@ import (
 //     request, and each answer carries a new copy of the versions the proxy
 //     holds. Here an answer is computed when it can be sent, and what the
 //     proxy holds of a type is, in the usual case (it holds the whole
-//     snapshot's type), the snapshot's own version map, shared with the
-//     snapshot and copied only when a subscription change must edit it.
+//     snapshot's type), a pointer to that type of the snapshot, turned
+//     into a map of versions only when a subscription change must edit it.
 //
 // As with go-control-plane, a type has at most one answer in flight: after
 // an answer, the next one waits for the proxy's next request of that type
@@ -94,10 +94,10 @@ type deltaType struct {
 	wildcard, legacy bool
 	// names are the names subscribed explicitly.
 	names map[string]struct{}
-	// returned maps what the proxy holds to its version. shared: it is a
-	// snapshot's version map, never edited (own copies it first).
+	// What the proxy holds: all of held (a snapshot's type, never
+	// edited) when held is set, else returned (name -> version).
+	held     *typeSet
 	returned map[string]string
-	shared   bool
 	// inflight: an answer was sent and no request of the type came
 	// since. force: the next chance answers even with nothing changed (a
 	// wildcard request that answers no response: Envoy waits for it).
@@ -120,12 +120,27 @@ func newDeltaType(req *discovery.DeltaDiscoveryRequest) *deltaType {
 	return t
 }
 
-// own makes returned the type's own map, editable.
+// own makes returned what the proxy holds, editable.
 func (t *deltaType) own() {
-	if t.shared {
-		t.returned = maps.Clone(t.returned)
-		t.shared = false
+	if t.held != nil {
+		m := make(map[string]string, len(t.held.entries))
+		for _, e := range t.held.entries {
+			m[e.name] = e.version
+		}
+		t.held, t.returned = nil, m
 	}
+}
+
+// version returns the version of name the proxy holds.
+func (t *deltaType) version(name string) (string, bool) {
+	if t.held != nil {
+		if e := t.held.find(name); e != nil {
+			return e.version, true
+		}
+		return "", false
+	}
+	v, ok := t.returned[name]
+	return v, ok
 }
 
 // update applies a request's subscribe and unsubscribe lists.
@@ -151,7 +166,7 @@ func (t *deltaType) update(subscribe, unsubscribe []string) {
 			continue
 		}
 		_, named := t.names[n]
-		_, held := t.returned[n]
+		_, held := t.version(n)
 		switch {
 		case named && t.wildcard:
 			// Still wanted through the wildcard: sent again (Envoy
@@ -168,45 +183,61 @@ func (t *deltaType) update(subscribe, unsubscribe []string) {
 
 // answer is what the proxy lacks of snap's resources of t's type: the
 // resources to send (name order), the names to remove, and what the proxy
-// holds once it has them (versions), as go-control-plane's delta cache
-// computes them. whole: versions is snap's own map (the proxy will hold all
-// of the type).
-func (t *deltaType) answer(snap cachev3.ResourceSnapshot) (send, removed []string, versions map[string]string, whole bool) {
-	items := snap.GetResourcesAndTTL(t.url)
-	all := snap.GetVersionMap(t.url)
+// holds once it has them, as go-control-plane's delta cache computes them:
+// all of whole when it is set, else versions.
+func (t *deltaType) answer(snap *Snapshot) (send []*snapEntry, removed []string, versions map[string]string, whole *typeSet) {
+	cur := snap.set(t.url)
+	if cur == nil {
+		cur = &typeSet{} // a type no snapshot has: empty
+	}
 	if t.wildcard {
-		for name := range items {
-			if v, ok := t.returned[name]; !ok || v != all[name] {
-				send = append(send, name)
+		for i := range cur.entries {
+			e := &cur.entries[i]
+			if v, ok := t.version(e.name); !ok || v != e.version {
+				send = append(send, e)
 			}
 		}
-		for name := range t.returned {
-			if _, ok := items[name]; !ok {
-				removed = append(removed, name)
-			}
-		}
-		versions, whole = all, true
-	} else {
-		versions = make(map[string]string, len(t.names))
-		for name := range t.names {
-			prev, held := t.returned[name]
-			if _, ok := items[name]; ok {
-				if v := all[name]; prev != v {
-					send = append(send, name)
+		if t.held != nil {
+			for _, e := range t.held.entries {
+				if cur.find(e.name) == nil {
+					removed = append(removed, e.name)
 				}
-				versions[name] = all[name]
-			} else if held {
-				removed = append(removed, name)
+			}
+		} else {
+			for name := range t.returned {
+				if cur.find(name) == nil {
+					removed = append(removed, name)
+				}
 			}
 		}
-		if len(versions) == len(all) {
-			// A subset of all of the same size is all of it.
-			versions, whole = all, true
+		slices.Sort(removed)
+		return send, removed, nil, cur
+	}
+	n := 0
+	for name := range t.names {
+		prev, held := t.version(name)
+		if e := cur.find(name); e != nil {
+			if !held || prev != e.version {
+				send = append(send, e)
+			}
+			n++
+		} else if held {
+			removed = append(removed, name)
 		}
 	}
-	slices.Sort(send)
+	slices.SortFunc(send, func(a, b *snapEntry) int { return strings.Compare(a.name, b.name) })
 	slices.Sort(removed)
-	return send, removed, versions, whole
+	if n == len(cur.entries) {
+		// The names cover the type: the proxy holds all of it.
+		return send, removed, nil, cur
+	}
+	versions = make(map[string]string, n)
+	for name := range t.names {
+		if e := cur.find(name); e != nil {
+			versions[e.name] = e.version
+		}
+	}
+	return send, removed, versions, nil
 }
 
 // deltaADS serves a delta stream on the RPC's goroutine: each request
@@ -333,9 +364,13 @@ func (s *Server) flushLocked(ds *deltaStream) error {
 	if ds.nodeID == "" || ds.closed {
 		return nil
 	}
-	snap, err := s.cache.GetSnapshot(ds.nodeID)
+	rs, err := s.cache.GetSnapshot(ds.nodeID)
 	if err != nil {
 		return nil // no snapshot yet: SetSnapshot flushes the stream
+	}
+	snap, ok := rs.(*Snapshot)
+	if !ok {
+		return fmt.Errorf("xds: snapshot of %s is a %T", ds.nodeID, rs) // SetSnapshot stores only Snapshots
 	}
 	for _, typ := range sendOrder {
 		if t := ds.typ(typ); t != nil {
@@ -367,23 +402,31 @@ func (ds *deltaStream) clustersWarming() bool {
 
 // answerLocked sends t's answer from snap, if it may go and has something
 // to say, and records what the proxy then holds.
-func (s *Server) answerLocked(ds *deltaStream, t *deltaType, snap cachev3.ResourceSnapshot) error {
+func (s *Server) answerLocked(ds *deltaStream, t *deltaType, snap *Snapshot) error {
 	if t.inflight || ((t.url == resource.ListenerType || t.url == resource.RouteType) && ds.clustersWarming()) {
 		return nil
 	}
 	send, removed, versions, whole := t.answer(snap)
 	if len(send) == 0 && len(removed) == 0 && !(t.force && t.wildcard) {
+		// Nothing changed for the proxy: what it holds is described by
+		// this snapshot as well as by the one it was sent, which need
+		// not be kept for it.
+		switch {
+		case whole != nil && (t.held != nil || t.wildcard):
+			t.held, t.returned = whole, nil
+		case whole == nil && t.held != nil:
+			t.held, t.returned = nil, versions
+		}
 		return nil
 	}
-	items := snap.GetResourcesAndTTL(t.url)
 	out := &discovery.DeltaDiscoveryResponse{SystemVersionInfo: snap.GetVersion(t.url), TypeUrl: t.url,
 		RemovedResources: removed, Resources: make([]*discovery.Resource, 0, len(send))}
-	for _, name := range send {
-		raw, err := cachev3.MarshalResource(items[name].Resource)
+	for _, e := range send {
+		raw, err := cachev3.MarshalResource(e.res)
 		if err != nil {
-			return fmt.Errorf("xds: encode %s %s: %w", t.url, name, err)
+			return fmt.Errorf("xds: encode %s %s: %w", t.url, e.name, err)
 		}
-		out.Resources = append(out.Resources, &discovery.Resource{Name: name, Version: versions[name],
+		out.Resources = append(out.Resources, &discovery.Resource{Name: e.name, Version: e.version,
 			Resource: &anypb.Any{TypeUrl: t.url, Value: raw}})
 	}
 	ds.nonce++
@@ -392,7 +435,7 @@ func (s *Server) answerLocked(ds *deltaStream, t *deltaType, snap cachev3.Resour
 	if err := ds.str.Send(out); err != nil {
 		return err
 	}
-	t.returned, t.shared = versions, whole
+	t.held, t.returned = whole, versions
 	t.inflight, t.force = true, false
 	if t.url == resource.ClusterType || t.url == resource.EndpointType {
 		t.warming = out.Nonce

@@ -18,20 +18,33 @@ import (
 
 // clusters is a snapshot of clusters with the given names; a name's
 // version changes with timeout.
-func clusters(t *testing.T, timeout time.Duration, names ...string) *cachev3.Snapshot {
+func clusters(t *testing.T, timeout time.Duration, names ...string) *Snapshot {
 	t.Helper()
 	var rs []types.Resource
 	for _, n := range names {
 		rs = append(rs, &cluster.Cluster{Name: n, ConnectTimeout: durationpb.New(timeout)})
 	}
-	snap, err := cachev3.NewSnapshot("v", map[resource.Type][]types.Resource{resource.ClusterType: rs})
+	c, err := cachev3.NewSnapshot("v", map[resource.Type][]types.Resource{resource.ClusterType: rs})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := snap.ConstructVersionMap(); err != nil {
+	snap, err := snapshotOf(c)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return snap
+}
+
+// holds returns what dt's proxy holds, as a map.
+func holds(dt *deltaType) map[string]string {
+	out := maps.Clone(dt.returned)
+	if dt.held != nil {
+		out = map[string]string{}
+		for _, e := range dt.held.entries {
+			out[e.name] = e.version
+		}
+	}
+	return out
 }
 
 // The subscription rules of a delta stream (go-control-plane's
@@ -90,37 +103,43 @@ func TestDeltaTypeAnswer(t *testing.T) {
 			if tc.sub != nil || tc.unsub != nil {
 				tc.t.update(tc.sub, tc.unsub)
 			}
-			send, removed, versions, whole := tc.t.answer(snap)
+			entries, removed, versions, whole := tc.t.answer(snap)
+			var send []string
+			for _, e := range entries {
+				send = append(send, e.name)
+			}
 			if !slices.Equal(send, tc.send) || !slices.Equal(removed, tc.removed) {
 				t.Errorf("send %v removed %v, want %v %v", send, removed, tc.send, tc.removed)
 			}
-			if !maps.Equal(versions, tc.versions) || whole != tc.whole {
-				t.Errorf("versions %v (whole %v), want %v (%v)", versions, whole, tc.versions, tc.whole)
+			if whole != nil {
+				versions = holds(&deltaType{held: whole})
+			}
+			if !maps.Equal(versions, tc.versions) || (whole != nil) != tc.whole {
+				t.Errorf("versions %v (whole %v), want %v (%v)", versions, whole != nil, tc.versions, tc.whole)
 			}
 		})
 	}
 }
 
-// What the proxy holds may be the snapshot's own version map: a later
-// subscription change edits a copy, never the snapshot.
+// What the proxy holds may be a snapshot's type itself: a later
+// subscription change edits a map of its own, never the snapshot.
 func TestDeltaTypeSharedVersionsCopiedOnEdit(t *testing.T) {
 	snap := clusters(t, time.Second, "a", "b")
 	all := snap.GetVersionMap(resource.ClusterType)
-	want := maps.Clone(all)
 	dt := newDeltaType(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{"*", "a"}})
-	_, _, versions, whole := dt.answer(snap)
-	if !whole {
+	_, _, _, whole := dt.answer(snap)
+	if whole == nil {
 		t.Fatal("a wildcard's versions are not the snapshot's")
 	}
-	dt.returned, dt.shared = versions, whole
+	dt.held, dt.returned = whole, nil
 	dt.update(nil, []string{"a"}) // a stays wanted by the wildcard: held as ""
 	dt.update([]string{"x"}, nil)
 	dt.update(nil, []string{"*", "x", "b"})
-	if !maps.Equal(all, want) {
-		t.Fatalf("the snapshot's versions were edited: %v, want %v", all, want)
+	if got := snap.GetVersionMap(resource.ClusterType); !maps.Equal(got, all) {
+		t.Fatalf("the snapshot's versions were edited: %v, want %v", got, all)
 	}
-	if _, ok := dt.returned["b"]; ok || dt.shared {
-		t.Fatalf("held %v (shared %v) after unsubscribing b", dt.returned, dt.shared)
+	if got := holds(dt); !maps.Equal(got, map[string]string{"a": ""}) || dt.held != nil {
+		t.Fatalf("holds %v (a snapshot's: %v) after the changes, want a:\"\"", got, dt.held != nil)
 	}
 }
 

@@ -5,8 +5,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash/maphash"
-	"sort"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -70,16 +71,18 @@ func (m *Memo) store(key string, e memoEntry) {
 
 // builder collects one snapshot's resources with their hashes.
 type builder struct {
-	memo      *Memo
-	resources map[resource.Type][]types.Resource
-	hashes    map[resource.Type]map[string]string
+	memo *Memo
+	// sets are the resources of each type (snapshotTypes) as added;
+	// names those of each, to drop a second add of one.
+	sets  [len(snapshotTypes)][]snapEntry
+	names [len(snapshotTypes)]map[string]bool
 	// routeRefs are the route configurations the listeners name over RDS.
 	routeRefs []string
 	err       error
 }
 
 func newBuilder(m *Memo) *builder {
-	return &builder{memo: m, resources: map[resource.Type][]types.Resource{}, hashes: map[resource.Type]map[string]string{}}
+	return &builder{memo: m}
 }
 
 // add adds the resource built by build from inputs identified by key (the
@@ -114,17 +117,22 @@ func (b *builder) add(typ resource.Type, key string, build func() (types.Resourc
 			b.memo.store(mk, e)
 		}
 	}
-	if b.hashes[typ] == nil {
-		b.hashes[typ] = map[string]string{}
+	i := typeIndex(typ)
+	if i < 0 {
+		b.err = fmt.Errorf("xds: resources of type %s in a snapshot", typ)
+		return
+	}
+	if b.names[i] == nil {
+		b.names[i] = map[string]bool{}
 	}
 	name := cachev3.GetResourceName(e.res)
-	if _, dup := b.hashes[typ][name]; dup {
+	if b.names[i][name] {
 		// Two upstreams (or two nodes of a chain) reach one cluster:
 		// built from the same inputs, it is the same resource.
 		return
 	}
-	b.resources[typ] = append(b.resources[typ], e.res)
-	b.hashes[typ][name] = e.hash
+	b.names[i][name] = true
+	b.sets[i] = append(b.sets[i], snapEntry{name: name, version: e.hash, res: e.res})
 }
 
 // shared returns the part (a piece of resources, never modified) built by
@@ -147,59 +155,24 @@ func (b *builder) shared(key string, build func() (proto.Message, error)) (proto
 	return m, nil
 }
 
-// snapshotTypes are the resource types of the snapshots built here.
-var snapshotTypes = []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType}
-
-// snapshot returns the snapshot of what was added, versioned by the hashes
-// of its resources, with its delta version map filled in.
-func (b *builder) snapshot() (*cachev3.Snapshot, error) {
+// snapshot returns the snapshot of what was added, each type versioned by
+// the names and hashes of its resources.
+func (b *builder) snapshot() (*Snapshot, error) {
 	if b.err != nil {
 		return nil, b.err
 	}
-	// Each type is versioned by its own resources, so that a state of the
-	// world client is sent only the types that changed.
-	typeVersions := map[resource.Type]string{}
-	versionMap := map[string]map[string]string{}
-	for _, typ := range snapshotTypes {
-		names := make([]string, 0, len(b.hashes[typ]))
-		for n := range b.hashes[typ] {
-			names = append(names, n)
-		}
-		sort.Strings(names)
+	snap := &Snapshot{}
+	for i := range snapshotTypes {
+		// Each type is versioned by its own resources, so that a state
+		// of the world client is sent only the types that changed.
+		entries := slices.Clip(b.sets[i])
+		slices.SortFunc(entries, func(x, y snapEntry) int { return strings.Compare(x.name, y.name) })
 		h := sha256.New()
-		for _, n := range names {
-			h.Write([]byte(n + "\x00" + b.hashes[typ][n] + "\x00"))
+		for _, e := range entries {
+			h.Write([]byte(e.name + "\x00" + e.version + "\x00"))
 		}
-		typeVersions[typ] = hex.EncodeToString(h.Sum(nil)[:8])
+		snap.sets[i] = typeSet{version: hex.EncodeToString(h.Sum(nil)[:8]), entries: entries}
 	}
-	// The types a proxy gets have a map (the others read as empty).
-	for _, typ := range snapshotTypes {
-		versionMap[typ] = b.hashes[typ]
-		if versionMap[typ] == nil {
-			versionMap[typ] = map[string]string{}
-		}
-	}
-	res := map[resource.Type][]types.Resource{
-		resource.ClusterType:  b.resources[resource.ClusterType],
-		resource.EndpointType: b.resources[resource.EndpointType],
-		resource.ListenerType: b.resources[resource.ListenerType],
-	}
-	for _, typ := range []resource.Type{resource.RouteType, resource.SecretType} {
-		if rs, ok := b.resources[typ]; ok {
-			res[typ] = rs
-		}
-	}
-	snap, err := cachev3.NewSnapshot("", res)
-	if err != nil {
-		return nil, fmt.Errorf("xds: snapshot: %w", err)
-	}
-	for typ, v := range typeVersions {
-		rt := cachev3.GetResponseType(typ)
-		if rt != types.UnknownType {
-			snap.Resources[rt].Version = v
-		}
-	}
-	snap.VersionMap = versionMap
 	return snap, nil
 }
 
@@ -212,32 +185,30 @@ var fpSeed1, fpSeed2 = maphash.MakeSeed(), maphash.MakeSeed()
 // a listener names over RDS is there, and there are no others) without
 // decoding the listeners again: routeRefs are the names the build's
 // listeners use.
-func consistent(snap *cachev3.Snapshot, routeRefs []string) error {
-	eds := map[string]bool{}
-	for name, r := range snap.GetResources(resource.ClusterType) {
-		if c, ok := r.(*cluster.Cluster); ok && c.GetType() == cluster.Cluster_EDS {
-			eds[name] = true
+func consistent(snap *Snapshot, routeRefs []string) error {
+	eds := 0
+	cla := snap.set(resource.EndpointType)
+	for _, e := range snap.set(resource.ClusterType).entries {
+		if c, ok := e.res.(*cluster.Cluster); ok && c.GetType() == cluster.Cluster_EDS {
+			eds++
+			if cla.find(e.name) == nil {
+				return fmt.Errorf("EDS cluster %s has no endpoints", e.name)
+			}
 		}
 	}
-	cla := snap.GetResources(resource.EndpointType)
-	if len(cla) != len(eds) {
-		return fmt.Errorf("%d endpoint sets for %d EDS clusters", len(cla), len(eds))
+	if len(cla.entries) != eds {
+		return fmt.Errorf("%d endpoint sets for %d EDS clusters", len(cla.entries), eds)
 	}
-	routes := snap.GetResources(resource.RouteType)
+	routes := snap.set(resource.RouteType)
 	refs := map[string]bool{}
 	for _, r := range routeRefs {
-		if _, ok := routes[r]; !ok {
+		if routes.find(r) == nil {
 			return fmt.Errorf("a listener names missing route configuration %q", r)
 		}
 		refs[r] = true
 	}
-	if len(refs) != len(routes) {
-		return fmt.Errorf("%d route configurations for %d named by listeners", len(routes), len(refs))
-	}
-	for name := range cla {
-		if !eds[name] {
-			return fmt.Errorf("endpoints of %s, which is no EDS cluster", name)
-		}
+	if len(refs) != len(routes.entries) {
+		return fmt.Errorf("%d route configurations for %d named by listeners", len(routes.entries), len(refs))
 	}
 	return nil
 }

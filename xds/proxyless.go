@@ -13,7 +13,6 @@ import (
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -59,7 +58,7 @@ const MaxProxylessServices = 256
 // HttpConnectionManager whose routes come over RDS (a route configuration
 // of the same name), the cluster it routes to (EDS over ADS, round robin)
 // and that cluster's healthy endpoints.
-func BuildProxyless(p *Proxyless) (*cachev3.Snapshot, error) {
+func BuildProxyless(p *Proxyless) (*Snapshot, error) {
 	if p.ID == "" || p.Datacenter == "" || p.TrustDomain == "" {
 		return nil, errors.New("xds: proxyless client ID, Datacenter and TrustDomain must be set")
 	}
@@ -235,7 +234,7 @@ func routeClusters(rt *route.Route) []string {
 // references go-control-plane does not follow: every listener's route
 // configuration, every route's cluster and every EDS cluster's endpoints
 // are in the snapshot, and nothing else is.
-func proxylessConsistent(snap *cachev3.Snapshot) error {
+func proxylessConsistent(snap *Snapshot) error {
 	routes := snap.GetResources(resource.RouteType)
 	clusters := snap.GetResources(resource.ClusterType)
 	eps := snap.GetResources(resource.EndpointType)

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 )
@@ -28,7 +27,7 @@ func TestBuildSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, snap := range []*cachev3.Snapshot{a, b} {
+	for _, snap := range []*Snapshot{a, b} {
 		if err := snap.Consistent(); err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +48,7 @@ func TestBuildSecrets(t *testing.T) {
 			t.Errorf("cluster %s not shared between the proxies", name)
 		}
 	}
-	leaf := func(s *cachev3.Snapshot) *tlsv3.TlsCertificate {
+	leaf := func(s *Snapshot) *tlsv3.TlsCertificate {
 		sec, _ := s.GetResources(resource.SecretType)[LeafSecretName].(*tlsv3.Secret)
 		if err := sec.ValidateAll(); err != nil {
 			t.Fatal(err)

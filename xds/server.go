@@ -211,7 +211,7 @@ func (s *Server) Register(g *grpc.Server) {
 
 // Update builds the proxy's snapshot and hands it to its streams. It returns
 // the snapshot (each type has its own version: GetVersion).
-func (s *Server) Update(ctx context.Context, p *Proxy) (*cachev3.Snapshot, error) {
+func (s *Server) Update(ctx context.Context, p *Proxy) (*Snapshot, error) {
 	snap, err := BuildMemo(p, s.memo)
 	if err != nil {
 		return nil, err
@@ -222,13 +222,12 @@ func (s *Server) Update(ctx context.Context, p *Proxy) (*cachev3.Snapshot, error
 	return snap, nil
 }
 
-// SetSnapshot hands a built snapshot to the node's streams.
-func (s *Server) SetSnapshot(ctx context.Context, nodeID string, snap *cachev3.Snapshot) error {
-	// Delta streams compare versions of resources: Build fills them in,
-	// a snapshot made elsewhere (tests) gets them here, before any
-	// stream reads it.
-	if err := snap.ConstructVersionMap(); err != nil {
-		return fmt.Errorf("xds: versions of the snapshot of %s: %w", nodeID, err)
+// SetSnapshot hands a snapshot to the node's streams: one of Build's, or
+// one made otherwise (go-control-plane's), which is copied into a Snapshot.
+func (s *Server) SetSnapshot(ctx context.Context, nodeID string, rs cachev3.ResourceSnapshot) error {
+	snap, err := snapshotOf(rs)
+	if err != nil {
+		return fmt.Errorf("xds: snapshot of %s: %w", nodeID, err)
 	}
 	if err := s.cache.SetSnapshot(ctx, nodeID, snap); err != nil {
 		return fmt.Errorf("xds: set snapshot of %s: %w", nodeID, err)

@@ -29,7 +29,6 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -155,14 +154,14 @@ func orDefault(s, d string) string {
 // Build returns the proxy's snapshot: clusters, endpoints and listeners,
 // mutually consistent, versioned by a hash of their content (an unchanged
 // proxy gets the same version, so Envoy sees no update).
-func Build(p *Proxy) (*cachev3.Snapshot, error) { return BuildMemo(p, nil) }
+func Build(p *Proxy) (*Snapshot, error) { return BuildMemo(p, nil) }
 
 // BuildMemo is Build reusing, through m, the resources (and their hashes)
 // built before from the same inputs: a proxy whose endpoints changed
 // rebuilds only its endpoints, and proxies sharing an upstream share its
 // endpoints and outbound listener. A nil m builds everything. The snapshot
 // carries its delta version map, so nothing is encoded twice.
-func BuildMemo(p *Proxy, m *Memo) (*cachev3.Snapshot, error) {
+func BuildMemo(p *Proxy, m *Memo) (*Snapshot, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
