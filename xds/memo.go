@@ -24,13 +24,15 @@ import (
 // periods. Safe for concurrent use.
 type Memo struct {
 	mu        sync.Mutex
-	cur, prev map[string]memoEntry
+	cur, prev map[string]*memoEntry
 	rotated   time.Time
 }
 
+// memoEntry is a built resource and its version (a hash of its encoding),
+// shared by the snapshots of every proxy that uses it.
 type memoEntry struct {
-	res  types.Resource
-	hash string
+	res     types.Resource
+	version string
 }
 
 // memoRotateEvery is how often the memo drops what was not used.
@@ -38,7 +40,7 @@ const memoRotateEvery = 2 * time.Minute
 
 // NewMemo returns an empty memo.
 func NewMemo() *Memo {
-	return &Memo{cur: map[string]memoEntry{}, prev: map[string]memoEntry{}, rotated: time.Now()}
+	return &Memo{cur: map[string]*memoEntry{}, prev: map[string]*memoEntry{}, rotated: time.Now()}
 }
 
 // Len returns the number of resources held.
@@ -48,11 +50,11 @@ func (m *Memo) Len() int {
 	return len(m.cur) + len(m.prev)
 }
 
-func (m *Memo) lookup(key string) (memoEntry, bool) {
+func (m *Memo) lookup(key string) (*memoEntry, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if time.Since(m.rotated) > memoRotateEvery {
-		m.prev, m.cur, m.rotated = m.cur, map[string]memoEntry{}, time.Now()
+		m.prev, m.cur, m.rotated = m.cur, map[string]*memoEntry{}, time.Now()
 	}
 	e, ok := m.cur[key]
 	if !ok {
@@ -63,7 +65,7 @@ func (m *Memo) lookup(key string) (memoEntry, bool) {
 	return e, ok
 }
 
-func (m *Memo) store(key string, e memoEntry) {
+func (m *Memo) store(key string, e *memoEntry) {
 	m.mu.Lock()
 	m.cur[key] = e
 	m.mu.Unlock()
@@ -91,7 +93,7 @@ func (b *builder) add(typ resource.Type, key string, build func() (types.Resourc
 	if b.err != nil {
 		return
 	}
-	var e memoEntry
+	var e *memoEntry
 	ok := false
 	var mk string
 	if b.memo != nil {
@@ -112,7 +114,7 @@ func (b *builder) add(typ resource.Type, key string, build func() (types.Resourc
 			b.err = fmt.Errorf("xds: encode %s: %w", cachev3.GetResourceName(r), err)
 			return
 		}
-		e = memoEntry{res: r, hash: cachev3.HashResource(raw)}
+		e = &memoEntry{res: r, version: cachev3.HashResource(raw)}
 		if b.memo != nil {
 			b.memo.store(mk, e)
 		}
@@ -132,7 +134,7 @@ func (b *builder) add(typ resource.Type, key string, build func() (types.Resourc
 		return
 	}
 	b.names[i][name] = true
-	b.sets[i] = append(b.sets[i], snapEntry{name: name, version: e.hash, res: e.res})
+	b.sets[i] = append(b.sets[i], snapEntry{name: name, memoEntry: e})
 }
 
 // shared returns the part (a piece of resources, never modified) built by
@@ -150,7 +152,7 @@ func (b *builder) shared(key string, build func() (proto.Message, error)) (proto
 		return nil, err
 	}
 	if b.memo != nil {
-		b.memo.store(mk, memoEntry{res: m})
+		b.memo.store(mk, &memoEntry{res: m})
 	}
 	return m, nil
 }
@@ -165,7 +167,8 @@ func (b *builder) snapshot() (*Snapshot, error) {
 	for i := range snapshotTypes {
 		// Each type is versioned by its own resources, so that a state
 		// of the world client is sent only the types that changed.
-		entries := slices.Clip(b.sets[i])
+		// Exactly the entries: a snapshot lives as long as its proxy.
+		entries := slices.Clone(b.sets[i])
 		slices.SortFunc(entries, func(x, y snapEntry) int { return strings.Compare(x.name, y.name) })
 		h := sha256.New()
 		for _, e := range entries {

@@ -32,10 +32,10 @@ type typeSet struct {
 	entries []snapEntry // by name
 }
 
-// snapEntry is one resource of a Snapshot.
+// snapEntry is one resource of a Snapshot, with its version.
 type snapEntry struct {
-	name, version string
-	res           types.Resource
+	name string
+	*memoEntry
 }
 
 // typeIndex returns the index of url in snapshotTypes, -1 for another.
@@ -173,7 +173,7 @@ func snapshotOf(rs cachev3.ResourceSnapshot) (*Snapshot, error) {
 		ts.version = rs.GetVersion(typ)
 		ts.entries = make([]snapEntry, 0, len(res))
 		for name, r := range res {
-			ts.entries = append(ts.entries, snapEntry{name: name, version: versions[name], res: r.Resource})
+			ts.entries = append(ts.entries, snapEntry{name: name, memoEntry: &memoEntry{res: r.Resource, version: versions[name]}})
 		}
 		slices.SortFunc(ts.entries, func(a, b snapEntry) int { return strings.Compare(a.name, b.name) })
 	}
