@@ -2,11 +2,10 @@ package httpapi
 
 import (
 	"net/http"
-	"net/http/pprof"
 	"strconv"
-	"strings"
 
 	"github.com/tribune-mesh/tribune/acl"
+	"github.com/tribune-mesh/tribune/telemetry"
 )
 
 // maxProfileSeconds bounds ?seconds= of a CPU profile or trace.
@@ -33,19 +32,6 @@ func (h *Handler) debugPprof(w http.ResponseWriter, r *http.Request) (any, error
 			return nil, badRequest("Invalid seconds %q: want 0 to %d", v, maxProfileSeconds)
 		}
 	}
-	switch name := strings.TrimPrefix(r.URL.Path, "/debug/pprof/"); name {
-	case "":
-		pprof.Index(w, r)
-	case "cmdline":
-		pprof.Cmdline(w, r)
-	case "profile":
-		pprof.Profile(w, r)
-	case "symbol":
-		pprof.Symbol(w, r)
-	case "trace":
-		pprof.Trace(w, r)
-	default:
-		pprof.Handler(name).ServeHTTP(w, r)
-	}
+	telemetry.Pprof(w, r)
 	return nil, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"slices"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/tribune-mesh/tribune/clock"
 	"github.com/tribune-mesh/tribune/connect/proxy"
+	"github.com/tribune-mesh/tribune/telemetry"
 )
 
 // upstreamFlags collects repeated -upstream name:addr flags.
@@ -91,6 +93,7 @@ func connectProxy(ctx context.Context, args []string, _, stderr io.Writer) int {
 	maxConns := fs.Int("max-conns", proxy.DefaultMaxConns, "The most connections open at once, inbound and outbound together.")
 	idle := fs.Duration("idle-timeout", proxy.DefaultIdleTimeout, "Close a connection on which no byte moved either way for this `duration`.")
 	drain := fs.Duration("drain-timeout", proxy.DefaultDrainTimeout, "On SIGINT or SIGTERM, let open connections finish for this `duration`.")
+	pprofAddr := fs.String("pprof-addr", "", "Serve Go's pprof profiles over HTTP on this `host:port` (or :port); none when empty.")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -127,6 +130,14 @@ func connectProxy(ctx context.Context, args []string, _, stderr io.Writer) int {
 	}
 
 	logger := hclog.New(&hclog.LoggerOptions{Name: "proxy", Level: level, Output: stderr})
+	if *pprofAddr != "" {
+		stopPprof, err := servePprof(*pprofAddr, logger)
+		if err != nil {
+			fmt.Fprintf(stderr, "Error: -pprof-addr: %v\n", err)
+			return 1
+		}
+		defer stopPprof()
+	}
 	cfg := proxy.Config{API: hf.apiConfig(), Service: *service, PublicListener: *listen, LocalServiceAddress: *serviceAddr,
 		Upstreams: ups, MaxConns: *maxConns, IdleTimeout: *idle, DrainTimeout: *drain, Logger: logger}
 	client, err := hf.client()
@@ -172,6 +183,41 @@ func connectProxy(ctx context.Context, args []string, _, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// maxPprofSeconds bounds ?seconds= of a CPU profile or trace of the proxy.
+const maxPprofSeconds = 300
+
+// servePprof serves Go's profiles of the proxy under /debug/pprof/ on addr
+// until the returned stop is called (which waits for the server to end).
+func servePprof(addr string, logger hclog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", func(w http.ResponseWriter, r *http.Request) {
+		if v := r.URL.Query().Get("seconds"); v != "" {
+			if n, err := strconv.Atoi(v); err != nil || n < 0 || n > maxPprofSeconds {
+				http.Error(w, fmt.Sprintf("Invalid seconds %q: want 0 to %d", v, maxPprofSeconds), http.StatusBadRequest)
+				return
+			}
+		}
+		telemetry.Pprof(w, r)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("pprof server stopped", "addr", ln.Addr(), "error", err)
+		}
+	}()
+	logger.Info("serving pprof", "addr", ln.Addr().String())
+	return func() {
+		srv.Close()
+		<-done
+	}, nil
 }
 
 // sidecarID returns the ID of the one sidecar registration of service ID

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,8 +102,9 @@ func runProxyCmd(t *testing.T, args ...string) func() result {
 
 // The CLI end to end: db's proxy from its sidecar registration (followed
 // when it changes), web's from flags with -register; bytes from web's
-// upstream listener reach db's application; on stop both exit 0 and web's
-// registration is gone.
+// upstream listener reach db's application; web's serves its profiles on
+// -pprof-addr; on stop both exit 0, web's registration is gone and its pprof
+// port closed.
 func TestConnectProxyEndToEnd(t *testing.T) {
 	t.Setenv("CONNECT_PROXY_ID", "")
 	t.Setenv("CONNECT_SIDECAR_FOR", "")
@@ -111,8 +113,9 @@ func TestConnectProxyEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ports := agenttest.FreePorts(t, 5)
+	ports := agenttest.FreePorts(t, 6)
 	dbSidecar, webListen, webApp, webUp, dbSidecar2 := ports[0], ports[1], ports[2], ports[3], ports[4]
+	pprofAddr := "127.0.0.1:" + strconv.Itoa(ports[5])
 	dbApp := echo.Start(t)
 	registerDB := func(sidecarPort int) {
 		t.Helper()
@@ -127,11 +130,29 @@ func TestConnectProxyEndToEnd(t *testing.T) {
 	stopDB := runProxyCmd(t, httpAddr, "-sidecar-for", "db", "-log-level", "warn")
 	stopWeb := runProxyCmd(t, httpAddr, "-service", "web", "-log-level", "warn", "-register",
 		"-listen", "127.0.0.1:"+strconv.Itoa(webListen), "-service-addr", "127.0.0.1:"+strconv.Itoa(webApp),
-		"-upstream", "db:"+strconv.Itoa(webUp))
+		"-upstream", "db:"+strconv.Itoa(webUp), "-pprof-addr", pprofAddr)
 
 	msg := []byte("through two proxies")
 	through := func() error { return echo.RoundTrip("127.0.0.1:"+strconv.Itoa(webUp), msg, 5*time.Second) }
 	wait.For(t, 30*time.Second, through)
+	pprofGet := func(path string) (int, error) {
+		resp, err := http.Get("http://" + pprofAddr + path)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if resp.StatusCode == http.StatusOK && len(body) == 0 {
+			return 0, fmt.Errorf("%s: empty", path)
+		}
+		return resp.StatusCode, err
+	}
+	if code, err := pprofGet("/debug/pprof/cmdline"); code != http.StatusOK || err != nil {
+		t.Fatalf("web's pprof cmdline: %d %v", code, err)
+	}
+	if code, err := pprofGet("/debug/pprof/profile?seconds=301"); code != http.StatusBadRequest || err != nil {
+		t.Fatalf("a 301 s profile: %d %v, want 400", code, err)
+	}
 
 	// db's sidecar moves to another port: its proxy follows the
 	// registration, web's follows the catalog.
@@ -159,5 +180,8 @@ func TestConnectProxyEndToEnd(t *testing.T) {
 	}
 	if _, _, err := client.Agent().Service("web-proxy", nil); err == nil {
 		t.Fatal("web's proxy is still registered after it stopped")
+	}
+	if _, err := pprofGet("/debug/pprof/cmdline"); err == nil {
+		t.Fatal("web's pprof port still answers after it stopped")
 	}
 }
