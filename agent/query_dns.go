@@ -34,7 +34,7 @@ func (s *dnsSource) preparedQuery(ctx context.Context, dc, name string) ([]*cata
 	if err != nil {
 		return nil, err
 	}
-	insts, err := s.ServiceHealth(ctx, dc, q.Service.Service)
+	insts, err := s.queryHealth(ctx, dc, &q.Service)
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +52,7 @@ func (s *dnsSource) preparedQuery(ctx context.Context, dc, name string) ([]*cata
 		if err != nil {
 			continue
 		}
-		insts, err := rs.ServiceHealth(ctx, other, q.Service.Service)
+		insts, err := rs.queryHealth(ctx, other, &q.Service)
 		if err != nil {
 			continue
 		}
@@ -61,4 +61,13 @@ func (s *dnsSource) preparedQuery(ctx context.Context, dc, name string) ([]*cata
 		}
 	}
 	return nil, nil
+}
+
+// queryHealth reads the instances a query selects from: the service's, or
+// its mesh instances (proxies and Connect-native) for a Connect query.
+func (s *dnsSource) queryHealth(ctx context.Context, dc string, sq *catalog.ServiceQuery) ([]*catalog.CheckServiceNode, error) {
+	if sq.Connect {
+		return s.connectLookup(ctx, dc, sq.Service)
+	}
+	return s.ServiceHealth(ctx, dc, sq.Service)
 }

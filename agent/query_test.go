@@ -421,3 +421,69 @@ func TestPreparedQuery_DNS(t *testing.T) {
 		return nil
 	})
 }
+
+// Connect prepared queries (Service.Connect, or ?connect=true on an
+// execution) select the service's mesh instances: its sidecar proxies, at
+// the proxies' addresses and ports, over HTTP and DNS; a plain execution
+// still answers the service's own instances.
+func TestPreparedQuery_Connect(t *testing.T) {
+	cfg := agenttest.Config(t)
+	a := agenttest.Start(t, cfg)
+	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	registerInstance(t, c, "n1", "10.4.0.1", "web", nil, api.HealthPassing)
+	for node, status := range map[string]string{"n1": api.HealthPassing, "n2": api.HealthCritical} {
+		if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: node, Address: "10.4.0." + node[1:],
+			Service: &api.AgentService{ID: "web-sidecar-proxy", Service: "web-sidecar-proxy", Kind: api.ServiceKindConnectProxy, Port: 21000,
+				Proxy: &api.AgentServiceConnectProxyConfig{DestinationServiceName: "web"}},
+			Check: &api.AgentCheck{Node: node, CheckID: "proxy", Name: "proxy", Status: status, ServiceID: "web-sidecar-proxy"},
+		}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	createQuery(t, c, &api.PreparedQueryDefinition{Name: "web", Service: api.ServiceQuery{Service: "web"}})
+	createQuery(t, c, &api.PreparedQueryDefinition{Name: "web-mesh", Service: api.ServiceQuery{Service: "web", Connect: true}})
+
+	check := func(name string, q *api.QueryOptions, wantKind api.ServiceKind, wantPort int) {
+		t.Helper()
+		resp, _, err := c.PreparedQuery().Execute(name, q)
+		if err != nil {
+			t.Fatalf("execute %s: %v", name, err)
+		}
+		if resp.Service != "web" || len(resp.Nodes) != 1 || resp.Nodes[0].Node.Node != "n1" ||
+			resp.Nodes[0].Service.Kind != wantKind || resp.Nodes[0].Service.Port != wantPort {
+			t.Fatalf("execute %s (connect %v): service %q nodes %+v", name, q != nil && q.Connect, resp.Service, resp.Nodes)
+		}
+	}
+	check("web", nil, "", 8080)
+	check("web", &api.QueryOptions{Connect: true}, api.ServiceKindConnectProxy, 21000)
+	check("web-mesh", nil, api.ServiceKindConnectProxy, 21000)
+
+	r, err := http.Get("http://" + a.HTTPAddr() + "/v1/query/web/execute?connect=maybe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusBadRequest {
+		t.Fatalf("?connect=maybe: %d, want 400", r.StatusCode)
+	}
+
+	dnsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Ports.DNS))
+	wait.For(t, 10*time.Second, func() error {
+		m := new(dns.Msg)
+		m.SetQuestion("web-mesh.query.consul.", dns.TypeSRV)
+		resp, _, err := (&dns.Client{Net: "udp", Timeout: 5 * time.Second}).Exchange(m, dnsAddr)
+		if err != nil {
+			return err
+		}
+		if len(resp.Answer) != 1 {
+			return fmt.Errorf("web-mesh SRV answers %v, want the one passing proxy", resp.Answer)
+		}
+		if srv, ok := resp.Answer[0].(*dns.SRV); !ok || srv.Port != 21000 || srv.Target != "n1.node.dc1.consul." {
+			return fmt.Errorf("web-mesh SRV answer %v, want n1's proxy on 21000", resp.Answer[0])
+		}
+		return nil
+	})
+}

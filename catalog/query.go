@@ -67,8 +67,9 @@ type ServiceQuery struct {
 	// NodeMeta and ServiceMeta must all be present with these values.
 	NodeMeta    map[string]string
 	ServiceMeta map[string]string
-	// Connect asks for mesh-capable instances; not supported yet, so
-	// Validate refuses it.
+	// Connect selects mesh-capable instances: the service's sidecar
+	// proxies and Connect-native instances, as ?connect=true on an
+	// execution does.
 	Connect bool
 }
 
@@ -134,9 +135,6 @@ func (q *PreparedQuery) Validate() error {
 	}
 	if len(sq.Failover.Targets) > 0 && (sq.Failover.NearestN != 0 || len(sq.Failover.Datacenters) != 0) {
 		return fmt.Errorf("%w: Targets cannot be populated with NearestN or Datacenters", ErrInvalidRequest)
-	}
-	if sq.Connect {
-		return fmt.Errorf("%w: Connect prepared queries are not supported", ErrInvalidRequest)
 	}
 	if q.DNS.TTL != "" {
 		d, err := time.ParseDuration(q.DNS.TTL)

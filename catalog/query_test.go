@@ -97,7 +97,6 @@ func TestPreparedQueryValidation(t *testing.T) {
 		{"negative NearestN", catalog.PreparedQuery{ID: "x", Service: catalog.ServiceQuery{Service: "web", Failover: catalog.QueryFailoverOptions{NearestN: -1}}}, "Bad NearestN"},
 		{"bad TTL", catalog.PreparedQuery{ID: "x", Service: svc, DNS: catalog.QueryDNSOptions{TTL: "soon"}}, "Bad DNS TTL"},
 		{"negative TTL", catalog.PreparedQuery{ID: "x", Service: svc, DNS: catalog.QueryDNSOptions{TTL: "-1s"}}, "must be >= 0"},
-		{"connect", catalog.PreparedQuery{ID: "x", Service: catalog.ServiceQuery{Service: "web", Connect: true}}, "Connect"},
 		{"duplicate name", catalog.PreparedQuery{ID: "x", Name: "TAKEN", Service: svc}, "aliases an existing query name"},
 		{"template with a taken name", catalog.PreparedQuery{ID: "x", Name: "taken", Template: tmpl, Service: svc}, "aliases an existing query name"},
 		{"name is an ID", catalog.PreparedQuery{ID: "x", Name: "q1", Service: svc}, "aliases an existing query ID"},

@@ -536,7 +536,7 @@ func (s *Server) authorizeRead(ctx context.Context, req *catalog.ReadRequest) (a
 	if _, ok := TokenFrom(ctx); !ok {
 		return nil, nil
 	}
-	if req.PreparedQueryID != "" && req.Op == catalog.ReadHealthService {
+	if req.PreparedQueryID != "" && (req.Op == catalog.ReadHealthService || req.Op == catalog.ReadHealthConnect) {
 		// The read executes a prepared query: a query with a token of
 		// its own runs with it, whoever asks, without the token ever
 		// leaving the servers. Only for the query's own service: the

@@ -276,8 +276,13 @@ func (h *Handler) queryExecute(w http.ResponseWriter, r *http.Request, idOrName 
 		}
 		limit = n
 	}
-	if v := params.Get("connect"); v != "" && v != "false" {
-		return nil, badRequest("Connect prepared query execution is not supported")
+	connect := false
+	if v := params.Get("connect"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, badRequest("Bad connect: %q", v)
+		}
+		connect = b
 	}
 	opts, err := h.parseQueryOptions(r)
 	if err != nil {
@@ -291,6 +296,20 @@ func (h *Handler) queryExecute(w http.ResponseWriter, r *http.Request, idOrName 
 	}
 	if q == nil {
 		return nil, notFound("Query not found")
+	}
+	if connect {
+		// The mesh instances of the query's service: a copy, the
+		// definition is the store's.
+		c := *q
+		c.Service.Connect = true
+		q = &c
+	}
+	if connect {
+		// The mesh instances of the query's service: a copy, the
+		// definition is the store's.
+		c := *q
+		c.Service.Connect = true
+		q = &c
 	}
 	// A query with a token of its own runs with it, whoever asks. The
 	// servers hide that token from callers without acl:write and filter
@@ -364,7 +383,11 @@ func (h *Handler) queryExecute(w http.ResponseWriter, r *http.Request, idOrName 
 func (h *Handler) queryInstances(ctx context.Context, q *catalog.PreparedQuery, opts catalog.QueryOptions, authz acl.Authorizer) (*catalog.ReadResponse, []*catalog.CheckServiceNode, bool, error) {
 	// PreparedQueryID: the servers filter the execution's read with the
 	// query's own token (server/aclcheck.go).
-	resp, err := h.agent.backend.Read(ctx, &catalog.ReadRequest{Op: catalog.ReadHealthService, Name: q.Service.Service,
+	op := catalog.ReadHealthService
+	if q.Service.Connect {
+		op = catalog.ReadHealthConnect
+	}
+	resp, err := h.agent.backend.Read(ctx, &catalog.ReadRequest{Op: op, Name: q.Service.Service,
 		PreparedQueryID: q.ID, Options: opts})
 	if err != nil {
 		return nil, nil, false, err
