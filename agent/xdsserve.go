@@ -770,10 +770,16 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 	p.Protocol = serviceProtocol(svc, chains)
 	for i := range svc.Proxy.Upstreams {
 		u := &svc.Proxy.Upstreams[i]
-		if u.DestinationType == catalog.UpstreamDestTypePreparedQuery || u.LocalBindPort == 0 {
-			continue // prepared-query and socket upstreams: not served yet
+		if u.LocalBindPort == 0 {
+			continue // unix socket upstreams: not served yet
 		}
-		up, err := x.readUpstream(ctx, in, opts, chains, u, p.TrustDomain)
+		var up *xds.Upstream
+		var err error
+		if u.DestinationType == catalog.UpstreamDestTypePreparedQuery {
+			up, err = x.readQueryUpstream(ctx, in, opts, u)
+		} else {
+			up, err = x.readUpstream(ctx, in, opts, chains, u, p.TrustDomain)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -308,14 +308,18 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream) error {
 	return nil
 }
 
-// upstreamID names an upstream as Consul does: its service, with
-// ?dc=<dc> when it names a datacenter (even the proxy's own: an upstream
+// upstreamID names an upstream as Consul does: its service (or
+// prepared_query:<query>), with ?dc=<dc> when it names a datacenter (even the proxy's own: an upstream
 // of db and one of db in dc1 are two upstreams).
 func upstreamID(u *Upstream) string {
-	if u.Datacenter != "" {
-		return u.DestinationName + "?dc=" + u.Datacenter
+	id := u.DestinationName
+	if u.PreparedQuery {
+		id = "prepared_query:" + id
 	}
-	return u.DestinationName
+	if u.Datacenter != "" {
+		return id + "?dc=" + u.Datacenter
+	}
+	return id
 }
 
 // ChainKey identifies a compiled chain's content, for the memo of built

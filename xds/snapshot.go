@@ -87,6 +87,13 @@ type Upstream struct {
 	TargetEndpoints map[string][]Endpoint
 	// ChainKey identifies Chain's content (ChainKey); empty: computed.
 	ChainKey string
+	// PreparedQuery: DestinationName names a prepared query (Consul's
+	// destination_type "prepared_query"), whose mesh Endpoints are the
+	// instances of QueryService in QueryDatacenter (what the query
+	// resolved to, failovers included): their SPIFFE ID is checked. The
+	// cluster is named (and its SNI is) QueryClusterName.
+	PreparedQuery                 bool
+	QueryService, QueryDatacenter string
 }
 
 // Endpoint is one instance of an upstream's sidecar.
@@ -110,6 +117,12 @@ const LocalAppCluster = "local_app"
 // domain>.
 func ClusterName(service, dc, trustDomain string) string {
 	return fmt.Sprintf("%s.%s.%s.internal.%s", service, connect.DefaultNamespace, dc, trustDomain)
+}
+
+// QueryClusterName returns the name (and SNI) of a prepared query
+// upstream's cluster: <query>.default.<dc>.query.<trust domain>.
+func QueryClusterName(query, dc, trustDomain string) string {
+	return fmt.Sprintf("%s.%s.%s.query.%s", query, connect.DefaultNamespace, dc, trustDomain)
 }
 
 func (p *Proxy) validate() error {
@@ -194,10 +207,17 @@ func BuildMemo(p *Proxy, m *Memo) (*Snapshot, error) {
 			}
 			continue
 		}
-		// No chain: the default chain's one cluster, L4.
+		// No chain: the default chain's one cluster, L4; or a prepared
+		// query's.
 		dc := orDefault(u.Datacenter, p.Datacenter)
 		name := ClusterName(u.DestinationName, dc, p.TrustDomain)
-		b.addEDSCluster(p, edsCluster{name: name, sni: name, service: u.DestinationName, dc: dc, timeout: u.ConnectTimeout, endpoints: u.Endpoints})
+		c := edsCluster{name: name, sni: name, service: u.DestinationName, dc: dc, timeout: u.ConnectTimeout, endpoints: u.Endpoints}
+		if u.PreparedQuery {
+			name = QueryClusterName(u.DestinationName, dc, p.TrustDomain)
+			c.name, c.sni = name, name
+			c.service, c.dc = orDefault(u.QueryService, u.DestinationName), orDefault(u.QueryDatacenter, dc)
+		}
+		b.addEDSCluster(p, c)
 		bind := orDefault(u.LocalBindAddress, "127.0.0.1")
 		lname := fmt.Sprintf("%s:%s:%d", upstreamID(u), bind, u.LocalBindPort)
 		b.add(resource.ListenerType, "out|"+lname+"|"+name, func() (types.Resource, error) {

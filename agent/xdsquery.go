@@ -1,0 +1,97 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/tribune-mesh/tribune/catalog"
+	"github.com/tribune-mesh/tribune/federation"
+	"github.com/tribune-mesh/tribune/xds"
+)
+
+// readQueryUpstream reads a prepared-query upstream (destination_type
+// "prepared_query") as an execution with connect=true would answer it: the
+// query (by ID, name or template prefix) from the list of queries, then the
+// mesh instances of its service that it selects in the upstream's
+// datacenter, else in its failover datacenters in turn. Everything is read
+// from views, so a change of the query or of the instances rebuilds the
+// proxy as a service upstream's does. The reads use the proxy's token (a
+// query's own token is not applied here). No such query: the upstream's
+// listener is served with no endpoints, and appears once the query does.
+func (x *xdsService) readQueryUpstream(ctx context.Context, in *proxyInputs, opts catalog.QueryOptions, u *catalog.Upstream) (*xds.Upstream, error) {
+	local := x.a.cfg.Datacenter
+	dc := u.Datacenter
+	if dc == "" {
+		dc = local
+	}
+	up := &xds.Upstream{DestinationName: u.DestinationName, Datacenter: u.Datacenter, PreparedQuery: true,
+		LocalBindAddress: u.LocalBindAddress, LocalBindPort: u.LocalBindPort}
+	if ms, ok := u.Config["connect_timeout_ms"].(float64); ok && ms > 0 {
+		up.ConnectTimeout = time.Duration(ms) * time.Millisecond
+	}
+	o := opts
+	if dc != local {
+		o.Datacenter = dc
+	}
+	list, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadPreparedQueries, Options: o})
+	if err != nil && dc != local && ctx.Err() == nil {
+		// Another datacenter that does not answer must not hold back
+		// the proxy's configuration: no endpoints until a retry.
+		in.retryRemote = true
+		return up, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	q := catalog.ResolvePreparedQuery(list.PreparedQueries, u.DestinationName)
+	if q == nil {
+		return up, nil
+	}
+	if q, err = q.Render(u.DestinationName); err != nil {
+		x.a.logger.Named("xds").Warn("prepared query upstream cannot be rendered; serving it without endpoints",
+			"upstream", u.DestinationName, "error", err)
+		return up, nil
+	}
+	up.QueryService = q.Service.Service
+	read := func(dc string) ([]*catalog.CheckServiceNode, error) {
+		o := opts
+		if dc != local {
+			o.Datacenter = dc
+		}
+		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadHealthConnect, Name: q.Service.Service, Options: o})
+		if err != nil {
+			return nil, err
+		}
+		return catalog.SelectInstances(&q.Service, resp.Instances), nil
+	}
+	selected, err := read(dc)
+	if err != nil && dc != local && ctx.Err() == nil {
+		in.retryRemote = true
+		selected, err = nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	up.QueryDatacenter = dc
+	if len(selected) == 0 {
+		var known []string
+		if q.Service.Failover.NearestN > 0 {
+			known, _ = x.a.federationPart().Datacenters(ctx)
+		}
+		for _, other := range federation.FailoverOrder(dc, known, q.Service.Failover) {
+			insts, err := read(other)
+			if err != nil {
+				// Another datacenter that does not answer is skipped
+				// until a retry reads it.
+				in.retryRemote = true
+				continue
+			}
+			if len(insts) > 0 {
+				selected, up.QueryDatacenter = insts, other
+				break
+			}
+		}
+	}
+	up.Endpoints = meshEndpoints(selected)
+	return up, nil
+}

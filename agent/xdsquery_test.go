@@ -1,0 +1,116 @@
+package agent_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/tribune-mesh/tribune/agent/agenttest"
+	"github.com/tribune-mesh/tribune/test/wait"
+)
+
+// A prepared-query upstream (destination_type "prepared_query") of an Envoy
+// sidecar: an outbound listener named prepared_query:<query>:<addr>:<port>
+// to a cluster <query>.default.<dc>.query.<trust domain> whose TLS checks
+// the query's service's SPIFFE ID, with the mesh instances the query
+// selects as endpoints; a change of the query's definition reaches the EDS.
+func TestXDSPreparedQueryUpstream(t *testing.T) {
+	t.Parallel()
+	a, c := meshAgentWith(t, agenttest.Config(t), "")
+	qid, _, err := c.PreparedQuery().Create(&api.PreparedQueryDefinition{Name: "dbq", Service: api.ServiceQuery{Service: "db"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{Name: "web", Port: 8080,
+		Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{Port: 21500,
+			Proxy: &api.AgentServiceConnectProxyConfig{Upstreams: []api.Upstream{
+				{DestinationName: "db", LocalBindPort: 9191},
+				{DestinationType: api.UpstreamDestTypePreparedQuery, DestinationName: "dbq", LocalBindPort: 9292},
+			}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	x := newDeltaClient(t, a, "web-sidecar-proxy", "")
+	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
+	var qcluster string
+	wait.For(t, 20*time.Second, func() error {
+		cds := x.next(resource.ClusterType)
+		x.ack(cds)
+		for _, res := range cds.GetResources() {
+			var cl cluster.Cluster
+			if err := res.GetResource().UnmarshalTo(&cl); err != nil {
+				t.Fatal(err)
+			}
+			if err := cl.ValidateAll(); err != nil {
+				t.Fatalf("cluster %s invalid: %v", cl.GetName(), err)
+			}
+			if strings.HasPrefix(cl.GetName(), "dbq.default.dc1.query.") {
+				raw, _ := protojson.Marshal(&cl)
+				if !strings.Contains(string(raw), "/dc/dc1/svc/db") || !strings.Contains(string(raw), `"sni":"`+cl.GetName()+`"`) {
+					t.Fatalf("query cluster's TLS = %s", raw)
+				}
+				qcluster = cl.GetName()
+			}
+		}
+		if qcluster == "" {
+			return fmt.Errorf("no prepared query cluster yet")
+		}
+		return nil
+	})
+	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNamesSubscribe: []string{qcluster}})
+	eds := x.next(resource.EndpointType)
+	if got := strings.Join(endpointsOf(t, eds), ","); got != "10.0.0.1:21000,10.0.0.2:21000" {
+		t.Fatalf("query endpoints = %s", got)
+	}
+	x.ack(eds)
+	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType})
+	lds := x.next(resource.ListenerType)
+	found := false
+	for _, res := range lds.GetResources() {
+		var l listener.Listener
+		if err := res.GetResource().UnmarshalTo(&l); err != nil {
+			t.Fatal(err)
+		}
+		if l.GetName() == "prepared_query:dbq:127.0.0.1:9292" {
+			raw, _ := protojson.Marshal(&l)
+			if !strings.Contains(string(raw), qcluster) {
+				t.Fatalf("query listener does not lead to %s: %s", qcluster, raw)
+			}
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no prepared query listener in %v", lds.GetResources())
+	}
+	x.ack(lds)
+
+	// The query now leaves out instances with a warning: n2's proxy warns.
+	if _, err := c.Catalog().Register(&api.CatalogRegistration{Node: "n2", Address: "10.0.0.2", SkipNodeUpdate: true,
+		Check: &api.AgentCheck{Node: "n2", CheckID: "db-proxy", Name: "proxy", Status: api.HealthWarning, ServiceID: "db-sidecar-proxy"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PreparedQuery().Update(&api.PreparedQueryDefinition{ID: qid, Name: "dbq", Service: api.ServiceQuery{Service: "db", OnlyPassing: true}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, func() error {
+		r := x.next(resource.EndpointType)
+		x.ack(r)
+		for _, res := range r.GetResources() {
+			if res.GetName() != qcluster {
+				continue
+			}
+			if got := strings.Join(endpointsOf(t, &discovery.DeltaDiscoveryResponse{Resources: []*discovery.Resource{res}}), ","); got != "10.0.0.1:21000" {
+				return fmt.Errorf("query endpoints = %s, want n1's only", got)
+			}
+			return nil
+		}
+		return fmt.Errorf("no update of %s", qcluster)
+	})
+}
