@@ -73,7 +73,15 @@ type Upstream struct {
 	// ConnectTimeout bounds the TCP dial of one instance
 	// (DefaultConnectTimeout when 0).
 	ConnectTimeout time.Duration
+	// PreparedQuery: DestinationName names a prepared query, executed
+	// with connect=true every QueryRefresh; its instances present the
+	// SPIFFE ID of the service (and datacenter) the execution names.
+	PreparedQuery bool
 }
+
+// QueryRefresh is how often a prepared-query upstream's query is executed
+// again (executions cannot be waited on as blocking queries).
+const QueryRefresh = 5 * time.Second
 
 // Addr is the upstream's local listen address.
 func (u Upstream) Addr() string {

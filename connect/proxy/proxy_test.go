@@ -240,6 +240,21 @@ func TestProxyWebToDB(t *testing.T) {
 		}
 	})
 
+	t.Run("a prepared-query upstream reaches db", func(t *testing.T) {
+		if _, _, err := m.client.PreparedQuery().Create(&api.PreparedQueryDefinition{Name: "dbq",
+			Service: api.ServiceQuery{Service: "db"}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		up := agenttest.FreePorts(t, 1)[0]
+		p := runProxy(t, proxy.Config{API: m.apiCfg(), Service: "web", Logger: testLogger(t),
+			Upstreams: []proxy.Upstream{{DestinationName: "dbq", PreparedQuery: true, LocalBindAddress: "127.0.0.1", LocalBindPort: up}}})
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(up))
+		wait.For(t, waitLong, func() error { return roundTrip(addr, []byte("through a query")) })
+		if p.Stats().OutboundConnected == 0 {
+			t.Fatalf("no outbound connection counted: %+v", p.Stats())
+		}
+	})
+
 	t.Run("a burst of connections at once all get through", func(t *testing.T) {
 		const n = 50
 		errs := make(chan error, n)
@@ -801,6 +816,10 @@ func TestFromService(t *testing.T) {
 	if len(cfg.Upstreams) != 1 || cfg.Upstreams[0] != (proxy.Upstream{DestinationName: "db", Datacenter: "dc2",
 		LocalBindPort: 9191, ConnectTimeout: 750 * time.Millisecond}) {
 		t.Fatalf("upstreams %+v", cfg.Upstreams)
+	}
+	svc.Proxy.Upstreams = append(svc.Proxy.Upstreams, api.Upstream{DestinationType: api.UpstreamDestTypePreparedQuery, DestinationName: "dbq", LocalBindPort: 9292})
+	if cfg, err = proxy.FromService(svc, proxy.Config{}); err != nil || len(cfg.Upstreams) != 2 || !cfg.Upstreams[1].PreparedQuery {
+		t.Fatalf("prepared query upstream: %+v, %v", cfg.Upstreams, err)
 	}
 	svc.Proxy.Config["bind_port"] = "x"
 	if _, err := proxy.FromService(svc, proxy.Config{}); err == nil {

@@ -90,7 +90,7 @@ func FromService(svc *api.AgentService, cfg Config) (Config, error) {
 
 	cfg.Upstreams = nil
 	for _, u := range p.Upstreams {
-		if u.DestinationType != "" && u.DestinationType != api.UpstreamDestTypeService {
+		if u.DestinationType != "" && u.DestinationType != api.UpstreamDestTypeService && u.DestinationType != api.UpstreamDestTypePreparedQuery {
 			return cfg, fmt.Errorf("proxy %s: upstream %s: destination type %q is not supported by the built-in proxy",
 				svc.ID, u.DestinationName, u.DestinationType)
 		}
@@ -99,7 +99,8 @@ func FromService(svc *api.AgentService, cfg Config) (Config, error) {
 				svc.ID, u.DestinationName)
 		}
 		up := Upstream{DestinationName: u.DestinationName, Datacenter: u.Datacenter,
-			LocalBindAddress: u.LocalBindAddress, LocalBindPort: u.LocalBindPort}
+			LocalBindAddress: u.LocalBindAddress, LocalBindPort: u.LocalBindPort,
+			PreparedQuery: u.DestinationType == api.UpstreamDestTypePreparedQuery}
 		ms, err := intKey(u.Config, "connect_timeout_ms")
 		if err != nil {
 			return cfg, fmt.Errorf("proxy %s: upstream %s: %w", svc.ID, u.DestinationName, err)
