@@ -770,8 +770,8 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 	p.Protocol = serviceProtocol(svc, chains)
 	for i := range svc.Proxy.Upstreams {
 		u := &svc.Proxy.Upstreams[i]
-		if u.LocalBindPort == 0 {
-			continue // unix socket upstreams: not served yet
+		if u.LocalBindPort == 0 && u.LocalBindSocketPath == "" {
+			continue // no listener (transparent proxy mode, not served)
 		}
 		var up *xds.Upstream
 		var err error
@@ -784,6 +784,9 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 			return nil, err
 		}
 		if up != nil {
+			// Validated at registration (catalog.SocketMode).
+			mode, _ := catalog.SocketMode(u.LocalBindSocketMode)
+			up.LocalBindSocketPath, up.LocalBindSocketMode = u.LocalBindSocketPath, mode
 			p.Upstreams = append(p.Upstreams, *up)
 		}
 	}

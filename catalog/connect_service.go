@@ -3,6 +3,7 @@ package catalog
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -111,9 +112,10 @@ func (s *Service) ConnectTarget() string {
 	return ""
 }
 
-// validateConnect checks the mesh fields of a service before it reaches
-// Raft.
-func (s *Service) validateConnect() error {
+// ValidateConnect checks the mesh fields of a service (kind, proxy,
+// upstreams), as the catalog does before a registration reaches Raft and an
+// agent does before it takes a registration.
+func (s *Service) ValidateConnect() error {
 	if s.Kind == ServiceKindConnectProxy {
 		if s.Proxy == nil || s.Proxy.DestinationServiceName == "" {
 			return fmt.Errorf("%w: Proxy.DestinationServiceName must be set for a connect-proxy", ErrInvalidRequest)
@@ -147,6 +149,19 @@ func (s *Service) validateConnect() error {
 		if u.LocalBindPort < 0 || u.LocalBindPort > 65535 {
 			return fmt.Errorf("%w: upstream %q: LocalBindPort %d out of range", ErrInvalidRequest, u.DestinationName, u.LocalBindPort)
 		}
+		if u.LocalBindSocketPath != "" {
+			if u.LocalBindPort != 0 || u.LocalBindAddress != "" {
+				return fmt.Errorf("%w: upstream %q: LocalBindSocketPath cannot go with LocalBindPort or LocalBindAddress", ErrInvalidRequest, u.DestinationName)
+			}
+			if _, err := SocketMode(u.LocalBindSocketMode); err != nil {
+				return fmt.Errorf("%w: upstream %q: %v", ErrInvalidRequest, u.DestinationName, err)
+			}
+			b := "unix:" + u.LocalBindSocketPath
+			if binds[b] {
+				return fmt.Errorf("%w: upstreams bind %s twice", ErrInvalidRequest, b)
+			}
+			binds[b] = true
+		}
 		if u.LocalBindPort > 0 {
 			b := fmt.Sprintf("%s:%d", u.LocalBindAddress, u.LocalBindPort)
 			if binds[b] {
@@ -161,6 +176,19 @@ func (s *Service) validateConnect() error {
 		return fmt.Errorf("%w: unknown proxy Mode %q", ErrInvalidRequest, s.Proxy.Mode)
 	}
 	return nil
+}
+
+// SocketMode parses an upstream's LocalBindSocketMode, an octal permission
+// mode such as "0600" ("" is 0: the proxy's default).
+func SocketMode(s string) (uint32, error) {
+	if s == "" {
+		return 0, nil
+	}
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("LocalBindSocketMode %q is not an octal mode of at most 0777", s)
+	}
+	return uint32(m), nil
 }
 
 // DecodeProxyConfig turns a proxy block as a configuration file or an

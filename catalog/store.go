@@ -244,7 +244,7 @@ func ensureServiceTxn(txn *memdb.Txn, idx uint64, node string, svc *Service) err
 	if svc.Service == "" {
 		return fmt.Errorf("%w: missing service name", ErrInvalidRequest)
 	}
-	if err := svc.validateConnect(); err != nil {
+	if err := svc.ValidateConnect(); err != nil {
 		return err
 	}
 	if !nodeExists(txn, node) {

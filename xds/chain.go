@@ -256,8 +256,7 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream) error {
 	if ch.Targets == nil || ch.Nodes[ch.StartNode] == nil {
 		return fmt.Errorf("xds: upstream %s: chain without a start node", u.DestinationName)
 	}
-	bind := orDefault(u.LocalBindAddress, "127.0.0.1")
-	lname := fmt.Sprintf("%s:%s:%d", upstreamID(u), bind, u.LocalBindPort)
+	lname, laddr := u.listenAt()
 	// Consul's stat prefix of a chained upstream: its chain's service,
 	// namespace, partition and datacenter.
 	stat := "upstream." + ch.ServiceName + ".default.default." + ch.Datacenter
@@ -270,8 +269,8 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream) error {
 		if err != nil {
 			return err
 		}
-		b.add(resource.ListenerType, "out|"+lname+"|"+name+"|"+stat, func() (types.Resource, error) {
-			return tcpListener(lname, bind, u.LocalBindPort, stat, name, nil, nil)
+		b.add(resource.ListenerType, "out|"+u.listenKey()+"|"+name+"|"+stat, func() (types.Resource, error) {
+			return tcpListener(lname, laddr, stat, name, nil, nil)
 		})
 		return nil
 	}
@@ -302,8 +301,8 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream) error {
 		return chainRouteConfig(routeName, ch, clusters)
 	})
 	b.routeRefs = append(b.routeRefs, routeName)
-	b.add(resource.ListenerType, "out7|"+lname+"|"+routeName+"|"+stat, func() (types.Resource, error) {
-		return httpUpstreamListener(lname, bind, u.LocalBindPort, stat, routeName)
+	b.add(resource.ListenerType, "out7|"+u.listenKey()+"|"+routeName+"|"+stat, func() (types.Resource, error) {
+		return httpUpstreamListener(lname, laddr, stat, routeName)
 	})
 	return nil
 }

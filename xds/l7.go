@@ -49,7 +49,7 @@ func httpFilter(name string, m proto.Message) (*hcm.HttpFilter, error) {
 
 // httpUpstreamListener is an upstream's outbound listener at L7: its routes
 // are the route configuration routeName, over ADS.
-func httpUpstreamListener(name, addr string, port int, statPrefix, routeName string) (*listener.Listener, error) {
+func httpUpstreamListener(name string, addr *core.Address, statPrefix, routeName string) (*listener.Listener, error) {
 	rt, err := httpFilter("envoy.filters.http.router", &router.Router{})
 	if err != nil {
 		return nil, err
@@ -67,7 +67,7 @@ func httpUpstreamListener(name, addr string, port int, statPrefix, routeName str
 	}
 	return &listener.Listener{
 		Name:         name,
-		Address:      socketAddress(addr, port),
+		Address:      addr,
 		FilterChains: []*listener.FilterChain{{Filters: []*listener.Filter{f}}},
 	}, nil
 }

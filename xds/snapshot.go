@@ -94,6 +94,29 @@ type Upstream struct {
 	// cluster is named (and its SNI is) QueryClusterName.
 	PreparedQuery                 bool
 	QueryService, QueryDatacenter string
+	// LocalBindSocketPath, when set, is the unix socket the listener
+	// binds instead of an address and port, with LocalBindSocketMode's
+	// permissions (0 leaves Envoy's default).
+	LocalBindSocketPath string
+	LocalBindSocketMode uint32
+}
+
+// listenAt returns the name of u's outbound listener and its address:
+// <upstream>:<address>:<port>, or <upstream>:<socket path> for a unix
+// socket, as Consul names them.
+func (u *Upstream) listenAt() (string, *core.Address) {
+	if u.LocalBindSocketPath != "" {
+		return upstreamID(u) + ":" + u.LocalBindSocketPath,
+			&core.Address{Address: &core.Address_Pipe{Pipe: &core.Pipe{Path: u.LocalBindSocketPath, Mode: u.LocalBindSocketMode}}}
+	}
+	bind := orDefault(u.LocalBindAddress, "127.0.0.1")
+	return fmt.Sprintf("%s:%s:%d", upstreamID(u), bind, u.LocalBindPort), socketAddress(bind, u.LocalBindPort)
+}
+
+// listenKey identifies u's listener address for the memo.
+func (u *Upstream) listenKey() string {
+	name, _ := u.listenAt()
+	return name + "|" + strconv.FormatUint(uint64(u.LocalBindSocketMode), 8)
 }
 
 // Endpoint is one instance of an upstream's sidecar.
@@ -143,8 +166,16 @@ func (p *Proxy) validate() error {
 			n += len(eps)
 		}
 		bind := net.JoinHostPort(orDefault(u.LocalBindAddress, "127.0.0.1"), strconv.Itoa(u.LocalBindPort))
-		if u.DestinationName == "" || u.LocalBindPort <= 0 || u.LocalBindPort > 65535 {
-			return fmt.Errorf("xds: upstream %q needs a destination and a bind port", u.DestinationName)
+		if u.LocalBindSocketPath != "" {
+			bind = "unix:" + u.LocalBindSocketPath
+			if u.LocalBindPort != 0 || u.LocalBindSocketMode > 0o777 {
+				return fmt.Errorf("xds: upstream %q: a socket path with a port, or a bad socket mode %o", u.DestinationName, u.LocalBindSocketMode)
+			}
+		} else if u.LocalBindPort <= 0 || u.LocalBindPort > 65535 {
+			return fmt.Errorf("xds: upstream %q needs a bind port or socket path", u.DestinationName)
+		}
+		if u.DestinationName == "" {
+			return fmt.Errorf("xds: an upstream needs a destination")
 		}
 		if seen[bind] {
 			return fmt.Errorf("xds: two upstreams bind %s", bind)
@@ -218,10 +249,9 @@ func BuildMemo(p *Proxy, m *Memo) (*Snapshot, error) {
 			c.service, c.dc = orDefault(u.QueryService, u.DestinationName), orDefault(u.QueryDatacenter, dc)
 		}
 		b.addEDSCluster(p, c)
-		bind := orDefault(u.LocalBindAddress, "127.0.0.1")
-		lname := fmt.Sprintf("%s:%s:%d", upstreamID(u), bind, u.LocalBindPort)
-		b.add(resource.ListenerType, "out|"+lname+"|"+name, func() (types.Resource, error) {
-			return tcpListener(lname, bind, u.LocalBindPort, "upstream."+name, name, nil, nil)
+		lname, laddr := u.listenAt()
+		b.add(resource.ListenerType, "out|"+u.listenKey()+"|"+name, func() (types.Resource, error) {
+			return tcpListener(lname, laddr, "upstream."+name, name, nil, nil)
 		})
 	}
 
@@ -248,7 +278,7 @@ func BuildMemo(p *Proxy, m *Memo) (*Snapshot, error) {
 		if err != nil {
 			return nil, err
 		}
-		return tcpListener(pubName, p.PublicAddress, p.PublicPort, "public_listener", LocalAppCluster, ts.(*core.TransportSocket), authz)
+		return tcpListener(pubName, socketAddress(p.PublicAddress, p.PublicPort), "public_listener", LocalAppCluster, ts.(*core.TransportSocket), authz)
 	})
 	snap, err := b.snapshot()
 	if err != nil {
@@ -340,7 +370,7 @@ func socketAddress(addr string, port int) *core.Address {
 	}}}
 }
 
-func tcpListener(name, addr string, port int, statPrefix, clusterName string, ts *core.TransportSocket, pre *listener.Filter) (*listener.Listener, error) {
+func tcpListener(name string, addr *core.Address, statPrefix, clusterName string, ts *core.TransportSocket, pre *listener.Filter) (*listener.Listener, error) {
 	tp, err := typedConfig(&tcpproxy.TcpProxy{
 		StatPrefix:       statPrefix,
 		ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: clusterName},
@@ -355,7 +385,7 @@ func tcpListener(name, addr string, port int, statPrefix, clusterName string, ts
 	filters = append(filters, &listener.Filter{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listener.Filter_TypedConfig{TypedConfig: tp}})
 	return &listener.Listener{
 		Name:         name,
-		Address:      socketAddress(addr, port),
+		Address:      addr,
 		FilterChains: []*listener.FilterChain{{Filters: filters, TransportSocket: ts}},
 	}, nil
 }

@@ -48,6 +48,10 @@ func (l *State) AddServiceDefinitionReplacing(def *config.ServiceDefinition, fro
 	if svc.Kind == catalog.ServiceKindConnectProxy && (svc.Proxy == nil || svc.Proxy.DestinationServiceName == "") {
 		return invalid("Proxy.DestinationServiceName must be set for a connect-proxy %q", def.Name)
 	}
+	// What the servers would refuse is refused here, not at every sync.
+	if err := svc.ValidateConnect(); err != nil {
+		return invalid("Invalid service %q: %v", def.Name, err)
+	}
 	if def.Locality != nil {
 		svc.Locality = &catalog.Locality{Region: def.Locality.Region, Zone: def.Locality.Zone}
 	}
@@ -115,6 +119,15 @@ func (l *State) AddServiceDefinitionReplacing(def *config.ServiceDefinition, fro
 		sd, err := l.sidecarDefinition(svc, sidecarRaw)
 		if err != nil {
 			return err
+		}
+		// The sidecar is checked before its service is added: a refused
+		// registration adds neither.
+		sp, err := catalog.DecodeProxyConfig(sd.Proxy)
+		if err != nil {
+			return invalid("Invalid proxy of %q: %v", sd.Name, err)
+		}
+		if err := (&catalog.Service{Kind: sd.Kind, Port: sd.Port, SocketPath: sd.SocketPath, Proxy: sp}).ValidateConnect(); err != nil {
+			return invalid("Invalid sidecar of %q: %v", def.Name, err)
 		}
 		sd.Token = def.Token
 		sidecar = sd

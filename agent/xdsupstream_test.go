@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -112,5 +113,55 @@ func TestXDSPreparedQueryUpstream(t *testing.T) {
 			return nil
 		}
 		return fmt.Errorf("no update of %s", qcluster)
+	})
+}
+
+// A unix socket upstream (local_bind_socket_path and _mode): its listener
+// binds the socket, named <upstream>:<path>; a socket path with a port, or
+// a mode that is not octal, is refused at registration.
+func TestXDSSocketUpstream(t *testing.T) {
+	t.Parallel()
+	a, c := meshAgentWith(t, agenttest.Config(t), "")
+	sock := filepath.Join(t.TempDir(), "db.sock")
+	reg := func(u api.Upstream) error {
+		return c.Agent().ServiceRegister(&api.AgentServiceRegistration{Name: "web", Port: 8080,
+			Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{Port: 21500,
+				Proxy: &api.AgentServiceConnectProxyConfig{Upstreams: []api.Upstream{u}}}}})
+	}
+	for _, bad := range []api.Upstream{
+		{DestinationName: "db", LocalBindSocketPath: sock, LocalBindPort: 9191},
+		{DestinationName: "db", LocalBindSocketPath: sock, LocalBindSocketMode: "0999"},
+	} {
+		if err := reg(bad); err == nil || !strings.Contains(err.Error(), "400") {
+			t.Fatalf("registration with upstream %+v: %v, want a 400", bad, err)
+		}
+	}
+	if err := reg(api.Upstream{DestinationName: "db", LocalBindSocketPath: sock, LocalBindSocketMode: "0600"}); err != nil {
+		t.Fatal(err)
+	}
+	x := newDeltaClient(t, a, "web-sidecar-proxy", "")
+	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
+	x.ack(x.next(resource.ClusterType))
+	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType})
+	wait.For(t, 20*time.Second, func() error {
+		lds := x.next(resource.ListenerType)
+		x.ack(lds)
+		for _, res := range lds.GetResources() {
+			var l listener.Listener
+			if err := res.GetResource().UnmarshalTo(&l); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.ValidateAll(); err != nil {
+				t.Fatalf("listener %s invalid: %v", l.GetName(), err)
+			}
+			if l.GetName() != "db:"+sock {
+				continue
+			}
+			if p := l.GetAddress().GetPipe(); p.GetPath() != sock || p.GetMode() != 0o600 {
+				t.Fatalf("socket listener address = %v", l.GetAddress())
+			}
+			return nil
+		}
+		return fmt.Errorf("no listener db:%s yet", sock)
 	})
 }
