@@ -291,11 +291,13 @@ func TestStaleIfErrorIsBounded(t *testing.T) {
 	}
 
 	e.reader.setBroken(true)
-	// The loop sees the failure and backs off; Get still serves the last
-	// good result.
+	// The loop sees the failure, records it and backs off: a timer on the
+	// fake clock besides the janitor's, set after the failure is recorded
+	// (advancing the clock before that would date the failure after the
+	// advance). Get still serves the last good result.
 	wait.For(t, 5*time.Second, func() error {
-		if e.reader.calls.Load() < 2 || e.reader.inFlight.Load() != 0 {
-			return errors.New("loop has not failed yet")
+		if e.reader.calls.Load() < 2 || e.reader.inFlight.Load() != 0 || clk.Pending() < 2 {
+			return errors.New("loop has not failed and backed off yet")
 		}
 		return nil
 	})
