@@ -31,7 +31,11 @@ func TestSessionLock_ContentionNeverDoubleHolds(t *testing.T) {
 		holdForLong = 2 * time.Millisecond
 	)
 	var (
-		inside   atomic.Int32
+		inside atomic.Int32
+		// released counts the rounds done (lock released): the test
+		// stops, which destroys the sessions (RenewPeriodic), only once
+		// every holder is out.
+		released atomic.Int32
 		mu       sync.Mutex
 		fences   []uint64 // LockIndex of each acquisition, in critical-section order
 		failures []string
@@ -105,6 +109,7 @@ func TestSessionLock_ContentionNeverDoubleHolds(t *testing.T) {
 					fail("%s round %d: unlock: %v", name, r, err)
 					return
 				}
+				released.Add(1)
 			}
 		}()
 	}
@@ -113,10 +118,9 @@ func TestSessionLock_ContentionNeverDoubleHolds(t *testing.T) {
 		defer close(done)
 		for {
 			mu.Lock()
-			n := len(fences)
 			bad := len(failures)
 			mu.Unlock()
-			if n == contenders*rounds || bad > 0 {
+			if released.Load() == contenders*rounds || bad > 0 {
 				return
 			}
 			time.Sleep(20 * time.Millisecond)
