@@ -43,24 +43,38 @@ func (s *dnsSource) preparedQuery(ctx context.Context, dc, name string) ([]*cata
 		return selected, nil
 	}
 	// None here: the query's failover datacenters in turn.
-	var known []string
-	if q.Service.Failover.NearestN > 0 {
-		known, _ = root.datacenters(ctx)
-	}
-	for _, other := range federation.FailoverOrder(dc, known, q.Service.Failover) {
+	selected, _, _ = queryFailover(ctx, q, dc, root.datacenters, func(other string) ([]*catalog.CheckServiceNode, error) {
 		rs, err := root.forDC(other)
 		if err != nil {
-			continue
+			return nil, err
 		}
-		insts, err := rs.queryHealth(ctx, other, &q.Service)
+		return rs.queryHealth(ctx, other, &q.Service)
+	})
+	return selected, nil
+}
+
+// queryFailover returns what q selects in the first of its failover
+// datacenters after dc (federation.FailoverOrder, NearestN counted over
+// datacenters when it is not nil) that has any instance it selects, read
+// by read, and that datacenter; nil and "" when none has. A datacenter
+// whose read fails is skipped, and unreadable reports it.
+func queryFailover(ctx context.Context, q *catalog.PreparedQuery, dc string, datacenters func(context.Context) ([]string, error),
+	read func(dc string) ([]*catalog.CheckServiceNode, error)) (selected []*catalog.CheckServiceNode, in string, unreadable bool) {
+	var known []string
+	if q.Service.Failover.NearestN > 0 && datacenters != nil {
+		known, _ = datacenters(ctx)
+	}
+	for _, other := range federation.FailoverOrder(dc, known, q.Service.Failover) {
+		insts, err := read(other)
 		if err != nil {
+			unreadable = true
 			continue
 		}
 		if selected := catalog.SelectInstances(&q.Service, insts); len(selected) > 0 {
-			return selected, nil
+			return selected, other, unreadable
 		}
 	}
-	return nil, nil
+	return nil, "", unreadable
 }
 
 // queryHealth reads the instances a query selects from: the service's, or

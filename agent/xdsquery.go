@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/tribune-mesh/tribune/catalog"
-	"github.com/tribune-mesh/tribune/federation"
 	"github.com/tribune-mesh/tribune/xds"
 )
 
@@ -62,35 +61,28 @@ func (x *xdsService) readQueryUpstream(ctx context.Context, in *proxyInputs, opt
 		if err != nil {
 			return nil, err
 		}
-		return catalog.SelectInstances(&q.Service, resp.Instances), nil
+		return resp.Instances, nil
 	}
-	selected, err := read(dc)
+	insts, err := read(dc)
 	if err != nil && dc != local && ctx.Err() == nil {
 		in.retryRemote = true
-		selected, err = nil, nil
+		insts, err = nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
+	selected := catalog.SelectInstances(&q.Service, insts)
 	up.QueryDatacenter = dc
 	if len(selected) == 0 {
-		var known []string
-		if q.Service.Failover.NearestN > 0 {
-			known, _ = x.a.federationPart().Datacenters(ctx)
+		// Another datacenter that does not answer is skipped until a
+		// retry reads it.
+		var other string
+		var unreadable bool
+		selected, other, unreadable = queryFailover(ctx, q, dc, x.a.federationPart().Datacenters, read)
+		if other != "" {
+			up.QueryDatacenter = other
 		}
-		for _, other := range federation.FailoverOrder(dc, known, q.Service.Failover) {
-			insts, err := read(other)
-			if err != nil {
-				// Another datacenter that does not answer is skipped
-				// until a retry reads it.
-				in.retryRemote = true
-				continue
-			}
-			if len(insts) > 0 {
-				selected, up.QueryDatacenter = insts, other
-				break
-			}
-		}
+		in.retryRemote = in.retryRemote || unreadable
 	}
 	up.Endpoints = meshEndpoints(selected)
 	return up, nil
