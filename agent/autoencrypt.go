@@ -94,8 +94,9 @@ func (a *Agent) runAutoEncrypt(ctx context.Context) {
 		}
 		if a.client != nil {
 			// Connections that failed without a certificate may be
-			// backing off: start afresh.
-			a.client.Close()
+			// backing off: start afresh, letting the requests in
+			// flight finish (closing would fail them, writes included).
+			a.client.Renew()
 		}
 		leaf := resp.IssuedCert
 		logger.Info("agent certificate obtained from the servers", "valid_before", leaf.ValidBefore)

@@ -79,8 +79,14 @@ func NewClient(cfg ClientConfig) *Client {
 	return &Client{cfg: cfg, pool: pool}
 }
 
-// Close closes every connection.
+// Close closes every connection, failing the requests in flight.
 func (c *Client) Close() { c.pool.close() }
+
+// Renew makes the next requests use new connections, made with the TLS
+// certificate now configured and without the backoff of connections that
+// failed before; requests in flight finish on the old ones, which close
+// after them.
+func (c *Client) Renew() { c.pool.renew() }
 
 // pick returns the server to use: the last one that worked while it is
 // known, else a random one.

@@ -113,7 +113,16 @@ type connPool struct {
 	tls portTLS
 
 	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	conns map[string]*pooledConn
+}
+
+// pooledConn is one server's connection and the calls using it: a
+// connection retired by renew is closed when its last call ends, so a
+// renewal never cuts a request short.
+type pooledConn struct {
+	cc      *grpc.ClientConn
+	calls   int  // guarded by connPool.mu
+	retired bool // guarded by connPool.mu
 }
 
 // newConnPool returns a pool that reaches servers with dial (nil: TCP).
@@ -121,13 +130,16 @@ func newConnPool(dial DialFunc) *connPool {
 	if dial == nil {
 		dial = dialTCP
 	}
-	return &connPool{dial: dial, conns: map[string]*grpc.ClientConn{}}
+	return &connPool{dial: dial, conns: map[string]*pooledConn{}}
 }
 
-func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
+// acquire returns the connection to addr, made on first use, counted as
+// used by one more call until release.
+func (p *connPool) acquire(addr string) (*pooledConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[addr]; ok {
+		c.calls++
 		return c, nil
 	}
 	dialer := func(ctx context.Context, a string) (net.Conn, error) {
@@ -148,26 +160,61 @@ func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rpc client for %s: %w", addr, err)
 	}
-	p.conns[addr] = c
-	return c, nil
+	pc := &pooledConn{cc: c, calls: 1}
+	p.conns[addr] = pc
+	return pc, nil
 }
 
+// release ends one call's use of c, closing c if it was retired and this
+// was its last call.
+func (p *connPool) release(c *pooledConn) {
+	p.mu.Lock()
+	c.calls--
+	last := c.retired && c.calls == 0
+	p.mu.Unlock()
+	if last {
+		_ = c.cc.Close()
+	}
+}
+
+// close closes every connection, failing the calls in flight.
 func (p *connPool) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for a, c := range p.conns {
-		_ = c.Close()
+		_ = c.cc.Close()
 		delete(p.conns, a)
+	}
+}
+
+// renew makes the next calls use new connections (with the TLS
+// certificate now configured, without the backoff of earlier failures)
+// and closes the old ones once the calls in flight on them end.
+func (p *connPool) renew() {
+	p.mu.Lock()
+	var idle []*grpc.ClientConn
+	for a, c := range p.conns {
+		c.retired = true
+		if c.calls == 0 {
+			idle = append(idle, c.cc)
+		}
+		delete(p.conns, a)
+	}
+	p.mu.Unlock()
+	for _, cc := range idle {
+		_ = cc.Close()
 	}
 }
 
 // call invokes one RPC method on the server at addr. An error of a call
 // whose request never left wraps errNotSent.
 func (p *connPool) call(ctx context.Context, addr, method string, req, resp any) error {
-	c, err := p.get(addr)
+	pc, err := p.acquire(addr)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errNotSent, err)
 	}
+	defer p.release(pc)
+	c := pc.cc
 	// A retried call must not see fields left from an earlier answer.
 	if v := reflect.ValueOf(resp); v.Kind() == reflect.Pointer && !v.IsNil() {
 		v.Elem().Set(reflect.Zero(v.Elem().Type()))

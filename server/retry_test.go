@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
 	"github.com/tribune-mesh/tribune/catalog"
@@ -84,38 +85,19 @@ func TestRPCNotSentWhenTheServerCannotBeReached(t *testing.T) {
 // A request that reached a server whose connection then broke may have
 // been applied: a write must not be resent, a read may.
 func TestRPCSentWhenTheConnectionBreaksAfterwards(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rpcL := newChanListener(ln.Addr())
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			var b [1]byte
-			if _, err := c.Read(b[:]); err != nil || b[0] != connRPC {
-				c.Close()
-				continue
-			}
-			rpcL.push(c)
-		}
-	}()
 	arrived := make(chan struct{})
 	release := make(chan struct{})
-	gs := grpc.NewServer(grpc.ForceServerCodec(jsonCodec{}), grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
+	ln, gs := rawRPCServer(t, func(grpc.ServerStream) error {
 		close(arrived)
 		<-release
 		return nil
-	}))
-	go func() { _ = gs.Serve(rpcL) }()
-	defer func() { close(release); gs.Stop(); ln.Close(); rpcL.Close() }()
+	})
+	defer close(release)
 
 	p := newConnPool(nil)
 	defer p.close()
 	errc := make(chan error, 1)
+	var err error
 	go func() {
 		errc <- p.call(context.Background(), ln.Addr().String(), "Apply", &ApplyRequest{Data: []byte{byte(catalog.CmdKV)}}, &ApplyResponse{})
 	}()
@@ -136,5 +118,112 @@ func TestRPCSentWhenTheConnectionBreaksAfterwards(t *testing.T) {
 	}
 	if status.Code(err) != codes.Unavailable || !retryable(err) {
 		t.Fatalf("call broken after sending = %v (code %v); want Unavailable, retryable for reads", err, status.Code(err))
+	}
+}
+
+// rawRPCServer serves the RPC port on loopback, answering every method
+// with handle; it stops when the test ends.
+func rawRPCServer(t *testing.T, handle func(grpc.ServerStream) error) (net.Listener, *grpc.Server) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rpcL := newChanListener(ln.Addr())
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			var b [1]byte
+			if _, err := c.Read(b[:]); err != nil || b[0] != connRPC {
+				c.Close()
+				continue
+			}
+			rpcL.push(c)
+		}
+	}()
+	gs := grpc.NewServer(grpc.ForceServerCodec(jsonCodec{}), grpc.UnknownServiceHandler(func(_ any, st grpc.ServerStream) error {
+		return handle(st)
+	}))
+	go func() { _ = gs.Serve(rpcL) }()
+	// Cleanups run last-in first-out: the test's deferred calls (which
+	// release blocked handlers) have run by then.
+	t.Cleanup(func() { gs.Stop(); ln.Close(); rpcL.Close() })
+	return ln, gs
+}
+
+// Renewing the pool's connections (a client agent that just got its
+// auto_encrypt certificate) lets a request in flight finish on its old
+// connection, sends the next ones on a new connection, and closes the
+// old one after its last request: closing at once failed the write of a
+// client that got its certificate while the write was on the way.
+func TestRenewLetsRequestsInFlightFinish(t *testing.T) {
+	var calls atomic.Int32
+	arrived := make(chan struct{})
+	release := make(chan struct{})
+	ln, _ := rawRPCServer(t, func(st grpc.ServerStream) error {
+		var req ApplyRequest
+		if err := st.RecvMsg(&req); err != nil {
+			return err
+		}
+		if calls.Add(1) == 1 {
+			close(arrived)
+			<-release
+		}
+		return st.SendMsg(&ApplyResponse{Applied: true})
+	})
+	addr := ln.Addr().String()
+	p := newConnPool(nil)
+	defer p.close()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- p.call(context.Background(), addr, "Apply", &ApplyRequest{Data: []byte{byte(catalog.CmdKV)}}, &ApplyResponse{})
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first request never reached the server")
+	}
+	p.mu.Lock()
+	old := p.conns[addr]
+	p.mu.Unlock()
+	if old == nil {
+		t.Fatal("no pooled connection for the request in flight")
+	}
+
+	p.renew()
+	if err := p.call(context.Background(), addr, "Apply", &ApplyRequest{Data: []byte{byte(catalog.CmdKV)}}, &ApplyResponse{}); err != nil {
+		t.Fatalf("request after renew: %v", err)
+	}
+	p.mu.Lock()
+	cur := p.conns[addr]
+	p.mu.Unlock()
+	if cur == nil || cur == old {
+		t.Fatal("the request after renew did not use a new connection")
+	}
+	if st := old.cc.GetState(); st == connectivity.Shutdown {
+		t.Fatal("renew closed the connection of a request in flight")
+	}
+
+	close(release)
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("request in flight across renew = %v, want success", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request in flight never ended")
+	}
+	if st := old.cc.GetState(); st != connectivity.Shutdown {
+		t.Fatalf("old connection in state %v after its last request, want closed", st)
+	}
+	p.mu.Lock()
+	idle := p.conns[addr]
+	p.mu.Unlock()
+	p.renew()
+	if st := idle.cc.GetState(); st != connectivity.Shutdown {
+		t.Fatalf("idle connection in state %v after renew, want closed at once", st)
 	}
 }
