@@ -92,8 +92,13 @@ type deltaType struct {
 	// names it subscribed); legacy: it subscribed no name yet, and an
 	// empty subscription list still means the wildcard.
 	wildcard, legacy bool
-	// names are the names subscribed explicitly.
-	names map[string]struct{}
+	// names are the names subscribed explicitly; unanswered, those
+	// subscribed since the last answer that the proxy does not hold: an
+	// answer must tell of each, in removed_resources if it does not
+	// exist (Envoy then stops waiting for it: a cluster whose endpoints
+	// do not exist warms empty instead of at its initial fetch timeout).
+	// Nil when empty.
+	names, unanswered map[string]struct{}
 	// What the proxy holds: all of held (a snapshot's type, never
 	// edited) when held is set, else returned (name -> version).
 	held     *typeSet
@@ -116,7 +121,7 @@ func newDeltaType(req *discovery.DeltaDiscoveryRequest) *deltaType {
 	if t.returned == nil {
 		t.returned = map[string]string{}
 	}
-	t.update(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+	t.update(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe(), false)
 	return t
 }
 
@@ -143,8 +148,12 @@ func (t *deltaType) version(name string) (string, bool) {
 	return v, ok
 }
 
-// update applies a request's subscribe and unsubscribe lists.
-func (t *deltaType) update(subscribe, unsubscribe []string) {
+// update applies a request's subscribe and unsubscribe lists. resend:
+// the request is not the stream's first, whose initial_resource_versions
+// say what the proxy holds; a later one may subscribe to a name the proxy
+// seems to hold, and the protocol has it sent again (the proxy may have
+// forgotten it).
+func (t *deltaType) update(subscribe, unsubscribe []string, resend bool) {
 	if t.legacy {
 		if len(subscribe) == 0 {
 			return
@@ -158,7 +167,19 @@ func (t *deltaType) update(subscribe, unsubscribe []string) {
 		}
 		// The proxies of an agent subscribe to the same names (every
 		// sidecar to its upstreams' clusters): one copy of each.
-		t.names[unique.Make(n).Value()] = struct{}{}
+		n = unique.Make(n).Value()
+		t.names[n] = struct{}{}
+		if _, held := t.version(n); held {
+			if resend {
+				t.own()
+				t.returned[n] = ""
+			}
+			continue
+		}
+		if t.unanswered == nil {
+			t.unanswered = map[string]struct{}{}
+		}
+		t.unanswered[n] = struct{}{}
 	}
 	for _, n := range unsubscribe {
 		if n == "*" {
@@ -178,17 +199,24 @@ func (t *deltaType) update(subscribe, unsubscribe []string) {
 			delete(t.returned, n)
 		}
 		delete(t.names, n)
+		delete(t.unanswered, n)
 	}
 }
 
 // answer is what the proxy lacks of snap's resources of t's type: the
-// resources to send (name order), the names to remove, and what the proxy
-// holds once it has them, as go-control-plane's delta cache computes them:
-// all of whole when it is set, else versions.
+// resources to send (name order), the names to remove (those the proxy
+// holds that are gone, and those it subscribed to that do not exist), and
+// what the proxy holds once it has them: all of whole when it is set, else
+// versions.
 func (t *deltaType) answer(snap *Snapshot) (send []*snapEntry, removed []string, versions map[string]string, whole *typeSet) {
 	cur := snap.set(t.url)
 	if cur == nil {
 		cur = &typeSet{} // a type no snapshot has: empty
+	}
+	for name := range t.unanswered {
+		if _, held := t.version(name); !held && cur.find(name) == nil {
+			removed = append(removed, name)
+		}
 	}
 	if t.wildcard {
 		for i := range cur.entries {
@@ -314,7 +342,7 @@ func (s *Server) deltaRequest(ds *deltaStream, req *discovery.DeltaDiscoveryRequ
 		t = newDeltaType(req)
 		ds.types = append(ds.types, t)
 	} else {
-		t.update(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+		t.update(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe(), true)
 	}
 	// Any request of the type lets its next answer go (go-control-plane
 	// opens a watch on each); the one that answers the last answer of
@@ -417,6 +445,7 @@ func (s *Server) answerLocked(ds *deltaStream, t *deltaType, snap *Snapshot) err
 		case whole == nil && t.held != nil:
 			t.held, t.returned = nil, versions
 		}
+		t.unanswered = nil
 		return nil
 	}
 	out := &discovery.DeltaDiscoveryResponse{SystemVersionInfo: snap.GetVersion(t.url), TypeUrl: t.url,
@@ -436,6 +465,7 @@ func (s *Server) answerLocked(ds *deltaStream, t *deltaType, snap *Snapshot) err
 		return err
 	}
 	t.held, t.returned = whole, versions
+	t.unanswered = nil
 	t.inflight, t.force = true, false
 	if t.url == resource.ClusterType || t.url == resource.EndpointType {
 		t.warming = out.Nonce

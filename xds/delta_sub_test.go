@@ -73,9 +73,20 @@ func TestDeltaTypeAnswer(t *testing.T) {
 			send: []string{"b", "c"}, removed: []string{"gone"}, versions: all, whole: true},
 		{name: "explicit wildcard", t: newDeltaType(req([]string{"*"}, nil, nil)),
 			send: []string{"a", "b", "c"}, versions: all, whole: true},
-		{name: "names, one missing: no removal of what the proxy never held",
+		{name: "names, one missing: told it does not exist",
 			t:    newDeltaType(req([]string{"a", "missing"}, nil, nil)),
-			send: []string{"a"}, versions: map[string]string{"a": all["a"]}},
+			send: []string{"a"}, removed: []string{"missing"}, versions: map[string]string{"a": all["a"]}},
+		{name: "wildcard and a missing name: told it does not exist",
+			t:       newDeltaType(req([]string{"*", "missing"}, nil, map[string]string{"a": all["a"], "b": all["b"], "c": all["c"]})),
+			removed: []string{"missing"}, versions: all, whole: true},
+		{name: "a missing name subscribed then unsubscribed: nothing to tell",
+			t:   newDeltaType(req([]string{"a", "missing"}, nil, map[string]string{"a": all["a"]})),
+			sub: []string{}, unsub: []string{"missing"},
+			versions: map[string]string{"a": all["a"]}},
+		{name: "a held name subscribed again: sent again",
+			t:   newDeltaType(req([]string{"a", "b"}, nil, map[string]string{"a": all["a"], "b": all["b"]})),
+			sub: []string{"a"}, unsub: nil,
+			send: []string{"a"}, versions: map[string]string{"a": all["a"], "b": all["b"]}},
 		{name: "names covering the type share its versions",
 			t:    newDeltaType(req([]string{"c", "b", "a"}, nil, nil)),
 			send: []string{"a", "b", "c"}, versions: all, whole: true},
@@ -90,10 +101,10 @@ func TestDeltaTypeAnswer(t *testing.T) {
 			t:   newDeltaType(req([]string{"*", "a"}, nil, map[string]string{"a": all["a"], "b": all["b"]})),
 			sub: nil, unsub: []string{"*"},
 			versions: map[string]string{"a": all["a"]}},
-		{name: "legacy wildcard, then names: still a wildcard",
+		{name: "legacy wildcard, then a name: still a wildcard, the name sent again",
 			t:   newDeltaType(req(nil, nil, map[string]string{"a": all["a"], "b": all["b"], "c": all["c"]})),
 			sub: []string{"a"}, unsub: nil,
-			versions: all, whole: true},
+			send: []string{"a"}, versions: all, whole: true},
 		{name: "wildcard and named, the name unsubscribed: sent again",
 			t:   newDeltaType(req([]string{"*", "a"}, nil, map[string]string{"a": all["a"], "b": all["b"], "c": all["c"]})),
 			sub: nil, unsub: []string{"a"},
@@ -101,7 +112,7 @@ func TestDeltaTypeAnswer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.sub != nil || tc.unsub != nil {
-				tc.t.update(tc.sub, tc.unsub)
+				tc.t.update(tc.sub, tc.unsub, true)
 			}
 			entries, removed, versions, whole := tc.t.answer(snap)
 			var send []string
@@ -132,9 +143,9 @@ func TestDeltaTypeSharedVersionsCopiedOnEdit(t *testing.T) {
 		t.Fatal("a wildcard's versions are not the snapshot's")
 	}
 	dt.held, dt.returned = whole, nil
-	dt.update(nil, []string{"a"}) // a stays wanted by the wildcard: held as ""
-	dt.update([]string{"x"}, nil)
-	dt.update(nil, []string{"*", "x", "b"})
+	dt.update(nil, []string{"a"}, true) // a stays wanted by the wildcard: held as ""
+	dt.update([]string{"x"}, nil, true)
+	dt.update(nil, []string{"*", "x", "b"}, true)
 	if got := snap.GetVersionMap(resource.ClusterType); !maps.Equal(got, all) {
 		t.Fatalf("the snapshot's versions were edited: %v, want %v", got, all)
 	}
@@ -226,5 +237,67 @@ func TestDeltaStreamAnswers(t *testing.T) {
 	_, ch2 := open(held)
 	if r := recv(ch2); len(r.GetResources()) != 0 || len(r.GetRemovedResources()) != 0 {
 		t.Fatalf("reconnect answer %v removed %v, want nothing", names(r), r.GetRemovedResources())
+	}
+}
+
+// A proxy that subscribes to a name that does not exist is told so once,
+// in removed_resources (Envoy warms the cluster of endpoints that do not
+// exist at once instead of at its initial fetch timeout), and gets the
+// resource when it appears.
+func TestDeltaStreamTellsOfMissingNames(t *testing.T) {
+	s, addr := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.SetSnapshot(ctx, "web", clusters(t, time.Second, "a")); err != nil {
+		t.Fatal(err)
+	}
+	st := dialDelta(t, ctx, addr)
+	recv := func() *discovery.DeltaDiscoveryResponse {
+		t.Helper()
+		r, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "web"}, TypeUrl: resource.ClusterType,
+		ResourceNamesSubscribe: []string{"a", "missing"}}); err != nil {
+		t.Fatal(err)
+	}
+	r1 := recv()
+	if len(r1.GetResources()) != 1 || r1.GetResources()[0].GetName() != "a" || !slices.Equal(r1.GetRemovedResources(), []string{"missing"}) {
+		t.Fatalf("first answer %v removed %v, want a, removed [missing]", r1.GetResources(), r1.GetRemovedResources())
+	}
+	// ACK, then a change elsewhere: "missing" is not told of again.
+	if err := st.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: r1.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSnapshot(ctx, "web", clusters(t, 2*time.Second, "a")); err != nil {
+		t.Fatal(err)
+	}
+	r2 := recv()
+	if len(r2.GetResources()) != 1 || len(r2.GetRemovedResources()) != 0 {
+		t.Fatalf("second answer %v removed %v, want a alone", r2.GetResources(), r2.GetRemovedResources())
+	}
+	if err := st.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: r2.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	// It appears: sent.
+	if err := s.SetSnapshot(ctx, "web", clusters(t, 2*time.Second, "a", "missing")); err != nil {
+		t.Fatal(err)
+	}
+	r3 := recv()
+	if len(r3.GetResources()) != 1 || r3.GetResources()[0].GetName() != "missing" || len(r3.GetRemovedResources()) != 0 {
+		t.Fatalf("third answer %v removed %v, want missing", r3.GetResources(), r3.GetRemovedResources())
+	}
+	// Subscribing again to a name it holds (the proxy may have forgotten
+	// it): sent again, unchanged.
+	if err := st.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: r3.GetNonce(),
+		ResourceNamesSubscribe: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	r4 := recv()
+	if len(r4.GetResources()) != 1 || r4.GetResources()[0].GetName() != "a" || r4.GetResources()[0].GetVersion() != r2.GetResources()[0].GetVersion() {
+		t.Fatalf("answer to a subscription again %v, want a at %s", r4.GetResources(), r2.GetResources()[0].GetVersion())
 	}
 }
