@@ -123,6 +123,7 @@ func FilterRead(a Authorizer, resp *catalog.ReadResponse) bool {
 		})
 		resp.PreparedQueries = RedactQueryTokens(a, resp.PreparedQueries)
 	}
+	resp.VirtualIPs, dropped = keep(resp.VirtualIPs, dropped, func(v *catalog.ServiceVirtualIP) bool { return a.ServiceRead(v.Service) == Allow })
 	resp.ConfigEntries, dropped = keep(resp.ConfigEntries, dropped, func(e *catalog.ConfigEntry) bool {
 		return ConfigEntryAllowed(a, e.Kind, e.Name, false) == Allow
 	})

@@ -148,6 +148,9 @@ func (a *Agent) startDNS() error {
 		PreparedQuery: src.preparedQuery,
 		// Mesh instances (<service>.connect.<domain>).
 		ConnectLookup: src.connectLookup,
+		// Virtual IPs (<service>.virtual.<domain>), for transparent
+		// proxies' apps.
+		VirtualIP: src.virtualIP,
 	}, src)
 	if err != nil {
 		cancel()
@@ -301,6 +304,26 @@ func (s *dnsSource) connectLookup(ctx context.Context, dc, service string) ([]*c
 		return nil, err
 	}
 	return resp.Instances, nil
+}
+
+// virtualIP answers <service>.virtual.<domain>: the service's virtual IP,
+// from one view of them all (a view per name asked would let any query
+// start one).
+func (s *dnsSource) virtualIP(ctx context.Context, dc, service string) (net.IP, error) {
+	s, err := s.forDC(dc)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.get(ctx, catalog.ReadServiceVirtualIPs, "")
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range resp.VirtualIPs {
+		if strings.EqualFold(v.Service, service) {
+			return net.ParseIP(v.IP()), nil
+		}
+	}
+	return nil, nil
 }
 
 // Node implements dnsserver.Source.

@@ -681,3 +681,43 @@ func TestDNSCacheIsNeverStale(t *testing.T) {
 		hammer(step.want)
 	}
 }
+
+// <service>.virtual.<domain> answers the virtual IP transparent proxies
+// reach the service at: an A record, NODATA for other types, NXDOMAIN for a
+// service outside the mesh.
+func TestDNSVirtualIP(t *testing.T) {
+	t.Parallel()
+	d := startDNSAgent(t, nil)
+	d.register(t, &api.CatalogRegistration{Node: "n1", Address: "10.0.0.1",
+		Service: &api.AgentService{Kind: api.ServiceKindConnectProxy, ID: "db-sidecar-proxy", Service: "db-sidecar-proxy", Port: 21000,
+			Proxy: &api.AgentServiceConnectProxyConfig{DestinationServiceName: "db"}}})
+	d.register(t, &api.CatalogRegistration{Node: "n1", Address: "10.0.0.1", Service: &api.AgentService{ID: "plain", Service: "plain", Port: 80}})
+	var want string
+	wait.For(t, 20*time.Second, func() error {
+		var out struct {
+			Chain struct{ AutoVirtualIPs []string }
+		}
+		if _, err := d.api.Raw().Query("/v1/discovery-chain/db", &out, nil); err != nil {
+			return err
+		}
+		if len(out.Chain.AutoVirtualIPs) != 1 {
+			return fmt.Errorf("db has no virtual IP yet")
+		}
+		want = out.Chain.AutoVirtualIPs[0]
+		return nil
+	})
+	wait.For(t, 20*time.Second, func() error {
+		m := d.query(t, "udp", "DB.virtual.consul.", dns.TypeA)
+		if got := dnsAddrs(m.Answer); len(got) != 1 || got[0] != want {
+			return fmt.Errorf("db.virtual A = %v (rcode %d), want %s", got, m.Rcode, want)
+		}
+		return nil
+	})
+	m := d.query(t, "udp", "db.virtual.consul.", dns.TypeAAAA)
+	dnsWantRcode(t, m, dns.RcodeSuccess)
+	if len(m.Answer) != 0 {
+		t.Fatalf("db.virtual AAAA = %v, want no data", m.Answer)
+	}
+	dnsWantRcode(t, d.query(t, "udp", "plain.virtual.consul.", dns.TypeA), dns.RcodeNameError)
+	dnsWantRcode(t, d.query(t, "udp", "a.b.virtual.consul.", dns.TypeA), dns.RcodeNameError)
+}

@@ -747,7 +747,7 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 		return nil, fmt.Errorf("leaf certificate of %s: %w", target, err)
 	}
 	in.leaf = &leafDep{service: target, index: leaf.ModifyIndex}
-	ixns, err := x.intentions(ctx, in, opts, target)
+	ixns, byName, err := x.intentions(ctx, in, opts, target)
 	if err != nil {
 		return nil, err
 	}
@@ -768,10 +768,15 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 		return nil, err
 	}
 	p.Protocol = serviceProtocol(svc, chains)
+	mode, tp := proxyMode(svc, chains)
+	transparent := mode == catalog.ProxyModeTransparent
 	for i := range svc.Proxy.Upstreams {
 		u := &svc.Proxy.Upstreams[i]
-		if u.LocalBindPort == 0 && u.LocalBindSocketPath == "" {
-			continue // no listener (transparent proxy mode, not served)
+		if u.LocalBindPort == 0 && u.LocalBindSocketPath == "" &&
+			!(transparent && u.DestinationType != catalog.UpstreamDestTypePreparedQuery && (u.Datacenter == "" || u.Datacenter == p.Datacenter)) {
+			// No listener, and not a local service a transparent
+			// proxy reaches at its virtual IP.
+			continue
 		}
 		var up *xds.Upstream
 		var err error
@@ -790,6 +795,11 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 			p.Upstreams = append(p.Upstreams, *up)
 		}
 	}
+	if transparent {
+		if err := x.readTransparent(ctx, in, opts, chains, tp, byName, p); err != nil {
+			return nil, err
+		}
+	}
 	in.proxy = p
 	return in, nil
 }
@@ -798,24 +808,36 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 // cache starts over.
 const maxDecodedIntentions = 64
 
-// intentions returns the intentions of target and of the wildcard. They
-// are read from one view of every service-intentions entry, shared by every
-// proxy of the agent whatever its service (one blocking query, not one per
+// intentions returns the intentions of target and of the wildcard, and
+// all of them by destination (shared: not to be modified). They are read
+// from one view of every service-intentions entry, shared by every proxy
+// of the agent whatever its service (one blocking query, not one per
 // proxied service), and recorded as a dependency of in that wakes the
-// proxy only when the entries of those two names change (xdsfanout.go).
-func (x *xdsService) intentions(ctx context.Context, in *proxyInputs, opts catalog.QueryOptions, target string) ([]*catalog.Intention, error) {
+// proxy only when the entries of those two names change (xdsfanout.go);
+// a caller that uses the others widens it (widenIntentions).
+func (x *xdsService) intentions(ctx context.Context, in *proxyInputs, opts catalog.QueryOptions, target string) ([]*catalog.Intention, map[string][]*catalog.Intention, error) {
 	names := []string{target, catalog.IntentionWildcard}
 	req := &catalog.ReadRequest{Op: catalog.ReadConfigEntries, Key: httpapi.KindServiceIntentions, Options: opts}
 	resp, err := x.views.Get(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("intentions: %w", err)
+		return nil, nil, fmt.Errorf("intentions: %w", err)
 	}
 	in.deps = append(in.deps, viewDep{req: req, idx: resp.Meta.Index, names: names})
 	byName, err := x.intentionsOf(resp)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return append(append([]*catalog.Intention(nil), byName[target]...), byName[catalog.IntentionWildcard]...), nil
+	return append(append([]*catalog.Intention(nil), byName[target]...), byName[catalog.IntentionWildcard]...), byName, nil
+}
+
+// widenIntentions makes any change of the intentions wake the proxy in
+// reads for (a transparent proxy's upstreams follow every service's).
+func widenIntentions(in *proxyInputs) {
+	for i := range in.deps {
+		if r := in.deps[i].req; r.Op == catalog.ReadConfigEntries && r.Key == httpapi.KindServiceIntentions {
+			in.deps[i].names = nil
+		}
+	}
 }
 
 // intentionsOf returns the intentions of a service-intentions list view

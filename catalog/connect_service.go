@@ -170,10 +170,28 @@ func (s *Service) ValidateConnect() error {
 			binds[b] = true
 		}
 	}
-	switch s.Proxy.Mode {
-	case "", "direct", "transparent":
+	if err := ValidateProxyMode(s.Proxy.Mode, s.Proxy.TransparentProxy); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	return nil
+}
+
+// Proxy modes.
+const (
+	ProxyModeDirect      = "direct"
+	ProxyModeTransparent = "transparent"
+)
+
+// ValidateProxyMode checks a proxy mode and its transparent proxy settings,
+// of a registration or of a proxy-defaults or service-defaults entry.
+func ValidateProxyMode(mode string, tp *TransparentProxyConfig) error {
+	switch mode {
+	case "", ProxyModeDirect, ProxyModeTransparent:
 	default:
-		return fmt.Errorf("%w: unknown proxy Mode %q", ErrInvalidRequest, s.Proxy.Mode)
+		return fmt.Errorf("unknown proxy Mode %q", mode)
+	}
+	if tp != nil && (tp.OutboundListenerPort < 0 || tp.OutboundListenerPort > 65535) {
+		return fmt.Errorf("TransparentProxy.OutboundListenerPort %d out of range", tp.OutboundListenerPort)
 	}
 	return nil
 }

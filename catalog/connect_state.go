@@ -436,6 +436,8 @@ func (s *Store) executeConnect(ws memdb.WatchSet, req *ReadRequest, out *ReadRes
 		idx, out.ConfigEntries, err = s.ConfigEntries(ws, req.Key)
 	case ReadServiceVirtualIP:
 		idx, out.VirtualIP, err = s.ServiceVirtualIPOf(ws, req.Name)
+	case ReadServiceVirtualIPs:
+		idx, out.VirtualIPs, err = s.ServiceVirtualIPs(ws)
 	case ReadGatewayServices:
 		idx, out.GatewayServices, err = s.GatewayServices(ws, req.Name)
 	case ReadHealthIngress:

@@ -93,8 +93,10 @@ type ReadResponse struct {
 	CARoots       []*CARoot        `json:",omitempty"`
 	CAConfig      *CAConfiguration `json:",omitempty"`
 	ConfigEntries []*ConfigEntry   `json:",omitempty"`
-	// VirtualIP answers ReadServiceVirtualIP.
-	VirtualIP *ServiceVirtualIP `json:",omitempty"`
+	// VirtualIP answers ReadServiceVirtualIP; VirtualIPs,
+	// ReadServiceVirtualIPs.
+	VirtualIP  *ServiceVirtualIP   `json:",omitempty"`
+	VirtualIPs []*ServiceVirtualIP `json:",omitempty"`
 	// GatewayServices answers ReadGatewayServices.
 	GatewayServices []*GatewayService `json:",omitempty"`
 }

@@ -26,6 +26,10 @@ const CmdServiceVirtualIP CommandType = 32
 // ReadServiceVirtualIP reads the virtual IPs of service Name.
 const ReadServiceVirtualIP ReadOp = "connect.vip"
 
+// ReadServiceVirtualIPs reads the virtual IPs of every service in the mesh
+// (transparent proxies reach their upstreams at them).
+const ReadServiceVirtualIPs ReadOp = "connect.vips"
+
 // MaxManualVIPs bounds the manual virtual IPs of one service.
 const MaxManualVIPs = 64
 
@@ -294,4 +298,21 @@ func (s *Store) ServiceVirtualIPOf(ws memdb.WatchSet, service string) (uint64, *
 	v := *raw.(*ServiceVirtualIP)
 	v.ManualIPs = append([]string(nil), v.ManualIPs...)
 	return idx, &v, nil
+}
+
+// ServiceVirtualIPs returns the virtual IPs of every service in the mesh,
+// by service name. The rows are the store's: callers must not modify them.
+func (s *Store) ServiceVirtualIPs(ws memdb.WatchSet) (uint64, []*ServiceVirtualIP, error) {
+	txn := s.mem().Txn(false)
+	idx := watchIndex(txn, ws, tableServiceVirtualIPs)
+	it, err := txn.Get(tableServiceVirtualIPs, "id")
+	if err != nil {
+		return 0, nil, fmt.Errorf("virtual IPs: %w", err)
+	}
+	ws.Add(it.WatchCh())
+	var out []*ServiceVirtualIP
+	for r := it.Next(); r != nil; r = it.Next() {
+		out = append(out, r.(*ServiceVirtualIP))
+	}
+	return idx, out, nil
 }

@@ -61,6 +61,10 @@ type ServiceDefaults struct {
 	Protocol        string
 	MeshGatewayMode string
 	Meta            map[string]string
+	// Mode is the proxy mode ("", "direct", "transparent") and
+	// TransparentProxy its settings, for the sidecars of the service.
+	Mode             string
+	TransparentProxy catalog.TransparentProxyConfig
 }
 
 // FromConfigEntries sorts stored config entries into Entries; kinds the
@@ -89,20 +93,26 @@ func FromConfigEntries(list []*catalog.ConfigEntry) (*Entries, error) {
 			out.Resolvers[e.Name] = v
 		case catalog.KindServiceDefaults:
 			var v struct {
-				Protocol    string
-				MeshGateway struct{ Mode string }
-				Meta        map[string]string
+				Protocol         string
+				MeshGateway      struct{ Mode string }
+				Meta             map[string]string
+				Mode             string
+				TransparentProxy catalog.TransparentProxyConfig
 			}
 			err = catalog.DecodeConfigEntry(e, &v)
-			out.Defaults[e.Name] = ServiceDefaults{Protocol: strings.ToLower(v.Protocol), MeshGatewayMode: v.MeshGateway.Mode, Meta: v.Meta}
+			out.Defaults[e.Name] = ServiceDefaults{Protocol: strings.ToLower(v.Protocol), MeshGatewayMode: v.MeshGateway.Mode, Meta: v.Meta,
+				Mode: v.Mode, TransparentProxy: v.TransparentProxy}
 		case catalog.KindProxyDefaults:
 			var v struct {
-				Config      map[string]any
-				MeshGateway struct{ Mode string }
+				Config           map[string]any
+				MeshGateway      struct{ Mode string }
+				Mode             string
+				TransparentProxy catalog.TransparentProxyConfig
 			}
 			err = catalog.DecodeConfigEntry(e, &v)
 			p, _ := v.Config["protocol"].(string)
-			out.Global = ServiceDefaults{Protocol: strings.ToLower(p), MeshGatewayMode: v.MeshGateway.Mode}
+			out.Global = ServiceDefaults{Protocol: strings.ToLower(p), MeshGatewayMode: v.MeshGateway.Mode,
+				Mode: v.Mode, TransparentProxy: v.TransparentProxy}
 		}
 		if err != nil {
 			return nil, err
@@ -121,6 +131,23 @@ func (e *Entries) Protocol(service string) string {
 		return e.Global.Protocol
 	}
 	return "tcp"
+}
+
+// ProxyMode is the mode of a service's sidecars and its transparent proxy
+// settings: its service-defaults, else proxy-defaults (a registration's
+// own Proxy.Mode comes before both; see the caller).
+func (e *Entries) ProxyMode(service string) (string, catalog.TransparentProxyConfig) {
+	d := e.Defaults[service]
+	mode := d.Mode
+	if mode == "" {
+		mode = e.Global.Mode
+	}
+	tp := d.TransparentProxy
+	if tp.OutboundListenerPort == 0 {
+		tp.OutboundListenerPort = e.Global.TransparentProxy.OutboundListenerPort
+	}
+	tp.DialedDirectly = tp.DialedDirectly || e.Global.TransparentProxy.DialedDirectly
+	return mode, tp
 }
 
 func (e *Entries) meshGatewayMode(service string) string {

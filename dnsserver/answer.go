@@ -53,6 +53,11 @@ func (h *Handler) answerLookup(ctx context.Context, resp *dns.Msg, q dns.Questio
 			return h.cfg.PreparedQuery(ctx, dc, l.name)
 		}, nil)
 		return nil, err
+	case kindVirtual:
+		if h.cfg.VirtualIP == nil {
+			break
+		}
+		return nil, h.answerVirtual(ctx, resp, q, l, dc)
 	case kindNode:
 		return nil, h.answerNode(ctx, resp, q, l, dc)
 	case kindAddr:
@@ -61,6 +66,26 @@ func (h *Handler) answerLookup(ctx context.Context, resp *dns.Msg, q dns.Questio
 	}
 	h.nxdomain(resp, l.domain)
 	return nil, nil
+}
+
+// answerVirtual answers <service>.virtual: an A record of the service's
+// virtual IP.
+func (h *Handler) answerVirtual(ctx context.Context, resp *dns.Msg, q dns.Question, l lookup, dc string) error {
+	ip, err := h.cfg.VirtualIP(ctx, dc, l.name)
+	if err != nil {
+		return err
+	}
+	v4 := ip.To4()
+	switch {
+	case v4 == nil:
+		h.nxdomain(resp, l.domain)
+	case q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY:
+		resp.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET,
+			Ttl: h.serviceTTL(l.name)}, A: v4}}
+	default:
+		h.nodata(resp, l.domain)
+	}
+	return nil
 }
 
 // nxdomain makes resp a name error with the SOA of domain in authority.

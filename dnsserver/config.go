@@ -107,6 +107,10 @@ type Config struct {
 	// form _<query>._tcp.query) with the instances the prepared query
 	// selects, answered like a service lookup. Nil answers NXDOMAIN.
 	PreparedQuery func(ctx context.Context, dc, query string) ([]*catalog.CheckServiceNode, error)
+	// VirtualIP answers <service>.virtual.<domain>: the virtual IP that
+	// transparent proxies reach service at (nil: it has none). Nil
+	// answers NXDOMAIN.
+	VirtualIP func(ctx context.Context, dc, service string) (net.IP, error)
 }
 
 // SOAConfig is dns_config.soa, in seconds.

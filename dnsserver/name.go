@@ -27,6 +27,8 @@ const (
 	kindConnect
 	// kindQuery is <query>.query.
 	kindQuery
+	// kindVirtual is <service>.virtual: the service's virtual IP.
+	kindVirtual
 )
 
 // lookup is a parsed name under one of the handler's domains.
@@ -106,7 +108,7 @@ func parseName(name string, domains ...string) (l lookup, ok bool) {
 		if l.addr = parseAddrLabels(parts); l.addr != nil {
 			l.kind = k
 		}
-	case kindConnect:
+	case kindConnect, kindVirtual:
 		if n == 1 {
 			l.kind, l.name = k, parts[0]
 		}
@@ -132,6 +134,8 @@ func typeLabel(s string) kind {
 		return kindConnect
 	case "query":
 		return kindQuery
+	case "virtual":
+		return kindVirtual
 	}
 	return kindInvalid
 }

@@ -256,7 +256,6 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream) error {
 	if ch.Targets == nil || ch.Nodes[ch.StartNode] == nil {
 		return fmt.Errorf("xds: upstream %s: chain without a start node", u.DestinationName)
 	}
-	lname, laddr := u.listenAt()
 	// Consul's stat prefix of a chained upstream: its chain's service,
 	// namespace, partition and datacenter.
 	stat := "upstream." + ch.ServiceName + ".default.default." + ch.Datacenter
@@ -269,9 +268,7 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream) error {
 		if err != nil {
 			return err
 		}
-		b.add(resource.ListenerType, "out|"+u.listenKey()+"|"+name+"|"+stat, func() (types.Resource, error) {
-			return tcpListener(lname, laddr, stat, name, nil, nil)
-		})
+		b.upstreamListener(u, outChain{stat: stat, cluster: name})
 		return nil
 	}
 	clusters := map[string]string{} // resolver node key -> cluster
@@ -291,7 +288,7 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream) error {
 	// named after its listener, unique in the proxy.
 	routeName := upstreamID(u)
 	if slices.Contains(b.routeRefs, routeName) {
-		routeName = lname
+		routeName, _ = u.listenAt()
 	}
 	ck := u.ChainKey
 	if ck == "" {
@@ -301,9 +298,7 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream) error {
 		return chainRouteConfig(routeName, ch, clusters)
 	})
 	b.routeRefs = append(b.routeRefs, routeName)
-	b.add(resource.ListenerType, "out7|"+u.listenKey()+"|"+routeName+"|"+stat, func() (types.Resource, error) {
-		return httpUpstreamListener(lname, laddr, stat, routeName)
-	})
+	b.upstreamListener(u, outChain{stat: stat, route: routeName})
 	return nil
 }
 

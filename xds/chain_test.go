@@ -201,6 +201,17 @@ func TestChainGolden(t *testing.T) {
 			p.Upstreams = []Upstream{chainUpstream(t, e, "web", 9191), named,
 				chainUpstreamOf(t, e, discoverychain.Request{Service: "web", Datacenter: "dc1", TrustDomain: td, OverrideProtocol: "http2"}, 9193)}
 		}},
+		// A transparent proxy: db (tcp) and api (http) reached at their
+		// virtual IPs only, web at its own port and its virtual IP too;
+		// anything else passes through.
+		{"transparent", func(p *Proxy) {
+			db, api, web := chainUpstream(t, e, "db", 0), chainUpstream(t, e, "api", 0), chainUpstream(t, e, "web", 9193)
+			db.Transparent, db.MatchAddresses = true, []string{"240.0.0.1"}
+			api.Transparent, api.MatchAddresses = true, []string{"240.0.0.2", "10.96.0.5"}
+			web.Transparent, web.MatchAddresses = true, []string{"240.0.0.3"}
+			p.Upstreams = []Upstream{db, api, web}
+			p.Outbound = &Outbound{Passthrough: true}
+		}},
 		{"l7-public", func(p *Proxy) {
 			p.Protocol = "http"
 			p.Intentions = l7ixns

@@ -47,14 +47,14 @@ func httpFilter(name string, m proto.Message) (*hcm.HttpFilter, error) {
 	return &hcm.HttpFilter{Name: name, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: cfg}}, nil
 }
 
-// httpUpstreamListener is an upstream's outbound listener at L7: its routes
-// are the route configuration routeName, over ADS.
-func httpUpstreamListener(name string, addr *core.Address, statPrefix, routeName string) (*listener.Listener, error) {
+// httpUpstreamFilter is the network filter of an upstream at L7: its
+// routes are the route configuration routeName, over ADS.
+func httpUpstreamFilter(statPrefix, routeName string) (*listener.Filter, error) {
 	rt, err := httpFilter("envoy.filters.http.router", &router.Router{})
 	if err != nil {
 		return nil, err
 	}
-	f, err := hcmFilter(&hcm.HttpConnectionManager{
+	return hcmFilter(&hcm.HttpConnectionManager{
 		StatPrefix: statPrefix,
 		RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
 			RouteConfigName: routeName,
@@ -62,14 +62,6 @@ func httpUpstreamListener(name string, addr *core.Address, statPrefix, routeName
 		}},
 		HttpFilters: []*hcm.HttpFilter{rt},
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &listener.Listener{
-		Name:         name,
-		Address:      addr,
-		FilterChains: []*listener.FilterChain{{Filters: []*listener.Filter{f}}},
-	}, nil
 }
 
 // publicHTTPListener is the public listener of an L7 service: mTLS, the

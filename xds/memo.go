@@ -80,7 +80,10 @@ type builder struct {
 	names [len(snapshotTypes)]map[string]bool
 	// routeRefs are the route configurations the listeners name over RDS.
 	routeRefs []string
-	err       error
+	// outbound are the filter chains of the outbound listener of a
+	// transparent proxy (transparent.go).
+	outbound []outChain
+	err      error
 }
 
 func newBuilder(m *Memo) *builder {

@@ -25,7 +25,6 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacconfig "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbac "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
-	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -67,6 +66,9 @@ type Proxy struct {
 	// or the proxy's own config): http, http2 and grpc make the public
 	// listener L7, with HTTP RBAC; empty: tcp.
 	Protocol string
+	// Outbound, when set, makes the proxy transparent: its outbound
+	// listener reaches the upstreams marked Transparent (transparent.go).
+	Outbound *Outbound
 }
 
 // Upstream is a service the app reaches through a local port.
@@ -99,6 +101,12 @@ type Upstream struct {
 	// permissions (0 leaves Envoy's default).
 	LocalBindSocketPath string
 	LocalBindSocketMode uint32
+	// Transparent: the app also reaches the upstream through the outbound
+	// listener of a transparent proxy, by dialling one of MatchAddresses
+	// (the service's virtual IPs). A transparent upstream needs no bind
+	// port.
+	Transparent    bool
+	MatchAddresses []string
 }
 
 // listenAt returns the name of u's outbound listener and its address:
@@ -171,13 +179,15 @@ func (p *Proxy) validate() error {
 			if u.LocalBindPort != 0 || u.LocalBindSocketMode > 0o777 {
 				return fmt.Errorf("xds: upstream %q: a socket path with a port, or a bad socket mode %o", u.DestinationName, u.LocalBindSocketMode)
 			}
+		} else if u.LocalBindPort == 0 && u.Transparent {
+			bind = "" // reached through the outbound listener only
 		} else if u.LocalBindPort <= 0 || u.LocalBindPort > 65535 {
 			return fmt.Errorf("xds: upstream %q needs a bind port or socket path", u.DestinationName)
 		}
 		if u.DestinationName == "" {
 			return fmt.Errorf("xds: an upstream needs a destination")
 		}
-		if seen[bind] {
+		if bind != "" && seen[bind] {
 			return fmt.Errorf("xds: two upstreams bind %s", bind)
 		}
 		seen[bind] = true
@@ -185,7 +195,7 @@ func (p *Proxy) validate() error {
 	if n > MaxEndpoints {
 		return fmt.Errorf("xds: %d endpoints, more than %d", n, MaxEndpoints)
 	}
-	return nil
+	return p.validateTransparent()
 }
 
 func orDefault(s, d string) string {
@@ -249,10 +259,10 @@ func BuildMemo(p *Proxy, m *Memo) (*Snapshot, error) {
 			c.service, c.dc = orDefault(u.QueryService, u.DestinationName), orDefault(u.QueryDatacenter, dc)
 		}
 		b.addEDSCluster(p, c)
-		lname, laddr := u.listenAt()
-		b.add(resource.ListenerType, "out|"+u.listenKey()+"|"+name, func() (types.Resource, error) {
-			return tcpListener(lname, laddr, "upstream."+name, name, nil, nil)
-		})
+		b.upstreamListener(u, outChain{stat: "upstream." + name, cluster: name})
+	}
+	if p.Outbound != nil {
+		b.addOutbound(p.Outbound)
 	}
 
 	pubName := fmt.Sprintf("public_listener:%s:%d", p.PublicAddress, p.PublicPort)
@@ -371,18 +381,15 @@ func socketAddress(addr string, port int) *core.Address {
 }
 
 func tcpListener(name string, addr *core.Address, statPrefix, clusterName string, ts *core.TransportSocket, pre *listener.Filter) (*listener.Listener, error) {
-	tp, err := typedConfig(&tcpproxy.TcpProxy{
-		StatPrefix:       statPrefix,
-		ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: clusterName},
-	})
+	tp, err := tcpProxyFilter(statPrefix, clusterName)
 	if err != nil {
-		return nil, fmt.Errorf("xds: tcp_proxy: %w", err)
+		return nil, err
 	}
 	var filters []*listener.Filter
 	if pre != nil {
 		filters = append(filters, pre)
 	}
-	filters = append(filters, &listener.Filter{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listener.Filter_TypedConfig{TypedConfig: tp}})
+	filters = append(filters, tp)
 	return &listener.Listener{
 		Name:         name,
 		Address:      addr,

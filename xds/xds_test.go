@@ -127,6 +127,24 @@ func TestBuildRefusesBadProxy(t *testing.T) {
 		"duplicate bind":  func(p *Proxy) { p.Upstreams[1].LocalBindPort = p.Upstreams[0].LocalBindPort },
 		"bad bind port":   func(p *Proxy) { p.Upstreams[0].LocalBindPort = 70000 },
 		"too many upstrs": func(p *Proxy) { p.Upstreams = make([]Upstream, MaxUpstreams+1) },
+		"transparent upstream without an outbound listener": func(p *Proxy) {
+			p.Upstreams[0].Transparent, p.Upstreams[0].MatchAddresses = true, []string{"240.0.0.1"}
+		},
+		"two transparent upstreams at one address": func(p *Proxy) {
+			p.Outbound = &Outbound{}
+			for i := range p.Upstreams {
+				p.Upstreams[i].Transparent, p.Upstreams[i].MatchAddresses = true, []string{"240.0.0.1"}
+			}
+		},
+		"transparent upstream at a bad address": func(p *Proxy) {
+			p.Outbound = &Outbound{}
+			p.Upstreams[0].Transparent, p.Upstreams[0].MatchAddresses = true, []string{"240.0.0"}
+		},
+		"outbound port out of range": func(p *Proxy) { p.Outbound = &Outbound{Port: 70000} },
+		"no bind port, not transparent": func(p *Proxy) {
+			p.Outbound = &Outbound{}
+			p.Upstreams[0].LocalBindPort = 0
+		},
 	} {
 		p := testProxy(t)
 		mut(p)

@@ -77,12 +77,16 @@ func validateOwnEntry(kind, name string, body []byte) error {
 			return fmt.Errorf("invalid name (%q), only %q is supported", name, "global")
 		}
 		var v struct {
-			Config      map[string]any
-			Mode        string
-			MeshGateway struct{ Mode string }
-			Meta        map[string]string
+			Config           map[string]any
+			Mode             string
+			TransparentProxy *catalog.TransparentProxyConfig
+			MeshGateway      struct{ Mode string }
+			Meta             map[string]string
 		}
-		return json.Unmarshal(body, &v)
+		if err := json.Unmarshal(body, &v); err != nil {
+			return err
+		}
+		return catalog.ValidateProxyMode(v.Mode, v.TransparentProxy)
 	case kindMesh:
 		if name != "mesh" {
 			return fmt.Errorf("invalid name (%q), only %q is supported", name, "mesh")
@@ -94,15 +98,16 @@ func validateOwnEntry(kind, name string, body []byte) error {
 		return json.Unmarshal(body, &v)
 	case kindServiceDefaults:
 		var v struct {
-			Protocol    string
-			Mode        string
-			MeshGateway struct{ Mode string }
-			Meta        map[string]string
+			Protocol         string
+			Mode             string
+			TransparentProxy *catalog.TransparentProxyConfig
+			MeshGateway      struct{ Mode string }
+			Meta             map[string]string
 		}
 		if err := json.Unmarshal(body, &v); err != nil {
 			return err
 		}
-		return nil
+		return catalog.ValidateProxyMode(v.Mode, v.TransparentProxy)
 	case kindServiceIntentions:
 		var v struct {
 			Sources []*intentionSource
