@@ -64,6 +64,8 @@ func commands() map[string]command {
 		"connect":       {"Interact with service mesh functionality", groupCommand("connect", "Service mesh tools.")},
 		"connect envoy": {"Runs or configures Envoy as a sidecar proxy", runConnectEnvoy},
 		"connect proxy": {"Runs the built-in mTLS proxy of a service", runConnectProxy},
+		"connect redirect-traffic": {"Applies iptables rules that send traffic through a transparent proxy",
+			runConnectRedirectTraffic},
 
 		"snapshot":         {"Saves, restores and inspects snapshots of the servers' state", groupCommand("snapshot", "Snapshot tools.")},
 		"snapshot save":    {"Saves a snapshot of the servers' state", runSnapshotSave},
