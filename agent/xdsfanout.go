@@ -87,12 +87,12 @@ func readsChanged(names []string, before, after map[string]uint64) bool {
 // viewID identifies a view the proxies read: a comparable key made
 // without allocating, whose strings are the requests' own.
 type viewID struct {
-	op                   catalog.ReadOp
-	key, name, token, dc string
+	op                          catalog.ReadOp
+	key, name, token, dc, query string
 }
 
 func viewKey(req *catalog.ReadRequest) viewID {
-	return viewID{op: req.Op, key: req.Key, name: req.Name, token: req.Options.Token, dc: req.Options.Datacenter}
+	return viewID{op: req.Op, key: req.Key, name: req.Name, token: req.Options.Token, dc: req.Options.Datacenter, query: req.PreparedQueryID}
 }
 
 // view reads req from the agent's views and records it as a dependency of

@@ -10,13 +10,16 @@ import (
 
 // readQueryUpstream reads a prepared-query upstream (destination_type
 // "prepared_query") as an execution with connect=true would answer it: the
-// query (by ID, name or template prefix) from the list of queries, then the
-// mesh instances of its service that it selects in the upstream's
-// datacenter, else in its failover datacenters in turn. Everything is read
-// from views, so a change of the query or of the instances rebuilds the
-// proxy as a service upstream's does. The reads use the proxy's token (a
-// query's own token is not applied here). No such query: the upstream's
-// listener is served with no endpoints, and appears once the query does.
+// query (by ID, name or template prefix) as an execution finds it, which
+// needs no right on the query, then the mesh instances of its service that
+// it selects in the upstream's datacenter, else in its failover
+// datacenters in turn. Everything is read from views, so a change of the
+// query or of the instances rebuilds the proxy as a service upstream's
+// does. The reads use the proxy's token, except that the servers filter a
+// read of the query's own service in the query's datacenter with the
+// query's token when it has one (PreparedQueryID), as an execution does.
+// No such query: the upstream's listener is served with no endpoints, and
+// appears once the query does.
 func (x *xdsService) readQueryUpstream(ctx context.Context, in *proxyInputs, opts catalog.QueryOptions, u *catalog.Upstream) (*xds.Upstream, error) {
 	local := x.a.cfg.Datacenter
 	dc := u.Datacenter
@@ -32,7 +35,7 @@ func (x *xdsService) readQueryUpstream(ctx context.Context, in *proxyInputs, opt
 	if dc != local {
 		o.Datacenter = dc
 	}
-	list, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadPreparedQueries, Options: o})
+	found, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadPreparedQueryResolve, Name: u.DestinationName, Options: o})
 	if err != nil && dc != local && ctx.Err() == nil {
 		// Another datacenter that does not answer must not hold back
 		// the proxy's configuration: no endpoints until a retry.
@@ -42,22 +45,27 @@ func (x *xdsService) readQueryUpstream(ctx context.Context, in *proxyInputs, opt
 	if err != nil {
 		return nil, err
 	}
-	q := catalog.ResolvePreparedQuery(list.PreparedQueries, u.DestinationName)
-	if q == nil {
+	if len(found.PreparedQueries) == 0 {
 		return up, nil
 	}
+	q := found.PreparedQueries[0]
 	if q, err = q.Render(u.DestinationName); err != nil {
 		x.a.logger.Named("xds").Warn("prepared query upstream cannot be rendered; serving it without endpoints",
 			"upstream", u.DestinationName, "error", err)
 		return up, nil
 	}
 	up.QueryService = q.Service.Service
+	queryDC := dc
 	read := func(dc string) ([]*catalog.CheckServiceNode, error) {
 		o := opts
 		if dc != local {
 			o.Datacenter = dc
 		}
-		resp, err := x.view(ctx, in, &catalog.ReadRequest{Op: catalog.ReadHealthConnect, Name: q.Service.Service, Options: o})
+		req := &catalog.ReadRequest{Op: catalog.ReadHealthConnect, Name: q.Service.Service, Options: o}
+		if dc == queryDC {
+			req.PreparedQueryID = q.ID
+		}
+		resp, err := x.view(ctx, in, req)
 		if err != nil {
 			return nil, err
 		}

@@ -165,3 +165,76 @@ func TestXDSSocketUpstream(t *testing.T) {
 		return fmt.Errorf("no listener db:%s yet", sock)
 	})
 }
+
+// With ACLs, a prepared-query upstream is found as an execution finds it,
+// with no right on the query (a proxy's token has none), and a query with a
+// token of its own selects the instances that token may read, even those
+// the proxy's token may not: an execution's rules.
+func TestXDSPreparedQueryUpstreamACL(t *testing.T) {
+	t.Parallel()
+	a, root := meshAgentWith(t, aclConfig(agenttest.Config(t)), rootSecret)
+	policy := func(name, rules string) *api.ACLToken {
+		t.Helper()
+		pol, _, err := root.ACL().PolicyCreate(&api.ACLPolicy{Name: name, Rules: rules}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, _, err := root.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	// The proxy may not read db, nor any query.
+	proxyTok := policy("web-proxy", `service "web" { policy = "write" } node_prefix "" { policy = "read" }`)
+	dbReader := policy("db-reader", `service_prefix "db" { policy = "read" } node_prefix "" { policy = "read" }`)
+	for _, q := range []*api.PreparedQueryDefinition{
+		{Name: "own", Token: dbReader.SecretID, Service: api.ServiceQuery{Service: "db"}},
+		{Name: "callers", Service: api.ServiceQuery{Service: "db"}},
+	} {
+		if _, _, err := root.PreparedQuery().Create(q, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := root.Agent().ServiceRegister(&api.AgentServiceRegistration{Name: "web", Port: 8080,
+		Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{Port: 21500,
+			Proxy: &api.AgentServiceConnectProxyConfig{Upstreams: []api.Upstream{
+				{DestinationType: api.UpstreamDestTypePreparedQuery, DestinationName: "own", LocalBindPort: 9291},
+				{DestinationType: api.UpstreamDestTypePreparedQuery, DestinationName: "callers", LocalBindPort: 9292},
+			}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	x := newDeltaClient(t, a, "web-sidecar-proxy", proxyTok.SecretID)
+	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
+	var names []string
+	wait.For(t, 20*time.Second, func() error {
+		cds := x.next(resource.ClusterType)
+		x.ack(cds)
+		names = names[:0]
+		for _, res := range cds.GetResources() {
+			if strings.Contains(res.GetName(), ".query.") {
+				names = append(names, res.GetName())
+			}
+		}
+		if len(names) != 2 {
+			return fmt.Errorf("query clusters %v, want own's and callers'", names)
+		}
+		return nil
+	})
+	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNamesSubscribe: names})
+	got := map[string]string{}
+	wait.For(t, 20*time.Second, func() error {
+		eds := x.next(resource.EndpointType)
+		x.ack(eds)
+		for _, res := range eds.GetResources() {
+			got[strings.SplitN(res.GetName(), ".", 2)[0]] = strings.Join(endpointsOf(t, &discovery.DeltaDiscoveryResponse{Resources: []*discovery.Resource{res}}), ",")
+		}
+		if len(got) < 2 {
+			return fmt.Errorf("endpoints of %v only", got)
+		}
+		return nil
+	})
+	if got["own"] != "10.0.0.1:21000,10.0.0.2:21000" || got["callers"] != "" {
+		t.Fatalf("query endpoints %v: want own's query token to read db's two instances, the proxy's token none", got)
+	}
+}

@@ -164,6 +164,7 @@ type viewKey struct {
 	consistent bool
 	maxStale   time.Duration
 	filter     string
+	query      string // PreparedQueryID
 }
 
 func keyOf(req *catalog.ReadRequest) viewKey {
@@ -172,7 +173,7 @@ func keyOf(req *catalog.ReadRequest) viewKey {
 		op: req.Op, key: req.Key, sep: req.Separator, name: req.Name,
 		tags: strings.Join(req.Tags, "\x00"), dc: o.Datacenter, token: o.Token,
 		stale: o.AllowStale, consistent: o.RequireConsistent, maxStale: o.MaxStaleDuration,
-		filter: o.Filter,
+		filter: o.Filter, query: req.PreparedQueryID,
 	}
 }
 
