@@ -173,23 +173,11 @@ func TestXDSSocketUpstream(t *testing.T) {
 func TestXDSPreparedQueryUpstreamACL(t *testing.T) {
 	t.Parallel()
 	a, root := meshAgentWith(t, aclConfig(agenttest.Config(t)), rootSecret)
-	policy := func(name, rules string) *api.ACLToken {
-		t.Helper()
-		pol, _, err := root.ACL().PolicyCreate(&api.ACLPolicy{Name: name, Rules: rules}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tok, _, err := root.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
 	// The proxy may not read db, nor any query.
-	proxyTok := policy("web-proxy", `service "web" { policy = "write" } node_prefix "" { policy = "read" }`)
-	dbReader := policy("db-reader", `service_prefix "db" { policy = "read" } node_prefix "" { policy = "read" }`)
+	proxyTok := policyToken(t, root, "web-proxy", `service "web" { policy = "write" } node_prefix "" { policy = "read" }`)
+	dbReader := policyToken(t, root, "db-reader", `service_prefix "db" { policy = "read" } node_prefix "" { policy = "read" }`)
 	for _, q := range []*api.PreparedQueryDefinition{
-		{Name: "own", Token: dbReader.SecretID, Service: api.ServiceQuery{Service: "db"}},
+		{Name: "own", Token: dbReader, Service: api.ServiceQuery{Service: "db"}},
 		{Name: "callers", Service: api.ServiceQuery{Service: "db"}},
 	} {
 		if _, _, err := root.PreparedQuery().Create(q, nil); err != nil {
@@ -204,7 +192,7 @@ func TestXDSPreparedQueryUpstreamACL(t *testing.T) {
 			}}}}}); err != nil {
 		t.Fatal(err)
 	}
-	x := newDeltaClient(t, a, "web-sidecar-proxy", proxyTok.SecretID)
+	x := newDeltaClient(t, a, "web-sidecar-proxy", proxyTok)
 	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
 	var names []string
 	wait.For(t, 20*time.Second, func() error {
