@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -768,6 +769,10 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 		return nil, err
 	}
 	p.Protocol = serviceProtocol(svc, chains)
+	for _, e := range svc.Proxy.Expose.Paths {
+		p.Expose = append(p.Expose, xds.ExposePath{Path: e.Path, LocalPathPort: e.LocalPathPort, ListenerPort: e.ListenerPort,
+			Protocol: strings.ToLower(e.Protocol)})
+	}
 	mode, tp := proxyMode(svc, chains)
 	transparent := mode == catalog.ProxyModeTransparent
 	for i := range svc.Proxy.Upstreams {

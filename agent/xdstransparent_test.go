@@ -9,7 +9,6 @@ import (
 	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/hashicorp/consul/api"
@@ -39,16 +38,9 @@ func (o outboundView) String() string {
 // readOutbound returns the outbound listener of r, if r has it.
 func readOutbound(t *testing.T, r *discovery.DeltaDiscoveryResponse, name string) (outboundView, bool) {
 	t.Helper()
-	for _, res := range r.GetResources() {
-		var l listener.Listener
-		if err := res.GetResource().UnmarshalTo(&l); err != nil {
-			t.Fatal(err)
-		}
+	for _, l := range listenersOf(t, r) {
 		if l.GetName() != name {
 			continue
-		}
-		if err := l.ValidateAll(); err != nil {
-			t.Fatalf("outbound listener invalid: %v", err)
 		}
 		if len(l.GetListenerFilters()) != 1 || l.GetListenerFilters()[0].GetName() != "envoy.filters.listener.original_dst" {
 			t.Fatalf("outbound listener without original_dst: %v", l.GetListenerFilters())

@@ -146,14 +146,7 @@ func TestXDSSocketUpstream(t *testing.T) {
 	wait.For(t, 20*time.Second, func() error {
 		lds := x.next(resource.ListenerType)
 		x.ack(lds)
-		for _, res := range lds.GetResources() {
-			var l listener.Listener
-			if err := res.GetResource().UnmarshalTo(&l); err != nil {
-				t.Fatal(err)
-			}
-			if err := l.ValidateAll(); err != nil {
-				t.Fatalf("listener %s invalid: %v", l.GetName(), err)
-			}
+		for _, l := range listenersOf(t, lds) {
 			if l.GetName() != "db:"+sock {
 				continue
 			}
@@ -225,4 +218,76 @@ func TestXDSPreparedQueryUpstreamACL(t *testing.T) {
 	if got["own"] != "10.0.0.1:21000,10.0.0.2:21000" || got["callers"] != "" {
 		t.Fatalf("query endpoints %v: want own's query token to read db's two instances, the proxy's token none", got)
 	}
+}
+
+// Exposed paths of a sidecar (Proxy.Expose.Paths): a plain HTTP listener
+// exposed_path_<path> per path to exposed_cluster_<local port>; a path that
+// is not absolute, or two on one listener port, is refused at registration.
+func TestXDSExposedPaths(t *testing.T) {
+	t.Parallel()
+	a, c := meshAgentWith(t, agenttest.Config(t), "")
+	reg := func(paths ...api.ExposePath) error {
+		return c.Agent().ServiceRegister(&api.AgentServiceRegistration{Name: "web", Port: 8080,
+			Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{Port: 21500,
+				Proxy: &api.AgentServiceConnectProxyConfig{Expose: api.ExposeConfig{Paths: paths}}}}})
+	}
+	for _, bad := range [][]api.ExposePath{
+		{{Path: "health", LocalPathPort: 8080, ListenerPort: 21600}},
+		{{Path: "/a", LocalPathPort: 8080, ListenerPort: 21600}, {Path: "/b", LocalPathPort: 8080, ListenerPort: 21600}},
+		{{Path: "/a", LocalPathPort: 8080, ListenerPort: 21600, Protocol: "tcp"}},
+	} {
+		if err := reg(bad...); err == nil || !strings.Contains(err.Error(), "400") {
+			t.Fatalf("registration exposing %+v: %v, want a 400", bad, err)
+		}
+	}
+	if err := reg(api.ExposePath{Path: "/health", LocalPathPort: 8080, ListenerPort: 21600},
+		api.ExposePath{Path: "/metrics", LocalPathPort: 9102, ListenerPort: 21601, Protocol: "HTTP2"}); err != nil {
+		t.Fatal(err)
+	}
+	x := newDeltaClient(t, a, "web-sidecar-proxy", "")
+	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
+	cds := x.next(resource.ClusterType)
+	x.ack(cds)
+	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType})
+	got := map[string]string{}
+	wait.For(t, 20*time.Second, func() error {
+		lds := x.next(resource.ListenerType)
+		x.ack(lds)
+		for _, l := range listenersOf(t, lds) {
+			if strings.HasPrefix(l.GetName(), "exposed_path_") {
+				raw, _ := protojson.Marshal(l)
+				got[l.GetName()] = fmt.Sprintf("%d %v", l.GetAddress().GetSocketAddress().GetPortValue(), strings.Contains(string(raw), "exposed_cluster_"))
+			}
+		}
+		if got["exposed_path_health"] != "21600 true" || got["exposed_path_metrics"] != "21601 true" {
+			return fmt.Errorf("exposed listeners %v", got)
+		}
+		return nil
+	})
+	for _, res := range cds.GetResources() {
+		if strings.HasPrefix(res.GetName(), "exposed_cluster_") {
+			got[res.GetName()] = "cluster"
+		}
+	}
+	if got["exposed_cluster_8080"] != "cluster" || got["exposed_cluster_9102"] != "cluster" {
+		t.Fatalf("exposed clusters missing: %v", got)
+	}
+}
+
+// listenersOf decodes the listeners of a delta response, each checked with
+// ValidateAll.
+func listenersOf(t *testing.T, r *discovery.DeltaDiscoveryResponse) []*listener.Listener {
+	t.Helper()
+	var out []*listener.Listener
+	for _, res := range r.GetResources() {
+		l := new(listener.Listener)
+		if err := res.GetResource().UnmarshalTo(l); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.ValidateAll(); err != nil {
+			t.Fatalf("listener %s invalid: %v", l.GetName(), err)
+		}
+		out = append(out, l)
+	}
+	return out
 }

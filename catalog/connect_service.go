@@ -173,6 +173,33 @@ func (s *Service) ValidateConnect() error {
 	if err := ValidateProxyMode(s.Proxy.Mode, s.Proxy.TransparentProxy); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
+	if err := s.Proxy.Expose.validate(s.Port); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	return nil
+}
+
+// validate checks exposed paths: absolute, ports in range, HTTP, one per
+// listener port, none on the proxy's own port.
+func (e ExposeConfig) validate(proxyPort int) error {
+	ports := map[int]bool{}
+	for _, p := range e.Paths {
+		if p.Path == "" || p.Path[0] != '/' || len(p.Path) > 1024 {
+			return fmt.Errorf("exposed path %q must be an absolute path of at most 1024 bytes", p.Path)
+		}
+		if p.LocalPathPort <= 0 || p.LocalPathPort > 65535 || p.ListenerPort <= 0 || p.ListenerPort > 65535 {
+			return fmt.Errorf("exposed path %q: ListenerPort %d and LocalPathPort %d must be valid ports", p.Path, p.ListenerPort, p.LocalPathPort)
+		}
+		if ports[p.ListenerPort] || (proxyPort != 0 && p.ListenerPort == proxyPort) {
+			return fmt.Errorf("exposed path %q: ListenerPort %d is used twice", p.Path, p.ListenerPort)
+		}
+		ports[p.ListenerPort] = true
+		switch strings.ToLower(p.Protocol) {
+		case "", "http", "http2":
+		default:
+			return fmt.Errorf("exposed path %q: protocol %q must be http or http2", p.Path, p.Protocol)
+		}
+	}
 	return nil
 }
 

@@ -212,6 +212,16 @@ func TestChainGolden(t *testing.T) {
 			p.Upstreams = []Upstream{db, api, web}
 			p.Outbound = &Outbound{Passthrough: true}
 		}},
+		// Exposed paths: plain HTTP listeners to the app's ports; two
+		// paths whose names would clash.
+		{"expose", func(p *Proxy) {
+			p.Expose = []ExposePath{
+				{Path: "/health", LocalPathPort: 8080, ListenerPort: 21500},
+				{Path: "/metrics", LocalPathPort: 9102, ListenerPort: 21501, Protocol: "http2"},
+				{Path: "/a/b", LocalPathPort: 8080, ListenerPort: 21502},
+				{Path: "/ab", LocalPathPort: 8080, ListenerPort: 21503},
+			}
+		}},
 		{"l7-public", func(p *Proxy) {
 			p.Protocol = "http"
 			p.Intentions = l7ixns

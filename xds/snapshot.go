@@ -69,6 +69,9 @@ type Proxy struct {
 	// Outbound, when set, makes the proxy transparent: its outbound
 	// listener reaches the upstreams marked Transparent (transparent.go).
 	Outbound *Outbound
+	// Expose are the paths of the local app served without mTLS
+	// (expose.go).
+	Expose []ExposePath
 }
 
 // Upstream is a service the app reaches through a local port.
@@ -195,6 +198,9 @@ func (p *Proxy) validate() error {
 	if n > MaxEndpoints {
 		return fmt.Errorf("xds: %d endpoints, more than %d", n, MaxEndpoints)
 	}
+	if err := p.validateExpose(); err != nil {
+		return err
+	}
 	return p.validateTransparent()
 }
 
@@ -264,6 +270,7 @@ func BuildMemo(p *Proxy, m *Memo) (*Snapshot, error) {
 	if p.Outbound != nil {
 		b.addOutbound(p.Outbound)
 	}
+	b.addExposed(p)
 
 	pubName := fmt.Sprintf("public_listener:%s:%d", p.PublicAddress, p.PublicPort)
 	b.add(resource.ListenerType, "pub|"+pubName+"|"+p.Service+"|"+p.TrustDomain+"|"+strconv.FormatBool(p.DefaultAllow)+"|"+strconv.FormatBool(isL7(p.Protocol))+"|"+intentionsKey(p), func() (types.Resource, error) {

@@ -141,6 +141,19 @@ func TestBuildRefusesBadProxy(t *testing.T) {
 			p.Upstreams[0].Transparent, p.Upstreams[0].MatchAddresses = true, []string{"240.0.0"}
 		},
 		"outbound port out of range": func(p *Proxy) { p.Outbound = &Outbound{Port: 70000} },
+		"exposed path not absolute": func(p *Proxy) {
+			p.Expose = []ExposePath{{Path: "health", LocalPathPort: 8080, ListenerPort: 21500}}
+		},
+		"exposed path on the public port": func(p *Proxy) {
+			p.Expose = []ExposePath{{Path: "/health", LocalPathPort: 8080, ListenerPort: p.PublicPort}}
+		},
+		"two exposed paths on one port": func(p *Proxy) {
+			p.Expose = []ExposePath{{Path: "/a", LocalPathPort: 8080, ListenerPort: 21500}, {Path: "/b", LocalPathPort: 8080, ListenerPort: 21500}}
+		},
+		"exposed path with a bad protocol": func(p *Proxy) {
+			p.Expose = []ExposePath{{Path: "/a", LocalPathPort: 8080, ListenerPort: 21500, Protocol: "grpc"}}
+		},
+		"exposed path to port 0": func(p *Proxy) { p.Expose = []ExposePath{{Path: "/a", ListenerPort: 21500}} },
 		"no bind port, not transparent": func(p *Proxy) {
 			p.Outbound = &Outbound{}
 			p.Upstreams[0].LocalBindPort = 0
