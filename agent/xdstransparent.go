@@ -87,6 +87,7 @@ func (x *xdsService) readTransparent(ctx context.Context, in *proxyInputs, opts 
 		}
 		named[u.DestinationName] = true
 		u.Transparent, u.MatchAddresses = true, match(u.DestinationName)
+		u.DialedDirectly = dialedDirectly(set, u.DestinationName)
 	}
 	var reach []string
 	for svc := range addrs {
@@ -116,9 +117,18 @@ func (x *xdsService) readTransparent(ctx context.Context, in *proxyInputs, opts 
 			continue
 		}
 		up.Transparent, up.MatchAddresses = true, match(svc)
+		up.DialedDirectly = dialedDirectly(set, svc)
 		p.Upstreams = append(p.Upstreams, *up)
 	}
 	return nil
+}
+
+// dialedDirectly reports whether transparent proxies may reach service's
+// instances at their own addresses: its service-defaults', else
+// proxy-defaults' TransparentProxy.DialedDirectly.
+func dialedDirectly(set *chainSet, service string) bool {
+	_, tp := set.entries.ProxyMode(service)
+	return tp.DialedDirectly
 }
 
 // meshDestinationsOnly reads the mesh config entry's

@@ -60,6 +60,29 @@ func readOutbound(t *testing.T, r *discovery.DeltaDiscoveryResponse, name string
 	return outboundView{}, false
 }
 
+// expectOutbound returns a function that waits until the outbound listener
+// name of x's proxy reads want, answering x's listener updates meanwhile.
+func expectOutbound(t *testing.T, x *deltaClient, name string) func(want string) {
+	var cur outboundView
+	return func(want string) {
+		t.Helper()
+		wait.For(t, 20*time.Second, func() error {
+			if cur.chains != nil && cur.String() == want {
+				return nil
+			}
+			r := x.next(resource.ListenerType)
+			x.ack(r)
+			if v, ok := readOutbound(t, r, name); ok {
+				cur = v
+			}
+			if got := cur.String(); got != want {
+				return fmt.Errorf("outbound listener %s: %s, want %s", name, got, want)
+			}
+			return nil
+		})
+	}
+}
+
 // A sidecar in transparent mode gets an outbound listener on 15001 that
 // reaches every mesh service its service may reach at the service's
 // virtual IP, each through the same cluster a named upstream would use,
@@ -123,24 +146,7 @@ func TestXDSTransparentProxy(t *testing.T) {
 	}
 	x.ack(cds)
 	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType})
-	var cur outboundView
-	expect := func(want string) {
-		t.Helper()
-		wait.For(t, 20*time.Second, func() error {
-			if cur.chains != nil && cur.String() == want {
-				return nil
-			}
-			r := x.next(resource.ListenerType)
-			x.ack(r)
-			if v, ok := readOutbound(t, r, name); ok {
-				cur = v
-			}
-			if got := cur.String(); got != want {
-				return fmt.Errorf("outbound listener: %s, want %s", got, want)
-			}
-			return nil
-		})
-	}
+	expect := expectOutbound(t, x, name)
 	expect(fmt.Sprintf("api=%s,db=%s,web=%s passthrough=true", apiIP, dbIP, webIP))
 
 	// An intention denying frontend -> db takes db out.
@@ -155,6 +161,18 @@ func TestXDSTransparentProxy(t *testing.T) {
 	}
 	expect(fmt.Sprintf("api=%s,web=%s passthrough=false", apiIP, webIP))
 
+	// api's instances may be dialled directly: frontend reaches 10.0.0.3
+	// over mTLS to api's identity.
+	roots, _, err := c.Agent().ConnectCARoots(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.ConfigEntries().Set(&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "api",
+		TransparentProxy: &api.TransparentProxyConfig{DialedDirectly: true}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	expect(fmt.Sprintf("api=%s,passthrough~api.default.dc1.internal.%s=10.0.0.3,web=%s passthrough=false", apiIP, roots.TrustDomain, webIP))
+
 	// service-defaults make web's sidecar (direct by its registration)
 	// transparent, on the port they name.
 	if _, _, err := c.ConfigEntries().Set(&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "web", Mode: api.ProxyModeTransparent,
@@ -165,21 +183,10 @@ func TestXDSTransparentProxy(t *testing.T) {
 	w.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
 	w.ack(w.next(resource.ClusterType))
 	w.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType})
-	wait.For(t, 20*time.Second, func() error {
-		r := w.next(resource.ListenerType)
-		w.ack(r)
-		v, ok := readOutbound(t, r, "outbound_listener:127.0.0.1:15011")
-		if !ok {
-			return fmt.Errorf("web's sidecar has no outbound listener on 15011")
-		}
-		// db is its named upstream (port 9191), matched at its virtual
-		// IP too; frontend and api through the default allow.
-		want := fmt.Sprintf("api=%s,db=%s,frontend=%s passthrough=false", apiIP, dbIP, vip("frontend"))
-		if v.String() != want {
-			return fmt.Errorf("web's outbound listener: %s, want %s", v, want)
-		}
-		return nil
-	})
+	// db is its named upstream (port 9191), matched at its virtual IP too;
+	// frontend and api through the default allow.
+	expectOutbound(t, w, "outbound_listener:127.0.0.1:15011")(fmt.Sprintf("api=%s,db=%s,frontend=%s,passthrough~api.default.dc1.internal.%s=10.0.0.3 passthrough=false",
+		apiIP, dbIP, vip("frontend"), roots.TrustDomain))
 
 	// A bad mode in service-defaults is refused.
 	if _, _, err := c.ConfigEntries().Set(&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "web", Mode: "sideways"}, nil); err == nil || !strings.Contains(err.Error(), "400") {

@@ -69,16 +69,7 @@ func (b *builder) addEDSCluster(p *Proxy, c edsCluster) {
 	// them: proxies of different services share the cluster.
 	key := strings.Join([]string{"up", c.name, c.sni, p.TrustDomain, c.service, c.dc, c.timeout.String(), lbKey(c.lb), strconv.FormatBool(c.http2)}, "|")
 	b.add(resource.ClusterType, key, func() (types.Resource, error) {
-		spiffe := connect.ServiceID(p.TrustDomain, c.dc, c.service).String()
-		ts, err := transportSocket(&tlsv3.UpstreamTlsContext{
-			Sni: c.sni,
-			CommonTlsContext: commonTLS(&tlsv3.CertificateValidationContext{
-				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
-					SanType: tlsv3.SubjectAltNameMatcher_URI,
-					Matcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: spiffe}},
-				}},
-			}),
-		})
+		ts, err := upstreamTLS(p.TrustDomain, c.sni, c.service, c.dc)
 		if err != nil {
 			return nil, err
 		}
@@ -99,6 +90,22 @@ func (b *builder) addEDSCluster(p *Proxy, c edsCluster) {
 	})
 	b.add(resource.EndpointType, "eds|"+c.name+"|"+endpointsKey(c.endpoints), func() (types.Resource, error) {
 		return loadAssignment(c.name, c.endpoints), nil
+	})
+}
+
+// upstreamTLS is the mTLS of a connection to a mesh service's instances:
+// the proxy's certificate, SNI sni, and the SPIFFE ID of service in dc
+// required of the peer.
+func upstreamTLS(trustDomain, sni, service, dc string) (*core.TransportSocket, error) {
+	spiffe := connect.ServiceID(trustDomain, dc, service).String()
+	return transportSocket(&tlsv3.UpstreamTlsContext{
+		Sni: sni,
+		CommonTlsContext: commonTLS(&tlsv3.CertificateValidationContext{
+			MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+				SanType: tlsv3.SubjectAltNameMatcher_URI,
+				Matcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: spiffe}},
+			}},
+		}),
 	})
 }
 
@@ -268,7 +275,7 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream) error {
 		if err != nil {
 			return err
 		}
-		b.upstreamListener(u, outChain{stat: stat, cluster: name})
+		b.upstreamListener(p, u, outChain{stat: stat, cluster: name})
 		return nil
 	}
 	clusters := map[string]string{} // resolver node key -> cluster
@@ -298,7 +305,7 @@ func (b *builder) addChainUpstream(p *Proxy, u *Upstream) error {
 		return chainRouteConfig(routeName, ch, clusters)
 	})
 	b.routeRefs = append(b.routeRefs, routeName)
-	b.upstreamListener(u, outChain{stat: stat, route: routeName})
+	b.upstreamListener(p, u, outChain{stat: stat, route: routeName})
 	return nil
 }
 

@@ -206,7 +206,7 @@ func TestChainGolden(t *testing.T) {
 		// anything else passes through.
 		{"transparent", func(p *Proxy) {
 			db, api, web := chainUpstream(t, e, "db", 0), chainUpstream(t, e, "api", 0), chainUpstream(t, e, "web", 9193)
-			db.Transparent, db.MatchAddresses = true, []string{"240.0.0.1"}
+			db.Transparent, db.MatchAddresses, db.DialedDirectly = true, []string{"240.0.0.1"}, true
 			api.Transparent, api.MatchAddresses = true, []string{"240.0.0.2", "10.96.0.5"}
 			web.Transparent, web.MatchAddresses = true, []string{"240.0.0.3"}
 			p.Upstreams = []Upstream{db, api, web}

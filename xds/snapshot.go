@@ -110,6 +110,11 @@ type Upstream struct {
 	// port.
 	Transparent    bool
 	MatchAddresses []string
+	// DialedDirectly: the app of a transparent proxy may also dial the
+	// upstream's instances at their own addresses (Consul's
+	// TransparentProxy.DialedDirectly): connections to those addresses
+	// go there, over mTLS to the instance's sidecar.
+	DialedDirectly bool
 }
 
 // listenAt returns the name of u's outbound listener and its address:
@@ -265,7 +270,7 @@ func BuildMemo(p *Proxy, m *Memo) (*Snapshot, error) {
 			c.service, c.dc = orDefault(u.QueryService, u.DestinationName), orDefault(u.QueryDatacenter, dc)
 		}
 		b.addEDSCluster(p, c)
-		b.upstreamListener(u, outChain{stat: "upstream." + name, cluster: name})
+		b.upstreamListener(p, u, outChain{stat: "upstream." + name, cluster: name})
 	}
 	if p.Outbound != nil {
 		b.addOutbound(p.Outbound)

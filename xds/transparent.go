@@ -3,6 +3,7 @@ package xds
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,13 +48,15 @@ type Outbound struct {
 }
 
 // outChain is one upstream's filter chain in the outbound listener:
-// connections to addrs go to cluster (L4) or through route (L7).
+// connections to addrs go to cluster (L4) or through route (L7). direct:
+// addrs are instances' own addresses, which two upstreams may share.
 type outChain struct {
 	name    string
 	addrs   []string
 	stat    string
 	cluster string
 	route   string
+	direct  bool
 }
 
 func (c outChain) key() string {
@@ -71,7 +74,7 @@ func (c outChain) filter() (*listener.Filter, error) {
 // upstreamListener adds what makes u reachable: its own listener when it
 // binds a port or socket, and its filter chain in the outbound listener
 // when it is transparent. c says where its connections go.
-func (b *builder) upstreamListener(u *Upstream, c outChain) {
+func (b *builder) upstreamListener(p *Proxy, u *Upstream, c outChain) {
 	if u.LocalBindPort != 0 || u.LocalBindSocketPath != "" {
 		lname, laddr := u.listenAt()
 		b.add(resource.ListenerType, "up|"+c.key()+"|"+u.listenKey(), func() (types.Resource, error) {
@@ -87,6 +90,62 @@ func (b *builder) upstreamListener(u *Upstream, c outChain) {
 		c.addrs = u.MatchAddresses
 		b.outbound = append(b.outbound, c)
 	}
+	if u.Transparent && u.DialedDirectly {
+		b.addDirect(p, u)
+	}
+}
+
+// PassthroughClusterPrefix starts the names of the clusters that send a
+// transparent proxy's connections to an upstream's instance the app dialled
+// directly: passthrough~<the upstream's SNI>.
+const PassthroughClusterPrefix = "passthrough~"
+
+// addDirect adds what reaches u's instances at their own addresses: a
+// filter chain matching them, to an original-destination cluster over
+// mTLS to u's service in the proxy's datacenter. Only the instances of
+// that service there are matched (not a failover's or a redirect's, whose
+// identity differs).
+func (b *builder) addDirect(p *Proxy, u *Upstream) {
+	dc := orDefault(u.Datacenter, p.Datacenter)
+	var addrs []string
+	add := func(eps []Endpoint) {
+		for _, e := range eps {
+			if ip, err := netip.ParseAddr(e.Address); err == nil && !slices.Contains(addrs, ip.String()) {
+				addrs = append(addrs, ip.String())
+			}
+		}
+	}
+	if u.Chain == nil {
+		if !u.PreparedQuery {
+			add(u.Endpoints)
+		}
+	} else {
+		for id, t := range u.Chain.Targets {
+			if t.Service == u.DestinationName && t.Datacenter == dc {
+				add(u.TargetEndpoints[id])
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	sort.Strings(addrs)
+	sni := ClusterName(u.DestinationName, dc, p.TrustDomain)
+	name := PassthroughClusterPrefix + sni
+	b.add(resource.ClusterType, "direct|"+name+"|"+p.TrustDomain, func() (types.Resource, error) {
+		ts, err := upstreamTLS(p.TrustDomain, sni, u.DestinationName, dc)
+		if err != nil {
+			return nil, err
+		}
+		return &cluster.Cluster{
+			Name:                 name,
+			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_ORIGINAL_DST},
+			LbPolicy:             cluster.Cluster_CLUSTER_PROVIDED,
+			ConnectTimeout:       durationpb.New(5 * time.Second),
+			TransportSocket:      ts,
+		}, nil
+	})
+	b.outbound = append(b.outbound, outChain{name: name, addrs: addrs, stat: "upstream." + name, cluster: name, direct: true})
 }
 
 // addOutbound adds the outbound listener of a transparent proxy and, with
@@ -96,7 +155,7 @@ func (b *builder) addOutbound(o *Outbound) {
 	if port == 0 {
 		port = DefaultOutboundPort
 	}
-	chains := append([]outChain(nil), b.outbound...)
+	chains := directOwned(b.outbound)
 	sort.Slice(chains, func(i, j int) bool { return chains[i].name < chains[j].name })
 	if o.Passthrough {
 		b.add(resource.ClusterType, "origdst", func() (types.Resource, error) {
@@ -117,6 +176,38 @@ func (b *builder) addOutbound(o *Outbound) {
 	b.add(resource.ListenerType, kb.String(), func() (types.Resource, error) {
 		return outboundListener(port, chains, o.Passthrough)
 	})
+}
+
+// directOwned returns chains with the instance addresses of direct chains
+// kept only where no other chain claims them (two services on one host, or
+// an instance at an upstream's virtual IP): a connection to such an address
+// cannot tell which service it is for, and goes where the listener's
+// default sends it. A direct chain left with no address is dropped (a
+// chain matching no address would match every one).
+func directOwned(chains []outChain) []outChain {
+	claims := map[string]int{}
+	for _, c := range chains {
+		for _, a := range c.addrs {
+			claims[a]++
+		}
+	}
+	out := make([]outChain, 0, len(chains))
+	for _, c := range chains {
+		if c.direct {
+			var keep []string
+			for _, a := range c.addrs {
+				if claims[a] == 1 {
+					keep = append(keep, a)
+				}
+			}
+			if len(keep) == 0 {
+				continue
+			}
+			c.addrs = keep
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // outboundListener is the listener the app's redirected connections reach.
