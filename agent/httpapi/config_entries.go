@@ -69,6 +69,15 @@ func validateEntry(kind, name string, body []byte) ([]byte, error) {
 	return catalog.NormalizeConfigEntry(kind, name, body)
 }
 
+// defaultsFields are the fields proxy-defaults and service-defaults share
+// that are checked here.
+type defaultsFields struct {
+	Mode             string
+	TransparentProxy *catalog.TransparentProxyConfig
+	MeshGateway      struct{ Mode string }
+	Meta             map[string]string
+}
+
 // validateOwnEntry checks the kinds whose rules live here.
 func validateOwnEntry(kind, name string, body []byte) error {
 	switch kind {
@@ -77,11 +86,8 @@ func validateOwnEntry(kind, name string, body []byte) error {
 			return fmt.Errorf("invalid name (%q), only %q is supported", name, "global")
 		}
 		var v struct {
-			Config           map[string]any
-			Mode             string
-			TransparentProxy *catalog.TransparentProxyConfig
-			MeshGateway      struct{ Mode string }
-			Meta             map[string]string
+			Config map[string]any
+			defaultsFields
 		}
 		if err := json.Unmarshal(body, &v); err != nil {
 			return err
@@ -98,11 +104,8 @@ func validateOwnEntry(kind, name string, body []byte) error {
 		return json.Unmarshal(body, &v)
 	case kindServiceDefaults:
 		var v struct {
-			Protocol         string
-			Mode             string
-			TransparentProxy *catalog.TransparentProxyConfig
-			MeshGateway      struct{ Mode string }
-			Meta             map[string]string
+			Protocol string
+			defaultsFields
 		}
 		if err := json.Unmarshal(body, &v); err != nil {
 			return err
