@@ -351,6 +351,8 @@ func (a *Agent) newLocalState() *local.State {
 		EnableScriptChecks:      a.cfg.EnableScriptChecks,
 		EnableLocalScriptChecks: a.cfg.EnableLocalScriptChecks,
 		SidecarMinPort:          a.cfg.Ports.SidecarMinPort,
+		ExposeMinPort:           a.cfg.Ports.ExposeMinPort,
+		ExposeMaxPort:           a.cfg.Ports.ExposeMaxPort,
 		SidecarMaxPort:          a.cfg.Ports.SidecarMaxPort,
 	})
 }

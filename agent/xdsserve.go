@@ -773,6 +773,12 @@ func (x *xdsService) readProxy(ctx context.Context, node, token string) (*proxyI
 		p.Expose = append(p.Expose, xds.ExposePath{Path: e.Path, LocalPathPort: e.LocalPathPort, ListenerPort: e.ListenerPort,
 			Protocol: strings.ToLower(e.Protocol)})
 	}
+	if svc.Proxy.Expose.Checks {
+		// The checks of its service it serves (agent/local/expose.go).
+		for _, e := range x.a.local.ExposedChecks(svc.Proxy.DestinationServiceID) {
+			p.Expose = append(p.Expose, xds.ExposePath{Path: e.Path, LocalPathPort: e.LocalPathPort, ListenerPort: e.ListenerPort, Protocol: e.Protocol})
+		}
+	}
 	mode, tp := proxyMode(svc, chains)
 	transparent := mode == catalog.ProxyModeTransparent
 	for i := range svc.Proxy.Upstreams {

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/tribune-mesh/tribune/agent"
 	"github.com/tribune-mesh/tribune/agent/agenttest"
 	"github.com/tribune-mesh/tribune/test/wait"
 )
@@ -139,24 +140,10 @@ func TestXDSSocketUpstream(t *testing.T) {
 	if err := reg(api.Upstream{DestinationName: "db", LocalBindSocketPath: sock, LocalBindSocketMode: "0600"}); err != nil {
 		t.Fatal(err)
 	}
-	x := newDeltaClient(t, a, "web-sidecar-proxy", "")
-	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
-	x.ack(x.next(resource.ClusterType))
-	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType})
-	wait.For(t, 20*time.Second, func() error {
-		lds := x.next(resource.ListenerType)
-		x.ack(lds)
-		for _, l := range listenersOf(t, lds) {
-			if l.GetName() != "db:"+sock {
-				continue
-			}
-			if p := l.GetAddress().GetPipe(); p.GetPath() != sock || p.GetMode() != 0o600 {
-				t.Fatalf("socket listener address = %v", l.GetAddress())
-			}
-			return nil
-		}
-		return fmt.Errorf("no listener db:%s yet", sock)
-	})
+	l := sidecarListener(t, a, "web-sidecar-proxy", "db:"+sock)
+	if p := l.GetAddress().GetPipe(); p.GetPath() != sock || p.GetMode() != 0o600 {
+		t.Fatalf("socket listener address = %v", l.GetAddress())
+	}
 }
 
 // With ACLs, a prepared-query upstream is found as an execution finds it,
@@ -290,4 +277,60 @@ func listenersOf(t *testing.T, r *discovery.DeltaDiscoveryResponse) []*listener.
 		out = append(out, l)
 	}
 	return out
+}
+
+// A sidecar registered with expose.checks serves its service's HTTP check
+// on a listener of the expose range (the check's ExposedPort, shown by the
+// agent's API), to the path and port the check names.
+func TestXDSExposedChecks(t *testing.T) {
+	t.Parallel()
+	cfg := agenttest.Config(t)
+	port := agenttest.FreePorts(t, 1)[0]
+	cfg.Ports.ExposeMinPort, cfg.Ports.ExposeMaxPort = port, port
+	a, c := meshAgentWith(t, cfg, "")
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{Name: "web", Port: 8080,
+		Check: &api.AgentServiceCheck{CheckID: "web-http", HTTP: "http://127.0.0.1:8080/healthz", Interval: "10s"},
+		Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{Port: 21500,
+			Proxy: &api.AgentServiceConnectProxyConfig{Expose: api.ExposeConfig{Checks: true}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, func() error {
+		checks, err := c.Agent().Checks()
+		if err != nil {
+			return err
+		}
+		if ch := checks["web-http"]; ch == nil || ch.ExposedPort != port {
+			return fmt.Errorf("check %+v, want exposed at %d", ch, port)
+		}
+		return nil
+	})
+	l := sidecarListener(t, a, "web-sidecar-proxy", "exposed_path_healthz")
+	raw, _ := protojson.Marshal(l)
+	if got := l.GetAddress().GetSocketAddress().GetPortValue(); got != uint32(port) || !strings.Contains(string(raw), `"path":"/healthz"`) ||
+		!strings.Contains(string(raw), "exposed_cluster_8080") {
+		t.Fatalf("exposed check listener on %d: %s", got, raw)
+	}
+}
+
+// sidecarListener plays Envoy for the sidecar node of a (clusters, then
+// listeners) until it is sent the listener called name, and returns it.
+func sidecarListener(t *testing.T, a *agent.Agent, node, name string) *listener.Listener {
+	t.Helper()
+	x := newDeltaClient(t, a, node, "")
+	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
+	x.ack(x.next(resource.ClusterType))
+	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType})
+	var found *listener.Listener
+	wait.For(t, 20*time.Second, func() error {
+		lds := x.next(resource.ListenerType)
+		x.ack(lds)
+		for _, l := range listenersOf(t, lds) {
+			if l.GetName() == name {
+				found = l
+				return nil
+			}
+		}
+		return fmt.Errorf("no listener %s yet", name)
+	})
+	return found
 }

@@ -52,10 +52,6 @@ func (l *State) AddServiceDefinitionReplacing(def *config.ServiceDefinition, fro
 	if err := svc.ValidateConnect(); err != nil {
 		return invalid("Invalid service %q: %v", def.Name, err)
 	}
-	if svc.Proxy != nil && svc.Proxy.Expose.Checks {
-		l.logger.Warn("expose.checks is not supported: the service's HTTP and gRPC checks are not exposed through the proxy; list their paths in expose.paths",
-			"service", svc.Service)
-	}
 	if def.Locality != nil {
 		svc.Locality = &catalog.Locality{Region: def.Locality.Region, Zone: def.Locality.Zone}
 	}

@@ -94,6 +94,10 @@ type Config struct {
 	// they name none (ports.sidecar_min_port/max_port); zero means
 	// Consul's 21000-21255.
 	SidecarMinPort, SidecarMaxPort int
+	// ExposeMinPort and ExposeMaxPort are the range the checks a sidecar
+	// exposes (Proxy.Expose.Checks) take a listener port from
+	// (ports.expose_min_port/max_port); zero means Consul's 21500-21755.
+	ExposeMinPort, ExposeMaxPort int
 	// SyncToken, with ACLs on, describes the token the Backend's writes
 	// carry, to explain a sync the servers refuse (aclblock.go).
 	SyncToken SyncToken
@@ -129,6 +133,7 @@ type Check struct {
 
 	timer         clock.Timer
 	runner        *checks.Check
+	runs          int // runners started, guarded by State.mu
 	criticalSince time.Time
 	inSync        bool
 	// token is the ACL token the check was registered with, synced with
@@ -174,8 +179,10 @@ type State struct {
 	scripts   bool
 	// localScripts permits script checks from configuration files.
 	localScripts bool
-	// sidecarMin and sidecarMax bound the ports given to sidecars.
+	// sidecarMin and sidecarMax bound the ports given to sidecars;
+	// exposeMin and exposeMax those of exposed checks (expose.go).
 	sidecarMin, sidecarMax int
+	exposeMin, exposeMax   int
 
 	mu         sync.Mutex
 	services   map[string]*service
@@ -223,6 +230,9 @@ func New(cfg Config) *State {
 	if cfg.SidecarMinPort <= 0 || cfg.SidecarMaxPort < cfg.SidecarMinPort {
 		cfg.SidecarMinPort, cfg.SidecarMaxPort = 21000, 21255
 	}
+	if cfg.ExposeMinPort <= 0 || cfg.ExposeMaxPort < cfg.ExposeMinPort {
+		cfg.ExposeMinPort, cfg.ExposeMaxPort = 21500, 21755
+	}
 	limit := cfg.CheckOutputMaxSize
 	if limit <= 0 {
 		limit = checks.DefaultOutputMaxSize
@@ -243,6 +253,8 @@ func New(cfg Config) *State {
 		localScripts: cfg.EnableLocalScriptChecks,
 		sidecarMin:   cfg.SidecarMinPort,
 		sidecarMax:   cfg.SidecarMaxPort,
+		exposeMin:    cfg.ExposeMinPort,
+		exposeMax:    cfg.ExposeMaxPort,
 		checkOpt: checks.Options{
 			EnableScriptChecks: true, // gated when the check was defined
 			OutputMaxSize:      limit,
@@ -300,9 +312,14 @@ func (l *State) addService(svc *catalog.Service, checks []*Check, token string) 
 		// Consul's does, rather than flapping to its initial status.
 		if old := l.checks[c.Health.CheckID]; old != nil {
 			c.Health.Status, c.Health.Output = old.Health.Status, old.Health.Output
+			c.Health.ExposedPort = old.Health.ExposedPort
 			c.criticalSince = old.criticalSince
 		}
 		l.addCheckLocked(c)
+	}
+	if p := svc.Proxy; svc.Kind == catalog.ServiceKindConnectProxy && p != nil {
+		// The sidecar may start or stop exposing its service's checks.
+		l.reexposeLocked(p.DestinationServiceID)
 	}
 	l.mu.Unlock()
 	l.stopPending()
@@ -339,6 +356,10 @@ func (l *State) RemoveServiceWithToken(id, token string) bool {
 				checkIDs = append(checkIDs, cid)
 			}
 		}
+	}
+	if ok && s.svc.Kind == catalog.ServiceKindConnectProxy && s.svc.Proxy != nil {
+		// Its service's checks are probed directly again.
+		l.reexposeLocked(s.svc.Proxy.DestinationServiceID)
 	}
 	sidecar := ""
 	if sc := l.services[id+sidecarSuffix]; ok && sc != nil && sc.svc.Kind == "connect-proxy" &&
@@ -402,16 +423,28 @@ func (l *State) addCheckLocked(c *Check) {
 		id := c.Health.CheckID
 		c.timer = l.clock.AfterFunc(c.TTL, func() { l.ttlExpired(id, c) })
 	}
-	if c.Probe != nil {
-		r, err := checks.New(*c.Probe, &notifier{l: l, c: c}, l.checkOpt)
-		if err != nil {
-			l.logger.Error("check cannot run", "check", c.Health.CheckID, "error", err)
-			c.Health.Output = err.Error()
-			return
-		}
-		c.runner = r
-		r.Start()
+	l.startRunnerLocked(c)
+}
+
+// startRunnerLocked starts the runner of a check that has a probe.
+func (l *State) startRunnerLocked(c *Check) {
+	if c.Probe == nil {
+		return
 	}
+	c.runs++
+	exposed := c.Health.ExposedPort
+	probe := l.probeLocked(c)
+	if c.Health.ExposedPort != exposed {
+		c.inSync = false // the catalog shows the exposed port
+	}
+	r, err := checks.New(probe, &notifier{l: l, c: c, gen: c.runs}, l.checkOpt)
+	if err != nil {
+		l.logger.Error("check cannot run", "check", c.Health.CheckID, "error", err)
+		c.Health.Output = err.Error()
+		return
+	}
+	c.runner = r
+	r.Start()
 }
 
 func (l *State) stopCheckLocked(c *Check) {
@@ -470,12 +503,15 @@ func (l *State) StopChecks() {
 type notifier struct {
 	l *State
 	c *Check
+	// gen is c.runs when the runner started: a runner replaced on the
+	// same check (expose.go) reports nothing more.
+	gen int
 }
 
 // UpdateCheck implements checks.Notifier.
 func (n *notifier) UpdateCheck(id, status, output string) {
 	n.l.mu.Lock()
-	if n.l.checks[id] != n.c {
+	if n.l.checks[id] != n.c || n.c.runs != n.gen {
 		n.l.mu.Unlock()
 		return
 	}
