@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -197,6 +198,13 @@ func connectRedirectTraffic(ctx context.Context, args []string, stdout, stderr i
 		if err := applyProxyRegistration(&cfg, svc); err != nil {
 			return fail("%v", err)
 		}
+		if svc.Proxy.Expose.Checks && *nodeName == "" {
+			ports, err := exposedCheckPorts(ctx, hf, svc.Proxy.DestinationServiceID)
+			if err != nil {
+				return fail("%v", err)
+			}
+			cfg.ExcludeInboundPorts = append(cfg.ExcludeInboundPorts, ports...)
+		}
 	}
 	plan, err := cfg.Plan()
 	if err != nil {
@@ -212,6 +220,28 @@ func connectRedirectTraffic(ctx context.Context, args []string, stdout, stderr i
 	fmt.Fprintf(stdout, "Applied traffic redirection rules: inbound TCP to port %d, outbound TCP to port %d\n",
 		cfg.ProxyInboundPort, cfg.ProxyOutboundPort)
 	return 0
+}
+
+// exposedCheckPorts returns the listener ports the local agent gave the
+// checks of service id that its sidecar exposes (expose.checks): the
+// agent's probes arrive there, and must not be redirected.
+func exposedCheckPorts(ctx context.Context, hf httpFlags, id string) ([]int, error) {
+	client, err := hf.client()
+	if err != nil {
+		return nil, err
+	}
+	checks, err := client.Agent().ChecksWithFilterOpts("", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read the local agent's checks: %w", err)
+	}
+	var ports []int
+	for _, c := range checks {
+		if c.ServiceID == id && c.ExposedPort != 0 {
+			ports = append(ports, c.ExposedPort)
+		}
+	}
+	sort.Ints(ports)
+	return ports, nil
 }
 
 // lookupProxy reads the proxy's registration: from the local agent, or from

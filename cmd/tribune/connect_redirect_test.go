@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -201,6 +202,37 @@ func TestRedirectTrafficFromProxyRegistration(t *testing.T) {
 			t.Fatalf("%v", r)
 		}
 		checkRules(t, rec, wantWeb)
+	})
+	t.Run("exposed checks", func(t *testing.T) {
+		// The ports the agent gave the checks a sidecar exposes are
+		// excluded: the agent's probes arrive there.
+		if err := client.Agent().ServiceRegister(&api.AgentServiceRegistration{Name: "db", ID: "db", Port: 5432,
+			Check: &api.AgentServiceCheck{CheckID: "db-http", HTTP: "http://127.0.0.1:5432/ready", Interval: "30s"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := client.Agent().ServiceRegister(&api.AgentServiceRegistration{Kind: api.ServiceKindConnectProxy, Name: "db-sidecar-proxy",
+			ID: "db-sidecar-proxy", Port: 21002, Proxy: &api.AgentServiceConnectProxyConfig{DestinationServiceName: "db", DestinationServiceID: "db",
+				Expose: api.ExposeConfig{Checks: true}}}); err != nil {
+			t.Fatal(err)
+		}
+		var exposed int
+		waitFor(t, 10*time.Second, func() (bool, string) {
+			checks, err := client.Agent().Checks()
+			if err != nil || checks["db-http"] == nil || checks["db-http"].ExposedPort == 0 {
+				return false, "db-http not exposed yet"
+			}
+			exposed = checks["db-http"].ExposedPort
+			return true, ""
+		})
+		r, rec := runRedirect(addr, "-proxy-uid=1234", "-proxy-id=db-sidecar-proxy")
+		if r.code != 0 {
+			t.Fatalf("%v", r)
+		}
+		checkRules(t, rec, []string{
+			"-t nat -A CONSUL_PROXY_REDIRECT -p tcp -j REDIRECT --to-ports 15001",
+			"-t nat -A CONSUL_PROXY_IN_REDIRECT -p tcp -j REDIRECT --to-ports 21002",
+			fmt.Sprintf("-t nat -A CONSUL_PROXY_INBOUND -p tcp --dport %d -j RETURN", exposed),
+		})
 	})
 	t.Run("bind_port", func(t *testing.T) {
 		r, rec := runRedirect(addr, "-proxy-uid=1234", "-proxy-id=api-sidecar-proxy")
