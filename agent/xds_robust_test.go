@@ -46,14 +46,7 @@ func subscribeSidecar(t *testing.T, x *deltaClient) *sidecarConfig {
 	out := &sidecarConfig{listeners: map[string]string{}, eds: map[string]struct{}{}}
 	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
 	cds := x.next(resource.ClusterType)
-	for _, res := range cds.GetResources() {
-		var cl cluster.Cluster
-		if err := res.GetResource().UnmarshalTo(&cl); err != nil {
-			t.Fatal(err)
-		}
-		if err := cl.ValidateAll(); err != nil {
-			t.Fatalf("cluster %s invalid: %v", cl.GetName(), err)
-		}
+	for _, cl := range clustersOf(t, cds) {
 		if cl.GetType() == cluster.Cluster_EDS {
 			out.eds[cl.GetName()] = struct{}{}
 		}

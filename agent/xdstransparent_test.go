@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/hashicorp/consul/api"
@@ -129,14 +128,7 @@ func TestXDSTransparentProxy(t *testing.T) {
 	x.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
 	cds := x.next(resource.ClusterType)
 	var names []string
-	for _, res := range cds.GetResources() {
-		var cl cluster.Cluster
-		if err := res.GetResource().UnmarshalTo(&cl); err != nil {
-			t.Fatal(err)
-		}
-		if err := cl.ValidateAll(); err != nil {
-			t.Fatalf("cluster %s invalid: %v", cl.GetName(), err)
-		}
+	for _, cl := range clustersOf(t, cds) {
 		names = append(names, strings.SplitN(cl.GetName(), ".", 2)[0])
 	}
 	sort.Strings(names)

@@ -45,16 +45,9 @@ func TestXDSPreparedQueryUpstream(t *testing.T) {
 	wait.For(t, 20*time.Second, func() error {
 		cds := x.next(resource.ClusterType)
 		x.ack(cds)
-		for _, res := range cds.GetResources() {
-			var cl cluster.Cluster
-			if err := res.GetResource().UnmarshalTo(&cl); err != nil {
-				t.Fatal(err)
-			}
-			if err := cl.ValidateAll(); err != nil {
-				t.Fatalf("cluster %s invalid: %v", cl.GetName(), err)
-			}
+		for _, cl := range clustersOf(t, cds) {
 			if strings.HasPrefix(cl.GetName(), "dbq.default.dc1.query.") {
-				raw, _ := protojson.Marshal(&cl)
+				raw, _ := protojson.Marshal(cl)
 				if !strings.Contains(string(raw), "/dc/dc1/svc/db") || !strings.Contains(string(raw), `"sni":"`+cl.GetName()+`"`) {
 					t.Fatalf("query cluster's TLS = %s", raw)
 				}
@@ -333,4 +326,22 @@ func sidecarListener(t *testing.T, a *agent.Agent, node, name string) *listener.
 		return fmt.Errorf("no listener %s yet", name)
 	})
 	return found
+}
+
+// clustersOf decodes the clusters of a delta response, each checked with
+// ValidateAll.
+func clustersOf(t *testing.T, r *discovery.DeltaDiscoveryResponse) []*cluster.Cluster {
+	t.Helper()
+	var out []*cluster.Cluster
+	for _, res := range r.GetResources() {
+		cl := new(cluster.Cluster)
+		if err := res.GetResource().UnmarshalTo(cl); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.ValidateAll(); err != nil {
+			t.Fatalf("cluster %s invalid: %v", cl.GetName(), err)
+		}
+		out = append(out, cl)
+	}
+	return out
 }
